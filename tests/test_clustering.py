@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from functions.clustering import (POOLED, SCORES, clustering_scores, clustering_subset, cluster_records,
-                                  channel_features, layer_activations, layer_names, load_ari,
-                                  pair_precision_recall, pooled_features, run_clustering)
+from functions.clustering import (POOLED, SCORES, channel_features, cluster_records, clustering_scores,
+                                  clustering_subset, layer_activations, layer_names, layer_order, layer_scores,
+                                  load_ari, pair_precision_recall, pooled_features, run_clustering)
 from functions.config import Config
 from functions.data import DataError, Split, balanced_subset, subset_seed
 from functions.models import build
@@ -156,3 +156,38 @@ def test_resume_refuses_other_parameters_and_names_them(model, separable, tmp_pa
     with pytest.raises(DataError, match="n_init: file 1 vs now 2"):
         run_clustering(path, {"depth": 3}, {"m": model}, {"target": separable}, [1.0], 1, n_init=2,
                        per_channel=False)
+
+
+# ----------------------------------------------------------------------------- summaries
+
+def test_layer_order_follows_the_network_whatever_its_depth():
+    assert layer_order(["fc", "conv10", "input", "conv2", "conv2"]) == ["input", "conv2", "conv10", "fc"]
+
+
+@pytest.fixture
+def scored():
+    """ARI 0.1 * channel + 0.01 * repeat on conv0 channels, 0.5 for pooled vectors."""
+    def record(layer, channel, repeat, ari, split="target"):
+        return {"model": "m", "split": split, "sampled_percentage": 0.1, "repeat": repeat, "layer": layer,
+                "channel": channel, "ari": ari}
+    return [record(layer, POOLED, r, 0.5) for layer in ("conv0", "fc") for r in (0, 1)] \
+        + [record("conv0", c, r, 0.1 * c + 0.01 * r) for c in range(3) for r in (0, 1)] \
+        + [record("fc", POOLED, 0, 0.9, split="source")]
+
+
+def test_layer_scores_summarise_channels_or_take_the_pooled_vector(scored):
+    def by_layer(frame):
+        return {(row.layer, row.repeat): round(row.ari, 12) for row in frame.itertuples()}
+
+    assert by_layer(layer_scores(scored, "target")) == {("conv0", 0): 0.5, ("conv0", 1): 0.5,
+                                                        ("fc", 0): 0.5, ("fc", 1): 0.5}
+    assert by_layer(layer_scores(scored, "target", channels="max")) == {("conv0", 0): 0.2, ("conv0", 1): 0.21,
+                                                                        ("fc", 0): 0.5, ("fc", 1): 0.5}
+    assert by_layer(layer_scores(scored, "target", channels="mean"))[("conv0", 1)] == 0.11
+
+
+def test_layer_scores_name_the_available_splits_and_choices(scored):
+    with pytest.raises(DataError, match="'source', 'target'"):
+        layer_scores(scored, "val")
+    with pytest.raises(DataError, match="choose 'pooled'"):
+        layer_scores(scored, "target", channels="median")

@@ -1,0 +1,235 @@
+"""The study's figures, each from results records (plus baseline records), returned as a Figure.
+
+Figures are built without pyplot, so nothing stays open or is shown twice: return one as a
+notebook cell's last value (or ``display(fig)``) to see it, and :func:`save_figure` to write
+``<Folder>/results/figures/<name>.png`` byte-for-byte reproducibly.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from .clustering import layer_order, layer_scores
+from .data import REPO_ROOT, DataError
+from .stats import BASELINE, as_frame
+
+CUT_LABEL = "cut point (conv layers kept)"
+FRACTION_LABEL = "fraction of target training data"
+METRIC_LABELS = {"test_acc": "test accuracy", "train_acc": "train accuracy", "val_acc": "validation accuracy",
+                 "ari": "adjusted Rand index", "nmi": "normalised mutual information",
+                 "cluster_acc": "cluster accuracy", "pair_precision": "pairwise precision",
+                 "pair_recall": "pairwise recall"}
+BASELINE_COLOR = "0.45"
+PANEL_WIDTH, PANEL_HEIGHT = 3.8, 3.4
+BAND_NOTE = "bands: inter-quartile range"
+
+
+def cut_label(cut: int) -> str:
+    return "baseline" if cut == BASELINE else str(int(cut))
+
+
+def _label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def _fraction_title(percentage: float) -> str:
+    return f"{FRACTION_LABEL} = {percentage:g}"
+
+
+def _panels(count: int, sharey: bool = True, size: tuple | None = None) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=size or (PANEL_WIDTH * count, PANEL_HEIGHT), layout="constrained")
+    axes = fig.subplots(1, count, sharey=sharey, squeeze=False)[0]
+    return fig, axes
+
+
+def _cut_palette(cuts) -> dict:
+    """One colour per cut point, the same in every figure; the baseline grey."""
+    transfer = sorted(c for c in cuts if c != BASELINE)
+    colors = sns.color_palette("viridis", max(len(transfer), 1))
+    palette = {cut_label(c): colors[i] for i, c in enumerate(transfer)}
+    palette["baseline"] = BASELINE_COLOR
+    return palette
+
+
+@contextlib.contextmanager
+def _quiet_seaborn():
+    """seaborn 0.13.2 calls matplotlib 3.11 APIs that warn of their own deprecation; the figures
+    are unaffected and the warnings would only clutter notebook outputs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="vert: bool was deprecated")
+        warnings.filterwarnings("ignore", message="The set_bad function will be deprecated")
+        yield
+
+
+def _quartile_summary(frame: pd.DataFrame, by: list, metric: str) -> pd.DataFrame:
+    grouped = frame.groupby(by)[metric]
+    return pd.DataFrame({"mean": grouped.mean(), "q1": grouped.quantile(0.25), "q3": grouped.quantile(0.75)}).reset_index()
+
+
+# ----------------------------------------------------------------------------- accuracy figures
+
+def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc") -> Figure:
+    """The study's main figure: per percentage, box plots of ``metric`` per cut point (one dot per
+    repeat) with the baseline beside them."""
+    frame = as_frame(records, baseline_records, metric)
+    frame["cut"] = frame["sampled_cut_point"].map(cut_label)
+    order = [cut_label(c) for c in sorted(frame["sampled_cut_point"].unique())]
+    palette = _cut_palette(frame["sampled_cut_point"].unique())
+    percentages = sorted(frame["sampled_percentage"].unique())
+    fig, axes = _panels(len(percentages))
+    for ax, percentage in zip(axes, percentages):
+        runs = frame[frame["sampled_percentage"] == percentage]
+        with _quiet_seaborn():
+            sns.boxplot(data=runs, x="cut", y=metric, hue="cut", order=order, hue_order=order, palette=palette,
+                        legend=False, showfliers=False, ax=ax)
+        # one dot per run, repeat r at the same offset in every box (seaborn's jitter is random)
+        repeats = sorted(runs["repeat"].unique())
+        offsets = dict(zip(repeats, np.linspace(-0.2, 0.2, len(repeats)) if len(repeats) > 1 else [0.0]))
+        ax.scatter(runs["cut"].map(order.index) + runs["repeat"].map(offsets), runs[metric],
+                   s=6, color="black", zorder=3, linewidth=0)
+        ax.set(title=_fraction_title(percentage), xlabel=CUT_LABEL, ylabel=_label(metric))
+        ax.tick_params(axis="x", labelrotation=45)
+    return fig
+
+
+def mean_curves(records, baseline_records=None, metric: str = "test_acc") -> Figure:
+    """Mean ``metric`` versus the fraction of training data (log scale), one line per cut point,
+    with the inter-quartile range as a band; the baseline dashed."""
+    frame = as_frame(records, baseline_records, metric)
+    summary = _quartile_summary(frame, ["sampled_cut_point", "sampled_percentage"], metric)
+    palette = _cut_palette(summary["sampled_cut_point"].unique())
+    fig, (ax,) = _panels(1, size=(PANEL_WIDTH * 1.8, PANEL_HEIGHT * 1.3))
+    for cut, line in summary.groupby("sampled_cut_point"):
+        color = palette[cut_label(cut)]
+        ax.plot(line["sampled_percentage"], line["mean"], marker="o", color=color,
+                linestyle="--" if cut == BASELINE else "-", label=cut_label(cut))
+        ax.fill_between(line["sampled_percentage"], line["q1"], line["q3"], color=color, alpha=0.15, linewidth=0)
+    percentages = sorted(summary["sampled_percentage"].unique())
+    ax.set(xscale="log", xlabel=f"{FRACTION_LABEL} (log scale)", ylabel=f"mean {_label(metric)}")
+    ax.set_xticks(percentages, [f"{p:g}" for p in percentages])
+    ax.legend(title=f"{CUT_LABEL}\n({BAND_NOTE})", fontsize="small")
+    return fig
+
+
+def gain_matrix(records, baseline_records=None, metric: str = "test_acc") -> pd.DataFrame:
+    """Mean ``metric`` of each cut point minus the baseline's mean: cut points (rows) x percentages."""
+    frame = as_frame(records, baseline_records, metric)
+    means = frame.groupby(["sampled_cut_point", "sampled_percentage"])[metric].mean().unstack("sampled_percentage")
+    if BASELINE not in means.index:
+        raise DataError("no baseline records (cut point -1): pass the baselines file's records as baseline_records")
+    return means.drop(index=BASELINE) - means.loc[BASELINE]
+
+
+def gain_heatmap(records, baseline_records=None, metric: str = "test_acc") -> Figure:
+    """Cut point x percentage heatmap of the mean gain over the baseline (blue: transfer helps)."""
+    gain = gain_matrix(records, baseline_records, metric)
+    fig, (ax,) = _panels(1, size=(1.2 * len(gain.columns) + 3.0, 0.45 * len(gain.index) + 1.8))
+    with _quiet_seaborn():
+        sns.heatmap(gain, ax=ax, annot=True, fmt="+.3f", cmap="RdBu", center=0,
+                    xticklabels=[f"{p:g}" for p in gain.columns], yticklabels=[cut_label(c) for c in gain.index],
+                    cbar_kws={"label": f"gain in mean {_label(metric)}\nover the baseline"})
+    ax.set(xlabel=FRACTION_LABEL, ylabel=CUT_LABEL)
+    ax.tick_params(axis="y", labelrotation=0)
+    return fig
+
+
+def train_vs_test(records, baseline_records=None) -> Figure:
+    """Train against test accuracy of every run, per percentage, coloured by cut point; runs below
+    the diagonal generalise worse than they fit."""
+    frame = as_frame(records, baseline_records, "test_acc")
+    if "train_acc" not in frame.columns or frame["train_acc"].isna().all():
+        raise DataError("records lack 'train_acc'; give results records with train and test accuracy")
+    frame["cut"] = frame["sampled_cut_point"].map(cut_label)
+    order = [cut_label(c) for c in sorted(frame["sampled_cut_point"].unique())]
+    palette = _cut_palette(frame["sampled_cut_point"].unique())
+    percentages = sorted(frame["sampled_percentage"].unique())
+    fig, axes = _panels(len(percentages), sharey=False, size=(PANEL_WIDTH * len(percentages) + 2, PANEL_HEIGHT))
+    for i, (ax, percentage) in enumerate(zip(axes, percentages)):
+        runs = frame[frame["sampled_percentage"] == percentage]
+        sns.scatterplot(data=runs, x="train_acc", y="test_acc", hue="cut", hue_order=order, palette=palette,
+                        s=18, legend=i == len(axes) - 1, ax=ax)
+        low = min(runs["train_acc"].min(), runs["test_acc"].min())
+        ax.plot([low, 1], [low, 1], color="0.6", linewidth=0.8, linestyle=":", label="train = test")
+        ax.set(title=_fraction_title(percentage), xlabel=_label("train_acc"), ylabel=_label("test_acc"))
+    axes[-1].legend(title=CUT_LABEL, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
+    return fig
+
+
+def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "test_acc") -> Figure:
+    """Transfer modes side by side (e.g. {"F": ..., "FR": ..., "FT": ...}): per percentage, mean
+    ``metric`` per cut point with inter-quartile bands, one line per mode; the baseline a grey band."""
+    if not records_by_mode:
+        raise DataError("give records of at least one mode, e.g. {'FR': records}")
+    frame = pd.concat([as_frame(records, metric=metric).assign(mode=mode) for mode, records in records_by_mode.items()],
+                      ignore_index=True)
+    frame = frame[frame["sampled_cut_point"] != BASELINE]
+    baseline = as_frame(baseline_records, metric=metric) if baseline_records is not None else None
+    summary = _quartile_summary(frame, ["mode", "sampled_percentage", "sampled_cut_point"], metric)
+    colors = dict(zip(records_by_mode, sns.color_palette("tab10", len(records_by_mode))))
+    percentages = sorted(frame["sampled_percentage"].unique())
+    fig, axes = _panels(len(percentages))
+    for ax, percentage in zip(axes, percentages):
+        for mode, color in colors.items():
+            line = summary[(summary["mode"] == mode) & (summary["sampled_percentage"] == percentage)]
+            ax.plot(line["sampled_cut_point"], line["mean"], marker="o", color=color, label=mode)
+            ax.fill_between(line["sampled_cut_point"], line["q1"], line["q3"], color=color, alpha=0.15, linewidth=0)
+        if baseline is not None:
+            base = baseline.loc[baseline["sampled_percentage"] == percentage, metric]
+            if len(base):
+                ax.axhline(base.mean(), color=BASELINE_COLOR, linestyle="--", label="baseline")
+                ax.axhspan(base.quantile(0.25), base.quantile(0.75), color=BASELINE_COLOR, alpha=0.15, linewidth=0)
+        ax.set(title=_fraction_title(percentage), xlabel=CUT_LABEL, ylabel=f"mean {_label(metric)}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[-1].legend(title=f"transfer mode\n({BAND_NOTE})", fontsize="small")
+    return fig
+
+
+# ----------------------------------------------------------------------------- clustering figure
+
+def ari_boxplot(ari_records, split: str = "target", score: str = "ari", channels: str = "pooled") -> Figure:
+    """Clustering ``score`` per layer (x) and fraction of data (colour), one panel per model.
+
+    ``channels``: "pooled", "max" or "mean", as in :func:`functions.clustering.layer_scores`.
+    """
+    scores = layer_scores(ari_records, split, score, channels)
+    scores["fraction"] = scores["sampled_percentage"].map(lambda p: f"{p:g}")
+    layers = layer_order(scores["layer"].unique())
+    fractions = [f"{p:g}" for p in sorted(scores["sampled_percentage"].unique())]
+    models = list(dict.fromkeys(scores["model"]))
+    what = "pooled channels" if channels == "pooled" else f"{channels} over channels"
+    fig, axes = _panels(len(models))
+    for ax, model in zip(axes, models):
+        with _quiet_seaborn():
+            sns.boxplot(data=scores[scores["model"] == model], x="layer", y=score, hue="fraction", order=layers,
+                        hue_order=fractions, palette="crest", showfliers=False, ax=ax)
+        ax.set(title=f"{model}, {split} data\n({what})", xlabel="layer", ylabel=_label(score))
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.legend(title=f"fraction of {split} data", fontsize="small")
+    return fig
+
+
+# ----------------------------------------------------------------------------- files
+
+def figure_path(folder, name: str) -> Path:
+    """``<Folder>/results/figures/<name>.png``; ``folder`` a study folder name or any directory."""
+    return REPO_ROOT / folder / "results" / "figures" / f"{name}.png"
+
+
+def save_figure(fig: Figure, folder, name: str, dpi: int = 150) -> Path:
+    """Write ``fig`` as PNG atomically, without the software-version stamp, so equal figures
+    give equal files."""
+    path = figure_path(folder, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi, metadata={"Software": None})
+    os.replace(tmp, path)
+    return path
