@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from .clustering import layer_order, layer_scores
 from .data import REPO_ROOT, DataError
+from .experiments import load_results, results_path
 from .stats import BASELINE, as_frame
 
 CUT_LABEL = "cut point (conv layers kept)"
@@ -233,3 +234,15 @@ def save_figure(fig: Figure, folder, name: str, dpi: int = 150) -> Path:
         fig.savefig(fh, format="png", dpi=dpi, metadata={"Software": None})
     os.replace(tmp, path)
     return path
+
+
+def main_figure_from_files(setup, mode: str) -> Path:
+    """The main figure (:func:`accuracy_boxplot`) of a setup's results file of ``mode`` and its
+    baselines file (when present), saved as ``<Folder>/results/figures/test_accuracy_<setup>_<mode>.png``."""
+    results = results_path(setup.folder, "results", setup.name, mode)
+    if not results.exists():
+        raise DataError(f"no results file {results}; run `python -m functions run {setup.folder} "
+                        f"--setup {setup.name} --mode {mode}` first")
+    baselines = results_path(setup.folder, "baselines", setup.name)
+    fig = accuracy_boxplot(load_results(results)[1], load_results(baselines)[1] if baselines.exists() else None)
+    return save_figure(fig, setup.folder, f"test_accuracy_{setup.name}_{mode}")

@@ -8,7 +8,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from functions.data import DataError  # noqa: E402
 from functions.plots import (CUT_LABEL, FRACTION_LABEL, accuracy_boxplot, ari_boxplot, compare_modes,  # noqa: E402
-                             gain_heatmap, gain_matrix, mean_curves, save_figure, train_vs_test)
+                             gain_heatmap, gain_matrix, main_figure_from_files, mean_curves, save_figure,
+                             train_vs_test)
 
 PERCENTAGES = (0.01, 0.1)
 CUTS = (0, 1, 2, 3)
@@ -128,3 +129,20 @@ def test_save_writes_a_reproducible_png_under_results_figures(records, baselines
     again = save_figure(accuracy_boxplot(records, baselines), tmp_path, "boxes")
     assert again.read_bytes() == content
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_main_figure_from_results_files(records, baselines, tmp_path, monkeypatch):
+    import functions.experiments as experiments
+    import functions.plots as plots
+    from functions.config import get_setup
+
+    monkeypatch.setattr(experiments, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(plots, "REPO_ROOT", tmp_path)
+    setup = get_setup("MNIST", "regular")
+    with pytest.raises(DataError, match="python -m functions run MNIST"):
+        main_figure_from_files(setup, "FR")
+    experiments.write_json_atomic(experiments.results_path("MNIST", "results", "regular", "FR"), [{}, *records])
+    experiments.write_json_atomic(experiments.results_path("MNIST", "baselines", "regular"), [{}, *baselines])
+    path = main_figure_from_files(setup, "FR")
+    assert path == tmp_path / "MNIST" / "results" / "figures" / "test_accuracy_regular_FR.png"
+    assert path.read_bytes().startswith(b"\x89PNG")
