@@ -136,8 +136,8 @@ def clustering_subset(split: Split, percentage: float, repeat: int, seed: int, m
 
 # ----------------------------------------------------------------------------- sweeps
 
-def _group_key(record: dict) -> tuple:
-    return (record["model"], record["split"], round(float(record["sampled_percentage"]), 12), int(record["repeat"]))
+def _key(model: str, split: str, percentage: float, repeat: int) -> tuple:
+    return model, split, round(float(percentage), 12), int(repeat)
 
 
 def _repeat_counts(percentages, repeats) -> dict:
@@ -181,27 +181,32 @@ def _cluster_records(models, data, counts, seed, max_images, n_init, per_channel
         num_classes = len(torch.unique(split.y))
         for percentage, n_repeats in counts.items():
             for repeat in range(n_repeats):
-                pending = [label for label in models if (label, split_name, round(percentage, 12), repeat) not in done]
+                pending = [label for label in models if _key(label, split_name, percentage, repeat) not in done]
                 if not pending:
                     continue
                 index = clustering_subset(split, percentage, repeat, seed, max_images)
                 x, y = split.x[index], split.y[index].cpu().numpy()
                 kmeans_seed = subset_seed(seed, percentage, repeat) % (2 ** 31)
                 for label in pending:
-                    group = []
-                    for layer_index, (layer, act) in enumerate(layer_activations(models[label], x)):
-                        channels = range(act.shape[1]) if per_channel and act.ndim == 4 else ()
-                        for channel in (POOLED, *channels):
-                            features = pooled_features(act) if channel == POOLED else channel_features(act, channel)
-                            clusters = kmeans_clusters(features, num_classes, n_init, kmeans_seed)
-                            group.append({"model": label, "split": split_name, "sampled_percentage": percentage,
-                                          "repeat": repeat, "layer": layer, "layer_index": layer_index,
-                                          "channel": channel, "n_images": len(y), "num_clusters": num_classes,
-                                          **clustering_scores(y, clusters)})
+                    tags = {"model": label, "split": split_name, "sampled_percentage": percentage, "repeat": repeat}
+                    group = _model_records(models[label], x, y, num_classes, n_init, kmeans_seed, per_channel, tags)
                     records += group
                     if on_group:
                         on_group(group)
     return records
+
+
+def _model_records(model, x, y, num_classes, n_init, kmeans_seed, per_channel, tags) -> list[dict]:
+    """Scores of every layer (and channel) of one model on one subset."""
+    group = []
+    for layer_index, (layer, act) in enumerate(layer_activations(model, x)):
+        channels = range(act.shape[1]) if per_channel and act.ndim == 4 else ()
+        for channel in (POOLED, *channels):
+            features = pooled_features(act) if channel == POOLED else channel_features(act, channel)
+            clusters = kmeans_clusters(features, num_classes, n_init, kmeans_seed)
+            group.append({**tags, "layer": layer, "layer_index": layer_index, "channel": channel,
+                          "n_images": len(y), "num_clusters": num_classes, **clustering_scores(y, clusters)})
+    return group
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -284,5 +289,5 @@ def run_clustering(path: Path, params: dict, models: dict, data: dict, percentag
             progress(group)
 
     cluster_records(models, data, percentages, repeats, seed=seed, max_images=max_images, n_init=n_init,
-                    per_channel=per_channel, done={_group_key(r) for r in records}, on_group=save)
+                    per_channel=per_channel, done={_key(*(r[k] for k in GROUP_KEYS)) for r in records}, on_group=save)
     return records
