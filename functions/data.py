@@ -6,6 +6,7 @@ touches per-image Python objects: a split is a pair of tensors.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -60,6 +61,11 @@ class _CIFAR10(datasets.CIFAR10):
     def _check_integrity(self) -> bool:
         folder = Path(self.root) / self.base_folder
         return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as fh:
+            self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
 SPECS = {
@@ -338,9 +344,17 @@ def _as_split(dataset: str, images: np.ndarray, labels: np.ndarray, classes: lis
 
 
 def load_task(dataset: str, classes, val_split: float, seed: int, root: Path | None = None) -> TaskData:
+    """The task's splits; decoded once per process, since sweeps and notebooks ask for the same
+    task many times (the tensors are shared: index them, do not modify them in place)."""
     classes = validate_classes(dataset, classes)
     if not 0 <= val_split < 1:
         raise DataError(f"val_split={val_split} must be in [0, 1)")
+    return _load_task(dataset, tuple(classes), float(val_split), int(seed), Path(root or data_root()))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_task(dataset: str, classes: tuple, val_split: float, seed: int, root: Path) -> TaskData:
+    classes = list(classes)
     train_full = _as_split(dataset, *read_split(dataset, True, root), classes)
     order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed))
     n_val = int(round(val_split * len(train_full)))

@@ -1,0 +1,143 @@
+"""Command line: ``python -m functions <command> ...`` (see ``--help`` of each command)."""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+
+from .config import FOLDERS, SETUPS, Grid, get_setup, profile
+from .data import DataError, SPECS, prepare
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _overrides(pairs) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise DataError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key] = _value(value)
+    return out
+
+
+def _experiment(args):
+    setup = get_setup(args.folder, args.setup or _default_setup(args.folder))
+    cfg, grid = profile(args.profile, setup)
+    cfg = cfg.replace(**_overrides(args.set))
+    if getattr(args, "mode", None):
+        cfg = cfg.with_mode(args.mode)
+    percentages = tuple(args.percentages) if getattr(args, "percentages", None) else grid.percentages
+    repeats = {p: args.repeats if getattr(args, "repeats", None) else grid.repeats.get(p, 2) for p in percentages}
+    cuts = tuple(args.cuts) if getattr(args, "cuts", None) is not None else tuple(range(cfg.depth + 1))
+    return setup, cfg, Grid(percentages, cuts, repeats)
+
+
+def _default_setup(folder: str) -> str:
+    """The folder's first listed setup: the study's main one."""
+    names = [n for f, n in SETUPS if f == folder]
+    if not names:
+        raise DataError(f"unknown dataset folder {folder!r}; choose one of {FOLDERS}")
+    return names[0]
+
+
+def cmd_prepare(args):
+    for name in args.datasets:
+        prepare(name)
+        print(f"{name}: ready")
+
+
+def cmd_pretrain(args):
+    from .experiments import load_pretrained, pretrained_path
+    targets = sorted(SETUPS) if args.all else [(args.folder, args.setup or _default_setup(args.folder))]
+    for folder, name in targets:
+        setup = get_setup(folder, name)
+        if args.all and setup.source_dataset not in args.datasets:
+            continue
+        cfg, _ = profile(args.profile, setup)
+        cfg = cfg.replace(**_overrides(args.set))
+        load_pretrained(setup, cfg)
+        print(f"{folder}/{name}: {pretrained_path(setup, cfg)}")
+
+
+def cmd_run(args):
+    from .experiments import records_frame, run_sweep, summary_table
+    setup, cfg, grid = _experiment(args)
+    began = time.perf_counter()
+    paths = run_sweep(setup, cfg, grid, baselines=not args.no_baselines, progress=not args.no_progress)
+    seconds = time.perf_counter() - began
+    frame = records_frame(*paths.values())
+    frame = frame[frame.sampled_cut_point.isin([-1, *grid.cut_points]) & frame.sampled_percentage.isin(grid.percentages)]
+    print(f"\n{setup.folder}/{setup.name}, mode {cfg.mode}: test accuracy, mean ± std over repeats")
+    print(summary_table(frame).to_string())
+    for path in paths.values():
+        print(f"wrote {path}")
+    if args.plot:
+        from .plots import main_figure_from_files
+        print(f"wrote {main_figure_from_files(setup, cfg.mode)}")
+    print(f"sweep took {seconds:.0f} s")
+
+
+def cmd_summary(args):
+    from .experiments import records_frame, results_path, summary_table
+    setup = get_setup(args.folder, args.setup or _default_setup(args.folder))
+    paths = [results_path(setup.folder, "baselines", setup.name), results_path(setup.folder, "results", setup.name, args.mode)]
+    print(summary_table(records_frame(*[p for p in paths if p.exists()])).to_string())
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m functions", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare-data", help="fetch and verify datasets under the data root")
+    p.add_argument("datasets", nargs="+", choices=sorted(SPECS))
+    p.set_defaults(func=cmd_prepare)
+
+    def experiment_args(p, with_grid=True):
+        p.add_argument("folder", nargs="?", help=f"one of {FOLDERS}")
+        p.add_argument("--setup", help="class setup of the folder (regular, random, reverse, cross)")
+        p.add_argument("--profile", default="quick", help="quick (CPU, minutes) or paper (the upstream grid)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one parameter")
+        if with_grid:
+            p.add_argument("--mode", default="FR", help="F, FR or FT")
+            p.add_argument("--percentages", type=float, nargs="+")
+            p.add_argument("--repeats", type=int)
+            p.add_argument("--cuts", type=int, nargs="+")
+
+    p = sub.add_parser("pretrain", help="train (or reuse) a folder's source model")
+    experiment_args(p, with_grid=False)
+    p.add_argument("--all", action="store_true", help="every setup whose source data is available")
+    p.add_argument("--datasets", nargs="+", default=["MNIST", "FashionMNIST"], help="with --all: source datasets")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("run", help="baselines + cut-point sweep of one mode, then a summary table")
+    experiment_args(p)
+    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plot", action="store_true", help="also save the box plot of test accuracy per cut")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("summary", help="summary table of a folder's results files")
+    experiment_args(p)
+    p.set_defaults(func=cmd_summary)
+    return root
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Sweeps of cut points x percentages x repeats, written to results files that survive interruption.
+
+A results file is a JSON list: element 0 the parameters dict, then one record per run (see
+design notes, section 3).  Each finished run is appended and the file rewritten atomically, so
+an interrupted sweep loses at most the run in flight and a re-run skips what is already there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import models
+from .config import Config, Grid, Setup, baseline_params, source_params
+from .data import REPO_ROOT, DataError, TaskData, balanced_subset, load_task, subset_seed
+from .training import fit, prefix_features
+
+# Frozen-prefix activations are cached when train+val+test fit in this many bytes; otherwise the
+# prefix runs (without gradients) inside every step, which gives the same numbers more slowly.
+CACHE_BYTES = int(os.environ.get("TRANSFER_CACHE_BYTES", 2 << 30))
+
+
+def output_root() -> Path:
+    """Where study folders' results and source models go: ``$TRANSFER_OUTPUT_ROOT`` or the repository."""
+    return Path(os.environ.get("TRANSFER_OUTPUT_ROOT", REPO_ROOT)).resolve()
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ----------------------------------------------------------------------------- files
+
+def results_path(folder: str, kind: str, setup_name: str, mode: str | None = None) -> Path:
+    """``<Folder>/results/baselines_<setup>.json`` or ``.../results_<setup>_<mode>.json``."""
+    name = f"baselines_{setup_name}.json" if kind == "baselines" else f"results_{setup_name}_{mode}.json"
+    return output_root() / folder / "results" / name
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def load_results(path: Path) -> tuple[dict, list[dict]]:
+    """Parameters and run records of a results file (ours, or the upstream study's ``cuts_*``)."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON ({err}); it is corrupt: restore it or delete it "
+                        f"to re-run the sweep") from err
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        raise DataError(f"{path} is not a results file: expected a JSON list starting with a parameters dict")
+    return content[0], content[1:]
+
+
+def differing_keys(a: dict, b: dict) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+class ResultsFile:
+    """One results file being filled: refuses other parameters, skips runs already present."""
+
+    def __init__(self, path: Path, params: dict):
+        self.path, self.params, self.records = Path(path), params, []
+        if self.path.exists():
+            found, self.records = load_results(self.path)
+            diff = differing_keys(found, params)
+            if diff:
+                detail = ", ".join(f"{k}: file {found.get(k)!r} vs now {params.get(k)!r}" for k in diff)
+                raise DataError(f"{self.path} was written with different parameters ({detail}); "
+                                f"move it away or run with the same parameters to resume")
+
+    @staticmethod
+    def key(percentage, cut_point, repeat) -> tuple:
+        return round(float(percentage), 12), int(cut_point), int(repeat)
+
+    def done(self) -> set:
+        return {self.key(r["sampled_percentage"], r["sampled_cut_point"], r["repeat"]) for r in self.records}
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        write_json_atomic(self.path, [self.params, *self.records])
+
+
+# ----------------------------------------------------------------------------- source models
+
+def _config_hash(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def pretrained_path(setup: Setup, cfg: Config) -> Path:
+    """One file per source configuration, so quick and paper models live side by side."""
+    return output_root() / setup.folder / "pretrained_models" / f"{setup.name}_{_config_hash(source_params(cfg))}.pt"
+
+
+def load_pretrained(setup: Setup, cfg: Config, log=print, train_if_missing: bool = True) -> models.StudyCNN:
+    """The source model for ``cfg``: loaded when a file with the same config exists, else trained."""
+    path = pretrained_path(setup, cfg)
+    if not path.exists():
+        if not train_if_missing:
+            raise DataError(f"no pretrained model {path}; run `python -m functions pretrain {setup.folder} "
+                            f"--setup {setup.name}` with the same parameters")
+        task = load_task(cfg.source_dataset, cfg.pre_train_classes, cfg.val_split, cfg.generate_dataset_seed)
+        pretrain(setup, cfg, task, log)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["config"] != source_params(cfg):
+        raise DataError(f"{path} holds a model for other parameters "
+                        f"{differing_keys(saved['config'], source_params(cfg))}; delete it to retrain")
+    model = models.StudyCNN(cfg, tuple(saved["in_shape"]), len(cfg.pre_train_classes))
+    model.load_state_dict(saved["state_dict"])
+    return model.to(memory_format=torch.channels_last)
+
+
+def pretrain(setup: Setup, cfg: Config, task: TaskData, log=print) -> dict:
+    """Train the source network on all source training data and save it with its config."""
+    model = models.build(cfg, tuple(task.train.x.shape[1:]), task.num_classes, cfg.generate_dataset_seed)
+    log(f"pretraining {setup.folder}/{setup.name} on {task.dataset} classes {task.classes} "
+        f"({len(task.train)} images)")
+    result = fit(model, task.train, task.val, task.test, lr=cfg.lr_pretrain, max_epochs=cfg.num_train_pretrain,
+                 patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seed=cfg.generate_dataset_seed)
+    info = {"config": source_params(cfg), "in_shape": list(task.train.x.shape[1:]), **result.record()}
+    path = pretrained_path(setup, cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**info, "state_dict": model.state_dict()}, path)
+    write_json_atomic(path.with_suffix(".json"), info)
+    log(f"saved {path.name}: source test accuracy {result.test_acc:.4f}")
+    return info
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+def run_seed(seed: int, percentage: float, cut_point: int, repeat: int) -> int:
+    return int(np.random.SeedSequence([seed, 1 + cut_point, repeat, int(round(percentage * 1e6))]).generate_state(1)[0])
+
+
+def _subset_index(cfg: Config, task: TaskData, percentage: float, repeat: int) -> torch.Tensor:
+    seed = subset_seed(cfg.generate_dataset_seed, percentage, repeat)
+    return balanced_subset(task.train.y, task.num_classes, percentage, seed)
+
+
+def _record(cfg: Config, percentage: float, cut_point: int, repeat: int, result) -> dict:
+    return {"lr": cfg.lr_fine_tune, "sampled_percentage": percentage, "sampled_cut_point": cut_point,
+            "repeat": repeat, **result.record()}
+
+
+def _cached_inputs(pretrained: models.StudyCNN, task: TaskData, cut_point: int, frozen: bool):
+    """Splits entering block ``cut_point``: cached prefix activations when the prefix is frozen
+    and they fit in memory."""
+    if cut_point == 0 or not frozen:
+        return 0, task.train, task.val, task.test
+    with torch.no_grad():
+        per_image = pretrained.features(task.train.x[:1], 0, cut_point).numel()
+    total = per_image * 4 * (len(task.train) + len(task.val) + len(task.test))
+    if total > CACHE_BYTES:
+        return 0, task.train, task.val, task.test
+    return (cut_point, *(prefix_features(pretrained, s, cut_point) for s in (task.train, task.val, task.test)))
+
+
+def pending_runs(results: ResultsFile, grid: Grid, cut_points) -> list[tuple]:
+    done = results.done()
+    return [(p, c, r) for c in cut_points for p in grid.percentages for r in range(grid.repeats_for(p))
+            if ResultsFile.key(p, c, r) not in done]
+
+
+def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, progress: bool = True,
+              log=print, on_run=None) -> dict[str, Path]:
+    """Baselines and cut-point runs of one mode, resumable; returns the results files' paths.
+
+    ``on_run(record)`` is called after each saved run (used for progress hooks and tests).
+    """
+    for c in grid.cut_points:
+        cfg.check_cut(c)
+    device = pick_device()
+    task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
+    in_shape = tuple(task.train.x.shape[1:])
+    files = {"results": ResultsFile(results_path(setup.folder, "results", setup.name, cfg.mode), cfg.params())}
+    if baselines:
+        files["baselines"] = ResultsFile(results_path(setup.folder, "baselines", setup.name), baseline_params(cfg))
+    todo = {kind: pending_runs(f, grid, [-1] if kind == "baselines" else grid.cut_points) for kind, f in files.items()}
+    total = sum(len(v) for v in todo.values())
+    pretrained = load_pretrained(setup, cfg, log) if todo["results"] else None
+    bar = tqdm(total=total, desc=f"{setup.folder}/{setup.name} {cfg.mode}", disable=not progress, unit="run")
+    for kind, runs in todo.items():
+        for cut_point in sorted({c for _, c, _ in runs}):
+            if kind == "baselines":
+                start, train, val, test = 0, task.train, task.val, task.test
+            else:
+                start, train, val, test = _cached_inputs(pretrained, task, cut_point, cfg.freeze)
+            train, val, test = train.to(device), val.to(device), test.to(device)
+            for percentage, _, repeat in (run for run in runs if run[1] == cut_point):
+                seed = run_seed(cfg.generate_dataset_seed, percentage, cut_point, repeat)
+                if kind == "baselines":
+                    model = models.build(cfg, in_shape, task.num_classes, seed)
+                else:
+                    model = models.cut(pretrained, cut_point, cfg, task.num_classes, seed)
+                index = _subset_index(cfg, task, percentage, repeat).to(device)
+                result = fit(model.to(device), train.subset(index), val, test, lr=cfg.lr_fine_tune,
+                             max_epochs=cfg.num_train, patience=cfg.early_stop_patience,
+                             batch_size=cfg.batch_size, seed=seed, start=start)
+                record = _record(cfg, percentage, cut_point, repeat, result)
+                files[kind].add(record)
+                bar.update(1)
+                if on_run:
+                    on_run(record)
+    bar.close()
+    return {kind: f.path for kind, f in files.items()}
+
+
+# ----------------------------------------------------------------------------- summaries
+
+def records_frame(*paths: Path) -> pd.DataFrame:
+    """All run records of the given results files in one table (baseline rows have cut -1)."""
+    rows = [rec for path in paths for rec in load_results(path)[1]]
+    return pd.DataFrame(rows)
+
+
+def summary_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Mean +- std test accuracy per cut point (rows; baseline first) and percentage (columns)."""
+    stats = frame.groupby(["sampled_cut_point", "sampled_percentage"])["test_acc"].agg(["mean", "std", "count"])
+    cell = stats.apply(lambda r: f"{r['mean']:.{digits}f} ± {0 if np.isnan(r['std']) else r['std']:.{digits}f}"
+                       f" (n={int(r['count'])})", axis=1)
+    table = cell.unstack("sampled_percentage")
+    table.index = ["baseline" if c == -1 else f"cut {c}" for c in table.index]
+    table.columns = [f"{p:g}" for p in table.columns]
+    return table

@@ -1,0 +1,55 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from functions.__main__ import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _packages(lines):
+    return sorted(re.split(r"[=<>]", ln.strip().lstrip("- "))[0].lower() for ln in lines
+                  if re.match(r"^\s*-?\s*[A-Za-z][\w.-]*==", ln))
+
+
+def test_requirements_and_environment_list_the_same_pinned_packages():
+    req = (ROOT / "requirements.txt").read_text().splitlines()
+    env = (ROOT / "environment.yml").read_text().splitlines()
+    assert _packages(req) == _packages(env) and len(_packages(req)) > 10
+    pins = lambda lines: sorted(ln.strip().lstrip("- ") for ln in lines if "==" in ln)
+    assert pins(req) == pins(env)
+
+
+def test_ci_runs_make_test():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_cli_runs_a_small_sweep_and_prints_the_summary(output_root, capsys):
+    code = main(["run", "MNIST", "--percentages", "0.002", "--repeats", "1", "--cuts", "2", "--no-progress",
+                 "--set", "num_channels=4", "--set", "depth=2", "--set", "num_train=1", "--set", "num_train_pretrain=1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert re.search(r"baseline\s+0\.\d{3} ± 0\.000 \(n=1\)", out) and re.search(r"cut 2\s+0\.\d{3}", out)
+    assert (output_root / "MNIST" / "results" / "results_regular_FR.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "SVHN"], "unknown dataset folder 'SVHN'"),
+    (["run", "MNIST", "--setup", "reverse"], "unknown setup 'reverse'"),
+    (["run", "MNIST", "--mode", "XY"], "unknown mode 'XY'"),
+    (["run", "MNIST", "--percentages", "1.5"], r"outside \(0, 1\]"),
+    (["run", "MNIST", "--set", "depth=3", "--cuts", "5"], "outside 0..3"),
+    (["run", "MNIST", "--set", "colour=1"], "unknown parameter"),
+    (["run", "MNIST", "--profile", "huge"], "unknown profile"),
+])
+def test_bad_command_lines_exit_with_a_clear_message(argv, message, capsys, output_root):
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_module_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "functions", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "prepare-data" in out.stdout

@@ -1,0 +1,143 @@
+import json
+import shutil
+
+import pytest
+
+from functions import experiments
+from functions.config import Config, Grid, get_setup
+from functions.data import DataError
+
+SETUP = get_setup("MNIST", "regular")
+CFG = Config(num_channels=4, depth=2, num_train=2, num_train_pretrain=1, batch_size=64, early_stop_patience=2)
+GRID = Grid((0.002,), (0, 1, 2), {0.002: 2})
+
+
+@pytest.fixture(scope="session")
+def source_models(tmp_path_factory):
+    """Pretrain the small source model once; tests copy it instead of retraining it."""
+    root = tmp_path_factory.mktemp("source")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRANSFER_OUTPUT_ROOT", str(root))
+        experiments.load_pretrained(SETUP, CFG, log=lambda *_: None)
+    return root / "MNIST" / "pretrained_models"
+
+
+@pytest.fixture
+def output_root(output_root, source_models):
+    shutil.copytree(source_models, output_root / "MNIST" / "pretrained_models")
+    return output_root
+
+
+def _without_seconds(path):
+    params, records = experiments.load_results(path)
+    return params, [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def test_sweep_writes_contract_files_and_is_deterministic(output_root, source_models, tmp_path_factory,
+                                                         monkeypatch):
+    first = experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None)
+    params, records = experiments.load_results(first["results"])
+    assert params == CFG.params() and len(records) == 6
+    assert {(r["sampled_cut_point"], r["repeat"]) for r in records} == {(c, r) for c in (0, 1, 2) for r in (0, 1)}
+    assert all({"lr", "sampled_percentage", "train_acc", "test_acc", "val_acc", "status"} <= set(r) for r in records)
+    base_params, baselines = experiments.load_results(first["baselines"])
+    assert [r["sampled_cut_point"] for r in baselines] == [-1, -1] and "reinit" not in base_params
+    json.loads(first["results"].read_text())  # plain JSON
+
+    other = tmp_path_factory.mktemp("again")
+    shutil.copytree(source_models, other / "MNIST" / "pretrained_models")
+    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(other))
+    second = experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None)
+    for kind in ("results", "baselines"):
+        assert _without_seconds(first[kind]) == _without_seconds(second[kind])
+
+
+def test_interrupted_sweep_resumes_without_lost_or_duplicated_runs(output_root):
+    seen = []
+
+    def stop_after_three(record):
+        seen.append(record)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None, on_run=stop_after_three)
+    path = experiments.results_path("MNIST", "results", "regular", "FR")
+    assert len(experiments.load_results(path)[1]) == 3
+    resumed = []
+    experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None, on_run=resumed.append)
+    assert len(resumed) == 6 + 2 - 3
+    records = experiments.load_results(path)[1]
+    keys = [(r["sampled_cut_point"], r["repeat"]) for r in records]
+    assert sorted(keys) == sorted({(c, r) for c in (0, 1, 2) for r in (0, 1)})
+
+
+def test_results_file_with_other_parameters_is_refused_naming_the_keys(output_root):
+    experiments.run_sweep(SETUP, CFG, Grid((0.002,), (2,), {0.002: 1}), progress=False, log=lambda *_: None)
+    with pytest.raises(DataError, match=r"different parameters \(lr_fine_tune: file 0.001 vs now 0.01"):
+        experiments.run_sweep(SETUP, CFG.replace(lr_fine_tune=0.01), Grid((0.002,), (2,), {0.002: 1}),
+                              progress=False, log=lambda *_: None)
+
+
+def test_diverging_run_is_recorded_and_the_sweep_goes_on(output_root):
+    cfg = CFG.replace(lr_fine_tune=1e12)
+    paths = experiments.run_sweep(SETUP, cfg, Grid((0.002,), (0, 2), {0.002: 1}), baselines=False,
+                                  progress=False, log=lambda *_: None)
+    records = experiments.load_results(paths["results"])[1]
+    assert len(records) == 2 and "diverged" in {r["status"] for r in records}
+
+
+def test_pretrained_model_is_reused_when_the_config_matches(output_root):
+    logs = []
+    experiments.load_pretrained(SETUP, CFG, log=logs.append)
+    assert logs == []
+    with pytest.raises(DataError, match="no pretrained model"):
+        experiments.load_pretrained(SETUP, CFG.replace(num_channels=5), train_if_missing=False)
+    assert experiments.pretrained_path(SETUP, CFG) != experiments.pretrained_path(SETUP, CFG.replace(depth=3))
+
+
+def test_upstream_results_files_load_with_the_same_reader(tmp_path):
+    upstream = [{"depth": 6, "activation_function": "<class 'torch.nn.modules.activation.ReLU'>",
+                 "pre_train_classes": [0, 1, 8, 9], "fine_tune_classes": [2, 3, 4, 5, 6, 7], "reinit": True},
+                {"lr": 0.001, "sampled_percentage": 0.001, "sampled_cut_point": 0, "repeat": 0,
+                 "train_acc": 0.375, "test_acc": 0.2961}]
+    path = tmp_path / "cuts_reverse_classes_FR.json"
+    path.write_text(json.dumps(upstream))
+    params, records = experiments.load_results(path)
+    assert params["depth"] == 6 and records[0]["test_acc"] == 0.2961
+    assert "cut 0" in experiments.summary_table(experiments.records_frame(path)).index
+
+
+@pytest.mark.parametrize("content, message", [("[{\"a\": 1}, ", "not valid JSON"), ("{}", "not a results file")])
+def test_corrupt_results_file(tmp_path, content, message):
+    path = tmp_path / "results_x_FR.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        experiments.load_results(path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"fine_tune_classes": (3, 4, 5)}, r"share \[3, 4\]"),
+    ({"pre_train_classes": ()}, "empty"),
+    ({"fine_tune_classes": (5, 5)}, "more than once"),
+    ({"fine_tune_classes": (5, 12)}, "out of range"),
+])
+def test_bad_class_setups(changes, message):
+    with pytest.raises(DataError, match=message):
+        CFG.replace(**changes)
+
+
+def test_cross_dataset_classes_may_share_labels():
+    assert Config(source_dataset="MNIST", target_dataset="FashionMNIST", pre_train_classes=tuple(range(10)),
+                  fine_tune_classes=tuple(range(10))).mode == "FR"
+
+
+def test_unknown_folder_setup_and_bad_grid():
+    with pytest.raises(DataError, match="unknown dataset folder"):
+        get_setup("SVHN", "regular")
+    with pytest.raises(DataError, match="unknown setup 'reverse' for MNIST"):
+        get_setup("MNIST", "reverse")
+    with pytest.raises(DataError, match=r"outside \(0, 1\]"):
+        Grid((0.0,), (0,), {})
+    with pytest.raises(DataError, match="outside 0..2"):
+        experiments.run_sweep(SETUP, CFG, Grid((0.002,), (3,), {0.002: 1}), progress=False)
