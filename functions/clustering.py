@@ -30,7 +30,7 @@ from sklearn.metrics.cluster import contingency_matrix
 from threadpoolctl import threadpool_limits
 
 from .data import REPO_ROOT, DataError, Split, balanced_subset, check_percentage, subset_seed
-from .experiments import differing_keys, load_results, write_json_atomic
+from .experiments import ResultsFile, load_results, write_json_atomic
 from .models import StudyCNN
 
 POOLED = -1  # the ``channel`` value of records scoring the pooled vector of all channels
@@ -273,21 +273,15 @@ def run_clustering(path: Path, params: dict, models: dict, data: dict, percentag
     """
     params = {**params, "clustering_seed": seed, "max_images": max_images, "n_init": n_init,
               "per_channel": per_channel}
-    records = []
-    if Path(path).exists():
-        found, records = load_ari(path)
-        diff = differing_keys(found, params)
-        if diff:
-            detail = ", ".join(f"{k}: file {found.get(k)!r} vs now {params.get(k)!r}" for k in diff)
-            raise DataError(f"{path} was written with different parameters ({detail}); "
-                            f"move it away or run with the same parameters to resume")
+    file = ResultsFile(path, params)  # loads what is there; refuses other parameters, naming them
 
     def save(group):
-        records.extend(group)
-        save_ari(path, params, records)
+        file.records.extend(group)
+        save_ari(path, params, file.records)
         if progress:
             progress(group)
 
     cluster_records(models, data, percentages, repeats, seed=seed, max_images=max_images, n_init=n_init,
-                    per_channel=per_channel, done={_key(*(r[k] for k in GROUP_KEYS)) for r in records}, on_group=save)
-    return records
+                    per_channel=per_channel, done={_key(*(r[k] for k in GROUP_KEYS)) for r in file.records},
+                    on_group=save)
+    return file.records
