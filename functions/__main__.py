@@ -6,8 +6,9 @@ import ast
 import sys
 import time
 
-from .config import FOLDERS, SETUPS, Grid, get_setup, profile
+from .config import FOLDERS, SETUPS, get_setup, profile
 from .data import DataError, SPECS, prepare
+from .study import default_setup, plan
 
 
 def _value(text: str):
@@ -28,23 +29,9 @@ def _overrides(pairs) -> dict:
 
 
 def _experiment(args):
-    setup = get_setup(args.folder, args.setup or _default_setup(args.folder))
-    cfg, grid = profile(args.profile, setup)
-    cfg = cfg.replace(**_overrides(args.set))
-    if getattr(args, "mode", None):
-        cfg = cfg.with_mode(args.mode)
-    percentages = tuple(args.percentages) if getattr(args, "percentages", None) else grid.percentages
-    repeats = {p: args.repeats if getattr(args, "repeats", None) else grid.repeats.get(p, 2) for p in percentages}
-    cuts = tuple(args.cuts) if getattr(args, "cuts", None) is not None else tuple(range(cfg.depth + 1))
-    return setup, cfg, Grid(percentages, cuts, repeats)
-
-
-def _default_setup(folder: str) -> str:
-    """The folder's first listed setup: the study's main one."""
-    names = [n for f, n in SETUPS if f == folder]
-    if not names:
-        raise DataError(f"unknown dataset folder {folder!r}; choose one of {FOLDERS}")
-    return names[0]
+    return plan(args.folder, args.setup, args.profile, getattr(args, "mode", None) or "FR",
+                getattr(args, "percentages", None), getattr(args, "repeats", None), getattr(args, "cuts", None),
+                overrides=_overrides(args.set))
 
 
 def cmd_prepare(args):
@@ -55,7 +42,7 @@ def cmd_prepare(args):
 
 def cmd_pretrain(args):
     from .experiments import load_pretrained, pretrained_path
-    targets = sorted(SETUPS) if args.all else [(args.folder, args.setup or _default_setup(args.folder))]
+    targets = sorted(SETUPS) if args.all else [(args.folder, args.setup or default_setup(args.folder))]
     for folder, name in targets:
         setup = get_setup(folder, name)
         if args.all and setup.source_dataset not in args.datasets:
@@ -86,7 +73,7 @@ def cmd_run(args):
 
 def cmd_summary(args):
     from .experiments import records_frame, results_path, summary_table
-    setup = get_setup(args.folder, args.setup or _default_setup(args.folder))
+    setup = get_setup(args.folder, args.setup or default_setup(args.folder))
     paths = [results_path(setup.folder, "baselines", setup.name), results_path(setup.folder, "results", setup.name, args.mode)]
     print(summary_table(records_frame(*[p for p in paths if p.exists()])).to_string())
 

@@ -29,8 +29,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 from threadpoolctl import threadpool_limits
 
-from .data import REPO_ROOT, DataError, Split, balanced_subset, check_percentage, subset_seed
-from .experiments import ResultsFile, load_results, write_json_atomic
+from .data import DataError, Split, balanced_subset, check_percentage, subset_seed
+from .experiments import ResultsFile, load_results, output_root, write_json_atomic
 from .models import StudyCNN
 
 POOLED = -1  # the ``channel`` value of records scoring the pooled vector of all channels
@@ -248,7 +248,7 @@ def layer_scores(records, split: str, score: str = "ari", channels: str = "poole
 
 def ari_path(folder: str, setup_name: str) -> Path:
     """``<Folder>/results/ari_<setup>.json``."""
-    return REPO_ROOT / folder / "results" / f"ari_{setup_name}.json"
+    return output_root() / folder / "results" / f"ari_{setup_name}.json"
 
 
 def save_ari(path: Path, params: dict, records: list[dict]) -> None:

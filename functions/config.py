@@ -179,6 +179,6 @@ def profile(name: str, setup: Setup) -> tuple[Config, Grid]:
         # a narrower net (16 channels) and small batches: same protocol, a 2-core CPU runs it in minutes
         quick = base.replace(num_channels=16, batch_size=64, num_train=10, early_stop_patience=3,
                              num_train_pretrain=5)
-        percentages = (0.01, 0.1)
+        percentages = (0.01, 0.05)
         return quick, Grid(percentages, depth_cuts, {p: 2 for p in percentages})
     raise DataError(f"unknown profile {name!r}; choose 'quick' or 'paper'")

@@ -379,7 +379,8 @@ def balanced_subset(labels: torch.Tensor, num_classes: int, percentage: float, s
     """Indices of a class-balanced random subset holding ``percentage`` of ``labels``.
 
     Each class gets ``floor(percentage * N / k)`` images, and at least one: a percentage too
-    small for that is rounded up with a warning that says so.
+    small for that is rounded up with a warning that says so.  A class with fewer images than
+    that gives all it has (so 100% is the whole training split).
     """
     percentage = check_percentage(percentage)
     per_class = int(percentage * len(labels) / num_classes)
@@ -391,7 +392,5 @@ def balanced_subset(labels: torch.Tensor, num_classes: int, percentage: float, s
     chosen = []
     for c in range(num_classes):
         members = torch.nonzero(labels == c).flatten()
-        if len(members) < per_class:
-            raise DataError(f"class {c} has {len(members)} images, fewer than the {per_class} asked for")
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     return torch.sort(torch.cat(chosen)).values

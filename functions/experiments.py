@@ -103,8 +103,11 @@ def _config_hash(params: dict) -> str:
 
 
 def pretrained_path(setup: Setup, cfg: Config) -> Path:
-    """One file per source configuration, so quick and paper models live side by side."""
-    return output_root() / setup.folder / "pretrained_models" / f"{setup.name}_{_config_hash(source_params(cfg))}.pt"
+    """One file per source configuration, so quick and paper models live side by side.  With an
+    output root of its own (a papermill sweep), a model committed in the repository is reused."""
+    name = Path(setup.folder) / "pretrained_models" / f"{setup.name}_{_config_hash(source_params(cfg))}.pt"
+    committed = REPO_ROOT / name
+    return committed if committed.exists() and not (output_root() / name).exists() else output_root() / name
 
 
 def load_pretrained(setup: Setup, cfg: Config, log=print, train_if_missing: bool = True) -> models.StudyCNN:
@@ -170,6 +173,28 @@ def _cached_inputs(pretrained: models.StudyCNN, task: TaskData, cut_point: int, 
     return (cut_point, *(prefix_features(pretrained, s, cut_point) for s in (task.train, task.val, task.test)))
 
 
+def run_inputs(cfg: Config, task: TaskData, pretrained, cut_point: int, device) -> tuple:
+    """(start block, train, val, test) on ``device`` for runs at ``cut_point`` (baselines: no model)."""
+    if pretrained is None:
+        start, *splits = 0, task.train, task.val, task.test
+    else:
+        start, *splits = _cached_inputs(pretrained, task, cut_point, cfg.freeze)
+    return (start, *(s.to(device) for s in splits))
+
+
+def train_run(cfg: Config, task: TaskData, pretrained, cut_point: int, percentage: float, repeat: int, inputs):
+    """One run: a fresh baseline (``pretrained`` None) or ``pretrained`` cut at ``cut_point``."""
+    start, train, val, test = inputs
+    seed = run_seed(cfg.generate_dataset_seed, percentage, cut_point, repeat)
+    in_shape = tuple(task.train.x.shape[1:])
+    model = models.build(cfg, in_shape, task.num_classes, seed) if pretrained is None \
+        else models.cut(pretrained, cut_point, cfg, task.num_classes, seed)
+    index = _subset_index(cfg, task, percentage, repeat).to(train.y.device)
+    return fit(model.to(train.y.device), train.subset(index), val, test, lr=cfg.lr_fine_tune,
+               max_epochs=cfg.num_train, patience=cfg.early_stop_patience, batch_size=cfg.batch_size,
+               seed=seed, start=start)
+
+
 def pending_runs(results: ResultsFile, grid: Grid, cut_points) -> list[tuple]:
     done = results.done()
     return [(p, c, r) for c in cut_points for p in grid.percentages for r in range(grid.repeats_for(p))
@@ -177,16 +202,15 @@ def pending_runs(results: ResultsFile, grid: Grid, cut_points) -> list[tuple]:
 
 
 def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, progress: bool = True,
-              log=print, on_run=None) -> dict[str, Path]:
+              log=print, on_run=None, device=None) -> dict[str, Path]:
     """Baselines and cut-point runs of one mode, resumable; returns the results files' paths.
 
     ``on_run(record)`` is called after each saved run (used for progress hooks and tests).
     """
     for c in grid.cut_points:
         cfg.check_cut(c)
-    device = pick_device()
+    device = device or pick_device()
     task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
-    in_shape = tuple(task.train.x.shape[1:])
     files = {"results": ResultsFile(results_path(setup.folder, "results", setup.name, cfg.mode), cfg.params())}
     if baselines:
         files["baselines"] = ResultsFile(results_path(setup.folder, "baselines", setup.name), baseline_params(cfg))
@@ -195,22 +219,11 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
     pretrained = load_pretrained(setup, cfg, log) if todo["results"] else None
     bar = tqdm(total=total, desc=f"{setup.folder}/{setup.name} {cfg.mode}", disable=not progress, unit="run")
     for kind, runs in todo.items():
+        source = pretrained if kind == "results" else None
         for cut_point in sorted({c for _, c, _ in runs}):
-            if kind == "baselines":
-                start, train, val, test = 0, task.train, task.val, task.test
-            else:
-                start, train, val, test = _cached_inputs(pretrained, task, cut_point, cfg.freeze)
-            train, val, test = train.to(device), val.to(device), test.to(device)
+            inputs = run_inputs(cfg, task, source, cut_point, device)
             for percentage, _, repeat in (run for run in runs if run[1] == cut_point):
-                seed = run_seed(cfg.generate_dataset_seed, percentage, cut_point, repeat)
-                if kind == "baselines":
-                    model = models.build(cfg, in_shape, task.num_classes, seed)
-                else:
-                    model = models.cut(pretrained, cut_point, cfg, task.num_classes, seed)
-                index = _subset_index(cfg, task, percentage, repeat).to(device)
-                result = fit(model.to(device), train.subset(index), val, test, lr=cfg.lr_fine_tune,
-                             max_epochs=cfg.num_train, patience=cfg.early_stop_patience,
-                             batch_size=cfg.batch_size, seed=seed, start=start)
+                result = train_run(cfg, task, source, cut_point, percentage, repeat, inputs)
                 record = _record(cfg, percentage, cut_point, repeat, result)
                 files[kind].add(record)
                 bar.update(1)

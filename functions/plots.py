@@ -18,8 +18,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from .clustering import layer_order, layer_scores
-from .data import REPO_ROOT, DataError
-from .experiments import load_results, results_path
+from .data import DataError
+from .experiments import load_results, output_root, results_path
 from .stats import BASELINE, as_frame
 
 CUT_LABEL = "cut point (conv layers kept)"
@@ -221,7 +221,7 @@ def ari_boxplot(ari_records, split: str = "target", score: str = "ari", channels
 
 def figure_path(folder, name: str) -> Path:
     """``<Folder>/results/figures/<name>.png``; ``folder`` a study folder name or any directory."""
-    return REPO_ROOT / folder / "results" / "figures" / f"{name}.png"
+    return output_root() / folder / "results" / "figures" / f"{name}.png"
 
 
 def save_figure(fig: Figure, folder, name: str, dpi: int = 150) -> Path:

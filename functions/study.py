@@ -1,0 +1,75 @@
+"""What a notebook or the command line asks for, in one call each: a plan, a sweep, a re-check.
+
+Notebooks stay thin by calling these; the command line uses the same functions, so a notebook
+and ``python -m functions run`` with the same parameters write the same results files.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import SETUPS, Config, Grid, Setup, get_setup, profile
+from .data import DataError, load_task
+from .experiments import (load_pretrained, load_results, pick_device, results_path, run_inputs, train_run)
+
+
+def default_setup(folder: str) -> str:
+    """The folder's first listed setup: the study's main one."""
+    names = [n for f, n in SETUPS if f == folder]
+    if not names:
+        raise DataError(f"unknown dataset folder {folder!r}; choose one of {sorted({f for f, _ in SETUPS})}")
+    return names[0]
+
+
+def plan(folder: str, setup: str | None = None, profile_name: str = "quick", mode: str = "FR",
+         percentages=None, repeats=None, cut_points=None, seed: int | None = None,
+         overrides: dict | None = None) -> tuple[Setup, Config, Grid]:
+    """The setup, config and grid of one experiment: a profile plus single overrides."""
+    chosen = get_setup(folder, setup or default_setup(folder))
+    cfg, grid = profile(profile_name, chosen)
+    changes = dict(overrides or {})
+    if seed is not None:
+        changes["generate_dataset_seed"] = int(seed)
+    cfg = cfg.replace(**changes).with_mode(mode)
+    percentages = tuple(percentages) if percentages else grid.percentages
+    counts = {p: int(repeats) if repeats else grid.repeats.get(p, 2) for p in percentages}
+    cuts = tuple(cut_points) if cut_points is not None else tuple(range(cfg.depth + 1))
+    for c in cuts:
+        cfg.check_cut(c)
+    return chosen, cfg, Grid(percentages, cuts, counts)
+
+
+def use_output_root(path) -> None:
+    """Send results and new source models to ``path`` (None: the repository's study folders)."""
+    if path:
+        os.environ["TRANSFER_OUTPUT_ROOT"] = str(Path(path).resolve())
+    else:
+        os.environ.pop("TRANSFER_OUTPUT_ROOT", None)
+
+
+def device_from(name: str):
+    """``"auto"``: CUDA when present, else the CPU."""
+    import torch
+    return pick_device() if name == "auto" else torch.device(name)
+
+
+def recheck_run(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int,
+                tolerance: float = 0.005) -> dict:
+    """Train one stored run again from scratch and compare its test accuracy with the file's.
+
+    Results files are resumed, so a notebook re-run reads them instead of retraining; this
+    check makes a code change that alters results visible all the same.
+    """
+    kind = "baselines" if cut_point == -1 else "results"
+    path = results_path(setup.folder, kind, setup.name, cfg.mode)
+    stored = [r for r in load_results(path)[1] if (r["sampled_cut_point"], r["repeat"]) == (cut_point, repeat)
+              and abs(r["sampled_percentage"] - percentage) < 1e-12]
+    if not stored:
+        raise DataError(f"{path} has no run at cut {cut_point}, percentage {percentage}, repeat {repeat}")
+    task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
+    source = None if cut_point == -1 else load_pretrained(setup, cfg)
+    inputs = run_inputs(cfg, task, source, max(cut_point, 0), pick_device())
+    result = train_run(cfg, task, source, max(cut_point, 0), percentage, repeat, inputs)
+    return {"cut_point": cut_point, "percentage": percentage, "repeat": repeat,
+            "stored_test_acc": round(stored[0]["test_acc"], 4),
+            "reproduced within tolerance": abs(result.test_acc - stored[0]["test_acc"]) <= tolerance}
