@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export PYTHONPATH := $(CURDIR)
+# notebooks whose data this machine can prepare offline; CIFAR-10 needs torchvision's download
+NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST
 export MPLBACKEND := Agg
 
-.PHONY: demo test data pretrained serve clean
+.PHONY: demo test data pretrained results notebooks serve clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	# make `import functions` work from any folder (notebooks, kernels, benchmarks)
+	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/transfer_study.pth"
 	touch $(STAMP)
 
 data: $(STAMP)
@@ -20,11 +23,24 @@ data: $(STAMP)
 demo: data
 	$(PY) -m functions run MNIST --setup regular --mode FR --profile quick --plot
 
+# unit tests on both cores, then every notebook under nbval (one thread per process: two at once)
 test: data
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadscope tests \
+		--nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOK_FOLDERS)
 
+# the committed source models (quick profile) of every folder whose data is available offline
 pretrained: data
 	$(PY) -m functions pretrain --all --profile quick
+
+# every committed results file: quick sweeps of each setup and mode, then the notebooks run on them
+results: pretrained
+	for spec in "MNIST regular" "FashionMNIST regular" "FashionMNIST random" \
+	            "MNIST_to_FashionMNIST cross" "FashionMNIST_to_MNIST cross"; do \
+	  set -- $$spec; for mode in FR F FT; do \
+	    $(PY) -m functions run $$1 --setup $$2 --mode $$mode --no-progress || exit 1; done; done
+
+notebooks: results
+	$(PY) -m functions notebooks --execute $(NOTEBOOK_FOLDERS)
 
 clean:
 	rm -rf $(VENV) data

@@ -78,6 +78,26 @@ def cmd_summary(args):
     print(summary_table(records_frame(*[p for p in paths if p.exists()])).to_string())
 
 
+def cmd_notebooks(args):
+    from . import notebooks
+    for folder, kind in notebooks.all_notebooks():
+        if args.folders and folder not in args.folders:
+            continue
+        print(f"{'executed' if args.execute else 'wrote'} {notebooks.write(folder, kind, execute=args.execute)}")
+
+
+def cmd_sweep(args):
+    from .sweeps import run_grid
+    outcomes = run_grid(args.notebook, _overrides(args.grid), args.out, _overrides(args.param),
+                        progress=not args.no_progress)
+    for outcome in outcomes:
+        print(f"{'FAILED' if outcome.error else 'ok    '} {outcome.folder}" + (f": {outcome.error}" if outcome.error else ""))
+    failures = [o for o in outcomes if o.error]
+    print(f"{len(outcomes) - len(failures)} passed, {len(failures)} failed")
+    if failures:
+        raise SystemExit(1)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m functions", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -109,6 +129,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--plot", action="store_true", help="also save the box plot of test accuracy per cut")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("notebooks", help="write the study notebooks from their templates")
+    p.add_argument("folders", nargs="*", help="only these folders")
+    p.add_argument("--execute", action="store_true", help="also run them (papermill) and keep the outputs")
+    p.set_defaults(func=cmd_notebooks)
+
+    p = sub.add_parser("sweep", help="run a notebook over a grid of parameters with papermill")
+    p.add_argument("notebook", help="e.g. MNIST/empirical.ipynb")
+    p.add_argument("--grid", action="append", metavar="KEY=[V1,V2,...]", help="a parameter and its list of values")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a parameter fixed for every point")
+    p.add_argument("--out", default="sweeps", help="output folder (one subfolder per grid point)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("summary", help="summary table of a folder's results files")
     experiment_args(p)

@@ -128,6 +128,11 @@ def load_pretrained(setup: Setup, cfg: Config, log=print, train_if_missing: bool
     return model.to(memory_format=torch.channels_last)
 
 
+def pretrained_info(setup: Setup, cfg: Config) -> dict:
+    """What pretraining recorded beside the model: its config, epochs and accuracies."""
+    return json.loads(pretrained_path(setup, cfg).with_suffix(".json").read_text())
+
+
 def pretrain(setup: Setup, cfg: Config, task: TaskData, log=print) -> dict:
     """Train the source network on all source training data and save it with its config."""
     model = models.build(cfg, tuple(task.train.x.shape[1:]), task.num_classes, cfg.generate_dataset_seed)
@@ -183,16 +188,18 @@ def run_inputs(cfg: Config, task: TaskData, pretrained, cut_point: int, device) 
 
 
 def train_run(cfg: Config, task: TaskData, pretrained, cut_point: int, percentage: float, repeat: int, inputs):
-    """One run: a fresh baseline (``pretrained`` None) or ``pretrained`` cut at ``cut_point``."""
+    """One run: a fresh baseline (``pretrained`` None) or ``pretrained`` cut at ``cut_point``.
+    Returns the trained model (best weights) and its result."""
     start, train, val, test = inputs
     seed = run_seed(cfg.generate_dataset_seed, percentage, cut_point, repeat)
     in_shape = tuple(task.train.x.shape[1:])
     model = models.build(cfg, in_shape, task.num_classes, seed) if pretrained is None \
         else models.cut(pretrained, cut_point, cfg, task.num_classes, seed)
     index = _subset_index(cfg, task, percentage, repeat).to(train.y.device)
-    return fit(model.to(train.y.device), train.subset(index), val, test, lr=cfg.lr_fine_tune,
-               max_epochs=cfg.num_train, patience=cfg.early_stop_patience, batch_size=cfg.batch_size,
-               seed=seed, start=start)
+    model = model.to(train.y.device)
+    result = fit(model, train.subset(index), val, test, lr=cfg.lr_fine_tune, max_epochs=cfg.num_train,
+                 patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seed=seed, start=start)
+    return model, result
 
 
 def pending_runs(results: ResultsFile, grid: Grid, cut_points) -> list[tuple]:
@@ -223,7 +230,7 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
         for cut_point in sorted({c for _, c, _ in runs}):
             inputs = run_inputs(cfg, task, source, cut_point, device)
             for percentage, _, repeat in (run for run in runs if run[1] == cut_point):
-                result = train_run(cfg, task, source, cut_point, percentage, repeat, inputs)
+                _, result = train_run(cfg, task, source, cut_point, percentage, repeat, inputs)
                 record = _record(cfg, percentage, cut_point, repeat, result)
                 files[kind].add(record)
                 bar.update(1)

@@ -39,6 +39,14 @@ def plan(folder: str, setup: str | None = None, profile_name: str = "quick", mod
     return chosen, cfg, Grid(percentages, cuts, counts)
 
 
+def parameter_table(cfg: Config, grid: Grid):
+    """The experiment's parameters and grid as one table, for the record at the top of a notebook."""
+    import pandas as pd
+    rows = {**cfg.params(), "mode": cfg.mode, "percentages": list(grid.percentages),
+            "repeats": [grid.repeats_for(p) for p in grid.percentages], "cut_points": list(grid.cut_points)}
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
 def use_output_root(path) -> None:
     """Send results and new source models to ``path`` (None: the repository's study folders)."""
     if path:
@@ -69,7 +77,31 @@ def recheck_run(setup: Setup, cfg: Config, cut_point: int, percentage: float, re
     task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
     source = None if cut_point == -1 else load_pretrained(setup, cfg)
     inputs = run_inputs(cfg, task, source, max(cut_point, 0), pick_device())
-    result = train_run(cfg, task, source, max(cut_point, 0), percentage, repeat, inputs)
+    _, result = train_run(cfg, task, source, max(cut_point, 0), percentage, repeat, inputs)
     return {"cut_point": cut_point, "percentage": percentage, "repeat": repeat,
             "stored_test_acc": round(stored[0]["test_acc"], 4),
             "reproduced within tolerance": abs(result.test_acc - stored[0]["test_acc"]) <= tolerance}
+
+
+def fine_tuned_model(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int = 0):
+    """The network of one sweep run (same seeds, same subset), trained again to look inside it."""
+    task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
+    source = load_pretrained(setup, cfg)
+    inputs = run_inputs(cfg, task, source, cut_point, pick_device())
+    model, _ = train_run(cfg, task, source, cut_point, percentage, repeat, inputs)
+    return model
+
+
+def sweep_records(setup: Setup, mode: str) -> tuple[list, list]:
+    """(cut-point records of ``mode``, baseline records) from the setup's results files."""
+    results = results_path(setup.folder, "results", setup.name, mode)
+    baselines = results_path(setup.folder, "baselines", setup.name)
+    for path in (results, baselines):
+        if not path.exists():
+            raise DataError(f"no results file {path}; run the folder's empirical notebook or "
+                            f"`python -m functions run {setup.folder} --setup {setup.name} --mode {mode}`")
+    return load_results(results)[1], load_results(baselines)[1]
+
+
+def available_modes(setup: Setup) -> list[str]:
+    return [m for m in ("F", "FR", "FT") if results_path(setup.folder, "results", setup.name, m).exists()]

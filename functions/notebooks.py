@@ -1,0 +1,222 @@
+"""The study folders' notebooks, generated from one template per kind.
+
+Every folder's notebooks differ only in their parameters cell, so they are written by
+``python -m functions notebooks`` (and executed with ``--execute``); a test checks that the
+committed notebooks' cells equal what the template gives.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from .config import SETUPS
+from .data import REPO_ROOT
+
+IMPORTS = "from IPython.display import display\nfrom functions import experiments, plots, stats, study"
+
+
+def _parameters(folder: str, **extra) -> str:
+    setup = next(n for f, n in SETUPS if f == folder)
+    lines = [f"folder = {folder!r}", f"setup = {setup!r}  # the folder's class setup; others: "
+             f"{[n for f, n in SETUPS if f == folder]}"]
+    lines += [f"{k} = {v!r}" for k, v in extra.items()]
+    lines += ['profile = "quick"  # "quick": a CPU runs it in minutes; "paper": the upstream grid',
+              "percentages = None  # None: the profile's fractions of the target training data",
+              "repeats = None  # None: the profile's repeats per percentage",
+              "cut_points = None  # None: every cut 0..depth",
+              "seed = None  # None: the profile's generate_dataset_seed",
+              'device = "auto"  # "auto": CUDA when present',
+              "output_root = None  # None: write into this repository's study folders"]
+    return "\n".join(lines)
+
+
+PLAN = ("study.use_output_root(output_root)\n"
+        "plans = {mode: study.plan(folder, setup, profile, mode, percentages, repeats, cut_points, seed)\n"
+        "         for mode in modes}\n"
+        "chosen, cfg, grid = plans[modes[0]]\n"
+        "display(study.parameter_table(cfg, grid))")
+
+SWEEP_CELLS = [
+    ("md", "## The source model\nThe network pretrained on the source classes is loaded when a file with the same "
+           "configuration exists (made by `make pretrained`), and trained otherwise. Its test accuracy on the source "
+           "task says how good the features are that we are about to transfer."),
+    ("code", "source = experiments.load_pretrained(chosen, cfg)\n"
+             "info = experiments.pretrained_info(chosen, cfg)\n"
+             "print(f\"source test accuracy {info['test_acc']:.3f} after {info['epochs']} epochs\")"),
+    ("md", "## Sweeps\nEvery cut point is trained on the same balanced subsets (one per percentage and repeat) as the "
+           "baseline, which trains the whole network from scratch. Results files are resumed: runs already in them "
+           "are not trained again. The table gives mean ± standard deviation of test accuracy on the official test "
+           "split."),
+    ("code", "paths = {mode: experiments.run_sweep(*plans[mode], device=study.device_from(device)) for mode in modes}\n"
+             "for mode in modes:\n"
+             "    print(f'mode {mode}')\n"
+             "    display(experiments.summary_table(experiments.records_frame(*paths[mode].values())))"),
+    ("md", "## Which cut point transfers best?\nOne panel per fraction of target data; each box holds the repeats of "
+           "one cut point, the grey box the baseline. Boxes above the baseline mean the transferred layers help; the "
+           "cut with the highest box is the best place to cut."),
+    ("code", "for mode in modes:\n"
+             "    records, baselines = study.sweep_records(chosen, mode)\n"
+             "    figure = plots.accuracy_boxplot(records, baselines)\n"
+             "    plots.save_figure(figure, folder, f'test_accuracy_{setup}_{mode}')\n"
+             "    display(figure)"),
+    ("md", "## Is the difference real?\nPaired Wilcoxon signed-rank tests (pairing runs that trained on the same "
+           "subset), Holm-corrected within each percentage. Cut points sharing a letter are not significantly "
+           "different; `same_as_best` marks those indistinguishable from the best. With few repeats nothing can be "
+           "significant: the quick profile shows the mechanics, the paper profile gives the answer."),
+    ("code", "for mode in modes:\n"
+             "    records, baselines = study.sweep_records(chosen, mode)\n"
+             "    print(f'mode {mode}')\n"
+             "    display(stats.best_groups(records, baselines).round(3))"),
+    ("md", "## Do the stored results still come out of the code?\nOne stored run is trained again from scratch; "
+           "a change in the code that changes results shows up here."),
+    ("code", "study.recheck_run(chosen, cfg, cut_point=grid.cut_points[-1], percentage=grid.percentages[0], repeat=0)"),
+]
+
+
+def _empirical(folder: str, modes: list, title: str, question: str) -> list:
+    return [("md", f"# {folder}: {title}\n{question}"),
+            ("code", _parameters(folder, modes=modes)),
+            ("code", f"{IMPORTS}\n{PLAN}"),
+            *SWEEP_CELLS]
+
+
+def _visualizations(folder: str) -> list:
+    return [
+        ("md", f"# {folder}: every figure of the study\nReads the folder's results files (written by the empirical "
+               "and truncation notebooks) and draws the study's figures, saved under `results/figures/`."),
+        ("code", _parameters(folder)),
+        ("code", f"{IMPORTS}\nchosen, cfg, grid = study.plan(folder, setup, profile, 'FR', percentages, repeats, "
+                 "cut_points, seed)\nstudy.use_output_root(output_root)\nmodes = study.available_modes(chosen)\n"
+                 "runs = {mode: study.sweep_records(chosen, mode) for mode in modes}\nbaselines = runs[modes[0]][1]\n"
+                 "print('modes with results:', modes)"),
+        ("md", "## Mean accuracy versus amount of target data\nLines are means over repeats, bands the inter-quartile "
+               "range; the x axis is logarithmic. Where a cut's line meets the baseline, transfer stops helping."),
+        ("code", "for mode in modes:\n    figure = plots.mean_curves(runs[mode][0], baselines)\n"
+                 "    plots.save_figure(figure, folder, f'mean_curves_{setup}_{mode}')\n    display(figure)"),
+        ("md", "## Gain over the baseline\nEach cell is the mean test accuracy of a cut point minus the baseline's at "
+               "the same percentage: warm colours mean transfer helps."),
+        ("code", "for mode in modes:\n    figure = plots.gain_heatmap(runs[mode][0], baselines)\n"
+                 "    plots.save_figure(figure, folder, f'gain_{setup}_{mode}')\n    display(figure)\n"
+                 "    display(plots.gain_matrix(runs[mode][0], baselines).round(3))"),
+        ("md", "## Train versus test accuracy\nPoints far below the diagonal overfit: they fit their few training "
+               "images but do not generalise."),
+        ("code", "for mode in modes:\n    figure = plots.train_vs_test(runs[mode][0], baselines)\n"
+                 "    plots.save_figure(figure, folder, f'train_vs_test_{setup}_{mode}')\n    display(figure)"),
+        ("md", "## Freeze, re-initialise or truncate?\nThe three modes side by side: F keeps the later layers and "
+               "fine-tunes them, FR re-initialises them, FT removes them."),
+        ("code", "figure = plots.compare_modes({mode: runs[mode][0] for mode in modes}, baselines)\n"
+                 "plots.save_figure(figure, folder, f'modes_{setup}')\ndisplay(figure)"),
+        ("md", "## Ranking of cut points\nMean rank over repeats (1 = best) per percentage, and the paired tests "
+               "against the baseline (`cut_b` = -1) with Holm-adjusted p-values."),
+        ("code", "for mode in modes:\n    print(f'mode {mode}')\n"
+                 "    display(stats.rank_cut_points(*runs[mode]).round(3))\n"
+                 "    tests = stats.paired_tests(*runs[mode])\n"
+                 "    display(tests[tests.cut_b == -1].round(3))"),
+    ]
+
+
+def _clustering(folder: str) -> list:
+    return [
+        ("md", f"# {folder}: do the layers separate the classes?\nK-means (k = number of classes) on each layer's "
+               "activations, scored against the true labels: adjusted Rand index (ARI, 0 = chance, 1 = perfect), "
+               "normalised mutual information, cluster accuracy and pairwise precision/recall. Done for the pretrained "
+               "model and a fine-tuned one, on source-task and target-task images."),
+        ("code", _parameters(folder, fine_tune_cut=3, max_images=300, per_channel=True)),
+        ("code", f"{IMPORTS}\nfrom functions import clustering\nfrom functions.data import load_task\n"
+                 "chosen, cfg, grid = study.plan(folder, setup, profile, 'FR', percentages, repeats, cut_points, seed)\n"
+                 "study.use_output_root(output_root)\n"
+                 "source_task = load_task(cfg.source_dataset, cfg.pre_train_classes, cfg.val_split, "
+                 "cfg.generate_dataset_seed)\n"
+                 "target_task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, "
+                 "cfg.generate_dataset_seed)\n"
+                 "models = {'pretrained': experiments.load_pretrained(chosen, cfg),\n"
+                 "          f'fine-tuned (FR, cut {fine_tune_cut})': study.fine_tuned_model(\n"
+                 "              chosen, cfg, fine_tune_cut, grid.percentages[-1])}\n"
+                 "data = {'source': source_task.train, 'target': target_task.train}\n"
+                 "records = clustering.run_clustering(\n"
+                 "    clustering.ari_path(folder, setup), cfg.params(), models, data, grid.percentages, grid.repeats,\n"
+                 "    seed=cfg.generate_dataset_seed, max_images=max_images, n_init=5, per_channel=per_channel)\n"
+                 "print(len(records), 'clustering records')"),
+        ("md", "## ARI per layer\nMean over repeats of the ARI of the pooled channel vector. Rising values mean "
+               "deeper layers separate the classes better; a drop on target data marks where the features become "
+               "specific to the source classes."),
+        ("code", "table = clustering.layer_scores(records, 'target').groupby(['model', 'layer'], sort=False)['ari']"
+                 ".mean().unstack('layer')\ndisplay(table[clustering.layer_order(table.columns)].round(2))"),
+        ("code", "for split in ('source', 'target'):\n    figure = plots.ari_boxplot(records, split=split)\n"
+                 "    plots.save_figure(figure, folder, f'ari_{setup}_{split}')\n    display(figure)"),
+        ("md", "## The best single channel\nThe highest ARI of any one channel per layer: a layer can hold a "
+               "class-separating channel even when its pooled vector does not separate the classes."),
+        ("code", "if per_channel:\n"
+                 "    best = clustering.layer_scores(records, 'target', channels='max').groupby(['model', 'layer'],"
+                 " sort=False)['ari'].mean().unstack('layer')\n"
+                 "    display(best[clustering.layer_order(best.columns)].round(2))"),
+    ]
+
+
+def kinds(folder: str) -> list[str]:
+    return ["empirical", "truncation", "clustering", "visualizations"]
+
+
+def cells(folder: str, kind: str) -> list:
+    if kind == "empirical":
+        return _empirical(folder, ["F", "FR"], "where to cut a pretrained network",
+                          "Which pretrained conv layers should we reuse, and should the rest be kept (F) or "
+                          "re-initialised (FR)? Each cut point keeps the layers before it, frozen.")
+    if kind == "truncation":
+        return _empirical(folder, ["FT"], "how many pretrained layers are enough",
+                          "Truncation (FT) keeps the pretrained layers before the cut, frozen, and removes the rest: "
+                          "the smallest network that still transfers.")
+    if kind == "clustering":
+        return _clustering(folder)
+    if kind == "visualizations":
+        return _visualizations(folder)
+    raise ValueError(f"no notebook template {kind!r}")
+
+
+def build(folder: str, kind: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for i, (cell_type, source) in enumerate(cells(folder, kind)):
+        cell = nbformat.v4.new_markdown_cell(source) if cell_type == "md" else nbformat.v4.new_code_cell(source)
+        cell.id = f"{kind}-{i}"
+        if i == 1:
+            cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    return nb
+
+
+def path(folder: str, kind: str) -> Path:
+    return REPO_ROOT / folder / f"{kind}.ipynb"
+
+
+def all_notebooks() -> list[tuple[str, str]]:
+    folders = sorted({f for f, _ in SETUPS})
+    return [(folder, kind) for folder in folders for kind in kinds(folder)]
+
+
+def same_cells(a: nbformat.NotebookNode, b: nbformat.NotebookNode) -> bool:
+    """Equal sources, types and tags: outputs and execution counts may differ."""
+    key = lambda nb: [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
+    return key(a) == key(b)
+
+
+def write(folder: str, kind: str, execute: bool = False, timeout: int = 1800) -> Path:
+    """Write one notebook from the template, keeping stored outputs while the cells are unchanged."""
+    target = path(folder, kind)
+    fresh = build(folder, kind)
+    if target.exists() and same_cells(nbformat.read(target, as_version=4), fresh) and not execute:
+        return target
+    nbformat.write(fresh, target)
+    if execute:
+        import papermill
+        papermill.execute_notebook(str(target), str(target), kernel_name="python3", cwd=str(target.parent),
+                                   progress_bar=False, execution_timeout=timeout, start_timeout=120)
+        executed = nbformat.read(target, as_version=4)
+        executed.cells = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        for cell in executed.cells:  # papermill's bookkeeping varies run to run
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+        executed.metadata.pop("papermill", None)
+        nbformat.write(executed, target)
+    return target

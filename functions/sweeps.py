@@ -1,0 +1,61 @@
+"""Run a notebook over a grid of parameters with papermill, one output folder per grid point.
+
+Each point's executed notebook and the results files it writes go to
+``<out>/<key=value,...>/``; a failing point does not stop the others, and all failures are
+reported at the end.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .data import DataError
+
+
+@dataclass
+class PointOutcome:
+    parameters: dict
+    folder: Path
+    error: str | None = None
+
+
+def grid_points(grid: dict) -> list[dict]:
+    """Every combination of the grid's values, in a stable order."""
+    for key, values in grid.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise DataError(f"grid value of {key!r} must be a non-empty list, got {values!r}")
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_name(parameters: dict) -> str:
+    """A folder name that says which parameters made its contents."""
+    text = ",".join(f"{k}={v}" for k, v in parameters.items())
+    return re.sub(r"[^A-Za-z0-9=,._-]+", "", text.replace(" ", "")) or "default"
+
+
+def run_grid(notebook: Path, grid: dict, out: Path, fixed: dict | None = None, timeout: int = 3600,
+             progress: bool = True) -> list[PointOutcome]:
+    import papermill
+
+    notebook = Path(notebook).resolve()
+    if not notebook.is_file():
+        raise DataError(f"no notebook {notebook}; give the path of a study notebook, e.g. MNIST/empirical.ipynb")
+    outcomes = []
+    for point in tqdm(grid_points(grid), desc=f"sweep {notebook.name}", disable=not progress, unit="notebook"):
+        folder = (Path(out) / point_name(point)).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        parameters = {**(fixed or {}), **point, "output_root": str(folder)}
+        outcome = PointOutcome(point, folder)
+        try:
+            papermill.execute_notebook(str(notebook), str(folder / notebook.name), parameters=parameters,
+                                       kernel_name="python3", cwd=str(notebook.parent), progress_bar=False,
+                                       execution_timeout=timeout, start_timeout=120)
+        except Exception as err:  # a failed point is reported at the end; the sweep goes on
+            outcome.error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+        outcomes.append(outcome)
+    return outcomes
