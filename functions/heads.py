@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from .data import DataError
 
@@ -29,43 +28,51 @@ UNSEEN_BIAS = -1e9
 SLDA_EPSILON = 1e-4
 
 
+class InputError(DataError):
+    """Bad input that one named field is responsible for (services report ``field`` to the client)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message if message.startswith(field) else f"{field}: {message}")
+        self.field = field
+
+
 def check_weights(weights, num_classes: int, dim: int, field: str = "current_weights"):
-    """``[W, b]`` as float64 arrays of shapes (num_classes, dim) and (num_classes,), or a DataError."""
+    """``[W, b]`` as float64 arrays of shapes (num_classes, dim) and (num_classes,), or an InputError."""
     if weights is None:
         return None
     if not isinstance(weights, (list, tuple)) or len(weights) != 2:
-        raise DataError(f"{field} must be [W, b]: W a {num_classes} x {dim} list of rows, b a list of "
+        raise InputError(field, f"{field} must be [W, b]: W a {num_classes} x {dim} list of rows, b a list of "
                         f"{num_classes} biases")
     try:
         W, b = (np.asarray(part, dtype=np.float64) for part in weights)
     except (ValueError, TypeError) as err:
-        raise DataError(f"{field} is ragged or not numeric ({err}); W must be {num_classes} x {dim}, "
+        raise InputError(field, f"{field} is ragged or not numeric ({err}); W must be {num_classes} x {dim}, "
                         f"b of length {num_classes}") from err
     if W.shape != (num_classes, dim) or b.shape != (num_classes,):
-        raise DataError(f"{field} has W of shape {list(W.shape)} and b of shape {list(b.shape)}; expected "
+        raise InputError(field, f"{field} has W of shape {list(W.shape)} and b of shape {list(b.shape)}; expected "
                         f"[{num_classes}, {dim}] and [{num_classes}] ({num_classes} classes, {dim} features)")
     if not (np.isfinite(W).all() and np.isfinite(b).all()):
-        raise DataError(f"{field} holds NaN or infinite values")
+        raise InputError(field, f"{field} holds NaN or infinite values")
     return W.copy(), b.copy()
 
 
 def check_batch(features, labels, dim: int, num_classes: int):
-    """Features (n, dim) finite float64 and labels (n,) in 0..num_classes-1, or a DataError."""
+    """Features (n, dim) finite float64 and labels (n,) in 0..num_classes-1, or an InputError."""
     try:
         x = np.asarray(features, dtype=np.float64)
     except (ValueError, TypeError) as err:
-        raise DataError(f"features is ragged or not numeric ({err}); give n rows of {dim} numbers") from err
+        raise InputError("features", f"features is ragged or not numeric ({err}); give n rows of {dim} numbers") from err
     if x.ndim != 2 or x.shape[1] != dim or len(x) == 0:
-        raise DataError(f"features has shape {list(x.shape)}; expected n rows of {dim} numbers (n >= 1)")
+        raise InputError("features", f"features has shape {list(x.shape)}; expected n rows of {dim} numbers (n >= 1)")
     if not np.isfinite(x).all():
-        raise DataError("features holds NaN or infinite values")
+        raise InputError("features", "features holds NaN or infinite values")
     y = np.asarray(labels)
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"labels must be {len(x)} integers, one per row of features; got {y.dtype} of "
+        raise InputError("labels", f"labels must be {len(x)} integers, one per row of features; got {y.dtype} of "
                         f"shape {list(y.shape)}")
     bad = y[(y < 0) | (y >= num_classes)]
     if len(bad):
-        raise DataError(f"labels {sorted(set(bad.tolist()))[:5]} are outside 0..{num_classes - 1} "
+        raise InputError("labels", f"labels {sorted(set(bad.tolist()))[:5]} are outside 0..{num_classes - 1} "
                         f"(num_classes={num_classes})")
     return x, y.astype(np.int64)
 
@@ -102,9 +109,10 @@ class Head:
     fills_unseen = True
 
     def __init__(self, dim: int, num_classes: int, init=None, seed: int = 0):
-        if dim < 1 or num_classes < 2:
-            raise DataError(f"a head needs at least 1 feature and 2 classes; got dim={dim}, "
-                            f"num_classes={num_classes}")
+        if num_classes < 2:
+            raise InputError("num_classes", f"num_classes={num_classes}: a classifier needs at least 2 classes")
+        if dim < 1:
+            raise InputError("features", f"features have {dim} columns; give at least one feature per sample")
         self.dim, self.num_classes, self.seed = int(dim), int(num_classes), seed
         self.init = check_weights(init, self.num_classes, self.dim)
         self.seen = np.zeros(self.num_classes, dtype=bool)
@@ -284,6 +292,8 @@ class LogRegRefitHead(Head):
         classes = np.unique(y)
         if len(classes) < 2:
             return W, b  # one class seen: it wins against the unseen ones
+        from sklearn.linear_model import LogisticRegression  # imported when first needed: it is slow to import
+
         model = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(x, y)
         if len(classes) == 2:  # scikit-learn's binary form: the sigmoid of one score, split evenly
             W[classes] = np.vstack([-model.coef_[0], model.coef_[0]]) / 2
@@ -340,7 +350,7 @@ BASELINE = "adam"
 def make_head(method: str, dim: int, num_classes: int, init=None, seed: int = 0, **options) -> Head:
     """A fresh head of ``method`` (one of ``METHODS``)."""
     if method not in METHODS:
-        raise DataError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+        raise InputError("method", f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     return METHODS[method](dim, num_classes, init=init, seed=seed, **options)
 
 

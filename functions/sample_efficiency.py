@@ -1,0 +1,586 @@
+"""Sample efficiency of streaming linear heads on frozen features: how many target samples a
+method needs before validation accuracy reaches ``threshold`` and stays there for ``window``
+consecutive evaluations (the milestone).
+
+A frozen extractor turns the target task's images into features once (cached on disk under
+the data root); every method then sees exactly the same seeded stream of training samples in
+batches of ``batch_size`` and is evaluated on the whole validation set after every
+``evaluation_frequency`` samples.  ``relative_efficiency = baseline_milestone / method_milestone``,
+the baseline being the ``adam`` head.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import heads
+from .config import Config, get_setup, profile
+from .data import REPO_ROOT, SPECS, DataError, data_root, load_task
+from .models import StudyCNN
+
+FEATURE_FORMAT = 1  # bump when the way features are computed changes: old cache files are then ignored
+EXTRACT_CHUNK = 256
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+TORCHVISION_ARCHS = ("mobilenet_v2", "resnet50")
+EXTRACTORS = ("study", *TORCHVISION_ARCHS)
+
+
+# ----------------------------------------------------------------------------- extractors
+
+def state_sha256(module: nn.Module) -> str:
+    """Identity of a network's weights: the same parameters give the same hash."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{list(t.shape)}".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class _StudyPrefix(nn.Module):
+    """The first ``cut`` conv blocks of a study CNN."""
+
+    def __init__(self, model: StudyCNN, cut: int):
+        super().__init__()
+        self.model, self.cut = model, cut
+
+    def forward(self, x):
+        return self.model.features(x, 0, self.cut)
+
+
+class Extractor:
+    """A frozen network and the input it expects: images in 0..1 of any size and channel count
+    are converted to ``in_shape`` (grey <-> RGB, bilinear resize with antialiasing), normalised
+    with ``mean``/``std``, and the body's output is global-average pooled into a feature vector."""
+
+    def __init__(self, kind: str, body: nn.Module, in_shape: tuple, mean: tuple, std: tuple, cut: int | None = None):
+        self.kind, self.body, self.in_shape, self.cut = kind, body.eval().requires_grad_(False), tuple(in_shape), cut
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.weights_sha256 = state_sha256(body)
+        with torch.inference_mode():
+            self.dim = int(self._pooled(torch.zeros(1, *self.in_shape)).shape[1])
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "cut": self.cut, "in_shape": list(self.in_shape),
+                "weights_sha256": self.weights_sha256}
+
+    def adapt(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) pixels in 0..1 -> the normalised input of the network."""
+        channels, height, width = self.in_shape
+        if images.shape[1] == 4:  # RGBA: the alpha channel carries no class information
+            images = images[:, :3]
+        if images.shape[1] != channels:
+            if channels == 1:  # ITU-R BT.601 luma
+                images = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            else:
+                images = images.expand(-1, channels, -1, -1)
+        if images.shape[2:] != (height, width):
+            images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        return (images - self.mean) / self.std
+
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x.contiguous(memory_format=torch.channels_last))
+        return out.mean(dim=(2, 3)) if out.ndim == 4 else out.flatten(1)
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """Features (N, dim) float32 of images (N, C, H, W) in 0..1."""
+        parts = []
+        with torch.inference_mode():
+            for i in range(0, len(images), EXTRACT_CHUNK):
+                parts.append(self._pooled(self.adapt(images[i:i + EXTRACT_CHUNK].float())))
+        return torch.cat(parts).numpy() if parts else np.zeros((0, self.dim), dtype=np.float32)
+
+    def of_pixels(self, images: list[np.ndarray]) -> np.ndarray:
+        """Features of images given one by one as (H, W, C) arrays of 0..255, each of its own size."""
+        with torch.inference_mode():
+            adapted = [self.adapt(torch.from_numpy(image).float().permute(2, 0, 1)[None] / 255.0) for image in images]
+            return torch.cat([self._pooled(torch.cat(adapted[i:i + EXTRACT_CHUNK]))
+                              for i in range(0, len(adapted), EXTRACT_CHUNK)]).numpy()
+
+
+def study_extractor(model: StudyCNN, source_dataset: str, cut: int | None = None) -> Extractor:
+    """The pooled activation of ``model.features(x, 0, cut)`` (default: after every conv block)."""
+    depth = len(model.blocks)
+    cut = depth if cut is None else cut
+    if not (isinstance(cut, int) and 0 <= cut <= depth):
+        raise DataError(f"cut {cut!r} is outside 0..{depth}: the source model has {depth} conv blocks")
+    spec = SPECS[source_dataset]
+    return Extractor("study", _StudyPrefix(model, cut), model.in_shape, spec.mean, spec.std, cut)
+
+
+ARCHITECTURE_KEYS = ("depth", "num_channels", "kernel_size", "activation_function", "use_pooling",
+                     "pooling_every_n_layers", "pooling_stride", "two_linear_layers", "hidden_dim_lin")
+
+
+def load_study_model(path: Path) -> tuple[StudyCNN, str]:
+    """A source model saved as ``pretrain`` saves it ({config, in_shape, state_dict}) and its source dataset."""
+    path = Path(path)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        params = saved["config"]
+        cfg = Config().replace(**{k: params[k] for k in ARCHITECTURE_KEYS if k in params})
+        num_classes = len(params["pre_train_classes"])
+        model = StudyCNN(cfg, tuple(saved["in_shape"]), num_classes)
+        model.load_state_dict(saved["state_dict"])
+    except (OSError, KeyError, TypeError, RuntimeError, EOFError) as err:
+        raise DataError(f"{path} is not a source model file written by `python -m functions pretrain` "
+                        f"({type(err).__name__}: {err})") from err
+    return model, params["source_dataset"]
+
+
+def torchvision_extractor(arch: str, weights_path: Path, input_size: int = 224) -> Extractor:
+    """torchvision's ``arch`` (built with ``weights=None``) with the state dict saved in ``weights_path``,
+    e.g. the ImageNet weights file torchvision itself downloads."""
+    import torchvision
+
+    if arch not in TORCHVISION_ARCHS:
+        raise DataError(f"unknown architecture {arch!r}; choose one of {list(TORCHVISION_ARCHS)}")
+    if weights_path is None or not Path(weights_path).is_file():
+        raise DataError(f"{arch} needs a weights file (a state_dict saved with torch.save, e.g. torchvision's "
+                        f"ImageNet file); {weights_path} does not exist")
+    model = getattr(torchvision.models, arch)(weights=None)
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    except (OSError, RuntimeError, AttributeError, EOFError, TypeError) as err:
+        raise DataError(f"{weights_path} does not hold {arch} weights ({type(err).__name__}: {str(err)[:300]})") from err
+    body = model.features if arch == "mobilenet_v2" else nn.Sequential(*list(model.children())[:-2])
+    return Extractor(arch, body, (3, input_size, input_size), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def source_extractor(folder: str, setup: str | None = None, profile_name: str = "quick", cut: int | None = None,
+                     train_if_missing: bool = True, log=print) -> Extractor:
+    """The folder's pretrained source model (``experiments.load_pretrained``) cut at ``cut``."""
+    from .experiments import load_pretrained
+
+    the_setup = get_setup(folder, setup or default_setup(folder))
+    cfg, _ = profile(profile_name, the_setup)
+    model = load_pretrained(the_setup, cfg, log=log, train_if_missing=train_if_missing)
+    return study_extractor(model, the_setup.source_dataset, cut)
+
+
+def build_extractor(kind: str = "study", weights: str | None = None, folder: str = "MNIST", setup: str | None = None,
+                    profile_name: str = "quick", cut: int | None = None, input_size: int = 224,
+                    train_if_missing: bool = True, log=print) -> Extractor:
+    """``study``: the source model file ``weights``, else the folder's pretrained source model, cut at
+    ``cut``; ``mobilenet_v2`` / ``resnet50``: torchvision's network with the state dict in ``weights``."""
+    if kind == "study":
+        if weights:
+            model, source_dataset = load_study_model(Path(weights))
+            return study_extractor(model, source_dataset, cut)
+        return source_extractor(folder, setup, profile_name, cut, train_if_missing, log)
+    if kind in TORCHVISION_ARCHS:
+        return torchvision_extractor(kind, weights, input_size)
+    raise DataError(f"unknown extractor {kind!r}; choose one of {list(EXTRACTORS)}")
+
+
+def default_setup(folder: str) -> str:
+    from .config import SETUPS
+
+    names = [name for f, name in SETUPS if f == folder]
+    if not names:
+        get_setup(folder, "")  # raises the error listing the folders
+    return names[0]
+
+
+# ----------------------------------------------------------------------------- target features
+
+@dataclass(frozen=True)
+class TargetTask:
+    """Which target images: the classes of a dataset, its seeded validation split, and optionally a
+    seeded pool of at most ``pool`` training images to stream from."""
+
+    dataset: str
+    classes: tuple
+    val_split: float = 0.1
+    seed: int = 42
+    pool: int | None = None
+
+    def identity(self) -> dict:
+        return {**asdict(self), "classes": list(self.classes)}
+
+
+def target_task(folder: str = "MNIST", setup: str | None = None, task: str = "all", dataset: str | None = None,
+                classes=None, pool: int | None = None) -> TargetTask:
+    """The folder's target classes (``task='all'``), its first two (``'binary'``), or any ``classes``
+    of any ``dataset``."""
+    the_setup = get_setup(folder, setup or default_setup(folder))
+    cfg, _ = profile("quick", the_setup)
+    if classes is not None:
+        return TargetTask(dataset or the_setup.target_dataset, tuple(int(c) for c in classes), cfg.val_split,
+                          cfg.generate_dataset_seed, pool)
+    if task not in ("all", "binary"):
+        raise DataError(f"unknown task {task!r}; choose 'all' (the folder's target classes) or 'binary' "
+                        f"(its first two), or give classes")
+    chosen = the_setup.fine_tune_classes if task == "all" else the_setup.fine_tune_classes[:2]
+    return TargetTask(the_setup.target_dataset, tuple(chosen), cfg.val_split, cfg.generate_dataset_seed, pool)
+
+
+@dataclass
+class TaskFeatures:
+    """Frozen features of a target task: the training pool (streamed) and the validation set."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    num_classes: int
+    key: str
+    seconds: float = 0.0  # time spent extracting (0 when read from the cache)
+    from_cache: bool = False
+
+    @property
+    def dim(self) -> int:
+        return self.train_x.shape[1]
+
+
+def feature_cache_dir() -> Path:
+    return Path(os.environ.get("TRANSFER_FEATURE_CACHE", data_root() / "features"))
+
+
+def features_key(extractor: Extractor, task: TargetTask) -> str:
+    blob = json.dumps({"format": FEATURE_FORMAT, "extractor": extractor.identity(), "task": task.identity()},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def task_features(extractor: Extractor, task: TargetTask, cache_dir: Path | None = None, log=print) -> TaskFeatures:
+    """Features of ``task`` under ``extractor``, extracted once and then read from the cache."""
+    key = features_key(extractor, task)
+    path = Path(cache_dir or feature_cache_dir()) / f"{key}.npz"
+    if path.exists():
+        with np.load(path) as saved:
+            arrays = {name: saved[name] for name in ("train_x", "train_y", "val_x", "val_y")}
+        return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, from_cache=True)
+    began = time.perf_counter()
+    data = load_task(task.dataset, task.classes, task.val_split, task.seed)
+    train = data.train
+    if task.pool is not None:
+        if task.pool < 1:
+            raise DataError(f"pool={task.pool} must be at least 1 (or None for the whole training split)")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(task.seed))
+        train = train.subset(torch.sort(order[:task.pool]).values)
+    spec = SPECS[task.dataset]
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
+    arrays = {"train_x": extractor(train.x * std + mean), "train_y": train.y.numpy(),
+              "val_x": extractor(data.val.x * std + mean), "val_y": data.val.y.numpy()}
+    seconds = time.perf_counter() - began
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
+    with os.fdopen(fd, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)
+    log(f"extracted {extractor.kind} features of {task.dataset} {list(task.classes)} "
+        f"({len(arrays['train_y'])} train, {len(arrays['val_y'])} val) in {seconds:.1f} s -> {path}")
+    return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, seconds=seconds)
+
+
+# ----------------------------------------------------------------------------- protocol
+
+@dataclass(frozen=True)
+class Protocol:
+    """How samples arrive and when accuracy is measured."""
+
+    batch_size: int = 1
+    max_samples: int = 100
+    evaluation_frequency: int = 1
+    threshold: float = 0.8
+    window: int = 10
+
+    def check(self, pool_size: int) -> "Protocol":
+        for name in ("batch_size", "max_samples", "evaluation_frequency", "window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise heads.InputError(name, f"{name}={value!r} must be a positive integer")
+        if self.max_samples > pool_size:
+            raise heads.InputError("max_samples", f"max_samples={self.max_samples} exceeds the {pool_size} "
+                                   f"training samples available to stream; ask for at most {pool_size}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise heads.InputError("threshold", f"threshold={self.threshold} must be an accuracy in [0, 1]")
+        return self
+
+
+def single_threaded_blas():
+    """Limit BLAS to one thread (a context manager, or a lasting setting if not used in ``with``).
+
+    The head's products are tiny: a second BLAS thread only adds contention (scikit-learn's
+    logistic fits ran 7x slower with two threads on a busy 2-core machine), and one thread
+    keeps float64 results independent of how many requests run side by side.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
+def stream_order(seed: int, pool_size: int, max_samples: int) -> np.ndarray:
+    """The training samples every method sees, in order: a seeded draw without replacement."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    return rng.permutation(pool_size)[:max_samples]
+
+
+def milestone(samples, accuracy, threshold: float = 0.8, window: int = 10) -> int | None:
+    """Samples seen at the END of the first run of ``window`` consecutive evaluations with accuracy
+    ``>= threshold``; None if no such run.  A dip below the threshold restarts the count."""
+    run = 0
+    for seen, acc in zip(samples, accuracy):
+        run = run + 1 if acc >= threshold else 0
+        if run == window:
+            return int(seen)
+    return None
+
+
+def relative_efficiency(baseline_milestone: int | None, method_milestone: int | None) -> float | None:
+    if baseline_milestone is None or method_milestone is None:
+        return None
+    return baseline_milestone / method_milestone
+
+
+@dataclass
+class Curve:
+    samples: list = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    final_accuracy: float = float("nan")
+
+
+def learning_curve(head: heads.Head, features: TaskFeatures, order: np.ndarray, protocol: Protocol) -> Curve:
+    """Stream ``order`` into ``head`` batch by batch; evaluate on the whole validation set each time
+    the number of samples seen crosses a multiple of ``evaluation_frequency``."""
+    curve = Curve()
+    val_x = features.val_x.astype(np.float64)
+    seen = 0
+    for start in range(0, len(order), protocol.batch_size):
+        index = order[start:start + protocol.batch_size]
+        head.partial_fit(features.train_x[index].astype(np.float64), features.train_y[index])
+        before, seen = seen, seen + len(index)
+        if seen // protocol.evaluation_frequency > before // protocol.evaluation_frequency:
+            curve.samples.append(seen)
+            curve.accuracy.append(heads.accuracy(head.weights(), val_x, features.val_y))
+    if curve.samples and curve.samples[-1] == seen:
+        curve.final_accuracy = curve.accuracy[-1]
+    else:
+        curve.final_accuracy = heads.accuracy(head.weights(), val_x, features.val_y)
+    return curve
+
+
+def make_method(method: str, features: TaskFeatures, init=None, seed: int = 0, update_url: str | None = None,
+                **options) -> heads.Head:
+    """A head of ``method``, or the outside method served at ``update_url``."""
+    if update_url:
+        return heads.RemoteHead(features.dim, features.num_classes, init=init, seed=seed, url=update_url)
+    return heads.make_head(method, features.dim, features.num_classes, init=init, seed=seed, **options)
+
+
+def run_method(method: str, features: TaskFeatures, protocol: Protocol, seed: int, init=None,
+               update_url: str | None = None) -> tuple[Curve, int | None]:
+    """One method on the seeded stream: its learning curve and milestone."""
+    protocol.check(len(features.train_y))
+    head = make_method(method, features, init=init, seed=seed, update_url=update_url)
+    try:
+        curve = learning_curve(head, features, stream_order(seed, len(features.train_y), protocol.max_samples),
+                               protocol)
+    finally:
+        if isinstance(head, heads.RemoteHead):
+            head.close()
+    return curve, milestone(curve.samples, curve.accuracy, protocol.threshold, protocol.window)
+
+
+def compare_to_baseline(features: TaskFeatures, method: str, protocol: Protocol, seed: int = 0,
+                        custom_weights=None, update_url: str | None = None) -> dict:
+    """One custom method against the adam baseline on the same stream (the service's run_benchmark)."""
+    custom, custom_milestone = run_method(method, features, protocol, seed, custom_weights, update_url)
+    baseline, baseline_milestone = run_method(heads.BASELINE, features, protocol, seed)
+    return {
+        "custom_milestone": custom_milestone,
+        "baseline_milestone": baseline_milestone,
+        "relative_efficiency": relative_efficiency(baseline_milestone, custom_milestone),
+        "learning_curves": {"samples": custom.samples, "custom_acc": custom.accuracy,
+                            "baseline_acc": baseline.accuracy},
+        "final_accuracy": {"custom": custom.final_accuracy, "baseline": baseline.final_accuracy},
+    }
+
+
+# ----------------------------------------------------------------------------- study over seeds
+
+def results_name(folder: str, setup: str | None, task: str, dataset: str | None, classes) -> str:
+    """``<setup>`` for the folder's target classes, ``<setup>_binary`` for its first two,
+    ``<dataset>_<c1-c2-...>`` for any other class list."""
+    if classes is not None:
+        the_setup = get_setup(folder, setup or default_setup(folder))
+        return f"{dataset or the_setup.target_dataset}_{'-'.join(str(int(c)) for c in classes)}"
+    name = setup or default_setup(folder)
+    return name if task == "all" else f"{name}_{task}"
+
+
+def results_path(folder: str, name: str) -> Path:
+    return REPO_ROOT / folder / "results" / f"sample_efficiency_{name}.json"
+
+
+def summary(records: list[dict], baseline: str = heads.BASELINE) -> pd.DataFrame:
+    """Per method: milestone median and IQR over the seeds that reached it, how many never did,
+    relative efficiency (median over seeds where both reached) and median final accuracy."""
+    frame = pd.DataFrame(records)
+    rows = {}
+    for method, group in frame.groupby("method", sort=False):
+        reached = group["milestone"].dropna().to_numpy(dtype=float)
+        ratios = group["relative_efficiency"].dropna().to_numpy(dtype=float)
+        q1, med, q3 = np.percentile(reached, [25, 50, 75]) if len(reached) else (np.nan,) * 3
+        rows[method] = {
+            "milestone median": med, "milestone q25": q1, "milestone q75": q3,
+            "never reached": f"{len(group) - len(reached)}/{len(group)}",
+            "relative efficiency": np.median(ratios) if len(ratios) else np.nan,
+            "final accuracy": float(np.median(group["final_accuracy"])),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    order = [baseline] + [m for m in table.index if m != baseline] if baseline in table.index else list(table.index)
+    return table.loc[order]
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    shown = pd.DataFrame({
+        "milestone median": table["milestone median"].map(lambda v: "never" if np.isnan(v) else f"{v:g}"),
+        "IQR": [("-" if np.isnan(a) else f"{a:g}-{b:g}") for a, b in zip(table["milestone q25"], table["milestone q75"])],
+        "never reached": table["never reached"],
+        "relative efficiency": table["relative efficiency"].map(lambda v: "-" if np.isnan(v) else f"{v:.2f}"),
+        "final accuracy": table["final accuracy"].map(lambda v: f"{v:.3f}"),
+    }, index=table.index)
+    return shown.to_string()
+
+
+def _save_png(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=120, metadata={"Software": None})
+    os.replace(tmp, path)
+
+
+def plot_study(records: list[dict], params: dict, stem: Path) -> list[Path]:
+    """Learning curves (median and IQR band per method, threshold line) and a milestone box plot."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for method in methods:
+        runs = [r for r in records if r["method"] == method]
+        acc = np.array([r["accuracy"] for r in runs])
+        samples = runs[0]["samples"]
+        q1, med, q3 = np.percentile(acc, [25, 50, 75], axis=0)
+        line, = ax.plot(samples, med, label=method)
+        ax.fill_between(samples, q1, q3, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.axhline(params["threshold"], color="black", linestyle="--", linewidth=1, label=f"threshold {params['threshold']:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training samples seen")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"{params['dataset']} classes {params['classes']}: median and IQR over seeds")
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    curves = stem.with_name(stem.name + "_curves.png")
+    _save_png(fig, curves)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    reached = [[r["milestone"] for r in records if r["method"] == m and r["milestone"] is not None] for m in methods]
+    never = [sum(1 for r in records if r["method"] == m and r["milestone"] is None) for m in methods]
+    total = [sum(1 for r in records if r["method"] == m) for m in methods]
+    ax.boxplot([v if v else [np.nan] for v in reached], showfliers=True)
+    ax.set_xticks(range(1, len(methods) + 1), [f"{m}\n{n}/{t} never" for m, n, t in zip(methods, never, total)])
+    ax.set_yscale("log")
+    ax.set_ylabel(f"samples to milestone ({params['window']} evaluations >= {params['threshold']:g})")
+    ax.set_xlabel("method")
+    fig.tight_layout()
+    boxes = stem.with_name(stem.name + "_milestones.png")
+    _save_png(fig, boxes)
+    plt.close(fig)
+    return [curves, boxes]
+
+
+@dataclass
+class StudyResult:
+    path: Path
+    table: pd.DataFrame
+    figures: list
+    params: dict
+    records: list
+
+
+def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all", *, methods=tuple(heads.METHODS),
+              seeds: int = 10, batch_size: int = 1, max_samples: int = 1000, evaluation_frequency: int = 1,
+              threshold: float = 0.8, window: int = 10, extractor: str = "study", cut: int | None = None,
+              weights: str | None = None, input_size: int = 224, dataset: str | None = None, classes=None,
+              pool: int | None = None, profile_name: str = "quick", update_url: str | None = None,
+              results_dir: Path | None = None, plot: bool = True, progress: bool = True, log=print) -> StudyResult:
+    """Every method (and the outside one at ``update_url``) on ``seeds`` seeded streams of a target task.
+
+    ``extractor``/``weights``/``cut``/``input_size`` choose the frozen features (see ``build_extractor``).
+    Writes ``<folder>/results/sample_efficiency_<name>.json`` (element 0 the parameters, then one
+    record per method x seed; a re-run with the same parameters keeps the records already there),
+    the two figures under ``<folder>/results/figures/``, and logs the summary table.
+    """
+    from .experiments import differing_keys, load_results, write_json_atomic
+
+    unknown = sorted(set(methods) - set(heads.METHODS))
+    if unknown:
+        raise DataError(f"unknown method(s) {unknown}; choose from {sorted(heads.METHODS)}")
+    if seeds < 1:
+        raise DataError(f"seeds={seeds} must be at least 1")
+    the_extractor = build_extractor(extractor, weights, folder, setup, profile_name, cut, input_size, log=log)
+    target = target_task(folder, setup, task, dataset, classes, pool)
+    features = task_features(the_extractor, target, log=log)
+    protocol = Protocol(batch_size, max_samples, evaluation_frequency, threshold, window).check(len(features.train_y))
+    params = {"folder": folder, "setup": setup or default_setup(folder), "task": task if classes is None else "classes",
+              "dataset": target.dataset, "classes": list(target.classes), "val_split": target.val_split,
+              "data_seed": target.seed, "pool": target.pool, "pool_size": int(len(features.train_y)),
+              "val_size": int(len(features.val_y)), "extractor": the_extractor.identity(), "profile": profile_name,
+              "baseline": heads.BASELINE, **asdict(protocol)}
+    path = results_path(folder, results_name(folder, setup, task, dataset, classes))
+    if results_dir is not None:
+        path = Path(results_dir) / path.name
+    records = []
+    if path.exists():
+        found, records = load_results(path)
+        if differing_keys(found, params):
+            raise DataError(f"{path} was written with different parameters {differing_keys(found, params)}; "
+                            f"move it away or run with the same parameters to resume")
+    names = [heads.BASELINE] + [m for m in methods if m != heads.BASELINE] + (["remote"] if update_url else [])
+    done = {(r["method"], r["seed"]) for r in records}
+    todo = [(seed, m) for seed in range(seeds) for m in names if (m, seed) not in done]
+    baseline_of = {r["seed"]: r["milestone"] for r in records if r["method"] == heads.BASELINE}
+    for seed, method in tqdm(todo, desc=f"sample efficiency {path.stem}", unit="run", disable=not progress):
+        began = time.perf_counter()
+        with single_threaded_blas():
+            curve, reached = run_method(method, features, protocol, seed,
+                                        update_url=update_url if method == "remote" else None)
+        if method == heads.BASELINE:
+            baseline_of[seed] = reached
+        records.append({"method": method, "seed": seed, "milestone": reached, "reached": reached is not None,
+                        "relative_efficiency": relative_efficiency(baseline_of.get(seed), reached),
+                        "final_accuracy": curve.final_accuracy, "seconds": round(time.perf_counter() - began, 4),
+                        "samples": curve.samples, "accuracy": curve.accuracy,
+                        **({"update_url": update_url} if method == "remote" else {})})
+        write_json_atomic(path, [params, *records])
+    chosen = [r for r in records if r["method"] in names and r["seed"] < seeds]
+    table = summary(chosen)
+    log(f"\n{params['dataset']} classes {params['classes']} ({params['pool_size']} training samples to stream, "
+        f"{params['val_size']} validation), milestone = {window} evaluations >= {threshold:g}, over {seeds} seeds:")
+    log(format_summary(table))
+    log(f"wrote {path}")
+    figures = plot_study(chosen, params, path.parent / "figures" / path.stem) if plot else []
+    for figure in figures:
+        log(f"wrote {figure}")
+    return StudyResult(path, table, figures, params, chosen)
