@@ -1,0 +1,197 @@
+"""The benchmark protocol: milestone rule, the shared seeded stream, extractors and the feature cache."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from functions import heads
+from functions import sample_efficiency as se
+from functions.config import Config, source_params
+from functions.data import DataError
+from functions.models import build
+
+
+# ----------------------------------------------------------------------------- milestone rule
+
+def test_milestone_is_the_sample_count_at_the_end_of_the_window():
+    samples = [10, 20, 30, 40, 50, 60]
+    assert se.milestone(samples, [0.5, 0.8, 0.9, 0.85, 0.7, 0.9], threshold=0.8, window=3) == 40
+    assert se.milestone(samples, [0.9] * 6, threshold=0.8, window=1) == 10
+
+
+def test_milestone_never_reached_is_none():
+    assert se.milestone([1, 2, 3], [0.9, 0.9, 0.7], threshold=0.8, window=3) is None
+    assert se.milestone([], [], window=1) is None
+
+
+def test_a_dip_restarts_the_count():
+    accuracy = [0.9, 0.9, 0.79, 0.9, 0.9, 0.9]
+    assert se.milestone([1, 2, 3, 4, 5, 6], accuracy, threshold=0.8, window=3) == 6
+    assert se.milestone([1, 2, 3, 4, 5, 6], accuracy[:5], threshold=0.8, window=3) is None
+
+
+def test_relative_efficiency_is_baseline_over_method():
+    assert se.relative_efficiency(400, 100) == 4.0
+    assert se.relative_efficiency(None, 100) is None and se.relative_efficiency(400, None) is None
+
+
+# ----------------------------------------------------------------------------- the stream
+
+def synthetic_features(n=300, dim=4, num_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (num_classes, dim))
+    y = rng.integers(0, num_classes, n + 200)
+    x = (centres[y] + rng.normal(0, 1, (len(y), dim))).astype(np.float32)
+    return se.TaskFeatures(x[:n], y[:n], x[n:], y[n:], num_classes, key="synthetic")
+
+
+class Recorder(heads.NCMHead):
+    """An NCM head that remembers every batch it was given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches = []
+
+    def _update(self, x, y):
+        self.batches.append(x.copy())
+        super()._update(x, y)
+
+
+def test_batches_and_evaluation_points_follow_the_protocol():
+    features = synthetic_features()
+    head = Recorder(4, 3)
+    order = se.stream_order(0, 300, 23)
+    curve = se.learning_curve(head, features, order, se.Protocol(batch_size=3, max_samples=23, evaluation_frequency=5))
+    assert [len(b) for b in head.batches] == [3] * 7 + [2]
+    np.testing.assert_array_equal(np.concatenate(head.batches), features.train_x[order])
+    assert curve.samples == [6, 12, 15, 21]  # each time the count crosses a multiple of 5
+    assert len(curve.accuracy) == 4 and 0 <= curve.final_accuracy <= 1
+
+
+def test_every_method_sees_the_same_seeded_stream():
+    a, b = se.stream_order(5, 300, 50), se.stream_order(5, 300, 50)
+    np.testing.assert_array_equal(a, b)
+    assert len(set(a.tolist())) == 50 and not np.array_equal(a, se.stream_order(6, 300, 50))
+    features = synthetic_features()
+    protocol = se.Protocol(max_samples=40, evaluation_frequency=4, threshold=0.6, window=2)
+    adam = se.compare_to_baseline(features, "adam", protocol, seed=2)
+    assert adam["learning_curves"]["custom_acc"] == adam["learning_curves"]["baseline_acc"]
+    slda = se.compare_to_baseline(features, "slda", protocol, seed=2)
+    assert slda["custom_milestone"] is not None
+    if slda["baseline_milestone"] is not None:
+        assert slda["relative_efficiency"] == slda["baseline_milestone"] / slda["custom_milestone"]
+
+
+def test_custom_weights_start_the_custom_method():
+    features = synthetic_features()
+    start = [np.zeros((3, 4)), np.array([0.0, 0.0, 9.0])]  # class 2 until the head learns otherwise
+    result = se.compare_to_baseline(features, "ncm", se.Protocol(max_samples=1), seed=0, custom_weights=start)
+    seen = features.train_y[se.stream_order(0, 300, 1)[0]]
+    W, b = heads.make_head("ncm", 4, 3, init=start).partial_fit(
+        features.train_x[se.stream_order(0, 300, 1)].astype(float), [seen]).weights()
+    expected = heads.accuracy((W, b), features.val_x.astype(float), features.val_y)
+    assert result["learning_curves"]["custom_acc"] == [expected]
+
+
+@pytest.mark.parametrize("changes, field", [({"batch_size": 0}, "batch_size"), ({"max_samples": 301}, "max_samples"),
+                                            ({"evaluation_frequency": -1}, "evaluation_frequency"),
+                                            ({"threshold": 1.5}, "threshold")])
+def test_bad_protocols_name_the_field(changes, field):
+    with pytest.raises(heads.InputError, match=field):
+        se.Protocol(**changes).check(300)
+
+
+def test_summary_counts_never_reached_and_pairs_seeds():
+    records = [{"method": "adam", "seed": 0, "milestone": 40, "relative_efficiency": 1.0, "final_accuracy": 0.9},
+               {"method": "adam", "seed": 1, "milestone": None, "relative_efficiency": None, "final_accuracy": 0.7},
+               {"method": "slda", "seed": 0, "milestone": 10, "relative_efficiency": 4.0, "final_accuracy": 0.95},
+               {"method": "slda", "seed": 1, "milestone": 20, "relative_efficiency": None, "final_accuracy": 0.9}]
+    table = se.summary(records)
+    assert table.loc["adam", "never reached"] == "1/2" and table.loc["slda", "never reached"] == "0/2"
+    assert table.loc["slda", "milestone median"] == 15 and table.loc["slda", "relative efficiency"] == 4.0
+    assert "never" not in se.format_summary(table).split("\n")[1]
+
+
+# ----------------------------------------------------------------------------- extractors and cache
+
+def test_adapt_converts_channels_and_size():
+    rgb = se.Extractor("t", torch.nn.Identity(), (3, 8, 8), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    grey = se.Extractor("t", torch.nn.Identity(), (1, 4, 4), (0.5,), (0.5,))
+    image = torch.rand(1, 1, 8, 8)
+    assert torch.equal(rgb.adapt(image), image.expand(-1, 3, -1, -1))
+    colour = torch.rand(1, 3, 4, 4)
+    luma = 0.299 * colour[:, 0] + 0.587 * colour[:, 1] + 0.114 * colour[:, 2]
+    torch.testing.assert_close(grey.adapt(colour)[:, 0], (luma - 0.5) / 0.5)
+    assert grey.adapt(torch.rand(2, 4, 9, 7)).shape == (2, 1, 4, 4)
+
+
+@pytest.mark.parametrize("arch, dim", [("mobilenet_v2", 1280), ("resnet50", 2048)])
+def test_torchvision_extractor_loads_a_weights_file(tmp_path, arch, dim):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None)
+    path = tmp_path / f"{arch}.pth"
+    torch.save(model.state_dict(), path)
+    extractor = se.torchvision_extractor(arch, path, input_size=32)
+    assert extractor.dim == dim and extractor.in_shape == (3, 32, 32)
+    grey = torch.rand(3, 1, 28, 28)
+    features = extractor(grey)
+    # by hand: grey repeated into RGB, resized, ImageNet-normalised, body, global average pool
+    x = torch.nn.functional.interpolate(grey.expand(-1, 3, -1, -1), size=(32, 32), mode="bilinear", antialias=True)
+    x = (x - torch.tensor(se.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(se.IMAGENET_STD).view(1, 3, 1, 1)
+    body = model.features if arch == "mobilenet_v2" else torch.nn.Sequential(*list(model.children())[:-2])
+    with torch.no_grad():
+        expected = body.eval()(x).mean(dim=(2, 3)).numpy()
+    assert features.shape == (3, dim)
+    np.testing.assert_allclose(features, expected, rtol=1e-3, atol=1e-4)  # memory layouts round differently
+    with pytest.raises(DataError, match="does not hold"):
+        se.torchvision_extractor("resnet50" if arch == "mobilenet_v2" else "mobilenet_v2", path, 32)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    cfg = Config(num_channels=8, depth=3)
+    path = tmp_path_factory.mktemp("model") / "source.pt"
+    model = build(cfg, (1, 28, 28), 5, seed=0)
+    torch.save({"config": source_params(cfg), "in_shape": [1, 28, 28], "state_dict": model.state_dict()}, path)
+    return path
+
+
+def test_study_extractor_pools_the_cut_activation(model_file):
+    model, source = se.load_study_model(model_file)
+    extractor = se.study_extractor(model, source, cut=2)
+    x = torch.rand(4, 1, 28, 28)
+    expected = model.features((x - 0.1307) / 0.3081, 0, 2).mean(dim=(2, 3))
+    np.testing.assert_allclose(extractor(x), expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(DataError, match="cut"):
+        se.study_extractor(model, source, cut=4)
+
+
+def test_features_are_extracted_once_then_read_from_the_cache(model_file, tmp_path, monkeypatch):
+    model, source = se.load_study_model(model_file)
+    extractor = se.study_extractor(model, source)
+    task = se.TargetTask("MNIST", (5, 6), pool=50)
+    first = se.task_features(extractor, task, cache_dir=tmp_path, log=lambda *_: None)
+    assert first.train_x.shape == (50, 8) and not first.from_cache and len(first.val_y) > 1000
+    monkeypatch.setattr(se, "load_task", lambda *a, **k: pytest.fail("features were extracted again"))
+    again = se.task_features(extractor, task, cache_dir=tmp_path)
+    assert again.from_cache and np.array_equal(again.train_x, first.train_x)
+    with torch.no_grad():
+        model.blocks[0].conv.weight.mul_(2)  # other weights: another cache entry
+    assert se.features_key(se.study_extractor(model, source), task) != first.key
+
+
+def test_study_resumes_and_refuses_other_parameters(model_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
+    kwargs = dict(task="binary", methods=("ridge",), seeds=2, max_samples=20, evaluation_frequency=2, window=2,
+                  weights=str(model_file), pool=60, results_dir=tmp_path, plot=False, progress=False,
+                  log=lambda *_: None)
+    first = se.run_study("MNIST", **kwargs)
+    params, *records = json.loads(first.path.read_text())
+    assert params["pool_size"] == 60 and len(records) == 4
+    assert all(len(r["samples"]) == 10 and r["samples"][-1] == 20 for r in records)
+    more = se.run_study("MNIST", **{**kwargs, "seeds": 3})
+    assert len(more.records) == 6 and more.records[:4] == records
+    with pytest.raises(DataError, match="batch_size"):
+        se.run_study("MNIST", **{**kwargs, "batch_size": 2})
