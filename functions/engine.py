@@ -1,0 +1,370 @@
+"""Many independent training runs of one architecture as one batched computation.
+
+A sweep trains the network after a cut point many times (repeats of a percentage), each run on
+its own small subset.  One run at a time, every step is a small computation and every epoch
+repeats a validation pass through the same images.  Here the runs of a group are stacked: their
+weights and Adam states carry a leading run axis, their convolutions run as one grouped
+convolution over activations laid out ``(B, runs * C, H, W)`` channels-last, and validation and
+test images enter once for all runs.  Each run keeps its own seed and batch order, its own Adam
+state, early stopping and best weights, so :func:`fit_group` gives what
+:func:`functions.training.fit` gives run by run, up to float rounding.
+
+:func:`staged_inputs` computes the frozen prefix once per cut point, block by block, so that a
+sweep over cut points runs the pretrained network through each image once in all.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from contextlib import nullcontext
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import Split
+from .models import StudyCNN, frozen_prefix_length
+from .training import RunResult
+
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which fit uses
+# Training activations of one group stay under this many bytes (more runs are trained in turn).
+GROUP_BYTES = int(os.environ.get("TRANSFER_GROUP_BYTES", 2 << 30))
+# An evaluation chunk's activations stay under this: on a CPU about 256 images of one paper-size
+# run, small enough to stay in cache (about 2x faster than large chunks); on a GPU, large chunks.
+EVAL_BYTES = {"cpu": 128 << 20, "cuda": 2 << 30}
+# Frozen-prefix activations of a cut point are kept when they fit in this many bytes.
+CACHE_BYTES = int(os.environ.get("TRANSFER_CACHE_BYTES", 2 << 30))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def configure_threads() -> int:
+    """Use no more intra-op threads than this process may run on; containers often report the
+    host's cores, and oversubscribed threads are slower than fewer.  ``OMP_NUM_THREADS`` wins."""
+    if "OMP_NUM_THREADS" not in os.environ and hasattr(os, "sched_getaffinity"):
+        available = len(os.sched_getaffinity(0))
+        if torch.get_num_threads() > available:
+            torch.set_num_threads(available)
+    return torch.get_num_threads()
+
+
+# ----------------------------------------------------------------------------- the grouped network
+
+class GroupedNet:
+    """The layers of ``template`` from block ``start`` on, run for several weight sets at once.
+
+    Weights are a dict ``name -> (runs, *shape)``.  Convolutions become one grouped convolution;
+    activations and pooling act per channel, so they run on all runs' channels together; linear
+    layers become batched matrix products.  An input shared by all runs (validation, test) enters
+    the first convolution once, with the runs' filters side by side.
+    """
+
+    def __init__(self, template: StudyCNN, start: int):
+        self.start = start
+        self.layers = [(f"blocks.{i}.{j}", layer) for i in range(start, len(template.blocks))
+                       for j, layer in enumerate(template.blocks[i])]
+        head = [] if template.hidden is None else [(f"hidden.{j}", m) for j, m in enumerate(template.hidden)]
+        self.head = head + [("fc", template.fc)]
+        for name, layer in self.layers + self.head:
+            if isinstance(layer, nn.Conv2d):
+                if layer.groups != 1 or layer.padding_mode != "zeros":
+                    raise ValueError(f"{name}: grouped or non-zero-padded convolutions are not supported")
+            elif not isinstance(layer, nn.Linear) and any(True for _ in layer.parameters()):
+                raise ValueError(f"{name}: only Conv2d and Linear layers may carry weights, "
+                                 f"found {type(layer).__name__}")
+
+    def names(self, model: StudyCNN) -> list[str]:
+        """The parameters this net uses (those of blocks >= start and the head)."""
+        used = tuple(name + "." for name, _ in self.layers + self.head)
+        return [name for name, _ in model.named_parameters() if name.startswith(used)]
+
+    def __call__(self, weights: dict, h: torch.Tensor, runs: int, shared: bool) -> torch.Tensor:
+        """Logits ``(runs, B, classes)``.  ``h`` is ``(B, C, H, W)`` when ``shared``, else the runs'
+        own inputs in grouped layout ``(B, runs * C, H, W)`` (see :func:`grouped`)."""
+        for name, layer in self.layers:
+            if isinstance(layer, nn.Conv2d):
+                bias = weights.get(name + ".bias")
+                h = F.conv2d(h, weights[name + ".weight"].flatten(0, 1), None if bias is None else bias.flatten(),
+                             layer.stride, layer.padding, layer.dilation, groups=1 if shared else runs)
+                shared = False
+            else:
+                h = layer(h)
+        h = h.flatten(1) if shared else h.unflatten(1, (runs, -1)).transpose(0, 1).flatten(2)
+        for name, layer in self.head:
+            if isinstance(layer, nn.Linear):
+                weight, bias = weights[name + ".weight"], weights.get(name + ".bias")
+                h = torch.matmul(h, weight.transpose(1, 2))  # (B, F) or (runs, B, F) -> (runs, B, out)
+                if bias is not None:
+                    h = h + bias.unsqueeze(1)
+            else:
+                h = layer(h)
+        return h
+
+
+def grouped(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-run batches ``(B, C, H, W)`` (same B) as one ``(B, runs * C, H, W)`` channels-last tensor."""
+    if parts[0].dim() != 4:
+        raise ValueError(f"expected image-like inputs (B, C, H, W), got shape {tuple(parts[0].shape)}")
+    b, c, hh, ww = parts[0].shape
+    stacked = torch.stack([p.permute(0, 2, 3, 1) for p in parts], dim=3)  # (B, H, W, runs, C)
+    return stacked.reshape(b, hh, ww, len(parts) * c).permute(0, 3, 1, 2)
+
+
+def _bytes_per_image(template: StudyCNN, start: int, in_shape: tuple) -> tuple[int, int]:
+    """Activation bytes one image of one run needs: (training: every layer's output kept for the
+    backward pass, plus gradients; evaluation: the largest layer's input and output)."""
+    h = torch.zeros(1, *in_shape, device=next(template.parameters()).device)
+    sizes = [h.numel()]
+    with torch.no_grad():
+        for block in template.blocks[start:]:
+            for layer in block:
+                h = layer(h)
+                sizes.append(h.numel())
+    return 4 * 3 * sum(sizes), 4 * 2 * max(sizes)
+
+
+# ----------------------------------------------------------------------------- stacked runs
+
+class _Runs:
+    """The runs of a group still training: stacked weights, Adam moments and their run ids.
+
+    Runs that stop leave the stack, so the steps after that cost nothing for them.
+    """
+
+    def __init__(self, models: Sequence[StudyCNN], names: list[str], device: torch.device):
+        self.ids = list(range(len(models)))
+        stack = {name: torch.stack([m.get_parameter(name).detach() for m in models]).to(device) for name in names}
+        trainable = {name for name in names if models[0].get_parameter(name).requires_grad}
+        self.frozen = {name: t for name, t in stack.items() if name not in trainable}
+        self.trainable = {name: t.requires_grad_() for name, t in stack.items() if name in trainable}
+        self.exp_avg = {name: torch.zeros_like(t) for name, t in self.trainable.items()}
+        self.exp_avg_sq = {name: torch.zeros_like(t) for name, t in self.trainable.items()}
+        self.steps = 0
+
+    def weights(self) -> dict:
+        frozen = {name: t[self.ids] for name, t in self.frozen.items()}
+        return {**frozen, **self.trainable}
+
+    def keep(self, positions: list[int]) -> None:
+        """Keep only the runs at these positions of the stack (gradients follow their weights)."""
+        if len(positions) == len(self.ids):
+            return
+        self.ids = [self.ids[k] for k in positions]
+        for name, t in self.trainable.items():
+            kept = t.detach()[positions].requires_grad_()
+            kept.grad = None if t.grad is None else t.grad[positions]
+            self.trainable[name] = kept
+            self.exp_avg[name] = self.exp_avg[name][positions]
+            self.exp_avg_sq[name] = self.exp_avg_sq[name][positions]
+
+    def losses(self, net: GroupedNet, x: torch.Tensor, y: torch.Tensor, precision) -> torch.Tensor:
+        """Each run's mean cross-entropy on its batch; gradients land in the stacked weights."""
+        for t in self.trainable.values():
+            t.grad = None
+        with precision:
+            logits = net(self.weights(), x, len(self.ids), shared=False)
+            losses = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")
+        losses = losses.view(len(self.ids), -1).mean(1)
+        losses.sum().backward()  # runs share no weight, so each gets the gradient of its own loss
+        return losses.detach()
+
+    @torch.no_grad()
+    def adam_step(self, lr: float) -> None:
+        """torch.optim.Adam's update (single-tensor form, default betas and eps) on all runs at once."""
+        self.steps += 1
+        beta1, beta2 = ADAM_BETAS
+        step_size = lr / (1 - beta1 ** self.steps)
+        bias_correction2_sqrt = (1 - beta2 ** self.steps) ** 0.5
+        for name, param in self.trainable.items():
+            grad, exp_avg, exp_avg_sq = param.grad, self.exp_avg[name], self.exp_avg_sq[name]
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+            param.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+@torch.no_grad()
+def _correct(net: GroupedNet, weights: dict, runs: int, split: Split | Sequence[Split], chunk: int,
+             precision) -> list[int]:
+    """Correct predictions of each run: on one split shared by all runs, or on each run's own split."""
+    shared = isinstance(split, Split)
+    size = len(split) if shared else len(split[0])
+    correct = torch.zeros(runs, dtype=torch.long, device=next(iter(weights.values())).device)
+    for i in range(0, size, chunk):
+        if shared:
+            x, y = split.x[i:i + chunk], split.y[i:i + chunk]
+        else:
+            x, y = grouped([s.x[i:i + chunk] for s in split]), torch.stack([s.y[i:i + chunk] for s in split])
+        with precision:
+            logits = net(weights, x, runs, shared)
+        correct += (logits.argmax(-1) == y).sum(-1)
+    return correct.tolist()
+
+
+def _accuracy(correct: int, size: int) -> float:
+    return correct / size if size else float("nan")
+
+
+def _fit_chunk(models, trains, val, test, net: GroupedNet, names, *, lr, max_epochs, patience, batch_size,
+               seeds, device, precision, eval_chunk: int) -> list[RunResult]:
+    """Train equal-size runs together; the protocol of :func:`functions.training.fit` per run."""
+    began = time.perf_counter()
+    count, size = len(models), len(trains[0])
+    runs = _Runs(models, names, device)
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    best = {name: t.detach().clone() for name, t in runs.trainable.items()}
+    best_val, stale, epochs, status = [-1.0] * count, [0] * count, [0] * count, ["ok"] * count
+    for _ in range(max_epochs):
+        if not runs.ids:
+            break
+        for r in runs.ids:
+            epochs[r] += 1
+        orders = {r: torch.randperm(size, generator=generators[r]).to(device) for r in runs.ids}
+        for i in range(0, size, batch_size):
+            batches = [orders[r][i:i + batch_size] for r in runs.ids]
+            x = grouped([trains[r].x[b] for r, b in zip(runs.ids, batches)])
+            y = torch.stack([trains[r].y[b] for r, b in zip(runs.ids, batches)])
+            finite = torch.isfinite(runs.losses(net, x, y, precision)).tolist()
+            for r, ok in zip(runs.ids, finite):
+                if not ok:
+                    status[r] = "diverged"
+            runs.keep([k for k, ok in enumerate(finite) if ok])
+            if not runs.ids:
+                break
+            runs.adam_step(lr)
+        if not runs.ids:
+            break
+        correct = _correct(net, runs.weights(), len(runs.ids), val, eval_chunk, precision)
+        going = []
+        for k, (r, c) in enumerate(zip(runs.ids, correct)):
+            val_acc = _accuracy(c, len(val))
+            if val_acc > best_val[r]:
+                best_val[r], stale[r] = val_acc, 0
+                with torch.no_grad():
+                    for name, t in runs.trainable.items():
+                        best[name][r] = t[k]
+            else:
+                stale[r] += 1
+            if stale[r] < patience:
+                going.append(k)
+        runs.keep(going)
+
+    final = {**runs.frozen, **best}
+    test_correct = _correct(net, final, count, test, eval_chunk, precision)
+    train_correct = _correct(net, final, count, list(trains), eval_chunk, precision)
+    unseen = [r for r in range(count) if best_val[r] < 0]  # diverged before any validation pass
+    if unseen:
+        weights = {name: t[unseen] for name, t in final.items()}
+        for r, c in zip(unseen, _correct(net, weights, len(unseen), val, eval_chunk, precision)):
+            best_val[r] = _accuracy(c, len(val))
+    with torch.no_grad():
+        for r, model in enumerate(models):
+            for name in best:
+                model.get_parameter(name).copy_(best[name][r])
+    share = (time.perf_counter() - began) / count
+    return [RunResult(train_acc=_accuracy(train_correct[r], size), val_acc=best_val[r],
+                      test_acc=_accuracy(test_correct[r], len(test)), epochs=epochs[r], seconds=share,
+                      n_train=size, status=status[r]) for r in range(count)]
+
+
+def _check_same_architecture(models: Sequence[StudyCNN]) -> None:
+    def signature(model):
+        return [(n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()], \
+               [type(m).__name__ for m in model.modules()]
+    first = signature(models[0])
+    for k, model in enumerate(models[1:], 1):
+        if signature(model) != first:
+            raise ValueError(f"model {k} differs from model 0 in layers, shapes or frozen parameters; "
+                             f"a group must share one architecture (group runs by cut point)")
+    if any(True for _ in models[0].buffers()):
+        raise ValueError("models with buffers (e.g. batch norm statistics) cannot be trained as a group")
+
+
+def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split], val: Split, test: Split, *, lr: float,
+              max_epochs: int, patience: int, batch_size: int, seeds: Sequence[int], start: int = 0,
+              device: torch.device | str | None = None, precision: str = "fp32",
+              group_bytes: int = GROUP_BYTES) -> list[RunResult]:
+    """Train independent runs of one architecture together; run ``i`` is ``models[i]`` trained on
+    ``trains[i]`` with seed ``seeds[i]``, exactly as :func:`functions.training.fit` would.
+
+    Each model ends holding its best validation weights, as after ``fit``.  Runs with equal
+    training sizes train as one group (more groups in turn when activations would pass
+    ``group_bytes``); ``seconds`` is each run's share of its group's time.  ``device`` defaults
+    to CUDA when present.  ``precision="bf16"`` (CUDA only) runs convolutions and matrix
+    products in bfloat16 autocast: faster, no longer equal to ``fit`` to float rounding.
+    """
+    if not (len(models) == len(trains) == len(seeds)):
+        raise ValueError(f"got {len(models)} models, {len(trains)} training splits and {len(seeds)} seeds; "
+                         f"give one of each per run")
+    if not models:
+        return []
+    _check_same_architecture(models)
+    if start > frozen_prefix_length(models[0]):
+        raise ValueError(f"inputs enter at block {start} but block {frozen_prefix_length(models[0])} is trainable")
+    device = torch.device(device) if device is not None else default_device()
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {precision!r} is unknown; choose 'fp32' or 'bf16'")
+    if precision == "bf16" and device.type != "cuda":
+        raise ValueError("precision 'bf16' is for CUDA devices; on a CPU use 'fp32'")
+    configure_threads()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    net = GroupedNet(models[0], start)
+    names = net.names(models[0])
+    train_bytes, eval_bytes = _bytes_per_image(models[0], start, tuple(trains[0].x.shape[1:]))
+    val, test = val.to(device), test.to(device)
+    by_size: dict[int, list[int]] = {}
+    for i, train in enumerate(trains):
+        by_size.setdefault(len(train), []).append(i)
+    results: list[RunResult | None] = [None] * len(models)
+    for size, members in by_size.items():
+        per_group = max(1, group_bytes // max(1, min(batch_size, size) * train_bytes))
+        for g in range(0, len(members), per_group):
+            chunk = members[g:g + per_group]
+            eval_chunk = max(1, EVAL_BYTES.get(device.type, EVAL_BYTES["cuda"]) // (len(chunk) * eval_bytes))
+            done = _fit_chunk([models[i] for i in chunk], [trains[i].to(device) for i in chunk], val, test, net,
+                              names, lr=lr, max_epochs=max_epochs, patience=patience, batch_size=batch_size,
+                              seeds=[seeds[i] for i in chunk], device=device, precision=autocast,
+                              eval_chunk=eval_chunk)
+            for i, result in zip(chunk, done):
+                results[i] = result
+    return results
+
+
+# ----------------------------------------------------------------------------- frozen prefixes
+
+def staged_inputs(pretrained: StudyCNN, splits: Sequence[Split], cut_points, *, frozen: bool = True,
+                  max_bytes: int = CACHE_BYTES, device: torch.device | str | None = None
+                  ) -> Iterator[tuple[int, int, list[Split]]]:
+    """``(cut_point, start, splits)`` for each cut point in increasing order, where ``splits``
+    enter the network at block ``start``.
+
+    With a frozen prefix, ``start`` is the cut point and the splits hold the prefix's output,
+    computed from the previous cut point's output (each block runs once per image in all);
+    when that output would pass ``max_bytes``, ``start`` stays at the deepest level that fit
+    and training runs the remaining frozen blocks itself.  Without freezing, ``start`` is 0.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    net = copy.deepcopy(pretrained).to(device).eval()
+    level, current = 0, [s.to(device) for s in splits]
+    rows = sum(len(s) for s in splits)
+    for cut_point in sorted(set(cut_points)):
+        if frozen and cut_point > level:
+            with torch.no_grad():
+                probe = net.features(current[0].x[:1], level, cut_point)
+            if probe.numel() * 4 * rows <= max_bytes:
+                current = [_prefix(net, s, level, cut_point, device) for s in current]
+                level = cut_point
+        yield cut_point, level, current
+
+
+@torch.no_grad()
+def _prefix(net: StudyCNN, split: Split, start: int, stop: int, device: torch.device) -> Split:
+    eval_bytes = _bytes_per_image(net, start, tuple(split.x.shape[1:]))[1]
+    chunk = max(1, EVAL_BYTES.get(device.type, EVAL_BYTES["cuda"]) // eval_bytes)
+    parts = [net.features(split.x[i:i + chunk], start, stop) for i in range(0, len(split), chunk)]
+    return Split(torch.cat(parts) if parts else split.x[:0], split.y)

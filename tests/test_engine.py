@@ -1,0 +1,128 @@
+"""The batched engine against fit run by run: same weights, accuracies, epochs and statuses."""
+import json
+
+import pytest
+import torch
+
+from functions import engine, models
+from functions.config import Config
+from functions.data import Split
+from functions.training import fit, prefix_features
+
+CFG = Config(num_channels=4, depth=3)
+FIT = dict(lr=1e-2, batch_size=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and much faster when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _blobs(n, seed, classes=3):
+    """Classes that differ in mean brightness: learnable in a few steps, far from ties."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.randn(n, 1, 28, 28, generator=g) * 0.5 + (y.float() - 1).view(-1, 1, 1, 1)
+    return Split(x.contiguous(memory_format=torch.channels_last), y)
+
+
+def _noisy(split, seed):
+    """The same images with shuffled labels: accuracy cannot keep improving, so runs stop early."""
+    return Split(split.x, split.y[torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))])
+
+
+def _compare(make, trains, val, test, seeds, *, max_epochs, patience, start=0):
+    one_by_one, grouped = [make(i) for i in range(len(seeds))], [make(i) for i in range(len(seeds))]
+    expected = [fit(m, t, val, test, max_epochs=max_epochs, patience=patience, seed=s, start=start, **FIT)
+                for m, t, s in zip(one_by_one, trains, seeds)]
+    got = engine.fit_group(grouped, trains, val, test, max_epochs=max_epochs, patience=patience, seeds=seeds,
+                           start=start, device="cpu", **FIT)
+    for a, b, ma, mb in zip(expected, got, one_by_one, grouped):
+        assert (a.epochs, a.status, a.n_train) == (b.epochs, b.status, b.n_train)
+        for key in ("train_acc", "val_acc", "test_acc"):
+            assert getattr(a, key) == pytest.approx(getattr(b, key), abs=1e-9, nan_ok=True), key
+        for name, tensor in ma.state_dict().items():
+            torch.testing.assert_close(tensor, mb.state_dict()[name], rtol=1e-4, atol=1e-5)
+    return expected, got
+
+
+def test_group_equals_fit_run_by_run_with_early_stopping_and_divergence():
+    source = models.build(CFG, (1, 28, 28), 3, seed=0)
+    trains = [_blobs(48, 10 + i) for i in range(4)]
+    trains[1] = _noisy(trains[1], 1)  # stops early while the others go on
+    bad = _blobs(48, 20)
+    bad.x[5] = float("nan")  # diverges in its first epoch, mid-epoch for the others
+    trains[3] = bad
+    expected, _ = _compare(lambda i: models.cut(source, 1, CFG, 3, seed=i), trains, _noisy(_blobs(60, 2), 3),
+                           _blobs(60, 3), seeds=[1, 2, 3, 4], max_epochs=8, patience=2)
+    epochs = [r.epochs for r in expected]
+    assert expected[3].status == "diverged" and epochs[3] == 1
+    assert len(set(epochs[:3])) > 1, "the check needs runs that stop at different epochs"
+
+
+def test_group_on_cached_prefix_equals_fit_on_it():
+    source = models.build(CFG, (1, 28, 28), 3, seed=0)
+    raw = [_blobs(40, 30), _blobs(40, 31), _blobs(50, 32), _blobs(60, 33)]
+    train_x = [prefix_features(source, s, 2) for s in raw]
+    val, test = (prefix_features(source, s, 2) for s in (_blobs(60, 4), _blobs(60, 5)))
+    # sizes differ (40, 40, 50): groups of equal size train in turn
+    _compare(lambda i: models.cut(source, 2, CFG, 3, seed=i), train_x[:3], val, test, seeds=[5, 6, 7],
+             max_epochs=3, patience=3, start=2)
+
+
+@pytest.mark.parametrize("mode", ["F", "FT"])
+def test_group_equals_fit_for_other_modes_and_heads(mode):
+    cfg = CFG.replace(two_linear_layers=True, hidden_dim_lin=8, reinit_both_dense=False).with_mode(mode)
+    source = models.build(cfg, (1, 28, 28), 3, seed=0)
+    trains = [_blobs(32, 40 + i) for i in range(2)]
+    _compare(lambda i: models.cut(source, 1, cfg, 3, seed=i), trains, _blobs(40, 6), _blobs(40, 7),
+             seeds=[8, 9], max_epochs=3, patience=3)
+
+
+def test_baseline_group_and_memory_bound_split_into_smaller_groups():
+    cfg = CFG
+    trains = [_blobs(32, 50 + i) for i in range(3)]
+    make = lambda i: models.build(cfg, (1, 28, 28), 3, seed=i)  # noqa: E731
+    a = [make(i) for i in range(3)]
+    b = [make(i) for i in range(3)]
+    args = dict(max_epochs=2, patience=3, seeds=[1, 2, 3], device="cpu", **FIT)
+    whole = engine.fit_group(a, trains, _blobs(40, 8), _blobs(40, 9), **args)
+    one_each = engine.fit_group(b, trains, _blobs(40, 8), _blobs(40, 9), group_bytes=1, **args)
+    assert [r.test_acc for r in whole] == pytest.approx([r.test_acc for r in one_each])
+    for ma, mb in zip(a, b):
+        for name, tensor in ma.state_dict().items():
+            torch.testing.assert_close(tensor, mb.state_dict()[name], rtol=1e-4, atol=1e-5)
+
+
+def test_staged_inputs_match_prefix_features_and_respect_the_memory_bound():
+    source = models.build(CFG, (1, 28, 28), 3, seed=0)
+    split = _blobs(20, 0)
+    stages = list(engine.staged_inputs(source, [split], [0, 2, 3, 1], device="cpu"))
+    assert [(c, s) for c, s, _ in stages] == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    for cut_point, _, (staged,) in stages:
+        torch.testing.assert_close(staged.x, prefix_features(source, split, cut_point).x)
+    # level 1 (4 x 28 x 28 floats per image) does not fit, level 2 (pooled to 14 x 14) does
+    bound = 4 * 4 * 14 * 14 * len(split)
+    assert [(c, s) for c, s, _ in engine.staged_inputs(source, [split], [1, 2], max_bytes=bound)] == [(1, 0), (2, 2)]
+    assert [(c, s) for c, s, _ in engine.staged_inputs(source, [split], [1, 2], frozen=False)] == [(1, 0), (2, 0)]
+
+
+def test_bad_groups_are_refused():
+    source = models.build(CFG, (1, 28, 28), 3, seed=0)
+    split = _blobs(8, 0)
+    with pytest.raises(ValueError, match="architecture"):
+        engine.fit_group([models.cut(source, 1, CFG, 3, 0), models.cut(source, 2, CFG, 3, 0)], [split, split],
+                         split, split, seeds=[0, 1], max_epochs=1, patience=1, **FIT)
+    with pytest.raises(ValueError, match="one of each"):
+        engine.fit_group([models.cut(source, 1, CFG, 3, 0)], [split, split], split, split, seeds=[0],
+                         max_epochs=1, patience=1, **FIT)
+    with pytest.raises(ValueError, match="trainable"):
+        engine.fit_group([models.cut(source, 1, CFG, 3, 0)], [split], split, split, seeds=[0], start=2,
+                         max_epochs=1, patience=1, **FIT)
+    with pytest.raises(ValueError, match="CUDA"):
+        engine.fit_group([models.cut(source, 1, CFG, 3, 0)], [split], split, split, seeds=[0], device="cpu",
+                         precision="bf16", max_epochs=1, patience=1, **FIT)
