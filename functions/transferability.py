@@ -438,7 +438,8 @@ def _mean_accuracy(records) -> pd.DataFrame:
     missing = [k for k in ("sampled_percentage", "sampled_cut_point", "test_acc") if k not in frame.columns]
     if missing:
         raise DataError(f"records lack {missing}; pass the run records of a results file (load_results(path)[1])")
-    frame = frame[(frame["sampled_cut_point"] >= 0) & np.isfinite(frame["test_acc"].astype(float))]
+    frame = frame.astype({"sampled_percentage": float, "sampled_cut_point": int, "test_acc": float})
+    frame = frame[(frame["sampled_cut_point"] >= 0) & np.isfinite(frame["test_acc"])]
     if frame.empty:
         raise DataError("records hold no finished transfer run (only baselines or none); run the sweep first")
     grouped = frame.groupby(["sampled_percentage", "sampled_cut_point"])
