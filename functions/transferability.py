@@ -246,16 +246,18 @@ def _log_evidence(sigma: np.ndarray, z2: np.ndarray, residual0: np.ndarray, n: i
     return evidence
 
 
+def _logme_spectrum(f: np.ndarray, y: np.ndarray, num_classes: int):
+    if len(f) > f.shape[1]:
+        return _logme_spectrum_from_stats(_FeatureStats.of(f, y, num_classes))
+    return _logme_spectrum_from_samples(f, y, num_classes)
+
+
 def logme(features, labels) -> float:
     """LogME: mean over target classes of the per-sample log maximum evidence (higher: the
     features explain the labels with a simpler linear model).  Invariant to feature scale."""
     f = _check_features(features)
     y, num_classes = _check_labels(labels, len(f))
-    if len(f) > f.shape[1]:
-        spectrum = _logme_spectrum_from_stats(_FeatureStats.of(f, y, num_classes))
-    else:
-        spectrum = _logme_spectrum_from_samples(f, y, num_classes)
-    return float(_log_evidence(*spectrum).mean())
+    return float(_log_evidence(*_logme_spectrum(f, y, num_classes)).mean())
 
 
 # ----------------------------------------------------------------------------- H-scores
