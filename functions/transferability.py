@@ -501,7 +501,7 @@ def _save_png_atomic(fig, path) -> None:
 def plot_score_vs_accuracy(scores: pd.DataFrame, records, score: str = "logme_flat", path=None):
     """One panel per percentage: ``score`` of each cut point against its measured mean test
     accuracy, points labelled with the cut, Kendall's tau in the title.  Saved to ``path`` as
-    PNG when given; returns the figure (``plt.close(fig)`` it when making many)."""
+    PNG when given; returns the figure (close it with ``plt.close(fig)`` when making many)."""
     if score not in scores.columns:
         raise DataError(f"no score column {score!r}; choose one of {score_columns(scores)}")
     accuracy = _mean_accuracy(records)
