@@ -155,7 +155,7 @@ def run_seed(seed: int, percentage: float, cut_point: int, repeat: int) -> int:
     return int(np.random.SeedSequence([seed, 1 + cut_point, repeat, int(round(percentage * 1e6))]).generate_state(1)[0])
 
 
-def _subset_index(cfg: Config, task: TaskData, percentage: float, repeat: int) -> torch.Tensor:
+def subset_index(cfg: Config, task: TaskData, percentage: float, repeat: int) -> torch.Tensor:
     seed = subset_seed(cfg.generate_dataset_seed, percentage, repeat)
     return balanced_subset(task.train.y, task.num_classes, percentage, seed)
 
@@ -195,7 +195,7 @@ def train_run(cfg: Config, task: TaskData, pretrained, cut_point: int, percentag
     in_shape = tuple(task.train.x.shape[1:])
     model = models.build(cfg, in_shape, task.num_classes, seed) if pretrained is None \
         else models.cut(pretrained, cut_point, cfg, task.num_classes, seed)
-    index = _subset_index(cfg, task, percentage, repeat).to(train.y.device)
+    index = subset_index(cfg, task, percentage, repeat).to(train.y.device)
     model = model.to(train.y.device)
     result = fit(model, train.subset(index), val, test, lr=cfg.lr_fine_tune, max_epochs=cfg.num_train,
                  patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seed=seed, start=start)

@@ -154,8 +154,40 @@ def _clustering(folder: str) -> list:
     ]
 
 
+def _transferability(folder: str) -> list:
+    return [
+        ("md", f"# {folder}: predicting the best cut without fine-tuning\nTransferability scores read one forward "
+               "pass of the frozen source network over the target data and estimate how well the features entering "
+               "each cut point serve the target task: LogME and H-score (plain and shrinkage) on the "
+               "global-average-pooled (`_gap`) and flattened (`_flat`) activation, LEEP and NCE from the source "
+               "head. Are they right? We compare them with the measured sweep."),
+        ("code", _parameters(folder, mode="FR")),
+        ("code", f"{IMPORTS}\nimport pandas as pd\nfrom functions import transferability\n"
+                 "from functions.data import load_task\n"
+                 "chosen, cfg, grid = study.plan(folder, setup, profile, mode, percentages, repeats, cut_points, seed)\n"
+                 "study.use_output_root(output_root)\nsource = experiments.load_pretrained(chosen, cfg)\n"
+                 "task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)"),
+        ("md", "## Scores per cut point\nEach percentage is scored on the images its first repeat trained on: the "
+               "data a researcher would actually have. Higher is better for every score."),
+        ("code", "scores = {p: transferability.cut_scores(source, study.training_subset(cfg, task, p, 0), progress=False)\n"
+                 "          for p in grid.percentages}\n"
+                 "for p in grid.percentages:\n    print(f'fraction {p:g} of the target training data')\n"
+                 "    display(scores[p].round(3))"),
+        ("md", "## Do the scores rank the cut points as the sweep does?\nKendall's tau and Spearman's rho between each "
+               "score and the mean measured test accuracy over cut points; `top_cut_ok` says whether the score's "
+               "favourite cut is the measured best or not significantly worse than it (paired Wilcoxon, Holm)."),
+        ("code", "records, baselines = study.sweep_records(chosen, mode)\n"
+                 "validation = study.validate_scores(scores, records)\n"
+                 "display(validation.round(3))"),
+        ("code", "figure = transferability.plot_score_vs_accuracy(scores[grid.percentages[0]], records, 'logme_flat')\n"
+                 "plots.save_figure(figure, folder, f'logme_vs_accuracy_{setup}_{mode}')\ndisplay(figure)"),
+        ("md", "## Verdict"),
+        ("code", "print(study.transferability_verdict(validation))"),
+    ]
+
+
 def kinds(folder: str) -> list[str]:
-    return ["empirical", "truncation", "clustering", "visualizations"]
+    return ["empirical", "truncation", "clustering", "visualizations", "transferability"]
 
 
 def cells(folder: str, kind: str) -> list:
@@ -171,6 +203,8 @@ def cells(folder: str, kind: str) -> list:
         return _clustering(folder)
     if kind == "visualizations":
         return _visualizations(folder)
+    if kind == "transferability":
+        return _transferability(folder)
     raise ValueError(f"no notebook template {kind!r}")
 
 

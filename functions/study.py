@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .config import SETUPS, Config, Grid, Setup, get_setup, profile
 from .data import DataError, load_task
-from .experiments import (load_pretrained, load_results, pick_device, results_path, run_inputs, train_run)
+from .experiments import (load_pretrained, load_results, pick_device, results_path, run_inputs, subset_index,
+                          train_run)
 
 
 def default_setup(folder: str) -> str:
@@ -105,3 +106,32 @@ def sweep_records(setup: Setup, mode: str) -> tuple[list, list]:
 
 def available_modes(setup: Setup) -> list[str]:
     return [m for m in ("F", "FR", "FT") if results_path(setup.folder, "results", setup.name, m).exists()]
+
+
+def training_subset(cfg: Config, task, percentage: float, repeat: int):
+    """The target training images of one (percentage, repeat): what that sweep run trained on."""
+    return task.train.subset(subset_index(cfg, task, percentage, repeat))
+
+
+def validate_scores(scores: dict, records: list) -> "pd.DataFrame":
+    """Transferability scores (percentage -> per-cut table) against the sweep, per percentage; a
+    top cut counts as right when no cut is significantly better (paired Wilcoxon, Holm)."""
+    import pandas as pd
+    from . import stats, transferability
+    groups = stats.best_groups(records)
+    tolerance = {p: set(g.loc[g.same_as_best, "sampled_cut_point"]) for p, g in groups.groupby("sampled_percentage")}
+    return pd.concat([transferability.validate_against_sweeps(
+        table, [r for r in records if abs(r["sampled_percentage"] - p) < 1e-12], tolerance)
+        for p, table in scores.items()], ignore_index=True)
+
+
+def transferability_verdict(validation) -> str:
+    """One line per percentage: the score that ranked the cut points best and whether it found the best cut."""
+    lines = []
+    for percentage, rows in validation.dropna(subset=["kendall_tau"]).groupby("percentage"):
+        best = rows.sort_values("kendall_tau", ascending=False, kind="stable").iloc[0]
+        found = "found" if best["top_cut_ok"] else "missed"
+        lines.append(f"{percentage:g} of the data: {best['score']} ranks the cut points best (Kendall tau "
+                     f"{best['kendall_tau']:.2f}); its top cut {best['score_top_cut']} {found} the measured best "
+                     f"cut {best['best_cut']}; {int(rows['top_cut_ok'].sum())} of {len(rows)} scores found it.")
+    return "\n".join(lines) or "no score varies over the cut points"

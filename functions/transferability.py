@@ -24,7 +24,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
 import torch
@@ -501,13 +501,14 @@ def _save_png_atomic(fig, path) -> None:
 def plot_score_vs_accuracy(scores: pd.DataFrame, records, score: str = "logme_flat", path=None):
     """One panel per percentage: ``score`` of each cut point against its measured mean test
     accuracy, points labelled with the cut, Kendall's tau in the title.  Saved to ``path`` as
-    PNG when given; returns the figure (close it with ``plt.close(fig)`` when making many)."""
+    PNG when given; returns the figure (built without pyplot: nothing stays open)."""
     if score not in scores.columns:
         raise DataError(f"no score column {score!r}; choose one of {score_columns(scores)}")
     accuracy = _mean_accuracy(records)
     table = validate_against_sweeps(scores[["cut_point", score]], records).set_index("percentage")
     percentages = sorted(accuracy["percentage"].unique())
-    fig, axes = plt.subplots(1, len(percentages), figsize=(3.6 * len(percentages), 3.4), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(percentages), 3.4))
+    axes = fig.subplots(1, len(percentages), squeeze=False)
     by_cut = scores.set_index("cut_point")[score]
     for ax, percentage in zip(axes[0], percentages):
         measured = accuracy[accuracy["percentage"] == percentage]

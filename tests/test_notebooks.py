@@ -1,0 +1,41 @@
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from functions import notebooks
+from functions.data import REPO_ROOT
+from functions.sweeps import grid_points, point_name
+
+
+@pytest.mark.parametrize("folder, kind", notebooks.all_notebooks())
+def test_committed_notebook_matches_its_template(folder, kind):
+    path = notebooks.path(folder, kind)
+    assert path.exists(), f"{path} missing: run `python -m functions notebooks`"
+    committed = nbformat.read(path, as_version=4)
+    assert notebooks.same_cells(committed, notebooks.build(folder, kind)), \
+        f"{path} differs from its template: run `python -m functions notebooks --execute {folder}`"
+    assert "parameters" in committed.cells[1].metadata.get("tags", [])
+
+
+def test_grid_points_and_names():
+    points = grid_points({"modes": [["F"], ["FR"]], "repeats": [1, 2]})
+    assert len(points) == 4 and points[0] == {"modes": ["F"], "repeats": 1}
+    assert point_name(points[0]) == "modes=F,repeats=1"
+
+
+def test_sweep_runs_each_point_and_reports_the_failed_one(tmp_path):
+    """A two-point grid of the MNIST empirical notebook plus one bad point, over papermill."""
+    command = [sys.executable, "-m", "functions", "sweep", "MNIST/empirical.ipynb", "--no-progress",
+               "--grid", 'modes=[["FT"], ["FR"], ["XY"]]', "--param", "percentages=[0.002]",
+               "--param", "repeats=1", "--param", "cut_points=[6]", "--out", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "2 passed, 1 failed" in done.stdout and "unknown mode 'XY'" in done.stdout
+    for mode in ("FT", "FR"):
+        folder = tmp_path / f"modes={mode}"
+        assert (folder / "empirical.ipynb").exists()
+        params, *runs = json.loads((folder / "MNIST" / "results" / f"results_regular_{mode}.json").read_text())
+        assert params["truncate"] == (mode == "FT") and [r["sampled_cut_point"] for r in runs] == [6]
