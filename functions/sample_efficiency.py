@@ -313,16 +313,20 @@ class Protocol:
         return self
 
 
-def single_threaded_blas():
-    """Limit BLAS to one thread (a context manager, or a lasting setting if not used in ``with``).
+def single_threaded_numerics():
+    """Limit BLAS and OpenMP to one thread (a context manager, or lasting if not used in ``with``).
 
-    The head's products are tiny: a second BLAS thread only adds contention (scikit-learn's
-    logistic fits ran 7x slower with two threads on a busy 2-core machine), and one thread
-    keeps float64 results independent of how many requests run side by side.
+    The heads' arrays are tiny: extra threads only add contention (scikit-learn's logistic fits,
+    whose loss runs under OpenMP, were 10x slower with two threads on a busy 2-core machine), and
+    one thread keeps float64 results independent of how many requests run side by side.  The
+    BLAS limit is process-wide but OpenMP's applies to the calling thread only, hence a ``with``
+    around the work in whichever thread does it.  scikit-learn is imported first so that the
+    OpenMP runtime it brings is loaded, and so limited, too.
     """
+    import sklearn.linear_model  # noqa: F401  (loads scikit-learn's OpenMP runtime)
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(1, user_api="blas")
+    return threadpool_limits(1)
 
 
 def stream_order(seed: int, pool_size: int, max_samples: int) -> np.ndarray:
@@ -389,8 +393,9 @@ def run_method(method: str, features: TaskFeatures, protocol: Protocol, seed: in
     protocol.check(len(features.train_y))
     head = make_method(method, features, init=init, seed=seed, update_url=update_url)
     try:
-        curve = learning_curve(head, features, stream_order(seed, len(features.train_y), protocol.max_samples),
-                               protocol)
+        with single_threaded_numerics():
+            curve = learning_curve(head, features, stream_order(seed, len(features.train_y), protocol.max_samples),
+                                   protocol)
     finally:
         if isinstance(head, heads.RemoteHead):
             head.close()
@@ -563,9 +568,8 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
     baseline_of = {r["seed"]: r["milestone"] for r in records if r["method"] == heads.BASELINE}
     for seed, method in tqdm(todo, desc=f"sample efficiency {path.stem}", unit="run", disable=not progress):
         began = time.perf_counter()
-        with single_threaded_blas():
-            curve, reached = run_method(method, features, protocol, seed,
-                                        update_url=update_url if method == "remote" else None)
+        curve, reached = run_method(method, features, protocol, seed,
+                                    update_url=update_url if method == "remote" else None)
         if method == heads.BASELINE:
             baseline_of[seed] = reached
         records.append({"method": method, "seed": seed, "milestone": reached, "reached": reached is not None,

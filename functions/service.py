@@ -330,7 +330,7 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        se.single_threaded_blas()  # lasting: see single_threaded_blas
+        se.single_threaded_numerics()  # lasting BLAS limit, so that per-request limits restore to it
         if getattr(app.state, "service", None) is None:
             app.state.service = load_state(settings)
         yield
@@ -375,7 +375,7 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         if dim > MAX_FEATURE_DIM:
             raise _field_error("features", f"features have {dim} columns; at most {MAX_FEATURE_DIM} are accepted")
         try:
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), se.single_threaded_numerics():
                 head = heads.make_head(body.method or s.settings.method, dim, body.num_classes,
                                        init=body.current_weights, seed=s.settings.seed)
                 W, b = head.partial_fit(body.features, body.labels).weights()
