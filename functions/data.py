@@ -263,6 +263,9 @@ def _fashion_from_debian(root: Path, log) -> None:
         log(f"FashionMNIST: fetching Debian's {FASHION_DEB} package (unpacked, not installed)")
         with tempfile.TemporaryDirectory() as tmp:
             fetched = subprocess.run(["apt-get", "download", FASHION_DEB], cwd=tmp, capture_output=True)
+            if fetched.returncode != 0:  # a fresh machine has no package lists yet
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+                fetched = subprocess.run(["apt-get", "download", FASHION_DEB], cwd=tmp, capture_output=True)
             debs = list(Path(tmp).glob("*.deb"))
             if fetched.returncode != 0 or not debs:
                 raise DataError("FashionMNIST source missing: `apt-get download dataset-fashion-mnist` failed "
