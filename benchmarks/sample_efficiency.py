@@ -5,6 +5,8 @@ load while measuring and the versions are recorded there) and summarised in the 
 
     PYTHONPATH=. .venv/bin/python benchmarks/sample_efficiency.py [--seeds 10] [--folders MNIST FashionMNIST]
 
+A run for some folders keeps the other folders' numbers already in the file (same protocol).
+
 1. Features of each folder's target task (binary and all classes) extracted once by the folder's
    pretrained source model, into a fresh cache: seconds to extract, seconds to read back.
 2. POST /model/run_benchmark with the defaults (and with each method) through the app in this
@@ -16,6 +18,7 @@ load while measuring and the versions are recorded there) and summarised in the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -118,9 +121,14 @@ def main(argv=None) -> Path:
     parser.add_argument("--skip-study", action="store_true")
     args = parser.parse_args(argv)
     info = machine()
-    report = {"machine": info, "protocol": {"batch_size": 1, "evaluation_frequency": 1, "threshold": 0.8,
-                                            "window": 10, "max_samples": args.max_samples, "seeds": args.seeds},
-              "extraction": {}, "study": {}}
+    path = RESULTS / f"sample_efficiency_{machine_slug(info)}.json"
+    protocol = {"batch_size": 1, "evaluation_frequency": 1, "threshold": 0.8, "window": 10,
+                "max_samples": args.max_samples, "seeds": args.seeds}
+    report = {"machine": info, "protocol": protocol, "extraction": {}, "study": {}}
+    if path.exists():  # keep the folders measured by an earlier run with the same protocol
+        earlier = json.loads(path.read_text())
+        if earlier.get("protocol") == protocol:
+            report["extraction"], report["study"] = earlier["extraction"], earlier["study"]
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "features"
         for folder in args.folders:
@@ -133,7 +141,6 @@ def main(argv=None) -> Path:
                     report["study"][f"{folder}/{task}"] = study(folder, task, args.seeds, args.max_samples,
                                                                 Path(tmp) / folder)
     report["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    path = RESULTS / f"sample_efficiency_{machine_slug(info)}.json"
     write_json_atomic(path, report)
     print(f"wrote {path}")
     return path

@@ -265,12 +265,12 @@ def task_features(extractor: Extractor, task: TargetTask, cache_dir: Path | None
         with np.load(path) as saved:
             arrays = {name: saved[name] for name in ("train_x", "train_y", "val_x", "val_y")}
         return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, from_cache=True)
+    if task.pool is not None and task.pool < 1:
+        raise DataError(f"pool={task.pool} must be at least 1 (or None for the whole training split)")
     began = time.perf_counter()
     data = load_task(task.dataset, task.classes, task.val_split, task.seed)
     train = data.train
     if task.pool is not None:
-        if task.pool < 1:
-            raise DataError(f"pool={task.pool} must be at least 1 (or None for the whole training split)")
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(task.seed))
         train = train.subset(torch.sort(order[:task.pool]).values)
     spec = SPECS[task.dataset]
@@ -379,12 +379,12 @@ def learning_curve(head: heads.Head, features: TaskFeatures, order: np.ndarray, 
     return curve
 
 
-def make_method(method: str, features: TaskFeatures, init=None, seed: int = 0, update_url: str | None = None,
-                **options) -> heads.Head:
+def make_method(method: str, features: TaskFeatures, init=None, seed: int = 0,
+                update_url: str | None = None) -> heads.Head:
     """A head of ``method``, or the outside method served at ``update_url``."""
     if update_url:
         return heads.RemoteHead(features.dim, features.num_classes, init=init, seed=seed, url=update_url)
-    return heads.make_head(method, features.dim, features.num_classes, init=init, seed=seed, **options)
+    return heads.make_head(method, features.dim, features.num_classes, init=init, seed=seed)
 
 
 def run_method(method: str, features: TaskFeatures, protocol: Protocol, seed: int, init=None,
