@@ -1,5 +1,8 @@
 """The batched engine against fit run by run: same weights, accuracies, epochs and statuses."""
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from functions.config import Config
 from functions.data import Split
 from functions.training import fit, prefix_features
 
+ROOT = Path(__file__).resolve().parents[1]
 CFG = Config(num_channels=4, depth=3)
 FIT = dict(lr=1e-2, batch_size=16)
 
@@ -126,3 +130,19 @@ def test_bad_groups_are_refused():
     with pytest.raises(ValueError, match="CUDA"):
         engine.fit_group([models.cut(source, 1, CFG, 3, 0)], [split], split, split, seeds=[0], device="cpu",
                          precision="bf16", max_epochs=1, patience=1, **FIT)
+
+
+def test_benchmark_smoke_runs_both_paths_on_real_data(tmp_path):
+    spec = importlib.util.spec_from_file_location("sweep_benchmark", ROOT / "benchmarks" / "sweep_benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(bench)
+    out = tmp_path / "sweep.json"
+    result = bench.main(["--smoke", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    reference, fast = result["rows"][:2]
+    assert reference["runs"] == fast["runs"] == 6  # baseline and 2 cut points, 2 repeats each
+    assert reference["wall_s"] > 0 and fast["gflop"] > 0 and result["speedup"]["cpu"]["wall"] > 0
+    # same runs, same number of steps: the two paths reach the same accuracies up to rounding
+    assert result["test_acc_difference"]["max"] < 0.05
+    assert all(row["wall_s"] is None for row in result["rows"] if row["device"] == "cuda")

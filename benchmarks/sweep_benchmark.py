@@ -1,0 +1,332 @@
+"""Sweep benchmark: a conventional training loop against the engine, on the study's MNIST grid.
+
+Grid: MNIST regular FR (source MNIST 0-4, target 5-9), cut points 0-6 and the baseline,
+percentages 0.001 and 0.01, 2 repeats, 5 epochs with a validation pass each (patience 6: no
+early stop), the paper network (depth 6, 64 channels, batch 4096).  Both paths train the same
+runs (same initial weights, subsets and number of Adam steps) in one process:
+
+* reference: a torchvision ``MNIST`` dataset with per-image ``ToTensor + Normalize`` behind
+  ``DataLoader``s, the whole network run forward every epoch, the training set evaluated every
+  epoch, one run after another;
+* engine: frozen prefixes computed once per cut point (:func:`functions.engine.staged_inputs`),
+  the repeats of a cell trained together (:func:`functions.engine.fit_group`).
+
+Cut points alternate between the two paths, so that load from other processes falls on both.
+Results: ``benchmarks/results/sweep_<device>.json``; the measured numbers are in the README.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/sweep_benchmark.py            # full grid
+    PYTHONPATH=. .venv/bin/python benchmarks/sweep_benchmark.py --smoke    # seconds; writes nothing
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import datasets, transforms
+
+from functions import engine, models
+from functions.config import Config, get_setup
+from functions.data import Split, balanced_subset, data_root, load_task, spec, subset_seed
+from functions.experiments import load_pretrained, run_seed, write_json_atomic
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BASELINE = -1
+
+
+@dataclass(frozen=True)
+class Grid:
+    cut_points: tuple
+    percentages: tuple
+    repeats: int
+    eval_limit: int | None  # smoke: only the first images of validation and test
+
+
+PAPER = Grid(cut_points=(0, 1, 2, 3, 4, 5, 6), percentages=(0.001, 0.01), repeats=2, eval_limit=None)
+SMOKE = Grid(cut_points=(0, 2), percentages=(0.001,), repeats=2, eval_limit=64)
+
+
+@dataclass
+class Tally:
+    """Time and work of one path."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    flops: float = 0.0
+    images: int = 0  # protocol images: training steps, validation passes, final train/val/test
+    test_accs: list = field(default_factory=list)
+    per_cut: dict = field(default_factory=dict)
+
+    def timed(self, key, fn):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        self.wall, self.cpu = self.wall + wall, self.cpu + cpu
+        label = "baseline" if key == BASELINE else f"cut {key}"
+        self.per_cut[label] = round(self.per_cut.get(label, 0.0) + wall, 3)
+        return out
+
+    def row(self, device: str, path: str) -> dict:
+        return {"device": device, "path": path, "wall_s": round(self.wall, 2), "cpu_s": round(self.cpu, 2),
+                "cpu_share": round(self.cpu / self.wall, 2), "images_per_s": round(self.images / self.wall, 1),
+                "gflop": round(self.flops / 1e9, 1), "gflop_per_s": round(self.flops / 1e9 / self.wall, 2),
+                "mean_test_acc": round(float(np.mean(self.test_accs)), 5), "runs": len(self.test_accs),
+                "wall_s_per_cut": self.per_cut}
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def forward_flops(model: models.StudyCNN, start: int, in_shape: tuple) -> int:
+    with torch.no_grad():
+        return count_flops(lambda: model.forward_from(torch.zeros(1, *in_shape), start))
+
+
+def train_flops(model: models.StudyCNN, start: int, in_shape: tuple) -> int:
+    """Forward and backward of one image (autograd skips frozen blocks' backward)."""
+    copy_ = copy.deepcopy(model)
+    return count_flops(lambda: F.cross_entropy(copy_.forward_from(torch.zeros(1, *in_shape), start),
+                                               torch.zeros(1, dtype=torch.long)).backward())
+
+
+# ----------------------------------------------------------------------------- the conventional loop
+
+class TargetMNIST:
+    """The task's splits as torchvision datasets: rows of the official files, per-image transforms."""
+
+    def __init__(self, cfg: Config, eval_limit: int | None):
+        norm = transforms.Compose([transforms.ToTensor(), transforms.Normalize(spec("MNIST").mean, spec("MNIST").std)])
+        lookup = {c: i for i, c in enumerate(cfg.fine_tune_classes)}
+        relabel = lookup.__getitem__
+        train = datasets.MNIST(data_root(), train=True, transform=norm, target_transform=relabel)
+        test = datasets.MNIST(data_root(), train=False, transform=norm, target_transform=relabel)
+        keep = np.flatnonzero(np.isin(train.targets.numpy(), cfg.fine_tune_classes))
+        order = torch.randperm(len(keep), generator=torch.Generator().manual_seed(cfg.generate_dataset_seed)).numpy()
+        n_val = int(round(cfg.val_split * len(keep)))
+        self.train_rows = keep[order[n_val:]]
+        val_rows = keep[order[:n_val]][:eval_limit]
+        test_rows = np.flatnonzero(np.isin(test.targets.numpy(), cfg.fine_tune_classes))[:eval_limit]
+        self.train, self.val, self.test = train, Subset(train, val_rows), Subset(test, test_rows)
+
+    def subset(self, index: torch.Tensor) -> Subset:
+        return Subset(self.train, self.train_rows[index.numpy()])
+
+
+@torch.no_grad()
+def evaluate(model, loader) -> float:
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += len(y)
+    return correct / total
+
+
+def reference_run(model, train_set, val_set, test_set, cfg: Config, seed: int) -> dict:
+    """Train as a textbook loop does: everything through DataLoaders, the whole network each step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr_fine_tune)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    train_eval, val_loader, test_loader = (DataLoader(s, batch_size=cfg.batch_size) for s in (train_set, val_set, test_set))
+    best_val, best_state, stale, epochs = -1.0, copy.deepcopy(model.state_dict()), 0, 0
+    for _ in range(cfg.num_train):
+        epochs += 1
+        model.train()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        evaluate(model, train_eval)  # logged every epoch by the conventional loop
+        val_acc = evaluate(model, val_loader)
+        if val_acc > best_val:
+            best_val, best_state, stale = val_acc, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.early_stop_patience:
+                break
+    model.load_state_dict(best_state)
+    return {"train_acc": evaluate(model, train_eval), "val_acc": evaluate(model, val_loader),
+            "test_acc": evaluate(model, test_loader), "epochs": epochs}
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+def matmul_peak_gflops(size: int = 4096, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size ** 3 / best / 1e9
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model_name = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                      platform.processor())
+    return {"cpu": model_name, "cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "gpu": None}
+
+
+def build_model(pretrained, cfg, cut_point, num_classes, in_shape, seed):
+    if cut_point == BASELINE:
+        return models.build(cfg, in_shape, num_classes, seed)
+    return models.cut(pretrained, cut_point, cfg, num_classes, seed)
+
+
+def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> dict:
+    engine.configure_threads()
+    grid = SMOKE if smoke else PAPER
+    if cut_points is not None:
+        grid = Grid(tuple(sorted(cut_points)), grid.percentages, grid.repeats, grid.eval_limit)
+    setup = get_setup("MNIST", "regular")
+    if smoke:
+        cfg = Config(depth=2, num_channels=4, batch_size=64, num_train=2, early_stop_patience=3)
+    else:
+        cfg = Config(num_train=5, early_stop_patience=6, num_train_pretrain=pretrain_epochs)
+    load = {"before": [round(x, 2) for x in os.getloadavg()]}
+    peak = matmul_peak_gflops(1024 if smoke else 4096)
+    task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
+    val, test = (Split(s.x[:grid.eval_limit], s.y[:grid.eval_limit]) for s in (task.val, task.test))
+    in_shape, k = tuple(task.train.x.shape[1:]), task.num_classes
+    # the weights of the source model do not affect timing: smoke uses an untrained one
+    pretrained = models.build(cfg, in_shape, len(cfg.pre_train_classes), 0) if smoke else load_pretrained(setup, cfg)
+    reference_data = TargetMNIST(cfg, grid.eval_limit)
+    if not torch.equal(torch.as_tensor([reference_data.train.targets[i] for i in reference_data.train_rows[:50]]),
+                       torch.as_tensor(cfg.fine_tune_classes)[task.train.y[:50]]):
+        raise RuntimeError("the reference dataset and load_task disagree on the training rows")
+
+    cells = [(p, r, balanced_subset(task.train.y, k, p, subset_seed(cfg.generate_dataset_seed, p, r)))
+             for p in grid.percentages for r in range(grid.repeats)]
+    rows = torch.unique(torch.cat([index for _, _, index in cells]))
+    train_rows = task.train.subset(rows)
+    ref, eng = Tally(), Tally()
+    accuracy_pairs = []
+
+    def reference(cut_point):
+        results = []
+        for p, r, index in cells:
+            seed = run_seed(cfg.generate_dataset_seed, p, cut_point, r)
+            model = build_model(pretrained, cfg, cut_point, k, in_shape, seed)
+            out = ref.timed(cut_point, lambda: reference_run(model, reference_data.subset(index), reference_data.val,
+                                                              reference_data.test, cfg, seed))
+            full_fwd, full_train = forward_flops(model, 0, in_shape), train_flops(model, 0, in_shape)
+            n = len(index)
+            ref.flops += out["epochs"] * (n * full_train + (n + len(val)) * full_fwd) + (n + len(val) + len(test)) * full_fwd
+            ref.images += out["epochs"] * (n + len(val)) + n + len(val) + len(test)
+            ref.test_accs.append(out["test_acc"])
+            results.append(out["test_acc"])
+        return results
+
+    def engine_cells(cut_point, start, splits):
+        results = []
+        train_split, val_split, test_split = splits
+        for p in grid.percentages:
+            group = [(r, index) for q, r, index in cells if q == p]
+            seeds = [run_seed(cfg.generate_dataset_seed, p, cut_point, r) for r, _ in group]
+            group_models = [build_model(pretrained, cfg, cut_point, k, in_shape, s) for s in seeds]
+            trains = [train_split.subset(torch.searchsorted(rows, index)) for _, index in group]
+            done = eng.timed(cut_point, lambda: engine.fit_group(
+                group_models, trains, val_split, test_split, lr=cfg.lr_fine_tune, max_epochs=cfg.num_train,
+                patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seeds=seeds, start=start))
+            shape = tuple(train_split.x.shape[1:])
+            fwd, step = forward_flops(group_models[0], start, shape), train_flops(group_models[0], start, shape)
+            for result in done:
+                n = result.n_train
+                eng.flops += result.epochs * (n * step + len(val) * fwd) + (n + len(test)) * fwd
+                eng.images += result.epochs * (n + len(val)) + n + len(val) + len(test)
+                eng.test_accs.append(result.test_acc)
+                results.append(result.test_acc)
+        return results
+
+    # baseline first, then each cut point; the engine's staging of the prefix is timed with it
+    accuracy_pairs += zip(reference(BASELINE), engine_cells(BASELINE, 0, [train_rows, val, test]))
+    stages = engine.staged_inputs(pretrained, [train_rows, val, test], grid.cut_points, frozen=cfg.freeze,
+                                  device="cpu")
+    level = 0
+    for cut_point in grid.cut_points:
+        _, start, splits = eng.timed(cut_point, lambda: next(stages))
+        if start > level:  # each staged block ran once over every kept image
+            eng.flops += sum(len(s) for s in splits) * count_flops(
+                lambda: pretrained.features(torch.zeros(1, *in_shape), level, start).detach())
+            level = start
+        accuracy_pairs += zip(engine_cells(cut_point, start, splits), reference(cut_point))
+
+    load["after"] = [round(x, 2) for x in os.getloadavg()]
+    differences = [abs(a - b) for a, b in accuracy_pairs]
+    busy = max(load["before"][0], load["after"][0]) > 1.5 * len(os.sched_getaffinity(0))
+    return {
+        "benchmark": "MNIST regular FR sweep: conventional loop vs engine",
+        "smoke": smoke,
+        "grid": {"cut_points": list(grid.cut_points), "baseline": True, "percentages": list(grid.percentages),
+                 "repeats": grid.repeats, "epochs": cfg.num_train, "patience": cfg.early_stop_patience,
+                 "validation_images": len(val), "test_images": len(test),
+                 "train_images_per_run": sorted({len(index) for _, _, index in cells})},
+        "config": cfg.params(),
+        "source_model": ("untrained (smoke)" if smoke else
+                         f"paper architecture trained for {cfg.num_train_pretrain} epoch(s); "
+                         f"its weights do not affect timing"),
+        "machine": machine(),
+        "matmul_peak_gflop_per_s": round(peak, 1),
+        "load_average": load,
+        "contention": (f"busy: other processes shared the {len(os.sched_getaffinity(0))} cores (1-minute load "
+                       f"{load['before'][0]} before, {load['after'][0]} after); cut points alternate between "
+                       f"the paths so both met it" if busy else "quiet"),
+        "rows": [ref.row("cpu", "reference"), eng.row("cpu", "engine"),
+                 {"device": "cuda", "path": "reference", "wall_s": None},
+                 {"device": "cuda", "path": "engine", "wall_s": None}],
+        "speedup": {"cpu": {"wall": round(ref.wall / eng.wall, 2), "cpu_time": round(ref.cpu / eng.cpu, 2)},
+                    "cuda": None},
+        "engine_gflop_per_s_vs_peak": round(eng.flops / 1e9 / eng.wall / peak, 3),
+        "test_acc_difference": {"mean": round(float(np.mean(differences)), 5),
+                                "max": round(float(np.max(differences)), 5)},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "notes": ["images_per_s counts protocol images (training steps, validation passes, final "
+                  "train/val/test passes), the same for both paths",
+                  "gflop counts the work each path did (FlopCounterMode per image, times images)",
+                  "the reference evaluates with batch_size-sized DataLoader batches and also evaluates the "
+                  "training set every epoch; peak_rss_mb is the whole process (both paths)"],
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny grid and network: seconds, writes nothing")
+    parser.add_argument("--out", type=Path, help="where to write the JSON (default: benchmarks/results/"
+                                                 "sweep_cpu.json; with --smoke only when given)")
+    parser.add_argument("--cut-points", type=int, nargs="+", help="only these cut points (the baseline always runs)")
+    parser.add_argument("--pretrain-epochs", type=int, default=1, help="epochs of the source model if it is trained")
+    args = parser.parse_args(argv)
+    result = run(args.smoke, args.pretrain_epochs, args.cut_points)
+    out = args.out or (None if args.smoke else RESULTS / "sweep_cpu.json")
+    for row in result["rows"][:2]:
+        print(f"{row['path']:>9}: {row['wall_s']:8.1f} s wall, {row['cpu_s']:8.1f} s cpu, "
+              f"{row['images_per_s']:9.1f} images/s, {row['gflop_per_s']:7.2f} GFLOP/s, "
+              f"mean test accuracy {row['mean_test_acc']:.4f}")
+    print(f"speed-up {result['speedup']['cpu']['wall']}x wall, {result['speedup']['cpu']['cpu_time']}x cpu time; "
+          f"matmul peak {result['matmul_peak_gflop_per_s']} GFLOP/s; {result['contention']}")
+    if out:
+        write_json_atomic(out, result)
+        print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
