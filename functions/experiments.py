@@ -51,6 +51,7 @@ def write_json_atomic(path: Path, obj) -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(obj, fh, indent=1)
         fh.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; results are for everyone to read
     os.replace(tmp, path)
 
 

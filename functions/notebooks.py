@@ -13,7 +13,7 @@ import nbformat
 from .config import SETUPS
 from .data import REPO_ROOT
 
-IMPORTS = "from IPython.display import display\nfrom functions import experiments, plots, stats, study"
+IMPORTS = "%matplotlib inline\nfrom IPython.display import display\nfrom functions import experiments, plots, stats, study"
 
 
 def _parameters(folder: str, **extra) -> str:

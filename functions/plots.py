@@ -232,6 +232,7 @@ def save_figure(fig: Figure, folder, name: str, dpi: int = 150) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "wb") as fh:
         fig.savefig(fh, format="png", dpi=dpi, metadata={"Software": None})
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 
