@@ -98,6 +98,18 @@ def cmd_sweep(args):
         raise SystemExit(1)
 
 
+def cmd_sample_efficiency(args):
+    from .sample_efficiency import format_summary, run_study
+    result = run_study(args.folder, args.setup, args.task, methods=tuple(args.methods), seeds=args.seeds,
+                       batch_size=args.batch_size, max_samples=args.max_samples,
+                       evaluation_frequency=args.evaluation_frequency, threshold=args.threshold, window=args.window,
+                       extractor=args.extractor, cut=args.cut, weights=args.weights, input_size=args.input_size,
+                       dataset=args.dataset, classes=args.classes, pool=args.pool, profile_name=args.profile,
+                       update_url=args.update_url, progress=not args.no_progress, log=lambda *_: None)
+    print(format_summary(result.table))
+    print(f"wrote {result.path}")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m functions", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -142,6 +154,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="sweeps", help="output folder (one subfolder per grid point)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+    from .heads import METHODS
+    p = sub.add_parser("sample-efficiency", help="samples a linear head needs on frozen features, per method")
+    p.add_argument("folder", help=f"one of {FOLDERS}")
+    p.add_argument("--setup")
+    p.add_argument("--task", default="all", choices=["all", "binary"], help="all target classes or the first two")
+    p.add_argument("--dataset", help="with --classes: any dataset")
+    p.add_argument("--classes", type=int, nargs="+", help="any class list instead of the folder's target classes")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--max-samples", type=int, default=1000)
+    p.add_argument("--evaluation-frequency", type=int, default=1)
+    p.add_argument("--threshold", type=float, default=0.8)
+    p.add_argument("--window", type=int, default=10)
+    p.add_argument("--extractor", default="study", choices=["study", "mobilenet_v2", "resnet50"])
+    p.add_argument("--weights", help="state-dict file for --extractor mobilenet_v2 / resnet50")
+    p.add_argument("--cut", type=int, help="study extractor: pool after the first k blocks (default: all)")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--pool", type=int, help="draw the stream from this many training images")
+    p.add_argument("--profile", default="quick", help="profile of the folder's source model")
+    p.add_argument("--update-url", help="measure an outside method: http://host:port serving /model/update_weights")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sample_efficiency)
 
     p = sub.add_parser("summary", help="summary table of a folder's results files")
     experiment_args(p)
