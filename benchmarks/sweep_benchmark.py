@@ -53,7 +53,7 @@ class Grid:
 
 
 PAPER = Grid(cut_points=(0, 1, 2, 3, 4, 5, 6), percentages=(0.001, 0.01), repeats=2, eval_limit=None)
-SMOKE = Grid(cut_points=(0, 2), percentages=(0.001,), repeats=2, eval_limit=64)
+SMOKE = Grid(cut_points=(0, 1, 2), percentages=(0.001,), repeats=2, eval_limit=64)
 
 
 @dataclass
@@ -256,18 +256,25 @@ def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> d
                 results.append(result.test_acc)
         return results
 
+    def progress(cut_point):
+        label = "baseline" if cut_point == BASELINE else f"cut {cut_point}"
+        print(f"{label:>8}: reference {ref.per_cut[label]:7.1f} s, engine {eng.per_cut[label]:7.1f} s "
+              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+
     # baseline first, then each cut point; the engine's staging of the prefix is timed with it
     accuracy_pairs += zip(reference(BASELINE), engine_cells(BASELINE, 0, [train_rows, val, test]))
+    progress(BASELINE)
     stages = engine.staged_inputs(pretrained, [train_rows, val, test], grid.cut_points, frozen=cfg.freeze,
                                   device="cpu")
-    level = 0
+    level, level_shape = 0, in_shape
     for cut_point in grid.cut_points:
         _, start, splits = eng.timed(cut_point, lambda: next(stages))
         if start > level:  # each staged block ran once over every kept image
             eng.flops += sum(len(s) for s in splits) * count_flops(
-                lambda: pretrained.features(torch.zeros(1, *in_shape), level, start).detach())
-            level = start
+                lambda: pretrained.features(torch.zeros(1, *level_shape), level, start).detach())
+            level, level_shape = start, tuple(splits[0].x.shape[1:])
         accuracy_pairs += zip(engine_cells(cut_point, start, splits), reference(cut_point))
+        progress(cut_point)
 
     load["after"] = [round(x, 2) for x in os.getloadavg()]
     differences = [abs(a - b) for a, b in accuracy_pairs]

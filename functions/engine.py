@@ -183,11 +183,11 @@ class _Runs:
             self.exp_avg[name] = self.exp_avg[name][positions]
             self.exp_avg_sq[name] = self.exp_avg_sq[name][positions]
 
-    def losses(self, net: GroupedNet, x: torch.Tensor, y: torch.Tensor, precision) -> torch.Tensor:
+    def losses(self, net: GroupedNet, x: torch.Tensor, y: torch.Tensor, autocast) -> torch.Tensor:
         """Each run's mean cross-entropy on its batch; gradients land in the stacked weights."""
         for t in self.trainable.values():
             t.grad = None
-        with precision:
+        with autocast:
             logits = net(net.layout(self.weights()), x, len(self.ids), shared=False)
             losses = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")
         losses = losses.view(len(self.ids), -1).mean(1)
@@ -211,7 +211,7 @@ class _Runs:
 
 @torch.no_grad()
 def _correct(net: GroupedNet, weights: dict, runs: int, split: Split | Sequence[Split], chunk: int,
-             precision) -> list[int]:
+             autocast) -> list[int]:
     """Correct predictions of each run: on one split shared by all runs, or on each run's own split."""
     shared = isinstance(split, Split)
     size = len(split) if shared else len(split[0])
@@ -222,7 +222,7 @@ def _correct(net: GroupedNet, weights: dict, runs: int, split: Split | Sequence[
             x, y = split.x[i:i + chunk], split.y[i:i + chunk]
         else:
             x, y = grouped([s.x[i:i + chunk] for s in split]), torch.stack([s.y[i:i + chunk] for s in split])
-        with precision:
+        with autocast:
             logits = net(laid, x, runs, shared)
         correct += (logits.argmax(-1) == y).sum(-1)
     return correct.tolist()
@@ -233,7 +233,7 @@ def _accuracy(correct: int, size: int) -> float:
 
 
 def _fit_chunk(models, trains, val, test, net: GroupedNet, names, *, lr, max_epochs, patience, batch_size,
-               seeds, device, precision, eval_chunk: int) -> list[RunResult]:
+               seeds, device, autocast, eval_chunk: int) -> list[RunResult]:
     """Train equal-size runs together; the protocol of :func:`functions.training.fit` per run."""
     began = time.perf_counter()
     count, size = len(models), len(trains[0])
@@ -251,7 +251,7 @@ def _fit_chunk(models, trains, val, test, net: GroupedNet, names, *, lr, max_epo
             batches = [orders[r][i:i + batch_size] for r in runs.ids]
             x = grouped([trains[r].x[b] for r, b in zip(runs.ids, batches)])
             y = torch.stack([trains[r].y[b] for r, b in zip(runs.ids, batches)])
-            finite = torch.isfinite(runs.losses(net, x, y, precision)).tolist()
+            finite = torch.isfinite(runs.losses(net, x, y, autocast)).tolist()
             for r, ok in zip(runs.ids, finite):
                 if not ok:
                     status[r] = "diverged"
@@ -261,7 +261,7 @@ def _fit_chunk(models, trains, val, test, net: GroupedNet, names, *, lr, max_epo
             runs.adam_step(lr)
         if not runs.ids:
             break
-        correct = _correct(net, runs.weights(), len(runs.ids), val, eval_chunk, precision)
+        correct = _correct(net, runs.weights(), len(runs.ids), val, eval_chunk, autocast)
         going = []
         for k, (r, c) in enumerate(zip(runs.ids, correct)):
             val_acc = _accuracy(c, len(val))
@@ -277,12 +277,12 @@ def _fit_chunk(models, trains, val, test, net: GroupedNet, names, *, lr, max_epo
         runs.keep(going)
 
     final = {**runs.frozen, **best}
-    test_correct = _correct(net, final, count, test, eval_chunk, precision)
-    train_correct = _correct(net, final, count, list(trains), eval_chunk, precision)
+    test_correct = _correct(net, final, count, test, eval_chunk, autocast)
+    train_correct = _correct(net, final, count, list(trains), eval_chunk, autocast)
     unseen = [r for r in range(count) if best_val[r] < 0]  # diverged before any validation pass
     if unseen:
         weights = {name: t[unseen] for name, t in final.items()}
-        for r, c in zip(unseen, _correct(net, weights, len(unseen), val, eval_chunk, precision)):
+        for r, c in zip(unseen, _correct(net, weights, len(unseen), val, eval_chunk, autocast)):
             best_val[r] = _accuracy(c, len(val))
     with torch.no_grad():
         for r, model in enumerate(models):
@@ -350,7 +350,7 @@ def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split], val: Split, t
             eval_chunk = max(1, EVAL_BYTES.get(device.type, EVAL_BYTES["cuda"]) // (len(chunk) * eval_bytes))
             done = _fit_chunk([models[i] for i in chunk], [trains[i].to(device) for i in chunk], val, test, net,
                               names, lr=lr, max_epochs=max_epochs, patience=patience, batch_size=batch_size,
-                              seeds=[seeds[i] for i in chunk], device=device, precision=autocast,
+                              seeds=[seeds[i] for i in chunk], device=device, autocast=autocast,
                               eval_chunk=eval_chunk)
             for i, result in zip(chunk, done):
                 results[i] = result

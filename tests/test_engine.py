@@ -141,7 +141,7 @@ def test_benchmark_smoke_runs_both_paths_on_real_data(tmp_path):
     result = bench.main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text()) == result
     reference, fast = result["rows"][:2]
-    assert reference["runs"] == fast["runs"] == 6  # baseline and 2 cut points, 2 repeats each
+    assert reference["runs"] == fast["runs"] == 8  # baseline and 3 cut points, 2 repeats each
     assert reference["wall_s"] > 0 and fast["gflop"] > 0 and result["speedup"]["cpu"]["wall"] > 0
     # same runs, same number of steps: the two paths reach the same accuracies up to rounding
     assert result["test_acc_difference"]["max"] < 0.05
