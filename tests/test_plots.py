@@ -133,11 +133,9 @@ def test_save_writes_a_reproducible_png_under_results_figures(records, baselines
 
 def test_main_figure_from_results_files(records, baselines, tmp_path, monkeypatch):
     import functions.experiments as experiments
-    import functions.plots as plots
     from functions.config import get_setup
 
-    monkeypatch.setattr(experiments, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(plots, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path))
     setup = get_setup("MNIST", "regular")
     with pytest.raises(DataError, match="python -m functions run MNIST"):
         main_figure_from_files(setup, "FR")
