@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import platform
 import resource
@@ -191,16 +192,19 @@ def build_model(pretrained, cfg, cut_point, num_classes, in_shape, seed):
     return models.cut(pretrained, cut_point, cfg, num_classes, seed)
 
 
+def benchmark_config(smoke: bool, pretrain_epochs: int) -> Config:
+    if smoke:
+        return Config(depth=2, num_channels=4, batch_size=64, num_train=2, early_stop_patience=3)
+    return Config(num_train=5, early_stop_patience=6, num_train_pretrain=pretrain_epochs)
+
+
 def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> dict:
     engine.configure_threads()
     grid = SMOKE if smoke else PAPER
     if cut_points is not None:
         grid = Grid(tuple(sorted(cut_points)), grid.percentages, grid.repeats, grid.eval_limit)
     setup = get_setup("MNIST", "regular")
-    if smoke:
-        cfg = Config(depth=2, num_channels=4, batch_size=64, num_train=2, early_stop_patience=3)
-    else:
-        cfg = Config(num_train=5, early_stop_patience=6, num_train_pretrain=pretrain_epochs)
+    cfg = benchmark_config(smoke, pretrain_epochs)
     load = {"before": [round(x, 2) for x in os.getloadavg()]}
     peak = matmul_peak_gflops(1024 if smoke else 4096)
     task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
@@ -313,6 +317,42 @@ def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> d
     }
 
 
+def profile_engine(smoke: bool) -> dict:
+    """Where the engine's time goes in the costliest cell: the baseline, whole network trainable,
+    at the larger percentage (nothing to cache, so the protocol's passes set the cost)."""
+    engine.configure_threads()
+    grid, cfg = SMOKE if smoke else PAPER, benchmark_config(smoke, 1)
+    task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
+    val, test = (Split(s.x[:grid.eval_limit], s.y[:grid.eval_limit]) for s in (task.val, task.test))
+    p = grid.percentages[-1]
+    trains = [task.train.subset(balanced_subset(task.train.y, task.num_classes, p,
+                                                subset_seed(cfg.generate_dataset_seed, p, r)))
+              for r in range(grid.repeats)]
+    seeds = [run_seed(cfg.generate_dataset_seed, p, BASELINE, r) for r in range(grid.repeats)]
+    group = [models.build(cfg, tuple(task.train.x.shape[1:]), task.num_classes, s) for s in seeds]
+    load_before = os.getloadavg()[0]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        results = engine.fit_group(group, trains, val, test, lr=cfg.lr_fine_tune, max_epochs=cfg.num_train,
+                                   patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seeds=seeds)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
+    n, epochs = len(trains[0]), results[0].epochs
+    passes = {"validation passes": epochs * len(val), "final test pass": len(test),
+              "training steps (forward + backward, about 3 forwards)": 3 * epochs * n, "final train pass": n}
+    return {
+        "profile": "engine, baseline cell (whole network trainable)", "smoke": smoke,
+        "cell": {"percentage": p, "repeats": grid.repeats, "train_images": n, "epochs": epochs,
+                 "validation_images": len(val), "test_images": len(test)},
+        "machine": machine(), "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "top_ops_by_self_cpu": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3),
+                                 "self_cpu_s": round(e.self_cpu_time_total / 1e6, 2), "calls": e.count}
+                                for e in top],
+        "convolution_share": round(sum(e.self_cpu_time_total for e in events if "convolution" in e.key) / total, 3),
+        "work_share_per_run": {k: round(v / sum(passes.values()), 3) for k, v in passes.items()},
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny grid and network: seconds, writes nothing")
@@ -320,7 +360,16 @@ def main(argv=None) -> dict:
                                                  "sweep_cpu.json; with --smoke only when given)")
     parser.add_argument("--cut-points", type=int, nargs="+", help="only these cut points (the baseline always runs)")
     parser.add_argument("--pretrain-epochs", type=int, default=1, help="epochs of the source model if it is trained")
+    parser.add_argument("--profile", action="store_true", help="instead: profile the engine on the costliest "
+                                                              "cell (writes sweep_profile_cpu.json)")
     args = parser.parse_args(argv)
+    if args.profile:
+        result = profile_engine(args.smoke)
+        print(json.dumps(result, indent=1))
+        out = args.out or (None if args.smoke else RESULTS / "sweep_profile_cpu.json")
+        if out:
+            write_json_atomic(out, result)
+        return result
     result = run(args.smoke, args.pretrain_epochs, args.cut_points)
     out = args.out or (None if args.smoke else RESULTS / "sweep_cpu.json")
     for row in result["rows"][:2]:

@@ -132,11 +132,16 @@ def test_bad_groups_are_refused():
                          precision="bf16", max_epochs=1, patience=1, **FIT)
 
 
-def test_benchmark_smoke_runs_both_paths_on_real_data(tmp_path):
+@pytest.fixture(scope="module")
+def bench():
     spec = importlib.util.spec_from_file_location("sweep_benchmark", ROOT / "benchmarks" / "sweep_benchmark.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(bench)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_smoke_runs_both_paths_on_real_data(bench, tmp_path):
     out = tmp_path / "sweep.json"
     result = bench.main(["--smoke", "--out", str(out)])
     assert json.loads(out.read_text()) == result
@@ -146,3 +151,11 @@ def test_benchmark_smoke_runs_both_paths_on_real_data(tmp_path):
     # same runs, same number of steps: the two paths reach the same accuracies up to rounding
     assert result["test_acc_difference"]["max"] < 0.05
     assert all(row["wall_s"] is None for row in result["rows"] if row["device"] == "cuda")
+
+
+def test_benchmark_profile_says_where_the_engine_spends_its_time(bench, tmp_path):
+    result = bench.main(["--smoke", "--profile", "--out", str(tmp_path / "profile.json")])
+    shares = [op["share"] for op in result["top_ops_by_self_cpu"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
+    assert 0 < result["convolution_share"] <= 1
+    assert sum(result["work_share_per_run"].values()) == pytest.approx(1, abs=0.01)
