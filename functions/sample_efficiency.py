@@ -29,6 +29,7 @@ from . import heads
 from .config import Config, get_setup, profile
 from .data import REPO_ROOT, SPECS, DataError, data_root, load_task
 from .models import StudyCNN
+from .study import default_setup
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes: old cache files are then ignored
 EXTRACT_CHUNK = 256
@@ -185,15 +186,6 @@ def build_extractor(kind: str = "study", weights: str | None = None, folder: str
     if kind in TORCHVISION_ARCHS:
         return torchvision_extractor(kind, weights, input_size)
     raise DataError(f"unknown extractor {kind!r}; choose one of {list(EXTRACTORS)}")
-
-
-def default_setup(folder: str) -> str:
-    from .config import SETUPS
-
-    names = [name for f, name in SETUPS if f == folder]
-    if not names:
-        get_setup(folder, "")  # raises the error listing the folders
-    return names[0]
 
 
 # ----------------------------------------------------------------------------- target features
