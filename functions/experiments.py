@@ -1,8 +1,9 @@
 """Sweeps of cut points x percentages x repeats, written to results files that survive interruption.
 
 A results file is a JSON list: element 0 the parameters dict, then one record per run (see
-design notes, section 3).  Each finished run is appended and the file rewritten atomically, so
-an interrupted sweep loses at most the run in flight and a re-run skips what is already there.
+design notes, section 3).  Finished runs are appended and the file rewritten atomically, so
+an interrupted sweep loses at most the cell in flight (the repeats of one cut point and
+percentage, which train together) and a re-run skips what is already there.
 """
 from __future__ import annotations
 
@@ -20,12 +21,8 @@ from tqdm.auto import tqdm
 from . import models
 from .config import Config, Grid, Setup, baseline_params, source_params
 from .data import REPO_ROOT, DataError, TaskData, balanced_subset, load_task, subset_seed
-from .training import fit, prefix_features
-
-# Frozen-prefix activations are cached when train+val+test fit in this many bytes; otherwise the
-# prefix runs (without gradients) inside every step, which gives the same numbers more slowly.
-CACHE_BYTES = int(os.environ.get("TRANSFER_CACHE_BYTES", 2 << 30))
-
+from .engine import fit_group, staged_inputs
+from .training import fit
 
 def output_root() -> Path:
     """Where study folders' results and source models go: ``$TRANSFER_OUTPUT_ROOT`` or the repository."""
@@ -92,8 +89,9 @@ class ResultsFile:
     def done(self) -> set:
         return {self.key(r["sampled_percentage"], r["sampled_cut_point"], r["repeat"]) for r in self.records}
 
-    def add(self, record: dict) -> None:
-        self.records.append(record)
+    def add(self, *records: dict) -> None:
+        """Append runs in one atomic write: the repeats of a cell land together or not at all."""
+        self.records.extend(records)
         write_json_atomic(self.path, [self.params, *self.records])
 
 
@@ -166,41 +164,43 @@ def _record(cfg: Config, percentage: float, cut_point: int, repeat: int, result)
             "repeat": repeat, **result.record()}
 
 
-def _cached_inputs(pretrained: models.StudyCNN, task: TaskData, cut_point: int, frozen: bool):
-    """Splits entering block ``cut_point``: cached prefix activations when the prefix is frozen
-    and they fit in memory."""
-    if cut_point == 0 or not frozen:
-        return 0, task.train, task.val, task.test
-    with torch.no_grad():
-        per_image = pretrained.features(task.train.x[:1], 0, cut_point).numel()
-    total = per_image * 4 * (len(task.train) + len(task.val) + len(task.test))
-    if total > CACHE_BYTES:
-        return 0, task.train, task.val, task.test
-    return (cut_point, *(prefix_features(pretrained, s, cut_point) for s in (task.train, task.val, task.test)))
+def inputs_per_cut(cfg: Config, task: TaskData, pretrained, cut_points, device):
+    """``(cut_point, (start block, train, val, test))`` on ``device`` in increasing cut order
+    (baselines: ``pretrained`` None).  Frozen prefixes are computed block by block, so each
+    pretrained block runs once per image over a whole sweep."""
+    splits = [task.train, task.val, task.test]
+    if pretrained is None:
+        for cut_point in cut_points:
+            yield cut_point, (0, *(s.to(device) for s in splits))
+        return
+    for cut_point, start, staged in staged_inputs(pretrained, splits, cut_points, frozen=cfg.freeze, device=device):
+        yield cut_point, (start, *staged)
 
 
 def run_inputs(cfg: Config, task: TaskData, pretrained, cut_point: int, device) -> tuple:
-    """(start block, train, val, test) on ``device`` for runs at ``cut_point`` (baselines: no model)."""
-    if pretrained is None:
-        start, *splits = 0, task.train, task.val, task.test
-    else:
-        start, *splits = _cached_inputs(pretrained, task, cut_point, cfg.freeze)
-    return (start, *(s.to(device) for s in splits))
+    """(start block, train, val, test) on ``device`` for runs at one cut point."""
+    return next(inputs_per_cut(cfg, task, pretrained, [cut_point], device))[1]
+
+
+def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, inputs) -> list[tuple]:
+    """The runs ``[(percentage, repeat), ...]`` at one cut point, trained together by the engine:
+    fresh baselines (``pretrained`` None) or ``pretrained`` cut at ``cut_point``.
+    Returns ``(model, result)`` per run, each model holding its best weights."""
+    start, train, val, test = inputs
+    seeds = [run_seed(cfg.generate_dataset_seed, p, cut_point, r) for p, r in runs]
+    in_shape = tuple(task.train.x.shape[1:])
+    nets = [models.build(cfg, in_shape, task.num_classes, seed) if pretrained is None
+            else models.cut(pretrained, cut_point, cfg, task.num_classes, seed) for seed in seeds]
+    trains = [train.subset(subset_index(cfg, task, p, r).to(train.y.device)) for p, r in runs]
+    results = fit_group(nets, trains, val, test, lr=cfg.lr_fine_tune, max_epochs=cfg.num_train,
+                        patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seeds=seeds, start=start,
+                        device=train.y.device)
+    return list(zip(nets, results))
 
 
 def train_run(cfg: Config, task: TaskData, pretrained, cut_point: int, percentage: float, repeat: int, inputs):
-    """One run: a fresh baseline (``pretrained`` None) or ``pretrained`` cut at ``cut_point``.
-    Returns the trained model (best weights) and its result."""
-    start, train, val, test = inputs
-    seed = run_seed(cfg.generate_dataset_seed, percentage, cut_point, repeat)
-    in_shape = tuple(task.train.x.shape[1:])
-    model = models.build(cfg, in_shape, task.num_classes, seed) if pretrained is None \
-        else models.cut(pretrained, cut_point, cfg, task.num_classes, seed)
-    index = subset_index(cfg, task, percentage, repeat).to(train.y.device)
-    model = model.to(train.y.device)
-    result = fit(model, train.subset(index), val, test, lr=cfg.lr_fine_tune, max_epochs=cfg.num_train,
-                 patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seed=seed, start=start)
-    return model, result
+    """One run of :func:`train_group`: the same numbers as inside its sweep."""
+    return train_group(cfg, task, pretrained, cut_point, [(percentage, repeat)], inputs)[0]
 
 
 def pending_runs(results: ResultsFile, grid: Grid, cut_points) -> list[tuple]:
@@ -228,14 +228,18 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
     bar = tqdm(total=total, desc=f"{setup.folder}/{setup.name} {cfg.mode}", disable=not progress, unit="run")
     for kind, runs in todo.items():
         source = pretrained if kind == "results" else None
-        for cut_point in sorted({c for _, c, _ in runs}):
-            inputs = run_inputs(cfg, task, source, cut_point, device)
-            for percentage, _, repeat in (run for run in runs if run[1] == cut_point):
-                _, result = train_run(cfg, task, source, cut_point, percentage, repeat, inputs)
-                record = _record(cfg, percentage, cut_point, repeat, result)
-                files[kind].add(record)
-                bar.update(1)
-                if on_run:
+        cells = sorted({(c, p) for p, c, _ in runs})
+        for cut_point, inputs in inputs_per_cut(cfg, task, source, sorted({c for c, _ in cells}), device):
+            for _, percentage in (cell for cell in cells if cell[0] == cut_point):
+                repeats = [(percentage, r) for p, c, r in runs if (c, p) == (cut_point, percentage)]
+                trained = train_group(cfg, task, source, cut_point, repeats, inputs)
+                # a cell's repeats train and are saved together, so a resumed sweep groups runs
+                # exactly as an uninterrupted one does
+                records = [_record(cfg, percentage, cut_point, repeat, result)
+                           for (_, repeat), (_, result) in zip(repeats, trained)]
+                files[kind].add(*records)
+                bar.update(len(records))
+                for record in records if on_run else ():
                     on_run(record)
     bar.close()
     return {kind: f.path for kind, f in files.items()}

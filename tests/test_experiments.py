@@ -52,21 +52,25 @@ def test_sweep_writes_contract_files_and_is_deterministic(output_root, source_mo
         assert _without_seconds(first[kind]) == _without_seconds(second[kind])
 
 
-def test_interrupted_sweep_resumes_without_lost_or_duplicated_runs(output_root):
-    seen = []
+def test_interrupted_sweep_resumes_without_lost_or_duplicated_runs(output_root, monkeypatch):
+    train_group, cells = experiments.train_group, []
 
-    def stop_after_three(record):
-        seen.append(record)
-        if len(seen) == 3:
-            raise KeyboardInterrupt
+    def interrupted_in_third_cell(*args):
+        cells.append(args[3])
+        if len(cells) == 3:
+            raise KeyboardInterrupt  # as Ctrl-C while the cell at cut 2 trains
+        return train_group(*args)
 
+    monkeypatch.setattr(experiments, "train_group", interrupted_in_third_cell)
     with pytest.raises(KeyboardInterrupt):
-        experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None, on_run=stop_after_three)
+        experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None)
     path = experiments.results_path("MNIST", "results", "regular", "FR")
-    assert len(experiments.load_results(path)[1]) == 3
+    assert [(r["sampled_cut_point"], r["repeat"]) for r in experiments.load_results(path)[1]] == \
+        [(0, 0), (0, 1), (1, 0), (1, 1)]
+    monkeypatch.setattr(experiments, "train_group", train_group)
     resumed = []
     experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None, on_run=resumed.append)
-    assert len(resumed) == 6 + 2 - 3
+    assert [r["sampled_cut_point"] for r in resumed] == [2, 2, -1, -1]
     records = experiments.load_results(path)[1]
     keys = [(r["sampled_cut_point"], r["repeat"]) for r in records]
     assert sorted(keys) == sorted({(c, r) for c in (0, 1, 2) for r in (0, 1)})
