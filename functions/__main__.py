@@ -5,6 +5,7 @@ import argparse
 import ast
 import sys
 import time
+from pathlib import Path
 
 from .config import FOLDERS, SETUPS, get_setup, profile
 from .data import DataError, SPECS, prepare
@@ -110,6 +111,26 @@ def cmd_sample_efficiency(args):
     print(f"wrote {result.path}")
 
 
+def cmd_recommend(args):
+    import pandas as pd
+    from .data import REPO_ROOT
+    from .experiments import write_json_atomic
+    from .study import collected_records
+    from .transferability import recommender_eval, save_records
+    records = collected_records()
+    table = recommender_eval(records)
+    with pd.option_context("display.width", 200):
+        print(f"{len(records)} records of {records['setup'].nunique()} setups; leave-one-setup-out:")
+        print(table.round(3).to_string(index=False))
+    out = REPO_ROOT / "benchmarks" / "results" if args.out is None else args.out
+    print(f"wrote {save_records(records, out / 'transferability_records.csv')}")
+    rows = table.round(6).astype(object).where(table.notna(), None)  # JSON has null, not NaN
+    summary = {"setups": sorted(records["setup"].unique()), "features": table.attrs["features"],
+               "methods": rows.to_dict(orient="records")}
+    write_json_atomic(out / "transferability_recommender.json", summary)
+    print(f"wrote {out / 'transferability_recommender.json'}")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m functions", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -178,6 +199,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--update-url", help="measure an outside method: http://host:port serving /model/update_weights")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sample_efficiency)
+
+    p = sub.add_parser("recommend", help="leave-one-setup-out test of a recommender on every folder's "
+                                         "transferability records")
+    p.add_argument("--out", type=Path, help="folder for the collected records and the evaluation "
+                                            "(default: benchmarks/results)")
+    p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("summary", help="summary table of a folder's results files")
     experiment_args(p)

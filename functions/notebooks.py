@@ -184,11 +184,66 @@ def _transferability(folder: str) -> list:
                  "plots.save_figure(figure, folder, f'logme_vs_accuracy_{setup}_{mode}')\ndisplay(figure)"),
         ("md", "## Verdict"),
         ("code", "print(study.transferability_verdict(validation))"),
+        ("md", "## Records for the recommender\nOne row per percentage and cut point: model and target metadata, the "
+               "scores and the measured accuracy. `python -m functions recommend` collects the rows of every folder "
+               "and asks whether a regression on metadata and scores, tested on a setup it has not seen, ranks the "
+               "cut points better than the best single score."),
+        ("code", "path = study.save_transferability_records(chosen, cfg, scores, records, source, task)\n"
+                 "display(pd.read_csv(path).head())"),
+    ]
+
+
+def _sample_efficiency(folder: str) -> list:
+    setup = next(n for f, n in SETUPS if f == folder)
+    parameters = "\n".join([
+        f"folder = {folder!r}", f"setup = {setup!r}  # whose pretrained source model extracts the features",
+        'tasks = ["binary", "all"]  # the first two target classes, and all of them',
+        "methods = None  # None: every head-update method; the first is the baseline (adam)",
+        "seeds = 10  # seeded streams per method: medians and IQRs are over these",
+        "batch_size = 1  # samples per update", "max_samples = 1000  # stream length",
+        "evaluation_frequency = 1  # validate after this many samples",
+        "threshold = 0.8  # milestone: validation accuracy at or above this ...",
+        "window = 10  # ... for this many consecutive evaluations",
+        "output_root = None  # None: write into this repository's study folders"])
+    return [
+        ("md", f"# {folder}: how few target samples does a linear head need?\nThe pretrained source network is "
+               "frozen and its pooled last conv activation is the feature vector. Target images arrive one small "
+               "batch at a time and only a linear head is updated. After every evaluation step the head is scored "
+               "on the whole validation set; the **milestone** is the number of samples seen when the accuracy has "
+               "stayed at or above the threshold for `window` consecutive evaluations. **Relative efficiency** is "
+               "the baseline's milestone (one Adam step per batch) divided by the method's: 10 means the method "
+               "needs a tenth of the samples."),
+        ("code", parameters),
+        ("code", "%matplotlib inline\nfrom IPython.display import Image, display\n"
+                 "from functions import heads, sample_efficiency, study\n"
+                 "study.use_output_root(output_root)\n"
+                 "results = {task: sample_efficiency.run_study(\n"
+                 "    folder, setup, task, methods=tuple(methods or heads.METHODS), seeds=seeds, batch_size=batch_size,\n"
+                 "    max_samples=max_samples, evaluation_frequency=evaluation_frequency, threshold=threshold,\n"
+                 "    window=window, progress=False, log=lambda *_: None) for task in tasks}"),
+        ("md", "## Milestones per method\nMedian and inter-quartile range of the milestone over the seeds that "
+               "reached it, how many seeds never reached it within the stream, the median relative efficiency "
+               "(over seeds where both the method and the baseline reached it) and the median final accuracy. "
+               "Results files are resumed: a re-run with the same parameters reads them."),
+        ("code", "for task, result in results.items():\n"
+                 "    params = result.params\n"
+                 "    print(f\"{task}: {params['dataset']} classes {params['classes']}, {params['pool_size']} samples to \"\n"
+                 "          f\"stream, {params['val_size']} to validate\")\n"
+                 "    print(sample_efficiency.format_summary(result.table), end='\\n\\n')"),
+        ("md", "## Learning curves and milestones\nFirst figure of each task: median validation accuracy (band: IQR "
+               "over seeds) against the samples seen, log x; the dashed line is the threshold. Second: the milestones "
+               "per method, with the number of seeds that never reached it under each box. Curves that rise "
+               "earlier and boxes that sit lower mean fewer target samples are needed."),
+        ("code", "for task, result in results.items():\n"
+                 "    for figure in result.figures:\n"
+                 "        display(Image(filename=str(figure)))"),
     ]
 
 
 def kinds(folder: str) -> list[str]:
-    return ["empirical", "truncation", "clustering", "visualizations", "transferability"]
+    study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
+    # the sample-efficiency study streams the target data of folders whose datasets are available offline
+    return study_kinds + (["sample_efficiency"] if folder != "CIFAR" else [])
 
 
 def cells(folder: str, kind: str) -> list:
@@ -206,6 +261,8 @@ def cells(folder: str, kind: str) -> list:
         return _visualizations(folder)
     if kind == "transferability":
         return _transferability(folder)
+    if kind == "sample_efficiency":
+        return _sample_efficiency(folder)
     raise ValueError(f"no notebook template {kind!r}")
 
 

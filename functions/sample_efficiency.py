@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import heads
 from .config import Config, get_setup, profile
-from .data import REPO_ROOT, SPECS, DataError, data_root, load_task
+from .data import SPECS, DataError, data_root, load_task
 from .models import StudyCNN
 from .study import default_setup
 
@@ -422,7 +422,9 @@ def results_name(folder: str, setup: str | None, task: str, dataset: str | None,
 
 
 def results_path(folder: str, name: str) -> Path:
-    return REPO_ROOT / folder / "results" / f"sample_efficiency_{name}.json"
+    """Beside the folder's sweep results (under ``$TRANSFER_OUTPUT_ROOT`` when that is set)."""
+    from .experiments import output_root
+    return output_root() / folder / "results" / f"sample_efficiency_{name}.json"
 
 
 def summary(records: list[dict], baseline: str = heads.BASELINE) -> pd.DataFrame:

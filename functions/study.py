@@ -138,3 +138,33 @@ def transferability_verdict(validation) -> str:
                      f"{best['kendall_tau']:.2f}); its top cut {best['score_top_cut']} {found} the measured best "
                      f"cut {best['best_cut']}; {int(rows['top_cut_ok'].sum())} of {len(rows)} scores found it.")
     return "\n".join(lines) or "no score varies over the cut points"
+
+
+def records_path(setup: Setup, mode: str) -> Path:
+    return results_path(setup.folder, "results", setup.name, mode).with_name(
+        f"transferability_records_{setup.name}_{mode}.csv")
+
+
+def save_transferability_records(setup: Setup, cfg: Config, scores: dict, records: list, model, task) -> Path:
+    """The folder's rows of the recommender's records (model and target metadata, scores, measured
+    accuracy per cut and percentage), written beside its results files for
+    ``python -m functions recommend`` to collect."""
+    from . import transferability
+    from .experiments import pretrained_info
+    frame = transferability.build_records(scores, records, setup=setup, cfg=cfg, model=model,
+                                          n_target_train=len(task.train),
+                                          source_test_acc=pretrained_info(setup, cfg)["test_acc"])
+    return transferability.save_records(frame.round(6), records_path(setup, cfg.mode))
+
+
+def collected_records() -> "pd.DataFrame":
+    """Every study folder's transferability records under the output root, in one table."""
+    import pandas as pd
+    from .experiments import output_root
+    paths = sorted(p for folder in sorted({f for f, _ in SETUPS})
+                   for p in (output_root() / folder / "results").glob("transferability_records_*.csv"))
+    if not paths:
+        raise DataError("no transferability records found; execute the folders' transferability notebooks "
+                        "(`make notebooks`) first")
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+

@@ -1,3 +1,8 @@
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -237,17 +242,47 @@ def test_forward_flops_count_conv_and_linear_multiply_adds(tiny_model):
     assert counter.get_total_flops() == expected
 
 
-def test_records_and_leave_one_setup_out_recommender(tiny_model, tmp_path):
+SETUPS_OF_RECORDS = [("MNIST", "regular"), ("FashionMNIST", "regular"), ("MNIST_to_FashionMNIST", "cross")]
+
+
+def three_setups_records(model) -> list:
+    """Records of three setups whose logme_flat follows the accuracy and whose hscore_gap is noise."""
     cfg = Config(num_channels=8, depth=3)
     frames = []
-    for i, (folder, name) in enumerate([("MNIST", "regular"), ("FashionMNIST", "regular"),
-                                        ("MNIST_to_FashionMNIST", "cross")]):
+    for i, (folder, name) in enumerate(SETUPS_OF_RECORDS):
         accuracy = {0.01: [0.5 + 0.05 * c + 0.01 * i for c in range(4)],
                     0.1: [0.9 - 0.04 * c - 0.01 * i for c in range(4)]}
         scores = {p: pd.DataFrame({"cut_point": range(4), "logme_flat": np.array(acc) * 2 - 1,
                                    "hscore_gap": rng(i).standard_normal(4)}) for p, acc in accuracy.items()}
         frames.append(build_records(scores, hand_made_records(accuracy), setup=get_setup(folder, name), cfg=cfg,
-                                    model=tiny_model, n_target_train=27000, source_test_acc=0.98))
+                                    model=model, n_target_train=27000, source_test_acc=0.98))
+    return frames
+
+
+def test_recommend_command_collects_every_folders_records(tiny_model, tmp_path):
+    for (folder, name), frame in zip(SETUPS_OF_RECORDS, three_setups_records(tiny_model)):
+        save_records(frame, tmp_path / "root" / folder / "results" / f"transferability_records_{name}_FR.csv")
+    done = subprocess.run([sys.executable, "-m", "functions", "recommend", "--out", str(tmp_path / "out")],
+                          env={**os.environ, "TRANSFER_OUTPUT_ROOT": str(tmp_path / "root")},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "24 records of 3 setups" in done.stdout
+    assert len(pd.read_csv(tmp_path / "out" / "transferability_records.csv")) == 24
+    summary = json.loads((tmp_path / "out" / "transferability_recommender.json").read_text())
+    methods = {m["method"]: m for m in summary["methods"]}
+    assert methods["logme_flat"]["kendall_tau"] == pytest.approx(1.0) and methods["hscore_gap"]["mae"] is None
+    assert summary["setups"] == sorted(f"{f}/{n}" for f, n in SETUPS_OF_RECORDS)
+
+
+def test_recommend_command_without_records_says_what_to_run(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "functions", "recommend", "--out", str(tmp_path)],
+                          env={**os.environ, "TRANSFER_OUTPUT_ROOT": str(tmp_path)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "transferability notebooks" in done.stderr
+
+
+def test_records_and_leave_one_setup_out_recommender(tiny_model, tmp_path):
+    frames = three_setups_records(tiny_model)
     records = pd.concat(frames, ignore_index=True)
     assert len(records) == 3 * 2 * 4
     assert set(records["domain"]) == {"same-dataset", "cross-dataset"}
