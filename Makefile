@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # folders whose notebooks carry executed outputs (see README: the others are not executed yet)
-NOTEBOOK_FOLDERS := MNIST
+NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST
 export MPLBACKEND := Agg
 
 .PHONY: demo test data pretrained results notebooks serve clean

@@ -84,7 +84,10 @@ def cmd_notebooks(args):
     for folder, kind in notebooks.all_notebooks():
         if args.folders and folder not in args.folders:
             continue
-        print(f"{'executed' if args.execute else 'wrote'} {notebooks.write(folder, kind, execute=args.execute)}")
+        began = time.perf_counter()
+        path = notebooks.write(folder, kind, execute=args.execute)
+        print(f"executed {path} in {time.perf_counter() - began:.0f} s" if args.execute else f"wrote {path}",
+              flush=True)
 
 
 def cmd_sweep(args):
