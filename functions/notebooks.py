@@ -189,7 +189,9 @@ def _transferability(folder: str) -> list:
                "and asks whether a regression on metadata and scores, tested on a setup it has not seen, ranks the "
                "cut points better than the best single score."),
         ("code", "path = study.save_transferability_records(chosen, cfg, scores, records, source, task)\n"
-                 "display(pd.read_csv(path).head())"),
+                 "table = pd.read_csv(path)\n"
+                 "print(f'{len(table)} records with {table.shape[1]} columns in {path.name}; some of them:')\n"
+                 "display(table[['setup', 'mode', 'percentage', 'cut_point', 'logme_flat', 'test_acc']].round(3))"),
     ]
 
 

@@ -130,13 +130,18 @@ def validate_scores(scores: dict, records: list) -> "pd.DataFrame":
 
 def transferability_verdict(validation) -> str:
     """One line per percentage: the score that ranked the cut points best and whether it found the best cut."""
+    import pandas as pd
     lines = []
     for percentage, rows in validation.dropna(subset=["kendall_tau"]).groupby("percentage"):
         best = rows.sort_values("kendall_tau", ascending=False, kind="stable").iloc[0]
-        found = "found" if best["top_cut_ok"] else "missed"
+        if pd.isna(best["score_top_cut"]):
+            top = "it ties several cut points at the top, so it names no best cut"
+        else:
+            top = (f"its top cut {best['score_top_cut']} {'found' if best['top_cut_ok'] else 'missed'} "
+                   f"the measured best cut {best['best_cut']}")
         lines.append(f"{percentage:g} of the data: {best['score']} ranks the cut points best (Kendall tau "
-                     f"{best['kendall_tau']:.2f}); its top cut {best['score_top_cut']} {found} the measured best "
-                     f"cut {best['best_cut']}; {int(rows['top_cut_ok'].sum())} of {len(rows)} scores found it.")
+                     f"{best['kendall_tau']:.2f}); {top}; {int(rows['top_cut_ok'].sum())} of {len(rows)} scores "
+                     f"found the best cut or one not significantly worse.")
     return "\n".join(lines) or "no score varies over the cut points"
 
 

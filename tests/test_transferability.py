@@ -297,3 +297,15 @@ def test_records_and_leave_one_setup_out_recommender(tiny_model, tmp_path):
     assert "logme_flat" in summary.attrs["features"]
     with pytest.raises(DataError, match="two setups"):
         recommender_eval(frames[0])
+
+
+def test_verdict_names_the_best_ranking_score_and_whether_it_found_the_best_cut():
+    from functions.study import transferability_verdict
+    validation = pd.DataFrame({
+        "percentage": [0.01, 0.01, 0.01, 0.05], "score": ["logme_flat", "hscore_flat", "leep", "logme_flat"],
+        "kendall_tau": [0.4, 0.6, np.nan, 0.7], "score_top_cut": pd.array([5, pd.NA, pd.NA, 2], dtype="Int64"),
+        "best_cut": [4, 4, 4, 3], "top_cut_ok": [True, False, False, False]})
+    lines = transferability_verdict(validation).splitlines()
+    assert lines[0].startswith("0.01 of the data: hscore_flat ranks the cut points best (Kendall tau 0.60)")
+    assert "ties several cut points" in lines[0] and "1 of 2 scores" in lines[0]
+    assert "its top cut 2 missed the measured best cut 3" in lines[1]
