@@ -15,7 +15,6 @@ sweep over cut points runs the pretrained network through each image once in all
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from contextlib import nullcontext

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import models
+from .atomic import atomic_file
 from .config import Config, Grid, Setup, baseline_params, source_params
 from .data import REPO_ROOT, DataError, TaskData, balanced_subset, load_task, subset_seed
 from .engine import fit_group, staged_inputs
@@ -42,14 +42,9 @@ def results_path(folder: str, kind: str, setup_name: str, mode: str | None = Non
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_file(path) as fh:
         json.dump(obj, fh, indent=1)
         fh.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; results are for everyone to read
-    os.replace(tmp, path)
 
 
 def load_results(path: Path) -> tuple[dict, list[dict]]:

@@ -7,8 +7,6 @@ notebook cell's last value (or ``display(fig)``) to see it, and :func:`save_figu
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from .atomic import atomic_file
 from .clustering import layer_order, layer_scores
 from .data import DataError
 from .experiments import load_results, output_root, results_path
@@ -228,12 +227,8 @@ def save_figure(fig: Figure, folder, name: str, dpi: int = 150) -> Path:
     """Write ``fig`` as PNG atomically, without the software-version stamp, so equal figures
     give equal files."""
     path = figure_path(folder, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=dpi, metadata={"Software": None})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
     return path
 
 

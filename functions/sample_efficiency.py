@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import heads
+from .atomic import atomic_file
 from .config import Config, get_setup, profile
 from .data import SPECS, DataError, data_root, load_task
 from .models import StudyCNN
@@ -270,11 +270,8 @@ def task_features(extractor: Extractor, task: TargetTask, cache_dir: Path | None
     arrays = {"train_x": extractor(train.x * std + mean), "train_y": train.y.numpy(),
               "val_x": extractor(data.val.x * std + mean), "val_y": data.val.y.numpy()}
     seconds = time.perf_counter() - began
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_file(path, "wb") as fh:
         np.savez(fh, **arrays)
-    os.replace(tmp, path)
     log(f"extracted {extractor.kind} features of {task.dataset} {list(task.classes)} "
         f"({len(arrays['train_y'])} train, {len(arrays['val_y'])} val) in {seconds:.1f} s -> {path}")
     return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, seconds=seconds)
@@ -459,11 +456,8 @@ def format_summary(table: pd.DataFrame) -> str:
 
 
 def _save_png(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120, metadata={"Software": None})
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120, metadata={"Software": None})
 
 
 def plot_study(records: list[dict], params: dict, stem: Path) -> list[Path]:

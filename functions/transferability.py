@@ -20,8 +20,6 @@ with a leave-one-setup-out recommender.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -38,6 +36,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_file
 from .config import Config, Setup
 from .data import DataError, Split
 from .models import StudyCNN
@@ -490,12 +489,8 @@ def validate_against_sweeps(scores: pd.DataFrame, records, tolerance=None) -> pd
 
 
 def _save_png_atomic(fig, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    fig.savefig(tmp, format="png", dpi=120, metadata={"Software": None})
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120, metadata={"Software": None})
 
 
 def plot_score_vs_accuracy(scores: pd.DataFrame, records, score: str = "logme_flat", path=None):
@@ -592,11 +587,8 @@ def build_records(scores, records, *, setup: Setup, cfg: Config, model: StudyCNN
 def save_records(frame: pd.DataFrame, path) -> Path:
     """Write a records table as CSV atomically (temp file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_file(path) as fh:
         frame.to_csv(fh, index=False)
-    os.replace(tmp, path)
     return path
 
 

@@ -1,0 +1,28 @@
+"""Files written whole or not at all: a temporary file beside the target, then a rename.
+
+An interrupted write (Ctrl-C, a full disk, a killed job) leaves the previous file in place, so a
+resumed sweep never reads half a results file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_file(path, mode: str = "w"):
+    """Open a temporary file for writing; on success it replaces ``path`` (readable by all, as
+    results are), on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
