@@ -493,7 +493,11 @@ def plot_study(records: list[dict], params: dict, stem: Path) -> list[Path]:
     total = [sum(1 for r in records if r["method"] == m) for m in methods]
     ax.boxplot([v if v else [np.nan] for v in reached], showfliers=True)
     ax.set_xticks(range(1, len(methods) + 1), [f"{m}\n{n}/{t} never" for m, n, t in zip(methods, never, total)])
-    ax.set_yscale("log")
+    if any(reached):
+        ax.set_yscale("log")
+    else:  # nothing to draw on a log axis
+        ax.text(0.5, 0.5, f"no method reached the milestone within {params['max_samples']} samples",
+                transform=ax.transAxes, ha="center", va="center")
     ax.set_ylabel(f"samples to milestone ({params['window']} evaluations >= {params['threshold']:g})")
     ax.set_xlabel("method")
     fig.tight_layout()

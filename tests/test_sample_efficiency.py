@@ -114,6 +114,18 @@ def test_summary_counts_never_reached_and_pairs_seeds():
     assert "never" not in se.format_summary(table).split("\n")[1]
 
 
+@pytest.mark.parametrize("reached", [True, False])
+def test_study_figures_are_drawn_whether_or_not_any_method_reached_the_milestone(tmp_path, reached):
+    samples = [1, 2, 3, 4]
+    records = [{"method": m, "seed": s, "milestone": (3 + s if reached and m == "slda" else None),
+                "samples": samples, "accuracy": [0.2, 0.5, 0.7 + 0.1 * reached, 0.9 * reached]}
+               for m in ("adam", "slda") for s in range(3)]
+    params = {"threshold": 0.8, "window": 2, "max_samples": 4, "dataset": "MNIST", "classes": [5, 6]}
+    paths = se.plot_study(records, params, tmp_path / "figures" / "study")
+    assert [p.name for p in paths] == ["study_curves.png", "study_milestones.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
 # ----------------------------------------------------------------------------- extractors and cache
 
 def test_adapt_converts_channels_and_size():
