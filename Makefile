@@ -26,7 +26,7 @@ demo: data
 
 # unit tests on both cores, then every notebook under nbval (one thread per process: two at once)
 test: data
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadscope tests \
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadscope --durations=8 tests \
 		--nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOK_FOLDERS)
 
 # the committed source models (quick profile) of every folder whose data is available offline
