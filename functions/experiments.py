@@ -24,6 +24,7 @@ from .data import REPO_ROOT, DataError, TaskData, balanced_subset, load_task, su
 from .engine import fit_group, staged_inputs
 from .training import fit
 
+
 def output_root() -> Path:
     """Where study folders' results and source models go: ``$TRANSFER_OUTPUT_ROOT`` or the repository."""
     return Path(os.environ.get("TRANSFER_OUTPUT_ROOT", REPO_ROOT)).resolve()
@@ -194,7 +195,8 @@ def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, i
 
 
 def train_run(cfg: Config, task: TaskData, pretrained, cut_point: int, percentage: float, repeat: int, inputs):
-    """One run of :func:`train_group`: the same numbers as inside its sweep."""
+    """One run of :func:`train_group`: the sweep's run again, equal up to float rounding (the
+    sweep trains a cell's repeats as one group)."""
     return train_group(cfg, task, pretrained, cut_point, [(percentage, repeat)], inputs)[0]
 
 
@@ -223,10 +225,11 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
     bar = tqdm(total=total, desc=f"{setup.folder}/{setup.name} {cfg.mode}", disable=not progress, unit="run")
     for kind, runs in todo.items():
         source = pretrained if kind == "results" else None
-        cells = sorted({(c, p) for p, c, _ in runs})
+        cells: dict[tuple, list] = {}  # (cut point, percentage) -> its pending runs
+        for percentage, cut_point, repeat in runs:
+            cells.setdefault((cut_point, percentage), []).append((percentage, repeat))
         for cut_point, inputs in inputs_per_cut(cfg, task, source, sorted({c for c, _ in cells}), device):
-            for _, percentage in (cell for cell in cells if cell[0] == cut_point):
-                repeats = [(percentage, r) for p, c, r in runs if (c, p) == (cut_point, percentage)]
+            for (_, percentage), repeats in sorted(item for item in cells.items() if item[0][0] == cut_point):
                 trained = train_group(cfg, task, source, cut_point, repeats, inputs)
                 # a cell's repeats train and are saved together, so a resumed sweep groups runs
                 # exactly as an uninterrupted one does

@@ -29,6 +29,7 @@ from .atomic import atomic_file
 from .config import Config, get_setup, profile
 from .data import SPECS, DataError, data_root, load_task
 from .models import StudyCNN
+from .experiments import differing_keys, load_pretrained, load_results, output_root, write_json_atomic
 from .study import default_setup
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes: old cache files are then ignored
@@ -165,7 +166,6 @@ def torchvision_extractor(arch: str, weights_path: Path, input_size: int = 224) 
 def source_extractor(folder: str, setup: str | None = None, profile_name: str = "quick", cut: int | None = None,
                      train_if_missing: bool = True, log=print) -> Extractor:
     """The folder's pretrained source model (``experiments.load_pretrained``) cut at ``cut``."""
-    from .experiments import load_pretrained
 
     the_setup = get_setup(folder, setup or default_setup(folder))
     cfg, _ = profile(profile_name, the_setup)
@@ -420,7 +420,6 @@ def results_name(folder: str, setup: str | None, task: str, dataset: str | None,
 
 def results_path(folder: str, name: str) -> Path:
     """Beside the folder's sweep results (under ``$TRANSFER_OUTPUT_ROOT`` when that is set)."""
-    from .experiments import output_root
     return output_root() / folder / "results" / f"sample_efficiency_{name}.json"
 
 
@@ -529,8 +528,6 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
     record per method x seed; a re-run with the same parameters keeps the records already there),
     the two figures under ``<folder>/results/figures/``, and logs the summary table.
     """
-    from .experiments import differing_keys, load_results, write_json_atomic
-
     unknown = sorted(set(methods) - set(heads.METHODS))
     if unknown:
         raise DataError(f"unknown method(s) {unknown}; choose from {sorted(heads.METHODS)}")

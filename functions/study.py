@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .config import SETUPS, Config, Grid, Setup, get_setup, profile
 from .data import DataError, load_task
-from .experiments import (load_pretrained, load_results, pick_device, results_path, run_inputs, subset_index,
-                          train_run)
+from .experiments import (load_pretrained, load_results, output_root, pick_device, pretrained_info, results_path,
+                          run_inputs, subset_index, train_run)
 
 
 def default_setup(folder: str) -> str:
@@ -155,7 +155,6 @@ def save_transferability_records(setup: Setup, cfg: Config, scores: dict, record
     accuracy per cut and percentage), written beside its results files for
     ``python -m functions recommend`` to collect."""
     from . import transferability
-    from .experiments import pretrained_info
     frame = transferability.build_records(scores, records, setup=setup, cfg=cfg, model=model,
                                           n_target_train=len(task.train),
                                           source_test_acc=pretrained_info(setup, cfg)["test_acc"])
@@ -165,7 +164,6 @@ def save_transferability_records(setup: Setup, cfg: Config, scores: dict, record
 def collected_records() -> "pd.DataFrame":
     """Every study folder's transferability records under the output root, in one table."""
     import pandas as pd
-    from .experiments import output_root
     paths = sorted(p for folder in sorted({f for f, _ in SETUPS})
                    for p in (output_root() / folder / "results").glob("transferability_records_*.csv"))
     if not paths:
