@@ -246,7 +246,7 @@ def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> d
             group = [(r, index) for q, r, index in cells if q == p]
             seeds = [run_seed(cfg.generate_dataset_seed, p, cut_point, r) for r, _ in group]
             group_models = [build_model(pretrained, cfg, cut_point, k, in_shape, s) for s in seeds]
-            trains = [train_split.subset(torch.searchsorted(rows, index)) for _, index in group]
+            trains = [train_split.view(torch.searchsorted(rows, index)) for _, index in group]
             done = eng.timed(cut_point, lambda: engine.fit_group(
                 group_models, trains, val_split, test_split, lr=cfg.lr_fine_tune, max_epochs=cfg.num_train,
                 patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seeds=seeds, start=start))
@@ -284,7 +284,7 @@ def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> d
     load["after"] = [round(x, 2) for x in os.getloadavg()]
     differences = [abs(a - b) for a, b in accuracy_pairs]
     busiest = max(load["before"][0], load["after"][0], *load["during"])
-    busy = busiest > 1.5 * len(os.sched_getaffinity(0))
+    busy = busiest > len(os.sched_getaffinity(0)) + 0.5  # this process alone keeps every core busy
     return {
         "benchmark": "MNIST regular FR sweep: conventional loop vs engine",
         "smoke": smoke,

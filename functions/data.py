@@ -301,6 +301,28 @@ class Split:
     def to(self, device) -> "Split":
         return Split(self.x.to(device), self.y.to(device))
 
+    def view(self, index: torch.Tensor) -> "RowView":
+        return RowView(self, index)
+
+
+@dataclass
+class RowView:
+    """Rows ``index`` of ``pool``, gathered only when asked for: the runs of a sweep share one
+    pool instead of each holding a copy (a cached prefix of the whole training set alone can
+    take gigabytes)."""
+
+    pool: Split
+    index: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def subset(self, index: torch.Tensor) -> Split:
+        return self.pool.subset(self.index[index])
+
+    def to(self, device) -> "RowView":
+        return RowView(self.pool.to(device), self.index.to(device))
+
 
 @dataclass
 class TaskData:

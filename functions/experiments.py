@@ -187,7 +187,7 @@ def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, i
     in_shape = tuple(task.train.x.shape[1:])
     nets = [models.build(cfg, in_shape, task.num_classes, seed) if pretrained is None
             else models.cut(pretrained, cut_point, cfg, task.num_classes, seed) for seed in seeds]
-    trains = [train.subset(subset_index(cfg, task, p, r).to(train.y.device)) for p, r in runs]
+    trains = [train.view(subset_index(cfg, task, p, r).to(train.y.device)) for p, r in runs]
     results = fit_group(nets, trains, val, test, lr=cfg.lr_fine_tune, max_epochs=cfg.num_train,
                         patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seeds=seeds, start=start,
                         device=train.y.device)

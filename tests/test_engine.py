@@ -39,12 +39,13 @@ def _noisy(split, seed):
     return Split(split.x, split.y[torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))])
 
 
-def _compare(make, trains, val, test, seeds, *, max_epochs, patience, start=0):
+def _compare(make, trains, val, test, seeds, *, max_epochs, patience, start=0, group_trains=None, **group_args):
+    """``fit`` run by run on ``trains`` against one ``fit_group`` on ``group_trains`` (default: the same)."""
     one_by_one, grouped = [make(i) for i in range(len(seeds))], [make(i) for i in range(len(seeds))]
     expected = [fit(m, t, val, test, max_epochs=max_epochs, patience=patience, seed=s, start=start, **FIT)
                 for m, t, s in zip(one_by_one, trains, seeds)]
-    got = engine.fit_group(grouped, trains, val, test, max_epochs=max_epochs, patience=patience, seeds=seeds,
-                           start=start, device="cpu", **FIT)
+    got = engine.fit_group(grouped, group_trains or trains, val, test, max_epochs=max_epochs, patience=patience,
+                           seeds=seeds, start=start, device="cpu", **group_args, **FIT)
     for a, b, ma, mb in zip(expected, got, one_by_one, grouped):
         assert (a.epochs, a.status, a.n_train) == (b.epochs, b.status, b.n_train)
         for key in ("train_acc", "val_acc", "test_acc"):
@@ -68,14 +69,14 @@ def test_group_equals_fit_run_by_run_with_early_stopping_and_divergence():
     assert len(set(epochs[:3])) > 1, "the check needs runs that stop at different epochs"
 
 
-def test_group_on_cached_prefix_equals_fit_on_it():
+def test_group_on_rows_of_a_cached_prefix_equals_fit_on_copies_of_them():
     source = models.build(CFG, (1, 28, 28), 3, seed=0)
-    raw = [_blobs(40, 30), _blobs(40, 31), _blobs(50, 32), _blobs(60, 33)]
-    train_x = [prefix_features(source, s, 2) for s in raw]
+    pool = prefix_features(source, _blobs(120, 30), 2)
+    rows = [torch.randperm(120, generator=torch.Generator().manual_seed(i))[:n] for i, n in enumerate((40, 40, 50))]
     val, test = (prefix_features(source, s, 2) for s in (_blobs(60, 4), _blobs(60, 5)))
     # sizes differ (40, 40, 50): groups of equal size train in turn
-    _compare(lambda i: models.cut(source, 2, CFG, 3, seed=i), train_x[:3], val, test, seeds=[5, 6, 7],
-             max_epochs=3, patience=3, start=2)
+    _compare(lambda i: models.cut(source, 2, CFG, 3, seed=i), [pool.subset(r) for r in rows], val, test,
+             seeds=[5, 6, 7], max_epochs=3, patience=3, start=2, group_trains=[pool.view(r) for r in rows])
 
 
 @pytest.mark.parametrize("mode", ["F", "FT"])
@@ -87,19 +88,16 @@ def test_group_equals_fit_for_other_modes_and_heads(mode):
              seeds=[8, 9], max_epochs=3, patience=3)
 
 
-def test_baseline_group_and_memory_bound_split_into_smaller_groups():
-    cfg = CFG
+def test_memory_bound_trains_baselines_in_micro_batches_and_one_run_per_group():
+    """With a budget of one byte each step runs image by image, each run in its own group;
+    the summed gradients are the batch's gradient, so the runs equal ``fit``'s."""
     trains = [_blobs(32, 50 + i) for i in range(3)]
-    make = lambda i: models.build(cfg, (1, 28, 28), 3, seed=i)  # noqa: E731
-    a = [make(i) for i in range(3)]
-    b = [make(i) for i in range(3)]
-    args = dict(max_epochs=2, patience=3, seeds=[1, 2, 3], device="cpu", **FIT)
-    whole = engine.fit_group(a, trains, _blobs(40, 8), _blobs(40, 9), **args)
-    one_each = engine.fit_group(b, trains, _blobs(40, 8), _blobs(40, 9), group_bytes=1, **args)
-    assert [r.test_acc for r in whole] == pytest.approx([r.test_acc for r in one_each])
-    for ma, mb in zip(a, b):
-        for name, tensor in ma.state_dict().items():
-            torch.testing.assert_close(tensor, mb.state_dict()[name], rtol=1e-4, atol=1e-5)
+    _compare(lambda i: models.build(CFG, (1, 28, 28), 3, seed=i), trains, _blobs(40, 8), _blobs(40, 9),
+             seeds=[1, 2, 3], max_epochs=2, patience=3, step_bytes=1)
+
+
+def test_micro_batches_split_a_batch_evenly():
+    assert [engine._even_parts(size, 64) for size in (16, 64, 65, 260, 4096)] == [16, 64, 33, 52, 64]
 
 
 def test_staged_inputs_match_prefix_features_and_respect_the_memory_bound():
