@@ -16,6 +16,7 @@ Results: ``benchmarks/results/sweep_<device>.json``; the measured numbers are in
 
     PYTHONPATH=. .venv/bin/python benchmarks/sweep_benchmark.py            # full grid
     PYTHONPATH=. .venv/bin/python benchmarks/sweep_benchmark.py --smoke    # seconds; writes nothing
+    PYTHONPATH=. .venv/bin/python benchmarks/sweep_benchmark.py --memory   # peak memory, paper grid
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import json
 import os
 import platform
 import resource
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
 from functions import engine, models
-from functions.config import Config, get_setup
+from functions.config import Config, Grid as SweepGrid, get_setup, profile
 from functions.data import Split, balanced_subset, data_root, load_task, spec, subset_seed
-from functions.experiments import load_pretrained, run_seed, write_json_atomic
+from functions.experiments import load_pretrained, run_seed, run_sweep, write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASELINE = -1
@@ -355,6 +357,34 @@ def profile_engine(smoke: bool) -> dict:
     }
 
 
+def paper_grid_memory(pretrain_epochs: int) -> dict:
+    """Peak host memory of a real sweep (``run_sweep``, results into a temporary folder) over the
+    cells of the MNIST ``paper`` grid that need the most: the largest percentage at every cut
+    point and the baseline, one epoch.  Neither more epochs nor more repeats add memory: each
+    step's activations are bounded by micro-batches, and runs share their training pool."""
+    engine.configure_threads()
+    setup = get_setup("MNIST", "regular")
+    paper, grid = profile("paper", setup)
+    cfg = paper.replace(num_train=1, early_stop_patience=6, num_train_pretrain=pretrain_epochs)
+    top = max(grid.percentages)
+    sweep = SweepGrid((top,), grid.cut_points, {top: 2})
+    wall = time.perf_counter()
+    with tempfile.TemporaryDirectory() as root:
+        os.environ["TRANSFER_OUTPUT_ROOT"] = root  # the committed source model is reused from the repository
+        run_sweep(setup, cfg.with_mode("FR"), sweep, progress=False, log=lambda *_: None, device="cpu")
+    wall = time.perf_counter() - wall
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "benchmark": "peak host memory of the MNIST paper grid, FR, through run_sweep",
+        "cells": {"percentage": top, "repeats": 2, "epochs": 1, "cut_points": list(grid.cut_points),
+                  "baseline": True, "paper_grid_percentages": list(grid.percentages)},
+        "engine_budgets_bytes": {"step": engine.STEP_BYTES["cpu"], "evaluation": engine.EVAL_BYTES["cpu"],
+                                 "prefix_cache": engine.CACHE_BYTES},
+        "machine": machine(), "wall_s": round(wall, 1),
+        "peak_rss_mb": round(peak, 1), "bound_mb": 4096, "within_bound": peak < 4096,
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny grid and network: seconds, writes nothing")
@@ -364,7 +394,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--pretrain-epochs", type=int, default=1, help="epochs of the source model if it is trained")
     parser.add_argument("--profile", action="store_true", help="instead: profile the engine on the costliest "
                                                               "cell (writes sweep_profile_cpu.json)")
+    parser.add_argument("--memory", action="store_true", help="instead: peak memory of a real sweep over the "
+                                                             "paper grid's largest cells (writes sweep_memory_cpu.json)")
     args = parser.parse_args(argv)
+    if args.memory:
+        result = paper_grid_memory(args.pretrain_epochs)
+        print(json.dumps(result, indent=1))
+        write_json_atomic(args.out or RESULTS / "sweep_memory_cpu.json", result)
+        return result
     if args.profile:
         result = profile_engine(args.smoke)
         print(json.dumps(result, indent=1))

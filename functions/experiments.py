@@ -163,7 +163,8 @@ def _record(cfg: Config, percentage: float, cut_point: int, repeat: int, result)
 def inputs_per_cut(cfg: Config, task: TaskData, pretrained, cut_points, device):
     """``(cut_point, (start block, train, val, test))`` on ``device`` in increasing cut order
     (baselines: ``pretrained`` None).  Frozen prefixes are computed block by block, so each
-    pretrained block runs once per image over a whole sweep."""
+    pretrained block runs once per image over a whole sweep; a cut point's inputs are valid until
+    the next one is asked for (see :func:`functions.engine.staged_inputs`)."""
     splits = [task.train, task.val, task.test]
     if pretrained is None:
         for cut_point in cut_points:

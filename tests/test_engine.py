@@ -103,10 +103,12 @@ def test_micro_batches_split_a_batch_evenly():
 def test_staged_inputs_match_prefix_features_and_respect_the_memory_bound():
     source = models.build(CFG, (1, 28, 28), 3, seed=0)
     split = _blobs(20, 0)
-    stages = list(engine.staged_inputs(source, [split], [0, 2, 3, 1], device="cpu"))
-    assert [(c, s) for c, s, _ in stages] == [(0, 0), (1, 1), (2, 2), (3, 3)]
-    for cut_point, _, (staged,) in stages:
+    levels = []
+    for cut_point, start, (staged,) in engine.staged_inputs(source, [split], [0, 2, 3, 1], device="cpu"):
+        levels.append((cut_point, start))
         torch.testing.assert_close(staged.x, prefix_features(source, split, cut_point).x)
+    assert levels == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert torch.equal(split.x, _blobs(20, 0).x), "the caller's split is left as it was"
     # level 1 (4 x 28 x 28 floats per image) does not fit, level 2 (pooled to 14 x 14) does
     bound = 4 * 4 * 14 * 14 * len(split)
     assert [(c, s) for c, s, _ in engine.staged_inputs(source, [split], [1, 2], max_bytes=bound)] == [(1, 0), (2, 2)]
