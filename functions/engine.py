@@ -401,10 +401,10 @@ def staged_inputs(pretrained: StudyCNN, splits: Sequence[Split], cut_points, *, 
     when that output would pass ``max_bytes``, ``start`` stays at the deepest level that fit
     and training runs the remaining frozen blocks itself.  Without freezing, ``start`` is 0.
 
-    The yielded splits are valid until the next cut point is asked for: then their tensors are
-    replaced by the next level's one split at a time, so that only one level and one split of
-    the next are held at once (the paper network's cached levels take 1.7 GB each for MNIST).
-    The splits passed in are left as they are.
+    The yielded splits are valid until the next cut point is asked for: then the next level
+    replaces them, written over the previous level's memory where it is no larger per image, so
+    that a sweep holds one cached level, not two (the paper network's take 1.7 GB each for
+    MNIST).  The splits passed in are left as they are.
     """
     device = torch.device(device) if device is not None else default_device()
     net = copy.deepcopy(pretrained).to(device).eval()
@@ -415,20 +415,31 @@ def staged_inputs(pretrained: StudyCNN, splits: Sequence[Split], cut_points, *, 
             with torch.no_grad():
                 probe = net.features(current[0].x[:1], level, cut_point)
             if probe.numel() * 4 * rows <= max_bytes:
-                for split in current:
-                    split.x = _prefix(net, split.x, level, cut_point, device)
+                for split in current:  # level 0 is the caller's data; deeper levels are ours to overwrite
+                    split.x = _prefix(net, split.x, level, cut_point, device, overwrite=level > 0)
                 level = cut_point
         yield cut_point, level, current
 
 
 @torch.no_grad()
-def _prefix(net: StudyCNN, x: torch.Tensor, start: int, stop: int, device: torch.device) -> torch.Tensor:
-    """Blocks ``start`` to ``stop`` over ``x`` in cache-sized chunks, written into one tensor."""
+def _prefix(net: StudyCNN, x: torch.Tensor, start: int, stop: int, device: torch.device,
+            overwrite: bool) -> torch.Tensor:
+    """Blocks ``start`` to ``stop`` over ``x`` in cache-sized chunks, written into one tensor.
+
+    With ``overwrite``, an output no larger per image than ``x`` goes into ``x``'s own memory:
+    images lie one after another in it, so chunk ``i`` of the output lands at or before where
+    chunk ``i`` of ``x`` was read from, and never over images still to be read.
+    """
     eval_bytes = _bytes_per_image(net, start, tuple(x.shape[1:]))[1]
     chunk = max(1, _for_device(EVAL_BYTES, device) // eval_bytes)
     first = net.features(x[:chunk], start, stop)
-    out = torch.empty((len(x), *first.shape[1:]), dtype=first.dtype, device=first.device,
-                      memory_format=_memory_format(first))
+    shape, memory_format = (len(x), *first.shape[1:]), _memory_format(first)
+    dense = x.storage_offset() == 0 and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+    if overwrite and dense and x.dtype == first.dtype and first[0].numel() <= x[0].numel():
+        strides = torch.empty(shape, device="meta", memory_format=memory_format).stride()
+        out = x.new_empty(0).set_(x.untyped_storage(), 0, shape, strides)
+    else:
+        out = torch.empty(shape, dtype=first.dtype, device=first.device, memory_format=memory_format)
     out[:chunk] = first
     for i in range(chunk, len(x), chunk):
         out[i:i + chunk] = net.features(x[i:i + chunk], start, stop)

@@ -100,9 +100,11 @@ def test_micro_batches_split_a_batch_evenly():
     assert [engine._even_parts(size, 64) for size in (16, 64, 65, 260, 4096)] == [16, 64, 33, 52, 64]
 
 
-def test_staged_inputs_match_prefix_features_and_respect_the_memory_bound():
+def test_staged_inputs_match_prefix_features_and_respect_the_memory_bound(monkeypatch):
     source = models.build(CFG, (1, 28, 28), 3, seed=0)
     split = _blobs(20, 0)
+    # one image per chunk: each deeper level is written over the previous one, chunk by chunk
+    monkeypatch.setitem(engine.EVAL_BYTES, "cpu", 1)
     levels = []
     for cut_point, start, (staged,) in engine.staged_inputs(source, [split], [0, 2, 3, 1], device="cpu"):
         levels.append((cut_point, start))
