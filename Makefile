@@ -7,14 +7,15 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST
 export MPLBACKEND := Agg
 
-.PHONY: demo test data pretrained results notebooks serve clean
+.PHONY: demo test lint data pretrained results notebooks serve lab clean
 
-$(STAMP): requirements.txt
+# the pinned packages, then this package installed editable: `import functions` and
+# `python -m functions` work from any folder and any kernel of the venv
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	# make `import functions` work from any folder (notebooks, kernels, benchmarks)
-	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/transfer_study.pth"
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 data: $(STAMP)
@@ -24,10 +25,14 @@ data: $(STAMP)
 demo: data
 	TRANSFER_OUTPUT_ROOT=$(CURDIR)/demo $(PY) -m functions run MNIST --setup regular --mode FR --profile quick --plot
 
-# unit tests on both cores, then every notebook under nbval (one thread per process: two at once)
-test: data
+# the import layers (pyproject.toml), unit tests on both cores, then every notebook under nbval
+# (one thread per process: two at once)
+test: data lint
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadscope --durations=8 tests \
 		--nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOK_FOLDERS)
+
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 # the committed source models (quick profile) of every folder whose data is available offline
 pretrained: data
@@ -45,7 +50,13 @@ notebooks: results
 
 # the sample-efficiency service on 127.0.0.1:$PORT (default 8000); OpenAPI page at /docs
 serve: data
-	$(PY) -m uvicorn functions.service:app --host 127.0.0.1 --port $${PORT:-8000}
+	$(PY) -m uvicorn functions.efficiency.service:app --host 127.0.0.1 --port $${PORT:-8000}
+
+# JupyterLab on 127.0.0.1:$PORT (default 8888) over the study folders, with the project's kernel;
+# token authentication stays on: open the URL with the token that it prints
+lab: data
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (transfer study)" >/dev/null
+	$(VENV)/bin/jupyter lab --no-browser --ip 127.0.0.1 --port $${PORT:-8888} --allow-root --notebook-dir "$(CURDIR)"
 
 clean:
 	rm -rf $(VENV) data demo

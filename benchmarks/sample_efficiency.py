@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from functions import heads
-from functions import sample_efficiency as se
-from functions.data import REPO_ROOT
-from functions.experiments import write_json_atomic
+from functions.efficiency import heads
+from functions.efficiency import benchmark as se
+from functions.models import extractors
+from functions.core.paths import REPO_ROOT
+from functions.core.atomic import write_json_atomic
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
@@ -77,7 +78,7 @@ def latency(cache: Path, repeats: int = 20) -> dict:
     """run_benchmark through the app (features cached), with the defaults and with each method."""
     from fastapi.testclient import TestClient
 
-    from functions.service import Settings, create_app, load_state
+    from functions.efficiency.service import Settings, create_app, load_state
 
     os.environ["TRANSFER_FEATURE_CACHE"] = str(cache)
     state = load_state(Settings(), log=lambda *_: None)

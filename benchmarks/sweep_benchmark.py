@@ -8,8 +8,8 @@ runs (same initial weights, subsets and number of Adam steps) in one process:
 * reference: a torchvision ``MNIST`` dataset with per-image ``ToTensor + Normalize`` behind
   ``DataLoader``s, the whole network run forward every epoch, the training set evaluated every
   epoch, one run after another;
-* engine: frozen prefixes computed once per cut point (:func:`functions.engine.staged_inputs`),
-  the repeats of a cell trained together (:func:`functions.engine.fit_group`).
+* engine: frozen prefixes computed once per cut point (:func:`functions.train.engine.staged_inputs`),
+  the repeats of a cell trained together (:func:`functions.train.engine.fit_group`).
 
 Cut points alternate between the two paths, so that load from other processes falls on both.
 Results: ``benchmarks/results/sweep_<device>.json``; the measured numbers are in the README.
@@ -38,10 +38,16 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from functions import engine, models
+from functions.core import device
+from functions.models import study_cnn as models
+from functions.train import engine
 from functions.config import Config, Grid as SweepGrid, get_setup, profile
-from functions.data import Split, balanced_subset, data_root, load_task, spec, subset_seed
-from functions.experiments import load_pretrained, run_seed, run_sweep, write_json_atomic
+from functions.core.paths import data_root
+from functions.data.catalog import spec
+from functions.data.tasks import Split, balanced_subset, load_task, subset_seed
+from functions.core.atomic import write_json_atomic
+from functions.runs.pretrained import load_pretrained
+from functions.runs.sweep import run_seed, run_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASELINE = -1
@@ -201,7 +207,7 @@ def benchmark_config(smoke: bool, pretrain_epochs: int) -> Config:
 
 
 def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> dict:
-    engine.configure_threads()
+    device.configure_threads()
     grid = SMOKE if smoke else PAPER
     if cut_points is not None:
         grid = Grid(tuple(sorted(cut_points)), grid.percentages, grid.repeats, grid.eval_limit)
@@ -324,7 +330,7 @@ def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> d
 def profile_engine(smoke: bool) -> dict:
     """Where the engine's time goes in the costliest cell: the baseline, whole network trainable,
     at the larger percentage (nothing to cache, so the protocol's passes set the cost)."""
-    engine.configure_threads()
+    device.configure_threads()
     grid, cfg = SMOKE if smoke else PAPER, benchmark_config(smoke, 1)
     task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
     val, test = (Split(s.x[:grid.eval_limit], s.y[:grid.eval_limit]) for s in (task.val, task.test))
@@ -362,7 +368,7 @@ def paper_grid_memory(pretrain_epochs: int) -> dict:
     cells of the MNIST ``paper`` grid that need the most: the largest percentage at every cut
     point and the baseline, one epoch.  Neither more epochs nor more repeats add memory: each
     step's activations are bounded by micro-batches, and runs share their training pool."""
-    engine.configure_threads()
+    device.configure_threads()
     setup = get_setup("MNIST", "regular")
     paper, grid = profile("paper", setup)
     cfg = paper.replace(num_train=1, early_stop_patience=6, num_train_pretrain=pretrain_epochs)

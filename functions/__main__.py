@@ -3,20 +3,38 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import sys
 import time
 from pathlib import Path
 
-from .config import FOLDERS, SETUPS, get_setup, profile
-from .data import DataError, SPECS, prepare
-from .study import default_setup, plan
+from .config import FOLDERS, MODES, PROFILES, SETUPS, get_setup, parse_override, profile
+from .core.errors import DataError, Interrupted
+from .core.paths import REPO_ROOT
+from .data.catalog import SPECS
 
 
-def _value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+def _ranged(kind, low=None, high=None, low_open=False, name="value"):
+    """An argparse type: ``kind`` parsed, finite, and within [low, high] (``low_open``: above low)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        below = low is not None and (value <= low if low_open else value < low)
+        if below or (high is not None and value > high):
+            bounds = f"{'above' if low_open else 'at least'} {low}" if high is None else \
+                f"in {'(' if low_open else '['}{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {name} must be {bounds}")
+        return value
+    return parse
+
+
+POSITIVE = _ranged(int, 1, name="it")
+NON_NEGATIVE = _ranged(int, 0, name="it")
+FRACTION = _ranged(float, 0.0, 1.0, low_open=True, name="a fraction of the training data")
 
 
 def _overrides(pairs) -> dict:
@@ -25,25 +43,44 @@ def _overrides(pairs) -> dict:
         if "=" not in pair:
             raise DataError(f"--set expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key] = _value(value)
+        out[key.strip()] = parse_override(key.strip(), value)
+    return out
+
+
+def _grid_values(pairs) -> dict:
+    """``--grid key=[v1,v2]`` / ``--param key=value`` of the papermill sweep: Python literals
+    (any notebook parameter, so no config field types apply), bare words as strings."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise DataError(f"expected key=value, got {pair!r}")
+        key, text = pair.split("=", 1)
+        try:
+            out[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = text
     return out
 
 
 def _experiment(args):
+    from .notebooks.study import plan
     return plan(args.folder, args.setup, args.profile, getattr(args, "mode", None) or "FR",
                 getattr(args, "percentages", None), getattr(args, "repeats", None), getattr(args, "cuts", None),
                 overrides=_overrides(args.set))
 
 
 def cmd_prepare(args):
+    from .data.sources import prepare
     for name in args.datasets:
         prepare(name)
         print(f"{name}: ready")
 
 
 def cmd_pretrain(args):
-    from .experiments import load_pretrained, pretrained_path
-    targets = sorted(SETUPS) if args.all else [(args.folder, args.setup or default_setup(args.folder))]
+    from .runs.pretrained import load_pretrained, pretrained_path
+    if not args.all and not args.folder:
+        raise DataError(f"name a folder ({FOLDERS}) or give --all")
+    targets = sorted(SETUPS) if args.all else [(args.folder, get_setup(args.folder, args.setup).name)]
     for folder, name in targets:
         setup = get_setup(folder, name)
         if args.all and setup.source_dataset not in args.datasets:
@@ -55,7 +92,8 @@ def cmd_pretrain(args):
 
 
 def cmd_run(args):
-    from .experiments import records_frame, run_sweep, summary_table
+    from .analysis.summary import records_frame, summary_table
+    from .runs.sweep import run_sweep
     setup, cfg, grid = _experiment(args)
     began = time.perf_counter()
     paths = run_sweep(setup, cfg, grid, baselines=not args.no_baselines, progress=not args.no_progress)
@@ -67,20 +105,27 @@ def cmd_run(args):
     for path in paths.values():
         print(f"wrote {path}")
     if args.plot:
-        from .plots import main_figure_from_files
+        from .analysis.plots import main_figure_from_files
         print(f"wrote {main_figure_from_files(setup, cfg.mode)}")
     print(f"sweep took {seconds:.0f} s")
 
 
 def cmd_summary(args):
-    from .experiments import records_frame, results_path, summary_table
-    setup = get_setup(args.folder, args.setup or default_setup(args.folder))
+    from .analysis.summary import records_frame, summary_table
+    from .runs.store import results_path
+    if not args.folder:
+        raise DataError(f"name a folder: one of {FOLDERS}")
+    setup = get_setup(args.folder, args.setup)
     paths = [results_path(setup.folder, "baselines", setup.name), results_path(setup.folder, "results", setup.name, args.mode)]
-    print(summary_table(records_frame(*[p for p in paths if p.exists()])).to_string())
+    present = [p for p in paths if p.exists()]
+    if not present:
+        raise DataError(f"no results files for {setup.folder}/{setup.name} mode {args.mode} ({paths[1]}); "
+                        f"run `python -m functions run {setup.folder} --setup {setup.name} --mode {args.mode}` first")
+    print(summary_table(records_frame(*present)).to_string())
 
 
 def cmd_notebooks(args):
-    from . import notebooks
+    from .notebooks import templates as notebooks
     for folder, kind in notebooks.all_notebooks():
         if args.folders and folder not in args.folders:
             continue
@@ -91,8 +136,8 @@ def cmd_notebooks(args):
 
 
 def cmd_sweep(args):
-    from .sweeps import run_grid
-    outcomes = run_grid(args.notebook, _overrides(args.grid), args.out, _overrides(args.param),
+    from .runs.papermill_grid import run_grid
+    outcomes = run_grid(args.notebook, _grid_values(args.grid), args.out, _grid_values(args.param),
                         progress=not args.no_progress)
     for outcome in outcomes:
         print(f"{'FAILED' if outcome.error else 'ok    '} {outcome.folder}" + (f": {outcome.error}" if outcome.error else ""))
@@ -103,7 +148,7 @@ def cmd_sweep(args):
 
 
 def cmd_sample_efficiency(args):
-    from .sample_efficiency import format_summary, run_study
+    from .efficiency.benchmark import format_summary, run_study
     result = run_study(args.folder, args.setup, args.task, methods=tuple(args.methods), seeds=args.seeds,
                        batch_size=args.batch_size, max_samples=args.max_samples,
                        evaluation_frequency=args.evaluation_frequency, threshold=args.threshold, window=args.window,
@@ -116,10 +161,9 @@ def cmd_sample_efficiency(args):
 
 def cmd_recommend(args):
     import pandas as pd
-    from .data import REPO_ROOT
-    from .experiments import write_json_atomic
-    from .study import collected_records
-    from .transferability import recommender_eval, save_records
+    from .analysis.transferability import recommender_eval, save_records
+    from .core.atomic import write_json_atomic
+    from .notebooks.study import collected_records
     records = collected_records()
     table = recommender_eval(records)
     with pd.option_context("display.width", 200):
@@ -143,15 +187,17 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     def experiment_args(p, with_grid=True):
-        p.add_argument("folder", nargs="?", help=f"one of {FOLDERS}")
+        p.add_argument("folder", nargs="?", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}")
         p.add_argument("--setup", help="class setup of the folder (regular, random, reverse, cross)")
-        p.add_argument("--profile", default="quick", help="quick (CPU, minutes) or paper (the upstream grid)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one parameter")
+        p.add_argument("--profile", default="quick", choices=PROFILES,
+                       help="quick (CPU, minutes) or paper (the upstream grid)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one parameter (typed and range-checked against the config)")
         if with_grid:
-            p.add_argument("--mode", default="FR", help="F, FR or FT")
-            p.add_argument("--percentages", type=float, nargs="+")
-            p.add_argument("--repeats", type=int)
-            p.add_argument("--cuts", type=int, nargs="+")
+            p.add_argument("--mode", default="FR", choices=sorted(MODES))
+            p.add_argument("--percentages", type=FRACTION, nargs="+", help="fractions in (0, 1]")
+            p.add_argument("--repeats", type=POSITIVE, help="runs per percentage and cut point (at least 1)")
+            p.add_argument("--cuts", type=NON_NEGATIVE, nargs="+", help="cut points 0..depth")
 
     p = sub.add_parser("pretrain", help="train (or reuse) a folder's source model")
     experiment_args(p, with_grid=False)
@@ -179,26 +225,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
-    from .heads import METHODS
+    from .efficiency.heads import METHODS
+    from .models.extractors import TORCHVISION_ARCHS
     p = sub.add_parser("sample-efficiency", help="samples a linear head needs on frozen features, per method")
-    p.add_argument("folder", help=f"one of {FOLDERS}")
+    p.add_argument("folder", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}")
     p.add_argument("--setup")
     p.add_argument("--task", default="all", choices=["all", "binary"], help="all target classes or the first two")
-    p.add_argument("--dataset", help="with --classes: any dataset")
-    p.add_argument("--classes", type=int, nargs="+", help="any class list instead of the folder's target classes")
+    p.add_argument("--dataset", choices=sorted(SPECS), help="with --classes: any dataset")
+    p.add_argument("--classes", type=NON_NEGATIVE, nargs="+", help="any class list instead of the folder's target classes")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--seeds", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--max-samples", type=int, default=1000)
-    p.add_argument("--evaluation-frequency", type=int, default=1)
-    p.add_argument("--threshold", type=float, default=0.8)
-    p.add_argument("--window", type=int, default=10)
-    p.add_argument("--extractor", default="study", choices=["study", "mobilenet_v2", "resnet50"])
+    p.add_argument("--seeds", type=POSITIVE, default=10)
+    p.add_argument("--batch-size", type=POSITIVE, default=1)
+    p.add_argument("--max-samples", type=POSITIVE, default=1000)
+    p.add_argument("--evaluation-frequency", type=POSITIVE, default=1)
+    p.add_argument("--threshold", type=_ranged(float, 0.0, 1.0, name="an accuracy"), default=0.8)
+    p.add_argument("--window", type=POSITIVE, default=10)
+    p.add_argument("--extractor", default="study", choices=["study", *TORCHVISION_ARCHS])
     p.add_argument("--weights", help="state-dict file for --extractor mobilenet_v2 / resnet50")
-    p.add_argument("--cut", type=int, help="study extractor: pool after the first k blocks (default: all)")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--pool", type=int, help="draw the stream from this many training images")
-    p.add_argument("--profile", default="quick", help="profile of the folder's source model")
+    p.add_argument("--cut", type=NON_NEGATIVE, help="study extractor: pool after the first k blocks (default: all)")
+    p.add_argument("--input-size", type=_ranged(int, 8, 1024, name="the input size in pixels"), default=224)
+    p.add_argument("--pool", type=POSITIVE, help="draw the stream from this many training images")
+    p.add_argument("--profile", default="quick", choices=PROFILES, help="profile of the folder's source model")
     p.add_argument("--update-url", help="measure an outside method: http://host:port serving /model/update_weights")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sample_efficiency)
@@ -216,12 +263,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as stop:  # argparse has printed what was wrong and the usage
+        return stop.code
     try:
         args.func(args)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(stop, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; what was saved stays, and re-running the same command resumes", file=sys.stderr)
+        return 130
     return 0
 
 

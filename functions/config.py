@@ -5,10 +5,19 @@ as the upstream study named them, so that files written by either load with one 
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
-from .data import DataError, check_percentage, validate_classes
+from .core.errors import DataError
+from .data.catalog import check_percentage, validate_classes
+
+# Bumped when the parameters dict changes shape; stored in every results file's element 0.
+SCHEMA_VERSION = 2
+# Parameters added after results files existed, with the value the code used before them: a file
+# that lacks such a key is resumed when the value asked for equals this one (see functions.runs.store).
+LEGACY_VALUES: dict = {}
 
 MODES = {
     "F": {"freeze": True, "reinit": False, "truncate": False},
@@ -45,11 +54,23 @@ SETUPS = {
 FOLDERS = sorted({folder for folder, _ in SETUPS})
 
 
-def get_setup(folder: str, name: str) -> Setup:
+def default_setup(folder: str) -> str:
+    """The folder's first listed setup: the study's main one."""
     if folder not in FOLDERS:
         raise DataError(f"unknown dataset folder {folder!r}; choose one of {FOLDERS}")
+    return next(n for f, n in SETUPS if f == folder)
+
+
+def setup_names(folder: str) -> list[str]:
+    default_setup(folder)
+    return [n for f, n in SETUPS if f == folder]
+
+
+def get_setup(folder: str, name: str | None = None) -> Setup:
+    """A folder's setup by name; None: its main one."""
+    name = name or default_setup(folder)
     if (folder, name) not in SETUPS:
-        names = sorted(n for f, n in SETUPS if f == folder)
+        names = sorted(setup_names(folder))
         raise DataError(f"unknown setup {name!r} for {folder}; choose one of {names}")
     return SETUPS[(folder, name)]
 
@@ -85,6 +106,8 @@ class Config:
     reinit_both_dense: bool = True
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
         validate_classes(self.source_dataset, self.pre_train_classes, "pre_train_classes")
         validate_classes(self.target_dataset, self.fine_tune_classes, "fine_tune_classes")
         if self.source_dataset == self.target_dataset:
@@ -94,9 +117,17 @@ class Config:
                                 f"{self.source_dataset}; a transfer study needs disjoint class sets")
         if self.reinit and self.truncate:
             raise DataError("reinit and truncate are both set; choose one mode: F, FR or FT")
-        for key in ("depth", "num_channels", "kernel_size", "num_train", "batch_size", "pooling_every_n_layers"):
+        for key in ("depth", "num_channels", "kernel_size", "num_train", "num_train_pretrain", "batch_size",
+                    "pooling_every_n_layers", "pooling_stride", "hidden_dim_lin", "early_stop_patience"):
             if getattr(self, key) < 1:
                 raise DataError(f"{key}={getattr(self, key)} must be at least 1")
+        for key in ("lr_pretrain", "lr_fine_tune"):
+            if not getattr(self, key) > 0:
+                raise DataError(f"{key}={getattr(self, key)} must be a positive learning rate, e.g. 0.001")
+        if not 0 <= self.val_split < 1:
+            raise DataError(f"val_split={self.val_split} must be in [0, 1): the fraction of training data held out")
+        if self.generate_dataset_seed < 0:
+            raise DataError(f"generate_dataset_seed={self.generate_dataset_seed} must be a non-negative integer")
 
     @property
     def mode(self) -> str:
@@ -114,8 +145,19 @@ class Config:
         return dataclasses.replace(self, **{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
 
     def params(self) -> dict:
-        """JSON-safe parameters dict: classes as lists, activation as its name."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """JSON-safe parameters dict (classes as lists, activation as its name) with the schema version."""
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {**fields, "schema_version": SCHEMA_VERSION}
+
+    def source_task(self):
+        """The source classes' task (train / validation / test tensors) this config pretrains on."""
+        from .data.tasks import load_task
+        return load_task(self.source_dataset, self.pre_train_classes, self.val_split, self.generate_dataset_seed)
+
+    def target_task(self):
+        """The target classes' task this config transfers to."""
+        from .data.tasks import load_task
+        return load_task(self.target_dataset, self.fine_tune_classes, self.val_split, self.generate_dataset_seed)
 
     def check_cut(self, cut_point: int) -> int:
         if not (isinstance(cut_point, int) and 0 <= cut_point <= self.depth):
@@ -124,6 +166,50 @@ class Config:
         return cut_point
 
 
+def _check_type(key: str, value, kind: str) -> None:
+    """Fields hold the type they are declared with: a bool is no int, a float is finite."""
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+          "bool": isinstance(value, bool), "str": isinstance(value, str),
+          "tuple": isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)}[kind]
+    if not ok:
+        wanted = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a name",
+                  "tuple": "a list of integers, e.g. [5,6,7]"}[kind]
+        raise DataError(f"{key}={value!r} is not {wanted}")
+
+
+FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def parse_override(key: str, text: str):
+    """A ``--set key=value`` value read as the type of the config's field ``key``."""
+    if key not in FIELD_TYPES:
+        raise DataError(f"unknown parameter {key!r} in --set; known: {sorted(FIELD_TYPES)}")
+    kind = FIELD_TYPES[key]
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+        if kind == "bool":
+            return {"true": True, "false": False, "1": True, "0": False}[text.strip().lower()]
+        if kind == "tuple":
+            value = ast.literal_eval(text)
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return tuple(value)
+        return text
+    except (ValueError, KeyError, SyntaxError):
+        wanted = {"int": "an integer", "float": "a finite number", "bool": "true or false",
+                  "tuple": "a list of integers such as [5,6,7]"}[kind]
+        raise DataError(f"--set {key}={text!r}: {key} must be {wanted}") from None
+
+
+ARCHITECTURE_KEYS = ("depth", "num_channels", "kernel_size", "activation_function", "use_pooling",
+                     "pooling_every_n_layers", "pooling_stride", "two_linear_layers", "hidden_dim_lin")
 SOURCE_KEYS = ("source_dataset", "pre_train_classes", "depth", "num_channels", "kernel_size",
                "activation_function", "use_pooling", "pooling_every_n_layers", "pooling_stride",
                "two_linear_layers", "hidden_dim_lin", "lr_pretrain", "num_train_pretrain",
@@ -163,6 +249,7 @@ def paper_repeats(percentage: float) -> int:
 
 
 PAPER_PERCENTAGES = (0.001, 0.01, 0.1, 0.5, 1.0)
+PROFILES = ("quick", "paper")
 
 
 def profile(name: str, setup: Setup) -> tuple[Config, Grid]:
@@ -181,4 +268,4 @@ def profile(name: str, setup: Setup) -> tuple[Config, Grid]:
                              num_train_pretrain=5)
         percentages = (0.01, 0.05)
         return quick, Grid(percentages, depth_cuts, {p: 2 for p in percentages})
-    raise DataError(f"unknown profile {name!r}; choose 'quick' or 'paper'")
+    raise DataError(f"unknown profile {name!r}; choose one of {list(PROFILES)}")

@@ -8,7 +8,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 @pytest.fixture(scope="session")
 def mnist_target():
-    from functions.data import load_task
+    from functions.data.tasks import load_task
     return load_task("MNIST", [5, 6, 7, 8, 9], 0.1, 42)
 
 

@@ -37,13 +37,23 @@ def test_cli_runs_a_small_sweep_and_prints_the_summary(output_root, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "SVHN"], "unknown dataset folder 'SVHN'"),
+    (["run", "SVHN"], "argument folder: invalid choice: 'SVHN'"),
     (["run", "MNIST", "--setup", "reverse"], "unknown setup 'reverse'"),
-    (["run", "MNIST", "--mode", "XY"], "unknown mode 'XY'"),
-    (["run", "MNIST", "--percentages", "1.5"], r"outside \(0, 1\]"),
+    (["run", "MNIST", "--mode", "XY"], "argument --mode: invalid choice: 'XY'"),
+    (["run", "MNIST", "--percentages", "1.5"], r"--percentages: 1.5 is out of range: .* must be in \(0.0, 1.0\]"),
+    (["run", "MNIST", "--repeats", "0"], "--repeats: 0 is out of range: it must be at least 1"),
+    (["run", "MNIST", "--repeats", "two"], "--repeats: 'two' is not an integer"),
     (["run", "MNIST", "--set", "depth=3", "--cuts", "5"], "outside 0..3"),
-    (["run", "MNIST", "--set", "colour=1"], "unknown parameter"),
-    (["run", "MNIST", "--profile", "huge"], "unknown profile"),
+    (["run", "MNIST", "--set", "colour=1"], "unknown parameter 'colour'"),
+    (["run", "MNIST", "--set", "depth=abc"], "--set depth='abc': depth must be an integer"),
+    (["run", "MNIST", "--set", "lr_fine_tune=nan"], "--set lr_fine_tune='nan': lr_fine_tune must be a finite number"),
+    (["run", "MNIST", "--set", "lr_fine_tune=0"], "lr_fine_tune=0.0 must be a positive learning rate"),
+    (["run", "MNIST", "--set", "lr_fine_tune=-0.001"], "lr_fine_tune=-0.001 must be a positive learning rate"),
+    (["run", "MNIST", "--set", "use_pooling=maybe"], "use_pooling must be true or false"),
+    (["run", "MNIST", "--set", "val_split=1.5"], r"val_split=1.5 must be in \[0, 1\)"),
+    (["run", "MNIST", "--profile", "huge"], "argument --profile: invalid choice: 'huge'"),
+    (["summary", "MNIST", "--mode", "FT"], "no results files for MNIST/regular mode FT"),
+    (["sample-efficiency", "MNIST", "--threshold", "1.5"], r"--threshold: 1.5 is out of range"),
 ])
 def test_bad_command_lines_exit_with_a_clear_message(argv, message, capsys, output_root):
     assert main(argv) == 2

@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from functions.clustering import (POOLED, SCORES, channel_features, cluster_records, clustering_scores,
+from functions.analysis.clustering import (POOLED, SCORES, channel_features, cluster_records, clustering_scores,
                                   clustering_subset, layer_activations, layer_names, layer_order, layer_scores,
-                                  load_ari, pair_precision_recall, pooled_features, run_clustering)
+                                  pair_precision_recall, pooled_features, run_clustering)
 from functions.config import Config
-from functions.data import DataError, Split, balanced_subset, subset_seed
-from functions.models import build
+from functions.runs.store import load_results
+from functions.core.errors import DataError
+from functions.data.tasks import Split, balanced_subset, subset_seed
+from functions.models.study_cnn import build
 
 NUM_CLASSES = 5
 
@@ -140,7 +142,7 @@ def test_records_round_trip_and_resume_skips_finished_groups(model, separable, t
     args = ({"m": model}, {"target": separable}, [0.5, 1.0], 1)
     saved = []
     records = run_clustering(path, {"depth": 3}, *args, n_init=1, per_channel=False, progress=saved.append)
-    params, loaded = load_ari(path)
+    params, loaded = load_results(path)
     assert loaded == records and len(saved) == 2
     assert params == {"depth": 3, "clustering_seed": 42, "max_images": 1000, "n_init": 1, "per_channel": False}
     assert json.loads(path.read_text())[0] == params

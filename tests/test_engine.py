@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from functions import engine, models
+from functions.core import device
+from functions.models import study_cnn as models
+from functions.train import engine
 from functions.config import Config
-from functions.data import Split
-from functions.training import fit, prefix_features
+from functions.data.tasks import Split
+from functions.train.fit import fit, prefix_features
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = Config(num_channels=4, depth=3)

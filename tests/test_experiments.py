@@ -3,9 +3,11 @@ import shutil
 
 import pytest
 
-from functions import experiments
+from functions.analysis import summary
+from functions.core import atomic
+from functions.runs import pretrained, store, sweep
 from functions.config import Config, Grid, get_setup
-from functions.data import DataError
+from functions.core.errors import DataError, Interrupted
 
 SETUP = get_setup("MNIST", "regular")
 CFG = Config(num_channels=4, depth=2, num_train=2, num_train_pretrain=1, batch_size=64, early_stop_patience=2)
@@ -18,7 +20,7 @@ def source_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("source")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRANSFER_OUTPUT_ROOT", str(root))
-        experiments.load_pretrained(SETUP, CFG, log=lambda *_: None)
+        pretrained.load_pretrained(SETUP, CFG, log=lambda *_: None)
     return root / "MNIST" / "pretrained_models"
 
 
@@ -29,31 +31,31 @@ def output_root(output_root, source_models):
 
 
 def _without_seconds(path):
-    params, records = experiments.load_results(path)
+    params, records = store.load_results(path)
     return params, [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
 def test_sweep_writes_contract_files_and_is_deterministic(output_root, source_models, tmp_path_factory,
                                                          monkeypatch):
-    first = experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None)
-    params, records = experiments.load_results(first["results"])
+    first = sweep.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None)
+    params, records = store.load_results(first["results"])
     assert params == CFG.params() and len(records) == 6
     assert {(r["sampled_cut_point"], r["repeat"]) for r in records} == {(c, r) for c in (0, 1, 2) for r in (0, 1)}
     assert all({"lr", "sampled_percentage", "train_acc", "test_acc", "val_acc", "status"} <= set(r) for r in records)
-    base_params, baselines = experiments.load_results(first["baselines"])
+    base_params, baselines = store.load_results(first["baselines"])
     assert [r["sampled_cut_point"] for r in baselines] == [-1, -1] and "reinit" not in base_params
     json.loads(first["results"].read_text())  # plain JSON
 
     other = tmp_path_factory.mktemp("again")
     shutil.copytree(source_models, other / "MNIST" / "pretrained_models")
     monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(other))
-    second = experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None)
+    second = sweep.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None)
     for kind in ("results", "baselines"):
         assert _without_seconds(first[kind]) == _without_seconds(second[kind])
 
 
 def test_interrupted_sweep_resumes_without_lost_or_duplicated_runs(output_root, monkeypatch):
-    train_group, cells = experiments.train_group, []
+    train_group, cells = sweep.train_group, []
 
     def interrupted_in_third_cell(*args):
         cells.append(args[3])
@@ -61,43 +63,43 @@ def test_interrupted_sweep_resumes_without_lost_or_duplicated_runs(output_root, 
             raise KeyboardInterrupt  # as Ctrl-C while the cell at cut 2 trains
         return train_group(*args)
 
-    monkeypatch.setattr(experiments, "train_group", interrupted_in_third_cell)
-    with pytest.raises(KeyboardInterrupt):
-        experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None)
-    path = experiments.results_path("MNIST", "results", "regular", "FR")
-    assert [(r["sampled_cut_point"], r["repeat"]) for r in experiments.load_results(path)[1]] == \
+    monkeypatch.setattr(sweep, "train_group", interrupted_in_third_cell)
+    with pytest.raises(Interrupted, match="4 runs are saved .* re-running the same command resumes"):
+        sweep.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None)
+    path = store.results_path("MNIST", "results", "regular", "FR")
+    assert [(r["sampled_cut_point"], r["repeat"]) for r in store.load_results(path)[1]] == \
         [(0, 0), (0, 1), (1, 0), (1, 1)]
-    monkeypatch.setattr(experiments, "train_group", train_group)
+    monkeypatch.setattr(sweep, "train_group", train_group)
     resumed = []
-    experiments.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None, on_run=resumed.append)
+    sweep.run_sweep(SETUP, CFG, GRID, progress=False, log=lambda *_: None, on_run=resumed.append)
     assert [r["sampled_cut_point"] for r in resumed] == [2, 2, -1, -1]
-    records = experiments.load_results(path)[1]
+    records = store.load_results(path)[1]
     keys = [(r["sampled_cut_point"], r["repeat"]) for r in records]
     assert sorted(keys) == sorted({(c, r) for c in (0, 1, 2) for r in (0, 1)})
 
 
 def test_results_file_with_other_parameters_is_refused_naming_the_keys(output_root):
-    experiments.run_sweep(SETUP, CFG, Grid((0.002,), (2,), {0.002: 1}), progress=False, log=lambda *_: None)
+    sweep.run_sweep(SETUP, CFG, Grid((0.002,), (2,), {0.002: 1}), progress=False, log=lambda *_: None)
     with pytest.raises(DataError, match=r"different parameters \(lr_fine_tune: file 0.001 vs now 0.01"):
-        experiments.run_sweep(SETUP, CFG.replace(lr_fine_tune=0.01), Grid((0.002,), (2,), {0.002: 1}),
+        sweep.run_sweep(SETUP, CFG.replace(lr_fine_tune=0.01), Grid((0.002,), (2,), {0.002: 1}),
                               progress=False, log=lambda *_: None)
 
 
 def test_diverging_run_is_recorded_and_the_sweep_goes_on(output_root):
     cfg = CFG.replace(lr_fine_tune=1e12)
-    paths = experiments.run_sweep(SETUP, cfg, Grid((0.002,), (0, 2), {0.002: 1}), baselines=False,
+    paths = sweep.run_sweep(SETUP, cfg, Grid((0.002,), (0, 2), {0.002: 1}), baselines=False,
                                   progress=False, log=lambda *_: None)
-    records = experiments.load_results(paths["results"])[1]
+    records = store.load_results(paths["results"])[1]
     assert len(records) == 2 and "diverged" in {r["status"] for r in records}
 
 
 def test_pretrained_model_is_reused_when_the_config_matches(output_root):
     logs = []
-    experiments.load_pretrained(SETUP, CFG, log=logs.append)
+    pretrained.load_pretrained(SETUP, CFG, log=logs.append)
     assert logs == []
     with pytest.raises(DataError, match="no pretrained model"):
-        experiments.load_pretrained(SETUP, CFG.replace(num_channels=5), train_if_missing=False)
-    assert experiments.pretrained_path(SETUP, CFG) != experiments.pretrained_path(SETUP, CFG.replace(depth=3))
+        pretrained.load_pretrained(SETUP, CFG.replace(num_channels=5), train_if_missing=False)
+    assert pretrained.pretrained_path(SETUP, CFG) != pretrained.pretrained_path(SETUP, CFG.replace(depth=3))
 
 
 def test_upstream_results_files_load_with_the_same_reader(tmp_path):
@@ -107,9 +109,9 @@ def test_upstream_results_files_load_with_the_same_reader(tmp_path):
                  "train_acc": 0.375, "test_acc": 0.2961}]
     path = tmp_path / "cuts_reverse_classes_FR.json"
     path.write_text(json.dumps(upstream))
-    params, records = experiments.load_results(path)
+    params, records = store.load_results(path)
     assert params["depth"] == 6 and records[0]["test_acc"] == 0.2961
-    assert "cut 0" in experiments.summary_table(experiments.records_frame(path)).index
+    assert "cut 0" in summary.summary_table(summary.records_frame(path)).index
 
 
 @pytest.mark.parametrize("content, message", [("[{\"a\": 1}, ", "not valid JSON"), ("{}", "not a results file")])
@@ -117,7 +119,7 @@ def test_corrupt_results_file(tmp_path, content, message):
     path = tmp_path / "results_x_FR.json"
     path.write_text(content)
     with pytest.raises(DataError, match=message):
-        experiments.load_results(path)
+        store.load_results(path)
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -144,4 +146,4 @@ def test_unknown_folder_setup_and_bad_grid():
     with pytest.raises(DataError, match=r"outside \(0, 1\]"):
         Grid((0.0,), (0,), {})
     with pytest.raises(DataError, match="outside 0..2"):
-        experiments.run_sweep(SETUP, CFG, Grid((0.002,), (3,), {0.002: 1}), progress=False)
+        sweep.run_sweep(SETUP, CFG, Grid((0.002,), (3,), {0.002: 1}), progress=False)

@@ -5,8 +5,8 @@ import torch
 from sklearn.covariance import OAS
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from functions import heads
-from functions.data import DataError
+from functions.efficiency import heads
+from functions.core.errors import DataError
 
 
 def blobs(n=120, dim=5, num_classes=3, seed=0):

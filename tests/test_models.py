@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from functions import models
+from functions.models import study_cnn as models
 from functions.config import Config
-from functions.data import DataError
+from functions.core.errors import DataError
 
 CFG = Config(num_channels=8, depth=4)
 SHAPE = (1, 28, 28)

@@ -5,9 +5,9 @@ import sys
 import nbformat
 import pytest
 
-from functions import notebooks
-from functions.data import REPO_ROOT
-from functions.sweeps import grid_points, point_name
+from functions.notebooks import templates as notebooks
+from functions.core.paths import REPO_ROOT
+from functions.runs.papermill_grid import grid_points, point_name
 
 
 @pytest.mark.parametrize("folder, kind", notebooks.all_notebooks())

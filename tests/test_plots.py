@@ -6,8 +6,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from functions.data import DataError  # noqa: E402
-from functions.plots import (CUT_LABEL, FRACTION_LABEL, accuracy_boxplot, ari_boxplot, compare_modes,  # noqa: E402
+from functions.core.errors import DataError  # noqa: E402
+from functions.analysis.plots import (CUT_LABEL, FRACTION_LABEL, accuracy_boxplot, ari_boxplot, compare_modes,  # noqa: E402
                              gain_heatmap, gain_matrix, main_figure_from_files, mean_curves, save_figure,
                              train_vs_test)
 
@@ -132,15 +132,16 @@ def test_save_writes_a_reproducible_png_under_results_figures(records, baselines
 
 
 def test_main_figure_from_results_files(records, baselines, tmp_path, monkeypatch):
-    import functions.experiments as experiments
     from functions.config import get_setup
+    from functions.core import atomic
+    from functions.runs import store
 
     monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path))
     setup = get_setup("MNIST", "regular")
     with pytest.raises(DataError, match="python -m functions run MNIST"):
         main_figure_from_files(setup, "FR")
-    experiments.write_json_atomic(experiments.results_path("MNIST", "results", "regular", "FR"), [{}, *records])
-    experiments.write_json_atomic(experiments.results_path("MNIST", "baselines", "regular"), [{}, *baselines])
+    atomic.write_json_atomic(store.results_path("MNIST", "results", "regular", "FR"), [{}, *records])
+    atomic.write_json_atomic(store.results_path("MNIST", "baselines", "regular"), [{}, *baselines])
     path = main_figure_from_files(setup, "FR")
     assert path == tmp_path / "MNIST" / "results" / "figures" / "test_accuracy_regular_FR.png"
     assert path.read_bytes().startswith(b"\x89PNG")

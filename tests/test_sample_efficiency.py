@@ -6,11 +6,13 @@ import pytest
 import torch
 import torchvision
 
-from functions import heads
-from functions import sample_efficiency as se
+from functions.efficiency import heads
+from functions.efficiency import benchmark as se
+from functions.models import extractors
 from functions.config import Config, source_params
-from functions.data import DataError
-from functions.models import build
+from functions.core.errors import DataError
+from functions.models.files import load_model, save_model
+from functions.models.study_cnn import build
 
 
 # ----------------------------------------------------------------------------- milestone rule
@@ -129,8 +131,8 @@ def test_study_figures_are_drawn_whether_or_not_any_method_reached_the_milestone
 # ----------------------------------------------------------------------------- extractors and cache
 
 def test_adapt_converts_channels_and_size():
-    rgb = se.Extractor("t", torch.nn.Identity(), (3, 8, 8), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    grey = se.Extractor("t", torch.nn.Identity(), (1, 4, 4), (0.5,), (0.5,))
+    rgb = extractors.Extractor("t", torch.nn.Identity(), (3, 8, 8), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    grey = extractors.Extractor("t", torch.nn.Identity(), (1, 4, 4), (0.5,), (0.5,))
     image = torch.rand(1, 1, 8, 8)
     assert torch.equal(rgb.adapt(image), image.expand(-1, 3, -1, -1))
     colour = torch.rand(1, 3, 4, 4)
@@ -145,20 +147,20 @@ def test_torchvision_extractor_loads_a_weights_file(tmp_path, arch, dim):
     model = getattr(torchvision.models, arch)(weights=None)
     path = tmp_path / f"{arch}.pth"
     torch.save(model.state_dict(), path)
-    extractor = se.torchvision_extractor(arch, path, input_size=32)
+    extractor = extractors.torchvision_extractor(arch, path, input_size=32)
     assert extractor.dim == dim and extractor.in_shape == (3, 32, 32)
     grey = torch.rand(3, 1, 28, 28)
     features = extractor(grey)
     # by hand: grey repeated into RGB, resized, ImageNet-normalised, body, global average pool
     x = torch.nn.functional.interpolate(grey.expand(-1, 3, -1, -1), size=(32, 32), mode="bilinear", antialias=True)
-    x = (x - torch.tensor(se.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(se.IMAGENET_STD).view(1, 3, 1, 1)
+    x = (x - torch.tensor(extractors.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(extractors.IMAGENET_STD).view(1, 3, 1, 1)
     body = model.features if arch == "mobilenet_v2" else torch.nn.Sequential(*list(model.children())[:-2])
     with torch.no_grad():
         expected = body.eval()(x).mean(dim=(2, 3)).numpy()
     assert features.shape == (3, dim)
     np.testing.assert_allclose(features, expected, rtol=1e-3, atol=1e-4)  # memory layouts round differently
     with pytest.raises(DataError, match="does not hold"):
-        se.torchvision_extractor("resnet50" if arch == "mobilenet_v2" else "mobilenet_v2", path, 32)
+        extractors.torchvision_extractor("resnet50" if arch == "mobilenet_v2" else "mobilenet_v2", path, 32)
 
 
 @pytest.fixture(scope="module")
@@ -166,23 +168,28 @@ def model_file(tmp_path_factory):
     cfg = Config(num_channels=8, depth=3)
     path = tmp_path_factory.mktemp("model") / "source.pt"
     model = build(cfg, (1, 28, 28), 5, seed=0)
-    torch.save({"config": source_params(cfg), "in_shape": [1, 28, 28], "state_dict": model.state_dict()}, path)
+    save_model(path, model, {"config": source_params(cfg), "in_shape": [1, 28, 28]})
     return path
 
 
+def study_model(path):
+    model, saved = load_model(path)
+    return model, saved["config"]["source_dataset"]
+
+
 def test_study_extractor_pools_the_cut_activation(model_file):
-    model, source = se.load_study_model(model_file)
-    extractor = se.study_extractor(model, source, cut=2)
+    model, source = study_model(model_file)
+    extractor = extractors.study_extractor(model, source, cut=2)
     x = torch.rand(4, 1, 28, 28)
     expected = model.features((x - 0.1307) / 0.3081, 0, 2).mean(dim=(2, 3))
     np.testing.assert_allclose(extractor(x), expected.detach().numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(DataError, match="cut"):
-        se.study_extractor(model, source, cut=4)
+        extractors.study_extractor(model, source, cut=4)
 
 
 def test_features_are_extracted_once_then_read_from_the_cache(model_file, tmp_path, monkeypatch):
-    model, source = se.load_study_model(model_file)
-    extractor = se.study_extractor(model, source)
+    model, source = study_model(model_file)
+    extractor = extractors.study_extractor(model, source)
     task = se.TargetTask("MNIST", (5, 6), pool=50)
     first = se.task_features(extractor, task, cache_dir=tmp_path, log=lambda *_: None)
     assert first.train_x.shape == (50, 8) and not first.from_cache and len(first.val_y) > 1000
@@ -191,7 +198,7 @@ def test_features_are_extracted_once_then_read_from_the_cache(model_file, tmp_pa
     assert again.from_cache and np.array_equal(again.train_x, first.train_x)
     with torch.no_grad():
         model.blocks[0].conv.weight.mul_(2)  # other weights: another cache entry
-    assert se.features_key(se.study_extractor(model, source), task) != first.key
+    assert se.features_key(extractors.study_extractor(model, source), task) != first.key
 
 
 def test_study_resumes_and_refuses_other_parameters(model_file, tmp_path, monkeypatch):

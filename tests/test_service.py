@@ -18,12 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from functions import heads
-from functions import sample_efficiency as se
+from functions.efficiency import heads
+from functions.efficiency import benchmark as se
+from functions.models import extractors
 from functions.config import Config, source_params
-from functions.data import REPO_ROOT
-from functions.models import build
-from functions.service import Settings, create_app, load_state
+from functions.core.paths import REPO_ROOT
+from functions.models.study_cnn import build
+from functions.efficiency.service import Settings, create_app, load_state
 
 POOL = 200
 
@@ -172,7 +173,7 @@ def server(service_env, state):
     """uvicorn in its own process on a free loopback port (features already cached by ``state``)."""
     port = free_port()
     env = {**os.environ, **service_env, "TRANSFER_SERVICE_METHOD": "ridge", "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "functions.service:app", "--host", "127.0.0.1",
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "functions.efficiency.service:app", "--host", "127.0.0.1",
                                 "--port", str(port)], env=env, cwd=REPO_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

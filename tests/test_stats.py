@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from functions.data import DataError
-from functions.stats import (as_frame, best_groups, compact_letters, holm, paired_tests, paired_wilcoxon,
+from functions.core.errors import DataError
+from functions.analysis.stats import (as_frame, best_groups, compact_letters, holm, paired_tests, paired_wilcoxon,
                              rank_cut_points)
 
 REPEATS = 10

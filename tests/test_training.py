@@ -1,9 +1,9 @@
 import torch
 
-from functions import models
+from functions.models import study_cnn as models
 from functions.config import Config
-from functions.data import Split
-from functions.training import accuracy, fit, prefix_features
+from functions.data.tasks import Split
+from functions.train.fit import accuracy, fit, prefix_features
 
 CFG = Config(num_channels=4, depth=2)
 

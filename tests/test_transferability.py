@@ -13,9 +13,10 @@ from sklearn.covariance import LedoitWolf
 from torch.utils.flop_counter import FlopCounterMode
 
 from functions.config import Config, get_setup
-from functions.data import DataError, Split
-from functions.models import build
-from functions.transferability import (build_records, cut_scores, forward_flops, hscore, leep, logme, nce,
+from functions.core.errors import DataError
+from functions.data.tasks import Split
+from functions.models.study_cnn import build
+from functions.analysis.transferability import (build_records, cut_scores, forward_flops, hscore, leep, logme, nce,
                                        plot_score_vs_accuracy, recommender_eval, save_records,
                                        validate_against_sweeps)
 
@@ -300,7 +301,7 @@ def test_records_and_leave_one_setup_out_recommender(tiny_model, tmp_path):
 
 
 def test_verdict_names_the_best_ranking_score_and_whether_it_found_the_best_cut():
-    from functions.study import transferability_verdict
+    from functions.notebooks.study import transferability_verdict
     validation = pd.DataFrame({
         "percentage": [0.01, 0.01, 0.01, 0.05], "score": ["logme_flat", "hscore_flat", "leep", "logme_flat"],
         "kendall_tau": [0.4, 0.6, np.nan, 0.7], "score_top_cut": pd.array([5, pd.NA, pd.NA, 2], dtype="Int64"),

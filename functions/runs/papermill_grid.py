@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .data import DataError
+from ..core.errors import DataError
 
 
 @dataclass
@@ -38,10 +38,18 @@ def point_name(parameters: dict) -> str:
     return re.sub(r"[^A-Za-z0-9=,._-]+", "", text.replace(" ", "")) or "default"
 
 
-def run_grid(notebook: Path, grid: dict, out: Path, fixed: dict | None = None, timeout: int = 3600,
-             progress: bool = True) -> list[PointOutcome]:
+def execute(notebook: Path, output: Path, parameters: dict | None = None, timeout: int = 3600) -> None:
+    """Run ``notebook`` into ``output`` with the ``python3`` kernel (this interpreter), in the
+    notebook's folder, with a start-up and an execution limit."""
     import papermill
 
+    papermill.execute_notebook(str(notebook), str(output), parameters=parameters or {}, kernel_name="python3",
+                               cwd=str(Path(notebook).parent), progress_bar=False, execution_timeout=timeout,
+                               start_timeout=120)
+
+
+def run_grid(notebook: Path, grid: dict, out: Path, fixed: dict | None = None, timeout: int = 3600,
+             progress: bool = True) -> list[PointOutcome]:
     notebook = Path(notebook).resolve()
     if not notebook.is_file():
         raise DataError(f"no notebook {notebook}; give the path of a study notebook, e.g. MNIST/empirical.ipynb")
@@ -52,9 +60,7 @@ def run_grid(notebook: Path, grid: dict, out: Path, fixed: dict | None = None, t
         parameters = {**(fixed or {}), **point, "output_root": str(folder)}
         outcome = PointOutcome(point, folder)
         try:
-            papermill.execute_notebook(str(notebook), str(folder / notebook.name), parameters=parameters,
-                                       kernel_name="python3", cwd=str(notebook.parent), progress_bar=False,
-                                       execution_timeout=timeout, start_timeout=120)
+            execute(notebook, folder / notebook.name, parameters, timeout)
         except Exception as err:  # a failed point is reported at the end; the sweep goes on
             outcome.error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
         outcomes.append(outcome)

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import nbformat
 
-from .config import SETUPS
-from .data import REPO_ROOT
+from ..config import FOLDERS, default_setup, setup_names
+from ..core.paths import REPO_ROOT
+from ..runs.papermill_grid import execute
 
-IMPORTS = "%matplotlib inline\nfrom IPython.display import display\nfrom functions import experiments, plots, stats, study"
+IMPORTS = "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, stats\nfrom functions.notebooks import study"
 
 
 def _parameters(folder: str, **extra) -> str:
-    setup = next(n for f, n in SETUPS if f == folder)
-    lines = [f"folder = {folder!r}", f"setup = {setup!r}  # the folder's class setup; others: "
-             f"{[n for f, n in SETUPS if f == folder]}"]
+    lines = [f"folder = {folder!r}", f"setup = {default_setup(folder)!r}  # the folder's class setup; others: "
+             f"{setup_names(folder)}"]
     lines += [f"{k} = {v!r}" for k, v in extra.items()]
     lines += ['profile = "quick"  # "quick": a CPU runs it in minutes; "paper": the upstream grid',
               "percentages = None  # None: the profile's fractions of the target training data",
@@ -41,18 +41,18 @@ SWEEP_CELLS = [
     ("md", "## The source model\nThe network pretrained on the source classes is loaded when a file with the same "
            "configuration exists (made by `make pretrained`), and trained otherwise. Its test accuracy on the source "
            "task says how good the features are that we are about to transfer."),
-    ("code", "source = experiments.load_pretrained(chosen, cfg)\n"
-             "info = experiments.pretrained_info(chosen, cfg)\n"
+    ("code", "source = study.load_pretrained(chosen, cfg)\n"
+             "info = study.pretrained_info(chosen, cfg)\n"
              "print(f\"source test accuracy {info['test_acc']:.3f} after {info['epochs']} epochs\")"),
     ("md", "## Sweeps\nEvery cut point is trained on the same balanced subsets (one per percentage and repeat) as the "
            "baseline, which trains the whole network from scratch. Results files are resumed: runs already in them "
            "are not trained again. The table gives mean ± standard deviation of test accuracy on the official test "
            "split."),
     ("code", "# NBVAL_IGNORE_OUTPUT: progress bars show rates and times\n"
-             "paths = {mode: experiments.run_sweep(*plans[mode], device=study.device_from(device)) for mode in modes}"),
+             "paths = {mode: study.run_sweep(*plans[mode], device=study.device_from(device)) for mode in modes}"),
     ("code", "for mode in modes:\n"
              "    print(f'mode {mode}')\n"
-             "    display(experiments.summary_table(experiments.records_frame(*paths[mode].values())))"),
+             "    display(study.summary_table(study.records_frame(*paths[mode].values())))"),
     ("md", "## Which cut point transfers best?\nOne panel per fraction of target data; each box holds the repeats of "
            "one cut point, the grey box the baseline. Boxes above the baseline mean the transferred layers help; the "
            "cut with the highest box is the best place to cut."),
@@ -71,7 +71,8 @@ SWEEP_CELLS = [
              "    display(stats.best_groups(records, baselines).round(3))"),
     ("md", "## Do the stored results still come out of the code?\nOne stored run is trained again from scratch; "
            "a change in the code that changes results shows up here."),
-    ("code", "study.recheck_run(chosen, cfg, cut_point=grid.cut_points[-1], percentage=grid.percentages[0], repeat=0)"),
+    ("code", "study.recheck_run(chosen, cfg, cut_point=grid.cut_points[-1], percentage=grid.percentages[0], repeat=0,\n"
+             "                 device=device)"),
 ]
 
 
@@ -124,17 +125,13 @@ def _clustering(folder: str) -> list:
                "normalised mutual information, cluster accuracy and pairwise precision/recall. Done for the pretrained "
                "model and a fine-tuned one, on source-task and target-task images."),
         ("code", _parameters(folder, fine_tune_cut=3, max_images=300, per_channel=True)),
-        ("code", f"{IMPORTS}\nfrom functions import clustering\nfrom functions.data import load_task\n"
+        ("code", f"{IMPORTS}\nfrom functions.analysis import clustering\n"
                  "chosen, cfg, grid = study.plan(folder, setup, profile, 'FR', percentages, repeats, cut_points, seed)\n"
                  "study.use_output_root(output_root)\n"
-                 "source_task = load_task(cfg.source_dataset, cfg.pre_train_classes, cfg.val_split, "
-                 "cfg.generate_dataset_seed)\n"
-                 "target_task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, "
-                 "cfg.generate_dataset_seed)\n"
-                 "models = {'pretrained': experiments.load_pretrained(chosen, cfg),\n"
+                 "models = {'pretrained': study.load_pretrained(chosen, cfg),\n"
                  "          f'fine-tuned (FR, cut {fine_tune_cut})': study.fine_tuned_model(\n"
-                 "              chosen, cfg, fine_tune_cut, grid.percentages[-1])}\n"
-                 "data = {'source': source_task.train, 'target': target_task.train}\n"
+                 "              chosen, cfg, fine_tune_cut, grid.percentages[-1], device=device)}\n"
+                 "data = {'source': cfg.source_task().train, 'target': cfg.target_task().train}\n"
                  "records = clustering.run_clustering(\n"
                  "    clustering.ari_path(folder, setup), cfg.params(), models, data, grid.percentages, grid.repeats,\n"
                  "    seed=cfg.generate_dataset_seed, max_images=max_images, n_init=5, per_channel=per_channel)\n"
@@ -163,11 +160,10 @@ def _transferability(folder: str) -> list:
                "global-average-pooled (`_gap`) and flattened (`_flat`) activation, LEEP and NCE from the source "
                "head. Are they right? We compare them with the measured sweep."),
         ("code", _parameters(folder, mode="FR")),
-        ("code", f"{IMPORTS}\nimport pandas as pd\nfrom functions import transferability\n"
-                 "from functions.data import load_task\n"
+        ("code", f"{IMPORTS}\nimport pandas as pd\nfrom functions.analysis import transferability\n"
                  "chosen, cfg, grid = study.plan(folder, setup, profile, mode, percentages, repeats, cut_points, seed)\n"
-                 "study.use_output_root(output_root)\nsource = experiments.load_pretrained(chosen, cfg)\n"
-                 "task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)"),
+                 "study.use_output_root(output_root)\nsource = study.load_pretrained(chosen, cfg)\n"
+                 "task = cfg.target_task()"),
         ("md", "## Scores per cut point\nEach percentage is scored on the images its first repeat trained on: the "
                "data a researcher would actually have. Higher is better for every score."),
         ("code", "scores = {p: transferability.cut_scores(source, study.training_subset(cfg, task, p, 0), progress=False)\n"
@@ -196,7 +192,7 @@ def _transferability(folder: str) -> list:
 
 
 def _sample_efficiency(folder: str) -> list:
-    setup = next(n for f, n in SETUPS if f == folder)
+    setup = default_setup(folder)
     parameters = "\n".join([
         f"folder = {folder!r}", f"setup = {setup!r}  # whose pretrained source model extracts the features",
         'tasks = ["binary", "all"]  # the first two target classes, and all of them',
@@ -217,9 +213,9 @@ def _sample_efficiency(folder: str) -> list:
                "needs a tenth of the samples."),
         ("code", parameters),
         ("code", "%matplotlib inline\nfrom IPython.display import Image, display\n"
-                 "from functions import heads, sample_efficiency, study\n"
+                 "from functions.efficiency import benchmark, heads\nfrom functions.notebooks import study\n"
                  "study.use_output_root(output_root)\n"
-                 "results = {task: sample_efficiency.run_study(\n"
+                 "results = {task: benchmark.run_study(\n"
                  "    folder, setup, task, methods=tuple(methods or heads.METHODS), seeds=seeds, batch_size=batch_size,\n"
                  "    max_samples=max_samples, evaluation_frequency=evaluation_frequency, threshold=threshold,\n"
                  "    window=window, progress=False, log=lambda *_: None) for task in tasks}"),
@@ -231,7 +227,7 @@ def _sample_efficiency(folder: str) -> list:
                  "    params = result.params\n"
                  "    print(f\"{task}: {params['dataset']} classes {params['classes']}, {params['pool_size']} samples to \"\n"
                  "          f\"stream, {params['val_size']} to validate\")\n"
-                 "    print(sample_efficiency.format_summary(result.table), end='\\n\\n')"),
+                 "    print(benchmark.format_summary(result.table), end='\\n\\n')"),
         ("md", "## Learning curves and milestones\nFirst figure of each task: median validation accuracy (band: IQR "
                "over seeds) against the samples seen, log x; the dashed line is the threshold. Second: the milestones "
                "per method, with the number of seeds that never reached it under each box. Curves that rise "
@@ -285,8 +281,7 @@ def path(folder: str, kind: str) -> Path:
 
 
 def all_notebooks() -> list[tuple[str, str]]:
-    folders = sorted({f for f, _ in SETUPS})
-    return [(folder, kind) for folder in folders for kind in kinds(folder)]
+    return [(folder, kind) for folder in FOLDERS for kind in kinds(folder)]
 
 
 def same_cells(a: nbformat.NotebookNode, b: nbformat.NotebookNode) -> bool:
@@ -304,9 +299,7 @@ def write(folder: str, kind: str, execute: bool = False, timeout: int = 1800) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(fresh, target)
     if execute:
-        import papermill
-        papermill.execute_notebook(str(target), str(target), kernel_name="python3", cwd=str(target.parent),
-                                   progress_bar=False, execution_timeout=timeout, start_timeout=120)
+        execute(target, target, timeout=timeout)
         executed = nbformat.read(target, as_version=4)
         executed.cells = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
         for cell in executed.cells:  # papermill's bookkeeping varies run to run

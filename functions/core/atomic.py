@@ -5,6 +5,7 @@ resumed sweep never reads half a results file.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -26,3 +27,18 @@ def atomic_file(path, mode: str = "w"):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path, obj) -> None:
+    """``obj`` as indented JSON, written atomically."""
+    with atomic_file(path) as fh:
+        json.dump(obj, fh, indent=1)
+        fh.write("\n")
+
+
+def write_png(fig, path, dpi: int = 150) -> Path:
+    """A matplotlib figure as PNG, atomically and without the software-version stamp, so equal
+    figures give equal files."""
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi, metadata={"Software": None})
+    return Path(path)

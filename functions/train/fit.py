@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from .data import Split
-from .models import StudyCNN, frozen_prefix_length
+from ..data.tasks import Split
+from ..models.study_cnn import StudyCNN, frozen_prefix_length
 
 EVAL_CHUNK = 256  # small chunks stay in cache: about 2x faster than large ones on a 2-core CPU
 

@@ -15,10 +15,11 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from .atomic import atomic_file
+from ..core.atomic import write_png
+from ..core.errors import DataError
+from ..core.paths import figure_path
+from ..runs.store import load_results, results_path
 from .clustering import layer_order, layer_scores
-from .data import DataError
-from .experiments import load_results, output_root, results_path
 from .stats import BASELINE, as_frame
 
 CUT_LABEL = "cut point (conv layers kept)"
@@ -218,18 +219,10 @@ def ari_boxplot(ari_records, split: str = "target", score: str = "ari", channels
 
 # ----------------------------------------------------------------------------- files
 
-def figure_path(folder, name: str) -> Path:
-    """``<Folder>/results/figures/<name>.png``; ``folder`` a study folder name or any directory."""
-    return output_root() / folder / "results" / "figures" / f"{name}.png"
-
-
 def save_figure(fig: Figure, folder, name: str, dpi: int = 150) -> Path:
-    """Write ``fig`` as PNG atomically, without the software-version stamp, so equal figures
-    give equal files."""
-    path = figure_path(folder, name)
-    with atomic_file(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=dpi, metadata={"Software": None})
-    return path
+    """Write ``fig`` as ``<Folder>/results/figures/<name>.png`` (``folder`` a study folder name or
+    any directory), byte-for-byte reproducibly."""
+    return write_png(fig, figure_path(folder, name), dpi)
 
 
 def main_figure_from_files(setup, mode: str) -> Path:

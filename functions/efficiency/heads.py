@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .data import DataError
+from ..core.errors import DataError
 
 # Logit bias of a class no sample has shown yet (and no initial head describes): never predicted.
 UNSEEN_BIAS = -1e9

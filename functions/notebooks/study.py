@@ -8,32 +8,38 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import SETUPS, Config, Grid, Setup, get_setup, profile
-from .data import DataError, load_task
-from .experiments import (load_pretrained, load_results, output_root, pick_device, pretrained_info, results_path,
-                          run_inputs, subset_index, train_run)
+from ..analysis import stats, transferability
+from ..analysis.summary import records_frame, summary_table
+from ..config import FOLDERS, Config, Grid, Setup, get_setup, profile
+from ..core.device import pick_device
+from ..core.errors import DataError
+from ..core.paths import results_dir
+from ..data.catalog import same_percentage
+from ..runs.pretrained import load_pretrained, pretrained_info
+from ..runs.store import load_results, results_path
+from ..runs.sweep import run_inputs, run_sweep, subset_index, train_run
 
-
-def default_setup(folder: str) -> str:
-    """The folder's first listed setup: the study's main one."""
-    names = [n for f, n in SETUPS if f == folder]
-    if not names:
-        raise DataError(f"unknown dataset folder {folder!r}; choose one of {sorted({f for f, _ in SETUPS})}")
-    return names[0]
+# what a notebook needs from the layers below, under one name
+__all__ = ["available_modes", "collected_records", "device_from", "fine_tuned_model", "load_pretrained", "plan",
+           "parameter_table", "pretrained_info", "recheck_run", "records_frame", "run_sweep", "save_transferability_records",
+           "summary_table", "sweep_records", "training_subset", "transferability_verdict", "use_output_root",
+           "validate_scores"]
 
 
 def plan(folder: str, setup: str | None = None, profile_name: str = "quick", mode: str = "FR",
          percentages=None, repeats=None, cut_points=None, seed: int | None = None,
          overrides: dict | None = None) -> tuple[Setup, Config, Grid]:
     """The setup, config and grid of one experiment: a profile plus single overrides."""
-    chosen = get_setup(folder, setup or default_setup(folder))
+    chosen = get_setup(folder, setup)
     cfg, grid = profile(profile_name, chosen)
     changes = dict(overrides or {})
     if seed is not None:
         changes["generate_dataset_seed"] = int(seed)
     cfg = cfg.replace(**changes).with_mode(mode)
     percentages = tuple(percentages) if percentages else grid.percentages
-    counts = {p: int(repeats) if repeats else grid.repeats.get(p, 2) for p in percentages}
+    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
+        raise DataError(f"repeats={repeats!r} must be a positive integer (None: the profile's repeats)")
+    counts = {p: repeats if repeats is not None else grid.repeats.get(p, 2) for p in percentages}
     cuts = tuple(cut_points) if cut_points is not None else tuple(range(cfg.depth + 1))
     for c in cuts:
         cfg.check_cut(c)
@@ -58,12 +64,11 @@ def use_output_root(path) -> None:
 
 def device_from(name: str):
     """``"auto"``: CUDA when present, else the CPU."""
-    import torch
-    return pick_device() if name == "auto" else torch.device(name)
+    return pick_device(name)
 
 
 def recheck_run(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int,
-                tolerance: float = 0.005) -> dict:
+                tolerance: float = 0.005, device: str = "auto") -> dict:
     """Train one stored run again from scratch and compare its test accuracy with the file's.
 
     Results files are resumed, so a notebook re-run reads them instead of retraining; this
@@ -72,23 +77,24 @@ def recheck_run(setup: Setup, cfg: Config, cut_point: int, percentage: float, re
     kind = "baselines" if cut_point == -1 else "results"
     path = results_path(setup.folder, kind, setup.name, cfg.mode)
     stored = [r for r in load_results(path)[1] if (r["sampled_cut_point"], r["repeat"]) == (cut_point, repeat)
-              and abs(r["sampled_percentage"] - percentage) < 1e-12]
+              and same_percentage(r["sampled_percentage"], percentage)]
     if not stored:
         raise DataError(f"{path} has no run at cut {cut_point}, percentage {percentage}, repeat {repeat}")
-    task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
+    task = cfg.target_task()
     source = None if cut_point == -1 else load_pretrained(setup, cfg)
-    inputs = run_inputs(cfg, task, source, max(cut_point, 0), pick_device())
+    inputs = run_inputs(cfg, task, source, max(cut_point, 0), pick_device(device))
     _, result = train_run(cfg, task, source, max(cut_point, 0), percentage, repeat, inputs)
     return {"cut_point": cut_point, "percentage": percentage, "repeat": repeat,
             "stored_test_acc": round(stored[0]["test_acc"], 4),
             "reproduced within tolerance": abs(result.test_acc - stored[0]["test_acc"]) <= tolerance}
 
 
-def fine_tuned_model(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int = 0):
+def fine_tuned_model(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int = 0,
+                     device: str = "auto"):
     """The network of one sweep run (same seeds, same subset), trained again to look inside it."""
-    task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
+    task = cfg.target_task()
     source = load_pretrained(setup, cfg)
-    inputs = run_inputs(cfg, task, source, cut_point, pick_device())
+    inputs = run_inputs(cfg, task, source, cut_point, pick_device(device))
     model, _ = train_run(cfg, task, source, cut_point, percentage, repeat, inputs)
     return model
 
@@ -117,14 +123,13 @@ def validate_scores(scores: dict, records: list) -> "pd.DataFrame":
     """Transferability scores (percentage -> per-cut table) against the sweep, per percentage; a
     top cut counts as right when no cut is significantly better (paired Wilcoxon, Holm)."""
     import pandas as pd
-    from . import stats, transferability
     groups = stats.best_groups(records)
     tolerance = {p: set(g.loc[g.same_as_best, "sampled_cut_point"]) for p, g in groups.groupby("sampled_percentage")}
     # scores equal in exact arithmetic (the plain H-score saturates at C - 1 when there are fewer
     # images than dimensions) differ in their last bits with the thread count: rounding makes
     # them ties, so the ranking does not depend on the machine
     return pd.concat([transferability.validate_against_sweeps(
-        table.round(6), [r for r in records if abs(r["sampled_percentage"] - p) < 1e-12], tolerance)
+        table.round(6), [r for r in records if same_percentage(r["sampled_percentage"], p)], tolerance)
         for p, table in scores.items()], ignore_index=True)
 
 
@@ -146,15 +151,13 @@ def transferability_verdict(validation) -> str:
 
 
 def records_path(setup: Setup, mode: str) -> Path:
-    return results_path(setup.folder, "results", setup.name, mode).with_name(
-        f"transferability_records_{setup.name}_{mode}.csv")
+    return results_dir(setup.folder) / f"transferability_records_{setup.name}_{mode}.csv"
 
 
 def save_transferability_records(setup: Setup, cfg: Config, scores: dict, records: list, model, task) -> Path:
     """The folder's rows of the recommender's records (model and target metadata, scores, measured
     accuracy per cut and percentage), written beside its results files for
     ``python -m functions recommend`` to collect."""
-    from . import transferability
     frame = transferability.build_records(scores, records, setup=setup, cfg=cfg, model=model,
                                           n_target_train=len(task.train),
                                           source_test_acc=pretrained_info(setup, cfg)["test_acc"])
@@ -164,8 +167,7 @@ def save_transferability_records(setup: Setup, cfg: Config, scores: dict, record
 def collected_records() -> "pd.DataFrame":
     """Every study folder's transferability records under the output root, in one table."""
     import pandas as pd
-    paths = sorted(p for folder in sorted({f for f, _ in SETUPS})
-                   for p in (output_root() / folder / "results").glob("transferability_records_*.csv"))
+    paths = sorted(p for folder in FOLDERS for p in results_dir(folder).glob("transferability_records_*.csv"))
     if not paths:
         raise DataError("no transferability records found; execute the folders' transferability notebooks "
                         "(`make notebooks`) first")

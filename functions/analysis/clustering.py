@@ -29,9 +29,12 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 from threadpoolctl import threadpool_limits
 
-from .data import DataError, Split, balanced_subset, check_percentage, subset_seed
-from .experiments import ResultsFile, load_results, output_root, write_json_atomic
-from .models import StudyCNN
+from ..core.errors import DataError
+from ..core.paths import results_dir
+from ..data.catalog import check_percentage, percentage_key
+from ..data.tasks import Split, balanced_subset, subset_seed
+from ..models.study_cnn import StudyCNN
+from ..runs.store import ResultsFile
 
 POOLED = -1  # the ``channel`` value of records scoring the pooled vector of all channels
 SCORES = ("ari", "nmi", "cluster_acc", "pair_precision", "pair_recall")
@@ -137,7 +140,7 @@ def clustering_subset(split: Split, percentage: float, repeat: int, seed: int, m
 # ----------------------------------------------------------------------------- sweeps
 
 def _key(model: str, split: str, percentage: float, repeat: int) -> tuple:
-    return model, split, round(float(percentage), 12), int(repeat)
+    return model, split, percentage_key(percentage), int(repeat)
 
 
 def _repeat_counts(percentages, repeats) -> dict:
@@ -248,17 +251,7 @@ def layer_scores(records, split: str, score: str = "ari", channels: str = "poole
 
 def ari_path(folder: str, setup_name: str) -> Path:
     """``<Folder>/results/ari_<setup>.json``."""
-    return output_root() / folder / "results" / f"ari_{setup_name}.json"
-
-
-def save_ari(path: Path, params: dict, records: list[dict]) -> None:
-    """Write ``[params, *records]`` atomically (the results-file layout)."""
-    write_json_atomic(Path(path), [params, *records])
-
-
-def load_ari(path: Path) -> tuple[dict, list[dict]]:
-    """Parameters and records of an ``ari_*.json`` file."""
-    return load_results(Path(path))
+    return results_dir(folder) / f"ari_{setup_name}.json"
 
 
 def run_clustering(path: Path, params: dict, models: dict, data: dict, percentages, repeats, *,
@@ -273,15 +266,15 @@ def run_clustering(path: Path, params: dict, models: dict, data: dict, percentag
     """
     params = {**params, "clustering_seed": seed, "max_images": max_images, "n_init": n_init,
               "per_channel": per_channel}
-    file = ResultsFile(path, params)  # loads what is there; refuses other parameters, naming them
+    # loads what is there; refuses other parameters, naming them
+    file = ResultsFile(path, params, key=lambda r: _key(*(r[k] for k in GROUP_KEYS)))
 
     def save(group):
-        file.records.extend(group)
-        save_ari(path, params, file.records)
+        file.add(*group)
         if progress:
             progress(group)
 
     cluster_records(models, data, percentages, repeats, seed=seed, max_images=max_images, n_init=n_init,
-                    per_channel=per_channel, done={_key(*(r[k] for k in GROUP_KEYS)) for r in file.records},
+                    per_channel=per_channel, done=file.done(),
                     on_group=save)
     return file.records

@@ -20,154 +20,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import get_setup, profile
+from ..core.atomic import atomic_file, write_png
+from ..core.errors import DataError
+from ..core.paths import data_root, results_dir
+from ..data.catalog import spec
+from ..data.tasks import load_task
+from ..models.extractors import TORCHVISION_ARCHS, Extractor, study_extractor, torchvision_extractor
+from ..models.files import load_model
+from ..runs.pretrained import load_pretrained
+from ..runs.store import ResultsFile
 from . import heads
-from .atomic import atomic_file
-from .config import Config, get_setup, profile
-from .data import SPECS, DataError, data_root, load_task
-from .models import StudyCNN
-from .experiments import differing_keys, load_pretrained, load_results, output_root, write_json_atomic
-from .study import default_setup
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes: old cache files are then ignored
-EXTRACT_CHUNK = 256
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TORCHVISION_ARCHS = ("mobilenet_v2", "resnet50")
 EXTRACTORS = ("study", *TORCHVISION_ARCHS)
-
-
-# ----------------------------------------------------------------------------- extractors
-
-def state_sha256(module: nn.Module) -> str:
-    """Identity of a network's weights: the same parameters give the same hash."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{list(t.shape)}".encode())
-        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return digest.hexdigest()
-
-
-class _StudyPrefix(nn.Module):
-    """The first ``cut`` conv blocks of a study CNN."""
-
-    def __init__(self, model: StudyCNN, cut: int):
-        super().__init__()
-        self.model, self.cut = model, cut
-
-    def forward(self, x):
-        return self.model.features(x, 0, self.cut)
-
-
-class Extractor:
-    """A frozen network and the input it expects: images in 0..1 of any size and channel count
-    are converted to ``in_shape`` (grey <-> RGB, bilinear resize with antialiasing), normalised
-    with ``mean``/``std``, and the body's output is global-average pooled into a feature vector."""
-
-    def __init__(self, kind: str, body: nn.Module, in_shape: tuple, mean: tuple, std: tuple, cut: int | None = None):
-        self.kind, self.body, self.in_shape, self.cut = kind, body.eval().requires_grad_(False), tuple(in_shape), cut
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.weights_sha256 = state_sha256(body)
-        with torch.inference_mode():
-            self.dim = int(self._pooled(torch.zeros(1, *self.in_shape)).shape[1])
-
-    def identity(self) -> dict:
-        return {"kind": self.kind, "cut": self.cut, "in_shape": list(self.in_shape),
-                "weights_sha256": self.weights_sha256}
-
-    def adapt(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) pixels in 0..1 -> the normalised input of the network."""
-        channels, height, width = self.in_shape
-        if images.shape[1] == 4:  # RGBA: the alpha channel carries no class information
-            images = images[:, :3]
-        if images.shape[1] != channels:
-            if channels == 1:  # ITU-R BT.601 luma
-                images = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            else:
-                images = images.expand(-1, channels, -1, -1)
-        if images.shape[2:] != (height, width):
-            images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-        return (images - self.mean) / self.std
-
-    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x.contiguous(memory_format=torch.channels_last))
-        return out.mean(dim=(2, 3)) if out.ndim == 4 else out.flatten(1)
-
-    def __call__(self, images: torch.Tensor) -> np.ndarray:
-        """Features (N, dim) float32 of images (N, C, H, W) in 0..1."""
-        parts = []
-        with torch.inference_mode():
-            for i in range(0, len(images), EXTRACT_CHUNK):
-                parts.append(self._pooled(self.adapt(images[i:i + EXTRACT_CHUNK].float())))
-        return torch.cat(parts).numpy() if parts else np.zeros((0, self.dim), dtype=np.float32)
-
-    def of_pixels(self, images: list[np.ndarray]) -> np.ndarray:
-        """Features of images given one by one as (H, W, C) arrays of 0..255, each of its own size."""
-        with torch.inference_mode():
-            adapted = [self.adapt(torch.from_numpy(image).float().permute(2, 0, 1)[None] / 255.0) for image in images]
-            return torch.cat([self._pooled(torch.cat(adapted[i:i + EXTRACT_CHUNK]))
-                              for i in range(0, len(adapted), EXTRACT_CHUNK)]).numpy()
-
-
-def study_extractor(model: StudyCNN, source_dataset: str, cut: int | None = None) -> Extractor:
-    """The pooled activation of ``model.features(x, 0, cut)`` (default: after every conv block)."""
-    depth = len(model.blocks)
-    cut = depth if cut is None else cut
-    if not (isinstance(cut, int) and 0 <= cut <= depth):
-        raise DataError(f"cut {cut!r} is outside 0..{depth}: the source model has {depth} conv blocks")
-    spec = SPECS[source_dataset]
-    return Extractor("study", _StudyPrefix(model, cut), model.in_shape, spec.mean, spec.std, cut)
-
-
-ARCHITECTURE_KEYS = ("depth", "num_channels", "kernel_size", "activation_function", "use_pooling",
-                     "pooling_every_n_layers", "pooling_stride", "two_linear_layers", "hidden_dim_lin")
-
-
-def load_study_model(path: Path) -> tuple[StudyCNN, str]:
-    """A source model saved as ``pretrain`` saves it ({config, in_shape, state_dict}) and its source dataset."""
-    path = Path(path)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        params = saved["config"]
-        cfg = Config().replace(**{k: params[k] for k in ARCHITECTURE_KEYS if k in params})
-        num_classes = len(params["pre_train_classes"])
-        model = StudyCNN(cfg, tuple(saved["in_shape"]), num_classes)
-        model.load_state_dict(saved["state_dict"])
-    except (OSError, KeyError, TypeError, RuntimeError, EOFError) as err:
-        raise DataError(f"{path} is not a source model file written by `python -m functions pretrain` "
-                        f"({type(err).__name__}: {err})") from err
-    return model, params["source_dataset"]
-
-
-def torchvision_extractor(arch: str, weights_path: Path, input_size: int = 224) -> Extractor:
-    """torchvision's ``arch`` (built with ``weights=None``) with the state dict saved in ``weights_path``,
-    e.g. the ImageNet weights file torchvision itself downloads."""
-    import torchvision
-
-    if arch not in TORCHVISION_ARCHS:
-        raise DataError(f"unknown architecture {arch!r}; choose one of {list(TORCHVISION_ARCHS)}")
-    if weights_path is None or not Path(weights_path).is_file():
-        raise DataError(f"{arch} needs a weights file (a state_dict saved with torch.save, e.g. torchvision's "
-                        f"ImageNet file); {weights_path} does not exist")
-    model = getattr(torchvision.models, arch)(weights=None)
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    except (OSError, RuntimeError, AttributeError, EOFError, TypeError) as err:
-        raise DataError(f"{weights_path} does not hold {arch} weights ({type(err).__name__}: {str(err)[:300]})") from err
-    body = model.features if arch == "mobilenet_v2" else nn.Sequential(*list(model.children())[:-2])
-    return Extractor(arch, body, (3, input_size, input_size), IMAGENET_MEAN, IMAGENET_STD)
 
 
 def source_extractor(folder: str, setup: str | None = None, profile_name: str = "quick", cut: int | None = None,
                      train_if_missing: bool = True, log=print) -> Extractor:
-    """The folder's pretrained source model (``experiments.load_pretrained``) cut at ``cut``."""
-
-    the_setup = get_setup(folder, setup or default_setup(folder))
+    """The folder's pretrained source model (:func:`functions.runs.pretrained.load_pretrained`) cut at ``cut``."""
+    the_setup = get_setup(folder, setup)
     cfg, _ = profile(profile_name, the_setup)
     model = load_pretrained(the_setup, cfg, log=log, train_if_missing=train_if_missing)
     return study_extractor(model, the_setup.source_dataset, cut)
@@ -180,8 +54,8 @@ def build_extractor(kind: str = "study", weights: str | None = None, folder: str
     ``cut``; ``mobilenet_v2`` / ``resnet50``: torchvision's network with the state dict in ``weights``."""
     if kind == "study":
         if weights:
-            model, source_dataset = load_study_model(Path(weights))
-            return study_extractor(model, source_dataset, cut)
+            model, saved = load_model(weights)
+            return study_extractor(model, saved["config"]["source_dataset"], cut)
         return source_extractor(folder, setup, profile_name, cut, train_if_missing, log)
     if kind in TORCHVISION_ARCHS:
         return torchvision_extractor(kind, weights, input_size)
@@ -209,7 +83,7 @@ def target_task(folder: str = "MNIST", setup: str | None = None, task: str = "al
                 classes=None, pool: int | None = None) -> TargetTask:
     """The folder's target classes (``task='all'``), its first two (``'binary'``), or any ``classes``
     of any ``dataset``."""
-    the_setup = get_setup(folder, setup or default_setup(folder))
+    the_setup = get_setup(folder, setup)
     cfg, _ = profile("quick", the_setup)
     if classes is not None:
         return TargetTask(dataset or the_setup.target_dataset, tuple(int(c) for c in classes), cfg.val_split,
@@ -265,8 +139,8 @@ def task_features(extractor: Extractor, task: TargetTask, cache_dir: Path | None
     if task.pool is not None:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(task.seed))
         train = train.subset(torch.sort(order[:task.pool]).values)
-    spec = SPECS[task.dataset]
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
+    stats = spec(task.dataset)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (stats.mean, stats.std))
     arrays = {"train_x": extractor(train.x * std + mean), "train_y": train.y.numpy(),
               "val_x": extractor(data.val.x * std + mean), "val_y": data.val.y.numpy()}
     seconds = time.perf_counter() - began
@@ -412,15 +286,14 @@ def results_name(folder: str, setup: str | None, task: str, dataset: str | None,
     """``<setup>`` for the folder's target classes, ``<setup>_binary`` for its first two,
     ``<dataset>_<c1-c2-...>`` for any other class list."""
     if classes is not None:
-        the_setup = get_setup(folder, setup or default_setup(folder))
-        return f"{dataset or the_setup.target_dataset}_{'-'.join(str(int(c)) for c in classes)}"
-    name = setup or default_setup(folder)
+        return f"{dataset or get_setup(folder, setup).target_dataset}_{'-'.join(str(int(c)) for c in classes)}"
+    name = get_setup(folder, setup).name
     return name if task == "all" else f"{name}_{task}"
 
 
 def results_path(folder: str, name: str) -> Path:
     """Beside the folder's sweep results (under ``$TRANSFER_OUTPUT_ROOT`` when that is set)."""
-    return output_root() / folder / "results" / f"sample_efficiency_{name}.json"
+    return results_dir(folder) / f"sample_efficiency_{name}.json"
 
 
 def summary(records: list[dict], baseline: str = heads.BASELINE) -> pd.DataFrame:
@@ -454,11 +327,6 @@ def format_summary(table: pd.DataFrame) -> str:
     return shown.to_string()
 
 
-def _save_png(fig, path: Path) -> None:
-    with atomic_file(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120, metadata={"Software": None})
-
-
 def plot_study(records: list[dict], params: dict, stem: Path) -> list[Path]:
     """Learning curves (median and IQR band per method, threshold line) and a milestone box plot."""
     import matplotlib
@@ -483,7 +351,7 @@ def plot_study(records: list[dict], params: dict, stem: Path) -> list[Path]:
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     curves = stem.with_name(stem.name + "_curves.png")
-    _save_png(fig, curves)
+    write_png(fig, curves, dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -501,7 +369,7 @@ def plot_study(records: list[dict], params: dict, stem: Path) -> list[Path]:
     ax.set_xlabel("method")
     fig.tight_layout()
     boxes = stem.with_name(stem.name + "_milestones.png")
-    _save_png(fig, boxes)
+    write_png(fig, boxes, dpi=120)
     plt.close(fig)
     return [curves, boxes]
 
@@ -537,7 +405,7 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
     target = target_task(folder, setup, task, dataset, classes, pool)
     features = task_features(the_extractor, target, log=log)
     protocol = Protocol(batch_size, max_samples, evaluation_frequency, threshold, window).check(len(features.train_y))
-    params = {"folder": folder, "setup": setup or default_setup(folder), "task": task if classes is None else "classes",
+    params = {"folder": folder, "setup": get_setup(folder, setup).name, "task": task if classes is None else "classes",
               "dataset": target.dataset, "classes": list(target.classes), "val_split": target.val_split,
               "data_seed": target.seed, "pool": target.pool, "pool_size": int(len(features.train_y)),
               "val_size": int(len(features.val_y)), "extractor": the_extractor.identity(), "profile": profile_name,
@@ -545,14 +413,10 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
     path = results_path(folder, results_name(folder, setup, task, dataset, classes))
     if results_dir is not None:
         path = Path(results_dir) / path.name
-    records = []
-    if path.exists():
-        found, records = load_results(path)
-        if differing_keys(found, params):
-            raise DataError(f"{path} was written with different parameters {differing_keys(found, params)}; "
-                            f"move it away or run with the same parameters to resume")
+    file = ResultsFile(path, params, key=lambda r: (r["method"], r["seed"]))
+    records = file.records
     names = [heads.BASELINE] + [m for m in methods if m != heads.BASELINE] + (["remote"] if update_url else [])
-    done = {(r["method"], r["seed"]) for r in records}
+    done = file.done()
     todo = [(seed, m) for seed in range(seeds) for m in names if (m, seed) not in done]
     baseline_of = {r["seed"]: r["milestone"] for r in records if r["method"] == heads.BASELINE}
     for seed, method in tqdm(todo, desc=f"sample efficiency {path.stem}", unit="run", disable=not progress):
@@ -561,12 +425,11 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
                                     update_url=update_url if method == "remote" else None)
         if method == heads.BASELINE:
             baseline_of[seed] = reached
-        records.append({"method": method, "seed": seed, "milestone": reached, "reached": reached is not None,
+        file.add({"method": method, "seed": seed, "milestone": reached, "reached": reached is not None,
                         "relative_efficiency": relative_efficiency(baseline_of.get(seed), reached),
                         "final_accuracy": curve.final_accuracy, "seconds": round(time.perf_counter() - began, 4),
                         "samples": curve.samples, "accuracy": curve.accuracy,
                         **({"update_url": update_url} if method == "remote" else {})})
-        write_json_atomic(path, [params, *records])
     chosen = [r for r in records if r["method"] in names and r["seed"] < seeds]
     table = summary(chosen)
     log(f"\n{params['dataset']} classes {params['classes']} ({params['pool_size']} training samples to stream, "

@@ -7,7 +7,7 @@ weights and Adam states carry a leading run axis, their convolutions run as one 
 convolution over activations laid out ``(B, runs * C, H, W)`` channels-last, and validation and
 test images enter once for all runs.  Each run keeps its own seed and batch order, its own Adam
 state, early stopping and best weights, so :func:`fit_group` gives what
-:func:`functions.training.fit` gives run by run, up to float rounding.
+:func:`functions.train.fit.fit` gives run by run, up to float rounding.
 
 :func:`staged_inputs` computes the frozen prefix once per cut point, block by block, so that a
 sweep over cut points runs the pretrained network through each image once in all.
@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import RowView, Split
-from .models import StudyCNN, frozen_prefix_length
-from .training import RunResult
+from ..core.device import configure_threads, pick_device
+from ..data.tasks import RowView, Split
+from ..models.study_cnn import StudyCNN, frozen_prefix_length
+from .fit import RunResult
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which fit uses
 # The activations of one forward and backward pass stay under this many bytes: a step's batch
@@ -43,20 +44,6 @@ MIN_MICRO_BATCH = 64
 EVAL_BYTES = {"cpu": 16 << 20, "cuda": 2 << 30}
 # Frozen-prefix activations of a cut point are kept when they fit in this many bytes.
 CACHE_BYTES = int(os.environ.get("TRANSFER_CACHE_BYTES", 2 << 30))
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def configure_threads() -> int:
-    """Use no more intra-op threads than this process may run on; containers often report the
-    host's cores, and oversubscribed threads are slower than fewer.  ``OMP_NUM_THREADS`` wins."""
-    if "OMP_NUM_THREADS" not in os.environ and hasattr(os, "sched_getaffinity"):
-        available = len(os.sched_getaffinity(0))
-        if torch.get_num_threads() > available:
-            torch.set_num_threads(available)
-    return torch.get_num_threads()
 
 
 # ----------------------------------------------------------------------------- the grouped network
@@ -260,7 +247,7 @@ def _accuracy(correct: int, size: int) -> float:
 
 def _fit_chunk(models, trains, val, test, net: GroupedNet, names, *, lr, max_epochs, patience, batch_size,
                seeds, device, autocast, micro_batch: int, eval_chunk: int) -> list[RunResult]:
-    """Train equal-size runs together; the protocol of :func:`functions.training.fit` per run."""
+    """Train equal-size runs together; the protocol of :func:`functions.train.fit.fit` per run."""
     began = time.perf_counter()
     count, size = len(models), len(trains[0])
     runs = _Runs(models, names, device)
@@ -337,10 +324,10 @@ def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split | RowView], val
               device: torch.device | str | None = None, precision: str = "fp32",
               step_bytes: int | None = None) -> list[RunResult]:
     """Train independent runs of one architecture together; run ``i`` is ``models[i]`` trained on
-    ``trains[i]`` with seed ``seeds[i]``, exactly as :func:`functions.training.fit` would.
+    ``trains[i]`` with seed ``seeds[i]``, exactly as :func:`functions.train.fit.fit` would.
 
     Each model ends holding its best validation weights, as after ``fit``.  ``trains`` may be
-    :class:`~functions.data.Split` or :class:`~functions.data.RowView` (rows of one shared pool,
+    :class:`~functions.data.tasks.Split` or :class:`~functions.data.tasks.RowView` (rows of one shared pool,
     gathered per batch).  Runs with equal training sizes train as one group; the activations of
     a forward and backward pass stay under ``step_bytes`` (default: :data:`STEP_BYTES` of the
     device), by micro-batches and, past that, by more groups in turn.  ``seconds`` is each run's
@@ -356,7 +343,7 @@ def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split | RowView], val
     _check_same_architecture(models)
     if start > frozen_prefix_length(models[0]):
         raise ValueError(f"inputs enter at block {start} but block {frozen_prefix_length(models[0])} is trainable")
-    device = torch.device(device) if device is not None else default_device()
+    device = pick_device(device)
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision {precision!r} is unknown; choose 'fp32' or 'bf16'")
     if precision == "bf16" and device.type != "cuda":
@@ -406,7 +393,7 @@ def staged_inputs(pretrained: StudyCNN, splits: Sequence[Split], cut_points, *, 
     that a sweep holds one cached level, not two (the paper network's take 1.7 GB each for
     MNIST).  The splits passed in are left as they are.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = pick_device(device)
     net = copy.deepcopy(pretrained).to(device).eval()
     level, current = 0, [s.to(device) for s in splits]  # new Split objects, whatever the device
     rows = sum(len(s) for s in splits)

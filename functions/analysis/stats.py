@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
 
-from .data import DataError
+from ..core.errors import DataError
 
 BASELINE = -1
 KEYS = ("sampled_percentage", "sampled_cut_point", "repeat")

@@ -5,13 +5,11 @@ slice, the frozen prefix can be run once and cached, and truncation is just a sh
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
-from .config import Config
-from .data import DataError
+from ..config import Config
+from ..core.errors import DataError
 
 
 def activation(name: str) -> nn.Module:
@@ -114,6 +112,3 @@ def frozen_prefix_length(model: StudyCNN) -> int:
         n += 1
     return n
 
-
-def clone(model: StudyCNN) -> StudyCNN:
-    return copy.deepcopy(model)

@@ -1,7 +1,7 @@
 """HTTP service for the sample-efficiency benchmark: extract features, update a linear head,
 run the benchmark against the adam baseline.
 
-Run it with ``uvicorn functions.service:app`` (``make serve``).  The extractor and the target
+Run it with ``uvicorn functions.efficiency.service:app`` (``make serve``).  The extractor and the target
 task's features are loaded once at start-up; a request only reads them and builds its own
 heads and seeded generators, so concurrent requests answer exactly as sequential ones.
 Configuration comes from ``TRANSFER_SERVICE_*`` environment variables (see ``Settings``).
@@ -20,9 +20,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from ..core.errors import DataError
+from ..models.extractors import Extractor
+from . import benchmark as se
 from . import heads
-from . import sample_efficiency as se
-from .data import DataError
 
 MAX_CLASSES = 1000
 MAX_FEATURE_DIM = 4096
@@ -81,7 +82,7 @@ class ServiceState:
     """Everything a request reads: never written after start-up."""
 
     settings: Settings
-    extractor: se.Extractor
+    extractor: Extractor
     features: se.TaskFeatures
     task: se.TargetTask
 

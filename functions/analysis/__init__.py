@@ -1,0 +1,1 @@
+"""Reading results: summaries, statistics, figures, clustering and transferability."""

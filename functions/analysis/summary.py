@@ -1,0 +1,26 @@
+"""Summaries of results files: every run in one table, and mean ± std per cut point and percentage."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..runs.store import load_results
+
+
+def records_frame(*paths: Path) -> pd.DataFrame:
+    """All run records of the given results files in one table (baseline rows have cut -1)."""
+    rows = [rec for path in paths for rec in load_results(path)[1]]
+    return pd.DataFrame(rows)
+
+
+def summary_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Mean +- std test accuracy per cut point (rows; baseline first) and percentage (columns)."""
+    stats = frame.groupby(["sampled_cut_point", "sampled_percentage"])["test_acc"].agg(["mean", "std", "count"])
+    cell = stats.apply(lambda r: f"{r['mean']:.{digits}f} ± {0 if np.isnan(r['std']) else r['std']:.{digits}f}"
+                       f" (n={int(r['count'])})", axis=1)
+    table = cell.unstack("sampled_percentage")
+    table.index = ["baseline" if c == -1 else f"cut {c}" for c in table.index]
+    table.columns = [f"{p:g}" for p in table.columns]
+    return table

@@ -1,0 +1,1 @@
+"""Networks: the study CNN and cutting it (F / FR / FT), and its files."""

@@ -1,0 +1,1 @@
+"""Running experiments: the results store, source models, sweeps and papermill grids."""

@@ -1,0 +1,68 @@
+"""Source models: pretrained once per source configuration, saved beside the study folder, reused.
+
+One file per configuration (a hash of the source keys in its name), so quick and paper models
+live side by side and a results file never pairs with a model trained under other parameters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..config import Config, Setup, source_params
+from ..core.atomic import write_json_atomic
+from ..core.errors import DataError
+from ..core.paths import REPO_ROOT, output_root
+from ..data.tasks import TaskData
+from ..models.files import load_model, save_model
+from ..models.study_cnn import StudyCNN, build
+from ..train.fit import fit
+from .store import differing_keys
+
+
+def _config_hash(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def pretrained_path(setup: Setup, cfg: Config) -> Path:
+    """One file per source configuration, so quick and paper models live side by side.  With an
+    output root of its own (a papermill sweep), a model committed in the repository is reused."""
+    name = Path(setup.folder) / "pretrained_models" / f"{setup.name}_{_config_hash(source_params(cfg))}.pt"
+    committed = REPO_ROOT / name
+    return committed if committed.exists() and not (output_root() / name).exists() else output_root() / name
+
+
+def load_pretrained(setup: Setup, cfg: Config, log=print, train_if_missing: bool = True) -> StudyCNN:
+    """The source model for ``cfg``: loaded when a file with the same config exists, else trained."""
+    path = pretrained_path(setup, cfg)
+    if not path.exists():
+        if not train_if_missing:
+            raise DataError(f"no pretrained model {path}; run `python -m functions pretrain {setup.folder} "
+                            f"--setup {setup.name}` with the same parameters")
+        pretrain(setup, cfg, cfg.source_task(), log)
+    model, saved = load_model(path)
+    if saved["config"] != source_params(cfg):
+        raise DataError(f"{path} holds a model for other parameters "
+                        f"{differing_keys(saved['config'], source_params(cfg))}; delete it to retrain")
+    return model
+
+
+def pretrained_info(setup: Setup, cfg: Config) -> dict:
+    """What pretraining recorded beside the model: its config, epochs and accuracies."""
+    return json.loads(pretrained_path(setup, cfg).with_suffix(".json").read_text())
+
+
+def pretrain(setup: Setup, cfg: Config, task: TaskData, log=print) -> dict:
+    """Train the source network on all source training data and save it with its config."""
+    model = build(cfg, tuple(task.train.x.shape[1:]), task.num_classes, cfg.generate_dataset_seed)
+    log(f"pretraining {setup.folder}/{setup.name} on {task.dataset} classes {task.classes} "
+        f"({len(task.train)} images)")
+    result = fit(model, task.train, task.val, task.test, lr=cfg.lr_pretrain, max_epochs=cfg.num_train_pretrain,
+                 patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seed=cfg.generate_dataset_seed)
+    info = {"config": source_params(cfg), "in_shape": list(task.train.x.shape[1:]), **result.record()}
+    path = pretrained_path(setup, cfg)
+    save_model(path, model, info)
+    write_json_atomic(path.with_suffix(".json"), info)
+    log(f"saved {path.name}: source test accuracy {result.test_acc:.4f}")
+    return info
+
