@@ -3,7 +3,7 @@
 Measured results are in benchmarks/results/sample_efficiency_<machine>.json (the machine, its
 load while measuring and the versions are recorded there) and summarised in the README.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/sample_efficiency.py [--seeds 10] [--folders MNIST FashionMNIST]
+    .venv/bin/python benchmarks/sample_efficiency.py [--seeds 10] [--folders MNIST FashionMNIST]
 
 A run for some folders keeps the other folders' numbers already in the file (same protocol).
 

@@ -14,9 +14,9 @@ runs (same initial weights, subsets and number of Adam steps) in one process:
 Cut points alternate between the two paths, so that load from other processes falls on both.
 Results: ``benchmarks/results/sweep_<device>.json``; the measured numbers are in the README.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/sweep_benchmark.py            # full grid
-    PYTHONPATH=. .venv/bin/python benchmarks/sweep_benchmark.py --smoke    # seconds; writes nothing
-    PYTHONPATH=. .venv/bin/python benchmarks/sweep_benchmark.py --memory   # peak memory, paper grid
+    .venv/bin/python benchmarks/sweep_benchmark.py            # full grid
+    .venv/bin/python benchmarks/sweep_benchmark.py --smoke    # seconds; writes nothing
+    .venv/bin/python benchmarks/sweep_benchmark.py --memory   # peak memory, paper grid
 """
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from functions.core import device
+from functions.core.device import configure_threads
 from functions.models import study_cnn as models
 from functions.train import engine
 from functions.config import Config, Grid as SweepGrid, get_setup, profile
 from functions.core.paths import data_root
 from functions.data.catalog import spec
-from functions.data.tasks import Split, balanced_subset, load_task, subset_seed
+from functions.data.tasks import Split, balanced_subset, subset_seed
 from functions.core.atomic import write_json_atomic
 from functions.runs.pretrained import load_pretrained
 from functions.runs.sweep import run_seed, run_sweep
@@ -207,7 +207,7 @@ def benchmark_config(smoke: bool, pretrain_epochs: int) -> Config:
 
 
 def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> dict:
-    device.configure_threads()
+    configure_threads()
     grid = SMOKE if smoke else PAPER
     if cut_points is not None:
         grid = Grid(tuple(sorted(cut_points)), grid.percentages, grid.repeats, grid.eval_limit)
@@ -215,7 +215,7 @@ def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> d
     cfg = benchmark_config(smoke, pretrain_epochs)
     load = {"before": [round(x, 2) for x in os.getloadavg()], "during": []}  # 1-minute load after each cut
     peak = matmul_peak_gflops(1024 if smoke else 4096)
-    task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
+    task = cfg.target_task()
     val, test = (Split(s.x[:grid.eval_limit], s.y[:grid.eval_limit]) for s in (task.val, task.test))
     in_shape, k = tuple(task.train.x.shape[1:]), task.num_classes
     # the weights of the source model do not affect timing: smoke uses an untrained one
@@ -330,9 +330,9 @@ def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> d
 def profile_engine(smoke: bool) -> dict:
     """Where the engine's time goes in the costliest cell: the baseline, whole network trainable,
     at the larger percentage (nothing to cache, so the protocol's passes set the cost)."""
-    device.configure_threads()
+    configure_threads()
     grid, cfg = SMOKE if smoke else PAPER, benchmark_config(smoke, 1)
-    task = load_task(cfg.target_dataset, cfg.fine_tune_classes, cfg.val_split, cfg.generate_dataset_seed)
+    task = cfg.target_task()
     val, test = (Split(s.x[:grid.eval_limit], s.y[:grid.eval_limit]) for s in (task.val, task.test))
     p = grid.percentages[-1]
     trains = [task.train.subset(balanced_subset(task.train.y, task.num_classes, p,
@@ -368,7 +368,7 @@ def paper_grid_memory(pretrain_epochs: int) -> dict:
     cells of the MNIST ``paper`` grid that need the most: the largest percentage at every cut
     point and the baseline, one epoch.  Neither more epochs nor more repeats add memory: each
     step's activations are bounded by micro-batches, and runs share their training pool."""
-    device.configure_threads()
+    configure_threads()
     setup = get_setup("MNIST", "regular")
     paper, grid = profile("paper", setup)
     cfg = paper.replace(num_train=1, early_stop_patience=6, num_train_pretrain=pretrain_epochs)

@@ -37,29 +37,33 @@ NON_NEGATIVE = _ranged(int, 0, name="it")
 FRACTION = _ranged(float, 0.0, 1.0, low_open=True, name="a fraction of the training data")
 
 
-def _overrides(pairs) -> dict:
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise DataError(f"--set expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = parse_override(key.strip(), value)
-    return out
-
-
-def _grid_values(pairs) -> dict:
-    """``--grid key=[v1,v2]`` / ``--param key=value`` of the papermill sweep: Python literals
-    (any notebook parameter, so no config field types apply), bare words as strings."""
+def _key_values(pairs, read) -> dict:
+    """``key=value`` arguments, each value read by ``read(key, text)``."""
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise DataError(f"expected key=value, got {pair!r}")
         key, text = pair.split("=", 1)
-        try:
-            out[key.strip()] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[key.strip()] = text
+        out[key.strip()] = read(key.strip(), text)
     return out
+
+
+def _overrides(pairs) -> dict:
+    """``--set``: each value typed and checked against the config field of that name."""
+    return _key_values(pairs, parse_override)
+
+
+def _literal(_key: str, text: str):
+    """A papermill parameter (any notebook parameter, so no config field types apply): a Python
+    literal, or a bare word as a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _grid_values(pairs) -> dict:
+    return _key_values(pairs, _literal)
 
 
 def _experiment(args):

@@ -85,6 +85,50 @@ def test_results_file_with_other_parameters_is_refused_naming_the_keys(output_ro
                               progress=False, log=lambda *_: None)
 
 
+def _rewrite_params(path, edit):
+    params, records = store.load_results(path)
+    atomic.write_json_atomic(path, [edit(dict(params)), *records])
+
+
+def test_file_written_before_a_parameter_existed_resumes_when_its_old_value_is_asked(output_root, monkeypatch):
+    """Files from before ``schema_version`` and before a parameter was added resume; the missing
+    parameter counts as the value the old code used, and nothing is retrained."""
+    small = Grid((0.002,), (2,), {0.002: 1})
+    paths = sweep.run_sweep(SETUP, CFG, small, progress=False, log=lambda *_: None)
+    drop = lambda params: {k: v for k, v in params.items() if k not in ("schema_version", "reinit_both_dense")}
+    for path in paths.values():
+        _rewrite_params(path, drop)
+    # as if reinit_both_dense had been added after these files, its default being the old behaviour
+    monkeypatch.setattr(sweep, "LEGACY_VALUES", {"reinit_both_dense": True})
+    trained = []
+    sweep.run_sweep(SETUP, CFG, Grid((0.002,), (2,), {0.002: 2}), progress=False, log=lambda *_: None,
+                    on_run=trained.append)
+    assert [(r["sampled_cut_point"], r["repeat"]) for r in trained] == [(2, 1), (-1, 1)]
+    params, records = store.load_results(paths["results"])
+    assert params == CFG.params() and params["schema_version"] == 2 and len(records) == 2
+
+    _rewrite_params(paths["results"], drop)
+    with pytest.raises(DataError, match=r"reinit_both_dense: file True vs now False"):
+        sweep.run_sweep(SETUP, CFG.replace(reinit_both_dense=False), small, progress=False, log=lambda *_: None)
+    monkeypatch.setattr(sweep, "LEGACY_VALUES", {})
+    with pytest.raises(DataError, match=r"reinit_both_dense: file None vs now True"):
+        sweep.run_sweep(SETUP, CFG, small, progress=False, log=lambda *_: None)
+
+
+def test_committed_results_files_resume_under_the_current_parameters():
+    """Every committed sweep file still matches the parameters its profile gives today."""
+    from functions.core.paths import REPO_ROOT
+    from functions.notebooks.study import plan
+    checked = 0
+    for path in sorted(REPO_ROOT.glob("*/results/results_*_*.json")):
+        folder, (_, setup, mode) = path.parts[-3], path.stem.split("_", 2)
+        _, cfg, _ = plan(folder, setup, "quick", mode)
+        found, _ = store.load_results(path)
+        store.refuse_other_parameters(path, found, cfg.params(), sweep.LEGACY_VALUES)
+        checked += 1
+    assert checked >= 15
+
+
 def test_diverging_run_is_recorded_and_the_sweep_goes_on(output_root):
     cfg = CFG.replace(lr_fine_tune=1e12)
     paths = sweep.run_sweep(SETUP, cfg, Grid((0.002,), (0, 2), {0.002: 1}), baselines=False,

@@ -103,13 +103,13 @@ def layer_activations(model: StudyCNN, x: torch.Tensor):
     """Yield ``(layer name, activation)`` for the input, each conv block and the logits, running
     every block once on the output of the previous one (so only one activation is alive)."""
     model.eval()
-    device = next(model.parameters()).device
-    h = x.to(device)
-    yield "input", h
+    names = layer_names(model)
+    h = x.to(next(model.parameters()).device)
+    yield names[0], h
     for i in range(len(model.blocks)):
         h = model.features(h, i, i + 1)
-        yield f"conv{i}", h
-    yield "fc", model.head(h)
+        yield names[i + 1], h
+    yield names[-1], model.head(h)
 
 
 def pooled_features(activation: torch.Tensor) -> np.ndarray:

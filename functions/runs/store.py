@@ -43,16 +43,21 @@ def load_results(path) -> tuple[dict, list[dict]]:
     return content[0], content[1:]
 
 
+def _with_legacy(found: dict, wanted: dict, legacy: dict | None) -> dict:
+    """``found`` plus the legacy value of each key asked for that it lacks."""
+    return {**{k: v for k, v in (legacy or {}).items() if k in wanted and k not in found}, **found}
+
+
 def differing_keys(found: dict, wanted: dict, legacy: dict | None = None) -> list[str]:
     """Keys whose values differ between stored parameters ``found`` and ``wanted``; a key missing
     from ``found`` takes its ``legacy`` value when it has one.  The schema version is not compared."""
-    filled = {**{k: v for k, v in (legacy or {}).items() if k not in found}, **found}
+    filled = _with_legacy(found, wanted, legacy)
     return sorted(k for k in set(filled) | set(wanted) if k != SCHEMA_KEY and filled.get(k) != wanted.get(k))
 
 
 def refuse_other_parameters(path, found: dict, wanted: dict, legacy: dict | None = None) -> None:
     """Raise, naming each differing key with both values, when ``found`` is not ``wanted``."""
-    filled = {**(legacy or {}), **found}
+    filled = _with_legacy(found, wanted, legacy)
     diff = differing_keys(found, wanted, legacy)
     if diff:
         detail = ", ".join(f"{k}: file {filled.get(k)!r} vs now {wanted.get(k)!r}" for k in diff)
