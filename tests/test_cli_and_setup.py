@@ -63,3 +63,52 @@ def test_bad_command_lines_exit_with_a_clear_message(argv, message, capsys, outp
 def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "functions", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "prepare-data" in out.stdout
+
+
+def test_package_imports_from_any_folder(tmp_path):
+    """The package is installed (editable), not found through the working directory."""
+    out = subprocess.run([sys.executable, "-c", "import functions, functions.config; print(functions.__file__)"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and Path(out.stdout.strip()) == ROOT / "functions" / "__init__.py"
+
+
+SMALL_SWEEP = ["run", "MNIST", "--percentages", "0.002", "0.004", "0.006", "0.008", "--repeats", "2",
+               "--cuts", "0", "1", "2", "--no-progress", "--set", "num_channels=4", "--set", "depth=2",
+               "--set", "num_train=2", "--set", "num_train_pretrain=1"]
+
+
+def _restore_sigint():
+    # a child started from a non-interactive shell inherits SIGINT ignored; a user's terminal does not
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_during_a_sweep_says_what_is_saved_and_a_rerun_resumes(output_root):
+    import json
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "TRANSFER_OUTPUT_ROOT": str(output_root), "OMP_NUM_THREADS": "1"}
+    results = output_root / "MNIST" / "results" / "results_regular_FR.json"
+    child = subprocess.Popen([sys.executable, "-m", "functions", *SMALL_SWEEP], env=env, cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_restore_sigint)
+    deadline = time.monotonic() + 120
+    while not results.exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    assert child.poll() is None, "the sweep ended before it could be interrupted"
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130
+    saved = len(json.loads(results.read_text())) - 1
+    assert "Traceback" not in err
+    assert re.fullmatch(rf"interrupted: {saved} runs are saved in .*results_regular_FR.json.*; re-running the "
+                        r"same command resumes from there\n", err, re.S)
+    assert 0 < saved < 4 * 2 * 3
+
+    rerun = subprocess.run([sys.executable, "-m", "functions", *SMALL_SWEEP], env=env, cwd=ROOT, text=True,
+                           capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    records = json.loads(results.read_text())[1:]
+    keys = [(r["sampled_percentage"], r["sampled_cut_point"], r["repeat"]) for r in records]
+    assert len(keys) == len(set(keys)) == 4 * 2 * 3
