@@ -14,7 +14,7 @@ from .core.errors import DataError
 from .data.catalog import check_percentage, validate_classes
 
 # Bumped when the parameters dict changes shape; stored in every results file's element 0.
-SCHEMA_VERSION = 2
+SCHEMA_KEY, SCHEMA_VERSION = "schema_version", 2
 # Parameters added after results files existed, with the value the code used before them: a file
 # that lacks such a key is resumed when the value asked for equals this one (see functions.runs.store).
 LEGACY_VALUES: dict = {}
@@ -147,7 +147,7 @@ class Config:
     def params(self) -> dict:
         """JSON-safe parameters dict (classes as lists, activation as its name) with the schema version."""
         fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-        return {**fields, "schema_version": SCHEMA_VERSION}
+        return {**fields, SCHEMA_KEY: SCHEMA_VERSION}
 
     def source_task(self):
         """The source classes' task (train / validation / test tensors) this config pretrains on."""

@@ -11,14 +11,18 @@ from __future__ import annotations
 import os
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
+from itertools import chain
 from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictFloat, WithJsonSchema
 from pydantic_core import PydanticCustomError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.errors import DataError
 from ..models.extractors import Extractor
@@ -28,9 +32,35 @@ from . import heads
 MAX_CLASSES = 1000
 MAX_FEATURE_DIM = 4096
 MAX_IMAGE_SIDE = 4096
+# Magnitudes the heads learn from without overflow or a singular solve: features 1e6 (an extractor's
+# features are averages of activations, far smaller), weights 1e30 (above any head learnt from such features).
+MAX_FEATURE_VALUE = 1e6
+MAX_WEIGHT_VALUE = 1e30
 
+
+
+def _json_integer(value):
+    """A JSON integer, 2 and 2.0 alike, of any size; not true or "2", which pydantic would read as 1 and 2."""
+    if isinstance(value, (bool, str)):
+        raise PydanticCustomError("int_type", "Input should be an integer, not {value!r}", {"value": value})
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_json_integer)]
 Method = Literal[tuple(heads.METHODS)]
-Weights = tuple[list[list[float]], list[float]]
+Feature = Annotated[StrictFloat, Field(ge=-MAX_FEATURE_VALUE, le=MAX_FEATURE_VALUE)]
+Weight = Annotated[StrictFloat, Field(ge=-MAX_WEIGHT_VALUE, le=MAX_WEIGHT_VALUE)]
+Label = Annotated[Integer, Field(ge=0, le=MAX_CLASSES - 1)]
+Weights = tuple[
+    Annotated[list[Annotated[list[Weight], Field(min_length=1, max_length=MAX_FEATURE_DIM)]],
+              Field(min_length=2, max_length=MAX_CLASSES)],
+    Annotated[list[Weight], Field(min_length=2, max_length=MAX_CLASSES)]]
+# A learnt [W, b] spelled without prefixItems, which some OpenAPI 3.1 validators misread in responses.
+LearntWeights = Annotated[tuple[list[list[float]], list[float]], WithJsonSchema({
+    "type": "array", "minItems": 2, "maxItems": 2, "items": {"anyOf": [
+        {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+        {"type": "array", "items": {"type": "number"}}]},
+    "description": "[W, b]: W num_classes rows of d numbers, then b of num_classes numbers."})]
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -114,25 +144,39 @@ def image_array(value) -> np.ndarray:
     except (ValueError, TypeError):
         raise PydanticCustomError("image_ragged", "ragged or not numeric: every row must have "
                                   "the same length and every pixel the same number of channels") from None
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
         raise PydanticCustomError("image_shape", "shape {shape}; expected H x W or H x W x C "
                                   "with C = 1, 3 or 4", {"shape": list(array.shape)})
-    height, width, _ = array.shape
+    height, width = array.shape[:2]
     if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
         raise PydanticCustomError("image_size", "size {height} x {width}; sides must be 1..{limit}",
                                   {"height": height, "width": width, "limit": MAX_IMAGE_SIDE})
+    if not _leaf_types(value, array.ndim) <= {int, float}:
+        raise PydanticCustomError("image_values", "pixel values must be numbers in 0..255, not true, false, "
+                                  "null or strings")
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
         raise PydanticCustomError("image_values", "pixel values must be numbers in 0..255")
-    return array.astype(np.float32)
+    return (array if array.ndim == 3 else array[:, :, None]).astype(np.float32)
+
+
+def _leaf_types(value, depth: int) -> set:
+    """The types of the values ``depth`` lists deep: numpy reads true as 1, "7" as 7 and null as NaN."""
+    for _ in range(depth - 1):
+        value = chain.from_iterable(value)
+    return set(map(type, value))
+
+
+def _image_schema(pixel: dict) -> dict:
+    side = {"type": "array", "minItems": 1, "maxItems": MAX_IMAGE_SIDE}
+    return {**side, "items": {**side, "items": pixel}}
 
 
 PIXEL_SCHEMA = {"type": "number", "minimum": 0, "maximum": 255}
 Image = Annotated[np.ndarray, PlainValidator(image_array), WithJsonSchema({
-    "type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"anyOf": [
-        PIXEL_SCHEMA, {"type": "array", "minItems": 1, "maxItems": 4, "items": PIXEL_SCHEMA}]}},
-    "description": "H x W (grey) or H x W x C (C = 1, 3, or 4 with alpha dropped) pixel values 0-255."})]
+    "anyOf": [_image_schema(PIXEL_SCHEMA)] + [_image_schema({"type": "array", "minItems": c, "maxItems": c,
+                                                             "items": PIXEL_SCHEMA}) for c in (1, 3, 4)],
+    "description": "H x W (grey) or H x W x C (C = 1, 3, or 4 with alpha dropped) pixel values 0-255; "
+                   "every row has the same length."})]
 
 
 class ExtractRequest(Strict):
@@ -149,30 +193,33 @@ class ExtractResponse(BaseModel):
 
 
 class UpdateRequest(Strict):
-    features: list[list[float]] = Field(min_length=1, description="n rows of d numbers (d at most "
-                                        f"{MAX_FEATURE_DIM}).")
-    labels: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, description="n labels in 0..num_classes-1.")
+    features: list[Annotated[list[Feature], Field(min_length=1, max_length=MAX_FEATURE_DIM)]] = Field(
+        min_length=1, description=f"n rows of d numbers, every row the same length d (1..{MAX_FEATURE_DIM}).")
+    labels: list[Label] = Field(min_length=1, description="n labels, one per row of features, in "
+                                "0..num_classes-1.")
     current_weights: Weights | None = Field(None, description="[W, b], W num_classes x d, b num_classes; "
                                             "null: start from the method's own initial head.")
-    num_classes: int = Field(2, ge=2, le=MAX_CLASSES)
+    num_classes: Integer = Field(2, ge=2, le=MAX_CLASSES)
     method: Method | None = Field(None, description="Default: the service's configured method.")
 
 
 class UpdateResponse(BaseModel):
-    updated_weights: Weights = Field(description="[W, b] after learning from the batch.")
+    updated_weights: LearntWeights = Field(description="[W, b] after learning from the batch.")
 
 
 class BenchmarkRequest(Strict):
     custom_weights: Weights | None = Field(None, description="Initial head [W, b] of the custom method "
-                                           "(num_classes x d, num_classes); null: the method's own.")
-    batch_size: int = Field(1, ge=1, description="Samples per update.")
-    max_samples: int = Field(100, ge=1, description="Samples streamed in all.")
-    evaluation_frequency: int = Field(1, ge=1, description="Validation accuracy is measured each time this "
-                                      "many more samples have been seen.")
+                                           "(num_classes x d, num_classes of the service's task); null: the "
+                                           "method's own.")
+    batch_size: Integer = Field(1, ge=1, description="Samples per update.")
+    max_samples: Integer = Field(100, ge=1, description="Samples streamed in all, at most the task's pool size.")
+    evaluation_frequency: Integer = Field(1, ge=1, description="Validation accuracy is measured each time "
+                                            "this many more samples have been seen; max_samples / "
+                                            "evaluation_frequency evaluations at most the service's limit.")
     method: Method | None = Field(None, description="Custom method; default: the service's configured one.")
-    seed: int = Field(0, ge=0, le=2 ** 63 - 1, description="Seeds the sample order and the heads' initialisation.")
-    threshold: float = Field(0.8, ge=0.0, le=1.0, description="Accuracy the milestone asks for.")
-    window: int = Field(10, ge=1, description="Consecutive evaluations at or above threshold.")
+    seed: Integer = Field(0, ge=0, description="Seeds the sample order and the heads' initialisation.")
+    threshold: StrictFloat = Field(0.8, ge=0.0, le=1.0, description="Accuracy the milestone asks for.")
+    window: Integer = Field(10, ge=1, description="Consecutive evaluations at or above threshold.")
 
 
 class LearningCurves(BaseModel):
@@ -261,6 +308,16 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """A body that is not UTF-8 is as unreadable as one that is not JSON: the same 422."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return await _validation_error(request, RequestValidationError([{
+            "loc": ("body",), "type": "json_invalid",
+            "msg": f"body is not UTF-8 text (byte {cause.start}: {cause.reason}); send JSON encoded as UTF-8"}]))
+    return await http_exception_handler(request, exc)
+
+
 class BodyLimit:
     """Answers 413 to request bodies over ``max_bytes``, declared or streamed."""
 
@@ -319,10 +376,31 @@ validation set every `evaluation_frequency` samples and reports the milestone: s
 the end of the first run of `window` consecutive evaluations at or above `threshold`.
 `relative_efficiency = baseline_milestone / custom_milestone`.
 
-Bad input gets a 422 naming the field (413 for bodies over the size limit).
+**Limits**: the schema states every rule on a single field: numbers are JSON numbers (`true`,
+`false`, `null` and strings are not), features lie within +-1e6, weights within +-1e30, and
+`custom_weights` and `max_samples` fit the service's own task (its classes, feature size and
+training pool).  The rules that tie values together are checked on top: every row of an image or
+of `features` has the same length, `labels` has one label per row of `features`, each below
+`num_classes`, `current_weights` is num_classes x d, and `max_samples / evaluation_frequency` is at
+most the service's number of evaluations per request.
+
+Bad input gets a 422 naming the field and what to change, as does a body that is not JSON or not
+UTF-8; a body over the size limit gets a 413.
 """
 
 ERRORS = {413: {"model": Message, "description": "Request body over the size limit."}}
+
+
+def _with_task_limits(schema: dict, state: ServiceState) -> dict:
+    """The benchmark's limits that depend on the task loaded: its training pool and its head's shape."""
+    body = schema["components"]["schemas"]["BenchmarkRequest"]["properties"]
+    body["max_samples"]["maximum"] = len(state.features.train_y)
+    classes, dim = state.features.num_classes, state.features.dim
+    rows, biases = next(s for s in body["custom_weights"]["anyOf"] if s.get("type") == "array")["prefixItems"]
+    for part in (rows, biases):
+        part.update(minItems=classes, maxItems=classes)
+    rows["items"].update(minItems=dim, maxItems=dim)
+    return schema
 
 
 def create_app(settings: Settings | None = None, state: ServiceState | None = None) -> FastAPI:
@@ -336,11 +414,20 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
             app.state.service = load_state(settings)
         yield
 
-    app = FastAPI(title="Transfer-learning sample-efficiency benchmark", version="1.0", description=DESCRIPTION,
-                  lifespan=lifespan)
+    # Swagger UI and ReDoc from the package's own files, with the online validator off: /docs works offline
+    app = FastAPIOffline(title="Transfer-learning sample-efficiency benchmark", version="1.0",
+                         description=DESCRIPTION, lifespan=lifespan, swagger_ui_parameters={"validatorUrl": None})
     app.state.service = state
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    def openapi() -> dict:
+        """FastAPI's schema, with the benchmark's limits once the task is loaded."""
+        schema = FastAPI.openapi(app)
+        return schema if app.state.service is None else _with_task_limits(schema, app.state.service)
+
+    app.openapi = openapi
 
     def current(request: Request) -> ServiceState:
         return request.app.state.service
@@ -373,8 +460,6 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     def update_weights(body: UpdateRequest, request: Request) -> UpdateResponse:
         s = current(request)
         dim = len(body.features[0])
-        if dim > MAX_FEATURE_DIM:
-            raise _field_error("features", f"features have {dim} columns; at most {MAX_FEATURE_DIM} are accepted")
         try:
             with np.errstate(all="ignore"), se.single_threaded_numerics():
                 head = heads.make_head(body.method or s.settings.method, dim, body.num_classes,

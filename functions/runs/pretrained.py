@@ -16,7 +16,7 @@ from ..core.paths import REPO_ROOT, output_root
 from ..data.tasks import TaskData
 from ..models.files import load_model, save_model
 from ..models.study_cnn import StudyCNN, build
-from ..train.fit import fit
+from ..train.trainer import fit
 from .store import differing_keys
 
 

@@ -16,12 +16,11 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from ..config import SCHEMA_KEY
 from ..core.atomic import write_json_atomic
 from ..core.errors import DataError
 from ..core.paths import results_dir
 from ..data.catalog import percentage_key
-
-SCHEMA_KEY = "schema_version"
 
 
 def results_path(folder: str, kind: str, setup_name: str, mode: str | None = None) -> Path:

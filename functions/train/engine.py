@@ -7,7 +7,8 @@ weights and Adam states carry a leading run axis, their convolutions run as one 
 convolution over activations laid out ``(B, runs * C, H, W)`` channels-last, and validation and
 test images enter once for all runs.  Each run keeps its own seed and batch order, its own Adam
 state, early stopping and best weights, so :func:`fit_group` gives what
-:func:`functions.train.fit.fit` gives run by run, up to float rounding.
+:func:`functions.train.trainer.fit` gives run by run, up to float rounding (in float64, to
+about 1e-12 relative: the grouped and the plain convolutions sum in different orders).
 
 :func:`staged_inputs` computes the frozen prefix once per cut point, block by block, so that a
 sweep over cut points runs the pretrained network through each image once in all.
@@ -27,9 +28,9 @@ from torch import nn
 from ..core.device import configure_threads, pick_device
 from ..data.tasks import RowView, Split
 from ..models.study_cnn import StudyCNN, frozen_prefix_length
-from .fit import RunResult
+from .trainer import RunResult
 
-ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which fit uses
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the trainer uses
 # The activations of one forward and backward pass stay under this many bytes: a step's batch
 # is split into micro-batches whose gradients add up.  It bounds memory at any batch size (a
 # 4096-image batch of the paper network would need 13 GB), and on a 2-core CPU micro-batches of
@@ -132,14 +133,15 @@ def grouped(parts: Sequence[torch.Tensor]) -> torch.Tensor:
 def _bytes_per_image(template: StudyCNN, start: int, in_shape: tuple) -> tuple[int, int]:
     """Activation bytes one image of one run needs: (training: every layer's output kept for the
     backward pass, plus gradients; evaluation: the largest layer's input and output)."""
-    h = torch.zeros(1, *in_shape, device=next(template.parameters()).device)
+    weight = next(template.parameters())
+    h = torch.zeros(1, *in_shape, dtype=weight.dtype, device=weight.device)
     sizes = [h.numel()]
     with torch.no_grad():
         for block in template.blocks[start:]:
             for layer in block:
                 h = layer(h)
                 sizes.append(h.numel())
-    return 4 * 3 * sum(sizes), 4 * 2 * max(sizes)
+    return h.element_size() * 3 * sum(sizes), h.element_size() * 2 * max(sizes)
 
 
 # ----------------------------------------------------------------------------- stacked runs
@@ -189,7 +191,7 @@ class _Runs:
             x, y = grouped([part.x for part in parts]), torch.stack([part.y for part in parts])
             with autocast:
                 logits = net(net.layout(self.weights()), x, len(self.ids), shared=False)
-                losses = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")
+                losses = F.cross_entropy(logits.flatten(0, 1).to(x.dtype), y.flatten(), reduction="none")
             losses = losses.view(len(self.ids), -1).sum(1) / size
             losses.sum().backward()  # runs share no weight, so each gets the gradient of its own loss
             total = total + losses.detach()
@@ -247,7 +249,7 @@ def _accuracy(correct: int, size: int) -> float:
 
 def _fit_chunk(models, trains, val, test, net: GroupedNet, names, *, lr, max_epochs, patience, batch_size,
                seeds, device, autocast, micro_batch: int, eval_chunk: int) -> list[RunResult]:
-    """Train equal-size runs together; the protocol of :func:`functions.train.fit.fit` per run."""
+    """Train equal-size runs together; the protocol of :func:`functions.train.trainer.fit` per run."""
     began = time.perf_counter()
     count, size = len(models), len(trains[0])
     runs = _Runs(models, names, device)
@@ -319,12 +321,19 @@ def _check_same_architecture(models: Sequence[StudyCNN]) -> None:
         raise ValueError("models with buffers (e.g. batch norm statistics) cannot be trained as a group")
 
 
+def _placed(split: Split | RowView, device: torch.device, dtype: torch.dtype) -> Split | RowView:
+    """``split`` on ``device`` with images in ``dtype``: the same tensors when they already are."""
+    if isinstance(split, RowView):
+        return RowView(_placed(split.pool, device, dtype), split.index.to(device))
+    return Split(split.x.to(device, dtype), split.y.to(device))
+
+
 def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split | RowView], val: Split, test: Split, *, lr: float,
               max_epochs: int, patience: int, batch_size: int, seeds: Sequence[int], start: int = 0,
               device: torch.device | str | None = None, precision: str = "fp32",
-              step_bytes: int | None = None) -> list[RunResult]:
+              step_bytes: int | None = None, dtype: torch.dtype = torch.float32) -> list[RunResult]:
     """Train independent runs of one architecture together; run ``i`` is ``models[i]`` trained on
-    ``trains[i]`` with seed ``seeds[i]``, exactly as :func:`functions.train.fit.fit` would.
+    ``trains[i]`` with seed ``seeds[i]``, exactly as :func:`functions.train.trainer.fit` would.
 
     Each model ends holding its best validation weights, as after ``fit``.  ``trains`` may be
     :class:`~functions.data.tasks.Split` or :class:`~functions.data.tasks.RowView` (rows of one shared pool,
@@ -333,7 +342,9 @@ def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split | RowView], val
     device), by micro-batches and, past that, by more groups in turn.  ``seconds`` is each run's
     share of its group's time.  ``device`` defaults to CUDA when present.  ``precision="bf16"``
     (CUDA only) runs convolutions and matrix products in bfloat16 autocast: faster, no longer
-    equal to ``fit`` to float rounding.
+    equal to ``fit`` to float rounding.  ``dtype`` is that of the weights, Adam moments and
+    inputs (the models are converted, as ``fit`` converts its model): float64 makes the
+    comparison with ``fit`` independent of how a processor rounds float32 sums.
     """
     if not (len(models) == len(trains) == len(seeds)):
         raise ValueError(f"got {len(models)} models, {len(trains)} training splits and {len(seeds)} seeds; "
@@ -346,15 +357,19 @@ def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split | RowView], val
     device = pick_device(device)
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision {precision!r} is unknown; choose 'fp32' or 'bf16'")
+    if precision == "bf16" and dtype != torch.float32:
+        raise ValueError(f"precision 'bf16' autocasts float32 weights, not {dtype}")
     if precision == "bf16" and device.type != "cuda":
         raise ValueError("precision 'bf16' is for CUDA devices; on a CPU use 'fp32'")
     configure_threads()
+    for model in models:
+        model.to(dtype)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     net = GroupedNet(models[0], start)
     names = net.names(models[0])
     image_shape = tuple(trains[0].subset(torch.arange(1)).x.shape[1:])
     train_bytes, eval_bytes = _bytes_per_image(models[0], start, image_shape)
-    val, test = val.to(device), test.to(device)
+    val, test = _placed(val, device, dtype), _placed(test, device, dtype)
     by_size: dict[int, list[int]] = {}
     for i, train in enumerate(trains):
         by_size.setdefault(len(train), []).append(i)
@@ -366,8 +381,9 @@ def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split | RowView], val
             chunk = members[g:g + per_group]
             micro_batch = max(1, step_bytes // (len(chunk) * train_bytes))
             eval_chunk = max(1, _for_device(EVAL_BYTES, device) // (len(chunk) * eval_bytes))
-            done = _fit_chunk([models[i] for i in chunk], [trains[i].to(device) for i in chunk], val, test, net,
-                              names, lr=lr, max_epochs=max_epochs, patience=patience, batch_size=batch_size,
+            placed = [_placed(trains[i], device, dtype) for i in chunk]
+            done = _fit_chunk([models[i] for i in chunk], placed, val, test, net, names, lr=lr,
+                              max_epochs=max_epochs, patience=patience, batch_size=batch_size,
                               seeds=[seeds[i] for i in chunk], device=device, autocast=autocast,
                               micro_batch=micro_batch, eval_chunk=eval_chunk)
             for i, result in zip(chunk, done):
