@@ -1,11 +1,17 @@
+"""The plain trainer: the study CNN on synthetic blobs, and a batch-norm network on real MNIST."""
+import copy
+
+import pytest
 import torch
+from torch import nn
 
 from functions.models import study_cnn as models
 from functions.config import Config
 from functions.data.tasks import Split
-from functions.train.fit import accuracy, fit, prefix_features
+from functions.train.trainer import accuracy, fit, prefix_features
 
 CFG = Config(num_channels=4, depth=2)
+BN = dict(lr=1e-2, batch_size=32, seed=0)  # defaults for the batch-norm network
 
 
 def _blobs(n, seed):
@@ -33,15 +39,6 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
     assert result.epochs < 40
 
 
-def test_same_seed_same_weights_on_cpu():
-    runs = []
-    for _ in range(2):
-        model = models.build(CFG, (1, 28, 28), 2, seed=3)
-        fit(model, _blobs(32, 0), _blobs(32, 1), _blobs(32, 2), lr=1e-2, max_epochs=2, patience=2, batch_size=8, seed=5)
-        runs.append(model.state_dict())
-    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
-
-
 def test_nan_loss_is_reported_as_diverged():
     model = models.build(CFG, (1, 28, 28), 2, seed=0)
     bad = _blobs(16, 0)
@@ -53,11 +50,165 @@ def test_nan_loss_is_reported_as_diverged():
 def test_cached_prefix_gives_the_same_training_as_the_full_network():
     source = models.build(CFG, (1, 28, 28), 2, seed=0)
     train, val, test = _blobs(48, 0), _blobs(32, 1), _blobs(32, 2)
-    plain = models.cut(source, 1, CFG, 2, seed=4)
-    cached = models.cut(source, 1, CFG, 2, seed=4)
+    cached_splits = [prefix_features(source, s, 1) for s in (train, val, test)]
+    plain, cached, custom = (models.cut(source, 1, CFG, 2, seed=4) for _ in range(3))
     a = fit(plain, train, val, test, lr=1e-2, max_epochs=3, patience=3, batch_size=16, seed=1)
-    b = fit(cached, *(prefix_features(source, s, 1) for s in (train, val, test)), lr=1e-2, max_epochs=3,
-            patience=3, batch_size=16, seed=1, start=1)
+    b = fit(cached, *cached_splits, lr=1e-2, max_epochs=3, patience=3, batch_size=16, seed=1, start=1)
+    c = fit(custom, *cached_splits, lr=1e-2, max_epochs=3, patience=3, batch_size=16, seed=1,
+            forward=lambda x: custom.forward_from(x, 1))
     assert (a.train_acc, a.val_acc, a.test_acc, a.epochs) == (b.train_acc, b.val_acc, b.test_acc, b.epochs)
     for name, tensor in plain.state_dict().items():
         torch.testing.assert_close(tensor, cached.state_dict()[name], rtol=1e-4, atol=1e-5)
+        assert torch.equal(cached.state_dict()[name], custom.state_dict()[name])  # start=1 is that forward
+    assert (b.val_acc, b.test_acc) == (c.val_acc, c.test_acc)
+
+
+def test_inputs_may_not_enter_before_the_last_trainable_block():
+    model = models.build(CFG, (1, 28, 28), 2, seed=0)
+    with pytest.raises(ValueError, match="trainable"):
+        fit(model, _blobs(8, 0), _blobs(8, 1), _blobs(8, 2), lr=1e-2, max_epochs=1, patience=1, batch_size=8,
+            seed=0, start=1)
+
+
+# ----------------------------------------------------------------------------- any network: batch norm, MNIST
+
+@pytest.fixture(scope="module")
+def digits(mnist_target):
+    """A small slice of the MNIST 5-9 task (chance: 0.2), enough to learn in a few epochs."""
+    return tuple(s.subset(torch.arange(n)) for s, n in
+                 ((mnist_target.train, 384), (mnist_target.val, 256), (mnist_target.test, 256)))
+
+
+def _bn_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(4),
+                         nn.Flatten(), nn.Linear(8 * 7 * 7, 5))
+
+
+def _eval_accuracy(state, split):
+    """Accuracy of a fresh network holding ``state``, evaluated here rather than by the trainer."""
+    net = _bn_net()
+    net.load_state_dict(state)
+    net.eval()
+    with torch.no_grad():
+        return (net(split.x).argmax(1) == split.y).sum().item() / len(split)
+
+
+def _snapshots(states, ruin_at=None):
+    """A ``before_epoch`` hook that keeps each epoch's starting state (the previous epoch's result);
+    at epoch ``ruin_at`` it raises every learning rate a thousandfold, so that epoch ends worse."""
+    def hook(epoch, model, optimizer):
+        states.append(copy.deepcopy(model.state_dict()))
+        if epoch == ruin_at:
+            for group in optimizer.param_groups:
+                group["lr"] *= 1000
+    return hook
+
+
+def test_a_batch_norm_network_learns_and_ends_with_its_best_epochs_state(digits):
+    train, val, test = digits
+    model, states = _bn_net(), []
+    result = fit(model, train, val, test, max_epochs=5, patience=5, before_epoch=_snapshots(states, ruin_at=4),
+                 **BN)
+    assert result.status == "ok" and result.epochs == 5 and result.test_acc > 0.5
+    val_accs = [_eval_accuracy(state, val) for state in states[1:]]  # after epochs 1 to 4
+    best = val_accs.index(max(val_accs))
+    # the ruined last epoch is not kept: the model holds the best epoch's weights and batch-norm statistics
+    final = model.state_dict()
+    assert all(torch.equal(final[name], tensor) for name, tensor in states[1 + best].items())
+    assert final["1.num_batches_tracked"] == (best + 1) * len(train) // BN["batch_size"]
+    assert result.val_acc == max(val_accs) == _eval_accuracy(final, val)
+    assert not model.training
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_best_weights_seen(digits):
+    model, states = _bn_net(), []
+
+    def poison(epoch, model, optimizer):
+        states.append(copy.deepcopy(model.state_dict()))
+        if epoch == 2:
+            model[-1].bias.data[0] = float("inf")
+
+    result = fit(model, *digits, max_epochs=5, patience=5, before_epoch=poison, **BN)
+    assert result.status == "diverged" and result.epochs == 3
+    assert torch.isfinite(model[-1].bias).all()
+    val_accs = [_eval_accuracy(state, digits[1]) for state in states[1:]]
+    assert result.val_acc == max(val_accs)
+
+
+def test_param_groups_take_their_own_learning_rates_and_weight_decay(digits):
+    def run(head):
+        model = _bn_net()
+        body = [p for layer in model[:2] for p in layer.parameters()]
+        head = {"params": list(model[-1].parameters()), **head}
+        fit(model, *digits, max_epochs=2, patience=2, param_groups=[{"params": body, "lr": 0.0}, head], **BN)
+        return model
+
+    start, plain, decayed = _bn_net(), run({}), run({"weight_decay": 1.0})
+    for i in (0, 1):  # the convolution and the batch-norm scale and shift stayed put
+        assert all(torch.equal(a, b) for a, b in zip(plain[i].parameters(), start[i].parameters()))
+    assert not torch.equal(plain[-1].weight, start[-1].weight)
+    assert decayed[-1].weight.norm() < 0.5 * plain[-1].weight.norm()
+
+
+def test_sgd_with_momentum_learns_and_its_momentum_counts(digits):
+    def run(momentum):
+        model = _bn_net()
+        result = fit(model, *digits, max_epochs=3, patience=3, optimizer="sgd", momentum=momentum,
+                     **{**BN, "lr": 0.01})
+        return model, result
+
+    (with_momentum, result), (without, _) = run(0.9), run(0.0)
+    assert result.status == "ok" and result.test_acc > 0.5
+    assert not torch.equal(with_momentum[-1].weight, without[-1].weight)
+    with pytest.raises(ValueError, match="optimizer"):
+        fit(_bn_net(), *digits, max_epochs=1, patience=1, optimizer="lbfgs", **BN)
+
+
+def test_extra_loss_is_added_to_the_cross_entropy(digits):
+    seen = []
+
+    def penalty(model, inputs, logits, labels):
+        seen.append(len(inputs) == len(logits) == len(labels))
+        return 10 * model[-1].weight.pow(2).sum()
+
+    plain, penalised = _bn_net(), _bn_net()
+    fit(plain, *digits, max_epochs=2, patience=2, **BN)
+    fit(penalised, *digits, max_epochs=2, patience=2, extra_loss=penalty, **BN)
+    assert seen and all(seen)
+    assert penalised[-1].weight.norm() < 0.5 * plain[-1].weight.norm()
+
+
+def test_before_epoch_runs_once_per_epoch_in_train_mode_and_can_unfreeze_layers(digits):
+    model, calls, states = _bn_net().eval(), [], []  # handed over in eval mode, trained in train mode
+    model[0].requires_grad_(False)
+
+    def unfreeze(epoch, model, optimizer):
+        calls.append((epoch, model.training))
+        states.append(copy.deepcopy(model.state_dict()))
+        if epoch == 2:
+            model[0].requires_grad_(True)
+            optimizer.add_param_group({"params": list(model[0].parameters()), "lr": 1e-3})
+
+    result = fit(model, *digits, max_epochs=4, patience=4, before_epoch=unfreeze, **BN)
+    assert calls == [(epoch, True) for epoch in range(result.epochs)] and result.epochs == 4
+    assert torch.equal(states[2]["0.weight"], states[0]["0.weight"])  # frozen in epochs 0 and 1
+    assert not torch.equal(states[3]["0.weight"], states[2]["0.weight"])  # trained in epoch 2
+
+
+def test_same_seed_same_weights_on_cpu_and_another_seed_others(digits):
+    def run(seed):
+        model = _bn_net()
+        fit(model, *digits, max_epochs=2, patience=2, **{**BN, "seed": seed})
+        return model.state_dict()
+
+    first, again, other = run(5), run(5), run(6)
+    assert all(torch.equal(first[name], again[name]) for name in first)  # batch-norm statistics included
+    assert not torch.equal(first["5.weight"], other["5.weight"])
+
+
+def test_float64_training_converts_the_network_and_the_inputs(digits):
+    model = _bn_net()
+    result = fit(model, *digits, max_epochs=2, patience=2, dtype=torch.float64, **BN)
+    assert result.status == "ok" and result.test_acc > 0.5
+    assert {t.dtype for t in model.state_dict().values() if t.is_floating_point()} == {torch.float64}
