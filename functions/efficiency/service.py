@@ -38,11 +38,10 @@ MAX_FEATURE_VALUE = 1e6
 MAX_WEIGHT_VALUE = 1e30
 
 
-
 def _json_integer(value):
     """A JSON integer, 2 and 2.0 alike, of any size; not true or "2", which pydantic would read as 1 and 2."""
     if isinstance(value, (bool, str)):
-        raise PydanticCustomError("int_type", "Input should be an integer, not {value!r}", {"value": value})
+        raise PydanticCustomError("int_type", "Input should be an integer (true, false and strings are not)")
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
