@@ -1,7 +1,9 @@
 """One config object per experiment, the study's class setups and the named profiles.
 
-The config's fields are exactly the keys of a results file's parameters dict (element 0), named
-as the upstream study named them, so that files written by either load with one reader.
+The config's fields are the keys of a results file's parameters dict (element 0), named as the
+upstream study named them, so that files written by either load with one reader; the dict adds
+only the schema version.  Values are typed and range-checked here, whether they come from code,
+a profile or ``--set key=value`` on the command line.
 """
 from __future__ import annotations
 
