@@ -1,0 +1,88 @@
+"""What each dataset is: class counts, split sizes, first labels, checksums, normalisation.
+
+Plain facts, no torch: the config validates classes against them without loading a tensor
+library, and :mod:`functions.data.sources` checks decoded files against them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.errors import DataError
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a correct copy of a dataset looks like once decoded."""
+
+    name: str
+    num_classes: int
+    train_count: int
+    test_count: int
+    train_first_labels: tuple
+    test_first_labels: tuple
+    # sha256 of the decoded uint8 image array and int64 label array (train, test); None: unknown
+    sha256: dict | None
+    mean: tuple
+    std: tuple
+
+SPECS = {
+    "MNIST": DatasetSpec(
+        "MNIST", 10, 60000, 10000, (5, 0, 4, 1, 9), (7, 2, 1, 0, 4),
+        {
+            "train_images": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+            "train_labels": "e474323ac02fc156161b0bbb1f8c9cfeb327a74bcd9f9680a8385269a24f566c",
+            "test_images": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+            "test_labels": "2fd8de6bdb8d11780b4b96dc57847bcfe6953f7c32aa48bfcd8237c3b7847243",
+        },
+        (0.1307,), (0.3081,),
+    ),
+    "FashionMNIST": DatasetSpec(
+        "FashionMNIST", 10, 60000, 10000, (9, 0, 0, 3, 0), (9, 2, 1, 1, 6),
+        {
+            "train_images": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+            "train_labels": "e3245b63f7c40d1c8b652835f19744d970c1613b40ddac6bcfc87b9c46e16a0b",
+            "test_images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+            "test_labels": "d51d859896c55775b9e9e219b77ff03bcec1b6ac322f313544dc3f9e7bc94fae",
+        },
+        (0.2860,), (0.3530,),
+    ),
+    "CIFAR10": DatasetSpec(
+        "CIFAR10", 10, 50000, 10000, (6, 9, 9, 4, 1), (3, 8, 8, 0, 6),
+        None,
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+    ),
+}
+
+def spec(name: str) -> DatasetSpec:
+    if name not in SPECS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(SPECS)}")
+    return SPECS[name]
+
+def validate_classes(dataset: str, classes, role: str = "classes") -> list:
+    s = spec(dataset)
+    classes = [int(c) for c in classes]
+    if not classes:
+        raise DataError(f"{role} is empty; give at least two labels of {dataset} (0..{s.num_classes - 1})")
+    if len(set(classes)) != len(classes):
+        dupes = sorted({c for c in classes if classes.count(c) > 1})
+        raise DataError(f"{role} lists {dupes} more than once; give each label of {dataset} once")
+    bad = [c for c in classes if not 0 <= c < s.num_classes]
+    if bad:
+        raise DataError(f"{role} {bad} out of range: {dataset} labels are 0..{s.num_classes - 1}")
+    if len(classes) < 2:
+        raise DataError(f"{role} has one label {classes}; a classifier needs at least two")
+    return classes
+
+def check_percentage(percentage: float) -> float:
+    percentage = float(percentage)
+    if not 0 < percentage <= 1:
+        raise DataError(f"percentage {percentage} is outside (0, 1]: give the fraction of the training "
+                        f"data to use, e.g. 0.01 for 1%")
+    return percentage
+
+def percentage_key(percentage: float) -> float:
+    """One rounding for "the same percentage" everywhere: values read back from JSON, computed
+    as fractions or typed on the command line compare equal after it."""
+    return round(float(percentage), 12)
+
+def same_percentage(a: float, b: float) -> bool:
+    return percentage_key(a) == percentage_key(b)
