@@ -1,9 +1,61 @@
-"""Shared fixtures: the real MNIST target task (prepared by `make data`) and an isolated output root."""
+"""Shared fixtures and the test run's promises: results go to a temporary output root, and the
+run leaves every tracked file of the working tree as it found it."""
+import hashlib
 import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tracked_files() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:  # not a git checkout: nothing to compare against
+        return []
+    return [ROOT / name for name in listed.stdout.decode().split("\0") if name]
+
+
+def _digests(paths) -> dict:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None for p in paths}
+
+
+def _copy_of_committed_results() -> Path:
+    """A temporary output root holding copies of every study folder's results, so the executed
+    notebooks resume them as they would in the repository, and write beside them there."""
+    from functions.config import FOLDERS
+    root = Path(tempfile.mkdtemp(prefix="transfer-test-output-"))
+    for folder in FOLDERS:
+        if (ROOT / folder / "results").is_dir():
+            shutil.copytree(ROOT / folder / "results", root / folder / "results")
+    return root
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # an xdist worker inherits the controller's root
+        return
+    config._tracked_digests = _digests(_tracked_files())
+    config._test_output_root = _copy_of_committed_results()
+    os.environ["TRANSFER_OUTPUT_ROOT"] = str(config._test_output_root)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    shutil.rmtree(config._test_output_root, ignore_errors=True)
+    before = config._tracked_digests
+    changed = sorted(str(p.relative_to(ROOT)) for p, digest in _digests(before).items() if digest != before[p])
+    if changed:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        message = f"the test run changed {len(changed)} tracked file(s): {', '.join(changed)}"
+        if reporter:
+            reporter.write_line(f"FAILED working tree check: {message}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +66,7 @@ def mnist_target():
 
 @pytest.fixture
 def output_root(tmp_path, monkeypatch):
-    """Results and source models of a test go to a temporary folder, never into the repository."""
+    """Results and source models of a test go to a folder of its own, never into the repository."""
     monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path))
     return tmp_path
 

@@ -56,11 +56,11 @@ def parameter_table(cfg: Config, grid: Grid):
 
 
 def use_output_root(path) -> None:
-    """Send results and new source models to ``path`` (None: the repository's study folders)."""
+    """Send results and new source models to ``path``; None keeps the environment's choice
+    (``$TRANSFER_OUTPUT_ROOT``, else the repository's study folders), so a test run or a batch
+    job can redirect every notebook it executes."""
     if path:
         os.environ["TRANSFER_OUTPUT_ROOT"] = str(Path(path).resolve())
-    else:
-        os.environ.pop("TRANSFER_OUTPUT_ROOT", None)
 
 
 def device_from(name: str):

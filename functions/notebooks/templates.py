@@ -27,7 +27,7 @@ def _parameters(folder: str, **extra) -> str:
               "cut_points = None  # None: every cut 0..depth",
               "seed = None  # None: the profile's generate_dataset_seed",
               'device = "auto"  # "auto": CUDA when present',
-              "output_root = None  # None: write into this repository's study folders"]
+              "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's study folders"]
     return "\n".join(lines)
 
 
@@ -202,7 +202,7 @@ def _sample_efficiency(folder: str) -> list:
         "evaluation_frequency = 1  # validate after this many samples",
         "threshold = 0.8  # milestone: validation accuracy at or above this ...",
         "window = 10  # ... for this many consecutive evaluations",
-        "output_root = None  # None: write into this repository's study folders"])
+        "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's study folders"])
     return [
         ("md", f"# {folder}: how few target samples does a linear head need?\nThe pretrained source network is "
                "frozen and its pooled last conv activation is the feature vector. Target images arrive one small "
