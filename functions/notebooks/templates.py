@@ -12,7 +12,7 @@ import nbformat
 
 from ..config import FOLDERS, default_setup, setup_names
 from ..core.paths import REPO_ROOT
-from ..runs.papermill_grid import execute
+from ..runs.papermill_grid import execute as execute_notebook
 
 IMPORTS = "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, stats\nfrom functions.notebooks import study"
 
@@ -303,7 +303,7 @@ def write(folder: str, kind: str, execute: bool = False, timeout: int = 1800) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(fresh, target)
     if execute:
-        execute(target, target, timeout=timeout)
+        execute_notebook(target, target, timeout=timeout)
         executed = nbformat.read(target, as_version=4)
         executed.cells = [c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])]
         for cell in executed.cells:  # papermill's bookkeeping varies run to run
