@@ -2,6 +2,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from functions.analysis import summary
 from functions.core import atomic
@@ -204,3 +205,54 @@ def test_notebook_steps_train_on_the_device_they_are_given(output_root):
                  lambda: study.fine_tuned_model(SETUP, CFG, 1, 0.002, device="nodevice")):
         with pytest.raises(RuntimeError, match="nodevice"):
             step()
+
+
+def test_baseline_and_every_cut_point_of_a_repeat_train_on_the_same_images(output_root, monkeypatch):
+    """The paired tests compare a cut point with the baseline repeat by repeat: both must see one subset."""
+    grid = Grid((0.002, 0.004), (0, 2), {0.002: 2, 0.004: 1})
+    cells, handed = [], []
+    train_group, fit_group = sweep.train_group, sweep.fit_group
+
+    def recording_train_group(cfg, task, pretrained, cut_point, runs, inputs):
+        cells.append((cut_point, list(runs)))
+        return train_group(cfg, task, pretrained, cut_point, runs, inputs)
+
+    def recording_fit_group(models, trains, *args, **kwargs):
+        handed.append([view.index.clone() for view in trains])
+        return fit_group(models, trains, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "train_group", recording_train_group)
+    monkeypatch.setattr(sweep, "fit_group", recording_fit_group)
+    sweep.run_sweep(SETUP, CFG, grid, progress=False, log=lambda *_: None)
+    assert len(cells) == len(handed) == 3 * 2  # (baseline, cut 0, cut 2) x two percentages
+
+    images: dict = {}  # (percentage, repeat) -> {cut point: indices into the training split}
+    for (cut_point, runs), indices in zip(cells, handed):
+        assert len(runs) == len(indices)
+        for (percentage, repeat), index in zip(runs, indices):
+            images.setdefault((percentage, repeat), {})[cut_point] = index
+    assert sorted(images) == [(0.002, 0), (0.002, 1), (0.004, 0)]
+    labels = CFG.target_task().train.y
+    for (percentage, repeat), by_cut in images.items():
+        assert sorted(by_cut) == [-1, 0, 2]
+        baseline = by_cut[-1]
+        per_class = int(percentage * len(labels) / 5)
+        assert torch.bincount(labels[baseline], minlength=5).tolist() == [per_class] * 5
+        for cut_point in (0, 2):
+            assert torch.equal(by_cut[cut_point], baseline), (percentage, repeat, cut_point)
+    assert not torch.equal(images[(0.002, 0)][-1], images[(0.002, 1)][-1])
+
+
+def test_source_model_is_pretrained_on_the_source_classes(output_root):
+    """The source model learnt digits 0-4 (not the target digits 5-9) on the source task's training split."""
+    from functions.train.trainer import accuracy
+    model = pretrained.load_pretrained(SETUP, CFG, log=lambda *_: None)
+    info = pretrained.pretrained_info(SETUP, CFG)
+    source = CFG.source_task()
+    assert source.classes == list(CFG.pre_train_classes) == [0, 1, 2, 3, 4]
+    assert info["config"]["pre_train_classes"] == [0, 1, 2, 3, 4]
+    assert model.fc.out_features == len(CFG.pre_train_classes)
+    measured = accuracy(model, source.test)
+    assert measured > 0.8  # chance is 0.2
+    assert info["test_acc"] == pytest.approx(measured, abs=1e-9)
+    assert info["n_train"] == len(source.train) != len(CFG.target_task().train)

@@ -36,6 +36,7 @@ def test_a_dip_restarts_the_count():
 
 def test_relative_efficiency_is_baseline_over_method():
     assert se.relative_efficiency(400, 100) == 4.0
+    assert se.relative_efficiency(100, 25) == 4.0 and se.relative_efficiency(25, 100) == 0.25
     assert se.relative_efficiency(None, 100) is None and se.relative_efficiency(400, None) is None
 
 
@@ -72,18 +73,69 @@ def test_batches_and_evaluation_points_follow_the_protocol():
     assert len(curve.accuracy) == 4 and 0 <= curve.final_accuracy <= 1
 
 
-def test_every_method_sees_the_same_seeded_stream():
+def separable_features(seed=0):
+    """Two well separated classes in 16 dimensions, far from the origin: the adam baseline reaches
+    the milestone within a few hundred samples, the closed-form heads within a few dozen."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 30, (2, 16))
+    y = rng.integers(0, 2, 500)
+    x = (centres[y] + rng.normal(0, 10, (500, 16))).astype(np.float32)
+    return se.TaskFeatures(x[:300], y[:300], x[300:], y[300:], 2, key="separable")
+
+
+@pytest.fixture
+def recorded_batches(monkeypatch):
+    """Every head the benchmark builds records the batches it is given: [(method, [(x, y), ...]), ...]."""
+    made, make_head = [], heads.make_head
+
+    def recording(method, *args, **kwargs):
+        head, batches = make_head(method, *args, **kwargs), []
+        made.append((method, batches))
+        partial_fit = head.partial_fit
+
+        def record(features, labels):
+            batches.append((np.array(features, copy=True), np.array(labels, copy=True)))
+            return partial_fit(features, labels)
+
+        head.partial_fit = record
+        return head
+
+    monkeypatch.setattr(heads, "make_head", recording)
+    return made
+
+
+def test_every_method_sees_the_same_seeded_stream(recorded_batches):
     a, b = se.stream_order(5, 300, 50), se.stream_order(5, 300, 50)
     np.testing.assert_array_equal(a, b)
     assert len(set(a.tolist())) == 50 and not np.array_equal(a, se.stream_order(6, 300, 50))
     features = synthetic_features()
-    protocol = se.Protocol(max_samples=40, evaluation_frequency=4, threshold=0.6, window=2)
-    adam = se.compare_to_baseline(features, "adam", protocol, seed=2)
-    assert adam["learning_curves"]["custom_acc"] == adam["learning_curves"]["baseline_acc"]
-    slda = se.compare_to_baseline(features, "slda", protocol, seed=2)
-    assert slda["custom_milestone"] is not None
-    if slda["baseline_milestone"] is not None:
-        assert slda["relative_efficiency"] == slda["baseline_milestone"] / slda["custom_milestone"]
+    protocol = se.Protocol(batch_size=3, max_samples=40, evaluation_frequency=4, threshold=0.6, window=2)
+    se.compare_to_baseline(features, "ridge", protocol, seed=2)
+    (custom, custom_batches), (baseline, baseline_batches) = recorded_batches
+    assert (custom, baseline) == ("ridge", "adam")
+    assert [len(x) for x, _ in custom_batches] == [3] * 13 + [1]
+    assert len(baseline_batches) == len(custom_batches)
+    for (x, y), (bx, by) in zip(custom_batches, baseline_batches):
+        np.testing.assert_array_equal(x, bx)
+        np.testing.assert_array_equal(y, by)
+    order = se.stream_order(2, 300, 40)
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in custom_batches]), features.train_x[order])
+    np.testing.assert_array_equal(np.concatenate([y for _, y in custom_batches]), features.train_y[order])
+
+
+def test_relative_efficiency_of_a_method_that_needs_fewer_samples_than_the_baseline():
+    features = separable_features()
+    protocol = se.Protocol(max_samples=300, evaluation_frequency=5, threshold=0.8, window=2)
+    result = se.compare_to_baseline(features, "ridge", protocol, seed=1)
+    custom, baseline = result["custom_milestone"], result["baseline_milestone"]
+    assert isinstance(custom, int) and isinstance(baseline, int) and custom < baseline
+    assert (custom, baseline) == (se.run_method("ridge", features, protocol, 1)[1],
+                                  se.run_method("adam", features, protocol, 1)[1])
+    assert result["relative_efficiency"] == baseline / custom > 1
+    same = se.compare_to_baseline(features, "adam", protocol, seed=1)
+    assert same["learning_curves"]["custom_acc"] == same["learning_curves"]["baseline_acc"]
+    assert same["custom_milestone"] == same["baseline_milestone"] == baseline
+    assert same["relative_efficiency"] == 1.0
 
 
 def test_custom_weights_start_the_custom_method():
@@ -199,6 +251,27 @@ def test_features_are_extracted_once_then_read_from_the_cache(model_file, tmp_pa
     with torch.no_grad():
         model.blocks[0].conv.weight.mul_(2)  # other weights: another cache entry
     assert se.features_key(extractors.study_extractor(model, source), task) != first.key
+
+
+def test_study_records_each_seeds_relative_efficiency_against_that_seeds_baseline(model_file, tmp_path,
+                                                                                 monkeypatch):
+    features = separable_features()
+    monkeypatch.setattr(se, "task_features", lambda *args, **kwargs: features)
+    study = se.run_study("MNIST", task="binary", methods=("ridge", "ncm"), seeds=3, max_samples=300,
+                         evaluation_frequency=5, threshold=0.8, window=2, weights=str(model_file),
+                         results_dir=tmp_path, plot=False, progress=False, log=lambda *_: None)
+    params, *records = json.loads(study.path.read_text())
+    milestone = {(r["method"], r["seed"]): r["milestone"] for r in records}
+    assert sorted(milestone) == sorted((m, s) for m in ("adam", "ridge", "ncm") for s in range(3))
+    assert all(isinstance(value, int) for value in milestone.values())
+    ratios = []
+    for r in records:
+        baseline = milestone[("adam", r["seed"])]
+        assert r["relative_efficiency"] == baseline / r["milestone"]
+        ratios.append((r["method"], r["relative_efficiency"]))
+    assert any(value > 1 for method, value in ratios if method == "ridge")
+    for method in ("ridge", "ncm"):
+        assert study.table.loc[method, "relative efficiency"] == np.median([v for m, v in ratios if m == method])
 
 
 def test_study_resumes_and_refuses_other_parameters(model_file, tmp_path, monkeypatch):

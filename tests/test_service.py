@@ -117,12 +117,35 @@ def test_run_benchmark_compares_a_method_with_the_baseline(client, state):
     assert answer["learning_curves"]["custom_acc"] == curve.accuracy and answer["custom_milestone"] == reached
     same = client.post("/model/run_benchmark", json={"max_samples": 40, "method": "adam"}).json()
     assert same["learning_curves"]["custom_acc"] == same["learning_curves"]["baseline_acc"]
-    assert same["relative_efficiency"] in (None, 1.0)
     start = [np.zeros((2, 8)).tolist(), [0.0, 5.0]]  # always predicts class 1 until adam moves it
     custom = client.post("/model/run_benchmark", json={"max_samples": 5, "method": "adam",
                                                        "custom_weights": start}).json()
     majority = float(np.mean(state.features.val_y == 1))
     assert custom["learning_curves"]["custom_acc"][0] == pytest.approx(majority)
+
+
+@pytest.fixture(scope="module")
+def loud_client(state):
+    """The service over the same task with its features scaled up a thousandfold: large enough for the
+    adam baseline's small steps to reach the milestone within the pool."""
+    from dataclasses import replace
+    loud = replace(state.features, train_x=state.features.train_x * 1000, val_x=state.features.val_x * 1000)
+    return TestClient(create_app(state=replace(state, features=loud))), loud
+
+
+def test_run_benchmark_relative_efficiency_is_the_baseline_milestone_over_the_methods(loud_client):
+    client, features = loud_client
+    body = {"max_samples": POOL, "threshold": 0.6, "window": 2, "seed": 1}
+    answer = client.post("/model/run_benchmark", json={**body, "method": "slda"}).json()
+    custom, baseline = answer["custom_milestone"], answer["baseline_milestone"]
+    assert isinstance(custom, int) and isinstance(baseline, int) and custom < baseline
+    protocol = se.Protocol(1, POOL, 1, 0.6, 2)
+    assert (custom, baseline) == (se.run_method("slda", features, protocol, seed=1)[1],
+                                  se.run_method("adam", features, protocol, seed=1)[1])
+    assert answer["relative_efficiency"] == baseline / custom > 1
+    same = client.post("/model/run_benchmark", json={**body, "method": "adam"}).json()
+    assert same["custom_milestone"] == same["baseline_milestone"] == baseline
+    assert same["relative_efficiency"] == 1.0
 
 
 @pytest.mark.parametrize("path, body, field", [

@@ -8,7 +8,7 @@ from torch import nn
 from functions.models import study_cnn as models
 from functions.config import Config
 from functions.data.tasks import Split
-from functions.train.trainer import accuracy, fit, prefix_features
+from functions.train.trainer import fit, prefix_features
 
 CFG = Config(num_channels=4, depth=2)
 BN = dict(lr=1e-2, batch_size=32, seed=0)  # defaults for the batch-norm network
@@ -22,21 +22,42 @@ def _blobs(n, seed):
     return Split(x, y)
 
 
+def _study_accuracy(state, split):
+    """Accuracy of a fresh study CNN holding ``state``, evaluated here rather than by the trainer."""
+    net = models.build(CFG, (1, 28, 28), 2, seed=0)
+    net.load_state_dict(state)
+    net.eval()
+    with torch.no_grad():
+        return (net(split.x).argmax(1) == split.y).sum().item() / len(split)
+
+
+def _same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+def _recording_forward(model, val, states):
+    """The model's forward, keeping a copy of the state each time it is evaluated on ``val``: at the
+    end of every epoch, and once more after training, when the trainer reports its accuracies."""
+    def forward(x):
+        if not model.training and x.shape == val.x.shape and torch.equal(x, val.x):
+            states.append(copy.deepcopy(model.state_dict()))
+        return model(x)
+    return forward
+
+
 def test_training_learns_and_restores_the_best_weights():
-    model = models.build(CFG, (1, 28, 28), 2, seed=0)
-    result = fit(model, _blobs(64, 0), _blobs(64, 1), _blobs(64, 2), lr=1e-2, max_epochs=5, patience=2,
-                 batch_size=16, seed=0)
-    assert result.test_acc > 0.9 and result.status == "ok"
-    assert result.val_acc == accuracy(model, _blobs(64, 1))  # the model holds the weights that were reported
-
-
-def test_early_stopping_stops_after_patience_epochs_without_improvement():
-    model = models.build(CFG, (1, 28, 28), 2, seed=0)
-    # validation labels are noise: accuracy cannot keep improving, so training stops early
-    val = _blobs(64, 1)
-    val = Split(val.x, val.y[torch.randperm(64, generator=torch.Generator().manual_seed(0))])
-    result = fit(model, _blobs(64, 0), val, _blobs(64, 2), lr=1e-2, max_epochs=40, patience=2, batch_size=16, seed=0)
-    assert result.epochs < 40
+    model, states = models.build(CFG, (1, 28, 28), 2, seed=0), []
+    train, val, test = _blobs(64, 0), _blobs(64, 1), _blobs(64, 2)
+    result = fit(model, train, val, test, lr=1e-2, max_epochs=5, patience=5, batch_size=16, seed=0,
+                 forward=_recording_forward(model, val, states), before_epoch=_snapshots([], ruin_at=4))
+    assert result.status == "ok" and result.epochs == 5 and result.test_acc > 0.9
+    assert len(states) == 5 + 1
+    val_accs = [_study_accuracy(state, val) for state in states[:-1]]  # at the end of each epoch
+    best = val_accs.index(max(val_accs))
+    assert val_accs[-1] < val_accs[best]  # the ruined last epoch is worse: the best weights are older
+    assert _same_state(model.state_dict(), states[best]) and _same_state(states[-1], states[best])
+    assert result.val_acc == val_accs[best]
+    assert result.test_acc == _study_accuracy(states[best], test)
 
 
 def test_nan_loss_is_reported_as_diverged():
@@ -119,6 +140,22 @@ def test_a_batch_norm_network_learns_and_ends_with_its_best_epochs_state(digits)
     assert final["1.num_batches_tracked"] == (best + 1) * len(train) // BN["batch_size"]
     assert result.val_acc == max(val_accs) == _eval_accuracy(final, val)
     assert not model.training
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(digits):
+    train, val, test = digits
+    model, states, patience = _bn_net(), [], 3
+    result = fit(model, train, val, test, max_epochs=40, patience=patience,
+                 forward=_recording_forward(model, val, states), **{**BN, "lr": 3e-2})
+    assert result.status == "ok" and result.epochs < 40 and len(states) == result.epochs + 1
+    val_accs = [_eval_accuracy(state, val) for state in states[:-1]]  # at the end of each epoch
+    best = val_accs.index(max(val_accs))  # the first epoch that reached the best accuracy
+    assert 0 < best < result.epochs - 1
+    # no epoch after the best improved on it (a tie is no improvement), and the run ended once
+    # `patience` of them had passed
+    assert result.epochs == best + 1 + patience
+    assert _same_state(model.state_dict(), states[best])
+    assert result.val_acc == val_accs[best] and result.test_acc == _eval_accuracy(states[best], test)
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_best_weights_seen(digits):

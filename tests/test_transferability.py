@@ -47,12 +47,14 @@ def reference_logme(f: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(per_class))
 
 
-def reference_hscore(f: np.ndarray, y: np.ndarray, shrinkage: bool) -> float:
+def reference_hscore(f: np.ndarray, y: np.ndarray, shrinkage: bool, rcond: float = 1e-10) -> float:
+    """The formula itself; ``rcond``: eigenvalues of cov(f) below rcond times the largest count as zero."""
     f = f.astype(float)
     class_means = np.stack([f[y == c].mean(0) for c in range(y.max() + 1)])[y]
-    between = np.cov(class_means.T, bias=True)
+    between = np.atleast_2d(np.cov(class_means.T, bias=True))
     if not shrinkage:
-        return float(np.trace(np.linalg.pinv(np.cov(f.T, bias=True), rcond=1e-10, hermitian=True) @ between))
+        covariance = np.atleast_2d(np.cov(f.T, bias=True))
+        return float(np.trace(np.linalg.pinv(covariance, rcond=rcond, hermitian=True) @ between))
     lw = LedoitWolf().fit(f)
     return float(np.trace(np.linalg.inv(lw.covariance_) @ ((1 - lw.shrinkage_) * between)))
 
@@ -184,14 +186,74 @@ def test_cut_scores_give_one_finite_row_per_cut_point(tiny_model, n, max_dim):
     assert (table["flat_dim"] <= max_dim).all() and list(table["gap_dim"]) == [1, 8, 8, 8]
     scores = table.drop(columns=["cut_point", "gap_dim", "flat_dim"])
     assert np.isfinite(scores.to_numpy(float)).all()
-    # the one-pass scores equal the array functions on the same features
-    assert table.loc[0, "logme_gap"] == pytest.approx(logme(split.x.mean((2, 3)).numpy(), split.y.numpy()), abs=1e-9)
     with torch.no_grad():
-        last = tiny_model.features(split.x).flatten(1).numpy()
         probs = torch.softmax(tiny_model(split.x).double(), 1).numpy()
-    if table.loc[3, "flat_dim"] == last.shape[1]:
-        assert table.loc[3, "hscore_flat"] == pytest.approx(hscore(last, split.y.numpy()), rel=1e-6)
-    assert table.loc[3, "leep"] == pytest.approx(leep(probs, split.y.numpy()), abs=1e-6)
+    assert (table["leep"] == leep(probs, split.y.numpy())).all()
+    assert (table["nce"] == nce(probs.argmax(1), split.y.numpy())).all()
+
+
+@pytest.fixture(scope="module")
+def four_channel_model():
+    """Activations 1x28x28, 4x28x28, 4x14x14 and 4x14x14 entering blocks 0-3: with max_dim=196 each
+    is average-pooled by a whole factor (2, 4, 2, 2) to 196 values."""
+    return build(Config(num_channels=4, depth=3), (1, 28, 28), 5, seed=0)
+
+
+def own_activations(model, x: torch.Tensor, pool: dict, chunk: int) -> dict:
+    """(cut point, kind) -> the activation entering that block, pooled globally (gap) or by the
+    factor ``pool[k]`` and flattened (flat); computed chunk by chunk, as the blocks see them."""
+    parts: dict = {}
+    with torch.no_grad():
+        for i in range(0, len(x), chunk):
+            for k in pool:
+                h = model.features(x[i:i + chunk], 0, k)
+                parts.setdefault((k, "gap"), []).append(h.mean((2, 3)).numpy())
+                flat = torch.nn.functional.avg_pool2d(h, pool[k]) if pool[k] > 1 else h
+                parts.setdefault((k, "flat"), []).append(flat.flatten(1).numpy())
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+@pytest.mark.parametrize("n, max_dim, pool, flat_from_sums", [
+    (300, 196, {0: 2, 1: 4, 2: 2, 3: 2}, True),     # more images than dimensions: running sums throughout
+    (150, 196, {0: 2, 1: 4, 2: 2, 3: 2}, False),    # fewer images than flat dimensions: SVD of the samples
+    (150, 4096, {0: 1, 1: 1, 2: 1, 3: 1}, False),   # nothing pooled before flattening
+], ids=["running-sums", "samples", "unpooled"])
+def test_cut_scores_equal_the_scores_of_the_activations(four_channel_model, mnist_target, n, max_dim, pool,
+                                                        flat_from_sums):
+    split = Split(mnist_target.train.x[:n], mnist_target.train.y[:n])
+    y = split.y.numpy()
+    table = cut_scores(four_channel_model, split, chunk_size=64, max_dim=max_dim, progress=False).set_index("cut_point")
+    features = own_activations(four_channel_model, split.x, pool, chunk=64)
+    assert list(table.index) == [0, 1, 2, 3]
+    assert all(features[(k, "gap")].shape[1] < n for k in pool)  # gap features always come from running sums
+    assert all((features[(k, "flat")].shape[1] < n) == flat_from_sums for k in pool)
+    for k in pool:
+        gap, flat = features[(k, "gap")], features[(k, "flat")]
+        assert (table.loc[k, "gap_dim"], table.loc[k, "flat_dim"]) == (gap.shape[1], flat.shape[1])
+        for kind, f in (("gap", gap), ("flat", flat)):
+            assert table.loc[k, f"logme_{kind}"] == pytest.approx(logme(f, y), rel=1e-8), (k, kind)
+            assert table.loc[k, f"hscore_{kind}"] == pytest.approx(hscore(f, y), rel=1e-8), (k, kind)
+            assert table.loc[k, f"hscore_shrink_{kind}"] == pytest.approx(hscore(f, y, shrinkage=True),
+                                                                        rel=1e-8), (k, kind)
+
+
+def test_running_sums_of_cut_scores_equal_formulas_that_share_no_code_with_them(four_channel_model, mnist_target):
+    n, pool = 300, {0: 2, 1: 4, 2: 2, 3: 2}  # more images than the 196 flat dimensions
+    split = Split(mnist_target.train.x[:n], mnist_target.train.y[:n])
+    y = split.y.numpy()
+    table = cut_scores(four_channel_model, split, chunk_size=64, max_dim=196, progress=False).set_index("cut_point")
+    features = own_activations(four_channel_model, split.x, pool, chunk=64)
+    assert max(f.shape[1] for f in features.values()) < n
+    for (k, kind), f in features.items():
+        f = f.astype(np.float64)
+        resolvable = max(f.shape) * np.finfo(np.float64).eps  # numpy's matrix-rank rule
+        for shrink in (False, True):
+            assert table.loc[k, f"hscore{'_shrink' if shrink else ''}_{kind}"] == pytest.approx(
+                reference_hscore(f, y, shrink, rcond=resolvable), rel=1e-8), (k, kind, shrink)
+        # zero columns leave the evidence unchanged, and with as many columns as images LogME
+        # comes from the samples' SVD instead of the running sums
+        padded = np.hstack([f, np.zeros((n, n))])
+        assert table.loc[k, f"logme_{kind}"] == pytest.approx(logme(padded, y), rel=1e-8), (k, kind)
 
 
 # ----------------------------------------------------------------------------- validation, records, recommender
@@ -273,6 +335,18 @@ def test_recommend_command_collects_every_folders_records(tiny_model, tmp_path):
     methods = {m["method"]: m for m in summary["methods"]}
     assert methods["logme_flat"]["kendall_tau"] == pytest.approx(1.0) and methods["hscore_gap"]["mae"] is None
     assert summary["setups"] == sorted(f"{f}/{n}" for f, n in SETUPS_OF_RECORDS)
+    lines = done.stdout.splitlines()
+    header = lines[1].split()
+    printed = {row[0]: dict(zip(header, row)) for row in (line.split() for line in lines[2:2 + len(methods)])}
+    assert set(printed) == set(methods) and header[:2] == ["method", "kind"]
+    for name, method in methods.items():  # the printed table rounds to 3 decimals, the file to 6
+        assert printed[name]["kind"] == method["kind"]
+        for column in header[2:]:
+            value, cell = method[column], printed[name][column]
+            if value is None:
+                assert cell == "NaN", (name, column)
+            else:
+                assert float(cell) == pytest.approx(value, abs=5e-4 + 1e-9), (name, column)
 
 
 def test_recommend_command_without_records_says_what_to_run(tmp_path):
@@ -298,6 +372,38 @@ def test_records_and_leave_one_setup_out_recommender(tiny_model, tmp_path):
     assert "logme_flat" in summary.attrs["features"]
     with pytest.raises(DataError, match="two setups"):
         recommender_eval(frames[0])
+
+
+def linear_records(offset: float) -> pd.DataFrame:
+    """Three setups of one architecture, one percentage and cut points 0-3, whose logme_flat takes the
+    same four values in each: accuracy is 0.5 + 0.1 * logme_flat in the first two setups and
+    ``offset`` more in the third."""
+    setups = ["MNIST/regular", "FashionMNIST/regular", "CIFAR/regular"]
+    score = [-1.0, -0.5, 0.0, 0.5]
+    rows = [{"setup": setup, "mode": "FR", "percentage": 0.01, "n_train": 270, "cut_point": cut,
+             "logme_flat": score[cut], "test_acc": 0.5 + 0.1 * score[cut] + (offset if i == 2 else 0.0),
+             "depth": 3, "num_channels": 8, "kernel_size": 3, "params": 9000, "flops": 2_000_000,
+             "source_test_acc": 0.98, "domain": "same-dataset", "n_target_train": 27000}
+            for i, setup in enumerate(setups) for cut in range(4)]
+    return pd.DataFrame(rows)
+
+
+def test_recommender_predicts_each_setup_from_the_other_setups_only():
+    """A linear model with an intercept, fitted on setups that share the held-out setup's feature
+    values, predicts on average the training setups' mean accuracy, whatever its penalty.  Held out,
+    the third setup is then predicted d too low on average, and each of the first two d/2 too high
+    (the mean of the other one and the third).  The errors within a setup keep one sign here, so the
+    mean absolute error over the 12 rows is (4 d + 8 d/2) / 12 = 2d/3; a fit that also saw the held-out
+    setup would be off by d/3 and 2d/3 instead: 4d/9."""
+    d = 0.3
+    summary = recommender_eval(linear_records(d)).set_index("method")
+    assert {"logme_flat", "cut_point"} <= set(summary.attrs["features"])
+    assert summary.loc["recommender", "mae"] == pytest.approx(2 * d / 3, abs=1e-9)
+    assert summary.loc["recommender", "rmse"] >= summary.loc["recommender", "mae"]
+    assert summary.loc["recommender", "kendall_tau"] == pytest.approx(1.0)
+    assert summary.loc["recommender", "groups"] == 3
+    # without the offset every held-out setup lies on the line of the others
+    assert recommender_eval(linear_records(0.0)).set_index("method").loc["recommender", "mae"] < 1e-3
 
 
 def test_verdict_names_the_best_ranking_score_and_whether_it_found_the_best_cut():
