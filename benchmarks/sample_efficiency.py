@@ -33,7 +33,6 @@ import torch
 
 from functions.efficiency import heads
 from functions.efficiency import benchmark as se
-from functions.models import extractors
 from functions.core.paths import REPO_ROOT
 from functions.core.atomic import write_json_atomic
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from functions.core import device
 from functions.models import study_cnn as models
 from functions.train import engine
 from functions.config import Config

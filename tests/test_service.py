@@ -24,7 +24,6 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from functions.efficiency import heads
 from functions.efficiency import benchmark as se
-from functions.models import extractors
 from functions.config import Config, source_params
 from functions.core.paths import REPO_ROOT
 from functions.models.study_cnn import build

@@ -20,7 +20,7 @@ from ..runs.store import load_results, results_path
 from ..runs.sweep import run_inputs, run_sweep, subset_index, train_group, train_run
 
 # what a notebook needs from the layers below, under one name
-__all__ = ["available_modes", "collected_records", "device_from", "fine_tuned_model", "load_pretrained", "plan",
+__all__ = ["available_modes", "collected_records", "fine_tuned_model", "load_pretrained", "plan",
            "parameter_table", "pretrained_info", "recheck_run", "recheck_table", "records_frame", "run_sweep", "save_transferability_records",
            "summary_table", "sweep_records", "training_subset", "transferability_verdict", "use_output_root",
            "validate_scores"]
@@ -61,11 +61,6 @@ def use_output_root(path) -> None:
     job can redirect every notebook it executes."""
     if path:
         os.environ["TRANSFER_OUTPUT_ROOT"] = str(Path(path).resolve())
-
-
-def device_from(name: str):
-    """``"auto"``: CUDA when present, else the CPU."""
-    return pick_device(name)
 
 
 def recheck_run(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int,

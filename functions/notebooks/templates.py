@@ -49,7 +49,7 @@ SWEEP_CELLS = [
            "are not trained again. The table gives mean ± standard deviation of test accuracy on the official test "
            "split."),
     ("code", "# NBVAL_IGNORE_OUTPUT: progress bars show rates and times\n"
-             "paths = {mode: study.run_sweep(*plans[mode], device=study.device_from(device)) for mode in modes}"),
+             "paths = {mode: study.run_sweep(*plans[mode], device=device) for mode in modes}"),
     ("code", "for mode in modes:\n"
              "    print(f'mode {mode}')\n"
              "    display(study.summary_table(study.records_frame(*paths[mode].values())))"),
