@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST
 export MPLBACKEND := Agg
 
-.PHONY: demo test lint data pretrained results notebooks serve lab clean
+.PHONY: demo test lint mutation data pretrained results notebooks serve lab clean
 
 # the pinned packages, then this package installed editable: `import functions` and
 # `python -m functions` work from any folder and any kernel of the venv
@@ -33,6 +33,14 @@ test: data lint
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
+
+# mutation testing of the core modules against the tests that cover them (pyproject.toml
+# [tool.mutmut]); not part of `make test`. mutmut keeps its verdicts in mutants/ and re-runs only
+# the mutants of changed functions; benchmarks/results/mutation.json is the per-module report
+mutation: data
+	$(PY) -m pip install --quiet mutmut==3.8.1
+	TRANSFER_DATA_ROOT=$(CURDIR)/data OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $$(nproc)
+	$(PY) benchmarks/mutation_report.py
 
 # the committed source models (quick profile) of every folder whose data is available offline
 pretrained: data

@@ -8,6 +8,7 @@ import torchvision
 
 from functions.efficiency import heads
 from functions.efficiency import benchmark as se
+from functions.efficiency.milestone import milestone, relative_efficiency, stream_order
 from functions.models import extractors
 from functions.config import Config, source_params
 from functions.core.errors import DataError
@@ -19,25 +20,33 @@ from functions.models.study_cnn import build
 
 def test_milestone_is_the_sample_count_at_the_end_of_the_window():
     samples = [10, 20, 30, 40, 50, 60]
-    assert se.milestone(samples, [0.5, 0.8, 0.9, 0.85, 0.7, 0.9], threshold=0.8, window=3) == 40
-    assert se.milestone(samples, [0.9] * 6, threshold=0.8, window=1) == 10
+    assert milestone(samples, [0.5, 0.8, 0.9, 0.85, 0.7, 0.9], threshold=0.8, window=3) == 40
+    assert milestone(samples, [0.9] * 6, threshold=0.8, window=1) == 10
 
 
 def test_milestone_never_reached_is_none():
-    assert se.milestone([1, 2, 3], [0.9, 0.9, 0.7], threshold=0.8, window=3) is None
-    assert se.milestone([], [], window=1) is None
+    assert milestone([1, 2, 3], [0.9, 0.9, 0.7], threshold=0.8, window=3) is None
+    assert milestone([], [], window=1) is None
 
 
 def test_a_dip_restarts_the_count():
     accuracy = [0.9, 0.9, 0.79, 0.9, 0.9, 0.9]
-    assert se.milestone([1, 2, 3, 4, 5, 6], accuracy, threshold=0.8, window=3) == 6
-    assert se.milestone([1, 2, 3, 4, 5, 6], accuracy[:5], threshold=0.8, window=3) is None
+    assert milestone([1, 2, 3, 4, 5, 6], accuracy, threshold=0.8, window=3) == 6
+    assert milestone([1, 2, 3, 4, 5, 6], accuracy[:5], threshold=0.8, window=3) is None
+
+
+def test_milestone_defaults_are_the_protocols_threshold_and_window():
+    """Without arguments: accuracy of at least 0.8 for 10 consecutive evaluations."""
+    samples = list(range(1, 21))
+    assert milestone(samples, [0.8] * 10 + [0.0] * 10) == 10
+    assert milestone(samples, [0.8] * 9 + [0.0] + [0.8] * 9 + [0.0]) is None
+    assert milestone(samples, [0.79] * 20) is None
 
 
 def test_relative_efficiency_is_baseline_over_method():
-    assert se.relative_efficiency(400, 100) == 4.0
-    assert se.relative_efficiency(100, 25) == 4.0 and se.relative_efficiency(25, 100) == 0.25
-    assert se.relative_efficiency(None, 100) is None and se.relative_efficiency(400, None) is None
+    assert relative_efficiency(400, 100) == 4.0
+    assert relative_efficiency(100, 25) == 4.0 and relative_efficiency(25, 100) == 0.25
+    assert relative_efficiency(None, 100) is None and relative_efficiency(400, None) is None
 
 
 # ----------------------------------------------------------------------------- the stream
@@ -65,7 +74,7 @@ class Recorder(heads.NCMHead):
 def test_batches_and_evaluation_points_follow_the_protocol():
     features = synthetic_features()
     head = Recorder(4, 3)
-    order = se.stream_order(0, 300, 23)
+    order = stream_order(0, 300, 23)
     curve = se.learning_curve(head, features, order, se.Protocol(batch_size=3, max_samples=23, evaluation_frequency=5))
     assert [len(b) for b in head.batches] == [3] * 7 + [2]
     np.testing.assert_array_equal(np.concatenate(head.batches), features.train_x[order])
@@ -105,9 +114,9 @@ def recorded_batches(monkeypatch):
 
 
 def test_every_method_sees_the_same_seeded_stream(recorded_batches):
-    a, b = se.stream_order(5, 300, 50), se.stream_order(5, 300, 50)
+    a, b = stream_order(5, 300, 50), stream_order(5, 300, 50)
     np.testing.assert_array_equal(a, b)
-    assert len(set(a.tolist())) == 50 and not np.array_equal(a, se.stream_order(6, 300, 50))
+    assert len(set(a.tolist())) == 50 and not np.array_equal(a, stream_order(6, 300, 50))
     features = synthetic_features()
     protocol = se.Protocol(batch_size=3, max_samples=40, evaluation_frequency=4, threshold=0.6, window=2)
     se.compare_to_baseline(features, "ridge", protocol, seed=2)
@@ -118,7 +127,7 @@ def test_every_method_sees_the_same_seeded_stream(recorded_batches):
     for (x, y), (bx, by) in zip(custom_batches, baseline_batches):
         np.testing.assert_array_equal(x, bx)
         np.testing.assert_array_equal(y, by)
-    order = se.stream_order(2, 300, 40)
+    order = stream_order(2, 300, 40)
     np.testing.assert_array_equal(np.concatenate([x for x, _ in custom_batches]), features.train_x[order])
     np.testing.assert_array_equal(np.concatenate([y for _, y in custom_batches]), features.train_y[order])
 
@@ -142,9 +151,9 @@ def test_custom_weights_start_the_custom_method():
     features = synthetic_features()
     start = [np.zeros((3, 4)), np.array([0.0, 0.0, 9.0])]  # class 2 until the head learns otherwise
     result = se.compare_to_baseline(features, "ncm", se.Protocol(max_samples=1), seed=0, custom_weights=start)
-    seen = features.train_y[se.stream_order(0, 300, 1)[0]]
+    seen = features.train_y[stream_order(0, 300, 1)[0]]
     W, b = heads.make_head("ncm", 4, 3, init=start).partial_fit(
-        features.train_x[se.stream_order(0, 300, 1)].astype(float), [seen]).weights()
+        features.train_x[stream_order(0, 300, 1)].astype(float), [seen]).weights()
     expected = heads.accuracy((W, b), features.val_x.astype(float), features.val_y)
     assert result["learning_curves"]["custom_acc"] == [expected]
 

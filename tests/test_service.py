@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from functions.efficiency import heads
 from functions.efficiency import benchmark as se
+from functions.efficiency.milestone import stream_order
 from functions.config import Config, source_params
 from functions.core.paths import REPO_ROOT
 from functions.models.study_cnn import build
@@ -291,7 +292,7 @@ def test_outside_method_plugs_into_the_benchmark(server, state):
     result = se.compare_to_baseline(state.features, "slda", protocol, seed=3, update_url=server)
     # the outside service (method ridge) learns from each batch starting at the head it sent back last
     weights, expected = None, []
-    order = se.stream_order(3, POOL, 40)
+    order = stream_order(3, POOL, 40)
     for start in range(0, 40, 5):
         index = order[start:start + 5]
         weights = heads.make_head("ridge", 8, 2, init=weights).partial_fit(

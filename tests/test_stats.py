@@ -160,3 +160,103 @@ def test_ranking_orders_cuts_by_mean_rank_over_complete_repeats(study):
 def test_ties_share_the_average_rank():
     ranks = rank_cut_points(runs(1, [0.9, 0.8]) + runs(2, [0.9, 0.8])).set_index("sampled_cut_point")
     assert ranks.mean_rank.tolist() == [1.5, 1.5]
+
+
+def test_tables_follow_the_metric_asked_for_and_the_exact_alpha():
+    """Both tables in full for val_acc, beside a test_acc that ranks the cuts the other way round.
+    Five same-sign differences give the exact two-sided p = 2/32 = 0.0625, so with alpha = 0.0625
+    the pair is not significant (significance is p < alpha)."""
+    def arm(cut, val, test):
+        return [{"sampled_percentage": 0.5, "sampled_cut_point": cut, "repeat": r, "val_acc": v, "test_acc": t}
+                for r, (v, t) in enumerate(zip(val, test))]
+    records = arm(0, [0.60, 0.61, 0.62, 0.63, 0.64], [0.9] * 5) + arm(1, [0.70, 0.72, 0.74, 0.76, 0.78], [0.1] * 5)
+    tests = paired_tests(records, metric="val_acc", alpha=0.0625)
+    assert tests.p.tolist() == [0.0625] and not tests.significant.any()
+    groups = best_groups(records, metric="val_acc", alpha=0.0625)
+    assert groups.columns.tolist() == ["sampled_percentage", "sampled_cut_point", "mean", "median", "n", "is_best",
+                                       "p_vs_best", "same_as_best", "letters"]
+    assert groups.sampled_cut_point.tolist() == [1, 0] and groups.is_best.tolist() == [True, False]
+    np.testing.assert_allclose(groups["mean"], [0.74, 0.62])
+    np.testing.assert_allclose(groups["median"], [0.74, 0.62])
+    assert groups.n.tolist() == [5, 5] and groups.sampled_percentage.tolist() == [0.5, 0.5]
+    assert np.isnan(groups.p_vs_best.iloc[0]) and groups.p_vs_best.iloc[1] == 0.0625
+    assert groups.same_as_best.tolist() == [True, True] and groups.letters.tolist() == ["a", "a"]
+    assert best_groups(records, metric="val_acc", alpha=0.07).same_as_best.tolist() == [True, False]
+    ranks = rank_cut_points(records, metric="val_acc")
+    assert ranks.columns.tolist() == ["sampled_percentage", "sampled_cut_point", "mean_rank", "mean", "n_repeats"]
+    assert ranks.sampled_cut_point.tolist() == [1, 0] and ranks.mean_rank.tolist() == [1.0, 2.0]
+    np.testing.assert_allclose(ranks["mean"], [0.74, 0.62])
+    assert ranks.index.tolist() == [0, 1] and ranks.n_repeats.tolist() == [5, 5]
+
+
+def test_tied_means_keep_the_order_of_the_cut_points():
+    """Equal means: the lower cut point is listed (and named best) first, in both tables."""
+    records = runs(3, [0.5, 0.7]) + runs(1, [0.7, 0.5])
+    assert best_groups(records).sampled_cut_point.tolist() == [1, 3]
+    assert rank_cut_points(records).sampled_cut_point.tolist() == [1, 3]
+
+
+def test_letters_run_out_after_52_groups():
+    items = list(range(53))
+    every_pair = [(i, j) for i in items for j in items if i < j]
+    letters = compact_letters(items[:52], [(i, j) for i, j in every_pair if j < 52])
+    assert len(set(letters.values())) == 52 and letters[51] == "Z"
+    with pytest.raises(DataError, match="53 letter groups exceed the 52 letters"):
+        compact_letters(items, every_pair)
+
+
+def test_paired_test_table_in_full():
+    """Cut 1 beats cut 0 by 0.01..0.05 in five repeats: statistic 0, exact p = 2/32, and with
+    alpha = 0.05 the note says five differences cannot go below it; cut 2 shares no repeat."""
+    records = runs(0, [0.50, 0.50, 0.50, 0.50, 0.50]) + runs(1, [0.51, 0.52, 0.53, 0.54, 0.55]) \
+        + [{"sampled_percentage": 0.1, "sampled_cut_point": 2, "repeat": 9, "test_acc": 0.3}]
+    tests = paired_tests(records)
+    assert tests.columns.tolist() == ["sampled_percentage", "cut_a", "cut_b", "n", "mean_diff", "median_diff",
+                                      "statistic", "p", "p_holm", "significant", "note"]
+    row = pair(tests, 1, 0)
+    assert (row.n, row.statistic, row.p) == (5, 0.0, 0.0625)
+    assert row.mean_diff == pytest.approx(0.03) and row.median_diff == pytest.approx(0.03)
+    assert row.note == "5 non-zero differences cannot reach p < 0.05 (smallest p 0.0625)"
+    lonely = pair(tests, 2, 0)
+    assert lonely.n == 0 and np.isnan(lonely.mean_diff) and np.isnan(lonely.median_diff) and np.isnan(lonely.p)
+    assert pair(paired_tests(records, alpha=0.07), 1, 0).note == ""
+    many = runs(0, [0.5] * 6) + runs(1, [0.51, 0.52, 0.53, 0.54, 0.55, 0.56])
+    assert pair(paired_tests(many), 1, 0).note == ""  # six differences can reach 2/64 < 0.05
+
+
+def test_wilcoxon_edge_cases_say_why():
+    assert paired_wilcoxon([0.5, 0.6], [0.5, 0.6]) == (pytest.approx(np.nan, nan_ok=True), 1.0,
+                                                       "all paired differences are zero")
+    # differences of 3e-13 are float noise at 12 decimals: ties, not a consistent gain
+    assert paired_wilcoxon(np.full(6, 0.5 + 3e-13), np.full(6, 0.5))[1:] == (1.0, "all paired differences are zero")
+    statistic, p, note = paired_wilcoxon([0.6, 0.7, 0.8], [0.5, 0.5, 0.5], alpha=0.25)
+    assert note == "3 non-zero differences cannot reach p < 0.25 (smallest p 0.25)"
+
+
+def test_as_frame_types_and_keeps_rows_with_optional_fields_missing():
+    records = [{"sampled_percentage": "0.5", "sampled_cut_point": 2.0, "repeat": 1.0, "test_acc": 0.5},
+               {"sampled_percentage": 0.5, "sampled_cut_point": 3, "repeat": 1, "test_acc": 0.6, "status": "ok"},
+               {"sampled_percentage": 0.5, "sampled_cut_point": 4, "repeat": 1, "test_acc": None}]
+    frame = as_frame(pd.DataFrame(records[:1]), records[1:])
+    assert frame.columns.tolist() == ["sampled_percentage", "sampled_cut_point", "repeat", "test_acc", "status"]
+    assert frame.index.tolist() == [0, 1] and frame.sampled_cut_point.tolist() == [2, 3]
+    assert frame["sampled_cut_point"].dtype == frame["repeat"].dtype == np.int64
+    assert frame["sampled_percentage"].dtype == np.float64
+    assert as_frame(runs(0, [0.5])).columns.tolist() == ["sampled_percentage", "sampled_cut_point", "repeat",
+                                                          "train_acc", "test_acc"]
+
+
+def test_duplicates_are_named_three_at_most():
+    records = runs(0, [0.5] * 4) + runs(0, [0.6] * 4)
+    with pytest.raises(DataError) as raised:
+        as_frame(records)
+    assert str(raised.value) == (
+        "records repeat (percentage, cut point, repeat) [{'sampled_percentage': 0.1, 'sampled_cut_point': 0, "
+        "'repeat': 0}, {'sampled_percentage': 0.1, 'sampled_cut_point': 0, 'repeat': 1}, {'sampled_percentage': "
+        "0.1, 'sampled_cut_point': 0, 'repeat': 2}]; keep one run per repeat (were results of two sweeps "
+        "concatenated?)")
+
+
+def test_holm_takes_integer_p_values():
+    np.testing.assert_array_equal(holm([0, 1]), [0.0, 1.0])
+    assert holm(np.array([1, 0]))[0] == 1.0

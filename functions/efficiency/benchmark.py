@@ -33,6 +33,7 @@ from ..models.files import load_model
 from ..runs.pretrained import load_pretrained
 from ..runs.store import ResultsFile
 from . import heads
+from .milestone import milestone, relative_efficiency, stream_order
 
 FEATURE_FORMAT = 1  # bump when the way features are computed changes: old cache files are then ignored
 EXTRACTORS = ("study", *TORCHVISION_ARCHS)
@@ -190,29 +191,6 @@ def single_threaded_numerics():
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1)
-
-
-def stream_order(seed: int, pool_size: int, max_samples: int) -> np.ndarray:
-    """The training samples every method sees, in order: a seeded draw without replacement."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    return rng.permutation(pool_size)[:max_samples]
-
-
-def milestone(samples, accuracy, threshold: float = 0.8, window: int = 10) -> int | None:
-    """Samples seen at the END of the first run of ``window`` consecutive evaluations with accuracy
-    ``>= threshold``; None if no such run.  A dip below the threshold restarts the count."""
-    run = 0
-    for seen, acc in zip(samples, accuracy):
-        run = run + 1 if acc >= threshold else 0
-        if run == window:
-            return int(seen)
-    return None
-
-
-def relative_efficiency(baseline_milestone: int | None, method_milestone: int | None) -> float | None:
-    if baseline_milestone is None or method_milestone is None:
-        return None
-    return baseline_milestone / method_milestone
 
 
 @dataclass
