@@ -34,13 +34,11 @@ test: data lint
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
-# mutation testing of the core modules against the tests that cover them (pyproject.toml
-# [tool.mutmut]); not part of `make test`. mutmut keeps its verdicts in mutants/ and re-runs only
-# the mutants of changed functions; benchmarks/results/mutation.json is the per-module report
+# mutation testing of the core modules against the tests that cover them, then the per-module
+# report benchmarks/results/mutation.json; not part of `make test` (benchmarks/mutation.py says how)
 mutation: data
 	$(PY) -m pip install --quiet mutmut==3.8.1
-	TRANSFER_DATA_ROOT=$(CURDIR)/data OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $$(nproc)
-	$(PY) benchmarks/mutation_report.py
+	$(PY) benchmarks/mutation.py
 
 # the committed source models (quick profile) of every folder whose data is available offline
 pretrained: data

@@ -1,4 +1,4 @@
-"""Turn mutmut's verdicts (``mutants/**/*.py.meta``, written by ``mutmut run``) into
+"""Turn mutmut's verdicts (``build/mutation/<group>/mutants/**/*.py.meta``, see ``mutation.py``) into
 ``benchmarks/results/mutation.json``: per mutated module, how many mutants the suite killed,
 how many survived, timed out, and how many of the survivors were examined and found equivalent
 (listed with a reason in ``benchmarks/results/mutation_equivalents.txt``).
@@ -6,19 +6,20 @@ how many survived, timed out, and how many of the survivors were examined and fo
 The score of a module is (killed + timeout) / (mutants - equivalent): a mutant that makes a
 test hang is detected.  A mutant no test reaches counts as survived.
 
-    python benchmarks/mutation_report.py        (``make mutation`` runs it after mutmut)
+    python benchmarks/mutation_report.py        (``benchmarks/mutation.py`` runs it after mutmut)
 """
 from __future__ import annotations
 
 import json
 import platform
 import sys
-import tomllib
 from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
+
+from mutation import GROUPS, WORK
 
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENTS = ROOT / "benchmarks" / "results" / "mutation_equivalents.txt"
@@ -30,9 +31,9 @@ VERDICT = {1: "killed", 3: "killed", 37: "killed", -11: "killed", -9: "killed",
            36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout"}
 
 
-def mutated_modules() -> list[str]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
-    return config["only_mutate"]
+def mutated_modules() -> dict[str, str]:
+    """Module path -> its group."""
+    return {module: group for group, spec in GROUPS.items() for module in spec["modules"]}
 
 
 def read_equivalents() -> dict[str, str]:
@@ -49,8 +50,8 @@ def read_equivalents() -> dict[str, str]:
     return equivalents
 
 
-def verdicts(module: str) -> dict[str, str]:
-    meta = ROOT / "mutants" / f"{module}.meta"
+def verdicts(module: str, group: str) -> dict[str, str]:
+    meta = WORK / group / "mutants" / f"{module}.meta"
     if not meta.exists():
         sys.exit(f"no mutmut results for {module} ({meta} is missing): run `make mutation` first")
     exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
@@ -82,9 +83,10 @@ def module_row(found: dict[str, str], equivalents: dict[str, str]) -> dict:
 def main() -> int:
     equivalents = read_equivalents()
     rows = {}
-    for module in mutated_modules():
-        rows[module] = module_row(verdicts(module), equivalents)
-    known = {name for module in mutated_modules() for name in verdicts(module)}
+    found = {module: verdicts(module, group) for module, group in mutated_modules().items()}
+    for module, verdict in found.items():
+        rows[module] = module_row(verdict, equivalents)
+    known = {name for verdict in found.values() for name in verdict}
     stale = sorted(set(equivalents) - known)
     if stale:
         sys.exit(f"{EQUIVALENTS.name} names mutants mutmut no longer makes: {stale}; remove those lines")

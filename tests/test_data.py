@@ -155,3 +155,63 @@ def test_tiny_percentage_is_rounded_up_to_one_image_per_class(mnist_target):
 def test_percentage_outside_unit_interval(bad, mnist_target):
     with pytest.raises(DataError, match=r"outside \(0, 1\]"):
         tasks.balanced_subset(mnist_target.train.y, 5, bad, seed=0)
+
+
+def test_images_are_scaled_to_unit_range_then_normalised_per_channel():
+    task = tasks.load_task("MNIST", [3, 8], 0.1, seed=7)  # classes no other test asks for: decoded here
+    images, labels = sources.read_split("MNIST", False)
+    keep = np.isin(labels, [3, 8])
+    (mean,), (std,) = catalog.spec("MNIST").mean, catalog.spec("MNIST").std
+    expected = (torch.from_numpy(images[keep][:3]).double() / 255.0 - mean) / std
+    torch.testing.assert_close(task.test.x[:3, 0].double(), expected, rtol=0, atol=1e-6)
+    assert task.test.x.shape[1:] == (1, 28, 28) and task.test.y.dtype == torch.int64
+    assert task.test.y[:3].tolist() == [int(label == 8) for label in labels[keep][:3]]
+
+
+def test_colour_images_become_channels_first_normalised_per_channel(tmp_path, monkeypatch):
+    """CIFAR-style (N, H, W, 3) pixels through the same task loader (read from files in CIFAR's format)."""
+    _write_cifar(tmp_path)
+    monkeypatch.setattr(tasks, "read_split", lambda name, train, root: sources.read_split(name, train, root,
+                                                                                          verify=False))
+    task = tasks.load_task("CIFAR10", list(range(10)), 0.0, seed=0, root=tmp_path)
+    images, labels = sources.read_split("CIFAR10", False, tmp_path, verify=False)
+    spec = catalog.spec("CIFAR10")
+    expected = (torch.from_numpy(images).double().permute(0, 3, 1, 2) / 255.0
+                - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
+    assert task.test.x.shape == (5, 3, 32, 32) and len(task.train) == 20 and len(task.val) == 0
+    torch.testing.assert_close(task.test.x.double(), expected, rtol=0, atol=1e-5)
+    assert task.test.y.tolist() == labels.tolist() and task.test.y.dtype == torch.int64
+
+
+def test_a_row_view_moves_its_pool_and_rows_together(mnist_target):
+    view = mnist_target.train.view(torch.tensor([4, 0, 7]))
+    moved = view.to("cpu")
+    part = moved.subset(torch.tensor([2, 0]))
+    assert len(moved) == 3 and torch.equal(part.x, mnist_target.train.x[[7, 4]])
+    assert torch.equal(part.y, mnist_target.train.y[[7, 4]])
+
+
+def test_subset_seeds_differ_per_seed_percentage_and_repeat_and_ignore_float_noise():
+    seeds = {tasks.subset_seed(s, p, r) for s in (0, 1) for p in (0.01, 0.05) for r in (0, 1)}
+    assert len(seeds) == 8
+    assert tasks.subset_seed(42, 0.1 + 0.2, 3) == tasks.subset_seed(42, 0.3, 3)
+    assert tasks.subset_seed(42, 0.000001, 0) != tasks.subset_seed(42, 0.000002, 0)
+    assert all(isinstance(s, int) and 0 <= s < 2 ** 32 for s in seeds)
+
+
+def test_subset_seed_is_drawn_from_seed_repeat_and_the_percentage_in_millionths():
+    for seed, percentage, repeat in [(42, 0.7, 0), (3, 0.001, 2), (0, 1.0, 1)]:
+        words = [seed, repeat, round(percentage * 1_000_000)]
+        assert tasks.subset_seed(seed, percentage, repeat) == int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+@pytest.mark.parametrize("val_split", [1, 1.5, -0.1])
+def test_validation_split_must_leave_training_images(val_split):
+    with pytest.raises(DataError, match=rf"^val_split={val_split} must be in \[0, 1\)$"):
+        tasks.load_task("MNIST", [0, 1], val_split, seed=0)
+
+
+def test_the_rounding_up_warning_points_at_the_caller(mnist_target):
+    with pytest.warns(UserWarning) as caught:
+        tasks.balanced_subset(mnist_target.train.y, 5, 1e-5, seed=0)
+    assert caught[0].filename == __file__

@@ -4,6 +4,7 @@ agree to the rounding of the processor's kernels, which differs between AVX2 and
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,83 @@ def test_benchmark_profile_says_where_the_engine_spends_its_time(bench, tmp_path
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
     assert 0 < result["convolution_share"] <= 1
     assert sum(result["work_share_per_run"].values()) == pytest.approx(1, abs=0.01)
+
+
+def _refusal(call) -> str:
+    with pytest.raises(ValueError) as raised:
+        call()
+    return str(raised.value)
+
+
+def test_refusals_name_the_layer_the_model_and_the_fix():
+    source = models.build(CFG, (1, 28, 28), 3, seed=0)
+    split = _blobs(8, 0)
+
+    def group(nets, **options):
+        return lambda: engine.fit_group(nets, [split] * len(nets), split, split, seeds=list(range(len(nets))),
+                                        max_epochs=1, patience=1, device="cpu", **{**FIT, **options})
+
+    other = models.build(CFG.replace(activation_function="Tanh"), (1, 28, 28), 3, seed=0)
+    assert _refusal(group([source, source, other])) == (
+        "model 2 differs from model 0 in layers, shapes or frozen parameters; a group must share one "
+        "architecture (group runs by cut point)")
+    normed = models.build(CFG, (1, 28, 28), 3, seed=0)
+    normed.blocks[0].append(torch.nn.BatchNorm2d(4))
+    assert _refusal(group([normed])) == "models with buffers (e.g. batch norm statistics) cannot be trained as a group"
+    assert _refusal(group([source], precision="fp16")) == "precision 'fp16' is unknown; choose 'fp32' or 'bf16'"
+    assert _refusal(group([source], precision="bf16")) == "precision 'bf16' is for CUDA devices; on a CPU use 'fp32'"
+    for layer, message in [
+        (torch.nn.Conv2d(4, 4, 3, padding=1, groups=2), "blocks.1.0: grouped or non-zero-padded convolutions are "
+                                                        "not supported"),
+        (torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), "blocks.1.0: grouped or non-zero-padded "
+                                                                      "convolutions are not supported"),
+        (torch.nn.PReLU(), "blocks.1.0: only Conv2d and Linear layers may carry weights, found PReLU"),
+    ]:
+        odd = models.build(CFG, (1, 28, 28), 3, seed=0)
+        odd.blocks[1][0] = layer
+        assert _refusal(lambda: engine.GroupedNet(odd, 0)) == message
+    assert _refusal(lambda: engine.grouped([torch.zeros(2, 5)])) == \
+        "expected image-like inputs (B, C, H, W), got shape (2, 5)"
+
+
+def test_runs_that_all_diverge_end_like_fit_and_time_is_shared_within_a_group():
+    source = models.build(CFG, (1, 28, 28), 3, seed=0)
+    trains = [_blobs(32, 1), _blobs(32, 2)]
+    make = lambda i: models.cut(source, 1, CFG, 3, seed=i)
+    val, test = _blobs(12, 3), _blobs(12, 4)
+    wild = {**FIT, "lr": 1e12}
+    expected = [fit(make(i), trains[i], val, test, max_epochs=2, patience=2, seed=i, **wild) for i in range(2)]
+    got = engine.fit_group([make(0), make(1)], trains, val, test, seeds=[0, 1], max_epochs=2, patience=2,
+                           device="cpu", **wild)
+    assert [r.status for r in got] == [r.status for r in expected] == ["diverged", "diverged"]
+    assert [(r.epochs, r.val_acc, r.test_acc) for r in got] == [(r.epochs, r.val_acc, r.test_acc) for r in expected]
+    began = time.perf_counter()
+    timed = engine.fit_group([make(0), make(1)], trains, _blobs(12, 3), _blobs(12, 4), seeds=[0, 1], max_epochs=1,
+                             patience=1, device="cpu", **FIT)
+    elapsed = time.perf_counter() - began
+    assert timed[0].seconds == timed[1].seconds and 0 < sum(r.seconds for r in timed) <= elapsed
+
+
+def test_an_empty_test_split_gives_nan_accuracy_as_fit_does():
+    source = models.build(CFG, (1, 28, 28), 3, seed=0)
+    empty = Split(torch.zeros(0, 1, 28, 28).contiguous(memory_format=torch.channels_last),
+                  torch.zeros(0, dtype=torch.long))
+    _, got = _compare(lambda i: models.cut(source, 1, CFG, 3, seed=i), [_blobs(16, 1)], _blobs(8, 2), empty, [0],
+                      max_epochs=1, patience=1, dtype=torch.float64)
+    assert got[0].test_acc != got[0].test_acc  # NaN
+
+
+def test_five_pixel_kernels_train_as_fit_does():
+    """Kernel 5 (padding 2): stride, padding and dilation of the grouped convolution all differ from 1."""
+    cfg = CFG.replace(kernel_size=5)
+    source = models.build(cfg, (1, 28, 28), 3, seed=0)
+    _compare(lambda i: models.cut(source, 1, cfg, 3, seed=i), [_blobs(16, 1), _blobs(16, 2)], _blobs(8, 3),
+             _blobs(8, 4), [0, 1], max_epochs=1, patience=1, dtype=torch.float64)
+
+
+def test_staging_leaves_the_pretrained_network_as_it_was():
+    source = models.build(CFG, (1, 28, 28), 3, seed=0).train()
+    before = {name: t.clone() for name, t in source.state_dict().items()}
+    for _ in engine.staged_inputs(source, [_blobs(8, 0)], [1, 2]):
+        pass
+    assert source.training and all(torch.equal(before[name], t) for name, t in source.state_dict().items())

@@ -275,6 +275,14 @@ def test_inputs_are_taken_as_float64():
      "current_weights must be [W, b]: W a 2 x 3 list of rows, b a list of 2 biases"),
     (lambda: heads.check_weights([np.zeros((2, 3)), np.zeros(3)], 2, 3, field="updated_weights"), "updated_weights",
      "updated_weights has W of shape [2, 3] and b of shape [3]; expected [2, 3] and [2] (2 classes, 3 features)"),
+    (lambda: heads.check_weights([[[1.0, 2.0], [3.0]], [0.0]], 2, 3), "current_weights",
+     "current_weights is ragged or not numeric (setting an array element with a sequence. The requested array "
+     "has an inhomogeneous shape after 1 dimensions. The detected shape was (2,) + inhomogeneous part.); W must be "
+     "2 x 3, b of length 2"),
+    (lambda: heads.check_batch([[1.0], [2.0, 3.0]], [0, 1], 1, 2), "features",
+     "features is ragged or not numeric (setting an array element with a sequence. The requested array has an "
+     "inhomogeneous shape after 1 dimensions. The detected shape was (2,) + inhomogeneous part.); give n rows of "
+     "1 numbers"),
     (lambda: heads.check_weights([np.zeros((2, 3)), [0.0, np.inf]], 2, 3), "current_weights",
      "current_weights holds NaN or infinite values"),
     (lambda: heads.check_batch([[1.0, np.nan]], [0], 2, 2), "features", "features holds NaN or infinite values"),

@@ -72,3 +72,11 @@ def test_upstream_activation_names_are_understood():
     assert isinstance(models.activation("<class 'torch.nn.modules.activation.ReLU'>"), torch.nn.ReLU)
     with pytest.raises(DataError, match="unknown activation"):
         models.activation("Swishy")
+
+
+@pytest.mark.parametrize("mode", [dict(freeze=True, reinit=True), dict(freeze=True, reinit=False),
+                                  dict(freeze=True, reinit=False, truncate=True)])
+def test_cut_networks_use_the_channels_last_layout(pretrained, mode):
+    """The layout the engine and the data splits use on the CPU; a cut network keeps it."""
+    model = models.cut(pretrained, 2, CFG.replace(**mode), num_classes=3, seed=1)
+    assert all(block.conv.weight.is_contiguous(memory_format=torch.channels_last) for block in model.blocks)

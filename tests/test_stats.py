@@ -187,6 +187,15 @@ def test_tables_follow_the_metric_asked_for_and_the_exact_alpha():
     assert ranks.sampled_cut_point.tolist() == [1, 0] and ranks.mean_rank.tolist() == [1.0, 2.0]
     np.testing.assert_allclose(ranks["mean"], [0.74, 0.62])
     assert ranks.index.tolist() == [0, 1] and ranks.n_repeats.tolist() == [5, 5]
+    assert ranks.sampled_percentage.tolist() == [0.5, 0.5]
+    # records holding only the metric asked for, and a decoy test_acc alike for both cuts (p = 1 there)
+    only_val = [{k: v for k, v in r.items() if k != "test_acc"} for r in records]
+    assert best_groups(only_val, metric="val_acc").sampled_cut_point.tolist() == [1, 0]
+    assert rank_cut_points(only_val, metric="val_acc").mean_rank.tolist() == [1.0, 2.0]
+    assert paired_tests(only_val, metric="val_acc").p.tolist() == [0.0625]
+    decoy = [{**r, "test_acc": 0.5} for r in records]
+    assert best_groups(decoy, metric="val_acc", alpha=0.07).p_vs_best.iloc[1] == 0.0625
+    assert best_groups(decoy, metric="val_acc", alpha=0.07).letters.tolist() == ["a", "b"]
 
 
 def test_tied_means_keep_the_order_of_the_cut_points():

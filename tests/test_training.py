@@ -249,3 +249,38 @@ def test_float64_training_converts_the_network_and_the_inputs(digits):
     result = fit(model, *digits, max_epochs=2, patience=2, dtype=torch.float64, **BN)
     assert result.status == "ok" and result.test_acc > 0.5
     assert {t.dtype for t in model.state_dict().values() if t.is_floating_point()} == {torch.float64}
+
+
+def test_one_sgd_epoch_is_torch_sgd_over_the_seeded_batch_order():
+    """fit with SGD and its default momentum (0.9) against a hand-written loop: the same batches in
+    the order torch.randperm draws from the seed, the same steps."""
+    train, val = _blobs(40, 0), _blobs(10, 1)
+    model = models.build(CFG, (1, 28, 28), 2, seed=0)
+    reference = copy.deepcopy(model)
+    fit(model, train, val, val, lr=0.05, max_epochs=1, patience=1, batch_size=16, seed=3, optimizer="sgd")
+    optim = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(3))
+    for i in range(0, 40, 16):
+        index = order[i:i + 16]
+        optim.zero_grad()
+        torch.nn.functional.cross_entropy(reference(train.x[index]), train.y[index]).backward()
+        optim.step()
+    for (name, got), want in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_forward_and_start_together_are_refused():
+    model = models.build(CFG, (1, 28, 28), 2, seed=0)
+    with pytest.raises(ValueError, match="^give either forward or start, not both$"):
+        fit(model, _blobs(4, 0), _blobs(4, 1), _blobs(4, 1), lr=0.1, max_epochs=1, patience=1, batch_size=4,
+            seed=0, start=1, forward=model)
+
+
+def test_a_run_result_is_recorded_field_by_field():
+    model = models.build(CFG, (1, 28, 28), 2, seed=0)
+    result = fit(model, _blobs(8, 0), _blobs(4, 1), _blobs(4, 2), lr=0.01, max_epochs=1, patience=1, batch_size=8,
+                 seed=0)
+    record = result.record()
+    assert list(record) == ["train_acc", "val_acc", "test_acc", "epochs", "seconds", "n_train", "status"]
+    assert record["n_train"] == 8 and record["epochs"] == 1 and record["status"] == "ok"
+    assert record["test_acc"] == result.test_acc

@@ -416,3 +416,17 @@ def test_verdict_names_the_best_ranking_score_and_whether_it_found_the_best_cut(
     assert lines[0].startswith("0.01 of the data: hscore_flat ranks the cut points best (Kendall tau 0.60)")
     assert "ties several cut points" in lines[0] and "1 of 2 scores" in lines[0]
     assert "its top cut 2 missed the measured best cut 3" in lines[1]
+
+
+def test_source_head_scores_name_their_source_argument_and_skip_unpredicted_source_classes():
+    y = np.array([0, 0, 1, 1])
+    with pytest.raises(DataError, match=r"^source_probs must be 2-D"):
+        leep(np.full(4, 0.5), y)
+    with pytest.raises(DataError, match=r"^source_probs rows must be probabilities \(non-negative, summing to 1\); "
+                                        r"apply softmax to the source head's logits$"):
+        leep(np.full((4, 2), 0.6), y)
+    with pytest.raises(DataError, match=r"^source_labels must be 1-D"):
+        nce(np.zeros((4, 1), dtype=int), y)
+    probs = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.2, 0.8, 0.0], [0.1, 0.9, 0.0]])
+    assert leep(probs, y) == pytest.approx(leep(probs[:, :2], y), abs=1e-15)  # source class 2: never predicted
+    assert np.isfinite(leep(probs[:, :2] * (1 + 5e-4), y))  # rows summing to 1 within 1e-3 are probabilities
