@@ -11,6 +11,7 @@ test hang is detected.  A mutant no test reaches counts as survived.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from collections import Counter
@@ -34,6 +35,15 @@ VERDICT = {1: "killed", 3: "killed", 37: "killed", -11: "killed", -9: "killed",
 def mutated_modules() -> dict[str, str]:
     """Module path -> its group."""
     return {module: group for group, spec in GROUPS.items() for module in spec["modules"]}
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def read_equivalents() -> dict[str, str]:
@@ -91,8 +101,8 @@ def main() -> int:
     if stale:
         sys.exit(f"{EQUIVALENTS.name} names mutants mutmut no longer makes: {stale}; remove those lines")
     report = {"tool": f"mutmut {version('mutmut')}",
-              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                         f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}",
+              "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch CPU capability "
+                         f"{torch.backends.cpu.get_cpu_capability()}",
               "score": "(killed + timeout) / (mutants - equivalent)", "target": TARGET, "modules": rows}
     REPORT.write_text(json.dumps(report, indent=1) + "\n")
     width = max(map(len, rows))

@@ -209,9 +209,3 @@ def test_subset_seed_is_drawn_from_seed_repeat_and_the_percentage_in_millionths(
 def test_validation_split_must_leave_training_images(val_split):
     with pytest.raises(DataError, match=rf"^val_split={val_split} must be in \[0, 1\)$"):
         tasks.load_task("MNIST", [0, 1], val_split, seed=0)
-
-
-def test_the_rounding_up_warning_points_at_the_caller(mnist_target):
-    with pytest.warns(UserWarning) as caught:
-        tasks.balanced_subset(mnist_target.train.y, 5, 1e-5, seed=0)
-    assert caught[0].filename == __file__

@@ -259,8 +259,13 @@ def test_five_pixel_kernels_train_as_fit_does():
 
 
 def test_staging_leaves_the_pretrained_network_as_it_was():
+    """... and the splits passed in; the cached prefixes keep the channels-last layout the blocks return."""
     source = models.build(CFG, (1, 28, 28), 3, seed=0).train()
     before = {name: t.clone() for name, t in source.state_dict().items()}
-    for _ in engine.staged_inputs(source, [_blobs(8, 0)], [1, 2]):
-        pass
+    split = _blobs(8, 0)
+    images = split.x.clone()
+    for cut_point, start, (staged,) in engine.staged_inputs(source, [split], [0, 1, 2]):
+        if start:
+            assert staged.x.is_contiguous(memory_format=torch.channels_last) and not staged.x.is_contiguous()
     assert source.training and all(torch.equal(before[name], t) for name, t in source.state_dict().items())
+    assert torch.equal(split.x, images)
