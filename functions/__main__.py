@@ -182,6 +182,29 @@ def cmd_recommend(args):
     print(f"wrote {out / 'transferability_recommender.json'}")
 
 
+def cmd_classify(args):
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+    from .models.imagenet import BACKBONES, load_backbone, preprocess, top_labels
+    images = []
+    for path in args.images:
+        try:
+            with Image.open(path) as image:
+                images.append(np.array(image.convert("RGB")))
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file")
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"{path} is not an image that Pillow can read ({err}); give a JPEG, PNG or similar")
+    model = load_backbone(args.model, args.weights)
+    size = BACKBONES[args.model].input_size
+    for path, image in zip(args.images, images):
+        (labels,) = top_labels(model, preprocess(torch.from_numpy(image).unsqueeze(0), size), args.top)
+        print(f"{path}:")
+        for label, probability in labels:
+            print(f"  {probability:6.3f}  {label}")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m functions", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -259,6 +282,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="folder for the collected records and the evaluation "
                                             "(default: benchmarks/results)")
     p.set_defaults(func=cmd_recommend)
+
+    from .models.imagenet import BACKBONES
+    p = sub.add_parser("classify", help="top ImageNet labels of images: check that a pretrained backbone loaded")
+    p.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
+    p.add_argument("--model", default="efficientnet_lite0", choices=sorted(BACKBONES))
+    p.add_argument("--weights", type=Path, help="state-dict file instead of the installed weights package")
+    p.add_argument("--top", type=_ranged(int, 1, 1000, name="the number of labels"), default=5)
+    p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("summary", help="summary table of a folder's results files")
     experiment_args(p)
