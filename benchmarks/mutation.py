@@ -70,13 +70,16 @@ def prepare(group: str) -> Path:
     return where
 
 
-def survivors(where: Path, modules: list[str]) -> list[str]:
-    names = []
-    for module in modules:
-        meta = where / "mutants" / f"{module}.meta"
-        if meta.exists():
-            names += [n for n, code in json.loads(meta.read_text())["exit_code_by_key"].items() if code in (0, 33)]
-    return names
+def exit_codes(group: str, module: str) -> dict | None:
+    """mutmut's exit code per mutant of ``module`` (None: not run yet), or None without results."""
+    meta = WORK / group / "mutants" / f"{module}.meta"
+    return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else None
+
+
+def survivors(group: str) -> list[str]:
+    """The mutants of the group's last run that survived or that no test reached."""
+    return [name for module in GROUPS[group]["modules"]
+            for name, code in (exit_codes(group, module) or {}).items() if code in (0, 33)]
 
 
 def run(group: str, workers: int, rerun_survivors: bool) -> int:
@@ -84,7 +87,7 @@ def run(group: str, workers: int, rerun_survivors: bool) -> int:
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     env = {**os.environ, "TRANSFER_DATA_ROOT": os.environ.get("TRANSFER_DATA_ROOT", str(ROOT / "data")),
            "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    names = survivors(where, GROUPS[group]["modules"]) if rerun_survivors else []
+    names = survivors(group) if rerun_survivors else []
     if rerun_survivors and not names:
         print(f"{group}: no survivors to re-test")
         return 0

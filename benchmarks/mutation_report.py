@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
-from mutation import GROUPS, WORK
+from mutation import GROUPS, ROOT, exit_codes
 
-ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENTS = ROOT / "benchmarks" / "results" / "mutation_equivalents.txt"
 REPORT = ROOT / "benchmarks" / "results" / "mutation.json"
 TARGET = 0.85
@@ -61,19 +60,18 @@ def read_equivalents() -> dict[str, str]:
 
 
 def verdicts(module: str, group: str) -> dict[str, str]:
-    meta = WORK / group / "mutants" / f"{module}.meta"
-    if not meta.exists():
-        sys.exit(f"no mutmut results for {module} ({meta} is missing): run `make mutation` first")
-    exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
-    unchecked = [name for name, code in exit_codes.items() if code is None]
+    codes = exit_codes(group, module)
+    if codes is None:
+        sys.exit(f"no mutmut results for {module} in group {group}: run `make mutation` first")
+    unchecked = [name for name, code in codes.items() if code is None]
     if unchecked:
         sys.exit(f"{len(unchecked)} mutants of {module} were never run (e.g. {unchecked[0]}): "
                  "the mutmut run was interrupted; run `make mutation` again to finish it")
-    unknown = {code for code in exit_codes.values() if code not in VERDICT}
+    unknown = {code for code in codes.values() if code not in VERDICT}
     if unknown:
         sys.exit(f"{module}: mutmut exit codes {sorted(unknown)} have no verdict here; look at them with "
                  "`mutmut results --all true` and add them to VERDICT")
-    return {name: VERDICT[code] for name, code in exit_codes.items()}
+    return {name: VERDICT[code] for name, code in codes.items()}
 
 
 def module_row(found: dict[str, str], equivalents: dict[str, str]) -> dict:

@@ -136,14 +136,20 @@ def test_unseen_classes_keep_the_initial_rows():
         assert b[2] == 3.0 and not np.allclose(W[:2], W0[:2])
 
 
+def _torch_linear(W, b):
+    """torch's Linear layer holding the head (W, b), in float64: the reference for the Adam head."""
+    layer = torch.nn.Linear(W.shape[1], W.shape[0]).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(W))
+        layer.bias.copy_(torch.from_numpy(b))
+    return layer
+
+
 def test_adam_head_is_torch_adam_on_a_linear_layer():
     x, y = blobs(n=40)
     head = heads.make_head("adam", 5, 3, seed=3, dropout=0.0)
     W0, b0 = head.weights()
-    layer = torch.nn.Linear(5, 3).double()
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(W0))
-        layer.bias.copy_(torch.from_numpy(b0))
+    layer = _torch_linear(W0, b0)
     optimizer = torch.optim.Adam(layer.parameters(), lr=1e-3)
     for i in range(0, 40, 4):
         head.partial_fit(x[i:i + 4], y[i:i + 4])
@@ -216,10 +222,7 @@ def test_adam_dropout_is_inverted_dropout_with_the_heads_own_masks():
     rng = np.random.default_rng(np.random.SeedSequence([7, 1]))
     rng.uniform(size=(3, 5)), rng.uniform(size=3)  # the draws of the initial weights
     masked = x * (rng.random(x.shape) >= 0.5) / 0.5
-    layer = torch.nn.Linear(5, 3).double()
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(W0))
-        layer.bias.copy_(torch.from_numpy(b0))
+    layer = _torch_linear(W0, b0)
     optimizer = torch.optim.Adam(layer.parameters(), lr=1e-3)
     torch.nn.functional.cross_entropy(layer(torch.from_numpy(masked)), torch.from_numpy(y)).backward()
     optimizer.step()
