@@ -205,6 +205,25 @@ def cmd_classify(args):
             print(f"  {probability:6.3f}  {label}")
 
 
+def cmd_fe_vs_ft(args):
+    import pandas as pd
+    from .analysis import tradeoff
+    from .runs.fe_vs_ft import Settings, run_study
+    settings = Settings(backbone=args.backbone, input_size=args.input_size, layers=tuple(args.layers),
+                        classifier=args.classifier, C=args.C, embedding=args.embedding, frozen=args.frozen,
+                        hidden=args.hidden, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                        max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
+                        val_per_class=args.val_per_class, crops=args.crops, seed=args.seed)
+    path, records = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits,
+                              args.pipelines, args.weights, track=not args.no_track, tracking_uri=args.tracking_uri,
+                              country=args.country, progress=not args.no_progress)
+    with pd.option_context("display.width", 200):
+        print(tradeoff.summary(records).round(4).to_string())
+    if {"FE", "FT"} <= {r["pipeline"] for r in records}:
+        print(tradeoff.guideline(records))
+    print(f"wrote {path}")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m functions", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -290,6 +309,45 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=Path, help="state-dict file instead of the installed weights package")
     p.add_argument("--top", type=_ranged(int, 1, 1000, name="the number of labels"), default=5)
     p.set_defaults(func=cmd_classify)
+
+    from .models.backbones import NAMES as BACKBONE_NAMES
+    from .train.classifiers import EMBEDDINGS, HEADS
+    from .train.finetune import OPTIMIZERS
+    positive_float = _ranged(float, 0.0, low_open=True, name="it")
+    p = sub.add_parser("fe-vs-ft", help="feature extraction or fine-tuning? both pipelines over a few-shot grid, "
+                                        "with accuracy, time, FLOPs, memory and energy per run (tracked in MLflow)")
+    p.add_argument("folder", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}: its target classes")
+    p.add_argument("--setup")
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONE_NAMES,
+                   help="an ImageNet network, or 'study': the folder's own source CNN")
+    p.add_argument("--weights", type=Path, help="state-dict file (required for resnet50 / mobilenet_v2)")
+    p.add_argument("--samples-per-class", type=POSITIVE, nargs="+", default=[1, 5, 10])
+    p.add_argument("--splits", type=_ranged(int, 1, 100, name="the number of splits"), default=5,
+                   help="seeded class-balanced training splits per size")
+    p.add_argument("--pipelines", nargs="+", default=["FE", "FT"], choices=["FE", "FT"])
+    p.add_argument("--input-size", type=_ranged(int, 8, 1024, name="the input size in pixels"), default=96,
+                   help="pixels the images are resized to (the backbone's native size: 224 for Lite0)")
+    p.add_argument("--layers", nargs="+", default=["head"], help="FE: stages pooled and concatenated")
+    p.add_argument("--classifier", default="linear_svc", choices=HEADS)
+    p.add_argument("--C", type=positive_float, default=1.0, help="FE: inverse regularisation of the classifier")
+    p.add_argument("--embedding", default="standard", choices=EMBEDDINGS,
+                   help="FE: standardised features, or the full-network embedding's ternary ones")
+    p.add_argument("--frozen", type=NON_NEGATIVE, help="FT: stages kept frozen (default: all but the last two)")
+    p.add_argument("--hidden", type=NON_NEGATIVE, default=0, help="FT: units of a hidden layer in the head (0: none)")
+    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--weight-decay", type=_ranged(float, 0.0, name="the weight decay"), default=1e-4)
+    p.add_argument("--epochs", type=POSITIVE, default=30, help="FT: at most this many epochs")
+    p.add_argument("--patience", type=POSITIVE, default=5, help="FT: early stopping patience in epochs")
+    p.add_argument("--batch-size", type=POSITIVE, default=16)
+    p.add_argument("--val-per-class", type=POSITIVE, default=20, help="images per class of the fixed validation set")
+    p.add_argument("--crops", action="store_true", help="ten-crop evaluation of the test split (10x its cost)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
+    p.add_argument("--country", default="FRA", help="ISO 3166 alpha-3 code for codecarbon's carbon intensity")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<output root>/mlflow.db)")
+    p.add_argument("--no-track", action="store_true", help="do not log runs to MLflow")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_fe_vs_ft)
 
     p = sub.add_parser("summary", help="summary table of a folder's results files")
     experiment_args(p)

@@ -129,3 +129,11 @@ def balanced_subset(labels: torch.Tensor, num_classes: int, percentage: float, s
         members = torch.nonzero(labels == c).flatten()
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     return torch.sort(torch.cat(chosen)).values
+
+
+def pixels(split: Split, dataset: str) -> torch.Tensor:
+    """A split's images back in [0, 1] (the dataset's normalisation undone), for networks that
+    normalise their input their own way."""
+    stats = spec(dataset)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (stats.mean, stats.std))
+    return (split.x * std + mean).clamp_(0.0, 1.0)

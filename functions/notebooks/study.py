@@ -16,11 +16,13 @@ from ..core.errors import DataError
 from ..core.paths import results_dir
 from ..data.catalog import same_percentage
 from ..runs.pretrained import load_pretrained, pretrained_info
+from ..runs.fe_vs_ft import Settings
+from ..runs.fe_vs_ft import run_study as run_fe_vs_ft
 from ..runs.store import load_results, results_path
 from ..runs.sweep import run_inputs, run_sweep, subset_index, train_group, train_run
 
 # what a notebook needs from the layers below, under one name
-__all__ = ["available_modes", "collected_records", "fine_tuned_model", "load_pretrained", "plan",
+__all__ = ["available_modes", "collected_records", "fe_vs_ft", "fine_tuned_model", "load_pretrained", "plan",
            "parameter_table", "pretrained_info", "recheck_run", "recheck_table", "records_frame", "run_sweep", "save_transferability_records",
            "summary_table", "sweep_records", "training_subset", "transferability_verdict", "use_output_root",
            "validate_scores"]
@@ -195,3 +197,12 @@ def collected_records() -> "pd.DataFrame":
                         "(`make notebooks`) first")
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
+
+
+def fe_vs_ft(folder: str, setup: str | None, backbone: str, samples_per_class, splits: int, track: bool = True,
+             **settings) -> list[dict]:
+    """Feature extraction and fine-tuning runs of one backbone over the few-shot grid (resumed
+    from the folder's results file; new runs are logged to MLflow when ``track``)."""
+    _, records = run_fe_vs_ft(folder, setup, Settings(backbone=backbone, **settings), samples_per_class, splits,
+                              track=track, log=lambda *_: None)
+    return records

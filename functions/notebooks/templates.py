@@ -242,10 +242,63 @@ def _sample_efficiency(folder: str) -> list:
     ]
 
 
+def _fe_vs_ft(folder: str) -> list:
+    parameters = "\n".join([
+        f"folder = {folder!r}", f"setup = {default_setup(folder)!r}  # whose target classes (and source CNN) are used",
+        'backbones = ["efficientnet_lite0", "study"]  # ImageNet EfficientNet-Lite0, and the folder\'s own source CNN',
+        "samples_per_class = [1, 5, 10]  # labelled training images per class",
+        "splits = 5  # seeded class-balanced training splits per size",
+        "input_size = 96  # pixels for the ImageNet backbone (native: 224; the study CNN keeps its 28)",
+        'classifier = "linear_svc"  # FE: linear_svc, logistic, svc, knn or ridge',
+        "frozen = None  # FT: stages kept frozen; None: all but the last two",
+        "track = True  # log new runs to MLflow (sqlite:///<output root>/mlflow.db, or $MLFLOW_TRACKING_URI)",
+        "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's study folders"])
+    return [
+        ("md", f"# {folder}: feature extraction or fine-tuning?\nWith N labelled images per class, is a frozen "
+               "pretrained network feeding a classical classifier (**FE**: pooled features, standardised on the "
+               "training images only, then a linear SVM) good enough, or is fine-tuning (**FT**: a new head, the "
+               "last stages trained with Adam, early stopping on a fixed validation set) worth its cost? Both run "
+               "on the same seeded training splits and are scored on the official test split; each run is charged "
+               "for its time, counted FLOPs, peak memory and energy (codecarbon)."),
+        ("code", parameters),
+        ("code", "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, "
+                 "tradeoff\nfrom functions.notebooks import study\nstudy.use_output_root(output_root)"),
+        ("md", "## The runs\nResults files are resumed: runs already in them are not trained again."),
+        ("code", "# NBVAL_IGNORE_OUTPUT: progress bars show rates and times\n"
+                 "records = {backbone: study.fe_vs_ft(folder, setup, backbone, samples_per_class, splits, track=track,\n"
+                 "                                    input_size=input_size, classifier=classifier, frozen=frozen)\n"
+                 "           for backbone in backbones}"),
+        ("md", "## Accuracy per pipeline and size\nMean over splits with the half-width of the 95% confidence "
+               "interval, the mean per-class accuracy, and the mean cost of one run (energy as codecarbon measures or "
+               "estimates it on this machine)."),
+        ("code", "for backbone, runs in records.items():\n    print(backbone)\n"
+                 "    display(tradeoff.summary(runs)[['splits', 'test_acc', 'ci95', 'mean_class_acc']].round(3))"),
+        ("code", "# NBVAL_IGNORE_OUTPUT: times and energy differ between machines\n"
+                 "for backbone, runs in records.items():\n    print(backbone)\n"
+                 "    display(tradeoff.summary(runs)[['seconds', 'energy_kwh', 'gflops']].round(4))"),
+        ("md", "## Accuracy against labelled images\nBands are 95% confidence intervals over the splits. Where the "
+               "bands of FE and FT overlap, the cheap pipeline is as good as the expensive one."),
+        ("code", "for backbone, runs in records.items():\n    figure = tradeoff.accuracy_curves(runs)\n"
+                 "    figure.suptitle(backbone)\n    plots.save_figure(figure, folder, f'fe_vs_ft_accuracy_{setup}_{backbone}')\n"
+                 "    display(figure)"),
+        ("md", "## Accuracy against cost\nEach point is the mean run of one pipeline at one size (labelled with N). "
+               "The dashed line joins the Pareto-optimal points: nothing else is both cheaper and more accurate."),
+        ("code", "for backbone, runs in records.items():\n    figure = tradeoff.pareto(runs)\n"
+                 "    figure.suptitle(backbone)\n    plots.save_figure(figure, folder, f'fe_vs_ft_cost_{setup}_{backbone}')\n"
+                 "    display(figure)"),
+        ("md", "## The guideline\nFT minus FE test accuracy, paired by split (both trained on the same images): FE "
+               "is within noise where the 95% interval of the difference reaches zero."),
+        ("code", "# NBVAL_IGNORE_OUTPUT: the cost ratios differ between machines\n"
+                 "for backbone, runs in records.items():\n    print(backbone)\n    print(tradeoff.guideline(runs), end='\\n\\n')"),
+        ("code", "for backbone, runs in records.items():\n    print(backbone)\n"
+                 "    display(tradeoff.paired_differences(runs)[['pairs', 'ft_minus_fe', 'ci95', 'fe_within_noise']].round(3))"),
+    ]
+
+
 def kinds(folder: str) -> list[str]:
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of folders whose datasets are available offline
-    return study_kinds + (["sample_efficiency"] if folder != "CIFAR" else [])
+    return study_kinds + (["sample_efficiency", "fe_vs_ft"] if folder != "CIFAR" else [])
 
 
 def cells(folder: str, kind: str) -> list:
@@ -265,6 +318,8 @@ def cells(folder: str, kind: str) -> list:
         return _transferability(folder)
     if kind == "sample_efficiency":
         return _sample_efficiency(folder)
+    if kind == "fe_vs_ft":
+        return _fe_vs_ft(folder)
     raise ValueError(f"no notebook template {kind!r}")
 
 

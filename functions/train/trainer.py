@@ -25,6 +25,7 @@ EVAL_CHUNK = 256  # small chunks stay in cache: about 2x faster than large ones 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 BeforeEpoch = Callable[[int, nn.Module, torch.optim.Optimizer], None]
 ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+AfterEpoch = Callable[[int, float], None]
 
 
 @dataclass
@@ -95,7 +96,8 @@ def _as_dtype(split: Split, dtype: torch.dtype) -> Split:
 def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, max_epochs: int, patience: int,
         batch_size: int, seed: int, start: int = 0, forward: Forward | None = None, optimizer: str = "adam",
         momentum: float = 0.9, param_groups: list[dict] | None = None, before_epoch: BeforeEpoch | None = None,
-        extra_loss: ExtraLoss | None = None, dtype: torch.dtype = torch.float32) -> RunResult:
+        extra_loss: ExtraLoss | None = None, after_epoch: AfterEpoch | None = None,
+        dtype: torch.dtype = torch.float32) -> RunResult:
     """Train ``model`` in place and return its accuracies with the best validation weights.
 
     Each epoch visits ``train`` in an order drawn from a generator seeded with ``seed``, so a
@@ -105,7 +107,8 @@ def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, m
     ``param_groups`` (default: every parameter that requires grad, at ``lr``) may give groups
     their own ``lr`` and ``weight_decay``; ``before_epoch(epoch, model, optimizer)`` runs at the
     start of each epoch (0-based), after the model is put in train mode, e.g. to unfreeze layers
-    and add them to the optimizer.  Training stops once validation accuracy has not improved
+    and add them to the optimizer; ``after_epoch(epoch, val_acc)`` sees each epoch's validation
+    accuracy (learning curves).  Training stops once validation accuracy has not improved
     for ``patience`` epochs; a non-finite loss stops it with status ``diverged``.  The model
     ends holding the best state seen (buffers such as batch-norm statistics included), in
     ``dtype`` (the splits are converted too) and in eval mode.
@@ -130,6 +133,8 @@ def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, m
             status = "diverged"
             break
         val_acc = accuracy(model, val, forward=forward)
+        if after_epoch is not None:
+            after_epoch(epoch, val_acc)
         if val_acc > best_val:
             best_val, best_state, stale = val_acc, copy.deepcopy(model.state_dict()), 0
         else:

@@ -1,0 +1,125 @@
+"""Feature extraction against fine-tuning: accuracy with confidence intervals, cost, and the guideline.
+
+Runs pair by split: the FE and FT runs of one (N, split) trained on the same images, so the
+question "is FE within noise of FT at N?" is answered by the confidence interval of the paired
+differences, not by comparing two overlapping intervals.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats as scipy_stats
+
+COSTS = {"total_seconds": "time (s)", "total_energy_kwh": "energy (kWh)"}
+COLOURS = {"FE": "tab:blue", "FT": "tab:orange"}
+
+
+def _interval(values: pd.Series, level: float = 0.95) -> float:
+    """Half-width of the t confidence interval of the mean (NaN for a single value)."""
+    n = values.count()
+    if n < 2:
+        return float("nan")
+    return float(scipy_stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / np.sqrt(n))
+
+
+def summary(records) -> pd.DataFrame:
+    """Per pipeline and samples per class: mean test accuracy and per-class accuracy with their
+    95% interval half-widths, and the mean cost of a run."""
+    frame = pd.DataFrame(records)
+    rows = []
+    for (pipeline, n), group in frame.groupby(["pipeline", "samples_per_class"]):
+        rows.append({"pipeline": pipeline, "samples_per_class": n, "splits": len(group),
+                     "test_acc": group.test_acc.mean(), "ci95": _interval(group.test_acc),
+                     "mean_class_acc": group.test_mean_class_acc.mean(),
+                     "seconds": group.total_seconds.mean(), "energy_kwh": group.total_energy_kwh.mean(),
+                     "gflops": group.total_flops.mean() / 1e9})
+    return pd.DataFrame(rows).set_index(["pipeline", "samples_per_class"])
+
+
+def paired_differences(records) -> pd.DataFrame:
+    """FT minus FE test accuracy per samples per class over the splits both ran: mean, 95%
+    interval, and whether FE is within noise (the interval holds 0, or FE is ahead)."""
+    frame = pd.DataFrame(records).pivot_table(index=["samples_per_class", "split"], columns="pipeline",
+                                              values=["test_acc", "total_seconds", "total_energy_kwh"])
+    rows = []
+    for n, group in frame.groupby(level="samples_per_class"):
+        diff = (group["test_acc"]["FT"] - group["test_acc"]["FE"]).dropna()
+        half = _interval(diff)
+        rows.append({"samples_per_class": n, "pairs": len(diff), "ft_minus_fe": diff.mean(), "ci95": half,
+                     "fe_within_noise": bool(diff.mean() - half <= 0) if np.isfinite(half) else bool(diff.mean() <= 0),
+                     "time_ratio_ft_fe": group["total_seconds"]["FT"].mean() / group["total_seconds"]["FE"].mean(),
+                     "energy_ratio_ft_fe": group["total_energy_kwh"]["FT"].mean() /
+                                           group["total_energy_kwh"]["FE"].mean()})
+    return pd.DataFrame(rows).set_index("samples_per_class")
+
+
+def guideline(records) -> str:
+    """The answer in words: up to which N feature extraction is within noise of fine-tuning, and
+    what fine-tuning costs more."""
+    table = paired_differences(records)
+    within = table.fe_within_noise
+    sizes = list(table.index)
+    lines = []
+    if within.all():
+        lines.append(f"Feature extraction is within noise of fine-tuning at every size measured "
+                     f"({sizes[0]} to {sizes[-1]} images per class).")
+    elif not within.iloc[0]:
+        lines.append(f"Fine-tuning is better from the smallest size measured ({sizes[0]} per class) on.")
+    else:
+        last = max(n for n in sizes if all(within[m] for m in sizes if m <= n))
+        lines.append(f"Feature extraction is within noise of fine-tuning up to {last} images per class; above "
+                     f"that fine-tuning is better.")
+    for n, row in table.iterrows():
+        lines.append(f"  N={n}: FT - FE = {row.ft_minus_fe:+.3f} (95% CI ±{row.ci95:.3f}, {row.pairs} paired splits); "
+                     f"FT costs {row.time_ratio_ft_fe:.1f}x the time and {row.energy_ratio_ft_fe:.1f}x the energy")
+    return "\n".join(lines)
+
+
+def accuracy_curves(records) -> Figure:
+    """Mean test accuracy against samples per class (log x), 95% interval as a band, per pipeline."""
+    table = summary(records).reset_index()
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for pipeline, rows in table.groupby("pipeline"):
+        ci = rows.ci95.fillna(0.0)
+        ax.plot(rows.samples_per_class, rows.test_acc, marker="o", color=COLOURS.get(pipeline), label=pipeline)
+        ax.fill_between(rows.samples_per_class, rows.test_acc - ci, rows.test_acc + ci, alpha=0.2,
+                        color=COLOURS.get(pipeline))
+    ax.set(xscale="log", xlabel="labelled images per class", ylabel="test accuracy")
+    ax.legend(title="pipeline")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _front(points: pd.DataFrame, cost: str) -> pd.DataFrame:
+    """The Pareto front: no other point is at most as costly and more accurate."""
+    ordered = points.sort_values([cost, "test_acc"], ascending=[True, False])
+    best, keep = -np.inf, []
+    for index, row in ordered.iterrows():
+        if row.test_acc > best:
+            keep.append(index)
+            best = row.test_acc
+    return ordered.loc[keep]
+
+
+def pareto(records) -> Figure:
+    """Mean test accuracy against the mean cost of a run (time, energy), one point per pipeline
+    and N labelled with N; the line joins the Pareto-optimal points."""
+    table = summary(records).reset_index().rename(columns={"seconds": "total_seconds",
+                                                           "energy_kwh": "total_energy_kwh"})
+    fig = Figure(figsize=(11, 4))
+    for ax, (cost, label) in zip(fig.subplots(1, 2), COSTS.items()):
+        for pipeline, rows in table.groupby("pipeline"):
+            ax.scatter(rows[cost], rows.test_acc, color=COLOURS.get(pipeline), label=pipeline)
+            for _, row in rows.iterrows():
+                ax.annotate(f"{row.samples_per_class}", (row[cost], row.test_acc), textcoords="offset points",
+                            xytext=(4, 4), fontsize=8)
+        front = _front(table, cost)
+        ax.plot(front[cost], front.test_acc, color="grey", linestyle="--", label="Pareto front")
+        ax.set(xscale="log", xlabel=f"cost of a run: {label}", ylabel="test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig

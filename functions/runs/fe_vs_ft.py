@@ -1,0 +1,361 @@
+"""Feature extraction or fine-tuning?  Both pipelines over a few-shot grid, with what each run costs.
+
+For N labelled images per class (several seeded splits each), the same pretrained backbone is
+used twice: frozen, as a feature extractor feeding a classical classifier (FE), and fine-tuned
+with a new head (FT).  Every run is scored on the official test split and charged for its time,
+counted FLOPs, peak memory and energy per phase.  Runs go to one results file (element 0 the
+parameters, one record per run), resumed like the sweeps, and to MLflow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import SCHEMA_KEY, SCHEMA_VERSION, Setup, get_setup, profile
+from ..core.device import configure_threads
+from ..core.errors import DataError, Interrupted
+from ..core.paths import results_dir
+from ..data.catalog import spec
+from ..data.fewshot import few_shot_index, validation_index
+from ..data.tasks import Split, TaskData, pixels
+from ..models.backbones import STUDY, Backbone, load, study_backbone
+from ..train.classifiers import EMBEDDINGS, HEADS, FeatureClassifier
+from ..train.evaluation import crop_scores, scores
+from ..train.finetune import OPTIMIZERS, FineTuneNet, evaluate, fine_tune, staged
+from .cost import CostMeter, count_flops
+from .features import FeatureStore
+from .pretrained import load_pretrained
+from .store import ResultsFile
+from .tracking import Tracker
+
+PIPELINES = ("FE", "FT")
+EXPERIMENTS = {"FE": "Feature extraction", "FT": "Fine-tuning"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides a run's outcome besides its pipeline, N and split (the results
+    file's parameters)."""
+
+    backbone: str = "efficientnet_lite0"
+    input_size: int | None = 96          # None: the backbone's native size (224 for Lite0)
+    layers: tuple = ("head",)            # FE: stages pooled and concatenated
+    classifier: str = "linear_svc"
+    C: float = 1.0
+    embedding: str = "standard"          # or "fne": the full-network embedding's ternary features
+    frozen: int | None = None            # FT: stages kept frozen; None: all but the last two
+    hidden: int = 0                      # FT: 0 a linear head, else one hidden layer of this width
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    max_epochs: int = 30
+    patience: int = 5
+    batch_size: int = 16
+    val_per_class: int = 20
+    crops: bool = False                  # ten-crop evaluation of the test split
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.classifier not in HEADS:
+            raise DataError(f"unknown classifier {self.classifier!r}; choose one of {list(HEADS)}")
+        if self.embedding not in EMBEDDINGS:
+            raise DataError(f"unknown embedding {self.embedding!r}; choose one of {list(EMBEDDINGS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise DataError(f"unknown optimiser {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        for key in ("max_epochs", "patience", "batch_size", "val_per_class"):
+            if getattr(self, key) < 1:
+                raise DataError(f"{key}={getattr(self, key)} must be at least 1")
+        for key in ("C", "lr"):
+            if not getattr(self, key) > 0:
+                raise DataError(f"{key}={getattr(self, key)} must be positive")
+        if self.weight_decay < 0 or self.hidden < 0 or self.seed < 0:
+            raise DataError("weight_decay, hidden and seed must be non-negative")
+
+    def params(self, backbone: Backbone, dataset: str, classes: list) -> dict:
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {**fields, "input_size": backbone.input_size, "frozen": self.frozen_depth(backbone),
+                "weights_sha256": backbone.identity()["weights_sha256"], "dataset": dataset, "classes": list(classes),
+                SCHEMA_KEY: SCHEMA_VERSION}
+
+    def frozen_depth(self, backbone: Backbone) -> int:
+        return max(len(backbone.layer_names) - 2, 0) if self.frozen is None else self.frozen
+
+
+def run_key(record: dict) -> tuple:
+    return record["pipeline"], int(record["samples_per_class"]), int(record["split"])
+
+
+def results_file_path(folder: str, setup: str, backbone: str) -> Path:
+    return results_dir(folder) / f"fe_vs_ft_{setup}_{backbone}.json"
+
+
+@dataclass
+class Target:
+    """A folder's target task as images in [0, 1]: the training pool, the fixed validation set, the test split."""
+
+    dataset: str
+    classes: list
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def target_of(task: TaskData, val_per_class: int, seed: int) -> Target:
+    names = [str(c) for c in task.classes]
+    val_index = validation_index(task.val.y, task.num_classes, val_per_class, seed, names)
+    val = Split(pixels(task.val, task.dataset)[val_index], task.val.y[val_index])
+    return Target(task.dataset, list(task.classes), Split(pixels(task.train, task.dataset), task.train.y), val,
+                  Split(pixels(task.test, task.dataset), task.test.y))
+
+
+def backbone_for(setup: Setup, settings: Settings, weights=None, log=print) -> Backbone:
+    """The ImageNet backbone named in ``settings``, or the folder's own source CNN ("study")."""
+    if settings.backbone == STUDY:
+        cfg, _ = profile("quick", setup)
+        stats = spec(cfg.source_dataset)
+        return study_backbone(load_pretrained(setup, cfg, log), stats.mean, stats.std)
+    return load(settings.backbone, weights, settings.input_size)
+
+
+class Experiment:
+    """One folder's grid: the backbone, the target task, the feature stores, the results file."""
+
+    def __init__(self, folder: str, setup: str | None = None, settings: Settings = Settings(), weights=None,
+                 meter: CostMeter | None = None, tracker: Tracker | None = None, log=print):
+        configure_threads()
+        self.setup = get_setup(folder, setup)
+        self.settings, self.meter, self.tracker, self.log = settings, meter, tracker, log
+        self.backbone = backbone_for(self.setup, settings, weights, log)
+        cfg, _ = profile("quick", self.setup)
+        self.target = target_of(cfg.target_task(), settings.val_per_class, settings.seed)
+        self.layers = self.backbone.check_layers(settings.layers)
+        self.params = settings.params(self.backbone, self.target.dataset, self.target.classes)
+        self.results = ResultsFile(results_file_path(self.setup.folder, self.setup.name, settings.backbone),
+                                   self.params, key=run_key)
+        data = {"dataset": self.target.dataset, "classes": self.target.classes, "val_split": cfg.val_split,
+                "seed": cfg.generate_dataset_seed}
+        self.stores = {
+            "train": FeatureStore(self.backbone, self.layers, {**data, "split": "train"}, self.target.train.x),
+            "val": FeatureStore(self.backbone, self.layers,
+                                {**data, "split": "val", "per_class": settings.val_per_class, "seed": settings.seed},
+                                self.target.val.x),
+            "test": FeatureStore(self.backbone, self.layers, {**data, "split": "test"}, self.target.test.x,
+                                 crops=settings.crops),
+        }
+        self._flops: dict = {}
+        self._test_prefix: dict = {}
+
+    # ----------------------------------------------------------------- grid
+
+    def pending(self, samples_per_class, splits: int, pipelines=PIPELINES) -> list[tuple]:
+        for n in samples_per_class:
+            self.training_index(n, 0)  # refuses N above what the smallest class offers, before any work
+        done = self.results.done()
+        return [(p, n, s) for n in samples_per_class for s in range(splits) for p in pipelines
+                if (p, n, s) not in done]
+
+    def training_index(self, samples_per_class: int, split: int) -> torch.Tensor:
+        return few_shot_index(self.target.train.y, self.target.num_classes, samples_per_class, self.settings.seed,
+                              split, [str(c) for c in self.target.classes])
+
+    def run(self, pipeline: str, samples_per_class: int, split: int) -> dict:
+        index = self.training_index(samples_per_class, split)
+        outcome = self._feature_extraction(index) if pipeline == "FE" else self._fine_tuning(index)
+        return {"pipeline": pipeline, "samples_per_class": samples_per_class, "split": split,
+                "n_train": len(index), "n_val": len(self.target.val), "n_test": len(self.target.test), **outcome}
+
+    # ----------------------------------------------------------------- the two pipelines
+
+    def _phase(self, name: str):
+        return self.meter.phase(name)
+
+    def _feature_extraction(self, index: torch.Tensor) -> dict:
+        s = self.settings
+        train_x = self.stores["train"].get(index.numpy(), self.meter)
+        val_x = self.stores["val"].get(np.arange(len(self.target.val)), self.meter)
+        test_x = self.stores["test"].get(np.arange(len(self.target.test)), self.meter)
+        y_train = self.target.train.y[index].numpy()
+        with self._phase("classifier_training") as training:
+            head = FeatureClassifier(s.classifier, s.C, s.embedding, s.seed).fit(train_x, y_train)
+        with self._phase("evaluation") as evaluation:
+            y_test = self.target.test.y.numpy()
+            if s.crops:
+                views = [head.predict(v) for v in test_x]
+                probabilities = [head.predict_proba(v) for v in test_x]
+                result = crop_scores(y_test, views, None if probabilities[0] is None else probabilities,
+                                     self.target.num_classes)
+            else:
+                result = scores(y_test, head.predict(test_x))
+            result.update(scores(self.target.val.y.numpy(), head.predict(val_x), prefix="val"))
+            result["train_acc"] = float(np.mean(head.predict(train_x) == y_train))
+        extraction = self._extraction_cost(len(index))
+        evaluation_cost = evaluation.record()
+        evaluation_cost["evaluation_seconds"] += extraction.pop("test_seconds")
+        evaluation_cost["evaluation_energy_kwh"] = (evaluation_cost["evaluation_energy_kwh"] or 0.0) + \
+            extraction.pop("test_energy_kwh")
+        evaluation_cost["evaluation_flops"] = extraction.pop("test_flops")
+        training_cost = training.record()
+        return {**result, "trainable_parameters": self._head_parameters(head), **extraction, **training_cost,
+                **evaluation_cost, **self._totals(extraction, training_cost, evaluation_cost)}
+
+    def _extraction_cost(self, n_train: int) -> dict:
+        """The extraction this run needs (its training images, the validation and test sets),
+        charged at the average cost per image of each cache file, and FLOPs counted per image."""
+        per_image = {k: store.cost_per_image() for k, store in self.stores.items()}
+        images = {"train": n_train, "val": len(self.target.val), "test": len(self.target.test)}
+        flops = self._forward_flops("extract", self.layers)
+        views = 10 if self.settings.crops else 1
+        fit_images = images["train"] + images["val"]
+        return {
+            "feature_extraction_seconds": per_image["train"].seconds * images["train"] + per_image["val"].seconds * images["val"],
+            "feature_extraction_energy_kwh": per_image["train"].energy_kwh * images["train"] +
+                                             per_image["val"].energy_kwh * images["val"],
+            "feature_extraction_flops": flops * fit_images,
+            "test_seconds": per_image["test"].seconds * images["test"],
+            "test_energy_kwh": per_image["test"].energy_kwh * images["test"],
+            "test_flops": flops * images["test"] * views,
+        }
+
+    def _fine_tuning(self, index: torch.Tensor) -> dict:
+        s = self.settings
+        frozen = s.frozen_depth(self.backbone)
+        train = Split(self.target.train.x[index], self.target.train.y[index])
+        curve: list[float] = []
+        with self._phase("fine_tuning") as tuning:
+            net, result = fine_tune(self.backbone, train, self.target.val, self.target.num_classes, frozen=frozen,
+                                    hidden=s.hidden, optimizer=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
+                                    momentum=s.momentum, max_epochs=s.max_epochs, patience=s.patience,
+                                    batch_size=s.batch_size, seed=s.seed, after_epoch=lambda _, acc: curve.append(acc))
+            tuning.flops = self._fine_tuning_flops(net, len(train), result.epochs)
+        prefix, prefix_cost = self._staged_test(frozen) if not s.crops else (None, {})
+        with self._phase("evaluation") as evaluation:
+            test = evaluate(net, self.target.test, self.target.num_classes, s.crops, prefix)
+            evaluation.flops = self._forward_flops("full", self.backbone.layer_names) * len(self.target.test) * \
+                (10 if s.crops else 1)
+        costs = {**tuning.record(), **evaluation.record()}
+        for key, value in prefix_cost.items():  # each run is charged the whole prefix, as if alone
+            costs[key] = (costs[key] or 0.0) + value
+        return {**test, "train_acc": result.train_acc, "val_acc": result.val_acc, "epochs": result.epochs,
+                "status": result.status, "val_curve": curve, "trainable_parameters": net.trainable_parameters(),
+                **costs, **self._totals(costs)}
+
+    def _staged_test(self, frozen: int) -> tuple[torch.Tensor, dict]:
+        """The test split through the frozen stages, computed once per grid, and what that cost."""
+        if frozen not in self._test_prefix:
+            with self._phase("evaluation") as once:
+                prefix = staged(self.backbone, self.target.test.x, frozen)
+            spent = once.record()
+            self._test_prefix[frozen] = prefix, {k: spent[k] or 0.0 for k in ("evaluation_seconds",
+                                                                               "evaluation_energy_kwh")}
+        return self._test_prefix[frozen]
+
+    # ----------------------------------------------------------------- FLOPs, counted per image
+
+    def _forward_flops(self, name: str, layers) -> int:
+        key = (name, tuple(layers))
+        if key not in self._flops:
+            x = self.backbone.adapt(torch.zeros(1, self.backbone.channels, 8, 8))
+            with torch.no_grad():
+                self._flops[key] = count_flops(self.backbone.pooled, x, list(layers))
+        return self._flops[key]
+
+    def _fine_tuning_flops(self, net: FineTuneNet, n_train: int, epochs: int) -> int:
+        """Frozen prefix once per training and validation image; a forward and backward pass of
+        the trainable stages per training image and epoch; a forward pass of them per validation
+        image and epoch and per training image at the end."""
+        key = ("tune", net.frozen)
+        if key not in self._flops:
+            x = self.backbone.adapt(torch.zeros(1, self.backbone.channels, 8, 8))
+            with torch.no_grad():
+                prefix = count_flops(self.backbone.run, x, 0, net.frozen)
+                h = self.backbone.run(x, 0, net.frozen)
+            with torch.no_grad():
+                forward = count_flops(net.from_stage, h, net.frozen)
+            step = count_flops(lambda v: net.from_stage(v, net.frozen).sum().backward(), h.clone().requires_grad_(False))
+            net.zero_grad(set_to_none=True)
+            self._flops[key] = (prefix, forward, step)
+        prefix, forward, step = self._flops[key]
+        n_val = len(self.target.val)
+        return prefix * (n_train + n_val) + step * n_train * epochs + forward * (n_val * epochs + n_train)
+
+    @staticmethod
+    def _head_parameters(head: FeatureClassifier) -> int:
+        model = head.model
+        return int(sum(np.asarray(getattr(model, a)).size for a in ("coef_", "intercept_", "dual_coef_",
+                                                                      "support_vectors_", "_fit_X") if hasattr(model, a)))
+
+    @staticmethod
+    def _totals(*costs: dict) -> dict:
+        merged = {k: v for c in costs for k, v in c.items()}
+        total = lambda suffix: float(sum(v or 0.0 for k, v in merged.items() if k.endswith(suffix)))
+        return {"total_seconds": total("_seconds"), "total_energy_kwh": total("_energy_kwh"),
+                "total_flops": total("_flops")}
+
+    # ----------------------------------------------------------------- tracking
+
+    def track(self, record: dict) -> None:
+        if self.tracker is None:
+            return
+        experiment = EXPERIMENTS[record["pipeline"]]
+        name = f"{self.setup.folder}/{self.setup.name} {record['pipeline']} n={record['samples_per_class']} " \
+               f"split={record['split']}"
+        params = {**{k: v for k, v in self.params.items() if k != SCHEMA_KEY}, "folder": self.setup.folder,
+                  "setup": self.setup.name, "pipeline": record["pipeline"],
+                  "samples_per_class": record["samples_per_class"], "split": record["split"]}
+        metrics = {k: float(v) for k, v in record.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in params
+                   and v is not None and math.isfinite(float(v))}
+        curves = {"val_acc": record["val_curve"]} if record.get("val_curve") else None
+        self.tracker.log_run(experiment, name, params, metrics, curves=curves,
+                             tags={"energy_source": self.meter.energy_source if self.meter else "not measured"})
+
+
+def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=PIPELINES, progress: bool = True,
+             on_run=None) -> Path:
+    """Every pending (pipeline, N, split) run of ``experiment``, saved as it ends; resumable."""
+    todo = experiment.pending(samples_per_class, splits, pipelines)
+    bar = tqdm(total=len(todo), desc=f"{experiment.setup.folder} FE vs FT", unit="run", disable=not progress)
+    try:
+        for pipeline, n, split in todo:
+            bar.set_postfix_str(f"{pipeline} n={n} split={split}")
+            record = experiment.run(pipeline, n, split)
+            experiment.results.add(record)
+            experiment.track(record)
+            bar.update(1)
+            if on_run is not None:
+                on_run(record)
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(f"interrupted: {len(experiment.results.records)} runs are saved in "
+                          f"{experiment.results.path}; re-running the same command resumes from there") from None
+    bar.close()
+    return experiment.results.path
+
+
+def run_study(folder: str, setup: str | None = None, settings: Settings = Settings(), samples_per_class=(1, 5, 10),
+              splits: int = 5, pipelines=PIPELINES, weights=None, track: bool = True, tracking_uri: str | None = None,
+              country: str = "FRA", progress: bool = True, log=print) -> tuple[Path, list[dict]]:
+    """The driver: one MLflow store (checked before any work) and one energy tracker for the
+    process, the grid run or resumed, and the records of the runs asked for."""
+    if splits < 1:
+        raise DataError(f"splits={splits} must be at least 1")
+    unknown = sorted(set(pipelines) - set(PIPELINES))
+    if unknown:
+        raise DataError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
+    tracker = Tracker(tracking_uri) if track else None
+    with CostMeter(country) as meter:
+        experiment = Experiment(folder, setup, settings, weights, meter, tracker, log)
+        path = run_grid(experiment, samples_per_class, splits, pipelines, progress)
+    asked = {(p, n, s) for p in pipelines for n in samples_per_class for s in range(splits)}
+    return path, [r for r in experiment.results.records if run_key(r) in asked]
