@@ -209,7 +209,8 @@ def cmd_fe_vs_ft(args):
     import pandas as pd
     from .analysis import tradeoff
     from .runs.fe_vs_ft import Settings, run_study
-    settings = Settings(backbone=args.backbone, input_size=args.input_size, layers=tuple(args.layers),
+    settings = Settings(backbone=args.backbone, input_size=args.input_size,
+                        layers=tuple(args.layers) if args.layers else None,
                         classifier=args.classifier, C=args.C, embedding=args.embedding, frozen=args.frozen,
                         hidden=args.hidden, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                         max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
@@ -327,7 +328,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pipelines", nargs="+", default=["FE", "FT"], choices=["FE", "FT"])
     p.add_argument("--input-size", type=_ranged(int, 8, 1024, name="the input size in pixels"), default=96,
                    help="pixels the images are resized to (the backbone's native size: 224 for Lite0)")
-    p.add_argument("--layers", nargs="+", default=["head"], help="FE: stages pooled and concatenated")
+    p.add_argument("--layers", nargs="+", help="FE: stages pooled and concatenated (default: the last; "
+                                               "Lite0 has stem, block1..block7, head)")
     p.add_argument("--classifier", default="linear_svc", choices=HEADS)
     p.add_argument("--C", type=positive_float, default=1.0, help="FE: inverse regularisation of the classifier")
     p.add_argument("--embedding", default="standard", choices=EMBEDDINGS,

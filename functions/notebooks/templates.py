@@ -269,13 +269,16 @@ def _fe_vs_ft(folder: str) -> list:
                  "                                    input_size=input_size, classifier=classifier, frozen=frozen)\n"
                  "           for backbone in backbones}"),
         ("md", "## Accuracy per pipeline and size\nMean over splits with the half-width of the 95% confidence "
-               "interval, the mean per-class accuracy, and the mean cost of one run (energy as codecarbon measures or "
-               "estimates it on this machine)."),
+               "interval, the mean per-class accuracy, and the mean cost of one run: training alone (FE: extracting "
+               "the training and validation features and fitting the classifier; FT: fine-tuning), and with the "
+               "evaluation of the test split. Energy in watt-hours, as codecarbon measures or estimates it on this "
+               "machine."),
         ("code", "for backbone, runs in records.items():\n    print(backbone)\n"
                  "    display(tradeoff.summary(runs)[['splits', 'test_acc', 'ci95', 'mean_class_acc']].round(3))"),
         ("code", "# NBVAL_IGNORE_OUTPUT: times and energy differ between machines\n"
                  "for backbone, runs in records.items():\n    print(backbone)\n"
-                 "    display(tradeoff.summary(runs)[['seconds', 'energy_kwh', 'gflops']].round(4))"),
+                 "    display(tradeoff.summary(runs)[['training_seconds', 'training_wh', 'training_gflops', 'total_seconds',\n"
+                 "                                    'total_wh']].round(3))"),
         ("md", "## Accuracy against labelled images\nBands are 95% confidence intervals over the splits. Where the "
                "bands of FE and FT overlap, the cheap pipeline is as good as the expensive one."),
         ("code", "for backbone, runs in records.items():\n    figure = tradeoff.accuracy_curves(runs)\n"

@@ -45,7 +45,7 @@ class Settings:
 
     backbone: str = "efficientnet_lite0"
     input_size: int | None = 96          # None: the backbone's native size (224 for Lite0)
-    layers: tuple = ("head",)            # FE: stages pooled and concatenated
+    layers: tuple | None = None          # FE: stages pooled and concatenated; None: the last one
     classifier: str = "linear_svc"
     C: float = 1.0
     embedding: str = "standard"          # or "fne": the full-network embedding's ternary features
@@ -81,8 +81,12 @@ class Settings:
     def params(self, backbone: Backbone, dataset: str, classes: list) -> dict:
         fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
         return {**fields, "input_size": backbone.input_size, "frozen": self.frozen_depth(backbone),
+                "layers": self.layers_of(backbone),
                 "weights_sha256": backbone.identity()["weights_sha256"], "dataset": dataset, "classes": list(classes),
                 SCHEMA_KEY: SCHEMA_VERSION}
+
+    def layers_of(self, backbone: Backbone) -> list[str]:
+        return backbone.check_layers(self.layers if self.layers else backbone.layer_names[-1:])
 
     def frozen_depth(self, backbone: Backbone) -> int:
         return max(len(backbone.layer_names) - 2, 0) if self.frozen is None else self.frozen
@@ -139,7 +143,7 @@ class Experiment:
         self.backbone = backbone_for(self.setup, settings, weights, log)
         cfg, _ = profile("quick", self.setup)
         self.target = target_of(cfg.target_task(), settings.val_per_class, settings.seed)
-        self.layers = self.backbone.check_layers(settings.layers)
+        self.layers = settings.layers_of(self.backbone)
         self.params = settings.params(self.backbone, self.target.dataset, self.target.classes)
         self.results = ResultsFile(results_file_path(self.setup.folder, self.setup.name, settings.backbone),
                                    self.params, key=run_key)
@@ -297,10 +301,15 @@ class Experiment:
 
     @staticmethod
     def _totals(*costs: dict) -> dict:
+        """Sums over phases: ``total_*`` of the whole run, ``training_*`` without the evaluation of
+        the test split (what adapting to the task costs, before any use of the model)."""
         merged = {k: v for c in costs for k, v in c.items()}
-        total = lambda suffix: float(sum(v or 0.0 for k, v in merged.items() if k.endswith(suffix)))
-        return {"total_seconds": total("_seconds"), "total_energy_kwh": total("_energy_kwh"),
-                "total_flops": total("_flops")}
+        out = {}
+        for prefix, keep in (("total", lambda k: True), ("training", lambda k: not k.startswith("evaluation_"))):
+            for suffix in ("seconds", "energy_kwh", "flops"):
+                out[f"{prefix}_{suffix}"] = float(sum(v or 0.0 for k, v in merged.items()
+                                                      if k.endswith(f"_{suffix}") and keep(k)))
+        return out
 
     # ----------------------------------------------------------------- tracking
 

@@ -50,7 +50,7 @@ def _estimator(head: str, C: float, seed: int, n_train: int, neighbours: int):
     if head == "logistic":
         return LogisticRegression(C=C, max_iter=2000, random_state=seed)
     if head == "svc":
-        return SVC(C=C, kernel="rbf", probability=False, random_state=seed)
+        return SVC(C=C, kernel="rbf", random_state=seed)
     if head == "knn":
         return KNeighborsClassifier(n_neighbors=min(neighbours, n_train))
     if head == "ridge":
