@@ -80,7 +80,7 @@ def grid_wall_time() -> dict:
         os.environ["TRANSFER_OUTPUT_ROOT"] = root
         os.environ["TRANSFER_FEATURE_CACHE"] = str(Path(root) / "features")
         began = time.perf_counter()
-        _, records = run_study("MNIST", progress=False, log=lambda *_: None)
+        records = run_study("MNIST", progress=False, log=lambda *_: None).records
         return {"command": "python -m functions fe-vs-ft MNIST (defaults, empty cache)", "runs": len(records),
                 "seconds": round(time.perf_counter() - began, 1)}
 

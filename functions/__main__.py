@@ -215,14 +215,18 @@ def cmd_fe_vs_ft(args):
                         hidden=args.hidden, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                         max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
                         val_per_class=args.val_per_class, crops=args.crops, seed=args.seed)
-    path, records = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits,
-                              args.pipelines, args.weights, track=not args.no_track, tracking_uri=args.tracking_uri,
-                              country=args.country, progress=not args.no_progress)
+    study = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits, args.pipelines,
+                      args.weights, track=not args.no_track, tracking_uri=args.tracking_uri, country=args.country,
+                      select=args.select, progress=not args.no_progress)
     with pd.option_context("display.width", 200):
-        print(tradeoff.summary(records).round(4).to_string())
-    if {"FE", "FT"} <= {r["pipeline"] for r in records}:
-        print(tradeoff.guideline(records))
-    print(f"wrote {path}")
+        print(tradeoff.summary(study.records).round(4).to_string())
+        if {"FE", "FT"} <= {r["pipeline"] for r in study.records}:
+            print(tradeoff.guideline(study.records))
+        if study.selection:
+            print(f"model selection on the validation set ({max(args.samples_per_class)} per class, split 0); "
+                  f"test scored once for the chosen candidate of each pipeline:")
+            print(tradeoff.selection_table(study.selection).to_string())
+    print(f"wrote {study.path}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -344,6 +348,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=POSITIVE, default=16)
     p.add_argument("--val-per-class", type=POSITIVE, default=20, help="images per class of the fixed validation set")
     p.add_argument("--crops", action="store_true", help="ten-crop evaluation of the test split (10x its cost)")
+    p.add_argument("--select", action="store_true", help="also choose layers / classifier / C (FE) and frozen depth / "
+                                                         "learning rate (FT) on the validation set at the largest N")
     p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--country", default="FRA", help="ISO 3166 alpha-3 code for codecarbon's carbon intensity")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<output root>/mlflow.db)")

@@ -173,8 +173,9 @@ def test_grid_writes_resumes_and_logs_every_run_to_mlflow(tmp_path, monkeypatch)
     monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     settings = fe_vs_ft.Settings(backbone="study", max_epochs=3, patience=2)
-    path, records = fe_vs_ft.run_study("MNIST", None, settings, [1, 3], 2, tracking_uri=uri, progress=False,
-                                       log=lambda *_: None)
+    study = fe_vs_ft.run_study("MNIST", None, settings, [1, 3], 2, tracking_uri=uri, progress=False,
+                               log=lambda *_: None)
+    path, records = study.path, study.records
     assert path == tmp_path / "MNIST" / "results" / "fe_vs_ft_regular_study.json"
     assert sorted(fe_vs_ft.run_key(r) for r in records) == sorted(
         (p, n, s) for p in ("FE", "FT") for n in (1, 3) for s in range(2))
@@ -189,8 +190,8 @@ def test_grid_writes_resumes_and_logs_every_run_to_mlflow(tmp_path, monkeypatch)
     tracker = Tracker(uri)
     logged = tracker.runs("Fine-tuning")
     assert len(logged) == 4 and len(tracker.runs("Feature extraction")) == 4
-    _, again = fe_vs_ft.run_study("MNIST", None, settings, [1, 3], 2, tracking_uri=uri, progress=False,
-                                  log=lambda *_: None)
+    again = fe_vs_ft.run_study("MNIST", None, settings, [1, 3], 2, tracking_uri=uri, progress=False,
+                               log=lambda *_: None).records
     assert again == records and len(tracker.runs("Fine-tuning")) == 4  # resumed: nothing trained or logged twice
     summary = tradeoff.summary(records)
     assert list(summary.index) == [("FE", 1), ("FE", 3), ("FT", 1), ("FT", 3)]
@@ -215,3 +216,40 @@ def test_asking_for_more_images_than_a_class_offers_fails_before_training(tmp_pa
     assert code == 2
     assert "100000 samples per class asked for, but class" in capsys.readouterr().err
     assert not (tmp_path / "MNIST" / "results" / "fe_vs_ft_regular_study.json").exists()
+
+
+def test_model_selection_uses_validation_only_and_scores_the_test_split_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path))
+    monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
+    from functions.runs.selection import fe_candidates, ft_candidates
+    settings = fe_vs_ft.Settings(backbone="study", max_epochs=2, patience=1)
+    study = fe_vs_ft.run_study("MNIST", None, settings, [2], 1, track=False, select=True, progress=False,
+                               log=lambda *_: None)
+    layer_names = [f"block{i}" for i in range(1, 7)]
+    fe = [c for c in study.selection if c["pipeline"] == "FE"]
+    ft = [c for c in study.selection if c["pipeline"] == "FT"]
+    assert [c["candidate"] for c in fe] == fe_candidates(layer_names) and len(fe) == 3 * 17
+    assert [c["candidate"] for c in ft] == ft_candidates(6) == [
+        {"frozen": f, "lr": lr} for f in (5, 4, 3) for lr in (1e-3, 1e-4)]
+    for rows in (fe, ft):
+        chosen = [c for c in rows if c.get("chosen")]
+        assert len(chosen) == 1 and chosen[0]["val_acc"] == max(c["val_acc"] for c in rows)
+        assert chosen[0] is next(c for c in rows if c["val_acc"] == chosen[0]["val_acc"])  # first on ties
+        assert [c for c in rows if "test_acc" in c] == chosen
+    again = fe_vs_ft.run_study("MNIST", None, settings, [2], 1, track=False, select=True, progress=False,
+                               log=lambda *_: None)
+    assert again.selection == study.selection
+    assert len(tradeoff.selection_table(study.selection)) == 10
+
+
+def test_torchvision_backbones_load_from_a_weights_file(tmp_path):
+    import torchvision
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), path)
+    backbone = load("mobilenet_v2", path, input_size=32)
+    assert backbone.layer_names[0] == "features0" and backbone.widths[backbone.layer_names[-1]] == 1280
+    with pytest.raises(DataError, match="needs a weights file"):
+        load("resnet50", tmp_path / "missing.pth")
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(DataError, match="does not hold mobilenet_v2 weights"):
+        load("mobilenet_v2", path)

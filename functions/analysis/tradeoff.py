@@ -128,3 +128,13 @@ def pareto(records) -> Figure:
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def selection_table(candidates) -> pd.DataFrame:
+    """Model-selection candidates, best validation accuracy first within each pipeline; the chosen
+    ones carry their test accuracy."""
+    rows = [{"pipeline": c["pipeline"], "candidate": ", ".join(f"{k}={v}" for k, v in c["candidate"].items()),
+             "val_acc": c["val_acc"], "test_acc": c.get("test_acc", np.nan), "chosen": bool(c.get("chosen"))}
+            for c in candidates]
+    frame = pd.DataFrame(rows).sort_values(["pipeline", "val_acc"], ascending=[True, False], kind="stable")
+    return frame.groupby("pipeline").head(5).round(4).reset_index(drop=True)

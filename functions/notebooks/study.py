@@ -203,6 +203,5 @@ def fe_vs_ft(folder: str, setup: str | None, backbone: str, samples_per_class, s
              **settings) -> list[dict]:
     """Feature extraction and fine-tuning runs of one backbone over the few-shot grid (resumed
     from the folder's results file; new runs are logged to MLflow when ``track``)."""
-    _, records = run_fe_vs_ft(folder, setup, Settings(backbone=backbone, **settings), samples_per_class, splits,
-                              track=track, log=lambda *_: None)
-    return records
+    return run_fe_vs_ft(folder, setup, Settings(backbone=backbone, **settings), samples_per_class, splits,
+                        track=track, log=lambda *_: None).records

@@ -147,18 +147,27 @@ class Experiment:
         self.params = settings.params(self.backbone, self.target.dataset, self.target.classes)
         self.results = ResultsFile(results_file_path(self.setup.folder, self.setup.name, settings.backbone),
                                    self.params, key=run_key)
-        data = {"dataset": self.target.dataset, "classes": self.target.classes, "val_split": cfg.val_split,
-                "seed": cfg.generate_dataset_seed}
-        self.stores = {
-            "train": FeatureStore(self.backbone, self.layers, {**data, "split": "train"}, self.target.train.x),
-            "val": FeatureStore(self.backbone, self.layers,
-                                {**data, "split": "val", "per_class": settings.val_per_class, "seed": settings.seed},
-                                self.target.val.x),
-            "test": FeatureStore(self.backbone, self.layers, {**data, "split": "test"}, self.target.test.x,
-                                 crops=settings.crops),
-        }
+        self._data = {"dataset": self.target.dataset, "classes": self.target.classes, "val_split": cfg.val_split,
+                      "seed": cfg.generate_dataset_seed}
+        self._stores: dict = {}
+        self.stores = self.stores_for(self.layers)
         self._flops: dict = {}
         self._test_prefix: dict = {}
+
+    def stores_for(self, layers) -> dict[str, FeatureStore]:
+        """The feature caches of the training pool, the validation set and the test split for ``layers``."""
+        layers = tuple(self.backbone.check_layers(layers))
+        if layers not in self._stores:
+            data, s = self._data, self.settings
+            self._stores[layers] = {
+                "train": FeatureStore(self.backbone, list(layers), {**data, "split": "train"}, self.target.train.x),
+                "val": FeatureStore(self.backbone, list(layers),
+                                    {**data, "split": "val", "per_class": s.val_per_class, "seed": s.seed},
+                                    self.target.val.x),
+                "test": FeatureStore(self.backbone, list(layers), {**data, "split": "test"}, self.target.test.x,
+                                     crops=s.crops),
+            }
+        return self._stores[layers]
 
     # ----------------------------------------------------------------- grid
 
@@ -352,11 +361,19 @@ def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=P
     return experiment.results.path
 
 
+@dataclass
+class Study:
+    path: Path
+    records: list[dict]                  # the runs asked for
+    selection: list[dict] | None = None  # model-selection candidates, when asked for
+
+
 def run_study(folder: str, setup: str | None = None, settings: Settings = Settings(), samples_per_class=(1, 5, 10),
               splits: int = 5, pipelines=PIPELINES, weights=None, track: bool = True, tracking_uri: str | None = None,
-              country: str = "FRA", progress: bool = True, log=print) -> tuple[Path, list[dict]]:
+              country: str = "FRA", select: bool = False, progress: bool = True, log=print) -> Study:
     """The driver: one MLflow store (checked before any work) and one energy tracker for the
-    process, the grid run or resumed, and the records of the runs asked for."""
+    process, the grid run or resumed, and (``select``) model selection on the largest N."""
+    from .selection import select as model_selection
     if splits < 1:
         raise DataError(f"splits={splits} must be at least 1")
     unknown = sorted(set(pipelines) - set(PIPELINES))
@@ -366,5 +383,6 @@ def run_study(folder: str, setup: str | None = None, settings: Settings = Settin
     with CostMeter(country) as meter:
         experiment = Experiment(folder, setup, settings, weights, meter, tracker, log)
         path = run_grid(experiment, samples_per_class, splits, pipelines, progress)
+        selection = model_selection(experiment, max(samples_per_class)) if select else None
     asked = {(p, n, s) for p in pipelines for n in samples_per_class for s in range(splits)}
-    return path, [r for r in experiment.results.records if run_key(r) in asked]
+    return Study(path, [r for r in experiment.results.records if run_key(r) in asked], selection)
