@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST
 export MPLBACKEND := Agg
 
-.PHONY: demo test lint mutation data pretrained results notebooks serve lab clean
+.PHONY: demo test lint mutation data pretrained results notebooks serve lab mlflow clean
 
 # the pinned packages, then this package installed editable: `import functions` and
 # `python -m functions` work from any folder and any kernel of the venv
@@ -64,6 +64,11 @@ serve: data
 lab: data
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (transfer study)" >/dev/null
 	$(VENV)/bin/jupyter lab --no-browser --ip 127.0.0.1 --port $${PORT:-8888} --allow-root --notebook-dir "$(CURDIR)"
+
+# the MLflow UI on 127.0.0.1:$PORT (default 5000) over the runs logged to the output root's
+# mlflow.db ($TRANSFER_OUTPUT_ROOT, else the repository)
+mlflow: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(or $(TRANSFER_OUTPUT_ROOT),$(CURDIR)))/mlflow.db --host 127.0.0.1 --port $${PORT:-5000}
 
 clean:
 	rm -rf $(VENV) data demo
