@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST
 export MPLBACKEND := Agg
 
-.PHONY: demo test lint mutation data pretrained results notebooks serve lab mlflow clean
+.PHONY: demo test lint mutation data pretrained results fe-vs-ft notebooks serve lab mlflow clean
 
 # the pinned packages, then this package installed editable: `import functions` and
 # `python -m functions` work from any folder and any kernel of the venv
@@ -51,7 +51,13 @@ results: pretrained
 	  set -- $$spec; for mode in FR F FT; do \
 	    $(PY) -m functions run $$1 --setup $$2 --mode $$mode --no-progress || exit 1; done; done
 
-notebooks: results
+# feature extraction against fine-tuning: the default few-shot grid of each offline folder, for
+# EfficientNet-Lite0 and the folder's source CNN (what the fe_vs_ft notebooks resume)
+fe-vs-ft: pretrained
+	for folder in $(NOTEBOOK_FOLDERS); do for backbone in efficientnet_lite0 study; do \
+	  $(PY) -m functions fe-vs-ft $$folder --backbone $$backbone --no-progress || exit 1; done; done
+
+notebooks: results fe-vs-ft
 	$(PY) -m functions notebooks --execute $(NOTEBOOK_FOLDERS)
 
 # the sample-efficiency service on 127.0.0.1:$PORT (default 8000); OpenAPI page at /docs
@@ -68,7 +74,7 @@ lab: data
 # the MLflow UI on 127.0.0.1:$PORT (default 5000) over the runs logged to the output root's
 # mlflow.db ($TRANSFER_OUTPUT_ROOT, else the repository)
 mlflow: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(or $(TRANSFER_OUTPUT_ROOT),$(CURDIR)))/mlflow.db --host 127.0.0.1 --port $${PORT:-5000}
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(or $(TRANSFER_OUTPUT_ROOT),$(CURDIR)))/mlflow.db --host 127.0.0.1 --port $${PORT:-5000}
 
 clean:
 	rm -rf $(VENV) data demo

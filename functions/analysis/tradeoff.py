@@ -42,15 +42,18 @@ def summary(records) -> pd.DataFrame:
 
 def paired_differences(records) -> pd.DataFrame:
     """FT minus FE test accuracy per samples per class over the splits both ran: mean, 95%
-    interval, and whether FE is within noise (the interval holds 0, or FE is ahead)."""
+    interval, and the verdict: "FT better" or "FE better" when the interval excludes 0, else
+    "within noise"."""
     frame = pd.DataFrame(records).pivot_table(index=["samples_per_class", "split"], columns="pipeline",
                                               values=["test_acc", "training_seconds", "training_energy_kwh"])
     rows = []
     for n, group in frame.groupby(level="samples_per_class"):
         diff = (group["test_acc"]["FT"] - group["test_acc"]["FE"]).dropna()
-        half = _interval(diff)
-        rows.append({"samples_per_class": n, "pairs": len(diff), "ft_minus_fe": diff.mean(), "ci95": half,
-                     "fe_within_noise": bool(diff.mean() - half <= 0) if np.isfinite(half) else bool(diff.mean() <= 0),
+        mean, half = diff.mean(), _interval(diff)
+        verdict = "within noise" if not np.isfinite(half) or abs(mean) <= half else \
+            "FT better" if mean > 0 else "FE better"
+        rows.append({"samples_per_class": n, "pairs": len(diff), "ft_minus_fe": mean, "ci95": half,
+                     "verdict": verdict,
                      "time_ratio_ft_fe": group["training_seconds"]["FT"].mean() /
                                          group["training_seconds"]["FE"].mean(),
                      "energy_ratio_ft_fe": group["training_energy_kwh"]["FT"].mean() /
@@ -59,25 +62,25 @@ def paired_differences(records) -> pd.DataFrame:
 
 
 def guideline(records) -> str:
-    """The answer in words: up to which N feature extraction is within noise of fine-tuning, and
-    what fine-tuning costs more."""
+    """The answer in words: up to which N feature extraction is as good as fine-tuning (within
+    noise, or better), and what training by fine-tuning costs over feature extraction."""
     table = paired_differences(records)
-    within = table.fe_within_noise
+    good_enough = table.verdict != "FT better"
     sizes = list(table.index)
-    lines = []
-    if within.all():
-        lines.append(f"Feature extraction is within noise of fine-tuning at every size measured "
-                     f"({sizes[0]} to {sizes[-1]} images per class).")
-    elif not within.iloc[0]:
-        lines.append(f"Fine-tuning is better from the smallest size measured ({sizes[0]} per class) on.")
+    if good_enough.all():
+        verdict = (f"Feature extraction is as good as fine-tuning or better at every size measured "
+                   f"({sizes[0]} to {sizes[-1]} images per class).")
+    elif not good_enough.iloc[0]:
+        verdict = f"Fine-tuning is better from the smallest size measured ({sizes[0]} per class) on."
     else:
-        last = max(n for n in sizes if all(within[m] for m in sizes if m <= n))
-        lines.append(f"Feature extraction is within noise of fine-tuning up to {last} images per class; above "
-                     f"that fine-tuning is better.")
+        last = max(n for n in sizes if all(good_enough[m] for m in sizes if m <= n))
+        verdict = (f"Feature extraction is as good as fine-tuning (within noise, or better) up to {last} images "
+                   f"per class; above that fine-tuning is better.")
+    lines = [verdict]
     for n, row in table.iterrows():
-        lines.append(f"  N={n}: FT - FE = {row.ft_minus_fe:+.3f} (95% CI ±{row.ci95:.3f}, {row.pairs} paired splits); "
-                     f"training FT costs {row.time_ratio_ft_fe:.1f}x the time and {row.energy_ratio_ft_fe:.1f}x the "
-                     f"energy of FE")
+        lines.append(f"  N={n}: FT - FE = {row.ft_minus_fe:+.3f} (95% CI ±{row.ci95:.3f}, {row.pairs} paired splits: "
+                     f"{row.verdict}); training FT costs {row.time_ratio_ft_fe:.1f}x the time and "
+                     f"{row.energy_ratio_ft_fe:.1f}x the energy of FE")
     return "\n".join(lines)
 
 

@@ -289,12 +289,14 @@ def _fe_vs_ft(folder: str) -> list:
         ("code", "for backbone, runs in records.items():\n    figure = tradeoff.pareto(runs)\n"
                  "    figure.suptitle(backbone)\n    plots.save_figure(figure, folder, f'fe_vs_ft_cost_{setup}_{backbone}')\n"
                  "    display(figure)"),
-        ("md", "## The guideline\nFT minus FE test accuracy, paired by split (both trained on the same images): FE "
-               "is within noise where the 95% interval of the difference reaches zero."),
+        ("md", "## The guideline\nFT minus FE test accuracy, paired by split (both trained on the same images): the "
+               "two are within noise where the 95% interval of the difference holds zero; otherwise the interval "
+               "says which pipeline is better. Cost ratios compare training alone (the test evaluation is the same "
+               "forward pass for both)."),
         ("code", "# NBVAL_IGNORE_OUTPUT: the cost ratios differ between machines\n"
                  "for backbone, runs in records.items():\n    print(backbone)\n    print(tradeoff.guideline(runs), end='\\n\\n')"),
         ("code", "for backbone, runs in records.items():\n    print(backbone)\n"
-                 "    display(tradeoff.paired_differences(runs)[['pairs', 'ft_minus_fe', 'ci95', 'fe_within_noise']].round(3))"),
+                 "    display(tradeoff.paired_differences(runs)[['pairs', 'ft_minus_fe', 'ci95', 'verdict']].round(3))"),
     ]
 
 
