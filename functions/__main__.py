@@ -217,7 +217,7 @@ def cmd_fe_vs_ft(args):
                         val_per_class=args.val_per_class, crops=args.crops, seed=args.seed)
     study = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits, args.pipelines,
                       args.weights, track=not args.no_track, tracking_uri=args.tracking_uri, country=args.country,
-                      select=args.select, progress=not args.no_progress)
+                      select=args.select, target=args.target, progress=not args.no_progress)
     with pd.option_context("display.width", 200):
         print(tradeoff.summary(study.records).round(4).to_string())
         if {"FE", "FT"} <= {r["pipeline"] for r in study.records}:
@@ -323,6 +323,8 @@ def parser() -> argparse.ArgumentParser:
                                         "with accuracy, time, FLOPs, memory and energy per run (tracked in MLflow)")
     p.add_argument("folder", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}: its target classes")
     p.add_argument("--setup")
+    p.add_argument("--target", default="folder", choices=["folder", "digits"],
+                   help="the folder's target classes, or scikit-learn's 8 x 8 digits (offline; use --val-per-class 10)")
     p.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONE_NAMES,
                    help="an ImageNet network, or 'study': the folder's own source CNN")
     p.add_argument("--weights", type=Path, help="state-dict file (required for resnet50 / mobilenet_v2)")

@@ -253,3 +253,22 @@ def test_torchvision_backbones_load_from_a_weights_file(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(DataError, match="does not hold mobilenet_v2 weights"):
         load("mobilenet_v2", path)
+
+
+def test_scikit_learn_digits_are_a_third_offline_target(tmp_path, monkeypatch):
+    from functions.data.sources import digits_split
+    train_x, train_y = digits_split(True)
+    test_x, test_y = digits_split(False)
+    assert len(train_y) + len(test_y) == 1797 and train_x.shape[1:] == (8, 8) and train_x.max() == 255
+    assert np.bincount(test_y).min() >= 58  # every third image of each class
+    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path))
+    monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
+    settings = fe_vs_ft.Settings(backbone="study", max_epochs=2, patience=1, val_per_class=5)
+    study = fe_vs_ft.run_study("MNIST", None, settings, [2], 1, track=False, target="digits", progress=False,
+                               log=lambda *_: None)
+    assert study.path.name == "fe_vs_ft_digits_study.json"
+    assert {r["n_test"] for r in study.records} == {596} and {r["n_train"] for r in study.records} == {20}
+    with pytest.raises(DataError, match=r"20 samples per class asked for, but class \d has only \d+ images in "
+                                        r"the validation split"):
+        fe_vs_ft.run_study("MNIST", None, fe_vs_ft.Settings(backbone="study"), [1], 1, track=False,
+                           target="digits", progress=False, log=lambda *_: None)

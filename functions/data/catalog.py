@@ -50,6 +50,18 @@ SPECS = {
         None,
         (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
     ),
+    # scikit-learn's 8 x 8 digits (shipped inside scikit-learn) have no official test split: the
+    # test split is every third image of each class in the dataset's order (see data.sources)
+    "digits": DatasetSpec(
+        "digits", 10, 1201, 596, (0, 1, 2, 3, 4), (0, 1, 2, 3, 4),
+        {
+            "train_images": "6814ee925cf0c102743bfa5eab4e018f844610bb6d84ef9618594ac9df2c5f94",
+            "train_labels": "18714af397865d4a5a4eabf515c3137929ca82fe0d4bb3416f3dc77be2a16c26",
+            "test_images": "3640f4c6fac83c98209efd6c5536436a2c085d70f0e093581820253b2bc32b19",
+            "test_labels": "0041e7b58280cc39c75dc02a0505f405af15ae32c1a54ecc74be1c942c2b63dd",
+        },
+        (0.3048,), (0.3757,),
+    ),
 }
 
 def spec(name: str) -> DatasetSpec:

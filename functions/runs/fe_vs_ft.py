@@ -23,7 +23,7 @@ from ..core.errors import DataError, Interrupted
 from ..core.paths import results_dir
 from ..data.catalog import spec
 from ..data.fewshot import few_shot_index, validation_index
-from ..data.tasks import Split, TaskData, pixels
+from ..data.tasks import Split, TaskData, load_task, pixels
 from ..models.backbones import STUDY, Backbone, load, study_backbone
 from ..train.classifiers import EMBEDDINGS, HEADS, FeatureClassifier
 from ..train.evaluation import crop_scores, scores
@@ -96,8 +96,11 @@ def run_key(record: dict) -> tuple:
     return record["pipeline"], int(record["samples_per_class"]), int(record["split"])
 
 
-def results_file_path(folder: str, setup: str, backbone: str) -> Path:
-    return results_dir(folder) / f"fe_vs_ft_{setup}_{backbone}.json"
+TARGETS = ("folder", "digits")  # the folder's target classes, or scikit-learn's 8 x 8 digits
+
+
+def results_file_path(folder: str, setup: str, backbone: str, target: str = "folder") -> Path:
+    return results_dir(folder) / f"fe_vs_ft_{setup if target == 'folder' else target}_{backbone}.json"
 
 
 @dataclass
@@ -136,16 +139,20 @@ class Experiment:
     """One folder's grid: the backbone, the target task, the feature stores, the results file."""
 
     def __init__(self, folder: str, setup: str | None = None, settings: Settings = Settings(), weights=None,
-                 meter: CostMeter | None = None, tracker: Tracker | None = None, log=print):
+                 meter: CostMeter | None = None, tracker: Tracker | None = None, log=print, target: str = "folder"):
         configure_threads()
+        if target not in TARGETS:
+            raise DataError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
         self.setup = get_setup(folder, setup)
         self.settings, self.meter, self.tracker, self.log = settings, meter, tracker, log
         self.backbone = backbone_for(self.setup, settings, weights, log)
         cfg, _ = profile("quick", self.setup)
-        self.target = target_of(cfg.target_task(), settings.val_per_class, settings.seed)
+        task = cfg.target_task() if target == "folder" else \
+            load_task("digits", list(range(10)), cfg.val_split, cfg.generate_dataset_seed)
+        self.target = target_of(task, settings.val_per_class, settings.seed)
         self.layers = settings.layers_of(self.backbone)
         self.params = settings.params(self.backbone, self.target.dataset, self.target.classes)
-        self.results = ResultsFile(results_file_path(self.setup.folder, self.setup.name, settings.backbone),
+        self.results = ResultsFile(results_file_path(self.setup.folder, self.setup.name, settings.backbone, target),
                                    self.params, key=run_key)
         self._data = {"dataset": self.target.dataset, "classes": self.target.classes, "val_split": cfg.val_split,
                       "seed": cfg.generate_dataset_seed}
@@ -370,9 +377,12 @@ class Study:
 
 def run_study(folder: str, setup: str | None = None, settings: Settings = Settings(), samples_per_class=(1, 5, 10),
               splits: int = 5, pipelines=PIPELINES, weights=None, track: bool = True, tracking_uri: str | None = None,
-              country: str = "FRA", select: bool = False, progress: bool = True, log=print) -> Study:
+              country: str = "FRA", select: bool = False, target: str = "folder", progress: bool = True,
+              log=print) -> Study:
     """The driver: one MLflow store (checked before any work) and one energy tracker for the
-    process, the grid run or resumed, and (``select``) model selection on the largest N."""
+    process, the grid run or resumed, and (``select``) model selection on the largest N.
+    ``target``: the folder's target classes, or "digits" (scikit-learn's 8 x 8 digits, resized to
+    the backbone's input; the folder still names the source CNN for the "study" backbone)."""
     from .selection import select as model_selection
     if splits < 1:
         raise DataError(f"splits={splits} must be at least 1")
@@ -381,7 +391,7 @@ def run_study(folder: str, setup: str | None = None, settings: Settings = Settin
         raise DataError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
     tracker = Tracker(tracking_uri) if track else None
     with CostMeter(country) as meter:
-        experiment = Experiment(folder, setup, settings, weights, meter, tracker, log)
+        experiment = Experiment(folder, setup, settings, weights, meter, tracker, log, target)
         path = run_grid(experiment, samples_per_class, splits, pipelines, progress)
         selection = model_selection(experiment, max(samples_per_class)) if select else None
     asked = {(p, n, s) for p in pipelines for n in samples_per_class for s in range(splits)}

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.paths import results_dir
 from ..data.tasks import Split
 from ..train.classifiers import FeatureClassifier
 from ..train.evaluation import scores
@@ -44,8 +43,9 @@ def ft_candidates(depth: int) -> list[dict]:
 
 
 def selection_path(experiment) -> Path:
-    s = experiment.setup
-    return results_dir(s.folder) / f"fe_vs_ft_select_{s.name}_{experiment.settings.backbone}.json"
+    """Beside the grid's results file: ``fe_vs_ft_select_<setup or target>_<backbone>.json``."""
+    grid = experiment.results.path
+    return grid.with_name(grid.name.replace("fe_vs_ft_", "fe_vs_ft_select_", 1))
 
 
 def _key(record: dict) -> tuple:
