@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from scipy import stats as scipy_stats
 
 COSTS = {"training_seconds": "training time (s)", "total_seconds": "time with test evaluation (s)"}
@@ -84,7 +85,16 @@ def guideline(records) -> str:
     return "\n".join(lines)
 
 
-def accuracy_curves(records) -> Figure:
+def _finish(fig: Figure, title: str | None) -> Figure:
+    if title:
+        fig.suptitle(title)
+    for ax in fig.axes:
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log axes: label the decades only
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_curves(records, title: str | None = None) -> Figure:
     """Mean test accuracy against samples per class (log x), 95% interval as a band, per pipeline."""
     table = summary(records).reset_index()
     fig = Figure(figsize=(6, 4))
@@ -97,8 +107,7 @@ def accuracy_curves(records) -> Figure:
     ax.set(xscale="log", xlabel="labelled images per class", ylabel="test accuracy")
     ax.legend(title="pipeline")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def _front(points: pd.DataFrame, cost: str) -> pd.DataFrame:
@@ -112,7 +121,7 @@ def _front(points: pd.DataFrame, cost: str) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
-def pareto(records) -> Figure:
+def pareto(records, title: str | None = None) -> Figure:
     """Mean test accuracy against the mean cost of a run (training alone, and with the evaluation
     of the test split), one point per pipeline and N labelled with N; the line joins the
     Pareto-optimal points."""
@@ -129,8 +138,7 @@ def pareto(records) -> Figure:
         ax.set(xscale="log", xlabel=f"cost of a run: {label}", ylabel="test accuracy")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    return fig
+    return _finish(fig, title)
 
 
 def selection_table(candidates) -> pd.DataFrame:

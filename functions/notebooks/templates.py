@@ -264,7 +264,7 @@ def _fe_vs_ft(folder: str) -> list:
         ("code", "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, "
                  "tradeoff\nfrom functions.notebooks import study\nstudy.use_output_root(output_root)"),
         ("md", "## The runs\nResults files are resumed: runs already in them are not trained again."),
-        ("code", "# NBVAL_IGNORE_OUTPUT: progress bars show rates and times\n"
+        ("code", "# NBVAL_IGNORE_OUTPUT\n# (progress bars show rates and times)\n"
                  "records = {backbone: study.fe_vs_ft(folder, setup, backbone, samples_per_class, splits, track=track,\n"
                  "                                    input_size=input_size, classifier=classifier, frozen=frozen)\n"
                  "           for backbone in backbones}"),
@@ -275,25 +275,25 @@ def _fe_vs_ft(folder: str) -> list:
                "machine."),
         ("code", "for backbone, runs in records.items():\n    print(backbone)\n"
                  "    display(tradeoff.summary(runs)[['splits', 'test_acc', 'ci95', 'mean_class_acc']].round(3))"),
-        ("code", "# NBVAL_IGNORE_OUTPUT: times and energy differ between machines\n"
+        ("code", "# NBVAL_IGNORE_OUTPUT\n# (times and energy differ between machines)\n"
                  "for backbone, runs in records.items():\n    print(backbone)\n"
                  "    display(tradeoff.summary(runs)[['training_seconds', 'training_wh', 'training_gflops', 'total_seconds',\n"
                  "                                    'total_wh']].round(3))"),
         ("md", "## Accuracy against labelled images\nBands are 95% confidence intervals over the splits. Where the "
                "bands of FE and FT overlap, the cheap pipeline is as good as the expensive one."),
-        ("code", "for backbone, runs in records.items():\n    figure = tradeoff.accuracy_curves(runs)\n"
-                 "    figure.suptitle(backbone)\n    plots.save_figure(figure, folder, f'fe_vs_ft_accuracy_{setup}_{backbone}')\n"
+        ("code", "for backbone, runs in records.items():\n    figure = tradeoff.accuracy_curves(runs, title=backbone)\n"
+                 "    plots.save_figure(figure, folder, f'fe_vs_ft_accuracy_{setup}_{backbone}')\n"
                  "    display(figure)"),
         ("md", "## Accuracy against cost\nEach point is the mean run of one pipeline at one size (labelled with N). "
                "The dashed line joins the Pareto-optimal points: nothing else is both cheaper and more accurate."),
-        ("code", "for backbone, runs in records.items():\n    figure = tradeoff.pareto(runs)\n"
-                 "    figure.suptitle(backbone)\n    plots.save_figure(figure, folder, f'fe_vs_ft_cost_{setup}_{backbone}')\n"
+        ("code", "for backbone, runs in records.items():\n    figure = tradeoff.pareto(runs, title=backbone)\n"
+                 "    plots.save_figure(figure, folder, f'fe_vs_ft_cost_{setup}_{backbone}')\n"
                  "    display(figure)"),
         ("md", "## The guideline\nFT minus FE test accuracy, paired by split (both trained on the same images): the "
                "two are within noise where the 95% interval of the difference holds zero; otherwise the interval "
                "says which pipeline is better. Cost ratios compare training alone (the test evaluation is the same "
                "forward pass for both)."),
-        ("code", "# NBVAL_IGNORE_OUTPUT: the cost ratios differ between machines\n"
+        ("code", "# NBVAL_IGNORE_OUTPUT\n# (the cost ratios differ between machines)\n"
                  "for backbone, runs in records.items():\n    print(backbone)\n    print(tradeoff.guideline(runs), end='\\n\\n')"),
         ("code", "for backbone, runs in records.items():\n    print(backbone)\n"
                  "    display(tradeoff.paired_differences(runs)[['pairs', 'ft_minus_fe', 'ci95', 'verdict']].round(3))"),
