@@ -185,3 +185,15 @@ def test_runs_logged_over_http_to_a_real_mlflow_server(tmp_path, monkeypatch):
         assert [item.path for item in tracker.client.list_artifacts(run_id)] == ["notes.txt"]
     finally:
         stop(process)
+
+
+def test_drivers_opening_one_new_store_at_once_all_succeed(tmp_path):
+    """Notebooks run side by side (nbval with two workers) share the output root's store."""
+    script = ("import sys\nfrom functions.runs.tracking import Tracker\n"
+              "print(Tracker(sys.argv[1]).experiment_id('Fine-tuning'))")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    drivers = [subprocess.Popen([sys.executable, "-c", script, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(3)]
+    outcomes = [d.communicate(timeout=120) for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0, 0], [err[-500:] for _, err in outcomes]
+    assert len({out.strip() for out, _ in outcomes}) == 1  # one experiment, not three

@@ -8,6 +8,7 @@ MLflow's global state changes.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
 import os
@@ -88,6 +89,21 @@ def _quiet():
             logger.setLevel(level)
 
 
+@contextmanager
+def _exclusive(db: Path | None):
+    """One process at a time creates or migrates a SQLite store: two notebooks opening a new
+    store at once otherwise both create its tables and one fails ("table ... already exists")."""
+    if db is None:
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _artifact_folder(name: str) -> str:
     """An experiment name as one safe folder name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "experiment"
@@ -123,10 +139,11 @@ class Tracker:
             for knob, value in HTTP_KNOBS.items():
                 os.environ.setdefault(knob, value)
         try:
-            with _quiet():
-                if self.db is not None:
-                    self.db.parent.mkdir(parents=True, exist_ok=True)
+            if self.db is not None:
+                self.db.parent.mkdir(parents=True, exist_ok=True)
+            with _quiet(), _exclusive(self.db):
                 self.client = MlflowClient(tracking_uri=self.uri)
+                self.client.search_experiments(max_results=1)  # the store's tables exist when this returns
         except MlflowException as err:
             raise DataError(f"MLflow cannot open the tracking store {self.uri}: {err.message}; "
                             f"set MLFLOW_TRACKING_URI to a working store") from err
@@ -136,16 +153,19 @@ class Tracker:
         """The id of experiment ``name``, created (with its artifacts next to a SQLite store) or
         restored when it was deleted."""
         if name not in self._experiments:
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                location = (str(self.db.parent / "mlartifacts" / _artifact_folder(name))
-                            if self.db is not None else None)
-                self._experiments[name] = self.client.create_experiment(name, artifact_location=location)
-            else:
-                if found.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(found.experiment_id)
-                self._experiments[name] = found.experiment_id
+            with _exclusive(self.db):  # two drivers on one new store would both create it
+                self._experiments[name] = self._get_or_create(name)
         return self._experiments[name]
+
+    def _get_or_create(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            location = (str(self.db.parent / "mlartifacts" / _artifact_folder(name))
+                        if self.db is not None else None)
+            return self.client.create_experiment(name, artifact_location=location)
+        if found.lifecycle_stage == "deleted":
+            self.client.restore_experiment(found.experiment_id)
+        return found.experiment_id
 
     def log_run(self, experiment: str, run_name: str, params: dict, metrics: dict[str, float],
                 curves: dict[str, list[float]] | None = None, artifacts: list[Path] | None = None,
