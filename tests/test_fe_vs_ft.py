@@ -193,6 +193,17 @@ def test_grid_writes_resumes_and_logs_every_run_to_mlflow(tmp_path, monkeypatch)
     again = fe_vs_ft.run_study("MNIST", None, settings, [1, 3], 2, tracking_uri=uri, progress=False,
                                log=lambda *_: None).records
     assert again == records and len(tracker.runs("Fine-tuning")) == 4  # resumed: nothing trained or logged twice
+    figures = tradeoff.report(study, "MNIST", "regular_study")
+    assert [f.name for f in figures] == ["fe_vs_ft_accuracy_regular_study.png", "fe_vs_ft_cost_regular_study.png"]
+    assert all(f.is_file() and f.parent == tmp_path / "MNIST" / "results" / "figures" for f in figures)
+    summaries = tracker.runs("Fine-tuning")
+    summary_run = summaries[summaries["tags.kind"] == "summary"]
+    assert len(summary_run) == 1 and len(tracker.runs("Feature extraction")) == 5
+    artifacts = {a.path for a in tracker.client.list_artifacts(summary_run.run_id.iloc[0])}
+    assert artifacts == {f.name for f in figures} | {"summary.csv", "guideline.txt"}
+    tradeoff.report(fe_vs_ft.run_study("MNIST", None, settings, [1, 3], 2, tracking_uri=uri, progress=False,
+                                       log=lambda *_: None), "MNIST", "regular_study")
+    assert len(tracker.runs("Fine-tuning")) == 5  # a resumed grid trains nothing and logs no second summary
     summary = tradeoff.summary(records)
     assert list(summary.index) == [("FE", 1), ("FE", 3), ("FT", 1), ("FT", 3)]
     assert "images per class" in tradeoff.guideline(records) or "smallest size" in tradeoff.guideline(records)

@@ -6,11 +6,17 @@ differences, not by comparing two overlapping intervals.
 """
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from scipy import stats as scipy_stats
+
+from ..runs.fe_vs_ft import EXPERIMENTS
+from .plots import save_figure
 
 COSTS = {"training_seconds": "training time (s)", "total_seconds": "time with test evaluation (s)"}
 COLOURS = {"FE": "tab:blue", "FT": "tab:orange"}
@@ -149,3 +155,25 @@ def selection_table(candidates) -> pd.DataFrame:
             for c in candidates]
     frame = pd.DataFrame(rows).sort_values(["pipeline", "val_acc"], ascending=[True, False], kind="stable")
     return frame.groupby("pipeline").head(5).round(4).reset_index(drop=True)
+
+
+def report(study, folder: str, figure_name: str) -> list[Path]:
+    """The grid's figures (accuracy against N, accuracy against cost) saved as
+    ``<Folder>/results/figures/fe_vs_ft_{accuracy,cost}_<figure_name>.png``; when the call trained
+    new runs and tracks them, the figures, the summary table and the guideline are also logged as
+    artifacts of one summary run in each MLflow experiment."""
+    title = study.name.split(" ")[-1]
+    paths = [save_figure(accuracy_curves(study.records, title), folder, f"fe_vs_ft_accuracy_{figure_name}"),
+             save_figure(pareto(study.records, title), folder, f"fe_vs_ft_cost_{figure_name}")]
+    pipelines = {r["pipeline"] for r in study.records}
+    if study.tracker is None or not study.trained or pipelines != set(EXPERIMENTS):
+        return paths
+    with tempfile.TemporaryDirectory() as tmp:
+        table, words = Path(tmp) / "summary.csv", Path(tmp) / "guideline.txt"
+        summary(study.records).to_csv(table)
+        words.write_text(guideline(study.records) + "\n")
+        metrics = {f"{p}_n{n}_test_acc": row.test_acc for (p, n), row in summary(study.records).iterrows()}
+        for experiment in EXPERIMENTS.values():
+            study.tracker.log_run(experiment, f"{study.name} summary", {"results_file": str(study.path)}, metrics,
+                                  artifacts=[*paths, table, words], tags={"kind": "summary"})
+    return paths

@@ -202,6 +202,11 @@ def collected_records() -> "pd.DataFrame":
 def fe_vs_ft(folder: str, setup: str | None, backbone: str, samples_per_class, splits: int, track: bool = True,
              **settings) -> list[dict]:
     """Feature extraction and fine-tuning runs of one backbone over the few-shot grid (resumed
-    from the folder's results file; new runs are logged to MLflow when ``track``)."""
-    return run_fe_vs_ft(folder, setup, Settings(backbone=backbone, **settings), samples_per_class, splits,
-                        track=track, log=lambda *_: None).records
+    from the folder's results file; new runs, and the figures of a grid that trained any, are
+    logged to MLflow when ``track``); the figures are saved under the folder's figures."""
+    from ..analysis.tradeoff import report
+    chosen = get_setup(folder, setup)
+    study = run_fe_vs_ft(folder, setup, Settings(backbone=backbone, **settings), samples_per_class, splits,
+                         track=track, log=lambda *_: None)
+    report(study, folder, f"{chosen.name}_{backbone}")
+    return study.records

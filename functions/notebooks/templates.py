@@ -261,8 +261,8 @@ def _fe_vs_ft(folder: str) -> list:
                "on the same seeded training splits and are scored on the official test split; each run is charged "
                "for its time, counted FLOPs, peak memory and energy (codecarbon)."),
         ("code", parameters),
-        ("code", "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, "
-                 "tradeoff\nfrom functions.notebooks import study\nstudy.use_output_root(output_root)"),
+        ("code", "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import tradeoff\n"
+                 "from functions.notebooks import study\nstudy.use_output_root(output_root)"),
         ("md", "## The runs\nResults files are resumed: runs already in them are not trained again."),
         ("code", "# NBVAL_IGNORE_OUTPUT\n# (progress bars show rates and times)\n"
                  "records = {backbone: study.fe_vs_ft(folder, setup, backbone, samples_per_class, splits, track=track,\n"
@@ -279,16 +279,14 @@ def _fe_vs_ft(folder: str) -> list:
                  "for backbone, runs in records.items():\n    print(backbone)\n"
                  "    display(tradeoff.summary(runs)[['training_seconds', 'training_wh', 'training_gflops', 'total_seconds',\n"
                  "                                    'total_wh']].round(3))"),
-        ("md", "## Accuracy against labelled images\nBands are 95% confidence intervals over the splits. Where the "
+        ("md", "## Accuracy against labelled images\nThis figure and the next are saved under `results/figures/` (and "
+               "logged to MLflow with the summary when the grid trained new runs). Bands are 95% confidence intervals "
+               "over the splits. Where the "
                "bands of FE and FT overlap, the cheap pipeline is as good as the expensive one."),
-        ("code", "for backbone, runs in records.items():\n    figure = tradeoff.accuracy_curves(runs, title=backbone)\n"
-                 "    plots.save_figure(figure, folder, f'fe_vs_ft_accuracy_{setup}_{backbone}')\n"
-                 "    display(figure)"),
+        ("code", "for backbone, runs in records.items():\n    display(tradeoff.accuracy_curves(runs, title=backbone))"),
         ("md", "## Accuracy against cost\nEach point is the mean run of one pipeline at one size (labelled with N). "
                "The dashed line joins the Pareto-optimal points: nothing else is both cheaper and more accurate."),
-        ("code", "for backbone, runs in records.items():\n    figure = tradeoff.pareto(runs, title=backbone)\n"
-                 "    plots.save_figure(figure, folder, f'fe_vs_ft_cost_{setup}_{backbone}')\n"
-                 "    display(figure)"),
+        ("code", "for backbone, runs in records.items():\n    display(tradeoff.pareto(runs, title=backbone))"),
         ("md", "## The guideline\nFT minus FE test accuracy, paired by split (both trained on the same images): the "
                "two are within noise where the 95% interval of the difference holds zero; otherwise the interval "
                "says which pipeline is better. Cost ratios compare training alone (the test evaluation is the same "

@@ -372,7 +372,10 @@ def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=P
 class Study:
     path: Path
     records: list[dict]                  # the runs asked for
+    trained: int = 0                     # how many of them this call trained (the rest were resumed)
     selection: list[dict] | None = None  # model-selection candidates, when asked for
+    tracker: Tracker | None = None       # the driver's MLflow store, for the summary's figures
+    name: str = ""                       # "<folder>/<setup or target> <backbone>"
 
 
 def run_study(folder: str, setup: str | None = None, settings: Settings = Settings(), samples_per_class=(1, 5, 10),
@@ -392,7 +395,10 @@ def run_study(folder: str, setup: str | None = None, settings: Settings = Settin
     tracker = Tracker(tracking_uri) if track else None
     with CostMeter(country) as meter:
         experiment = Experiment(folder, setup, settings, weights, meter, tracker, log, target)
+        before = len(experiment.results.records)
         path = run_grid(experiment, samples_per_class, splits, pipelines, progress)
         selection = model_selection(experiment, max(samples_per_class)) if select else None
     asked = {(p, n, s) for p in pipelines for n in samples_per_class for s in range(splits)}
-    return Study(path, [r for r in experiment.results.records if run_key(r) in asked], selection)
+    name = f"{experiment.setup.folder}/{experiment.setup.name if target == 'folder' else target} {settings.backbone}"
+    return Study(path, [r for r in experiment.results.records if run_key(r) in asked],
+                 len(experiment.results.records) - before, selection, tracker, name)
