@@ -226,6 +226,7 @@ def cmd_fe_vs_ft(args):
             print(f"model selection on the validation set ({max(args.samples_per_class)} per class, split 0); "
                   f"test scored once for the chosen candidate of each pipeline:")
             print(tradeoff.selection_table(study.selection).to_string())
+    print(f"energy: {study.energy_source}")
     figure_name = f"{study.path.stem.removeprefix('fe_vs_ft_')}"
     for path in tradeoff.report(study, args.folder, figure_name):
         print(f"wrote {path}")

@@ -75,8 +75,8 @@ def guideline(records) -> str:
     good_enough = table.verdict != "FT better"
     sizes = list(table.index)
     if good_enough.all():
-        verdict = (f"Feature extraction is as good as fine-tuning or better at every size measured "
-                   f"({sizes[0]} to {sizes[-1]} images per class).")
+        measured = f"{sizes[0]} to {sizes[-1]} images per class" if len(sizes) > 1 else f"{sizes[0]} per class"
+        verdict = f"Feature extraction is as good as fine-tuning or better at every size measured ({measured})."
     elif not good_enough.iloc[0]:
         verdict = f"Fine-tuning is better from the smallest size measured ({sizes[0]} per class) on."
     else:

@@ -376,6 +376,7 @@ class Study:
     selection: list[dict] | None = None  # model-selection candidates, when asked for
     tracker: Tracker | None = None       # the driver's MLflow store, for the summary's figures
     name: str = ""                       # "<folder>/<setup or target> <backbone>"
+    energy_source: str = ""              # where this machine's energy numbers come from
 
 
 def run_study(folder: str, setup: str | None = None, settings: Settings = Settings(), samples_per_class=(1, 5, 10),
@@ -401,4 +402,4 @@ def run_study(folder: str, setup: str | None = None, settings: Settings = Settin
     asked = {(p, n, s) for p in pipelines for n in samples_per_class for s in range(splits)}
     name = f"{experiment.setup.folder}/{experiment.setup.name if target == 'folder' else target} {settings.backbone}"
     return Study(path, [r for r in experiment.results.records if run_key(r) in asked],
-                 len(experiment.results.records) - before, selection, tracker, name)
+                 len(experiment.results.records) - before, selection, tracker, name, meter.energy_source)
