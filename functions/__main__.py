@@ -98,9 +98,15 @@ def cmd_pretrain(args):
 def cmd_run(args):
     from .analysis.summary import records_frame, summary_table
     from .runs.sweep import run_sweep
+    from .runs.executors import make_executor
     setup, cfg, grid = _experiment(args)
+    executor = make_executor(args.executor, args.address, args.task_cpus, args.task_gpus, args.max_retries)
     began = time.perf_counter()
-    paths = run_sweep(setup, cfg, grid, baselines=not args.no_baselines, progress=not args.no_progress)
+    try:
+        paths = run_sweep(setup, cfg, grid, baselines=not args.no_baselines, progress=not args.no_progress,
+                          executor=executor)
+    finally:
+        executor.close()
     seconds = time.perf_counter() - began
     frame = records_frame(*paths.values())
     frame = frame[frame.sampled_cut_point.isin([-1, *grid.cut_points]) & frame.sampled_percentage.isin(grid.percentages)]
@@ -254,6 +260,18 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--repeats", type=POSITIVE, help="runs per percentage and cut point (at least 1)")
             p.add_argument("--cuts", type=NON_NEGATIVE, nargs="+", help="cut points 0..depth")
 
+    def executor_args(p):
+        p.add_argument("--executor", default="in-process", choices=["in-process", "ray"],
+                       help="where cells train: this process, or tasks on a Ray cluster")
+        p.add_argument("--address", default="local",
+                       help="with --executor ray: 'local' (a Ray instance on this machine, dashboard off), 'auto' "
+                            "(the cluster this machine joined), or host:port / ray://host:port")
+        p.add_argument("--task-cpus", type=_ranged(float, 0.0, 1024.0, low_open=True, name="CPUs per task"), default=1.0)
+        p.add_argument("--task-gpus", type=_ranged(float, 0.0, 64.0, name="GPUs per task"), default=0.0,
+                       help="GPUs per task (0.25: four tasks share one GPU)")
+        p.add_argument("--max-retries", type=_ranged(int, 0, 100, name="retries"), default=3,
+                       help="times a task is run again when its worker dies")
+
     p = sub.add_parser("pretrain", help="train (or reuse) a folder's source model")
     experiment_args(p, with_grid=False)
     p.add_argument("--all", action="store_true", help="every setup whose source data is available")
@@ -262,6 +280,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="baselines + cut-point sweep of one mode, then a summary table")
     experiment_args(p)
+    executor_args(p)
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--plot", action="store_true", help="also save the box plot of test accuracy per cut")

@@ -10,15 +10,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import LEGACY_VALUES, Config, Grid, Setup, baseline_params
 from ..core.device import pick_device
-from ..core.errors import Interrupted
+from ..core.errors import DataError, Interrupted
 from ..data.catalog import percentage_key
 from ..data.tasks import TaskData, balanced_subset, subset_seed
 from ..models.study_cnn import build, cut
 from ..train.engine import fit_group, staged_inputs
+from .executors import Failure, InProcess
 from .pretrained import load_pretrained
 from .store import ResultsFile, results_path
 
@@ -84,12 +86,40 @@ def pending_runs(results: ResultsFile, grid: Grid, cut_points) -> list[tuple]:
             if (percentage_key(p), c, r) not in done]
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: the pending repeats of one (kind, cut point, percentage), trained as one
+    group by the engine and saved together."""
+
+    kind: str  # "results" or "baselines"
+    cut_point: int
+    percentage: float
+    repeats: tuple
+
+    def describe(self) -> str:
+        what = "baseline" if self.kind == "baselines" else f"cut {self.cut_point}"
+        return f"{what}, percentage {self.percentage:g}, repeats {list(self.repeats)}"
+
+
+def train_cell(cell: Cell, cfg: Config, task: TaskData, source, inputs, device=None) -> list[dict]:
+    """The records of one cell (``source``: the pretrained model, None for baselines); ``inputs``
+    as :func:`inputs_per_cut` gives them, moved to ``device`` (default: where they are)."""
+    if device is not None:
+        start, *splits = inputs
+        inputs = (start, *(split.to(pick_device(device)) for split in splits))
+    trained = train_group(cfg, task, source, cell.cut_point, [(cell.percentage, r) for r in cell.repeats], inputs)
+    return [_record(cfg, cell.percentage, cell.cut_point, repeat, result)
+            for repeat, (_, result) in zip(cell.repeats, trained)]
+
+
 def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, progress: bool = True,
-              log=print, on_run=None, device=None) -> dict[str, Path]:
+              log=print, on_run=None, device=None, executor=None) -> dict[str, Path]:
     """Baselines and cut-point runs of one mode, resumable; returns the results files' paths.
 
-    ``on_run(record)`` is called after each saved run (used for progress hooks and tests).
+    ``executor`` (default: this process) runs the cells; ``on_run(record)`` is called after each
+    saved run (used for progress hooks and tests).
     """
+    executor = executor or InProcess()
     for c in grid.cut_points:
         cfg.check_cut(c)
     device = pick_device(device)
@@ -104,7 +134,7 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
     pretrained = load_pretrained(setup, cfg, log) if todo["results"] else None
     bar = tqdm(total=total, desc=f"{setup.folder}/{setup.name} {cfg.mode}", disable=not progress, unit="run")
     try:
-        _train_pending(cfg, task, pretrained, todo, files, device, bar, on_run)
+        _train_pending(cfg, task, pretrained, todo, files, device, bar, on_run, executor)
     except KeyboardInterrupt:
         bar.close()
         saved = sum(len(f.records) for f in files.values())
@@ -114,22 +144,45 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
     return {kind: f.path for kind, f in files.items()}
 
 
-def _train_pending(cfg, task, pretrained, todo: dict, files: dict, device, bar, on_run) -> None:
-    """Train the pending runs cell by cell, in increasing cut order, saving each cell as it ends."""
+def _cells(runs) -> list[Cell]:
+    cells: dict[tuple, list] = {}  # (cut point, percentage) -> its pending repeats
+    for percentage, cut_point, repeat in runs:
+        cells.setdefault((cut_point, percentage), []).append(repeat)
+    return [(cut_point, percentage, tuple(repeats)) for (cut_point, percentage), repeats in sorted(cells.items())]
+
+
+def _train_pending(cfg, task, pretrained, todo: dict, files: dict, device, bar, on_run, executor) -> None:
+    """Hand the pending cells to ``executor`` in increasing cut order, each cut point's inputs
+    staged once, and save each cell's records as it finishes (in completion order)."""
+    failures: list[Failure] = []
+
+    def save(finished) -> None:
+        for cell, records in finished:
+            if isinstance(records, Failure):
+                failures.append(records)
+                continue
+            # a cell's repeats train and are saved together, so a resumed sweep groups runs
+            # exactly as an uninterrupted one does
+            files[cell.kind].add(*records)
+            bar.update(len(records))
+            for record in records if on_run else ():
+                on_run(record)
+
+    remote = not isinstance(executor, InProcess)
+    shared_task = executor.share(task)
     for kind, runs in todo.items():
         source = pretrained if kind == "results" else None
-        cells: dict[tuple, list] = {}  # (cut point, percentage) -> its pending runs
-        for percentage, cut_point, repeat in runs:
-            cells.setdefault((cut_point, percentage), []).append((percentage, repeat))
-        for cut_point, inputs in inputs_per_cut(cfg, task, source, sorted({c for c, _ in cells}), device):
-            for (_, percentage), repeats in sorted(item for item in cells.items() if item[0][0] == cut_point):
-                trained = train_group(cfg, task, source, cut_point, repeats, inputs)
-                # a cell's repeats train and are saved together, so a resumed sweep groups runs
-                # exactly as an uninterrupted one does
-                records = [_record(cfg, percentage, cut_point, repeat, result)
-                           for (_, repeat), (_, result) in zip(repeats, trained)]
-                files[kind].add(*records)
-                bar.update(len(records))
-                for record in records if on_run else ():
-                    on_run(record)
-
+        shared_source = executor.share(source) if source is not None else None
+        cells = [Cell(kind, c, p, repeats) for c, p, repeats in _cells(runs)]
+        stage_on = "cpu" if remote else device  # tasks move their inputs to their own device
+        for cut_point, inputs in inputs_per_cut(cfg, task, source, sorted({c.cut_point for c in cells}), stage_on):
+            shared_inputs = executor.share(inputs)  # staged inputs stay valid only until the next cut point
+            for cell in (c for c in cells if c.cut_point == cut_point):
+                executor.submit(train_cell, cell, cfg, shared_task, shared_source, shared_inputs,
+                                "auto" if remote else None)
+            save(executor.completed())
+    save(executor.completed(wait=True))
+    if failures:
+        listed = "; ".join(f"{f.unit.describe()} ({f.error})" for f in failures)
+        raise DataError(f"{len(failures)} cell(s) failed and are not saved: {listed}; the other runs are saved, "
+                        f"and re-running the same command retries the failed ones")

@@ -1,0 +1,156 @@
+"""Sweeps on a real Ray cluster: one head started with `ray start` for the module (2 CPUs, dashboard off)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from functions.core.errors import DataError
+from functions.notebooks.study import plan
+from functions.runs.executors import Failure, InProcess, RayExecutor, make_executor
+from functions.runs.sweep import run_sweep
+
+RAY = Path(sys.executable).parent / "ray"
+GRID = dict(percentages=[0.01], repeats=2, cut_points=[0, 2])
+EXPECTED = {"results": 4, "baselines": 2}  # 2 cut points x 2 repeats, and 2 baselines
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                    "--disable-usage-stats", "--object-store-memory=300000000"], check=True, capture_output=True, env=env, timeout=120)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def sweep(root: Path, executor, monkeypatch):
+    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(root))
+    setup, cfg, grid = plan("MNIST", None, "quick", "FR", GRID["percentages"], GRID["repeats"], GRID["cut_points"])
+    return run_sweep(setup, cfg, grid, progress=False, executor=executor)
+
+
+def runs_of(path: Path) -> list[dict]:
+    return json.loads(path.read_text())[1:]
+
+
+def without_seconds(records):
+    return sorted(({k: v for k, v in r.items() if k != "seconds"} for r in records),
+                  key=lambda r: (r["sampled_cut_point"], r["repeat"]))
+
+
+def test_the_ray_sweep_writes_what_the_in_process_one_writes(cluster, tmp_path, monkeypatch):
+    local = sweep(tmp_path / "in-process", InProcess(), monkeypatch)
+    executor = RayExecutor(cluster)
+    try:
+        remote = sweep(tmp_path / "ray", executor, monkeypatch)
+    finally:
+        executor.close()
+    for kind in ("results", "baselines"):
+        a, b = json.loads(local[kind].read_text()), json.loads(remote[kind].read_text())
+        assert a[0] == b[0] and len(b) - 1 == EXPECTED[kind]
+        assert without_seconds(a[1:]) == without_seconds(b[1:])  # whatever the completion order
+
+
+def _dies_once(unit, marker):
+    """A task whose worker process is killed on its first attempt."""
+    if not Path(marker).exists():
+        Path(marker).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return unit * 10
+
+
+def _raises_for_two(unit):
+    if unit == 2:
+        raise ValueError("bad unit")
+    return unit * 10
+
+
+def test_a_task_whose_worker_dies_is_retried_and_one_that_raises_is_reported(cluster, tmp_path):
+    executor = RayExecutor(cluster, max_retries=2)
+    import ray.cloudpickle
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    try:
+        began = time.perf_counter()
+        executor.submit(_dies_once, 7, str(tmp_path / "marker"))
+        ((unit, value),) = list(executor.completed(wait=True))
+        print(f"a killed worker cost {time.perf_counter() - began:.1f} s")
+        assert (unit, value) == (7, 70) and (tmp_path / "marker").exists()
+        for unit in (1, 2, 3):
+            executor.submit(_raises_for_two, unit)
+        finished = dict(executor.completed(wait=True))
+    finally:
+        executor.close()
+    assert finished[1] == 10 and finished[3] == 30
+    assert isinstance(finished[2], Failure) and "ValueError: bad unit" in finished[2].error
+
+
+class FailingCut(InProcess):
+    """Runs cells in this process but reports those at cut 2 as failed, as a Ray task that raised."""
+
+    def submit(self, work, unit, *args):
+        if unit.cut_point == 2:
+            self._done = getattr(self, "_done", []) + [(unit, Failure(unit, "RuntimeError: out of memory"))]
+        else:
+            super().submit(work, unit, *args)
+
+
+def test_a_failed_cell_is_named_the_others_are_saved_and_a_rerun_trains_only_it(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=r"1 cell\(s\) failed.*cut 2, percentage 0.01, repeats \[0, 1\] "
+                                        r"\(RuntimeError: out of memory\)"):
+        sweep(tmp_path, FailingCut(), monkeypatch)
+    results = tmp_path / "MNIST" / "results" / "results_regular_FR.json"
+    assert sorted(r["sampled_cut_point"] for r in runs_of(results)) == [0, 0]
+    sweep(tmp_path, InProcess(), monkeypatch)
+    assert sorted(r["sampled_cut_point"] for r in runs_of(results)) == [0, 0, 2, 2]
+
+
+def _restore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_a_driver_stopped_mid_sweep_resumes_with_nothing_lost_or_doubled(cluster, tmp_path, how):
+    env = {**os.environ, "TRANSFER_OUTPUT_ROOT": str(tmp_path)}
+    command = [sys.executable, "-m", "functions", "run", "MNIST", "--percentages", "0.01", "--repeats", "2",
+               "--cuts", "0", "1", "2", "3", "--executor", "ray", "--address", cluster, "--no-progress"]
+    results = tmp_path / "MNIST" / "results" / "results_regular_FR.json"
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_restore_sigint)
+    deadline = time.monotonic() + 240
+    while not (results.exists() and runs_of(results)) and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    driver.send_signal(how)
+    _, err = driver.communicate(timeout=120)
+    if how == signal.SIGINT:
+        assert driver.returncode == 130 and b"re-running the same command resumes" in err
+    saved = len(runs_of(results))
+    assert 0 < saved < 8
+    finished = subprocess.run(command, env=env, capture_output=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr.decode()[-2000:]
+    keys = [(r["sampled_cut_point"], r["repeat"]) for r in runs_of(results)]
+    assert sorted(keys) == [(c, r) for c in range(4) for r in range(2)]  # complete, no duplicates
+
+
+def test_bad_addresses_and_resources_are_refused_in_seconds(cluster):
+    began, port = time.perf_counter(), free_port()
+    with pytest.raises(DataError, match=rf"no Ray cluster answers at 127.0.0.1:{port}"):
+        RayExecutor(f"127.0.0.1:{port}")
+    assert time.perf_counter() - began < 10
+    with pytest.raises(DataError, match="has no GPUs"):
+        RayExecutor(cluster, task_gpus=0.25)
+    with pytest.raises(DataError, match="unknown executor 'dask'"):
+        make_executor("dask")
