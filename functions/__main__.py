@@ -146,9 +146,14 @@ def cmd_notebooks(args):
 
 
 def cmd_sweep(args):
+    from .runs.executors import make_executor
     from .runs.papermill_grid import run_grid
-    outcomes = run_grid(args.notebook, _grid_values(args.grid), args.out, _grid_values(args.param),
-                        progress=not args.no_progress)
+    executor = make_executor(args.executor, args.address, args.task_cpus, args.task_gpus, args.max_retries)
+    try:
+        outcomes = run_grid(args.notebook, _grid_values(args.grid), args.out, _grid_values(args.param),
+                            progress=not args.no_progress, executor=executor)
+    finally:
+        executor.close()
     for outcome in outcomes:
         print(f"{'FAILED' if outcome.error else 'ok    '} {outcome.folder}" + (f": {outcome.error}" if outcome.error else ""))
     failures = [o for o in outcomes if o.error]
@@ -297,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a parameter fixed for every point")
     p.add_argument("--out", default="sweeps", help="output folder (one subfolder per grid point)")
     p.add_argument("--no-progress", action="store_true")
+    executor_args(p)
     p.set_defaults(func=cmd_sweep)
 
     from .efficiency.heads import METHODS

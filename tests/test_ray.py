@@ -154,3 +154,15 @@ def test_bad_addresses_and_resources_are_refused_in_seconds(cluster):
         RayExecutor(cluster, task_gpus=0.25)
     with pytest.raises(DataError, match="unknown executor 'dask'"):
         make_executor("dask")
+
+
+def test_a_papermill_grid_runs_its_points_as_ray_tasks(cluster, tmp_path):
+    command = [sys.executable, "-m", "functions", "sweep", "MNIST/empirical.ipynb", "--no-progress",
+               "--grid", 'modes=[["FR"], ["XY"]]', "--param", "percentages=[0.002]", "--param", "repeats=1",
+               "--param", "cut_points=[6]", "--out", str(tmp_path), "--executor", "ray", "--address", cluster]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 passed, 1 failed" in done.stdout and "unknown mode 'XY'" in done.stdout
+    params, *runs = json.loads((tmp_path / "modes=FR" / "MNIST" / "results" / "results_regular_FR.json").read_text())
+    assert params["reinit"] and [r["sampled_cut_point"] for r in runs] == [6]

@@ -80,7 +80,8 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str = "local", task_cpus: float = 1, task_gpus: float = 0, max_retries: int = 3):
+    def __init__(self, address: str = "local", task_cpus: float = 1, task_gpus: float = 0, max_retries: int = 3,
+                 local_cpus: int | None = None):
         if task_cpus <= 0 or task_gpus < 0 or max_retries < 0:
             raise DataError("task CPUs must be positive, task GPUs and retries not negative")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -93,8 +94,8 @@ class RayExecutor:
 
         options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
-            if address == "local":
-                ray.init(**options)
+            if address == "local":  # local_cpus: how many of this machine's CPUs it may use (default all)
+                ray.init(num_cpus=local_cpus, **options)
             else:
                 ray.init(address=address, **options)
         except ConnectionError as err:

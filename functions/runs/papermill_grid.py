@@ -48,20 +48,46 @@ def execute(notebook: Path, output: Path, parameters: dict | None = None, timeou
                                start_timeout=120)
 
 
+def run_point(point: dict, notebook: Path, out: Path, fixed: dict | None, timeout: int) -> PointOutcome:
+    """One grid point executed into its own folder; an error is kept in the outcome, not raised."""
+    folder = (Path(out) / point_name(point)).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    parameters = {**(fixed or {}), **point, "output_root": str(folder)}
+    outcome = PointOutcome(point, folder)
+    try:
+        execute(notebook, folder / notebook.name, parameters, timeout)
+    except Exception as err:  # a failed point is reported at the end; the sweep goes on
+        outcome.error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+    return outcome
+
+
+def _indexed_point(index: int, point: dict, notebook: Path, out: Path, fixed: dict | None,
+                   timeout: int) -> PointOutcome:
+    """:func:`run_point` as an executor's unit, named by its place in the grid."""
+    return run_point(point, notebook, out, fixed, timeout)
+
+
 def run_grid(notebook: Path, grid: dict, out: Path, fixed: dict | None = None, timeout: int = 3600,
-             progress: bool = True) -> list[PointOutcome]:
+             progress: bool = True, executor=None) -> list[PointOutcome]:
+    """Every grid point, through ``executor`` (default: one after another in this process; on Ray,
+    one task per point); outcomes in grid order."""
+    from .executors import Failure, InProcess
+
     notebook = Path(notebook).resolve()
     if not notebook.is_file():
         raise DataError(f"no notebook {notebook}; give the path of a study notebook, e.g. MNIST/empirical.ipynb")
-    outcomes = []
-    for point in tqdm(grid_points(grid), desc=f"sweep {notebook.name}", disable=not progress, unit="notebook"):
-        folder = (Path(out) / point_name(point)).resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        parameters = {**(fixed or {}), **point, "output_root": str(folder)}
-        outcome = PointOutcome(point, folder)
-        try:
-            execute(notebook, folder / notebook.name, parameters, timeout)
-        except Exception as err:  # a failed point is reported at the end; the sweep goes on
-            outcome.error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
-        outcomes.append(outcome)
-    return outcomes
+    executor = executor or InProcess()
+    points = grid_points(grid)
+    outcomes = {}
+    with tqdm(total=len(points), desc=f"sweep {notebook.name}", disable=not progress, unit="notebook") as bar:
+        for index, point in enumerate(points):
+            executor.submit(_indexed_point, index, point, notebook, Path(out).resolve(), fixed, timeout)
+            for i, outcome in executor.completed():
+                outcomes[i] = outcome
+                bar.update(1)
+        for i, outcome in executor.completed(wait=True):
+            outcomes[i] = outcome
+            bar.update(1)
+    return [outcome if not isinstance(outcome, Failure) else
+            PointOutcome(points[i], (Path(out) / point_name(points[i])).resolve(), outcome.error)
+            for i, outcome in sorted(outcomes.items())]
