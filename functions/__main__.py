@@ -219,6 +219,7 @@ def cmd_classify(args):
 def cmd_fe_vs_ft(args):
     import pandas as pd
     from .analysis import tradeoff
+    from .runs.executors import make_executor
     from .runs.fe_vs_ft import Settings, run_study
     settings = Settings(backbone=args.backbone, input_size=args.input_size,
                         layers=tuple(args.layers) if args.layers else None,
@@ -226,9 +227,13 @@ def cmd_fe_vs_ft(args):
                         hidden=args.hidden, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                         max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
                         val_per_class=args.val_per_class, crops=args.crops, seed=args.seed)
-    study = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits, args.pipelines,
-                      args.weights, track=not args.no_track, tracking_uri=args.tracking_uri, country=args.country,
-                      select=args.select, target=args.target, progress=not args.no_progress)
+    executor = make_executor(args.executor, args.address, args.task_cpus, args.task_gpus, args.max_retries)
+    try:
+        study = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits, args.pipelines,
+                          args.weights, track=not args.no_track, tracking_uri=args.tracking_uri, country=args.country,
+                          select=args.select, target=args.target, progress=not args.no_progress, executor=executor)
+    finally:
+        executor.close()
     with pd.option_context("display.width", 200):
         print(tradeoff.summary(study.records).round(4).to_string())
         if {"FE", "FT"} <= {r["pipeline"] for r in study.records}:
@@ -386,6 +391,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<output root>/mlflow.db)")
     p.add_argument("--no-track", action="store_true", help="do not log runs to MLflow")
     p.add_argument("--no-progress", action="store_true")
+    executor_args(p)
     p.set_defaults(func=cmd_fe_vs_ft)
 
     p = sub.add_parser("summary", help="summary table of a folder's results files")

@@ -166,3 +166,25 @@ def test_a_papermill_grid_runs_its_points_as_ray_tasks(cluster, tmp_path):
     assert "1 passed, 1 failed" in done.stdout and "unknown mode 'XY'" in done.stdout
     params, *runs = json.loads((tmp_path / "modes=FR" / "MNIST" / "results" / "results_regular_FR.json").read_text())
     assert params["reinit"] and [r["sampled_cut_point"] for r in runs] == [6]
+
+
+MEASURED = ("_seconds", "_energy_kwh", "_emissions_kg", "_peak_memory_mb")
+
+
+def test_the_fe_vs_ft_grid_on_ray_equals_the_in_process_one(cluster, tmp_path, monkeypatch):
+    from functions.runs import fe_vs_ft
+    settings = fe_vs_ft.Settings(backbone="study", max_epochs=3, patience=2)
+    outcomes = {}
+    for name in ("in-process", "ray"):
+        monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / name))
+        monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / name / "features"))
+        executor = make_executor(name, cluster)
+        try:
+            outcomes[name] = fe_vs_ft.run_study("MNIST", None, settings, [1, 3], 2, track=False, progress=False,
+                                                log=lambda *_: None, executor=executor).records
+        finally:
+            executor.close()
+    same = lambda records: sorted(({k: v for k, v in r.items() if not k.endswith(MEASURED)} for r in records),
+                                  key=fe_vs_ft.run_key)
+    assert len(outcomes["ray"]) == 8 and same(outcomes["ray"]) == same(outcomes["in-process"])
+    assert all(r["total_energy_kwh"] >= 0 and r["evaluation_seconds"] > 0 for r in outcomes["ray"])

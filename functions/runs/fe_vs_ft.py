@@ -145,6 +145,7 @@ class Experiment:
             raise DataError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
         self.setup = get_setup(folder, setup)
         self.settings, self.meter, self.tracker, self.log = settings, meter, tracker, log
+        self.country = meter.country_iso_code if meter is not None else "FRA"
         self.backbone = backbone_for(self.setup, settings, weights, log)
         cfg, _ = profile("quick", self.setup)
         task = cfg.target_task() if target == "folder" else \
@@ -160,6 +161,20 @@ class Experiment:
         self.stores = self.stores_for(self.layers)
         self._flops: dict = {}
         self._test_prefix: dict = {}
+
+    def __getstate__(self) -> dict:
+        """What a Ray task needs: no energy tracker (each worker has its own) and no MLflow store
+        (only the driver writes)."""
+        return {**self.__dict__, "meter": None, "tracker": None, "log": None}
+
+    def prepare_shared(self, pipelines) -> None:
+        """Compute here what every run of the grid reads: the validation and test features (FE)
+        and the test split through the frozen stages (FT)."""
+        if "FE" in pipelines:
+            for split in ("val", "test"):
+                self.stores[split].get(np.arange(len(self.stores[split].images)), self.meter)
+        if "FT" in pipelines and not self.settings.crops:
+            self._staged_test(self.settings.frozen_depth(self.backbone))
 
     def stores_for(self, layers) -> dict[str, FeatureStore]:
         """The feature caches of the training pool, the validation set and the test split for ``layers``."""
@@ -346,25 +361,62 @@ class Experiment:
                              tags={"energy_source": self.meter.energy_source if self.meter else "not measured"})
 
 
+_WORKER_METER: list = []  # a Ray worker's own energy tracker, one per worker process
+
+
+def _remote_run(unit: tuple, experiment: "Experiment") -> dict:
+    """One run in a Ray worker, measured by that worker's own cost meter."""
+    if not _WORKER_METER:
+        _WORKER_METER.append(CostMeter(experiment.country))
+    experiment.meter = _WORKER_METER[0]
+    return experiment.run(*unit)
+
+
 def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=PIPELINES, progress: bool = True,
-             on_run=None) -> Path:
-    """Every pending (pipeline, N, split) run of ``experiment``, saved as it ends; resumable."""
+             on_run=None, executor=None) -> Path:
+    """Every pending (pipeline, N, split) run of ``experiment``, saved (and tracked) by this
+    process as it ends; resumable.  With a Ray ``executor`` each run is a task: the validation and
+    test features and the frozen test prefix are computed here first, so that tasks share them
+    through the object store instead of each extracting them again."""
+    from .executors import Failure, InProcess
+    executor = executor or InProcess()
     todo = experiment.pending(samples_per_class, splits, pipelines)
+    shared = experiment
+    if todo and not isinstance(executor, InProcess):
+        experiment.prepare_shared({pipeline for pipeline, _, _ in todo})
+        shared = executor.share(experiment)
+    failures = []
     bar = tqdm(total=len(todo), desc=f"{experiment.setup.folder} FE vs FT", unit="run", disable=not progress)
-    try:
-        for pipeline, n, split in todo:
-            bar.set_postfix_str(f"{pipeline} n={n} split={split}")
-            record = experiment.run(pipeline, n, split)
+
+    def save(finished) -> None:
+        for unit, record in finished:
+            if isinstance(record, Failure):
+                failures.append(record)
+                continue
             experiment.results.add(record)
             experiment.track(record)
             bar.update(1)
             if on_run is not None:
                 on_run(record)
+
+    try:
+        for unit in todo:
+            bar.set_postfix_str(f"{unit[0]} n={unit[1]} split={unit[2]}")
+            if isinstance(executor, InProcess):
+                executor.submit(lambda u, e: e.run(*u), unit, shared)
+            else:
+                executor.submit(_remote_run, unit, shared)
+            save(executor.completed())
+        save(executor.completed(wait=True))
     except KeyboardInterrupt:
         bar.close()
         raise Interrupted(f"interrupted: {len(experiment.results.records)} runs are saved in "
                           f"{experiment.results.path}; re-running the same command resumes from there") from None
     bar.close()
+    if failures:
+        listed = "; ".join(f"{f.unit[0]} n={f.unit[1]} split={f.unit[2]} ({f.error})" for f in failures)
+        raise DataError(f"{len(failures)} run(s) failed and are not saved: {listed}; the others are saved, and "
+                        f"re-running the same command retries the failed ones")
     return experiment.results.path
 
 
@@ -382,7 +434,7 @@ class Study:
 def run_study(folder: str, setup: str | None = None, settings: Settings = Settings(), samples_per_class=(1, 5, 10),
               splits: int = 5, pipelines=PIPELINES, weights=None, track: bool = True, tracking_uri: str | None = None,
               country: str = "FRA", select: bool = False, target: str = "folder", progress: bool = True,
-              log=print) -> Study:
+              log=print, executor=None) -> Study:
     """The driver: one MLflow store (checked before any work) and one energy tracker for the
     process, the grid run or resumed, and (``select``) model selection on the largest N.
     ``target``: the folder's target classes, or "digits" (scikit-learn's 8 x 8 digits, resized to
@@ -397,7 +449,7 @@ def run_study(folder: str, setup: str | None = None, settings: Settings = Settin
     with CostMeter(country) as meter:
         experiment = Experiment(folder, setup, settings, weights, meter, tracker, log, target)
         before = len(experiment.results.records)
-        path = run_grid(experiment, samples_per_class, splits, pipelines, progress)
+        path = run_grid(experiment, samples_per_class, splits, pipelines, progress, executor=executor)
         selection = model_selection(experiment, max(samples_per_class)) if select else None
     asked = {(p, n, s) for p in pipelines for n in samples_per_class for s in range(splits)}
     name = f"{experiment.setup.folder}/{experiment.setup.name if target == 'folder' else target} {settings.backbone}"
