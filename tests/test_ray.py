@@ -66,6 +66,71 @@ def test_the_ray_sweep_writes_what_the_in_process_one_writes(cluster, tmp_path, 
         assert without_seconds(a[1:]) == without_seconds(b[1:])  # whatever the completion order
 
 
+class FailingCut(InProcess):
+    """Runs cells in this process but reports those at cut 2 as failed, as a Ray task that raised."""
+
+    def submit(self, work, unit, *args):
+        if unit.cut_point == 2:
+            self._done = getattr(self, "_done", []) + [(unit, Failure(unit, "RuntimeError: out of memory"))]
+        else:
+            super().submit(work, unit, *args)
+
+
+def test_a_failed_cell_is_named_the_others_are_saved_and_a_rerun_trains_only_it(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=r"1 cell\(s\) failed.*cut 2, percentage 0.01, repeats \[0, 1\] "
+                                        r"\(RuntimeError: out of memory\)"):
+        sweep(tmp_path, FailingCut(), monkeypatch)
+    results = tmp_path / "MNIST" / "results" / "results_regular_FR.json"
+    assert sorted(r["sampled_cut_point"] for r in runs_of(results)) == [0, 0]
+    sweep(tmp_path, InProcess(), monkeypatch)
+    assert sorted(r["sampled_cut_point"] for r in runs_of(results)) == [0, 0, 2, 2]
+
+
+def test_bad_addresses_and_resources_are_refused_in_seconds(cluster):
+    began, port = time.perf_counter(), free_port()
+    with pytest.raises(DataError, match=rf"no Ray cluster answers at 127.0.0.1:{port}"):
+        RayExecutor(f"127.0.0.1:{port}")
+    assert time.perf_counter() - began < 10
+    with pytest.raises(DataError, match="has no GPUs"):
+        RayExecutor(cluster, task_gpus=0.25)
+    with pytest.raises(DataError, match="unknown executor 'dask'"):
+        make_executor("dask")
+
+
+def test_a_papermill_grid_runs_its_points_as_ray_tasks(cluster, tmp_path):
+    command = [sys.executable, "-m", "functions", "sweep", "MNIST/empirical.ipynb", "--no-progress",
+               "--grid", 'modes=[["FR"], ["XY"]]', "--param", "percentages=[0.002]", "--param", "repeats=1",
+               "--param", "cut_points=[6]", "--out", str(tmp_path), "--executor", "ray", "--address", cluster]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 passed, 1 failed" in done.stdout and "unknown mode 'XY'" in done.stdout
+    params, *runs = json.loads((tmp_path / "modes=FR" / "MNIST" / "results" / "results_regular_FR.json").read_text())
+    assert params["reinit"] and [r["sampled_cut_point"] for r in runs] == [6]
+
+
+MEASURED = ("_seconds", "_energy_kwh", "_emissions_kg", "_peak_memory_mb")
+
+
+def test_the_fe_vs_ft_grid_on_ray_equals_the_in_process_one(cluster, tmp_path, monkeypatch):
+    from functions.runs import fe_vs_ft
+    settings = fe_vs_ft.Settings(backbone="study", max_epochs=3, patience=2)
+    outcomes = {}
+    for name in ("in-process", "ray"):
+        monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / name))
+        monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / name / "features"))
+        executor = make_executor(name, cluster)
+        try:
+            outcomes[name] = fe_vs_ft.run_study("MNIST", None, settings, [1, 3], 2, track=False, progress=False,
+                                                log=lambda *_: None, executor=executor).records
+        finally:
+            executor.close()
+    same = lambda records: sorted(({k: v for k, v in r.items() if not k.endswith(MEASURED)} for r in records),
+                                  key=fe_vs_ft.run_key)
+    assert len(outcomes["ray"]) == 8 and same(outcomes["ray"]) == same(outcomes["in-process"])
+    assert all(r["total_energy_kwh"] >= 0 and r["evaluation_seconds"] > 0 for r in outcomes["ray"])
+
+
 def _dies_once(unit, marker):
     """A task whose worker process is killed on its first attempt."""
     if not Path(marker).exists():
@@ -99,26 +164,7 @@ def test_a_task_whose_worker_dies_is_retried_and_one_that_raises_is_reported(clu
     assert isinstance(finished[2], Failure) and "ValueError: bad unit" in finished[2].error
 
 
-class FailingCut(InProcess):
-    """Runs cells in this process but reports those at cut 2 as failed, as a Ray task that raised."""
-
-    def submit(self, work, unit, *args):
-        if unit.cut_point == 2:
-            self._done = getattr(self, "_done", []) + [(unit, Failure(unit, "RuntimeError: out of memory"))]
-        else:
-            super().submit(work, unit, *args)
-
-
-def test_a_failed_cell_is_named_the_others_are_saved_and_a_rerun_trains_only_it(tmp_path, monkeypatch):
-    with pytest.raises(DataError, match=r"1 cell\(s\) failed.*cut 2, percentage 0.01, repeats \[0, 1\] "
-                                        r"\(RuntimeError: out of memory\)"):
-        sweep(tmp_path, FailingCut(), monkeypatch)
-    results = tmp_path / "MNIST" / "results" / "results_regular_FR.json"
-    assert sorted(r["sampled_cut_point"] for r in runs_of(results)) == [0, 0]
-    sweep(tmp_path, InProcess(), monkeypatch)
-    assert sorted(r["sampled_cut_point"] for r in runs_of(results)) == [0, 0, 2, 2]
-
-
+# last: the workers and drivers these tests kill leave the shared cluster busy for a while
 def _restore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -143,48 +189,3 @@ def test_a_driver_stopped_mid_sweep_resumes_with_nothing_lost_or_doubled(cluster
     assert finished.returncode == 0, finished.stderr.decode()[-2000:]
     keys = [(r["sampled_cut_point"], r["repeat"]) for r in runs_of(results)]
     assert sorted(keys) == [(c, r) for c in range(4) for r in range(2)]  # complete, no duplicates
-
-
-def test_bad_addresses_and_resources_are_refused_in_seconds(cluster):
-    began, port = time.perf_counter(), free_port()
-    with pytest.raises(DataError, match=rf"no Ray cluster answers at 127.0.0.1:{port}"):
-        RayExecutor(f"127.0.0.1:{port}")
-    assert time.perf_counter() - began < 10
-    with pytest.raises(DataError, match="has no GPUs"):
-        RayExecutor(cluster, task_gpus=0.25)
-    with pytest.raises(DataError, match="unknown executor 'dask'"):
-        make_executor("dask")
-
-
-def test_a_papermill_grid_runs_its_points_as_ray_tasks(cluster, tmp_path):
-    command = [sys.executable, "-m", "functions", "sweep", "MNIST/empirical.ipynb", "--no-progress",
-               "--grid", 'modes=[["FR"], ["XY"]]', "--param", "percentages=[0.002]", "--param", "repeats=1",
-               "--param", "cut_points=[6]", "--out", str(tmp_path), "--executor", "ray", "--address", cluster]
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "1 passed, 1 failed" in done.stdout and "unknown mode 'XY'" in done.stdout
-    params, *runs = json.loads((tmp_path / "modes=FR" / "MNIST" / "results" / "results_regular_FR.json").read_text())
-    assert params["reinit"] and [r["sampled_cut_point"] for r in runs] == [6]
-
-
-MEASURED = ("_seconds", "_energy_kwh", "_emissions_kg", "_peak_memory_mb")
-
-
-def test_the_fe_vs_ft_grid_on_ray_equals_the_in_process_one(cluster, tmp_path, monkeypatch):
-    from functions.runs import fe_vs_ft
-    settings = fe_vs_ft.Settings(backbone="study", max_epochs=3, patience=2)
-    outcomes = {}
-    for name in ("in-process", "ray"):
-        monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / name))
-        monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / name / "features"))
-        executor = make_executor(name, cluster)
-        try:
-            outcomes[name] = fe_vs_ft.run_study("MNIST", None, settings, [1, 3], 2, track=False, progress=False,
-                                                log=lambda *_: None, executor=executor).records
-        finally:
-            executor.close()
-    same = lambda records: sorted(({k: v for k, v in r.items() if not k.endswith(MEASURED)} for r in records),
-                                  key=fe_vs_ft.run_key)
-    assert len(outcomes["ray"]) == 8 and same(outcomes["ray"]) == same(outcomes["in-process"])
-    assert all(r["total_energy_kwh"] >= 0 and r["evaluation_seconds"] > 0 for r in outcomes["ray"])
