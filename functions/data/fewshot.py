@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..core.errors import DataError
+from .tasks import per_class_draw
 
 
 def _seed(*entropy: int) -> int:
@@ -41,16 +42,7 @@ def few_shot_index(labels: torch.Tensor, num_classes: int, samples_per_class: in
     if split < 0:
         raise DataError(f"split {split} must be a non-negative integer")
     check_samples_per_class(labels, num_classes, samples_per_class, class_names)
-    return _balanced(labels, num_classes, samples_per_class, _seed(seed, 7919, split))
-
-
-def _balanced(labels: torch.Tensor, num_classes: int, per_class: int, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c in range(num_classes):
-        members = torch.nonzero(labels == c).flatten()
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
-    return torch.sort(torch.cat(chosen)).values
+    return per_class_draw(labels, num_classes, samples_per_class, _seed(seed, 7919, split))
 
 
 def validation_index(labels: torch.Tensor, num_classes: int, per_class: int, seed: int,
@@ -58,4 +50,4 @@ def validation_index(labels: torch.Tensor, num_classes: int, per_class: int, see
     """The fixed, class-balanced validation set: ``per_class`` images of each class of the task's
     validation split, the same for every run of a grid."""
     check_samples_per_class(labels, num_classes, per_class, class_names, where="the validation split")
-    return _balanced(labels, num_classes, per_class, _seed(seed, 104729))
+    return per_class_draw(labels, num_classes, per_class, _seed(seed, 104729))

@@ -123,6 +123,12 @@ def balanced_subset(labels: torch.Tensor, num_classes: int, percentage: float, s
         warnings.warn(f"percentage {percentage} gives no image per class out of {len(labels)} "
                       f"({num_classes} classes); rounded up to 1 image per class", stacklevel=2)
         per_class = 1
+    return per_class_draw(labels, num_classes, per_class, seed)
+
+
+def per_class_draw(labels: torch.Tensor, num_classes: int, per_class: int, seed: int) -> torch.Tensor:
+    """Sorted indices of the first ``per_class`` images of each class in one seeded order per
+    class (all of a class's images when it has fewer)."""
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for c in range(num_classes):

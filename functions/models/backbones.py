@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import DataError
-from .extractors import IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_ARCHS, state_sha256
+from .extractors import IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_ARCHS, state_sha256, torchvision_model
 from .imagenet import BACKBONES as IMAGENET_BACKBONES
 from .imagenet import MEAN as LITE_MEAN
 from .imagenet import STD as LITE_STD
@@ -126,17 +126,7 @@ def _lite(name: str, weights, input_size: int | None) -> Backbone:
 
 
 def _torchvision(arch: str, weights, input_size: int | None) -> Backbone:
-    import torchvision
-
-    if weights is None or not Path(weights).is_file():
-        raise DataError(f"{arch} needs a weights file (torchvision's ImageNet state dict, downloaded on a "
-                        f"machine with internet); {weights} does not exist")
-    model = getattr(torchvision.models, arch)(weights=None)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    except Exception as err:  # a foreign or truncated file fails in the unpickler or the loader
-        raise DataError(f"{weights} does not hold {arch} weights ({type(err).__name__}: {str(err)[:300]})") from err
+    model = torchvision_model(arch, weights)
     if arch == "resnet50":
         stages = {"stem": nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool),
                   **{f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}}

@@ -105,9 +105,9 @@ def study_extractor(model: StudyCNN, source_dataset: str, cut: int | None = None
     return Extractor("study", _StudyPrefix(model, cut), model.in_shape, stats.mean, stats.std, cut)
 
 
-def torchvision_extractor(arch: str, weights_path: Path, input_size: int = 224) -> Extractor:
-    """torchvision's ``arch`` (built with ``weights=None``) with the state dict saved in ``weights_path``,
-    e.g. the ImageNet weights file torchvision itself downloads."""
+def torchvision_model(arch: str, weights_path) -> nn.Module:
+    """torchvision's ``arch`` (built with ``weights=None``) holding the state dict saved in
+    ``weights_path``, e.g. the ImageNet weights file torchvision itself downloads."""
     import torchvision
 
     if arch not in TORCHVISION_ARCHS:
@@ -119,7 +119,13 @@ def torchvision_extractor(arch: str, weights_path: Path, input_size: int = 224) 
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    except (OSError, RuntimeError, AttributeError, EOFError, TypeError) as err:
+    except Exception as err:  # a truncated or foreign file fails in the unpickler or the loader in many ways
         raise DataError(f"{weights_path} does not hold {arch} weights ({type(err).__name__}: {str(err)[:300]})") from err
+    return model
+
+
+def torchvision_extractor(arch: str, weights_path: Path, input_size: int = 224) -> Extractor:
+    """:func:`torchvision_model`'s convolutional body, pooled, at ``input_size`` pixels."""
+    model = torchvision_model(arch, weights_path)
     body = model.features if arch == "mobilenet_v2" else nn.Sequential(*list(model.children())[:-2])
     return Extractor(arch, body, (3, input_size, input_size), IMAGENET_MEAN, IMAGENET_STD)

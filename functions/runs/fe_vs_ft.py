@@ -103,26 +103,12 @@ def results_file_path(folder: str, setup: str, backbone: str, target: str = "fol
     return results_dir(folder) / f"fe_vs_ft_{setup if target == 'folder' else target}_{backbone}.json"
 
 
-@dataclass
-class Target:
-    """A folder's target task as images in [0, 1]: the training pool, the fixed validation set, the test split."""
-
-    dataset: str
-    classes: list
-    train: Split
-    val: Split
-    test: Split
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-def target_of(task: TaskData, val_per_class: int, seed: int) -> Target:
+def target_of(task: TaskData, val_per_class: int, seed: int) -> TaskData:
+    """The task as images in [0, 1]: the training pool, the fixed validation set, the test split."""
     names = [str(c) for c in task.classes]
     val_index = validation_index(task.val.y, task.num_classes, val_per_class, seed, names)
     val = Split(pixels(task.val, task.dataset)[val_index], task.val.y[val_index])
-    return Target(task.dataset, list(task.classes), Split(pixels(task.train, task.dataset), task.train.y), val,
+    return TaskData(task.dataset, list(task.classes), Split(pixels(task.train, task.dataset), task.train.y), val,
                   Split(pixels(task.test, task.dataset), task.test.y))
 
 
