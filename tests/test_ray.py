@@ -71,7 +71,7 @@ class FailingCut(InProcess):
 
     def submit(self, work, unit, *args):
         if unit.cut_point == 2:
-            self._done = getattr(self, "_done", []) + [(unit, Failure(unit, "RuntimeError: out of memory"))]
+            self._done.append((unit, Failure(unit, "RuntimeError: out of memory")))
         else:
             super().submit(work, unit, *args)
 

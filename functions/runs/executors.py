@@ -37,12 +37,14 @@ class InProcess:
 
     name = "in-process"
 
+    def __init__(self):
+        self._done: list = []
+
     def submit(self, work: Callable, unit, *args) -> None:
-        self._done = getattr(self, "_done", [])
         self._done.append((unit, work(unit, *args)))
 
     def completed(self, wait: bool = False) -> Iterator[tuple]:
-        done, self._done = getattr(self, "_done", []), []
+        done, self._done = self._done, []
         yield from done
 
     def share(self, value):

@@ -198,18 +198,15 @@ class Experiment:
 
     # ----------------------------------------------------------------- the two pipelines
 
-    def _phase(self, name: str):
-        return self.meter.phase(name)
-
     def _feature_extraction(self, index: torch.Tensor) -> dict:
         s = self.settings
         train_x = self.stores["train"].get(index.numpy(), self.meter)
         val_x = self.stores["val"].get(np.arange(len(self.target.val)), self.meter)
         test_x = self.stores["test"].get(np.arange(len(self.target.test)), self.meter)
         y_train = self.target.train.y[index].numpy()
-        with self._phase("classifier_training") as training:
+        with self.meter.phase("classifier_training") as training:
             head = FeatureClassifier(s.classifier, s.C, s.embedding, s.seed).fit(train_x, y_train)
-        with self._phase("evaluation") as evaluation:
+        with self.meter.phase("evaluation") as evaluation:
             y_test = self.target.test.y.numpy()
             if s.crops:
                 views = [head.predict(v) for v in test_x]
@@ -253,14 +250,14 @@ class Experiment:
         frozen = s.frozen_depth(self.backbone)
         train = Split(self.target.train.x[index], self.target.train.y[index])
         curve: list[float] = []
-        with self._phase("fine_tuning") as tuning:
+        with self.meter.phase("fine_tuning") as tuning:
             net, result = fine_tune(self.backbone, train, self.target.val, self.target.num_classes, frozen=frozen,
                                     hidden=s.hidden, optimizer=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
                                     momentum=s.momentum, max_epochs=s.max_epochs, patience=s.patience,
                                     batch_size=s.batch_size, seed=s.seed, after_epoch=lambda _, acc: curve.append(acc))
             tuning.flops = self._fine_tuning_flops(net, len(train), result.epochs)
         prefix, prefix_cost = self._staged_test(frozen) if not s.crops else (None, {})
-        with self._phase("evaluation") as evaluation:
+        with self.meter.phase("evaluation") as evaluation:
             test = evaluate(net, self.target.test, self.target.num_classes, s.crops, prefix)
             evaluation.flops = self._forward_flops("full", self.backbone.layer_names) * len(self.target.test) * \
                 (10 if s.crops else 1)
@@ -274,7 +271,7 @@ class Experiment:
     def _staged_test(self, frozen: int) -> tuple[torch.Tensor, dict]:
         """The test split through the frozen stages, computed once per grid, and what that cost."""
         if frozen not in self._test_prefix:
-            with self._phase("evaluation") as once:
+            with self.meter.phase("evaluation") as once:
                 prefix = staged(self.backbone, self.target.test.x, frozen)
             spent = once.record()
             self._test_prefix[frozen] = prefix, {k: spent[k] or 0.0 for k in ("evaluation_seconds",
@@ -301,9 +298,8 @@ class Experiment:
             with torch.no_grad():
                 prefix = count_flops(self.backbone.run, x, 0, net.frozen)
                 h = self.backbone.run(x, 0, net.frozen)
-            with torch.no_grad():
                 forward = count_flops(net.from_stage, h, net.frozen)
-            step = count_flops(lambda v: net.from_stage(v, net.frozen).sum().backward(), h.clone().requires_grad_(False))
+            step = count_flops(lambda v: net.from_stage(v, net.frozen).sum().backward(), h)
             net.zero_grad(set_to_none=True)
             self._flops[key] = (prefix, forward, step)
         prefix, forward, step = self._flops[key]
@@ -350,11 +346,13 @@ class Experiment:
 _WORKER_METER: list = []  # a Ray worker's own energy tracker, one per worker process
 
 
-def _remote_run(unit: tuple, experiment: "Experiment") -> dict:
-    """One run in a Ray worker, measured by that worker's own cost meter."""
-    if not _WORKER_METER:
-        _WORKER_METER.append(CostMeter(experiment.country))
-    experiment.meter = _WORKER_METER[0]
+def _run_unit(unit: tuple, experiment: "Experiment") -> dict:
+    """One run: in the driver with its meter, or in a Ray worker (the experiment arrives without a
+    meter) measured by that worker's own."""
+    if experiment.meter is None:
+        if not _WORKER_METER:
+            _WORKER_METER.append(CostMeter(experiment.country))
+        experiment.meter = _WORKER_METER[0]
     return experiment.run(*unit)
 
 
@@ -388,10 +386,7 @@ def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=P
     try:
         for unit in todo:
             bar.set_postfix_str(f"{unit[0]} n={unit[1]} split={unit[2]}")
-            if isinstance(executor, InProcess):
-                executor.submit(lambda u, e: e.run(*u), unit, shared)
-            else:
-                executor.submit(_remote_run, unit, shared)
+            executor.submit(_run_unit, unit, shared)
             save(executor.completed())
         save(executor.completed(wait=True))
     except KeyboardInterrupt:
