@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST
 export MPLBACKEND := Agg
 
-.PHONY: demo test lint mutation data pretrained results fe-vs-ft notebooks serve lab mlflow clean
+.PHONY: demo test lint mutation data pretrained results strategies fe-vs-ft notebooks serve lab mlflow clean
 
 # the pinned packages, then this package installed editable: `import functions` and
 # `python -m functions` work from any folder and any kernel of the venv
@@ -51,13 +51,22 @@ results: pretrained
 	  set -- $$spec; for mode in FR F FT; do \
 	    $(PY) -m functions run $$1 --setup $$2 --mode $$mode --no-progress || exit 1; done; done
 
+# the fine-tuning strategies as modes of the quick study, for each folder whose notebooks are
+# executed (what the strategies notebooks show): LoRA at ranks 1, 2, 4 and 8 on MNIST, rank 4 elsewhere
+STRATEGY_MODES := progressive discriminative lora_r4 ia3 bitfit
+strategies: pretrained
+	for spec in "MNIST regular lora_r1 lora_r2 lora_r8" "FashionMNIST regular" \
+	            "MNIST_to_FashionMNIST cross" "FashionMNIST_to_MNIST cross"; do \
+	  set -- $$spec; folder=$$1; setup=$$2; shift 2; for mode in $(STRATEGY_MODES) "$$@"; do \
+	    $(PY) -m functions run $$folder --setup $$setup --mode $$mode --no-progress || exit 1; done; done
+
 # feature extraction against fine-tuning: the default few-shot grid of each offline folder, for
 # EfficientNet-Lite0 and the folder's source CNN (what the fe_vs_ft notebooks resume)
 fe-vs-ft: pretrained
 	for folder in $(NOTEBOOK_FOLDERS); do for backbone in efficientnet_lite0 study; do \
 	  $(PY) -m functions fe-vs-ft $$folder --backbone $$backbone --no-progress || exit 1; done; done
 
-notebooks: results fe-vs-ft
+notebooks: results fe-vs-ft strategies
 	$(PY) -m functions notebooks --execute $(NOTEBOOK_FOLDERS)
 
 # the sample-efficiency service on 127.0.0.1:$PORT (default 8000); OpenAPI page at /docs

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import FOLDERS, MODES, PROFILES, SETUPS, get_setup, parse_override, profile
+from .config import FOLDERS, PROFILES, SETUPS, Config, get_setup, mode_names, parse_override, profile
 from .core.errors import DataError, Interrupted
 from .core.paths import REPO_ROOT
 from .data.catalog import SPECS
@@ -35,6 +35,15 @@ def _ranged(kind, low=None, high=None, low_open=False, name="value"):
 POSITIVE = _ranged(int, 1, name="it")
 NON_NEGATIVE = _ranged(int, 0, name="it")
 FRACTION = _ranged(float, 0.0, 1.0, low_open=True, name="a fraction of the training data")
+
+
+def MODE(text: str) -> str:
+    """A study mode (F, FR, FT) or fine-tuning strategy, as the config reads it."""
+    try:
+        Config().with_mode(text)
+    except DataError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def _key_values(pairs, read) -> dict:
@@ -265,7 +274,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override one parameter (typed and range-checked against the config)")
         if with_grid:
-            p.add_argument("--mode", default="FR", choices=sorted(MODES))
+            p.add_argument("--mode", default="FR", type=MODE, metavar="MODE",
+                           help=f"one of {mode_names()}, or lora_r<rank> (e.g. lora_r2)")
             p.add_argument("--percentages", type=FRACTION, nargs="+", help="fractions in (0, 1]")
             p.add_argument("--repeats", type=POSITIVE, help="runs per percentage and cut point (at least 1)")
             p.add_argument("--cuts", type=NON_NEGATIVE, nargs="+", help="cut points 0..depth")

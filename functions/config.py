@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 from .core.errors import DataError
@@ -26,6 +27,25 @@ MODES = {
     "FR": {"freeze": True, "reinit": True, "truncate": False},
     "FT": {"freeze": True, "reinit": False, "truncate": True},
 }
+# Fine-tuning strategies, run as modes of the same study: the cut point's blocks 0..k-1 keep their
+# pretrained weights, frozen or (PEFT) adapted cheaply; blocks k.. keep theirs too and train (as F).
+# Each names the parameters it adds to a results file, and whether its frozen prefix really stays
+# frozen (then the engine's prefix cache serves it).
+STRATEGIES = {
+    "progressive": {"keys": ("stage_epochs",), "prefix_cached": True},
+    "discriminative": {"keys": ("lr_decay",), "prefix_cached": True},
+    "lora": {"keys": ("lora_rank", "lora_alpha"), "prefix_cached": False},
+    "ia3": {"keys": (), "prefix_cached": False},
+    "bitfit": {"keys": (), "prefix_cached": False},
+}
+CUT = "cut"  # the strategy of modes F, FR and FT
+STRATEGY_KEYS = ("strategy", "stage_epochs", "lr_decay", "lora_rank", "lora_alpha")
+LORA_MODE = re.compile(r"lora_r([1-9][0-9]*)")
+
+
+def mode_names() -> list[str]:
+    """Every name ``--mode`` takes (a LoRA rank other than the default as ``lora_r<rank>``)."""
+    return [*MODES, *STRATEGIES]
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,11 @@ class Config:
     reinit: bool = True
     truncate: bool = False
     reinit_both_dense: bool = True
+    strategy: str = CUT
+    stage_epochs: int = 3
+    lr_decay: float = 0.5
+    lora_rank: int = 4
+    lora_alpha: float = 8.0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -130,15 +155,47 @@ class Config:
             raise DataError(f"val_split={self.val_split} must be in [0, 1): the fraction of training data held out")
         if self.generate_dataset_seed < 0:
             raise DataError(f"generate_dataset_seed={self.generate_dataset_seed} must be a non-negative integer")
+        self._check_strategy()
+
+    def _check_strategy(self) -> None:
+        if self.strategy != CUT and self.strategy not in STRATEGIES:
+            raise DataError(f"unknown strategy {self.strategy!r}; choose one of {[CUT, *STRATEGIES]}")
+        if self.strategy != CUT and (not self.freeze or self.reinit or self.truncate):
+            raise DataError(f"strategy {self.strategy!r} keeps every pretrained block: it needs freeze=true, "
+                            f"reinit=false, truncate=false (use --mode {self.strategy})")
+        if not 0 < self.lr_decay <= 1:
+            raise DataError(f"lr_decay={self.lr_decay} must be in (0, 1]: each block down from the head trains "
+                            f"at lr_decay times the learning rate of the block above it")
+        if not 1 <= self.stage_epochs <= self.num_train:
+            raise DataError(f"stage_epochs={self.stage_epochs} must be in 1..num_train={self.num_train}: a "
+                            f"progressive stage cannot be longer than the epoch budget")
+        if self.lora_rank < 1:
+            raise DataError(f"lora_rank={self.lora_rank} must be at least 1")
+        if not self.lora_alpha > 0:
+            raise DataError(f"lora_alpha={self.lora_alpha} must be positive, e.g. 8")
 
     @property
     def mode(self) -> str:
+        """The name in results files and plots: F, FR, FT, a strategy, or ``lora_r<rank>``."""
+        if self.strategy == "lora":
+            return f"lora_r{self.lora_rank}"
+        if self.strategy != CUT:
+            return self.strategy
         return "FT" if self.truncate else "FR" if self.reinit else "F"
 
+    @property
+    def prefix_cached(self) -> bool:
+        """Whether the blocks before the cut never change, so their output is computed once."""
+        return self.freeze and (self.strategy == CUT or STRATEGIES[self.strategy]["prefix_cached"])
+
     def with_mode(self, mode: str) -> "Config":
-        if mode not in MODES:
-            raise DataError(f"unknown mode {mode!r}; choose one of {sorted(MODES)}")
-        return dataclasses.replace(self, **MODES[mode])
+        if mode in MODES:
+            return dataclasses.replace(self, **MODES[mode], strategy=CUT)
+        lora = LORA_MODE.fullmatch(mode)
+        if mode in STRATEGIES or lora:
+            rank = {"lora_rank": int(lora.group(1))} if lora else {}
+            return dataclasses.replace(self, **MODES["F"], strategy="lora" if lora else mode, **rank)
+        raise DataError(f"unknown mode {mode!r}; choose one of {mode_names()} (or lora_r<rank>, e.g. lora_r2)")
 
     def replace(self, **changes) -> "Config":
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -147,8 +204,11 @@ class Config:
         return dataclasses.replace(self, **{k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()})
 
     def params(self) -> dict:
-        """JSON-safe parameters dict (classes as lists, activation as its name) with the schema version."""
-        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """JSON-safe parameters dict (classes as lists, activation as its name) with the schema
+        version; a strategy's parameters appear only in its own files."""
+        own = () if self.strategy == CUT else ("strategy", *STRATEGIES[self.strategy]["keys"])
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                  if k not in STRATEGY_KEYS or k in own}
         return {**fields, SCHEMA_KEY: SCHEMA_VERSION}
 
     def source_task(self):
@@ -221,7 +281,7 @@ MODE_KEYS = ("freeze", "reinit", "truncate", "reinit_both_dense")
 
 def baseline_params(cfg: Config) -> dict:
     """A baseline trains from scratch: the source model and the mode do not affect it."""
-    skip = {"source_dataset", "pre_train_classes", "lr_pretrain", "num_train_pretrain", *MODE_KEYS}
+    skip = {"source_dataset", "pre_train_classes", "lr_pretrain", "num_train_pretrain", *MODE_KEYS, *STRATEGY_KEYS}
     return {k: v for k, v in cfg.params().items() if k not in skip}
 
 

@@ -13,13 +13,14 @@ from tqdm.auto import tqdm
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import LEGACY_VALUES, Config, Grid, Setup, baseline_params
+from ..config import CUT, LEGACY_VALUES, Config, Grid, Setup, baseline_params
 from ..core.device import pick_device
 from ..core.errors import DataError, Interrupted
 from ..data.catalog import percentage_key
 from ..data.tasks import TaskData, balanced_subset, subset_seed
 from ..models.study_cnn import build, cut
 from ..train.engine import fit_group, staged_inputs
+from ..train.strategies import train_strategy
 from .executors import Failure, InProcess
 from .pretrained import load_pretrained
 from .store import ResultsFile, results_path
@@ -49,7 +50,8 @@ def inputs_per_cut(cfg: Config, task: TaskData, pretrained, cut_points, device):
         for cut_point in cut_points:
             yield cut_point, (0, *(s.to(device) for s in splits))
         return
-    for cut_point, start, staged in staged_inputs(pretrained, splits, cut_points, frozen=cfg.freeze, device=device):
+    for cut_point, start, staged in staged_inputs(pretrained, splits, cut_points, frozen=cfg.prefix_cached,
+                                                  device=device):
         yield cut_point, (start, *staged)
 
 
@@ -60,10 +62,15 @@ def run_inputs(cfg: Config, task: TaskData, pretrained, cut_point: int, device) 
 
 def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, inputs) -> list[tuple]:
     """The runs ``[(percentage, repeat), ...]`` at one cut point, trained together by the engine:
-    fresh baselines (``pretrained`` None) or ``pretrained`` cut at ``cut_point``.
+    fresh baselines (``pretrained`` None) or ``pretrained`` cut at ``cut_point``; a fine-tuning
+    strategy's runs train one by one through its :class:`~functions.train.finetuner.Finetuner`.
     Returns ``(model, result)`` per run, each model holding its best weights."""
     start, train, val, test = inputs
     seeds = [run_seed(cfg.generate_dataset_seed, p, cut_point, r) for p, r in runs]
+    if pretrained is not None and cfg.strategy != CUT:
+        return [train_strategy(cfg, pretrained, cut_point, task.num_classes,
+                               train.subset(subset_index(cfg, task, p, r).to(train.y.device)), val, test, start, seed)
+                for (p, r), seed in zip(runs, seeds)]
     in_shape = tuple(task.train.x.shape[1:])
     nets = [build(cfg, in_shape, task.num_classes, seed) if pretrained is None
             else cut(pretrained, cut_point, cfg, task.num_classes, seed) for seed in seeds]

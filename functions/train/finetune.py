@@ -24,33 +24,82 @@ OPTIMIZERS = ("adam", "sgd")
 CHUNK = 16
 
 
-class FineTuneNet(nn.Module):
-    """A backbone (its first ``frozen`` stages frozen), global average pooling, and a new head
-    (linear, or one hidden layer of ``hidden`` units)."""
+POOLINGS = ("avg", "max", "flatten")
 
-    def __init__(self, backbone: Backbone, num_classes: int, frozen: int, hidden: int = 0):
+
+def pool(h: torch.Tensor, pooling: str) -> torch.Tensor:
+    """A stage's output as one vector per image: global average or max over space, or flattened."""
+    if h.ndim != 4 or pooling == "flatten":
+        return h.flatten(1)
+    return h.mean(dim=(2, 3)) if pooling == "avg" else h.amax(dim=(2, 3))
+
+
+class FineTuneNet(nn.Module):
+    """A backbone (its first ``frozen`` stages frozen), pooling (``avg``, ``max`` or ``flatten``),
+    and a new head: linear, or ``hidden`` layers of those sizes with ReLU (and dropout before
+    each linear layer after the first, when ``dropout`` > 0).
+
+    ``frozen_stages`` names the stages whose pretrained weights stay fixed; they stay in eval mode
+    while the rest trains, so their BatchNorm layers keep their pretrained statistics, even when
+    adapters or biases inside them train.
+    """
+
+    def __init__(self, backbone: Backbone, num_classes: int, frozen: int = 0, hidden=(), pooling: str = "avg",
+                 dropout: float = 0.0):
         super().__init__()
         depth = len(backbone.layer_names)
         if not 0 <= frozen <= depth:
             raise DataError(f"frozen depth {frozen} is outside 0..{depth}: {backbone.name} has {depth} stages "
                             f"({backbone.layer_names})")
-        self.backbone, self.frozen = backbone, frozen
-        width = backbone.widths[backbone.layer_names[-1]]
-        self.head = nn.Linear(width, num_classes) if hidden == 0 else \
-            nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
-        for stage in list(backbone.stages.values())[:frozen]:
-            stage.requires_grad_(False)
+        if pooling not in POOLINGS:
+            raise DataError(f"unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
+        if not 0 <= dropout < 1:
+            raise DataError(f"dropout={dropout} must be in [0, 1)")
+        hidden = (hidden,) if isinstance(hidden, int) and hidden else tuple(hidden or ())
+        if any(not isinstance(h, int) or h < 1 for h in hidden):
+            raise DataError(f"head hidden sizes {list(hidden)} must be positive integers")
+        self.backbone, self.pooling = backbone, pooling
+        with torch.no_grad():
+            probe = torch.zeros(1, backbone.channels, backbone.input_size, backbone.input_size)
+            width = pool(backbone.eval().run(probe), pooling).shape[1]
+        layers, sizes = [], [width, *hidden]
+        for i, (size_in, size_out) in enumerate(zip(sizes, sizes[1:])):
+            layers += ([nn.Dropout(dropout)] if dropout and i else []) + [nn.Linear(size_in, size_out), nn.ReLU()]
+        last = nn.Linear(sizes[-1], num_classes)
+        self.head = last if not hidden else nn.Sequential(*layers, *([nn.Dropout(dropout)] if dropout else []), last)
+        self.frozen_stages: set[str] = set()
+        self.freeze(backbone.layer_names[:frozen])
+
+    @property
+    def frozen(self) -> int:
+        """How many leading stages are frozen with no trainable parameter: their output never
+        changes, so it can be computed once."""
+        count = 0
+        for name, stage in self.backbone.stages.items():
+            if name not in self.frozen_stages or any(p.requires_grad for p in stage.parameters()):
+                break
+            count += 1
+        return count
+
+    def freeze(self, names) -> None:
+        for name in names:
+            self.backbone.stages[name].requires_grad_(False)
+            self.frozen_stages.add(name)
+
+    def unfreeze(self, names) -> None:
+        for name in names:
+            self.backbone.stages[name].requires_grad_(True)
+            self.frozen_stages.discard(name)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for stage in list(self.backbone.stages.values())[:self.frozen]:
-            stage.eval()  # frozen BatchNorm layers keep their pretrained statistics
+        for name in self.frozen_stages:
+            self.backbone.stages[name].eval()  # frozen BatchNorm layers keep their pretrained statistics
         return self
 
     def from_stage(self, h: torch.Tensor, start: int) -> torch.Tensor:
         """Logits from the output of the first ``start`` stages (0: an adapted image)."""
-        h = self.backbone.run(h, start)
-        return self.head(h.mean(dim=(2, 3)) if h.ndim == 4 else h.flatten(1))
+        return self.head(pool(self.backbone.run(h, start), self.pooling))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_stage(x, 0)

@@ -37,9 +37,10 @@ class RunResult:
     seconds: float
     n_train: int
     status: str = "ok"
+    trainable_params: int | None = None  # recorded by the strategies, whose counts differ per cut and mode
 
     def record(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def study_forward(model: StudyCNN, start: int) -> Forward:

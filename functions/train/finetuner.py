@@ -1,0 +1,253 @@
+"""Fine-tuning with the vocabulary of general transfer libraries: freeze and unfreeze layers by
+name, per-layer learning rates, a head of any depth, callbacks, and adapters through peft.
+
+A :class:`Finetuner` owns one :class:`~functions.train.finetune.FineTuneNet` and trains it with
+the general trainer, so early stopping, seeded batch orders and best-weight restoring are the
+project's own protocol.  Layer names are the backbone's stage names (``block1``.., ``stem``..);
+``head`` names the new head in ``layer_learning_rates``.  The fine-tuning strategies of the
+study are built on this class.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import nn
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+from ..core.atomic import atomic_file
+from ..core.errors import DataError
+from ..data.tasks import Split
+from ..models.backbones import Backbone
+from .finetune import CHUNK, FineTuneNet, staged
+from .trainer import RunResult, accuracy, fit
+
+HEAD = "head"
+TOP_K = 5
+
+
+class EarlyStopping:
+    """Stop a :meth:`Finetuner.fit` once validation accuracy has not improved for ``patience`` epochs."""
+
+    def __init__(self, patience: int = 5):
+        if not isinstance(patience, int) or patience < 1:
+            raise DataError(f"EarlyStopping patience={patience!r} must be a positive integer")
+        self.patience = patience
+
+    def on_epoch_end(self, finetuner: "Finetuner", epoch: int, val_acc: float) -> None:
+        """The trainer counts the stale epochs itself (its ``patience``)."""
+
+    def on_fit_end(self, finetuner: "Finetuner") -> None:
+        """Nothing to restore: the trainer already ends on its best epoch."""
+
+
+class ModelCheckpoint:
+    """Keep the best weights seen over every :meth:`Finetuner.fit` it is passed to (the trainer
+    keeps the best of one call) and give them back at the end of each; with ``path``, also write
+    them there (atomically) whenever they improve."""
+
+    def __init__(self, path=None):
+        self.path, self.best_val, self.state = path, -1.0, None
+
+    def on_epoch_end(self, finetuner: "Finetuner", epoch: int, val_acc: float) -> None:
+        if val_acc > self.best_val:
+            self.best_val, self.state = val_acc, copy.deepcopy(finetuner.net.state_dict())
+            if self.path is not None:
+                with atomic_file(self.path, "wb") as fh:
+                    torch.save(self.state, fh)
+
+    def on_fit_end(self, finetuner: "Finetuner") -> None:
+        if self.state is not None:
+            finetuner.net.load_state_dict(self.state)
+
+
+class Finetuner:
+    """A pretrained ``model`` (a :class:`~functions.models.backbones.Backbone`) with a new head of
+    ``head_hidden_sizes`` for ``num_classes``, ``freeze_layers`` frozen, trained by :meth:`fit`.
+
+    ``layer_learning_rates`` maps layer names (and ``head``) to their own learning rate; the others
+    train at ``lr``.  ``optimizer`` is ``adam`` or ``sgd`` (momentum 0.9); ``weight_decay`` applies to
+    every group.  ``pooling`` (``avg``, ``max``, ``flatten``; default the model's own) turns the
+    last stage's output into the head's input.  The head's initial weights follow ``seed``.
+    """
+
+    def __init__(self, model: Backbone, num_classes: int, freeze_layers=(), head_hidden_sizes=(), dropout: float = 0.0,
+                 layer_learning_rates: dict | None = None, optimizer: str = "adam", lr: float = 1e-3,
+                 weight_decay: float = 0.0, pooling: str | None = None, seed: int = 0):
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise DataError(f"num_classes={num_classes!r} must be an integer of at least 2")
+        if optimizer not in ("adam", "sgd"):
+            raise DataError(f"unknown optimizer {optimizer!r}; choose 'adam' or 'sgd'")
+        if not lr > 0 or weight_decay < 0:
+            raise DataError(f"lr={lr} must be positive and weight_decay={weight_decay} non-negative")
+        torch.manual_seed(seed)
+        self.net = FineTuneNet(copy.deepcopy(model), num_classes, hidden=head_hidden_sizes,
+                               pooling=pooling or getattr(model, "pooling", "avg"), dropout=dropout)
+        rates = dict(layer_learning_rates or {})
+        self._check_names([n for n in rates if n != HEAD], extra=[HEAD])
+        if any(not value > 0 for value in rates.values()):
+            raise DataError(f"layer_learning_rates {rates} must all be positive")
+        self.num_classes, self.optimizer, self.lr, self.weight_decay = num_classes, optimizer, lr, weight_decay
+        self.layer_learning_rates = rates
+        self.peft = None  # the peft wrapper once adapters are added
+        self.freeze_layers(freeze_layers)
+
+    # ----------------------------------------------------------------- layers
+
+    @property
+    def layer_names(self) -> list[str]:
+        return self.net.backbone.layer_names
+
+    def _check_names(self, names, extra=()) -> list[str]:
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [n for n in names if n not in self.layer_names]
+        if unknown:
+            raise DataError(f"unknown layer(s) {unknown}; the model's layers are {[*self.layer_names, *extra]}")
+        return names
+
+    def freeze_layers(self, names) -> None:
+        """Fix these layers' pretrained weights (their BatchNorm statistics too)."""
+        self.net.freeze(self._check_names(names))
+
+    def unfreeze_layers(self, names) -> None:
+        """Train these layers again, whole."""
+        self.net.unfreeze(self._check_names(names))
+
+    def train_biases(self, names) -> None:
+        """BitFit: the biases of these (frozen) layers train, their other weights stay fixed."""
+        for name in self._check_names(names):
+            for pname, param in self.net.backbone.stages[name].named_parameters():
+                if pname.rsplit(".", 1)[-1] == "bias":
+                    param.requires_grad_(True)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+
+    # ----------------------------------------------------------------- adapters (peft)
+
+    def conv_names(self, layers) -> list[str]:
+        """The convolutions inside ``layers``, by their module names in the network."""
+        self._check_names(layers)
+        return [f"backbone.stages.{layer}.{name}" for layer in layers
+                for name, module in self.net.backbone.stages[layer].named_modules() if isinstance(module, nn.Conv2d)]
+
+    def add_lora(self, layers, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        """LoRA adapters of ``rank`` on every convolution of ``layers``, scaled by ``alpha / rank``."""
+        from peft import LoraConfig
+        if not isinstance(rank, int) or rank < 1:
+            raise DataError(f"LoRA rank {rank!r} must be a positive integer")
+        targets = self._adapter_targets(layers)
+        for name in targets:
+            conv = self.net.get_submodule(name)
+            most = min(conv.out_channels, conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1])
+            if rank > most:
+                raise DataError(f"LoRA rank {rank} is larger than {name} allows ({most}: a {conv.in_channels} -> "
+                                f"{conv.out_channels} convolution of kernel {tuple(conv.kernel_size)}); give a rank "
+                                f"of at most {most}")
+        self._wrap(LoraConfig(target_modules=targets, r=rank, lora_alpha=alpha, lora_dropout=dropout))
+
+    def add_ia3(self, layers) -> None:
+        """IA3: a learned scale per output channel of every convolution of ``layers``."""
+        from peft import IA3Config
+        self._wrap(IA3Config(target_modules=self._adapter_targets(layers), feedforward_modules=[]))
+
+    def _adapter_targets(self, layers) -> list[str]:
+        layers = self._check_names(layers)
+        targets = self.conv_names(layers)
+        if not targets:
+            every = self.conv_names(self.layer_names)
+            raise DataError(f"layers {layers} hold no convolution for an adapter; the convolutions are {every}")
+        if self.peft is not None:
+            raise DataError("this Finetuner already has adapters; make a new one for another set")
+        return targets
+
+    def _wrap(self, config) -> None:
+        """Insert the adapters; peft freezes everything else, so what trained before trains again."""
+        from peft import get_peft_model
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        self.peft = get_peft_model(self.net, config)
+        for param in trainable:
+            param.requires_grad_(True)
+
+    def merge(self) -> None:
+        """Fold the adapters into the weights they adapt (``merge_and_unload``): the network is a
+        plain one again, with the same outputs and no adapter cost at inference."""
+        if self.peft is not None:
+            self.net, self.peft = self.peft.merge_and_unload(), None
+
+    # ----------------------------------------------------------------- training
+
+    def param_groups(self) -> list[dict]:
+        """One optimiser group per layer with trainable parameters and one for the head, each at its
+        own learning rate."""
+        groups = []
+        parts = [*self.net.backbone.stages.items(), (HEAD, self.net.head)]
+        for name, module in parts:
+            params = [p for p in module.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": self.layer_learning_rates.get(name, self.lr),
+                               "weight_decay": self.weight_decay, "name": name})
+        return groups
+
+    def _inputs(self, split: Split, inputs_at: int | None) -> tuple[Split, int]:
+        """The split as it enters the first stage that may change: images in [0, 1] (``inputs_at``
+        None) are adapted and run through the leading frozen stages here."""
+        if inputs_at is not None:
+            if inputs_at > self.net.frozen:
+                raise DataError(f"inputs enter at stage {inputs_at}, but only the first {self.net.frozen} stages "
+                                f"are frozen")
+            return split, inputs_at
+        frozen = self.net.frozen
+        return Split(staged(self.net.backbone, split.x, frozen), split.y), frozen
+
+    def fit(self, train: Split, val: Split, *, epochs: int = 30, batch_size: int = 32, callbacks=(), seed: int = 0,
+            inputs_at: int | None = None) -> RunResult:
+        """Train on ``train``; the network ends holding its best validation weights.
+
+        ``inputs_at`` None: the splits are images in [0, 1]; k: they are the output of the first
+        k stages (all frozen), computed once by the caller for many runs.  ``EarlyStopping`` in
+        ``callbacks`` stops on a validation plateau; every callback's ``on_epoch_end(finetuner,
+        epoch, val_acc)`` sees each epoch.  Returns the accuracies, epochs and seconds.
+        """
+        if not isinstance(epochs, int) or epochs < 1 or not isinstance(batch_size, int) or batch_size < 1:
+            raise DataError(f"epochs={epochs!r} and batch_size={batch_size!r} must be positive integers")
+        began = time.perf_counter()
+        (train, start), (val, _) = self._inputs(train, inputs_at), self._inputs(val, inputs_at)
+        stops = [cb.patience for cb in callbacks if isinstance(cb, EarlyStopping)]
+        net = self.net
+
+        def after_epoch(epoch: int, val_acc: float) -> None:
+            for callback in callbacks:
+                callback.on_epoch_end(self, epoch, val_acc)
+
+        forward = lambda h: net.from_stage(h, start)  # adapters sit inside the network's own layers
+        empty = Split(val.x[:0], val.y[:0])
+        result = fit(net, train, val, empty, lr=self.lr, max_epochs=epochs,
+                     patience=min(stops) if stops else epochs, batch_size=batch_size, seed=seed, forward=forward,
+                     optimizer=self.optimizer, param_groups=self.param_groups(), after_epoch=after_epoch)
+        for callback in callbacks:
+            callback.on_fit_end(self)
+        result.train_acc = accuracy(net, train, forward=forward)
+        result.val_acc = accuracy(net, val, forward=forward)
+        result.seconds = time.perf_counter() - began
+        return result
+
+    @torch.no_grad()
+    def predict_proba(self, split: Split, inputs_at: int | None = None) -> torch.Tensor:
+        """Class probabilities for every image (images in [0, 1], or stage outputs: see :meth:`fit`)."""
+        split, start = self._inputs(split, inputs_at)
+        self.net.eval()
+        chunks = [self.net.from_stage(split.x[i:i + CHUNK * 16], start).softmax(1)
+                  for i in range(0, len(split), CHUNK * 16)]
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.num_classes)
+
+    def evaluate(self, test: Split, inputs_at: int | None = None) -> dict:
+        """Accuracy, top-5 accuracy and macro F1 (with 5 classes or fewer, top-k for k = classes - 1,
+        named so: top-5 would always be 1)."""
+        probabilities = self.predict_proba(test, inputs_at)
+        k = min(TOP_K, self.num_classes - 1)
+        return {"accuracy": multiclass_accuracy(probabilities, test.y, self.num_classes, average="micro").item(),
+                f"top{k}_accuracy": multiclass_accuracy(probabilities, test.y, self.num_classes, average="micro",
+                                                            top_k=k).item(),
+                "macro_f1": multiclass_f1_score(probabilities, test.y, self.num_classes, average="macro").item()}
