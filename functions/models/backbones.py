@@ -30,6 +30,14 @@ from .study_cnn import StudyCNN
 CROP_RESIZE = 256 / 224
 STUDY = "study"
 NAMES = (*IMAGENET_BACKBONES, *TORCHVISION_ARCHS, STUDY)
+POOLINGS = ("avg", "max", "flatten")
+
+
+def pool(h: torch.Tensor, pooling: str = "avg") -> torch.Tensor:
+    """A stage's output as one vector per image: global average or max over space, or flattened."""
+    if h.ndim != 4 or pooling == "flatten":
+        return h.flatten(1)
+    return h.mean(dim=(2, 3)) if pooling == "avg" else h.amax(dim=(2, 3))
 
 
 class Backbone(nn.Module):
@@ -99,16 +107,16 @@ class Backbone(nn.Module):
             x = stage(x)
         return x
 
-    def pooled(self, x: torch.Tensor, layers) -> list[torch.Tensor]:
-        """The global-average-pooled output of each of ``layers`` for adapted input ``x``; stages
-        after the last one asked for are not run."""
+    def pooled(self, x: torch.Tensor, layers, pooling: str = "avg") -> list[torch.Tensor]:
+        """The pooled output (see :func:`pool`) of each of ``layers`` for adapted input ``x``;
+        stages after the last one asked for are not run."""
         wanted = set(layers)
         last = max(self.layer_names.index(name) for name in wanted)
         out = []
         for name, stage in list(self.stages.items())[:last + 1]:
             x = stage(x)
             if name in wanted:
-                out.append(x.mean(dim=(2, 3)) if x.ndim == 4 else x.flatten(1))
+                out.append(pool(x, pooling))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -39,16 +39,18 @@ def cache_key(identity: dict) -> str:
 
 
 @torch.inference_mode()
-def extract(backbone: Backbone, layers: list[str], images: torch.Tensor, crops: bool = False) -> np.ndarray:
+def extract(backbone: Backbone, layers: list[str], images: torch.Tensor, crops: bool = False,
+            pooling: str = "avg") -> np.ndarray:
     """Concatenated pooled features of ``layers`` for images in [0, 1]: (N, D), or (10, N, D)
-    for the ten crops."""
+    for the ten crops (``pooling``: see :func:`functions.models.backbones.pool`)."""
     backbone.eval()
     views = []
     for i in range(0, len(images), EXTRACT_BATCH):
         chunk = images[i:i + EXTRACT_BATCH]
         inputs = backbone.crops(chunk) if crops else [backbone.adapt(chunk)]
-        views.append(np.stack([torch.cat(backbone.pooled(x, layers), dim=1).numpy() for x in inputs]))
-    width = sum(backbone.widths[name] for name in layers)
+        views.append(np.stack([torch.cat(backbone.pooled(x, layers, pooling), dim=1).numpy() for x in inputs]))
+    probe = torch.zeros(1, backbone.channels, backbone.input_size, backbone.input_size)
+    width = 0 if views else torch.cat(backbone.pooled(probe, layers, pooling), dim=1).shape[1]
     out = np.concatenate(views, axis=1) if views else np.zeros((10 if crops else 1, 0, width), np.float32)
     return out if crops else out[0]
 
@@ -65,9 +67,11 @@ class FeatureStore:
     """The cached features of one backbone, layer set and view over one split's images."""
 
     def __init__(self, backbone: Backbone, layers: list[str], data: dict, images: torch.Tensor, crops: bool = False,
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, pooling: str = "avg"):
         self.backbone, self.layers, self.images, self.crops = backbone, backbone.check_layers(layers), images, crops
-        identity = {**backbone.identity(), "layers": self.layers, "crops": crops, "data": data, "count": len(images)}
+        self.pooling = pooling
+        identity = {**backbone.identity(), "layers": self.layers, "crops": crops, "data": data, "count": len(images),
+                    **({"pooling": pooling} if pooling != "avg" else {})}
         self.path = Path(cache_dir or feature_cache_dir()) / f"{cache_key(identity)}.npz"
         self.ids, self.features = np.zeros(0, np.int64), None
         self.totals = {"images": 0, "seconds": 0.0, "energy_kwh": 0.0}
@@ -85,7 +89,8 @@ class FeatureStore:
             phase = meter.phase("feature_extraction") if meter is not None else nullcontext()
             began = time.perf_counter()
             with phase as measured:
-                new = extract(self.backbone, self.layers, self.images[torch.from_numpy(missing)], self.crops)
+                new = extract(self.backbone, self.layers, self.images[torch.from_numpy(missing)], self.crops,
+                              self.pooling)
             spent = measured.record() if measured is not None else {}
             self.totals = {"images": self.totals["images"] + len(missing),
                            "seconds": self.totals["seconds"] + time.perf_counter() - began,

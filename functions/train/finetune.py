@@ -14,7 +14,7 @@ from torch import nn
 
 from ..core.errors import DataError
 from ..data.tasks import Split
-from ..models.backbones import Backbone
+from ..models.backbones import POOLINGS, Backbone, pool
 from .evaluation import crop_scores, scores
 from .trainer import RunResult, fit
 
@@ -22,16 +22,6 @@ OPTIMIZERS = ("adam", "sgd")
 # Images per forward pass of a backbone: tf_efficientnet_lite0 on 2 cores runs 3x faster in
 # batches of 16 than of 256 (small activations stay in the CPU's caches).
 CHUNK = 16
-
-
-POOLINGS = ("avg", "max", "flatten")
-
-
-def pool(h: torch.Tensor, pooling: str) -> torch.Tensor:
-    """A stage's output as one vector per image: global average or max over space, or flattened."""
-    if h.ndim != 4 or pooling == "flatten":
-        return h.flatten(1)
-    return h.mean(dim=(2, 3)) if pooling == "avg" else h.amax(dim=(2, 3))
 
 
 class FineTuneNet(nn.Module):
