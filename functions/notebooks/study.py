@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..analysis import stats, transferability
 from ..analysis.summary import records_frame, summary_table
-from ..config import FOLDERS, SCHEMA_KEY, Config, Grid, Setup, get_setup, profile
+from ..config import CUT, FOLDERS, SCHEMA_KEY, Config, Grid, Setup, get_setup, profile
 from ..core.device import pick_device
 from ..core.errors import DataError
 from ..core.paths import results_dir
@@ -24,7 +24,7 @@ from ..runs.sweep import run_inputs, run_sweep, subset_index, train_group, train
 # what a notebook needs from the layers below, under one name
 __all__ = ["available_modes", "collected_records", "fe_vs_ft", "fine_tuned_model", "load_pretrained", "plan",
            "parameter_table", "pretrained_info", "recheck_run", "recheck_table", "records_frame", "run_sweep", "save_transferability_records",
-           "summary_table", "sweep_records", "training_subset", "transferability_verdict", "use_output_root",
+           "strategy_records", "summary_table", "sweep_records", "training_subset", "transferability_verdict", "use_output_root",
            "validate_scores"]
 
 
@@ -132,6 +132,21 @@ def sweep_records(setup: Setup, mode: str) -> tuple[list, list]:
             raise DataError(f"no results file {path}; run the folder's empirical notebook or "
                             f"`python -m functions run {setup.folder} --setup {setup.name} --mode {mode}`")
     return load_results(results)[1], load_results(baselines)[1]
+
+
+def strategy_records(setup: Setup, plans: dict) -> tuple[dict, list, dict]:
+    """(records per mode, baseline records, trainable parameters per mode and cut) of the modes in
+    ``plans`` (mode -> (setup, config, grid)); counts for modes whose records lack them (F, FR, FT)
+    come from the networks the sweep builds."""
+    from ..models.study_cnn import cut
+    records, trainable, baselines = {}, {}, None
+    for mode, (_, cfg, grid) in plans.items():
+        records[mode], baselines = sweep_records(setup, mode)
+        if cfg.strategy == CUT:
+            source, classes = load_pretrained(setup, cfg), len(cfg.fine_tune_classes)
+            trainable[mode] = {c: sum(p.numel() for p in cut(source, c, cfg, classes, 0).parameters() if p.requires_grad)
+                               for c in grid.cut_points}
+    return records, baselines, trainable
 
 
 def available_modes(setup: Setup) -> list[str]:

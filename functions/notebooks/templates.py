@@ -14,6 +14,8 @@ from ..config import FOLDERS, default_setup, setup_names
 from ..core.paths import REPO_ROOT
 from ..runs.papermill_grid import execute as execute_notebook
 
+# the folders with committed strategy sweeps (`make strategies`)
+STRATEGY_FOLDERS = ("MNIST", "FashionMNIST", "MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
 IMPORTS = "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, stats\nfrom functions.notebooks import study"
 
 
@@ -298,10 +300,76 @@ def _fe_vs_ft(folder: str) -> list:
     ]
 
 
+def strategy_modes(folder: str) -> list[str]:
+    """FR and the strategies; the LoRA rank sweep on MNIST (rank 4 elsewhere)."""
+    ranks = (1, 2, 4, 8) if folder == "MNIST" else (4,)
+    return ["FR", "progressive", "discriminative", *(f"lora_r{r}" for r in ranks), "ia3", "bitfit"]
+
+
+def _strategies(folder: str) -> list:
+    return [
+        ("md", f"# {folder}: which fine-tuning strategy?\nAt cut point k the pretrained blocks before k are kept "
+               "and either frozen or adapted cheaply; the blocks from k on keep their pretrained weights and train, "
+               "as in mode F; the output layer is new. Beside FR (blocks from k on re-initialised) and the baseline "
+               "(no transfer), five strategies:\n\n"
+               "- **progressive**: the head trains first, then one block per stage is unfrozen from the top down to "
+               "block k (each stage at most `stage_epochs` epochs, ending early on a validation plateau; the last "
+               "stage gets the full budget; the best weights of all stages are kept);\n"
+               "- **discriminative**: every block from k on trains, block i at `lr * lr_decay ** (depth - i)`;\n"
+               "- **lora_r&lt;rank&gt;**: LoRA adapters (peft) on the frozen blocks' convolutions, merged into the "
+               "weights after training;\n"
+               "- **ia3**: a learned scale per output channel of the frozen blocks' convolutions (peft);\n"
+               "- **bitfit**: only the frozen blocks' biases train.\n\n"
+               "All train on the same balanced subsets, seeds and epoch budget as FR, and are scored on the official "
+               "test split."),
+        ("code", _parameters(folder, modes=strategy_modes(folder))),
+        ("code", f"{IMPORTS}\nfrom functions.analysis import strategies\n{PLAN}"),
+        ("md", "## Sweeps\nResults files are resumed: runs already in them are not trained again (`make strategies` "
+               "made them)."),
+        ("code", "# NBVAL_IGNORE_OUTPUT\n# (progress bars show rates and times)\n"
+                 "paths = {mode: study.run_sweep(*plans[mode], device=device) for mode in modes}\n"
+                 "records, baselines, trainable = study.strategy_records(chosen, plans)\n"
+                 "frame = strategies.strategy_frame(records, trainable)"),
+        ("md", "## Accuracy per strategy and cut point\nOne panel per fraction of target data: mean test accuracy "
+               "per cut point with inter-quartile bands, one line per strategy, the baseline a grey band. At cut 0 "
+               "nothing is frozen, so the adapter strategies and BitFit coincide there."),
+        ("code", "figure = plots.compare_modes(records, baselines)\n"
+                 "plots.save_figure(figure, folder, f'strategies_{setup}')\ndisplay(figure)"),
+        ("md", "## The best cut of each strategy\nPer percentage, the cut point with the highest mean test "
+               "accuracy, its trainable parameters, and the gain over the baseline."),
+        ("code", "best = strategies.best_cuts(frame, baselines)\n"
+                 "display(best.drop(columns='seconds').round(3))"),
+        ("md", "## Accuracy against what is trained and what it costs\nEach point is one strategy at one cut point. "
+               "Left of FR at the same height means as accurate with fewer trainable parameters. Times are seconds "
+               "per run on the machine that made the results (FR's runs train in groups through the batched engine, "
+               "and their time is the group's share per run)."),
+        ("code", "figure = strategies.accuracy_against(frame, baselines, 'trainable_params')\n"
+                 "plots.save_figure(figure, folder, f'strategies_parameters_{setup}')\ndisplay(figure)"),
+        ("code", "# NBVAL_IGNORE_OUTPUT\n# (times differ between machines)\n"
+                 "figure = strategies.accuracy_against(frame, baselines, 'seconds')\n"
+                 "plots.save_figure(figure, folder, f'strategies_seconds_{setup}')\ndisplay(figure)\n"
+                 "display(best['seconds'].unstack().round(2))"),
+        ("md", "## Better than FR?\nEach strategy against FR at the same cut point, runs paired by repeat (both "
+               "trained on the same subset): Wilcoxon signed-rank tests, Holm-corrected within each percentage. "
+               "With the quick profile's two repeats no difference can be significant (the smallest possible p is "
+               "0.5): the table shows the mechanics, the `paper` profile's repeats give the answer."),
+        ("code", "tests = strategies.against_reference(frame)\ndisplay(tests.round(3))"),
+        ("md", "## The answer in words"),
+        ("code", "print(strategies.verdict(best, tests))"),
+        ("md", "## Do the stored results still come out of the code?\nOne stored run of each strategy at the "
+               "middle cut point and the smallest fraction, and one baseline, trained again from scratch; a value "
+               "within 0.01 of the stored one (float rounding differs between kinds of CPU) prints as stored."),
+        ("code", "middle = grid.cut_points[len(grid.cut_points) // 2]\n"
+                 "study.recheck_table(chosen, {m: p for m, p in plans.items() if m != 'FR'}, cut_point=middle,\n"
+                 "                    percentage=grid.percentages[0], device=device)"),
+    ]
+
+
 def kinds(folder: str) -> list[str]:
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of folders whose datasets are available offline
-    return study_kinds + (["sample_efficiency", "fe_vs_ft"] if folder != "CIFAR" else [])
+    offline = ["sample_efficiency", "fe_vs_ft"] if folder != "CIFAR" else []
+    return study_kinds + offline + (["strategies"] if folder in STRATEGY_FOLDERS else [])
 
 
 def cells(folder: str, kind: str) -> list:
@@ -323,6 +391,8 @@ def cells(folder: str, kind: str) -> list:
         return _sample_efficiency(folder)
     if kind == "fe_vs_ft":
         return _fe_vs_ft(folder)
+    if kind == "strategies":
+        return _strategies(folder)
     raise ValueError(f"no notebook template {kind!r}")
 
 
