@@ -249,3 +249,33 @@ def test_every_strategy_is_a_mode_of_the_command_line(capsys):
     assert main(["run", "MNIST", "--mode", "lora_rx"]) == 2
     assert "unknown mode 'lora_rx'" in capsys.readouterr().err
     assert set(STRATEGIES) == {"progressive", "discriminative", "lora", "ia3", "bitfit"}
+
+
+def test_weight_space_lora_equals_peft_lora_in_outputs_and_gradients():
+    """The one-convolution LoRA computes peft's two-branch LoRA: same outputs, same gradients."""
+    from peft import LoraConfig, get_peft_model
+    from functions.models.adapters import weight_space_lora
+
+    def adapted(weight_space: bool):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+        config = LoraConfig(target_modules=["0", "2"], r=2, lora_alpha=4)
+        model = get_peft_model(net, weight_space_lora(config) if weight_space else config)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.linspace(-1, 1, p.numel()).view_as(p))
+        return model
+
+    x = torch.randn(5, 3, 10, 10)
+    outputs, grads = [], []
+    for weight_space in (False, True):
+        model = adapted(weight_space)
+        out = model(x)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 4
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-4)

@@ -19,6 +19,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 from ..core.atomic import atomic_file
 from ..core.errors import DataError
 from ..data.tasks import Split
+from ..models.adapters import weight_space_lora
 from ..models.backbones import Backbone
 from .finetune import CHUNK, FineTuneNet, staged
 from .trainer import RunResult, accuracy, fit
@@ -145,7 +146,7 @@ class Finetuner:
                 raise DataError(f"LoRA rank {rank} is larger than {name} allows ({most}: a {conv.in_channels} -> "
                                 f"{conv.out_channels} convolution of kernel {tuple(conv.kernel_size)}); give a rank "
                                 f"of at most {most}")
-        self._wrap(LoraConfig(target_modules=targets, r=rank, lora_alpha=alpha, lora_dropout=dropout))
+        self._wrap(weight_space_lora(LoraConfig(target_modules=targets, r=rank, lora_alpha=alpha, lora_dropout=dropout)))
 
     def add_ia3(self, layers) -> None:
         """IA3: a learned scale per output channel of every convolution of ``layers``."""
@@ -169,6 +170,9 @@ class Finetuner:
         self.peft = get_peft_model(self.net, config)
         for param in trainable:
             param.requires_grad_(True)
+        # the adapters' weights are made in the default layout; channels-last like the rest, no
+        # convolution converts its operands (a LoRA step on a 2-core CPU: 1.4x faster)
+        self.net.to(memory_format=torch.channels_last)
 
     def merge(self) -> None:
         """Fold the adapters into the weights they adapt (``merge_and_unload``): the network is a
