@@ -252,13 +252,15 @@ def test_every_strategy_is_a_mode_of_the_command_line(capsys):
 
 
 def test_weight_space_lora_equals_peft_lora_in_outputs_and_gradients():
-    """The one-convolution LoRA computes peft's two-branch LoRA: same outputs, same gradients."""
+    """The one-convolution LoRA computes peft's two-branch LoRA: same outputs, same gradients, also
+    through a convolution that pads in its own forward (timm's "same" padding, as in EfficientNet)."""
     from peft import LoraConfig, get_peft_model
+    from timm.layers import Conv2dSame
     from functions.models.adapters import weight_space_lora
 
     def adapted(weight_space: bool):
         torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+        net = torch.nn.Sequential(Conv2dSame(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
         config = LoraConfig(target_modules=["0", "2"], r=2, lora_alpha=4)
         model = get_peft_model(net, weight_space_lora(config) if weight_space else config)
         with torch.no_grad():

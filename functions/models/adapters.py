@@ -11,6 +11,7 @@ unloading) is peft's own.
 from __future__ import annotations
 
 import torch
+from torch.func import functional_call
 from peft.tuners.lora.layer import Conv2d as LoraConv2d
 from torch import nn
 
@@ -26,7 +27,8 @@ class WeightSpaceLoraConv2d(LoraConv2d):
             return super().forward(x, *args, **kwargs)
         base = self.get_base_layer()
         weight = base.weight + sum(self.get_delta_weight(a) for a in adapters)
-        return base._conv_forward(x, weight.to(x.dtype), base.bias)
+        # the base layer's own forward (timm's "same"-padded convolutions pad in theirs)
+        return functional_call(base, {"weight": weight.to(x.dtype)}, (x,), strict=False)
 
 
 def weight_space_lora(config):

@@ -127,18 +127,21 @@ class Finetuner:
 
     # ----------------------------------------------------------------- adapters (peft)
 
-    def conv_names(self, layers) -> list[str]:
-        """The convolutions inside ``layers``, by their module names in the network."""
+    def conv_names(self, layers, grouped: bool = True) -> list[str]:
+        """The convolutions inside ``layers`` (without ``grouped``: only those with one group), by
+        their module names in the network."""
         self._check_names(layers)
         return [f"backbone.stages.{layer}.{name}" for layer in layers
-                for name, module in self.net.backbone.stages[layer].named_modules() if isinstance(module, nn.Conv2d)]
+                for name, module in self.net.backbone.stages[layer].named_modules()
+                if isinstance(module, nn.Conv2d) and (grouped or module.groups == 1)]
 
     def add_lora(self, layers, rank: int, alpha: float, dropout: float = 0.0) -> None:
-        """LoRA adapters of ``rank`` on every convolution of ``layers``, scaled by ``alpha / rank``."""
+        """LoRA adapters of ``rank`` on every convolution of ``layers`` but grouped (depthwise) ones,
+        which peft cannot merge, scaled by ``alpha / rank``."""
         from peft import LoraConfig
         if not isinstance(rank, int) or rank < 1:
             raise DataError(f"LoRA rank {rank!r} must be a positive integer")
-        targets = self._adapter_targets(layers)
+        targets = self._adapter_targets(layers, grouped=False)
         for name in targets:
             conv = self.net.get_submodule(name)
             most = min(conv.out_channels, conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1])
@@ -153,11 +156,11 @@ class Finetuner:
         from peft import IA3Config
         self._wrap(IA3Config(target_modules=self._adapter_targets(layers), feedforward_modules=[]))
 
-    def _adapter_targets(self, layers) -> list[str]:
+    def _adapter_targets(self, layers, grouped: bool = True) -> list[str]:
         layers = self._check_names(layers)
-        targets = self.conv_names(layers)
+        targets = self.conv_names(layers, grouped)
         if not targets:
-            every = self.conv_names(self.layer_names)
+            every = self.conv_names(self.layer_names, grouped)
             raise DataError(f"layers {layers} hold no convolution for an adapter; the convolutions are {every}")
         if self.peft is not None:
             raise DataError("this Finetuner already has adapters; make a new one for another set")
