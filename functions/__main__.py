@@ -145,8 +145,12 @@ def cmd_summary(args):
 
 def cmd_notebooks(args):
     from .notebooks import templates as notebooks
+    known = sorted({kind for _, kind in notebooks.all_notebooks()})
+    unknown = sorted(set(args.kinds or ()) - set(known))
+    if unknown:
+        raise DataError(f"unknown notebook kind(s) {unknown}; choose from {known}")
     for folder, kind in notebooks.all_notebooks():
-        if args.folders and folder not in args.folders:
+        if (args.folders and folder not in args.folders) or (args.kinds and kind not in args.kinds):
             continue
         began = time.perf_counter()
         path = notebooks.write(folder, kind, execute=args.execute)
@@ -308,6 +312,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("notebooks", help="write the study notebooks from their templates")
     p.add_argument("folders", nargs="*", help="only these folders")
+    p.add_argument("--kinds", nargs="+", metavar="KIND", help="only these kinds of notebook (e.g. strategies)")
     p.add_argument("--execute", action="store_true", help="also run them (papermill) and keep the outputs")
     p.set_defaults(func=cmd_notebooks)
 
