@@ -14,7 +14,7 @@ from functions.runs.features import FeatureStore, extract
 from functions.runs.tracking import Tracker
 from functions.train.classifiers import FeatureClassifier, Standardiser, ternary
 from functions.train.evaluation import crop_scores, majority_vote, mean_probability, scores
-from functions.train.finetune import fine_tune
+from functions.train.finetuner import fine_tune
 
 
 @pytest.fixture(scope="module")

@@ -281,3 +281,23 @@ def test_weight_space_lora_equals_peft_lora_in_outputs_and_gradients():
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 4
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-4)
+
+
+def test_finetuner_refuses_bad_settings_naming_the_fix(source):
+    backbone = strategies.study_backbone(source, 0.0, 1.0)
+    with pytest.raises(DataError, match="num_classes=1 must be an integer of at least 2"):
+        Finetuner(backbone, 1)
+    with pytest.raises(DataError, match="unknown optimizer 'rmsprop'; choose one of \\['adam', 'sgd'\\]"):
+        Finetuner(backbone, 5, optimizer="rmsprop")
+    with pytest.raises(DataError, match="unknown layer\\(s\\) \\['fc'\\].*'head'"):
+        Finetuner(backbone, 5, layer_learning_rates={"fc": 1e-3})
+    with pytest.raises(DataError, match="must all be positive"):
+        Finetuner(backbone, 5, layer_learning_rates={"head": 0.0})
+    with pytest.raises(DataError, match="unknown pooling 'sum'"):
+        Finetuner(backbone, 5, pooling="sum")
+    tuner = Finetuner(backbone, 5, freeze_layers=["block1"])
+    train, val, _ = toy_splits()
+    with pytest.raises(DataError, match="inputs enter at stage 3, but only the first 1 stages are frozen"):
+        tuner.fit(train, val, epochs=1, inputs_at=3)
+    with pytest.raises(DataError, match="epochs=0"):
+        tuner.fit(train, val, epochs=0)

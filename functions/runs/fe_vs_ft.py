@@ -27,7 +27,8 @@ from ..data.tasks import Split, TaskData, load_task, pixels
 from ..models.backbones import STUDY, Backbone, load, study_backbone
 from ..train.classifiers import EMBEDDINGS, HEADS, FeatureClassifier
 from ..train.evaluation import crop_scores, scores
-from ..train.finetune import OPTIMIZERS, FineTuneNet, evaluate, fine_tune, staged
+from ..train.finetune import OPTIMIZERS, FineTuneNet, evaluate, staged
+from ..train.finetuner import LearningCurve, fine_tune
 from .cost import CostMeter, count_flops
 from .features import FeatureStore
 from .pretrained import load_pretrained
@@ -249,12 +250,12 @@ class Experiment:
         s = self.settings
         frozen = s.frozen_depth(self.backbone)
         train = Split(self.target.train.x[index], self.target.train.y[index])
-        curve: list[float] = []
+        curve = LearningCurve()
         with self.meter.phase("fine_tuning") as tuning:
             net, result = fine_tune(self.backbone, train, self.target.val, self.target.num_classes, frozen=frozen,
                                     hidden=s.hidden, optimizer=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
                                     momentum=s.momentum, max_epochs=s.max_epochs, patience=s.patience,
-                                    batch_size=s.batch_size, seed=s.seed, after_epoch=lambda _, acc: curve.append(acc))
+                                    batch_size=s.batch_size, seed=s.seed, curve=curve)
             tuning.flops = self._fine_tuning_flops(net, len(train), result.epochs)
         prefix, prefix_cost = self._staged_test(frozen) if not s.crops else (None, {})
         with self.meter.phase("evaluation") as evaluation:
@@ -265,7 +266,7 @@ class Experiment:
         for key, value in prefix_cost.items():  # each run is charged the whole prefix, as if alone
             costs[key] = (costs[key] or 0.0) + value
         return {**test, "train_acc": result.train_acc, "val_acc": result.val_acc, "epochs": result.epochs,
-                "status": result.status, "val_curve": curve, "trainable_parameters": net.trainable_parameters(),
+                "status": result.status, "val_curve": curve.val_acc, "trainable_parameters": net.trainable_parameters(),
                 **costs, **self._totals(costs)}
 
     def _staged_test(self, frozen: int) -> tuple[torch.Tensor, dict]:

@@ -16,7 +16,8 @@ import numpy as np
 from ..data.tasks import Split
 from ..train.classifiers import FeatureClassifier
 from ..train.evaluation import scores
-from ..train.finetune import evaluate, fine_tune
+from ..train.finetune import evaluate
+from ..train.finetuner import fine_tune
 from .store import ResultsFile
 
 SELECTION_CLASSIFIERS = ("linear_svc", "logistic", "svc", "ridge")

@@ -107,26 +107,6 @@ def staged(backbone: Backbone, images: torch.Tensor, frozen: int) -> torch.Tenso
     return torch.cat(parts).contiguous(memory_format=torch.channels_last)
 
 
-def fine_tune(backbone: Backbone, train: Split, val: Split, num_classes: int, *, frozen: int, hidden: int = 0,
-              optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
-              max_epochs: int = 30, patience: int = 5, batch_size: int = 16, seed: int = 0,
-              after_epoch=None) -> tuple[FineTuneNet, RunResult]:
-    """Train a copy of ``backbone`` with a new head on ``train`` (images in [0, 1]); early stopping
-    on ``val`` accuracy, best weights restored.  The result's test accuracy is left to
-    :func:`evaluate` (NaN here); ``after_epoch(epoch, val_acc)`` sees the learning curve."""
-    if optimizer not in OPTIMIZERS:
-        raise DataError(f"unknown optimiser {optimizer!r}; choose one of {list(OPTIMIZERS)}")
-    torch.manual_seed(seed)
-    net = FineTuneNet(copy.deepcopy(backbone), num_classes, frozen, hidden)
-    inputs = [Split(staged(net.backbone, s.x, frozen), s.y) for s in (train, val)]
-    empty = Split(inputs[1].x[:0], inputs[1].y[:0])
-    groups = [{"params": [p for p in net.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    result = fit(net, inputs[0], inputs[1], empty, lr=lr, max_epochs=max_epochs, patience=patience,
-                 batch_size=batch_size, seed=seed, forward=lambda h: net.from_stage(h, frozen), optimizer=optimizer,
-                 momentum=momentum, param_groups=groups, after_epoch=after_epoch)
-    return net, result
-
-
 @torch.no_grad()
 def predict(net: FineTuneNet, images: torch.Tensor, crops: bool = False,
             prefix: torch.Tensor | None = None) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -21,29 +21,43 @@ from ..core.errors import DataError
 from ..data.tasks import Split
 from ..models.adapters import weight_space_lora
 from ..models.backbones import Backbone
-from .finetune import CHUNK, FineTuneNet, staged
+from .finetune import CHUNK, OPTIMIZERS, FineTuneNet, staged
 from .trainer import RunResult, accuracy, fit
 
 HEAD = "head"
 TOP_K = 5
 
 
-class EarlyStopping:
+class Callback:
+    """What a :meth:`Finetuner.fit` tells its callbacks: each epoch's validation accuracy, and its end."""
+
+    def on_epoch_end(self, finetuner: "Finetuner", epoch: int, val_acc: float) -> None:
+        pass
+
+    def on_fit_end(self, finetuner: "Finetuner") -> None:
+        pass
+
+
+class LearningCurve(Callback):
+    """The validation accuracy of every epoch, in order."""
+
+    def __init__(self):
+        self.val_acc: list[float] = []
+
+    def on_epoch_end(self, finetuner: "Finetuner", epoch: int, val_acc: float) -> None:
+        self.val_acc.append(val_acc)
+
+
+class EarlyStopping(Callback):
     """Stop a :meth:`Finetuner.fit` once validation accuracy has not improved for ``patience`` epochs."""
 
     def __init__(self, patience: int = 5):
         if not isinstance(patience, int) or patience < 1:
             raise DataError(f"EarlyStopping patience={patience!r} must be a positive integer")
-        self.patience = patience
-
-    def on_epoch_end(self, finetuner: "Finetuner", epoch: int, val_acc: float) -> None:
-        """The trainer counts the stale epochs itself (its ``patience``)."""
-
-    def on_fit_end(self, finetuner: "Finetuner") -> None:
-        """Nothing to restore: the trainer already ends on its best epoch."""
+        self.patience = patience  # the trainer counts the stale epochs and ends on the best one
 
 
-class ModelCheckpoint:
+class ModelCheckpoint(Callback):
     """Keep the best weights seen over every :meth:`Finetuner.fit` it is passed to (the trainer
     keeps the best of one call) and give them back at the end of each; with ``path``, also write
     them there (atomically) whenever they improve."""
@@ -68,18 +82,18 @@ class Finetuner:
     ``head_hidden_sizes`` for ``num_classes``, ``freeze_layers`` frozen, trained by :meth:`fit`.
 
     ``layer_learning_rates`` maps layer names (and ``head``) to their own learning rate; the others
-    train at ``lr``.  ``optimizer`` is ``adam`` or ``sgd`` (momentum 0.9); ``weight_decay`` applies to
-    every group.  ``pooling`` (``avg``, ``max``, ``flatten``; default the model's own) turns the
+    train at ``lr``.  ``optimizer`` is ``adam`` or ``sgd`` (with ``momentum``); ``weight_decay``
+    applies to every group.  ``pooling`` (``avg``, ``max``, ``flatten``; default the model's own) turns the
     last stage's output into the head's input.  The head's initial weights follow ``seed``.
     """
 
     def __init__(self, model: Backbone, num_classes: int, freeze_layers=(), head_hidden_sizes=(), dropout: float = 0.0,
                  layer_learning_rates: dict | None = None, optimizer: str = "adam", lr: float = 1e-3,
-                 weight_decay: float = 0.0, pooling: str | None = None, seed: int = 0):
+                 weight_decay: float = 0.0, momentum: float = 0.9, pooling: str | None = None, seed: int = 0):
         if not isinstance(num_classes, int) or num_classes < 2:
             raise DataError(f"num_classes={num_classes!r} must be an integer of at least 2")
         if optimizer not in ("adam", "sgd"):
-            raise DataError(f"unknown optimizer {optimizer!r}; choose 'adam' or 'sgd'")
+            raise DataError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
         if not lr > 0 or weight_decay < 0:
             raise DataError(f"lr={lr} must be positive and weight_decay={weight_decay} non-negative")
         torch.manual_seed(seed)
@@ -90,6 +104,7 @@ class Finetuner:
         if any(not value > 0 for value in rates.values()):
             raise DataError(f"layer_learning_rates {rates} must all be positive")
         self.num_classes, self.optimizer, self.lr, self.weight_decay = num_classes, optimizer, lr, weight_decay
+        self.momentum = momentum
         self.layer_learning_rates = rates
         self.peft = None  # the peft wrapper once adapters are added
         self.freeze_layers(freeze_layers)
@@ -232,7 +247,8 @@ class Finetuner:
         empty = Split(val.x[:0], val.y[:0])
         result = fit(net, train, val, empty, lr=self.lr, max_epochs=epochs,
                      patience=min(stops) if stops else epochs, batch_size=batch_size, seed=seed, forward=forward,
-                     optimizer=self.optimizer, param_groups=self.param_groups(), after_epoch=after_epoch)
+                     optimizer=self.optimizer, momentum=self.momentum, param_groups=self.param_groups(),
+                     after_epoch=after_epoch)
         for callback in callbacks:
             callback.on_fit_end(self)
         result.train_acc = accuracy(net, train, forward=forward)
@@ -258,3 +274,18 @@ class Finetuner:
                 f"top{k}_accuracy": multiclass_accuracy(probabilities, test.y, self.num_classes, average="micro",
                                                             top_k=k).item(),
                 "macro_f1": multiclass_f1_score(probabilities, test.y, self.num_classes, average="macro").item()}
+
+
+def fine_tune(backbone: Backbone, train: Split, val: Split, num_classes: int, *, frozen: int, hidden: int = 0,
+              optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
+              max_epochs: int = 30, patience: int = 5, batch_size: int = 16, seed: int = 0,
+              curve: LearningCurve | None = None) -> tuple[FineTuneNet, RunResult]:
+    """The fe-vs-ft grid's fine-tuning: a copy of ``backbone``, its first ``frozen`` stages frozen,
+    a new head, trained on images in [0, 1] with early stopping on ``val``; the test is left to
+    :func:`functions.train.finetune.evaluate` (NaN here); ``curve`` records the learning curve."""
+    tuner = Finetuner(backbone, num_classes, freeze_layers=backbone.layer_names[:frozen], head_hidden_sizes=hidden,
+                      optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed)
+    callbacks = [EarlyStopping(patience)] + ([curve] if curve is not None else [])
+    result = tuner.fit(train, val, epochs=max_epochs, batch_size=batch_size, callbacks=callbacks, seed=seed)
+    result.test_acc = float("nan")
+    return tuner.net, result
