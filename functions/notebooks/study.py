@@ -78,7 +78,8 @@ def recheck_run(setup: Setup, cfg: Config, cut_point: int, percentage: float, re
     path = results_path(setup.folder, kind, setup.name, cfg.mode)
     stored = {r["repeat"]: r for r in load_results(path)[1]
               if r["sampled_cut_point"] == cut_point and same_percentage(r["sampled_percentage"], percentage)}
-    cell = sorted(stored)
+    # the engine trains a cell's repeats as one group; a strategy trains its runs one by one
+    cell = sorted(stored) if cfg.strategy == CUT or cut_point == -1 else [repeat]
     if repeat not in stored:
         raise DataError(f"{path} has no run at cut {cut_point}, percentage {percentage}, repeat {repeat}")
     task = cfg.target_task()
