@@ -92,7 +92,7 @@ class Finetuner:
                  weight_decay: float = 0.0, momentum: float = 0.9, pooling: str | None = None, seed: int = 0):
         if not isinstance(num_classes, int) or num_classes < 2:
             raise DataError(f"num_classes={num_classes!r} must be an integer of at least 2")
-        if optimizer not in ("adam", "sgd"):
+        if optimizer not in OPTIMIZERS:
             raise DataError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
         if not lr > 0 or weight_decay < 0:
             raise DataError(f"lr={lr} must be positive and weight_decay={weight_decay} non-negative")
