@@ -301,3 +301,35 @@ def test_finetuner_refuses_bad_settings_naming_the_fix(source):
         tuner.fit(train, val, epochs=1, inputs_at=3)
     with pytest.raises(DataError, match="epochs=0"):
         tuner.fit(train, val, epochs=0)
+
+
+def test_strategy_analysis_finds_the_better_strategy_and_the_cheapest_point():
+    from functions.analysis import strategies as analysis
+    rng = np.random.default_rng(0)
+
+    def runs(mode_gain, params=None):
+        out = []
+        for cut in (1, 2):
+            for repeat in range(8):
+                record = {"sampled_percentage": 0.01, "sampled_cut_point": cut, "repeat": repeat, "epochs": 5,
+                          "seconds": 1.0, "test_acc": 0.8 + 0.01 * cut + mode_gain + rng.normal(0, 0.002),
+                          "train_acc": 1.0}
+                if params is not None:
+                    record["trainable_params"] = params[cut]
+                out.append(record)
+        return out
+
+    records = {"FR": runs(0.0), "bitfit": runs(0.05, {1: 300, 2: 100})}
+    baselines = [{"sampled_percentage": 0.01, "sampled_cut_point": -1, "repeat": r, "test_acc": 0.5, "train_acc": 1}
+                 for r in range(8)]
+    frame = analysis.strategy_frame(records, {"FR": {1: 1000, 2: 500}})
+    best = analysis.best_cuts(frame, baselines)
+    assert best.loc[(0.01, "bitfit"), "best_cut"] == 2 and best.loc[(0.01, "FR"), "trainable_params"] == 500
+    assert best.loc[(0.01, "FR"), "gain_over_baseline"] == pytest.approx(0.32, abs=0.01)
+    tests = analysis.against_reference(frame)
+    assert len(tests) == 2 and tests["significant"].all() and (tests["mean_diff"] > 0.04).all()
+    text = analysis.verdict(frame, best, tests)
+    assert "bitfit is best (cut 2" in text and "bitfit at cut 2 (100 against FR's 500)" in text
+    assert "2 of 2 comparisons are significantly better" in text
+    with pytest.raises(DataError, match="compared with FR"):
+        analysis.strategy_frame({"bitfit": records["bitfit"]}, {})

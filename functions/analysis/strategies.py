@@ -86,15 +86,19 @@ def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_
     return fig
 
 
-def verdict(best: pd.DataFrame, tests: pd.DataFrame) -> str:
+def verdict(frame: pd.DataFrame, best: pd.DataFrame, tests: pd.DataFrame) -> str:
     """Per percentage: the strategy with the best cut point, its gain over FR's best cut and over
-    the baseline, what it trains, and how many strategy-vs-FR comparisons are significant."""
+    the baseline, the fewest trainable parameters of any (mode, cut point) reaching FR's best mean
+    accuracy, and how many strategy-vs-FR comparisons are significant."""
+    means = frame.groupby(["sampled_percentage", "mode", "sampled_cut_point"]).agg(
+        test_acc=("test_acc", "mean"), trainable_params=("trainable_params", "first")).reset_index()
     lines = []
     for percentage, table in best.groupby(level="sampled_percentage"):
         table = table.droplevel("sampled_percentage")
         winner = table["test_acc"].idxmax()
         top, reference = table.loc[winner], table.loc[REFERENCE]
-        cheapest = table.loc[table["test_acc"] >= reference["test_acc"], "trainable_params"].idxmin()
+        points = means[(means["sampled_percentage"] == percentage) & (means["test_acc"] >= reference["test_acc"])]
+        cheapest = points.loc[points["trainable_params"].idxmin()]
         family = tests[tests["sampled_percentage"] == percentage]
         better = family[family["significant"] & (family["mean_diff"] > 0)]
         worse = family[family["significant"] & (family["mean_diff"] < 0)]
@@ -102,8 +106,8 @@ def verdict(best: pd.DataFrame, tests: pd.DataFrame) -> str:
             f"{percentage:g} of the data: {winner} is best (cut {int(top['best_cut'])}, {top['test_acc']:.3f}; "
             f"{top['test_acc'] - reference['test_acc']:+.3f} over FR's best cut {int(reference['best_cut'])}, "
             f"{top['gain_over_baseline']:+.3f} over the baseline, {int(top['trainable_params']):,} trainable "
-            f"parameters); the fewest parameters reaching FR's best accuracy: {cheapest} "
-            f"({int(table.loc[cheapest, 'trainable_params']):,}). Against FR at the same cut, "
-            f"{len(better)} of {len(family)} comparisons are significantly better and {len(worse)} significantly "
-            f"worse (Wilcoxon, Holm, alpha 0.05).")
+            f"parameters). The fewest trainable parameters reaching FR's best accuracy: {cheapest['mode']} at cut "
+            f"{int(cheapest['sampled_cut_point'])} ({int(cheapest['trainable_params']):,} against FR's "
+            f"{int(reference['trainable_params']):,}). Against FR at the same cut, {len(better)} of {len(family)} "
+            f"comparisons are significantly better and {len(worse)} significantly worse (Wilcoxon, Holm, alpha 0.05).")
     return "\n".join(lines)

@@ -355,7 +355,7 @@ def _strategies(folder: str) -> list:
                "0.5): the table shows the mechanics, the `paper` profile's repeats give the answer."),
         ("code", "tests = strategies.against_reference(frame)\ndisplay(tests.round(3))"),
         ("md", "## The answer in words"),
-        ("code", "print(strategies.verdict(best, tests))"),
+        ("code", "print(strategies.verdict(frame, best, tests))"),
         ("md", "## Do the stored results still come out of the code?\nOne stored run of each strategy (LoRA at "
                "rank 4) at the middle cut point and the smallest fraction, and one baseline, trained again from "
                "scratch; a value within 0.01 of the stored one (float rounding differs between kinds of CPU) prints "
