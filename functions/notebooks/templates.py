@@ -336,7 +336,9 @@ def _strategies(folder: str) -> list:
         ("code", "figure = plots.compare_modes(records, baselines)\n"
                  "plots.save_figure(figure, folder, f'strategies_{setup}')\ndisplay(figure)"),
         ("md", "## The best cut of each strategy\nPer percentage, the cut point with the highest mean test "
-               "accuracy, its trainable parameters, and the gain over the baseline."),
+               "accuracy, its trainable parameters, mean epochs and the gain over the baseline. Progressive "
+               "unfreezing trains longer than the others (up to `stage_epochs` per block above the cut before its "
+               "last stage's full budget): read its gain together with its epochs."),
         ("code", "best = strategies.best_cuts(frame, baselines)\n"
                  "display(best.drop(columns='seconds').round(3))"),
         ("md", "## Accuracy against what is trained and what it costs\nEach point is one strategy at one cut point. "
