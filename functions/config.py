@@ -166,7 +166,7 @@ class Config:
         if not 0 < self.lr_decay <= 1:
             raise DataError(f"lr_decay={self.lr_decay} must be in (0, 1]: each block down from the head trains "
                             f"at lr_decay times the learning rate of the block above it")
-        if not 1 <= self.stage_epochs <= self.num_train:
+        if self.stage_epochs < 1 or (self.strategy == "progressive" and self.stage_epochs > self.num_train):
             raise DataError(f"stage_epochs={self.stage_epochs} must be in 1..num_train={self.num_train}: a "
                             f"progressive stage cannot be longer than the epoch budget")
         if self.lora_rank < 1:

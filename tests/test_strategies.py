@@ -158,7 +158,7 @@ def test_bad_strategy_settings_are_refused(source):
     with pytest.raises(DataError, match="lr_decay=0"):
         Config(lr_decay=0.0)
     with pytest.raises(DataError, match="stage_epochs=12 must be in 1..num_train=10"):
-        Config(num_train=10, stage_epochs=12)
+        Config(num_train=10, stage_epochs=12, strategy="progressive", reinit=False)
     with pytest.raises(DataError, match="unknown mode 'lora_r0'"):
         Config().with_mode("lora_r0")
     with pytest.raises(DataError, match="lora_rank=0 must be at least 1"):
