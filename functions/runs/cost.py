@@ -86,7 +86,7 @@ def _swallowed():
         logger.setLevel(logging.ERROR)
 
 
-class _PeakRss:
+class PeakRss:
     """Peak resident memory of this process, sampled by a background thread."""
 
     def __init__(self):
@@ -162,7 +162,7 @@ class CostMeter:
         self._active = name
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        memory = _PeakRss()
+        memory = PeakRss()
         self._tracker.start_task(name)
         start = time.perf_counter()
         try:
