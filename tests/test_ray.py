@@ -1,6 +1,7 @@
 """Sweeps on a real Ray cluster: one head started with `ray start` for the module (2 CPUs, dashboard off)."""
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -28,14 +29,20 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    """A head that requires a token, as the README's recipe starts one: the token is made here and
+    given to the head, this process and the drivers it starts through the environment."""
     port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                    "--disable-usage-stats", "--object-store-memory=300000000"], check=True, capture_output=True, env=env, timeout=120)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=env, timeout=120)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "token")
+        patch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                        "--disable-usage-stats", "--object-store-memory=300000000"], check=True, capture_output=True,
+                       timeout=120)
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
 
 
 def sweep(root: Path, executor, monkeypatch):

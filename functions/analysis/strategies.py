@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..core.errors import DataError
 from .plots import _fraction_title, _panels
@@ -82,6 +83,8 @@ def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_
         if percentage in base.index:
             ax.axhline(base[percentage], color="0.4", linestyle="--", label="baseline")
         ax.set(xscale="log", title=_fraction_title(percentage), xlabel=labels[x], ylabel="mean test accuracy")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels overlap
     axes[-1].legend(title="mode (one point per cut)", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
     return fig
 

@@ -6,8 +6,8 @@ the driver saves them.  On Ray, large shared inputs go to the object store once 
 tasks receive references; a task whose worker dies is retried (``max_retries``), and a task that
 raises comes back as a :class:`Failure` naming its unit while the others go on.
 
-Whoever reaches a cluster's ports and holds its token can run code on it (Ray 2.60's `ray start`
-creates a token; older clusters have none).  A local instance (``address="local"``) is started
+Whoever reaches a cluster's ports and holds its token can run code on it (a Ray 2.60 head started
+with ``RAY_AUTH_MODE=token`` requires one; other clusters have none).  A local instance (``address="local"``) is started
 with the dashboard and its job-submission API off; clusters belong on a private network behind a
 firewall (README).
 """
@@ -89,7 +89,7 @@ class RayExecutor:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address not in ("local", "auto"):
             _check_reachable(address)
-            # clusters started with `ray start` (Ray 2.60) require the token it wrote to ~/.ray/auth_token;
+            # a head started with RAY_AUTH_MODE=token requires its token (RAY_AUTH_TOKEN or ~/.ray/auth_token);
             # `auto` finds that out by itself, an explicit address does not (Ray reads this on import)
             os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
