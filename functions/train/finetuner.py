@@ -34,8 +34,9 @@ class Callback:
     def on_epoch_end(self, finetuner: "Finetuner", epoch: int, val_acc: float) -> None:
         pass
 
-    def on_fit_end(self, finetuner: "Finetuner") -> None:
-        pass
+    def on_fit_end(self, finetuner: "Finetuner") -> bool:
+        """True when it changed the network's weights."""
+        return False
 
 
 class LearningCurve(Callback):
@@ -72,9 +73,11 @@ class ModelCheckpoint(Callback):
                 with atomic_file(self.path, "wb") as fh:
                     torch.save(self.state, fh)
 
-    def on_fit_end(self, finetuner: "Finetuner") -> None:
-        if self.state is not None:
-            finetuner.net.load_state_dict(self.state)
+    def on_fit_end(self, finetuner: "Finetuner") -> bool:
+        if self.state is None:
+            return False
+        finetuner.net.load_state_dict(self.state)
+        return True
 
 
 class Finetuner:
@@ -250,9 +253,9 @@ class Finetuner:
                      optimizer=self.optimizer, momentum=self.momentum, param_groups=self.param_groups(),
                      after_epoch=after_epoch)
         for callback in callbacks:
-            callback.on_fit_end(self)
-        result.train_acc = accuracy(net, train, forward=forward)
-        result.val_acc = accuracy(net, val, forward=forward)
+            if callback.on_fit_end(self):  # other weights than the trainer ended on: score them
+                result.train_acc = accuracy(net, train, forward=forward)
+                result.val_acc = accuracy(net, val, forward=forward)
         result.seconds = time.perf_counter() - began
         return result
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from ..config import Config
+from ..config import STRATEGIES, Config
 from ..core.errors import DataError
 from ..data.tasks import Split
 from ..models.backbones import study_backbone
@@ -27,6 +27,8 @@ from .trainer import RunResult
 
 def finetuner_for(cfg: Config, pretrained: StudyCNN, cut_point: int, num_classes: int, seed: int) -> Finetuner:
     """The strategy's network at ``cut_point``, its trainable parts set; the head seeded by ``seed``."""
+    if cfg.strategy not in STRATEGIES:
+        raise DataError(f"{cfg.strategy!r} is not a fine-tuning strategy; choose one of {list(STRATEGIES)}")
     cfg.check_cut(cut_point)
     backbone = study_backbone(pretrained, 0.0, 1.0)  # the study's tensors are normalised already
     names = backbone.layer_names
@@ -45,8 +47,6 @@ def finetuner_for(cfg: Config, pretrained: StudyCNN, cut_point: int, num_classes
         tuner.add_lora(below, cfg.lora_rank, cfg.lora_alpha)
     elif cfg.strategy == "ia3" and below:
         tuner.add_ia3(below)
-    elif cfg.strategy not in ("progressive", "discriminative", "bitfit", "lora", "ia3"):
-        raise DataError(f"{cfg.strategy!r} is not a fine-tuning strategy")
     return tuner
 
 
