@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST
 export MPLBACKEND := Agg
 
-.PHONY: demo test lint mutation data pretrained results strategies fe-vs-ft notebooks serve lab mlflow clean
+.PHONY: demo test lint mutation data pretrained results range strategies fe-vs-ft notebooks serve lab mlflow clean
 
 # the pinned packages, then this package installed editable: `import functions` and
 # `python -m functions` work from any folder and any kernel of the venv
@@ -50,6 +50,14 @@ results: pretrained
 	            "MNIST_to_FashionMNIST cross" "FashionMNIST_to_MNIST cross"; do \
 	  set -- $$spec; for mode in FR F FT; do \
 	    $(PY) -m functions run $$1 --setup $$2 --mode $$mode --no-progress || exit 1; done; done
+
+# the study over the whole data range (the range profile: 0.1% to 100% of the target data): mode FR
+# for every offline setup, F and FT too for MNIST; resumable, one folder and mode after another
+RANGE_RUNS := "MNIST regular FR" "FashionMNIST regular FR" "MNIST_to_FashionMNIST cross FR" \
+              "FashionMNIST_to_MNIST cross FR" "FashionMNIST random FR" "MNIST regular F FT"
+range: pretrained
+	for spec in $(RANGE_RUNS); do set -- $$spec; folder=$$1; setup=$$2; shift 2; for mode in "$$@"; do \
+	  $(PY) -m functions run $$folder --setup $$setup --mode $$mode --profile range --no-progress || exit 1; done; done
 
 # the fine-tuning strategies as modes of the quick study, for each folder whose notebooks are
 # executed (what the strategies notebooks show): LoRA at ranks 1, 2, 4 and 8 on MNIST, rank 4 elsewhere

@@ -125,7 +125,7 @@ def cmd_run(args):
         print(f"wrote {path}")
     if args.plot:
         from .analysis.plots import main_figure_from_files
-        print(f"wrote {main_figure_from_files(setup, cfg.mode)}")
+        print(f"wrote {main_figure_from_files(setup, cfg.mode, grid.profile)}")
     print(f"sweep took {seconds:.0f} s")
 
 
@@ -135,7 +135,8 @@ def cmd_summary(args):
     if not args.folder:
         raise DataError(f"name a folder: one of {FOLDERS}")
     setup = get_setup(args.folder, args.setup)
-    paths = [results_path(setup.folder, "baselines", setup.name), results_path(setup.folder, "results", setup.name, args.mode)]
+    paths = [results_path(setup.folder, "baselines", setup.name, profile=args.profile),
+             results_path(setup.folder, "results", setup.name, args.mode, args.profile)]
     present = [p for p in paths if p.exists()]
     if not present:
         raise DataError(f"no results files for {setup.folder}/{setup.name} mode {args.mode} ({paths[1]}); "
@@ -274,7 +275,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("folder", nargs="?", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}")
         p.add_argument("--setup", help="class setup of the folder (regular, random, reverse, cross)")
         p.add_argument("--profile", default="quick", choices=PROFILES,
-                       help="quick (CPU, minutes) or paper (the upstream grid)")
+                       help="quick (CPU, minutes), range (the quick network from 0.1%% to 100%% of the target "
+                            "data; CPU, under an hour per folder and mode) or paper (the upstream grid)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override one parameter (typed and range-checked against the config)")
         if with_grid:

@@ -20,7 +20,7 @@ from .data.catalog import check_percentage, validate_classes
 SCHEMA_KEY, SCHEMA_VERSION = "schema_version", 2
 # Parameters added after results files existed, with the value the code used before them: a file
 # that lacks such a key is resumed when the value asked for equals this one (see functions.runs.store).
-LEGACY_VALUES: dict = {}
+LEGACY_VALUES: dict = {"min_steps_per_epoch": 1}
 
 MODES = {
     "F": {"freeze": True, "reinit": False, "truncate": False},
@@ -119,6 +119,9 @@ class Config:
     num_train: int = 40
     num_train_pretrain: int = 40
     early_stop_patience: int = 6
+    # an epoch repeats passes over a small subset until it has made this many optimiser steps, so
+    # that a run on 0.1% of the data trains as long between validations as one on 10% (1: one pass)
+    min_steps_per_epoch: int = 1
     batch_size: int = 4096
     val_split: float = 0.1
     generate_dataset_seed: int = 42
@@ -145,7 +148,8 @@ class Config:
         if self.reinit and self.truncate:
             raise DataError("reinit and truncate are both set; choose one mode: F, FR or FT")
         for key in ("depth", "num_channels", "kernel_size", "num_train", "num_train_pretrain", "batch_size",
-                    "pooling_every_n_layers", "pooling_stride", "hidden_dim_lin", "early_stop_patience"):
+                    "pooling_every_n_layers", "pooling_stride", "hidden_dim_lin", "early_stop_patience",
+                    "min_steps_per_epoch"):
             if getattr(self, key) < 1:
                 raise DataError(f"{key}={getattr(self, key)} must be at least 1")
         for key in ("lr_pretrain", "lr_fine_tune"):
@@ -296,10 +300,13 @@ class Grid:
     percentages: tuple
     cut_points: tuple
     repeats: dict = field(default_factory=dict)  # percentage -> number of repeats
+    profile: str = "quick"  # where its results files live (see functions.runs.store.results_path)
 
     def __post_init__(self):
         for p in self.percentages:
             check_percentage(p)
+        if self.profile not in PROFILES:
+            raise DataError(f"unknown profile {self.profile!r}; choose one of {list(PROFILES)}")
 
     def repeats_for(self, percentage: float) -> int:
         return self.repeats[percentage]
@@ -311,11 +318,14 @@ def paper_repeats(percentage: float) -> int:
 
 
 PAPER_PERCENTAGES = (0.001, 0.01, 0.1, 0.5, 1.0)
-PROFILES = ("quick", "paper")
+PROFILES = ("quick", "range", "paper")
+# The range profile's repeats: more where a run sees a few dozen images and the spread is widest.
+RANGE_REPEATS = {0.001: 8, 0.01: 5, 0.1: 3, 0.5: 3, 1.0: 3}
 
 
 def profile(name: str, setup: Setup) -> tuple[Config, Grid]:
-    """``quick``: a 2-core CPU finishes a folder in minutes; ``paper``: the upstream grid."""
+    """``quick``: a 2-core CPU finishes a folder in minutes; ``range``: the quick network over the
+    upstream fractions 0.1%..100% in well under an hour; ``paper``: the upstream grid."""
     cifar = setup.source_dataset == "CIFAR10"
     base = Config(source_dataset=setup.source_dataset, target_dataset=setup.target_dataset,
                   pre_train_classes=setup.pre_train_classes, fine_tune_classes=setup.fine_tune_classes)
@@ -323,11 +333,15 @@ def profile(name: str, setup: Setup) -> tuple[Config, Grid]:
         base = base.replace(batch_size=64, num_train=10, early_stop_patience=5, num_train_pretrain=10)
     depth_cuts = tuple(range(base.depth + 1))
     if name == "paper":
-        return base, Grid(PAPER_PERCENTAGES, depth_cuts, {p: paper_repeats(p) for p in PAPER_PERCENTAGES})
+        return base, Grid(PAPER_PERCENTAGES, depth_cuts, {p: paper_repeats(p) for p in PAPER_PERCENTAGES}, name)
+    # a narrower net (16 channels) and small batches: same protocol, a 2-core CPU runs it in minutes
+    quick = base.replace(num_channels=16, batch_size=64, num_train=10, early_stop_patience=3, num_train_pretrain=5)
     if name == "quick":
-        # a narrower net (16 channels) and small batches: same protocol, a 2-core CPU runs it in minutes
-        quick = base.replace(num_channels=16, batch_size=64, num_train=10, early_stop_patience=3,
-                             num_train_pretrain=5)
         percentages = (0.01, 0.05)
-        return quick, Grid(percentages, depth_cuts, {p: 2 for p in percentages})
+        return quick, Grid(percentages, depth_cuts, {p: 2 for p in percentages}, name)
+    if name == "range":
+        # at 0.1% of a target task one pass is a single step; 100 steps per epoch (what 25% of
+        # MNIST 5-9 takes in one pass) let every arm, the baseline included, converge before
+        # early stopping ends it, instead of stopping after a few dozen steps
+        return quick.replace(min_steps_per_epoch=100), Grid(PAPER_PERCENTAGES, depth_cuts, dict(RANGE_REPEATS), name)
     raise DataError(f"unknown profile {name!r}; choose one of {list(PROFILES)}")

@@ -225,13 +225,15 @@ def save_figure(fig: Figure, folder, name: str, dpi: int = 150) -> Path:
     return write_png(fig, figure_path(folder, name), dpi)
 
 
-def main_figure_from_files(setup, mode: str) -> Path:
+def main_figure_from_files(setup, mode: str, profile: str = "quick") -> Path:
     """The main figure (:func:`accuracy_boxplot`) of a setup's results file of ``mode`` and its
-    baselines file (when present), saved as ``<Folder>/results/figures/test_accuracy_<setup>_<mode>.png``."""
-    results = results_path(setup.folder, "results", setup.name, mode)
+    baselines file (when present), saved as ``<Folder>/results/figures/test_accuracy_<setup>_<mode>.png``
+    (``..._<profile>.png`` for a profile other than the quick one)."""
+    results = results_path(setup.folder, "results", setup.name, mode, profile)
     if not results.exists():
         raise DataError(f"no results file {results}; run `python -m functions run {setup.folder} "
-                        f"--setup {setup.name} --mode {mode}` first")
-    baselines = results_path(setup.folder, "baselines", setup.name)
+                        f"--setup {setup.name} --mode {mode} --profile {profile}` first")
+    baselines = results_path(setup.folder, "baselines", setup.name, profile=profile)
     fig = accuracy_boxplot(load_results(results)[1], load_results(baselines)[1] if baselines.exists() else None)
-    return save_figure(fig, setup.folder, f"test_accuracy_{setup.name}_{mode}")
+    suffix = "" if profile == "quick" else f"_{profile}"
+    return save_figure(fig, setup.folder, f"test_accuracy_{setup.name}_{mode}{suffix}")

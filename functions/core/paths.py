@@ -21,9 +21,12 @@ def output_root() -> Path:
     return Path(os.environ.get("TRANSFER_OUTPUT_ROOT", REPO_ROOT)).resolve()
 
 
-def results_dir(folder) -> Path:
-    """``<output root>/<Folder>/results``; ``folder`` a study folder name or any directory."""
-    return output_root() / folder / "results"
+def results_dir(folder, profile: str = "quick") -> Path:
+    """``<output root>/<Folder>/results``, or ``.../results/<profile>`` for a profile other than
+    the quick one (whose files came first and stay where they were); ``folder`` a study folder
+    name or any directory."""
+    root = output_root() / folder / "results"
+    return root if profile == "quick" else root / profile
 
 
 def figure_path(folder, name: str) -> Path:

@@ -45,7 +45,7 @@ def plan(folder: str, setup: str | None = None, profile_name: str = "quick", mod
     cuts = tuple(cut_points) if cut_points is not None else tuple(range(cfg.depth + 1))
     for c in cuts:
         cfg.check_cut(c)
-    return chosen, cfg, Grid(percentages, cuts, counts)
+    return chosen, cfg, Grid(percentages, cuts, counts, profile_name)
 
 
 def parameter_table(cfg: Config, grid: Grid):
@@ -66,7 +66,7 @@ def use_output_root(path) -> None:
 
 
 def recheck_run(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int,
-                tolerance: float = 0.01, device: str = "auto") -> dict:
+                tolerance: float = 0.01, device: str = "auto", profile: str = "quick") -> dict:
     """Train one stored run again from scratch and compare its test accuracy with the file's.
 
     Results files are resumed, so a notebook re-run reads them instead of retraining; this
@@ -75,7 +75,7 @@ def recheck_run(setup: Setup, cfg: Config, cut_point: int, percentage: float, re
     on the CPU that wrote the file the accuracy comes back exactly.
     """
     kind = "baselines" if cut_point == -1 else "results"
-    path = results_path(setup.folder, kind, setup.name, cfg.mode)
+    path = results_path(setup.folder, kind, setup.name, cfg.mode, profile)
     stored = {r["repeat"]: r for r in load_results(path)[1]
               if r["sampled_cut_point"] == cut_point and same_percentage(r["sampled_percentage"], percentage)}
     # the engine trains a cell's repeats as one group; a strategy trains its runs one by one
@@ -105,10 +105,11 @@ def recheck_table(setup: Setup, plans: dict, cut_point: int, percentage: float, 
     """
     import pandas as pd
     configs = [(f"{mode} cut {cut_point}", cfg, cut_point) for mode, (_, cfg, _) in plans.items()]
-    configs.append(("baseline", next(iter(plans.values()))[1], -1))
+    _, first, grid = next(iter(plans.values()))
+    configs.append(("baseline", first, -1))
     rows = {}
     for label, cfg, cut in configs:
-        check = recheck_run(setup, cfg, cut, percentage, repeat, tolerance, device)
+        check = recheck_run(setup, cfg, cut, percentage, repeat, tolerance, device, grid.profile)
         again = check["stored_test_acc"] if check["reproduced within tolerance"] else check["test_acc"]
         rows[label] = {"stored test accuracy": f"{check['stored_test_acc']:.3f}", "trained again": f"{again:.3f}"}
     return pd.DataFrame.from_dict(rows, orient="index")
@@ -124,14 +125,14 @@ def fine_tuned_model(setup: Setup, cfg: Config, cut_point: int, percentage: floa
     return model
 
 
-def sweep_records(setup: Setup, mode: str) -> tuple[list, list]:
-    """(cut-point records of ``mode``, baseline records) from the setup's results files."""
-    results = results_path(setup.folder, "results", setup.name, mode)
-    baselines = results_path(setup.folder, "baselines", setup.name)
+def sweep_records(setup: Setup, mode: str, profile: str = "quick") -> tuple[list, list]:
+    """(cut-point records of ``mode``, baseline records) from the setup's results files of ``profile``."""
+    results = results_path(setup.folder, "results", setup.name, mode, profile)
+    baselines = results_path(setup.folder, "baselines", setup.name, profile=profile)
     for path in (results, baselines):
         if not path.exists():
-            raise DataError(f"no results file {path}; run the folder's empirical notebook or "
-                            f"`python -m functions run {setup.folder} --setup {setup.name} --mode {mode}`")
+            raise DataError(f"no results file {path}; run the folder's empirical notebook or `python -m functions "
+                            f"run {setup.folder} --setup {setup.name} --mode {mode} --profile {profile}`")
     return load_results(results)[1], load_results(baselines)[1]
 
 
@@ -142,7 +143,7 @@ def strategy_records(setup: Setup, plans: dict) -> tuple[dict, list, dict]:
     from ..models.study_cnn import cut
     records, trainable, baselines = {}, {}, None
     for mode, (_, cfg, grid) in plans.items():
-        records[mode], baselines = sweep_records(setup, mode)
+        records[mode], baselines = sweep_records(setup, mode, grid.profile)
         if cfg.strategy == CUT:
             source, classes = load_pretrained(setup, cfg), len(cfg.fine_tune_classes)
             trainable[mode] = {c: sum(p.numel() for p in cut(source, c, cfg, classes, 0).parameters() if p.requires_grad)
@@ -150,8 +151,8 @@ def strategy_records(setup: Setup, plans: dict) -> tuple[dict, list, dict]:
     return records, baselines, trainable
 
 
-def available_modes(setup: Setup) -> list[str]:
-    return [m for m in ("F", "FR", "FT") if results_path(setup.folder, "results", setup.name, m).exists()]
+def available_modes(setup: Setup, profile: str = "quick") -> list[str]:
+    return [m for m in ("F", "FR", "FT") if results_path(setup.folder, "results", setup.name, m, profile).exists()]
 
 
 def training_subset(cfg: Config, task, percentage: float, repeat: int):
@@ -190,18 +191,19 @@ def transferability_verdict(validation) -> str:
     return "\n".join(lines) or "no score varies over the cut points"
 
 
-def records_path(setup: Setup, mode: str) -> Path:
-    return results_dir(setup.folder) / f"transferability_records_{setup.name}_{mode}.csv"
+def records_path(setup: Setup, mode: str, profile: str = "quick") -> Path:
+    return results_dir(setup.folder, profile) / f"transferability_records_{setup.name}_{mode}.csv"
 
 
-def save_transferability_records(setup: Setup, cfg: Config, scores: dict, records: list, model, task) -> Path:
+def save_transferability_records(setup: Setup, cfg: Config, scores: dict, records: list, model, task,
+                                 profile: str = "quick") -> Path:
     """The folder's rows of the recommender's records (model and target metadata, scores, measured
     accuracy per cut and percentage), written beside its results files for
     ``python -m functions recommend`` to collect."""
     frame = transferability.build_records(scores, records, setup=setup, cfg=cfg, model=model,
                                           n_target_train=len(task.train),
                                           source_test_acc=pretrained_info(setup, cfg)["test_acc"])
-    return transferability.save_records(frame.round(6), records_path(setup, cfg.mode))
+    return transferability.save_records(frame.round(6), records_path(setup, cfg.mode, profile))
 
 
 def collected_records() -> "pd.DataFrame":

@@ -23,10 +23,11 @@ from ..core.paths import results_dir
 from ..data.catalog import percentage_key
 
 
-def results_path(folder: str, kind: str, setup_name: str, mode: str | None = None) -> Path:
-    """``<Folder>/results/baselines_<setup>.json`` or ``.../results_<setup>_<mode>.json``."""
+def results_path(folder: str, kind: str, setup_name: str, mode: str | None = None, profile: str = "quick") -> Path:
+    """``<Folder>/results/baselines_<setup>.json`` or ``.../results_<setup>_<mode>.json`` (in the
+    profile's own folder: see :func:`functions.core.paths.results_dir`)."""
     name = f"baselines_{setup_name}.json" if kind == "baselines" else f"results_{setup_name}_{mode}.json"
-    return results_dir(folder) / name
+    return results_dir(folder, profile) / name
 
 
 def load_results(path) -> tuple[dict, list[dict]]:

@@ -77,7 +77,7 @@ def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, i
     trains = [train.view(subset_index(cfg, task, p, r).to(train.y.device)) for p, r in runs]
     results = fit_group(nets, trains, val, test, lr=cfg.lr_fine_tune, max_epochs=cfg.num_train,
                         patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seeds=seeds, start=start,
-                        device=train.y.device)
+                        min_steps_per_epoch=cfg.min_steps_per_epoch, device=train.y.device)
     return list(zip(nets, results))
 
 
@@ -131,10 +131,11 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
         cfg.check_cut(c)
     device = pick_device(device)
     task = cfg.target_task()
-    files = {"results": ResultsFile(results_path(setup.folder, "results", setup.name, cfg.mode), cfg.params(),
+    files = {"results": ResultsFile(results_path(setup.folder, "results", setup.name, cfg.mode, grid.profile), cfg.params(),
                                     legacy=LEGACY_VALUES)}
     if baselines:
-        files["baselines"] = ResultsFile(results_path(setup.folder, "baselines", setup.name), baseline_params(cfg),
+        files["baselines"] = ResultsFile(results_path(setup.folder, "baselines", setup.name, profile=grid.profile),
+                                         baseline_params(cfg),
                                          legacy=LEGACY_VALUES)
     todo = {kind: pending_runs(f, grid, [-1] if kind == "baselines" else grid.cut_points) for kind, f in files.items()}
     total = sum(len(v) for v in todo.values())

@@ -28,7 +28,7 @@ from torch import nn
 from ..core.device import configure_threads, pick_device
 from ..data.tasks import RowView, Split
 from ..models.study_cnn import StudyCNN, frozen_prefix_length
-from .trainer import RunResult
+from .trainer import RunResult, passes_per_epoch
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the trainer uses
 # The activations of one forward and backward pass stay under this many bytes: a step's batch
@@ -248,7 +248,7 @@ def _accuracy(correct: int, size: int) -> float:
 
 
 def _fit_chunk(models, trains, val, test, net: GroupedNet, names, *, lr, max_epochs, patience, batch_size,
-               seeds, device, autocast, micro_batch: int, eval_chunk: int) -> list[RunResult]:
+               min_steps_per_epoch, seeds, device, autocast, micro_batch: int, eval_chunk: int) -> list[RunResult]:
     """Train equal-size runs together; the protocol of :func:`functions.train.trainer.fit` per run."""
     began = time.perf_counter()
     count, size = len(models), len(trains[0])
@@ -261,18 +261,21 @@ def _fit_chunk(models, trains, val, test, net: GroupedNet, names, *, lr, max_epo
             break
         for r in runs.ids:
             epochs[r] += 1
-        orders = {r: torch.randperm(size, generator=generators[r]).to(device) for r in runs.ids}
-        for i in range(0, size, batch_size):
-            batches = [orders[r][i:i + batch_size] for r in runs.ids]
-            micro = _even_parts(len(batches[0]), micro_batch)
-            finite = torch.isfinite(runs.losses(net, trains, batches, micro, autocast)).tolist()
-            for r, ok in zip(runs.ids, finite):
-                if not ok:
-                    status[r] = "diverged"
-            runs.keep([k for k, ok in enumerate(finite) if ok])
+        for _ in range(passes_per_epoch(size, batch_size, min_steps_per_epoch)):
+            orders = {r: torch.randperm(size, generator=generators[r]).to(device) for r in runs.ids}
+            for i in range(0, size, batch_size):
+                batches = [orders[r][i:i + batch_size] for r in runs.ids]
+                micro = _even_parts(len(batches[0]), micro_batch)
+                finite = torch.isfinite(runs.losses(net, trains, batches, micro, autocast)).tolist()
+                for r, ok in zip(runs.ids, finite):
+                    if not ok:
+                        status[r] = "diverged"
+                runs.keep([k for k, ok in enumerate(finite) if ok])
+                if not runs.ids:
+                    break
+                runs.adam_step(lr)
             if not runs.ids:
                 break
-            runs.adam_step(lr)
         if not runs.ids:
             break
         correct = _correct(net, runs.weights(), len(runs.ids), val, eval_chunk, autocast)
@@ -330,7 +333,7 @@ def _placed(split: Split | RowView, device: torch.device, dtype: torch.dtype) ->
 
 def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split | RowView], val: Split, test: Split, *, lr: float,
               max_epochs: int, patience: int, batch_size: int, seeds: Sequence[int], start: int = 0,
-              device: torch.device | str | None = None, precision: str = "fp32",
+              min_steps_per_epoch: int = 1, device: torch.device | str | None = None, precision: str = "fp32",
               step_bytes: int | None = None, dtype: torch.dtype = torch.float32) -> list[RunResult]:
     """Train independent runs of one architecture together; run ``i`` is ``models[i]`` trained on
     ``trains[i]`` with seed ``seeds[i]``, exactly as :func:`functions.train.trainer.fit` would.
@@ -342,7 +345,8 @@ def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split | RowView], val
     device), by micro-batches and, past that, by more groups in turn.  ``seconds`` is each run's
     share of its group's time.  ``device`` defaults to CUDA when present.  ``precision="bf16"``
     (CUDA only) runs convolutions and matrix products in bfloat16 autocast: faster, no longer
-    equal to ``fit`` to float rounding.  ``dtype`` is that of the weights, Adam moments and
+    equal to ``fit`` to float rounding.  ``min_steps_per_epoch``: see :func:`~functions.train.trainer.fit`.
+    ``dtype`` is that of the weights, Adam moments and
     inputs (the models are converted, as ``fit`` converts its model): float64 makes the
     comparison with ``fit`` independent of how a processor rounds float32 sums.
     """
@@ -384,6 +388,7 @@ def fit_group(models: Sequence[StudyCNN], trains: Sequence[Split | RowView], val
             placed = [_placed(trains[i], device, dtype) for i in chunk]
             done = _fit_chunk([models[i] for i in chunk], placed, val, test, net, names, lr=lr,
                               max_epochs=max_epochs, patience=patience, batch_size=batch_size,
+                              min_steps_per_epoch=min_steps_per_epoch,
                               seeds=[seeds[i] for i in chunk], device=device, autocast=autocast,
                               micro_batch=micro_batch, eval_chunk=eval_chunk)
             for i, result in zip(chunk, done):

@@ -227,13 +227,14 @@ class Finetuner:
         return Split(staged(self.net.backbone, split.x, frozen), split.y), frozen
 
     def fit(self, train: Split, val: Split, *, epochs: int = 30, batch_size: int = 32, callbacks=(), seed: int = 0,
-            inputs_at: int | None = None) -> RunResult:
+            inputs_at: int | None = None, min_steps_per_epoch: int = 1) -> RunResult:
         """Train on ``train``; the network ends holding its best validation weights.
 
         ``inputs_at`` None: the splits are images in [0, 1]; k: they are the output of the first
         k stages (all frozen), computed once by the caller for many runs.  ``EarlyStopping`` in
         ``callbacks`` stops on a validation plateau; every callback's ``on_epoch_end(finetuner,
-        epoch, val_acc)`` sees each epoch.  Returns the accuracies, epochs and seconds.
+        epoch, val_acc)`` sees each epoch; an epoch makes at least ``min_steps_per_epoch`` optimiser
+        steps (see :func:`~functions.train.trainer.fit`).  Returns the accuracies, epochs and seconds.
         """
         if not isinstance(epochs, int) or epochs < 1 or not isinstance(batch_size, int) or batch_size < 1:
             raise DataError(f"epochs={epochs!r} and batch_size={batch_size!r} must be positive integers")
@@ -251,7 +252,7 @@ class Finetuner:
         result = fit(net, train, val, empty, lr=self.lr, max_epochs=epochs,
                      patience=min(stops) if stops else epochs, batch_size=batch_size, seed=seed, forward=forward,
                      optimizer=self.optimizer, momentum=self.momentum, param_groups=self.param_groups(),
-                     after_epoch=after_epoch)
+                     after_epoch=after_epoch, min_steps_per_epoch=min_steps_per_epoch)
         for callback in callbacks:
             if callback.on_fit_end(self):  # other weights than the trainer ended on: score them
                 result.train_acc = accuracy(net, train, forward=forward)

@@ -59,7 +59,7 @@ def train_strategy(cfg: Config, pretrained: StudyCNN, cut_point: int, num_classe
     tuner = finetuner_for(cfg, pretrained, cut_point, num_classes, seed)
     trainable = tuner.trainable_parameters()
     names = tuner.layer_names
-    fit = dict(batch_size=cfg.batch_size, inputs_at=start)
+    fit = dict(batch_size=cfg.batch_size, inputs_at=start, min_steps_per_epoch=cfg.min_steps_per_epoch)
     if cfg.strategy == "progressive":
         best, epochs, stop = ModelCheckpoint(), 0, EarlyStopping(cfg.early_stop_patience)
         stages = len(names) - cut_point + 1

@@ -90,6 +90,12 @@ def _optimizer(name: str, groups: list[dict], lr: float, momentum: float) -> tor
     raise ValueError(f"optimizer {name!r} is unknown; choose 'adam' or 'sgd'")
 
 
+def passes_per_epoch(size: int, batch_size: int, min_steps: int) -> int:
+    """Passes over ``size`` images in batches of ``batch_size`` that make at least ``min_steps`` steps."""
+    steps_per_pass = max(1, -(-size // batch_size))
+    return max(1, -(-min_steps // steps_per_pass))
+
+
 def _as_dtype(split: Split, dtype: torch.dtype) -> Split:
     return Split(split.x.to(dtype), split.y) if split.x.is_floating_point() else split
 
@@ -98,7 +104,7 @@ def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, m
         batch_size: int, seed: int, start: int = 0, forward: Forward | None = None, optimizer: str = "adam",
         momentum: float = 0.9, param_groups: list[dict] | None = None, before_epoch: BeforeEpoch | None = None,
         extra_loss: ExtraLoss | None = None, after_epoch: AfterEpoch | None = None,
-        dtype: torch.dtype = torch.float32) -> RunResult:
+        min_steps_per_epoch: int = 1, dtype: torch.dtype = torch.float32) -> RunResult:
     """Train ``model`` in place and return its accuracies with the best validation weights.
 
     Each epoch visits ``train`` in an order drawn from a generator seeded with ``seed``, so a
@@ -109,7 +115,10 @@ def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, m
     their own ``lr`` and ``weight_decay``; ``before_epoch(epoch, model, optimizer)`` runs at the
     start of each epoch (0-based), after the model is put in train mode, e.g. to unfreeze layers
     and add them to the optimizer; ``after_epoch(epoch, val_acc)`` sees each epoch's validation
-    accuracy (learning curves).  Training stops once validation accuracy has not improved
+    accuracy (learning curves).  An epoch passes over ``train`` as many times as it takes to make
+    ``min_steps_per_epoch`` optimiser steps, each pass in a new order: a run on a few dozen
+    images then gets as many steps between validations as a large run gets in one pass, instead
+    of stopping after a handful.  Training stops once validation accuracy has not improved
     for ``patience`` epochs; a non-finite loss stops it with status ``diverged``.  The model
     ends holding the best state seen (buffers such as batch-norm statistics included), in
     ``dtype`` (the splits are converted too) and in eval mode.
@@ -130,7 +139,8 @@ def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, m
         model.train()
         if before_epoch is not None:
             before_epoch(epoch, model, optim)
-        if not _train_epoch(model, forward, optim, train, batch_size, generator, extra_loss):
+        passes = passes_per_epoch(len(train), batch_size, min_steps_per_epoch)
+        if not all(_train_epoch(model, forward, optim, train, batch_size, generator, extra_loss) for _ in range(passes)):
             status = "diverged"
             break
         val_acc = accuracy(model, val, forward=forward)
