@@ -53,13 +53,14 @@ def _noisy(split, seed):
 
 
 def _compare(make, trains, val, test, seeds, *, max_epochs, patience, dtype, start=0, group_trains=None,
-             **group_args):
+             min_steps_per_epoch=1, **group_args):
     """``fit`` run by run on ``trains`` against one ``fit_group`` on ``group_trains`` (default: the same)."""
     one_by_one, grouped = [make(i) for i in range(len(seeds))], [make(i) for i in range(len(seeds))]
+    steps = dict(min_steps_per_epoch=min_steps_per_epoch)
     expected = [fit(m, t, val, test, max_epochs=max_epochs, patience=patience, seed=s, start=start, dtype=dtype,
-                    **FIT) for m, t, s in zip(one_by_one, trains, seeds)]
+                    **steps, **FIT) for m, t, s in zip(one_by_one, trains, seeds)]
     got = engine.fit_group(grouped, group_trains or trains, val, test, max_epochs=max_epochs, patience=patience,
-                           seeds=seeds, start=start, device="cpu", dtype=dtype, **group_args, **FIT)
+                           seeds=seeds, start=start, device="cpu", dtype=dtype, **steps, **group_args, **FIT)
     for a, b, ma, mb in zip(expected, got, one_by_one, grouped):
         assert (a.epochs, a.status, a.n_train) == (b.epochs, b.status, b.n_train)
         for key in ("train_acc", "val_acc", "test_acc"):
@@ -114,6 +115,25 @@ def test_memory_bound_trains_baselines_in_micro_batches_and_one_run_per_group(dt
     trains = [_blobs(32, 50 + i) for i in range(3)]
     _compare(lambda i: models.build(CFG, (1, 28, 28), 3, seed=i), trains, _blobs(40, 8), _blobs(40, 9),
              seeds=[1, 2, 3], max_epochs=2, patience=3, step_bytes=1, dtype=dtype)
+
+
+@DTYPES
+def test_epochs_of_a_minimum_number_of_steps_repeat_passes_as_fit_does(dtype):
+    """20 images in batches of 16 make 2 steps a pass: 5 steps an epoch take 3 passes, each in its
+    own order; early stopping still counts epochs."""
+    source = models.build(CFG, (1, 28, 28), 3, seed=0)
+    trains = [_blobs(20, 60), _noisy(_blobs(20, 61), 2)]
+    expected, _ = _compare(lambda i: models.cut(source, 1, CFG, 3, seed=i), trains, _noisy(_blobs(40, 10), 4),
+                           _blobs(40, 11), seeds=[3, 4], max_epochs=6, patience=2, dtype=dtype, min_steps_per_epoch=5)
+    assert expected[1].epochs < 6
+
+
+def test_an_epoch_passes_over_small_subsets_until_it_has_made_the_minimum_of_steps():
+    from functions.train.trainer import passes_per_epoch
+    # (images, batch, minimum steps) -> passes: one pass whenever it already makes enough steps
+    cases = {(25, 64, 100): 100, (260, 64, 100): 20, (2645, 64, 100): 3, (26_460, 64, 100): 1,
+             (100, 64, 1): 1, (0, 64, 5): 5}
+    assert {case: passes_per_epoch(*case) for case in cases} == cases
 
 
 def test_micro_batches_split_a_batch_evenly():

@@ -64,6 +64,30 @@ def test_quick_profile_is_the_documented_small_grid(folder, name):
     assert grid.cut_points == tuple(range(7))
 
 
+@pytest.mark.parametrize("folder, name", NOT_CIFAR)
+def test_range_profile_runs_the_quick_network_over_the_upstream_fractions(folder, name):
+    """The quick network and protocol, the upstream percentages, at least 3 repeats (more at the
+    small fractions), and epochs of at least 100 optimiser steps; it reuses the quick source model."""
+    from functions.config import source_params
+    setup = get_setup(folder, name)
+    (cfg, grid), (quick, _) = profile("range", setup), profile("quick", setup)
+    _classes_of(cfg, setup)
+    assert {k for k, v in cfg.params().items() if quick.params()[k] != v} == {"min_steps_per_epoch"}
+    assert cfg.min_steps_per_epoch == 100 and source_params(cfg) == source_params(quick)
+    assert grid.percentages == PAPER_PERCENTAGES and grid.cut_points == tuple(range(7))
+    repeats = [grid.repeats_for(p) for p in grid.percentages]
+    assert min(repeats) >= 3 and repeats == sorted(repeats, reverse=True) and repeats[0] > repeats[-1]
+    assert grid.profile == "range"
+
+
+def test_results_of_a_profile_other_than_quick_live_in_its_own_folder(output_root):
+    from functions.runs.store import results_path
+    assert results_path("MNIST", "results", "regular", "FR") == output_root / "MNIST/results/results_regular_FR.json"
+    assert results_path("MNIST", "baselines", "regular", profile="range") == \
+        output_root / "MNIST/results/range/baselines_regular.json"
+    assert plan("MNIST", None, "range", "F")[2].profile == "range"
+
+
 def test_quick_and_paper_differ_only_in_width_batch_and_epochs():
     setup = get_setup("MNIST")
     (quick, _), (paper, _) = profile("quick", setup), profile("paper", setup)
