@@ -20,7 +20,7 @@ from .data.catalog import check_percentage, validate_classes
 SCHEMA_KEY, SCHEMA_VERSION = "schema_version", 2
 # Parameters added after results files existed, with the value the code used before them: a file
 # that lacks such a key is resumed when the value asked for equals this one (see functions.runs.store).
-LEGACY_VALUES: dict = {"min_steps_per_epoch": 1}
+LEGACY_VALUES: dict = {"min_steps_per_epoch": 1, "precision": "fp32"}
 
 MODES = {
     "F": {"freeze": True, "reinit": False, "truncate": False},
@@ -39,6 +39,7 @@ STRATEGIES = {
     "bitfit": {"keys": (), "prefix_cached": False},
 }
 CUT = "cut"  # the strategy of modes F, FR and FT
+PRECISIONS = ("fp32", "bf16")
 STRATEGY_KEYS = ("strategy", "stage_epochs", "lr_decay", "lora_rank", "lora_alpha")
 LORA_MODE = re.compile(r"lora_r([1-9][0-9]*)")
 
@@ -122,6 +123,8 @@ class Config:
     # an epoch repeats passes over a small subset until it has made this many optimiser steps, so
     # that a run on 0.1% of the data trains as long between validations as one on 10% (1: one pass)
     min_steps_per_epoch: int = 1
+    # fine-tuning arithmetic: "bf16" autocasts convolutions and matrix products on a CUDA device
+    precision: str = "fp32"
     batch_size: int = 4096
     val_split: float = 0.1
     generate_dataset_seed: int = 42
@@ -157,6 +160,9 @@ class Config:
                 raise DataError(f"{key}={getattr(self, key)} must be a positive learning rate, e.g. 0.001")
         if not 0 <= self.val_split < 1:
             raise DataError(f"val_split={self.val_split} must be in [0, 1): the fraction of training data held out")
+        if self.precision not in PRECISIONS:
+            raise DataError(f"precision={self.precision!r} is unknown; choose one of {list(PRECISIONS)} "
+                            f"(bf16 needs a CUDA device)")
         if self.generate_dataset_seed < 0:
             raise DataError(f"generate_dataset_seed={self.generate_dataset_seed} must be a non-negative integer")
         self._check_strategy()
@@ -164,6 +170,8 @@ class Config:
     def _check_strategy(self) -> None:
         if self.strategy != CUT and self.strategy not in STRATEGIES:
             raise DataError(f"unknown strategy {self.strategy!r}; choose one of {[CUT, *STRATEGIES]}")
+        if self.strategy != CUT and self.precision != "fp32":
+            raise DataError(f"strategy {self.strategy!r} trains in fp32 only; set precision=fp32")
         if self.strategy != CUT and (not self.freeze or self.reinit or self.truncate):
             raise DataError(f"strategy {self.strategy!r} keeps every pretrained block: it needs freeze=true, "
                             f"reinit=false, truncate=false (use --mode {self.strategy})")

@@ -152,3 +152,11 @@ def test_pretrain_with_the_paper_profile_trains_the_paper_network(monkeypatch, c
     setup = get_setup("CIFAR", "reverse")
     assert asked == [(setup, profile("paper", setup)[0])]
     assert capsys.readouterr().out == f"CIFAR/reverse: {pretrained.pretrained_path(setup, asked[0][1])}\n"
+
+
+def test_precision_is_a_checked_parameter_that_strategies_keep_at_fp32():
+    assert Config().precision == "fp32" and Config(precision="bf16").params()["precision"] == "bf16"
+    with pytest.raises(DataError, match="precision='fp16' is unknown.*bf16"):
+        Config(precision="fp16")
+    with pytest.raises(DataError, match="fp32 only"):
+        Config(precision="bf16").with_mode("lora")

@@ -9,13 +9,17 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
+
 from ..config import Config, Setup, source_params
 from ..core.atomic import write_json_atomic
+from ..core.device import pick_device
 from ..core.errors import DataError
 from ..core.paths import REPO_ROOT, output_root
 from ..data.tasks import TaskData
 from ..models.files import load_model, save_model
 from ..models.study_cnn import StudyCNN, build
+from ..train.engine import fit_group
 from ..train.trainer import fit
 from .store import differing_keys
 
@@ -32,14 +36,16 @@ def pretrained_path(setup: Setup, cfg: Config) -> Path:
     return committed if committed.exists() and not (output_root() / name).exists() else output_root() / name
 
 
-def load_pretrained(setup: Setup, cfg: Config, log=print, train_if_missing: bool = True) -> StudyCNN:
-    """The source model for ``cfg``: loaded when a file with the same config exists, else trained."""
+def load_pretrained(setup: Setup, cfg: Config, log=print, train_if_missing: bool = True,
+                    device: torch.device | str | None = None) -> StudyCNN:
+    """The source model for ``cfg``: loaded when a file with the same config exists, else trained
+    (on ``device``: see :func:`pretrain`)."""
     path = pretrained_path(setup, cfg)
     if not path.exists():
         if not train_if_missing:
             raise DataError(f"no pretrained model {path}; run `python -m functions pretrain {setup.folder} "
                             f"--setup {setup.name}` with the same parameters")
-        pretrain(setup, cfg, cfg.source_task(), log)
+        pretrain(setup, cfg, cfg.source_task(), log, device)
     model, saved = load_model(path)
     if saved["config"] != source_params(cfg):
         raise DataError(f"{path} holds a model for other parameters "
@@ -52,13 +58,22 @@ def pretrained_info(setup: Setup, cfg: Config) -> dict:
     return json.loads(pretrained_path(setup, cfg).with_suffix(".json").read_text())
 
 
-def pretrain(setup: Setup, cfg: Config, task: TaskData, log=print) -> dict:
-    """Train the source network on all source training data and save it with its config."""
+def pretrain(setup: Setup, cfg: Config, task: TaskData, log=print, device: torch.device | str | None = None) -> dict:
+    """Train the source network on all source training data and save it with its config.
+
+    On the CPU (``device`` None or a CPU) the plain trainer trains it, as it trained every
+    committed source model, so they come out again bit for bit; on a GPU the engine trains it on
+    the device (the same protocol, equal up to float rounding)."""
     model = build(cfg, tuple(task.train.x.shape[1:]), task.num_classes, cfg.generate_dataset_seed)
     log(f"pretraining {setup.folder}/{setup.name} on {task.dataset} classes {task.classes} "
         f"({len(task.train)} images)")
-    result = fit(model, task.train, task.val, task.test, lr=cfg.lr_pretrain, max_epochs=cfg.num_train_pretrain,
-                 patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seed=cfg.generate_dataset_seed)
+    protocol = dict(lr=cfg.lr_pretrain, max_epochs=cfg.num_train_pretrain, patience=cfg.early_stop_patience,
+                    batch_size=cfg.batch_size)
+    if device is None or pick_device(device).type == "cpu":
+        result = fit(model, task.train, task.val, task.test, seed=cfg.generate_dataset_seed, **protocol)
+    else:
+        (result,) = fit_group([model], [task.train], task.val, task.test, seeds=[cfg.generate_dataset_seed],
+                              device=device, **protocol)
     info = {"config": source_params(cfg), "in_shape": list(task.train.x.shape[1:]), **result.record()}
     path = pretrained_path(setup, cfg)
     save_model(path, model, info)

@@ -77,7 +77,7 @@ def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, i
     trains = [train.view(subset_index(cfg, task, p, r).to(train.y.device)) for p, r in runs]
     results = fit_group(nets, trains, val, test, lr=cfg.lr_fine_tune, max_epochs=cfg.num_train,
                         patience=cfg.early_stop_patience, batch_size=cfg.batch_size, seeds=seeds, start=start,
-                        min_steps_per_epoch=cfg.min_steps_per_epoch, device=train.y.device)
+                        min_steps_per_epoch=cfg.min_steps_per_epoch, precision=cfg.precision, device=train.y.device)
     return list(zip(nets, results))
 
 
@@ -139,7 +139,7 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
                                          legacy=LEGACY_VALUES)
     todo = {kind: pending_runs(f, grid, [-1] if kind == "baselines" else grid.cut_points) for kind, f in files.items()}
     total = sum(len(v) for v in todo.values())
-    pretrained = load_pretrained(setup, cfg, log) if todo["results"] else None
+    pretrained = load_pretrained(setup, cfg, log, device=device) if todo["results"] else None
     bar = tqdm(total=total, desc=f"{setup.folder}/{setup.name} {cfg.mode}", disable=not progress, unit="run")
     try:
         _train_pending(cfg, task, pretrained, todo, files, device, bar, on_run, executor)
