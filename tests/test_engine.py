@@ -196,6 +196,10 @@ def test_benchmark_smoke_runs_both_paths_on_real_data(bench, tmp_path):
     # same runs, same number of steps: the two paths reach the same accuracies up to rounding
     assert result["test_acc_difference"]["max"] < 0.05
     assert all(row["wall_s"] is None for row in result["rows"] if row["device"] == "cuda")
+    limits = result["physical_limits"]
+    assert limits["reference_gflop_per_s"] == max(limits["convolution"]["gflop_per_s"], limits["fma_bound"]["gflop_per_s"])
+    assert limits["fma_bound"]["fp32_lanes"] in (4, 8, 16) and limits["convolution"]["gflop_per_s"] > 0
+    assert result["engine_share_of"]["reference"] <= result["engine_share_of"]["convolution_peak"]
 
 
 def test_benchmark_profile_says_where_the_engine_spends_its_time(bench, tmp_path):
