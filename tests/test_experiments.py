@@ -79,6 +79,24 @@ def test_interrupted_sweep_resumes_without_lost_or_duplicated_runs(output_root, 
     assert sorted(keys) == sorted({(c, r) for c in (0, 1, 2) for r in (0, 1)})
 
 
+def test_an_interrupted_cut_point_keeps_the_cells_it_finished(output_root, monkeypatch):
+    """Two percentages at one cut point are two cells: Ctrl-C in the second keeps the first."""
+    train_group, cells = sweep.train_group, []
+
+    def interrupted_in_second_cell(*args):
+        cells.append(args[4])
+        if len(cells) == 2:
+            raise KeyboardInterrupt
+        return train_group(*args)
+
+    monkeypatch.setattr(sweep, "train_group", interrupted_in_second_cell)
+    with pytest.raises(Interrupted, match="1 runs are saved"):
+        sweep.run_sweep(SETUP, CFG, Grid((0.002, 0.004), (2,), {0.002: 1, 0.004: 1}), progress=False,
+                        log=lambda *_: None)
+    saved = store.load_results(store.results_path("MNIST", "results", "regular", "FR"))[1]
+    assert [(r["sampled_cut_point"], r["sampled_percentage"]) for r in saved] == [(2, 0.002)]
+
+
 def test_results_file_with_other_parameters_is_refused_naming_the_keys(output_root):
     sweep.run_sweep(SETUP, CFG, Grid((0.002,), (2,), {0.002: 1}), progress=False, log=lambda *_: None)
     with pytest.raises(DataError, match=r"different parameters \(lr_fine_tune: file 0.001 vs now 0.01"):

@@ -217,6 +217,28 @@ def ari_boxplot(ari_records, split: str = "target", score: str = "ari", channels
     return fig
 
 
+def reproduction_figure(tables: dict) -> Figure:
+    """Both studies per (folder, setup, mode) of ``tables`` (as :func:`functions.analysis.reproduction.side_by_side`
+    gives them): the baseline's mean test accuracy (top) and the best cut point's gain over it
+    (bottom) against the fraction of target data."""
+    fig = Figure(figsize=(PANEL_WIDTH * len(tables), PANEL_HEIGHT * 2), layout="constrained")
+    axes = fig.subplots(2, len(tables), sharex=True, squeeze=False)
+    styles = {"ours": dict(color="C0", marker="o"), "upstream": dict(color="C1", marker="s", linestyle="--")}
+    for column, ((folder, setup, mode), table) in enumerate(tables.items()):
+        top, bottom = axes[0, column], axes[1, column]
+        for study, style in styles.items():
+            top.plot(table.index, table[("baseline", study)], label=study, **style)
+            bottom.plot(table.index, table[("gain", study)], label=study, **style)
+        bottom.axhline(0, color=BASELINE_COLOR, linewidth=0.8)
+        top.set_title(f"{folder} {setup}, {mode}", fontsize="medium")
+        top.set(xscale="log", ylabel="baseline mean test accuracy" if column == 0 else None)
+        bottom.set(xlabel=f"{FRACTION_LABEL} (log scale)", ylabel="best cut's gain over the baseline" if column == 0 else None)
+        bottom.set_xticks(table.index, [f"{p:g}" for p in table.index])
+        bottom.minorticks_off()
+    axes[0, -1].legend(title="study", fontsize="small")
+    return fig
+
+
 # ----------------------------------------------------------------------------- files
 
 def save_figure(fig: Figure, folder, name: str, dpi: int = 150) -> Path:

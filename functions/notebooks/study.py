@@ -22,7 +22,7 @@ from ..runs.store import load_results, results_path
 from ..runs.sweep import run_inputs, run_sweep, subset_index, train_group, train_run
 
 # what a notebook needs from the layers below, under one name
-__all__ = ["available_modes", "collected_records", "fe_vs_ft", "fine_tuned_model", "load_pretrained", "plan",
+__all__ = ["available_modes", "reproduction", "collected_records", "fe_vs_ft", "fine_tuned_model", "load_pretrained", "plan",
            "parameter_table", "pretrained_info", "recheck_run", "recheck_table", "records_frame", "run_sweep", "save_transferability_records",
            "strategy_records", "summary_table", "sweep_records", "training_subset", "transferability_verdict", "use_output_root",
            "validate_scores"]
@@ -55,6 +55,21 @@ def parameter_table(cfg: Config, grid: Grid):
     rows = {**fields, "mode": cfg.mode, "percentages": list(grid.percentages),
             "repeats": [grid.repeats_for(p) for p in grid.percentages], "cut_points": list(grid.cut_points)}
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
+def reproduction(profile: str = "range") -> dict:
+    """(folder, setup, mode) -> our results beside the upstream study's, per percentage (see
+    :func:`functions.analysis.reproduction.side_by_side`), for every upstream table we have results for."""
+    from ..analysis import reproduction as compare
+    tables = {}
+    for folder, setup_name, mode in compare.UPSTREAM_FILES:
+        setup = get_setup(folder, setup_name)
+        if results_path(folder, "results", setup_name, mode, profile).exists():
+            ours = compare.our_frame(*sweep_records(setup, mode, profile))
+            tables[(folder, setup_name, mode)] = compare.side_by_side(ours, compare.upstream_frame(folder, setup_name, mode))
+    if not tables:
+        raise DataError(f"no results of the {profile} profile to compare with the upstream study; run `make range`")
+    return tables
 
 
 def use_output_root(path) -> None:

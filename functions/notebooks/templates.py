@@ -368,6 +368,48 @@ def _strategies(folder: str) -> list:
     ]
 
 
+def _reproduction() -> list:
+    return [
+        ("md", "# Does the upstream study's answer hold here?\n"
+               "The upstream study trained its network (64 channels, batches of 4,096, up to 40 epochs) at 0.1%, 1%, "
+               "10%, 50% and 100% of the target data and published, per fraction and cut point, the mean test "
+               "accuracy of mode FR. This notebook sets our `range` profile's results (`make range`) beside those "
+               "tables, for every folder where both exist. Two differences to keep in mind while reading:\n\n"
+               "- **Network and budget.** Ours is the quick network (16 channels, batches of 64, at most 10 epochs, "
+               "early stopping after 3 without improvement), and every epoch makes at least 100 optimiser steps. "
+               "Upstream's batches of 4,096 give a run on 10% of MNIST 5-9 (2,645 images) a single optimiser step "
+               "per epoch, so its small-data runs, the baseline first, stop far from convergence.\n"
+               "- **Evaluation split.** Upstream's \"test\" accuracy was measured on the training split of the target "
+               "classes (the images the subsets were drawn from); ours on the official test split."),
+        ("code", 'profile = "range"  # whose results are set beside the upstream tables\n'
+                 "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's study folders"),
+        ("code", "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, "
+                 "reproduction\nfrom functions.notebooks import study\n"
+                 "study.use_output_root(output_root)\ntables = study.reproduction(profile)\n"
+                 "print('compared:', ', '.join(f'{f} {s} {m}' for f, s, m in tables))"),
+        ("md", "## Per folder and fraction of data\nFor each study: the baseline's mean test accuracy, the best cut "
+               "point (highest mean), its gain over the baseline, and the spread between the cut points' means (best "
+               "minus worst). A positive gain means the transferred layers help at that fraction."),
+        ("code", "for (folder, setup, mode), table in tables.items():\n"
+                 "    print(f'{folder} {setup}, mode {mode}')\n"
+                 "    display(table.round(3))"),
+        ("md", "## The same, drawn\nTop: the baselines. Bottom: the best cut point's gain over its own study's "
+               "baseline. Where the blue line (ours) sits below the orange one (upstream) at small fractions, part of "
+               "upstream's gain came from a baseline that had not finished training."),
+        ("code", "figure = plots.reproduction_figure(tables)\n"
+                 "plots.save_figure(figure, '.', f'reproduction_{profile}')\ndisplay(figure)"),
+        ("md", "## Which findings hold?\nTwo findings carry the upstream study: transfer helps most with the least "
+               "data, and with all the data it stops helping. Each is tested per folder and study, with a margin of "
+               "one point of accuracy."),
+        ("code", "import pandas as pd\n"
+                 "verdicts = {(f'{f} {s} {m}', study_name): v for (f, s, m), table in tables.items()\n"
+                 "            for study_name, v in reproduction.findings(table).items()}\n"
+                 "pd.DataFrame.from_dict(verdicts, orient='index')"),
+        ("code", "for key, table in tables.items():\n"
+                 "    print(reproduction.findings_text(key, table))"),
+    ]
+
+
 def kinds(folder: str) -> list[str]:
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of folders whose datasets are available offline
@@ -376,6 +418,8 @@ def kinds(folder: str) -> list[str]:
 
 
 def cells(folder: str, kind: str) -> list:
+    if kind in TOP_LEVEL:
+        return TOP_LEVEL[kind]()
     if kind == "empirical":
         return _empirical(folder, ["F", "FR"], "where to cut a pretrained network",
                           "Which pretrained conv layers should we reuse, and should the rest be kept (F) or "
@@ -399,6 +443,10 @@ def cells(folder: str, kind: str) -> list:
     raise ValueError(f"no notebook template {kind!r}")
 
 
+# notebooks over every folder, at the repository's top level
+TOP_LEVEL = {"reproduction": _reproduction}
+
+
 def build(folder: str, kind: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -416,7 +464,8 @@ def path(folder: str, kind: str) -> Path:
 
 
 def all_notebooks() -> list[tuple[str, str]]:
-    return [(folder, kind) for folder in FOLDERS for kind in kinds(folder)]
+    """(folder, kind) of every notebook; the notebooks over all folders sit at the top level (".")."""
+    return [(folder, kind) for folder in FOLDERS for kind in kinds(folder)] + [(".", kind) for kind in TOP_LEVEL]
 
 
 def same_cells(a: nbformat.NotebookNode, b: nbformat.NotebookNode) -> bool:

@@ -188,7 +188,7 @@ def _train_pending(cfg, task, pretrained, todo: dict, files: dict, device, bar, 
             for cell in (c for c in cells if c.cut_point == cut_point):
                 executor.submit(train_cell, cell, cfg, shared_task, shared_source, shared_inputs,
                                 "auto" if remote else None)
-            save(executor.completed())
+                save(executor.completed())  # whatever has finished is saved before the next cell starts
     save(executor.completed(wait=True))
     if failures:
         listed = "; ".join(f"{f.unit.describe()} ({f.error})" for f in failures)
