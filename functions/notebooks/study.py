@@ -57,19 +57,39 @@ def parameter_table(cfg: Config, grid: Grid):
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
 
 
-def reproduction(profile: str = "range") -> dict:
+def reproduction(profile: str = "range", log=print) -> dict:
     """(folder, setup, mode) -> our results beside the upstream study's, per percentage (see
-    :func:`functions.analysis.reproduction.side_by_side`), for every upstream table we have results for."""
+    :func:`functions.analysis.reproduction.side_by_side`), for every upstream table whose sweep of
+    ``profile`` is complete (a sweep still running would move the best cut points); the others
+    are named through ``log``."""
     from ..analysis import reproduction as compare
     tables = {}
     for folder, setup_name, mode in compare.UPSTREAM_FILES:
         setup = get_setup(folder, setup_name)
-        if results_path(folder, "results", setup_name, mode, profile).exists():
-            ours = compare.our_frame(*sweep_records(setup, mode, profile))
-            tables[(folder, setup_name, mode)] = compare.side_by_side(ours, compare.upstream_frame(folder, setup_name, mode))
+        _, cfg, grid = plan(folder, setup_name, profile, mode)
+        if not results_path(folder, "results", setup_name, mode, profile).exists():
+            continue
+        records, baselines = sweep_records(setup, mode, profile)
+        missing = missing_runs(grid, records, baselines)
+        if missing:
+            log(f"{folder} {setup_name} {mode}: {missing} runs of the {profile} profile are still to train "
+                f"(`make range` resumes them); left out")
+            continue
+        ours = compare.our_frame(records, baselines)
+        tables[(folder, setup_name, mode)] = compare.side_by_side(ours, compare.upstream_frame(folder, setup_name, mode))
     if not tables:
-        raise DataError(f"no results of the {profile} profile to compare with the upstream study; run `make range`")
+        raise DataError(f"no complete results of the {profile} profile to compare with the upstream study; "
+                        f"run `make range`")
     return tables
+
+
+def missing_runs(grid: Grid, records: list, baselines: list) -> int:
+    """How many runs of ``grid`` (cut points and the baseline) the records lack."""
+    from ..data.catalog import percentage_key
+    have = {(percentage_key(r["sampled_percentage"]), r["sampled_cut_point"], r["repeat"]) for r in [*records, *baselines]}
+    wanted = {(percentage_key(p), c, r) for p in grid.percentages for c in (-1, *grid.cut_points)
+              for r in range(grid.repeats_for(p))}
+    return len(wanted - have)
 
 
 def use_output_root(path) -> None:

@@ -1,0 +1,61 @@
+"""Our results beside the upstream study's: the published tables load, the headline quantities
+are what they say, and a comparison leaves out a sweep that is not finished."""
+import pytest
+
+from functions.analysis import reproduction
+from functions.config import Grid
+from functions.core.errors import DataError
+from functions.notebooks import study
+
+
+def _records(means: dict, repeats: int = 2) -> tuple[list, list]:
+    """Records with the given mean test accuracy per (percentage, cut); cut -1 goes to the baselines."""
+    runs = [{"sampled_percentage": p, "sampled_cut_point": c, "repeat": r, "test_acc": m + (0.01 if r else -0.01)}
+            for (p, c), m in means.items() for r in range(repeats)]
+    return [x for x in runs if x["sampled_cut_point"] != -1], [x for x in runs if x["sampled_cut_point"] == -1]
+
+
+def test_upstream_tables_load_with_their_baselines():
+    table = reproduction.upstream_frame("MNIST", "regular", "FR")
+    assert sorted(table.percentage.unique()) == [0.001, 0.01, 0.1, 0.5, 1.0]
+    assert sorted(table.cut_point.unique()) == [-1, 0, 1, 2, 3, 4, 5, 6]
+    row = table[(table.percentage == 0.01) & (table.cut_point == -1)].iloc[0]
+    assert (row["mean"], row["count"]) == (0.8126, 25)  # upstream's published MNIST baseline at 1%
+    with pytest.raises(DataError, match="no table for MNIST/regular mode FT"):
+        reproduction.upstream_frame("MNIST", "regular", "FT")
+
+
+def test_headline_names_the_best_cut_its_gain_and_the_spread():
+    means = {(0.001, -1): 0.60, (0.001, 0): 0.58, (0.001, 1): 0.70, (0.001, 2): 0.65,
+             (1.0, -1): 0.99, (1.0, 0): 0.985, (1.0, 1): 0.992, (1.0, 2): 0.97}
+    table = reproduction.headline(reproduction.our_frame(*_records(means)))
+    assert table.loc[0.001, "best_cut"] == 1 and table.loc[0.001, "gain"] == pytest.approx(0.10)
+    assert table.loc[0.001, "cut_spread"] == pytest.approx(0.12) and table.loc[1.0, "gain"] == pytest.approx(0.002)
+
+
+def test_findings_test_both_upstream_claims_per_study():
+    ours = reproduction.our_frame(*_records({(0.001, -1): 0.75, (0.001, 3): 0.755, (0.01, -1): 0.9, (0.01, 3): 0.91,
+                                             (0.1, -1): 0.97, (0.1, 3): 0.975, (0.5, -1): 0.985, (0.5, 3): 0.986,
+                                             (1.0, -1): 0.99, (1.0, 3): 0.95}))
+    table = reproduction.side_by_side(ours, reproduction.upstream_frame("MNIST", "regular", "FR"))
+    assert list(table.index) == [0.001, 0.01, 0.1, 0.5, 1.0]
+    verdict = reproduction.findings(table)
+    # upstream: +0.161 at 0.1%, +0.001 at 100%; ours: +0.005 (within the margin), -0.04
+    assert verdict["upstream"]["transfer_helps_most_with_least_data"]
+    assert verdict["upstream"]["transfer_stops_helping_with_all_data"]
+    assert not verdict["ours"]["transfer_helps_most_with_least_data"]
+    assert verdict["ours"]["gain_with_all_data"] == pytest.approx(-0.04)
+    text = reproduction.findings_text(("MNIST", "regular", "FR"), table)
+    assert "+0.161 upstream (cut 4)" in text and "does not hold here (unlike upstream)" in text
+
+
+def test_studies_without_a_common_percentage_are_refused():
+    ours = reproduction.our_frame(*_records({(0.05, -1): 0.9, (0.05, 2): 0.92}))
+    with pytest.raises(DataError, match="share no percentage.*make range"):
+        reproduction.side_by_side(ours, reproduction.upstream_frame("MNIST", "regular", "FR"))
+
+
+def test_missing_runs_counts_cut_points_and_baselines_of_the_grid():
+    grid = Grid((0.001, 0.01), (0, 1), {0.001: 2, 0.01: 1})
+    records, baselines = _records({(0.001, -1): 0.5, (0.001, 0): 0.5, (0.001, 1): 0.5})
+    assert study.missing_runs(grid, records, baselines) == 3  # 0.01: the baseline, cut 0 and cut 1
