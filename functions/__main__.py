@@ -207,6 +207,27 @@ def cmd_recommend(args):
     print(f"wrote {out / 'transferability_recommender.json'}")
 
 
+def cmd_zoo(args):
+    import pandas as pd
+    from .notebooks import zoo
+    if args.action == "pretrain":
+        for name in zoo.pretrain(args.models):
+            print(f"{name}: ready")
+        return
+    records = zoo.build(args.models, args.seeds)
+    with pd.option_context("display.width", 200):
+        print(zoo.evaluation(records).round(3).to_string())
+
+
+def cmd_recommend_model(args):
+    import pandas as pd
+    from .notebooks import zoo
+    table = zoo.recommend_model(args.task, args.recommender)
+    with pd.option_context("display.width", 200):
+        print(f"models for {args.task}, ranked by {args.recommender} (trained on the bank's other tasks):")
+        print(table.round(4).to_string())
+
+
 def cmd_classify(args):
     import numpy as np
     import torch
@@ -357,6 +378,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="folder for the collected records and the evaluation "
                                             "(default: benchmarks/results)")
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("zoo", help="the model zoo: pretrain its study CNNs, or measure the model x task matrix "
+                                   "over the task bank and evaluate the recommenders")
+    p.add_argument("action", choices=["pretrain", "build"])
+    p.add_argument("--models", nargs="+", metavar="NAME", help="only these zoo models (default: all)")
+    p.add_argument("--seeds", type=_ranged(int, 1, 100, name="seeds"), default=3,
+                   help="training draws per task whose linear-probe accuracies are averaged")
+    p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("recommend-model", help="rank the zoo's models for a target task before any fine-tuning")
+    p.add_argument("--task", required=True, help="<dataset>:<classes>:<n>, e.g. MNIST:0,1,2:300 or digits:0-4:100")
+    p.add_argument("--recommender", default="gradient boosting",
+                   help="gradient boosting, linear regression, a score (logme, leep, nce, hscore, "
+                        "hscore_shrinkage, sfda) or pretrain_accuracy")
+    p.set_defaults(func=cmd_recommend_model)
 
     from .models.imagenet import BACKBONES
     p = sub.add_parser("classify", help="top ImageNet labels of images: check that a pretrained backbone loaded")

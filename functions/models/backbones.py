@@ -83,6 +83,9 @@ class Backbone(nn.Module):
         """Images in [0, 1] (N, C, H, W) as this network's input at ``size`` (default: its input
         size), channels-last."""
         size = self.input_size if size is None else size
+        if images.ndim != 4 or images.shape[1] not in {1, 3, self.channels}:
+            raise DataError(f"{self.name} takes images (N, C, H, W) with 1 (grey) or 3 (RGB) channels, or "
+                            f"{self.channels}; got shape {tuple(images.shape)}: convert them to grey or RGB first")
         if images.shape[1] != self.channels:
             images = images.mean(1, keepdim=True) if self.channels == 1 else images.expand(-1, self.channels, -1, -1)
         if images.shape[-2:] != (size, size):

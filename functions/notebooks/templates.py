@@ -410,6 +410,48 @@ def _reproduction() -> list:
     ]
 
 
+def _model_zoo() -> list:
+    return [
+        ("md", "# Which pretrained model for my task?\n"
+               "A zoo of pretrained models (three ImageNet EfficientNet-Lite networks and study CNNs of depths 2-8 and "
+               "widths 8-64 pretrained on MNIST, FashionMNIST and their class subsets) meets a bank of target tasks "
+               "(class subsets of MNIST, FashionMNIST and the 8 x 8 digits, 2 to 10 classes, 20 to 2,000 training "
+               "images). For every (model, task) pair the records hold the measured transferability (test accuracy of "
+               "a new linear head on the frozen features, averaged over training draws) and every transferability "
+               "score computed before any training. `python -m functions zoo build` (`make zoo`) measures them."),
+        ("code", 'recommender = "gradient boosting"  # the learned recommender; or "linear regression", a score\n'
+                 'example_task = "digits:0-4:100"  # <dataset>:<classes>:<n>, ranked at the end\n'
+                 "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository"),
+        ("code", "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis.model_zoo import "
+                 "files, recommenders\nfrom functions.analysis import plots\nfrom functions.notebooks import study, "
+                 "zoo\nstudy.use_output_root(output_root)\nrecords = files.load_records()\n"
+                 "print(f\"{records['model'].nunique()} models x {records['task'].nunique()} tasks = {len(records)} records\")\n"
+                 "display(records.drop_duplicates('model')[list(files.MODEL_COLUMNS)].set_index('model'))"),
+        ("md", "## The transferability matrix\nEach cell is the linear-probe test accuracy of one model (row) on one "
+               "task (column). Tasks are grouped by dataset and, within a dataset, by number of classes and training "
+               "size; models by family and pretraining accuracy. Columns that are bright across all rows are easy "
+               "tasks; what matters for recommendation is the order of the models within a column."),
+        ("code", "figure = files.matrix_figure(records)\nplots.save_figure(figure, files.zoo_dir(), "
+                 "'transferability_matrix')\ndisplay(figure)"),
+        ("md", "## Recommenders\nEach recommender ranks the models of a task; the ranking is compared with the "
+               "measured one by the weighted Kendall tau (disagreements among the best models weigh most), the top-1 "
+               "hit rate (the recommended model is a measured best) and the regret (accuracy lost by taking the "
+               "recommended model instead of the best). The learned recommenders are trained without the task (leave "
+               "one task out) or without its whole dataset (leave one dataset out); scores and the pretraining "
+               "accuracy need no training."),
+        ("code", "table = zoo.evaluation(records)\ndisplay(table.round(3))\nprint(zoo.verdict(table))"),
+        ("md", "## Where the learned recommender fails\nIts weighted tau per task, leave one dataset out, "
+               "averaged by dataset and number of classes, then the five tasks it ranks worst."),
+        ("code", "failures = recommenders.per_task(records, recommender)\n"
+                 "display(failures.groupby(['source_dataset', 'num_classes'])[['weighted_tau', 'top1_hit', "
+                 "'regret']].mean().round(3))\n"
+                 "display(failures.sort_values('weighted_tau').head(5).round(3))"),
+        ("md", "## A recommendation\nThe zoo ranked for one task by the recommender trained on every other task "
+               "of the bank, with the measured accuracy where the bank holds the task."),
+        ("code", "zoo.recommend_model(example_task, recommender).round(4)"),
+    ]
+
+
 def kinds(folder: str) -> list[str]:
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of folders whose datasets are available offline
@@ -444,7 +486,7 @@ def cells(folder: str, kind: str) -> list:
 
 
 # notebooks over every folder, at the repository's top level
-TOP_LEVEL = {"reproduction": _reproduction}
+TOP_LEVEL = {"reproduction": _reproduction, "model_zoo": _model_zoo}
 
 
 def build(folder: str, kind: str) -> nbformat.NotebookNode:

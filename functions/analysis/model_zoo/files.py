@@ -1,0 +1,86 @@
+"""The zoo's files, in the layout of the model-recommendation setting: model metadata, task
+metadata, one record per (model, task), the LogME matrix, and the matrix as a figure.
+
+All go to ``zoo/results/`` under the output root.  Records carry the zoo version they were
+measured with: a file from another version is refused, naming the difference.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ...core.atomic import atomic_file
+from ...core.errors import DataError
+from ...core.paths import results_dir
+from ...runs.zoo import ZOO, ZOO_FOLDER, ZOO_VERSION
+from .matrix import score_matrix
+
+MODEL_META = "source_model_meta_data.csv"
+TASK_META = "target_dataset_meta_data.csv"
+MODEL_COLUMNS = ("model", "family", "architecture", "depth", "width", "input_size", "input_channels", "params",
+                 "flops", "memory_mb", "feature_dim", "pretrain_dataset", "pretrain_classes", "pretrain_accuracy",
+                 "pretrain_accuracy_source")
+TASK_COLUMNS = ("task", "source_dataset", "domain", "num_classes", "classes", "class_names", "n_train", "n_test")
+
+
+def zoo_dir() -> Path:
+    return results_dir(ZOO_FOLDER)
+
+
+def records_path(bank: str = "default") -> Path:
+    return zoo_dir() / f"record_{bank}.csv"
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    with atomic_file(path, "w") as fh:
+        frame.to_csv(fh, index=False, float_format="%.6g")
+    return path
+
+
+def save(records: pd.DataFrame, bank: str = "default") -> dict[str, Path]:
+    """The four CSV files of ``records``; returns their paths."""
+    folder = zoo_dir()
+    logme = score_matrix(records, "logme").reset_index()
+    return {"models": _write_csv(records.drop_duplicates("model")[list(MODEL_COLUMNS)], folder / MODEL_META),
+            "tasks": _write_csv(records.drop_duplicates("task")[list(TASK_COLUMNS)], folder / TASK_META),
+            "records": _write_csv(records, records_path(bank)),
+            "logme": _write_csv(logme, folder / "LogME.csv")}
+
+
+def load_records(path: Path | None = None) -> pd.DataFrame:
+    """A records file, refused when it was measured with another zoo version."""
+    path = Path(path or records_path())
+    if not path.exists():
+        raise DataError(f"no zoo records at {path}; run `python -m functions zoo build` (or `make zoo`) first")
+    records = pd.read_csv(path)
+    versions = sorted(int(v) for v in records["zoo_version"].unique()) if "zoo_version" in records else []
+    if versions != [ZOO_VERSION]:
+        theirs, ours = set(records.get("model", [])), {m.name for m in ZOO}
+        raise DataError(f"{path} was measured with zoo version(s) {versions or 'none'}, this code's zoo is version "
+                        f"{ZOO_VERSION} (models only in the file: {sorted(theirs - ours) or 'none'}; only in this "
+                        f"zoo: {sorted(ours - theirs) or 'none'}); run `python -m functions zoo build` to measure again")
+    return records
+
+
+def matrix_figure(records: pd.DataFrame, value: str = "accuracy") -> Figure:
+    """Models x tasks heatmap of ``value``, tasks grouped by dataset (separated by white lines),
+    models by family and pretraining accuracy."""
+    matrix = score_matrix(records, value)
+    order = records.drop_duplicates("model").sort_values(["family", "pretrain_accuracy"]).model
+    matrix = matrix.loc[list(order)]
+    fig = Figure(figsize=(min(24, 3 + 0.12 * matrix.shape[1]), 1.5 + 0.3 * matrix.shape[0]), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(matrix.to_numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_yticks(np.arange(len(matrix)), matrix.index, fontsize="small")
+    datasets = records.drop_duplicates("task").set_index("task").loc[matrix.columns, "source_dataset"]
+    starts = [i for i in range(len(datasets)) if i == 0 or datasets.iloc[i] != datasets.iloc[i - 1]]
+    for start in starts[1:]:
+        ax.axvline(start - 0.5, color="white", linewidth=2)
+    ax.set_xticks([(a + b) / 2 - 0.5 for a, b in zip(starts, [*starts[1:], len(datasets)])],
+                  [datasets.iloc[s] for s in starts])
+    ax.set_xlabel(f"target tasks ({len(datasets)}), grouped by dataset; within a dataset by classes and size")
+    fig.colorbar(image, ax=ax, label="linear-probe test accuracy" if value == "accuracy" else value)
+    return fig

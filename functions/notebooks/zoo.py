@@ -1,0 +1,72 @@
+"""The model zoo's steps, one call each, for the command line and the model-zoo notebook."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from ..analysis.model_zoo import files, matrix, recommenders
+from ..analysis.plots import save_figure
+from ..core.atomic import write_json_atomic
+from ..data.task_bank import bank, check_task, parse_task
+from ..runs.zoo import ZOO, study_network, zoo_model
+
+__all__ = ["build", "evaluation", "pretrain", "recommend_model"]
+
+
+def pretrain(names=None, log=print) -> list[str]:
+    """Train (or reuse) the zoo's study CNNs; returns their names."""
+    chosen = [zoo_model(n) for n in names] if names else list(ZOO)
+    done = []
+    for model in (m for m in chosen if m.family == "study CNN"):
+        study_network(model, train_if_missing=True, log=log)
+        done.append(model.name)
+    return done
+
+
+def build(names=None, seeds: int = matrix.SEEDS, log=print) -> pd.DataFrame:
+    """Measure the matrix over the task bank, write the zoo's files, the matrix figure, the
+    timing and the recommenders' evaluation; returns the records."""
+    models = [zoo_model(n) for n in names] if names else list(ZOO)
+    records, timing = matrix.build(models, bank(), seeds, log)
+    paths = files.save(records)
+    save_figure(files.matrix_figure(records), files.zoo_dir(), "transferability_matrix")
+    table = recommenders.evaluate(records)
+    write_json_atomic(files.zoo_dir() / "timing.json", {"models": len(models), "tasks": records["task"].nunique(),
+                                                        "seeds": seeds, **timing.as_dict()})
+    write_json_atomic(files.zoo_dir() / "recommenders.json", json.loads(table.round(4).to_json(orient="index")))
+    for path in paths.values():
+        log(f"wrote {path}")
+    return records
+
+
+def evaluation(records: pd.DataFrame | None = None) -> pd.DataFrame:
+    return recommenders.evaluate(files.load_records() if records is None else records)
+
+
+def recommend_model(task: str, recommender: str = "gradient boosting", log=print) -> pd.DataFrame:
+    """The zoo ranked for ``task`` (``<dataset>:<classes>:<n>``) by ``recommender`` trained on every
+    other task of the bank; the measured accuracy is shown when the bank holds the task."""
+    spec = check_task(parse_task(task)) if isinstance(task, str) else check_task(task)
+    records = files.load_records()
+    known = records[records["task"] == spec.name]
+    if known.empty:
+        models = [zoo_model(n) for n in records["model"].unique()]
+        task_records = pd.DataFrame([r for m in models for r in matrix.model_records(m, [spec], seeds=0, log=log)])
+    else:
+        task_records = known
+    return recommenders.recommend(records, task_records.reset_index(drop=True), recommender)
+
+
+def verdict(table: pd.DataFrame, protocol: str = "leave one dataset out", ours: str = "gradient boosting") -> str:
+    """Whether the learned recommender beats LogME alone and the pretraining-accuracy baseline in
+    mean weighted tau under ``protocol``, in one sentence with the numbers."""
+    tau = table[(protocol, "weighted_tau")]
+    best_score = tau[list(matrix.SCORES)].idxmax()
+    beats = [name for name in ("logme", "pretrain_accuracy") if tau[ours] > tau[name]]
+    loses = [name for name in ("logme", "pretrain_accuracy") if name not in beats]
+    return (f"{protocol}: {ours} reaches a mean weighted tau of {tau[ours]:.3f}, against {tau['logme']:.3f} for "
+            f"LogME alone and {tau['pretrain_accuracy']:.3f} for the pretraining accuracy; it "
+            + (f"beats {' and '.join(beats)}" if beats else "beats neither")
+            + (f" and does not beat {' or '.join(loses)}" if beats and loses else "")
+            + f". The best single score is {best_score} ({tau[best_score]:.3f}).")

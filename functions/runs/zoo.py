@@ -1,0 +1,214 @@
+"""The model zoo: ImageNet EfficientNet-Lite networks and study CNNs of several depths and widths
+pretrained on MNIST, FashionMNIST and their class subsets, each with a metadata row, and their
+features over the task bank's pools, computed once per (model, dataset).
+
+A model's features are what a new linear head would see: the pooled output of an
+EfficientNet-Lite's last stage, or a study CNN's last conv block flattened (what its own head
+reads).  Beside them, the source head's class probabilities on the same images (ImageNet's 1,000
+classes, or the source classes), which LEEP and NCE need.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config, Setup
+from ..core.atomic import atomic_file
+from ..core.device import configure_threads
+from ..core.errors import DataError
+from ..data.catalog import spec
+from ..data.task_bank import BANK_DATASETS, pool
+from ..models.backbones import Backbone, load, study_backbone
+from ..models.imagenet import BACKBONES as IMAGENET, load_backbone
+from ..models.study_cnn import StudyCNN
+from .cost import count_flops
+from .features import cache_key, feature_cache_dir
+from .pretrained import load_pretrained, pretrained_info
+
+# bumped when a model is added, removed or changed: records of another version are refused
+ZOO_VERSION = 1
+ZOO_FOLDER = "zoo"
+EXTRACT_CHUNK = 16  # images per forward pass (see functions.runs.features.EXTRACT_BATCH)
+# top-1 ImageNet accuracy of the float EfficientNet-Lite models, as the TensorFlow release of
+# EfficientNet-Lite published it
+IMAGENET_TOP1 = {"efficientnet_lite0": 0.751, "efficientnet_lite1": 0.767, "efficientnet_lite2": 0.776}
+MNIST_ALL, FASHION_ALL = tuple(range(10)), tuple(range(10))
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One pretrained model: an ImageNet backbone (``family`` EfficientNet-Lite), or a study CNN
+    of ``depth`` blocks of ``width`` channels pretrained on ``classes`` of ``dataset``; ``home``
+    is the study folder and setup whose committed source model it is, if any."""
+
+    name: str
+    family: str
+    dataset: str
+    classes: tuple
+    depth: int = 0
+    width: int = 0
+    home: tuple | None = None
+
+
+def _study(name: str, dataset: str, classes: tuple, depth: int, width: int, home: tuple | None = None) -> ZooModel:
+    return ZooModel(name, "study CNN", dataset, classes, depth, width, home)
+
+
+ZOO = (
+    *(ZooModel(name, "EfficientNet-Lite", "ImageNet", tuple(range(1000))) for name in IMAGENET),
+    # the study folders' committed source models
+    _study("mnist_0-4_d6_w16", "MNIST", (0, 1, 2, 3, 4), 6, 16, ("MNIST", "regular")),
+    _study("mnist_all_d6_w16", "MNIST", MNIST_ALL, 6, 16, ("MNIST_to_FashionMNIST", "cross")),
+    _study("fashion_regular_d6_w16", "FashionMNIST", (0, 1, 2, 3, 4, 6, 8), 6, 16, ("FashionMNIST", "regular")),
+    _study("fashion_random_d6_w16", "FashionMNIST", (0, 1, 2, 4, 6, 7, 9), 6, 16, ("FashionMNIST", "random")),
+    _study("fashion_all_d6_w16", "FashionMNIST", FASHION_ALL, 6, 16, ("FashionMNIST_to_MNIST", "cross")),
+    # depths 2-8 and widths 8-64 (the widest on the smallest task: pretraining cost grows with
+    # width squared), made by `python -m functions zoo pretrain`
+    _study("mnist_0-4_d2_w8", "MNIST", (0, 1, 2, 3, 4), 2, 8),
+    _study("mnist_0-4_d4_w32", "MNIST", (0, 1, 2, 3, 4), 4, 32),
+    _study("mnist_0-4_d8_w16", "MNIST", (0, 1, 2, 3, 4), 8, 16),
+    _study("mnist_5-9_d2_w16", "MNIST", (5, 6, 7, 8, 9), 2, 16),
+    _study("mnist_5-9_d6_w8", "MNIST", (5, 6, 7, 8, 9), 6, 8),
+    _study("mnist_0-1_d2_w64", "MNIST", (0, 1), 2, 64),
+    _study("mnist_all_d4_w16", "MNIST", MNIST_ALL, 4, 16),
+    _study("mnist_all_d8_w8", "MNIST", MNIST_ALL, 8, 8),
+    _study("fashion_0-4_d2_w32", "FashionMNIST", (0, 1, 2, 3, 4), 2, 32),
+    _study("fashion_0-4_d4_w8", "FashionMNIST", (0, 1, 2, 3, 4), 4, 8),
+    _study("fashion_5-9_d6_w32", "FashionMNIST", (5, 6, 7, 8, 9), 6, 32),
+    _study("fashion_all_d4_w16", "FashionMNIST", FASHION_ALL, 4, 16),
+)
+BY_NAME = {m.name: m for m in ZOO}
+
+
+def zoo_model(name: str) -> ZooModel:
+    if name not in BY_NAME:
+        raise DataError(f"the zoo has no model {name!r}; its models are {list(BY_NAME)}")
+    return BY_NAME[name]
+
+
+# ----------------------------------------------------------------------------- study CNNs
+
+def source_setup(model: ZooModel) -> Setup:
+    """Where a study CNN's source model lives: its study folder's setup, or the zoo folder.  The
+    zoo's own models have no target task; the 8 x 8 digits stand in, as a setup needs one."""
+    if model.home is not None:
+        from ..config import get_setup
+        return get_setup(*model.home)
+    return Setup(ZOO_FOLDER, model.name, model.dataset, model.classes, "digits", tuple(range(10)))
+
+
+def source_config(model: ZooModel) -> Config:
+    """The quick profile's pretraining protocol (batch 64, at most 5 epochs, patience 3) at the
+    model's depth and width."""
+    setup = source_setup(model)
+    return Config(source_dataset=setup.source_dataset, pre_train_classes=setup.pre_train_classes,
+                  target_dataset=setup.target_dataset, fine_tune_classes=setup.fine_tune_classes,
+                  depth=model.depth, num_channels=model.width, batch_size=64, num_train=10,
+                  early_stop_patience=3, num_train_pretrain=5)
+
+
+def study_network(model: ZooModel, train_if_missing: bool = False, log=print) -> StudyCNN:
+    return load_pretrained(source_setup(model), source_config(model), log, train_if_missing=train_if_missing)
+
+
+# ----------------------------------------------------------------------------- networks
+
+@dataclass
+class Network:
+    """A zoo model ready to run: its backbone, the layer whose features are kept, the pooling,
+    and the source head over those features."""
+
+    model: ZooModel
+    backbone: Backbone
+    layer: str
+    pooling: str
+    head: torch.nn.Module
+
+
+def network(model: ZooModel, train_if_missing: bool = False, log=print) -> Network:
+    if model.family == "EfficientNet-Lite":
+        backbone = load(model.name)
+        return Network(model, backbone, backbone.layer_names[-1], "avg", load_backbone(model.name).classifier)
+    cnn = study_network(model, train_if_missing, log)
+    stats = spec(model.dataset)
+    backbone = study_backbone(cnn, stats.mean, stats.std)
+    head = torch.nn.Sequential(cnn.fc) if cnn.hidden is None else torch.nn.Sequential(cnn.hidden, cnn.fc)
+    return Network(model, backbone, backbone.layer_names[-1], "flatten", head)
+
+
+def metadata(model: ZooModel, net: Network | None = None) -> dict:
+    """The model's row of ``source_model_meta_data.csv``: parameters, forward FLOPs and weight
+    memory at its input size, and its accuracy on its own pretraining task."""
+    net = net or network(model)
+    size = net.backbone.input_size
+    probe = net.backbone.adapt(torch.zeros(1, net.backbone.channels, size, size))
+    modules = [net.backbone.stages, net.head]
+    params = sum(p.numel() for m in modules for p in m.parameters())
+    buffers = sum(b.numel() * b.element_size() for m in modules for b in m.buffers())
+    with torch.inference_mode():
+        width = net.backbone.pooled(probe, [net.layer], net.pooling)[0].shape[1]
+        flops = count_flops(lambda: net.head(net.backbone.pooled(probe, [net.layer], net.pooling)[0]))
+    if model.family == "EfficientNet-Lite":
+        accuracy, source = IMAGENET_TOP1[model.name], "published ImageNet top-1"
+    else:
+        accuracy = pretrained_info(source_setup(model), source_config(model))["test_acc"]
+        source = "test accuracy on the source classes"
+    return {"model": model.name, "family": model.family, "architecture": model.name if model.depth == 0
+            else f"study CNN depth {model.depth} width {model.width}", "depth": model.depth or None,
+            "width": model.width or None, "input_size": size, "input_channels": net.backbone.channels,
+            "params": params, "flops": flops, "memory_mb": round((params * 4 + buffers) / 2 ** 20, 3),
+            "feature_dim": int(width),
+            "pretrain_dataset": model.dataset, "pretrain_classes": len(model.classes),
+            "pretrain_accuracy": round(float(accuracy), 4), "pretrain_accuracy_source": source}
+
+
+# ----------------------------------------------------------------------------- features
+
+@dataclass
+class PoolFeatures:
+    """A model's features and source-head probabilities over a dataset's pool."""
+
+    train: np.ndarray
+    test: np.ndarray
+    train_probs: np.ndarray
+    test_probs: np.ndarray
+    seconds_per_image: float
+
+
+@torch.inference_mode()
+def _extract(net: Network, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    features, probs = [], []
+    for i in range(0, len(images), EXTRACT_CHUNK):
+        x = net.backbone.adapt(images[i:i + EXTRACT_CHUNK])
+        f = net.backbone.pooled(x, [net.layer], net.pooling)[0]
+        features.append(f.numpy())
+        probs.append(net.head(f).softmax(1).numpy())
+    return np.concatenate(features), np.concatenate(probs)
+
+
+def pool_features(net: Network, dataset: str, cache_dir: Path | None = None) -> PoolFeatures:
+    """Features of ``dataset``'s pool through ``net``, cached on disk by the network's weights,
+    the layer, the pooling and the dataset (computed once, then read)."""
+    if dataset not in BANK_DATASETS:
+        raise DataError(f"unknown task dataset {dataset!r}; choose one of {list(BANK_DATASETS)}")
+    identity = {**net.backbone.identity(), "zoo_layer": net.layer, "pooling": net.pooling, "pool": dataset}
+    path = Path(cache_dir or feature_cache_dir()) / f"zoo_{cache_key(identity)}.npz"
+    if path.exists():
+        with np.load(path) as saved:
+            return PoolFeatures(saved["train"], saved["test"], saved["train_probs"], saved["test_probs"],
+                                float(saved["seconds_per_image"]))
+    configure_threads()
+    data = pool(dataset)
+    began = time.perf_counter()
+    train, train_probs = _extract(net, data.train_x)
+    test, test_probs = _extract(net, data.test_x)
+    seconds = (time.perf_counter() - began) / (len(train) + len(test))
+    with atomic_file(path, "wb") as fh:
+        np.savez(fh, train=train, test=test, train_probs=train_probs, test_probs=test_probs,
+                 seconds_per_image=seconds, identity=json.dumps(identity))
+    return PoolFeatures(train, test, train_probs, test_probs, seconds)
