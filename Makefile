@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# folders whose notebooks carry executed outputs (see README: the others are not executed yet)
+# folders whose notebooks carry executed outputs (see README: the others are not executed yet), and
+# the notebooks over all folders at the top level
 NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST
+TOP_NOTEBOOKS := reproduction.ipynb model_zoo.ipynb
 export MPLBACKEND := Agg
 
-.PHONY: demo test lint mutation data pretrained results range strategies fe-vs-ft notebooks serve lab mlflow clean
+.PHONY: demo test lint mutation data pretrained results range zoo strategies fe-vs-ft notebooks serve lab mlflow clean
 
 # the pinned packages, then this package installed editable: `import functions` and
 # `python -m functions` work from any folder and any kernel of the venv
@@ -29,7 +31,7 @@ demo: data
 # (one thread per process: two at once)
 test: data lint
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadscope --durations=8 tests \
-		--nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOK_FOLDERS)
+		--nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOK_FOLDERS) $(TOP_NOTEBOOKS)
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
@@ -74,8 +76,15 @@ fe-vs-ft: pretrained
 	for folder in $(NOTEBOOK_FOLDERS); do for backbone in efficientnet_lite0 study; do \
 	  $(PY) -m functions fe-vs-ft $$folder --backbone $$backbone --no-progress || exit 1; done; done
 
-notebooks: results fe-vs-ft strategies
-	$(PY) -m functions notebooks --execute $(NOTEBOOK_FOLDERS)
+# the model zoo: its study CNNs (the quick profile's pretraining), then the model x task matrix over
+# the task bank, the recommenders' evaluation and the zoo's files under zoo/results/
+zoo: data
+	$(PY) -m functions zoo pretrain
+	$(PY) -m functions zoo build
+
+# the study folders' notebooks, then the top-level ones over all folders
+notebooks: results fe-vs-ft strategies range zoo
+	$(PY) -m functions notebooks --execute $(NOTEBOOK_FOLDERS) .
 
 # the sample-efficiency service on 127.0.0.1:$PORT (default 8000); OpenAPI page at /docs
 serve: data

@@ -334,7 +334,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("notebooks", help="write the study notebooks from their templates")
-    p.add_argument("folders", nargs="*", help="only these folders")
+    p.add_argument("folders", nargs="*", help="only these folders ('.': the top-level notebooks over all folders)")
     p.add_argument("--kinds", nargs="+", metavar="KIND", help="only these kinds of notebook (e.g. strategies)")
     p.add_argument("--execute", action="store_true", help="also run them (papermill) and keep the outputs")
     p.set_defaults(func=cmd_notebooks)

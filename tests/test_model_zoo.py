@@ -5,12 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from functions.__main__ import main
 from functions.analysis.model_zoo import files, matrix, recommenders
 from functions.analysis.transferability.recommender import forward_flops
 from functions.core.errors import DataError
 from functions.data import task_bank
+from functions.data.catalog import spec
 from functions.runs import zoo
 
 STUDY_MODELS = ["mnist_0-4_d6_w16", "fashion_all_d6_w16", "mnist_all_d6_w16"]
@@ -78,9 +80,14 @@ def test_pool_features_are_computed_once_and_the_source_head_gives_probabilities
     assert first.train.shape == (1201, 144) and first.test.shape == (596, 144)
     assert np.array_equal(first.train, cached.train) and len(list(tmp_path.iterdir())) == 1
     assert np.allclose(first.train_probs.sum(1), 1.0, atol=1e-5) and first.train_probs.shape[1] == 10
-    with torch.no_grad():  # the cached features are what the network computes
-        direct = net.backbone.pooled(net.backbone.adapt(task_bank.pool("digits").train_x[:4]), [net.layer], "flatten")[0]
-    np.testing.assert_allclose(first.train[:4], direct.numpy(), rtol=1e-5, atol=1e-6)
+    # what the source network computes on the 8 x 8 digits resized to its 28 x 28 and normalised as
+    # its FashionMNIST images were: its last block (3 x 3 at depth 6) flattened, and its softmax
+    cnn, stats = zoo.study_network(zoo.zoo_model("fashion_all_d6_w16")), spec("FashionMNIST")
+    x = F.interpolate(task_bank.pool("digits").train_x[:4], size=(28, 28), mode="bicubic").clamp(0, 1)
+    x = (x - stats.mean[0]) / stats.std[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(first.train[:4], cnn.features(x).flatten(1).numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(first.train_probs[:4], cnn(x).softmax(1).numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_images_a_model_cannot_take_are_refused():

@@ -2,10 +2,12 @@
 pretrained on MNIST, FashionMNIST and their class subsets, each with a metadata row, and their
 features over the task bank's pools, computed once per (model, dataset).
 
-A model's features are what a new linear head would see: the pooled output of an
-EfficientNet-Lite's last stage, or a study CNN's last conv block flattened (what its own head
-reads).  Beside them, the source head's class probabilities on the same images (ImageNet's 1,000
-classes, or the source classes), which LEEP and NCE need.
+A model's features are what a new linear head sees: the last stage's output averaged over space
+(EfficientNet-Lite: 1,280 values), or, for a study CNN, averaged onto a 3 x 3 grid and flattened
+(9 x width values: what the depth-6 networks' own heads read, and no more than that for the
+shallow ones, whose last blocks are 14 x 14 or 28 x 28).  Beside them, the source head's class
+probabilities on the same images (ImageNet's 1,000 classes, or the source classes), from the
+network's own forward pass, which LEEP and NCE need.
 """
 from __future__ import annotations
 
@@ -16,19 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import Config, Setup
 from ..core.atomic import atomic_file
 from ..core.device import configure_threads
 from ..core.errors import DataError
 from ..data.catalog import spec
-from ..data.task_bank import BANK_DATASETS, pool
-from ..models.backbones import Backbone, load, study_backbone
+from ..data.task_bank import BANK_DATASETS, pool as task_pool
+from ..models.backbones import Backbone, load, pool, study_backbone
 from ..models.imagenet import BACKBONES as IMAGENET, load_backbone
 from ..models.study_cnn import StudyCNN
 from .cost import count_flops
 from .features import cache_key, feature_cache_dir
-from .pretrained import load_pretrained, pretrained_info
+from .pretrained import load_pretrained, pretrained_info, pretrained_path
 
 # bumped when a model is added, removed or changed: records of another version are refused
 ZOO_VERSION = 1
@@ -113,32 +116,58 @@ def source_config(model: ZooModel) -> Config:
 
 
 def study_network(model: ZooModel, train_if_missing: bool = False, log=print) -> StudyCNN:
-    return load_pretrained(source_setup(model), source_config(model), log, train_if_missing=train_if_missing)
+    setup, cfg = source_setup(model), source_config(model)
+    if not train_if_missing and not pretrained_path(setup, cfg).exists():
+        raise DataError(f"the zoo model {model.name} is not trained yet ({pretrained_path(setup, cfg)}); run "
+                        f"`python -m functions zoo pretrain --models {model.name}` (or `make zoo`)")
+    return load_pretrained(setup, cfg, log, train_if_missing=train_if_missing)
 
 
 # ----------------------------------------------------------------------------- networks
 
+STUDY_GRID = 3  # a study CNN's last block is averaged onto this many cells per side
+
+
 @dataclass
 class Network:
-    """A zoo model ready to run: its backbone, the layer whose features are kept, the pooling,
-    and the source head over those features."""
+    """A zoo model ready to run: its backbone, and what becomes of its last stage's output ``h``:
+    ``features(h)`` for a new head, ``source_logits(h)`` the pretrained head's."""
 
     model: ZooModel
     backbone: Backbone
-    layer: str
-    pooling: str
-    head: torch.nn.Module
+    source_head: torch.nn.Module
+    grid: int | None  # None: average over space
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        return pool(h, "avg") if self.grid is None else F.adaptive_avg_pool2d(h, self.grid).flatten(1)
+
+    def source_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.source_head(pool(h, "avg") if self.grid is None else h)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, source-class probabilities) of images in [0, 1]."""
+        h = self.backbone.run(self.backbone.adapt(images))
+        return self.features(h), self.source_logits(h).softmax(1)
 
 
 def network(model: ZooModel, train_if_missing: bool = False, log=print) -> Network:
     if model.family == "EfficientNet-Lite":
-        backbone = load(model.name)
-        return Network(model, backbone, backbone.layer_names[-1], "avg", load_backbone(model.name).classifier)
+        return Network(model, load(model.name), load_backbone(model.name).classifier, None)
     cnn = study_network(model, train_if_missing, log)
     stats = spec(model.dataset)
-    backbone = study_backbone(cnn, stats.mean, stats.std)
-    head = torch.nn.Sequential(cnn.fc) if cnn.hidden is None else torch.nn.Sequential(cnn.hidden, cnn.fc)
-    return Network(model, backbone, backbone.layer_names[-1], "flatten", head)
+    return Network(model, study_backbone(cnn, stats.mean, stats.std), _StudyHead(cnn), STUDY_GRID)
+
+
+class _StudyHead(torch.nn.Module):
+    """A study CNN's own head over its last block's output (flattened inside)."""
+
+    def __init__(self, cnn: StudyCNN):
+        super().__init__()
+        self.cnn = cnn
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.cnn.head(h)
 
 
 def metadata(model: ZooModel, net: Network | None = None) -> dict:
@@ -146,13 +175,12 @@ def metadata(model: ZooModel, net: Network | None = None) -> dict:
     memory at its input size, and its accuracy on its own pretraining task."""
     net = net or network(model)
     size = net.backbone.input_size
-    probe = net.backbone.adapt(torch.zeros(1, net.backbone.channels, size, size))
-    modules = [net.backbone.stages, net.head]
-    params = sum(p.numel() for m in modules for p in m.parameters())
-    buffers = sum(b.numel() * b.element_size() for m in modules for b in m.buffers())
-    with torch.inference_mode():
-        width = net.backbone.pooled(probe, [net.layer], net.pooling)[0].shape[1]
-        flops = count_flops(lambda: net.head(net.backbone.pooled(probe, [net.layer], net.pooling)[0]))
+    probe = torch.zeros(1, net.backbone.channels, size, size)
+    modules = (net.backbone.stages, net.source_head)  # a study CNN's head holds its blocks too: count once
+    params = sum(p.numel() for p in {id(p): p for m in modules for p in m.parameters()}.values())
+    buffers = sum(b.numel() * b.element_size() for b in {id(b): b for m in modules for b in m.buffers()}.values())
+    width = net(probe)[0].shape[1]
+    flops = count_flops(lambda: net(probe))
     if model.family == "EfficientNet-Lite":
         accuracy, source = IMAGENET_TOP1[model.name], "published ImageNet top-1"
     else:
@@ -180,30 +208,24 @@ class PoolFeatures:
     seconds_per_image: float
 
 
-@torch.inference_mode()
 def _extract(net: Network, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    features, probs = [], []
-    for i in range(0, len(images), EXTRACT_CHUNK):
-        x = net.backbone.adapt(images[i:i + EXTRACT_CHUNK])
-        f = net.backbone.pooled(x, [net.layer], net.pooling)[0]
-        features.append(f.numpy())
-        probs.append(net.head(f).softmax(1).numpy())
-    return np.concatenate(features), np.concatenate(probs)
+    parts = [net(images[i:i + EXTRACT_CHUNK]) for i in range(0, len(images), EXTRACT_CHUNK)]
+    return np.concatenate([f.numpy() for f, _ in parts]), np.concatenate([p.numpy() for _, p in parts])
 
 
 def pool_features(net: Network, dataset: str, cache_dir: Path | None = None) -> PoolFeatures:
     """Features of ``dataset``'s pool through ``net``, cached on disk by the network's weights,
-    the layer, the pooling and the dataset (computed once, then read)."""
+    the pooling and the dataset (computed once, then read)."""
     if dataset not in BANK_DATASETS:
         raise DataError(f"unknown task dataset {dataset!r}; choose one of {list(BANK_DATASETS)}")
-    identity = {**net.backbone.identity(), "zoo_layer": net.layer, "pooling": net.pooling, "pool": dataset}
+    identity = {**net.backbone.identity(), "zoo_grid": net.grid, "pool": dataset}
     path = Path(cache_dir or feature_cache_dir()) / f"zoo_{cache_key(identity)}.npz"
     if path.exists():
         with np.load(path) as saved:
             return PoolFeatures(saved["train"], saved["test"], saved["train_probs"], saved["test_probs"],
                                 float(saved["seconds_per_image"]))
     configure_threads()
-    data = pool(dataset)
+    data = task_pool(dataset)
     began = time.perf_counter()
     train, train_probs = _extract(net, data.train_x)
     test, test_probs = _extract(net, data.test_x)

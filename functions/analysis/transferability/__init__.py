@@ -7,8 +7,9 @@ transferability as tr; tr.logme(...)`` reads as before the split into modules.
 from .per_cut import cut_scores
 from .recommender import build_records, forward_flops, recommender_eval, save_records
 from .scores import hscore, leep, logme, nce
+from .sfda_nleep import nleep, sfda
 from .validation import mean_accuracy, plot_score_vs_accuracy, rank_agreement, score_columns, validate_against_sweeps
 
 __all__ = ["build_records", "cut_scores", "forward_flops", "hscore", "leep", "logme", "mean_accuracy", "nce",
-           "plot_score_vs_accuracy", "rank_agreement", "recommender_eval", "save_records", "score_columns",
-           "validate_against_sweeps"]
+           "nleep", "plot_score_vs_accuracy", "rank_agreement", "recommender_eval", "save_records", "score_columns",
+           "sfda", "validate_against_sweeps"]
