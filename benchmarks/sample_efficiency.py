@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -29,26 +28,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from functions.efficiency import heads
 from functions.efficiency import benchmark as se
 from functions.core.paths import REPO_ROOT
 from functions.core.atomic import write_json_atomic
+from functions.core.device import describe_machine
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = names[0].strip() if names else cpu
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
-            "load_average_at_start": [round(v, 2) for v in os.getloadavg()]}
+machine = describe_machine  # the other benchmarks import it from here
 
 
 def machine_slug(info: dict) -> str:

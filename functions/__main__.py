@@ -391,7 +391,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="<dataset>:<classes>:<n>, e.g. MNIST:0,1,2:300 or digits:0-4:100")
     p.add_argument("--recommender", default="gradient boosting",
                    help="gradient boosting, linear regression, a score (logme, leep, nce, hscore, "
-                        "hscore_shrinkage, sfda) or pretrain_accuracy")
+                        "hscore_shrinkage, sfda, nleep) or pretrain_accuracy")
     p.set_defaults(func=cmd_recommend_model)
 
     from .models.imagenet import BACKBONES

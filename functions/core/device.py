@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
+from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -21,3 +25,19 @@ def configure_threads() -> int:
         if torch.get_num_threads() > available:
             torch.set_num_threads(available)
     return torch.get_num_threads()
+
+
+def describe_machine() -> dict:
+    """What a measured time depends on: the processor and its vector unit (AVX2, AVX-512: float
+    results round differently between them), cores, threads, library versions, and the load when
+    the measurement began."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = names[0].strip() if names else cpu
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
+            "load_average_at_start": [round(v, 2) for v in os.getloadavg()]}

@@ -6,13 +6,11 @@ stages, each with a name and an output width) and the same input adaptation, so 
 (the ImageNet EfficientNet-Lite networks, torchvision's ResNet-50 / MobileNetV2 from a weights
 file, the study's own source CNNs) is wrapped into one :class:`Backbone`.
 
-Inputs are images in [0, 1], (N, C, H, W), of any size and channel count: grey becomes three
+Inputs are images in [0, 1], (N, C, H, W), of any size, grey or RGB: grey becomes three
 channels (or RGB grey, for one-channel networks), images are resized bicubically to the
 backbone's input size and normalised as its weights were trained.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

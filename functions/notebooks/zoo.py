@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 
 from ..analysis.model_zoo import files, matrix, recommenders
 from ..analysis.plots import save_figure
 from ..core.atomic import write_json_atomic
+from ..core.device import describe_machine
 from ..data.task_bank import bank, check_task, parse_task
 from ..runs.zoo import ZOO, study_network, zoo_model
 
@@ -28,12 +30,15 @@ def build(names=None, seeds: int = matrix.SEEDS, log=print) -> pd.DataFrame:
     """Measure the matrix over the task bank, write the zoo's files, the matrix figure, the
     timing and the recommenders' evaluation; returns the records."""
     models = [zoo_model(n) for n in names] if names else list(ZOO)
+    machine = describe_machine()
     records, timing = matrix.build(models, bank(), seeds, log)
     paths = files.save(records)
     save_figure(files.matrix_figure(records), files.zoo_dir(), "transferability_matrix")
     table = recommenders.evaluate(records)
-    write_json_atomic(files.zoo_dir() / "timing.json", {"models": len(models), "tasks": records["task"].nunique(),
-                                                        "seeds": seeds, **timing.as_dict()})
+    write_json_atomic(files.zoo_dir() / "timing.json", {"machine": machine, "models": len(models),
+                                                        "tasks": records["task"].nunique(), "seeds": seeds,
+                                                        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+                                                        **timing.as_dict()})
     write_json_atomic(files.zoo_dir() / "recommenders.json", json.loads(table.round(4).to_json(orient="index")))
     for path in paths.values():
         log(f"wrote {path}")
@@ -65,8 +70,8 @@ def verdict(table: pd.DataFrame, protocol: str = "leave one dataset out", ours: 
     best_score = tau[list(matrix.SCORES)].idxmax()
     beats = [name for name in ("logme", "pretrain_accuracy") if tau[ours] > tau[name]]
     loses = [name for name in ("logme", "pretrain_accuracy") if name not in beats]
-    return (f"{protocol}: {ours} reaches a mean weighted tau of {tau[ours]:.3f}, against {tau['logme']:.3f} for "
-            f"LogME alone and {tau['pretrain_accuracy']:.3f} for the pretraining accuracy; it "
+    return (f"{protocol}: {ours} reaches a mean weighted tau of {tau[ours]:.2f}, against {tau['logme']:.2f} for "
+            f"LogME alone and {tau['pretrain_accuracy']:.2f} for the pretraining accuracy; it "
             + (f"beats {' and '.join(beats)}" if beats else "beats neither")
             + (f" and does not beat {' or '.join(loses)}" if beats and loses else "")
-            + f". The best single score is {best_score} ({tau[best_score]:.3f}).")
+            + f". The best single score is {best_score} ({tau[best_score]:.2f}).")

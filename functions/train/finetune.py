@@ -6,8 +6,6 @@ training runs only the stages after them, as the study's engine does for its fro
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import nn
@@ -16,7 +14,6 @@ from ..core.errors import DataError
 from ..data.tasks import Split
 from ..models.backbones import POOLINGS, Backbone, pool
 from .evaluation import crop_scores, scores
-from .trainer import RunResult, fit
 
 OPTIMIZERS = ("adam", "sgd")
 # Images per forward pass of a backbone: tf_efficientnet_lite0 on 2 cores runs 3x faster in

@@ -17,17 +17,17 @@ import pandas as pd
 from ...data.task_bank import TaskSpec, pool, task_labels, task_metadata, task_rows
 from ...runs.zoo import ZOO_VERSION, PoolFeatures, ZooModel, metadata, network, pool_features
 from ...train.classifiers import FeatureClassifier
-from ..transferability import hscore, leep, logme, nce, sfda
+from ..transferability import hscore, leep, logme, nce, nleep, sfda
 
 SEEDS = 3
-SCORES = ("logme", "leep", "nce", "hscore", "hscore_shrinkage", "sfda")
+SCORES = ("logme", "leep", "nce", "hscore", "hscore_shrinkage", "sfda", "nleep")
 
 
 def scores(features: np.ndarray, probs: np.ndarray, labels: np.ndarray) -> dict:
     """Every score of one model on one task's training images."""
     return {"logme": logme(features, labels), "leep": leep(probs, labels), "nce": nce(probs.argmax(1), labels),
             "hscore": hscore(features, labels), "hscore_shrinkage": hscore(features, labels, shrinkage=True),
-            "sfda": sfda(features, labels)}
+            "sfda": sfda(features, labels), "nleep": nleep(features, labels)}
 
 
 def linear_probe(feats: PoolFeatures, task: TaskSpec, seed: int) -> float:
