@@ -214,7 +214,12 @@ def cmd_zoo(args):
         for name in zoo.pretrain(args.models):
             print(f"{name}: ready")
         return
-    records = zoo.build(args.models, args.seeds)
+    from .runs.executors import make_executor
+    executor = make_executor(args.executor, args.address, args.task_cpus, args.task_gpus, args.max_retries)
+    try:
+        records = zoo.build(args.models, args.seeds, executor=executor)
+    finally:
+        executor.close()
     with pd.option_context("display.width", 200):
         print(zoo.evaluation(records).round(3).to_string())
 
@@ -385,6 +390,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", metavar="NAME", help="only these zoo models (default: all)")
     p.add_argument("--seeds", type=_ranged(int, 1, 100, name="seeds"), default=3,
                    help="training draws per task whose linear-probe accuracies are averaged")
+    executor_args(p)
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("recommend-model", help="rank the zoo's models for a target task before any fine-tuning")

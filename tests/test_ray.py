@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from functions.core.errors import DataError
@@ -171,6 +172,25 @@ def test_a_task_whose_worker_dies_is_retried_and_one_that_raises_is_reported(clu
     assert isinstance(finished[2], Failure) and "ValueError: bad unit" in finished[2].error
 
 
+def test_the_model_zoo_matrix_on_ray_equals_the_in_process_one(cluster):
+    """One Ray task per model; records come back in the zoo's order whatever order they finish in."""
+    from functions.analysis.model_zoo import matrix
+    from functions.data.task_bank import bank
+    from functions.runs.zoo import zoo_model
+    models = [zoo_model(n) for n in ("mnist_0-4_d6_w16", "fashion_all_d6_w16")]
+    tasks = [t for t in bank() if t.n_train <= 60][:4]
+    outcomes = {}
+    for name in ("in-process", "ray"):
+        executor = make_executor(name, cluster)
+        try:
+            outcomes[name], timing = matrix.build(models, tasks, seeds=2, log=lambda *_: None, executor=executor)
+        finally:
+            executor.close()
+        assert set(timing.extraction_s) == {m.name for m in models}
+    assert len(outcomes["ray"]) == 8 and list(outcomes["ray"]["model"]) == [models[0].name] * 4 + [models[1].name] * 4
+    pd.testing.assert_frame_equal(outcomes["ray"], outcomes["in-process"])
+
+
 # last: the workers and drivers these tests kill leave the shared cluster busy for a while
 def _restore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -196,3 +216,4 @@ def test_a_driver_stopped_mid_sweep_resumes_with_nothing_lost_or_doubled(cluster
     assert finished.returncode == 0, finished.stderr.decode()[-2000:]
     keys = [(r["sampled_cut_point"], r["repeat"]) for r in runs_of(results)]
     assert sorted(keys) == [(c, r) for c in range(4) for r in range(2)]  # complete, no duplicates
+

@@ -26,12 +26,13 @@ def pretrain(names=None, log=print) -> list[str]:
     return done
 
 
-def build(names=None, seeds: int = matrix.SEEDS, log=print) -> pd.DataFrame:
-    """Measure the matrix over the task bank, write the zoo's files, the matrix figure, the
-    timing and the recommenders' evaluation; returns the records."""
+def build(names=None, seeds: int = matrix.SEEDS, log=print, executor=None) -> pd.DataFrame:
+    """Measure the matrix over the task bank (one unit per model, on ``executor``: default this
+    process), write the zoo's files, the matrix figure, the timing and the recommenders'
+    evaluation; returns the records."""
     models = [zoo_model(n) for n in names] if names else list(ZOO)
     machine = describe_machine()
-    records, timing = matrix.build(models, bank(), seeds, log)
+    records, timing = matrix.build(models, bank(), seeds, log, executor)
     paths = files.save(records)
     save_figure(files.matrix_figure(records), files.zoo_dir(), "transferability_matrix")
     table = recommenders.evaluate(records)

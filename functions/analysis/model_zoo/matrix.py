@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ...data.task_bank import TaskSpec, pool, task_labels, task_metadata, task_rows
-from ...runs.zoo import ZOO_VERSION, PoolFeatures, ZooModel, metadata, network, pool_features
+from ...core.errors import DataError
+from ...runs.executors import Failure, InProcess
+from ...runs.zoo import ZOO_VERSION, PoolFeatures, ZooModel, metadata, network, pool_features, zoo_model
 from ...train.classifiers import FeatureClassifier
 from ..transferability import hscore, leep, logme, nce, nleep, sfda
 
@@ -86,11 +88,31 @@ def score_matrix(records: pd.DataFrame, score: str = "logme") -> pd.DataFrame:
     return records.pivot(index="model", columns="task", values=score)[list(order.task)]
 
 
-def build(models: list[ZooModel], tasks: list[TaskSpec], seeds: int = SEEDS, log=print) -> tuple[pd.DataFrame, Timing]:
-    """The records of every model on every task, and where the time went."""
-    timing, records = Timing(), []
+def _model_unit(name: str, tasks: list[TaskSpec], seeds: int) -> tuple[list[dict], Timing]:
+    """One model's records and timing: the unit an executor runs (in this process or as a Ray task)."""
+    timing = Timing()
+    return model_records(zoo_model(name), tasks, seeds, timing, log=lambda *_: None), timing
+
+
+def build(models: list[ZooModel], tasks: list[TaskSpec], seeds: int = SEEDS, log=print,
+          executor=None) -> tuple[pd.DataFrame, Timing]:
+    """The records of every model on every task (in the zoo's order, whatever order the models
+    finish in), and where the time went.  ``executor`` (default: this process) runs one unit per
+    model; the task bank goes to a Ray cluster's object store once."""
+    executor = executor or InProcess()
+    shared = executor.share(tasks)
     for model in models:
-        began = time.perf_counter()
-        records += model_records(model, tasks, seeds, timing, log)
-        log(f"{model.name}: {len(tasks)} tasks in {time.perf_counter() - began:.0f} s")
-    return pd.DataFrame(records), timing
+        executor.submit(_model_unit, model.name, shared, seeds)
+    done, failures, timing = {}, [], Timing()
+    for name, outcome in executor.completed(wait=True):
+        if isinstance(outcome, Failure):
+            failures.append(f"{name} ({outcome.error})")
+            continue
+        done[name], spent = outcome
+        timing.extraction_s.update(spent.extraction_s)
+        timing.fits_s, timing.scores_s = timing.fits_s + spent.fits_s, timing.scores_s + spent.scores_s
+        log(f"{name}: {len(tasks)} tasks")
+    if failures:
+        raise DataError(f"{len(failures)} model(s) failed: {'; '.join(failures)}; the others are measured, and "
+                        f"re-running reuses their cached features")
+    return pd.DataFrame([r for model in models for r in done[model.name]]), timing
