@@ -453,8 +453,8 @@ def _model_zoo() -> list:
                "task (column). Tasks are grouped by dataset and, within a dataset, by number of classes and training "
                "size; models by family and pretraining accuracy. Columns that are bright across all rows are easy "
                "tasks; what matters for recommendation is the order of the models within a column."),
-        ("code", "figure = files.matrix_figure(records)\nplots.save_figure(figure, files.zoo_dir(), "
-                 "'transferability_matrix')\ndisplay(figure)"),
+        ("code", "figure = files.matrix_figure(records)\nplots.save_figure(figure, 'zoo', 'transferability_matrix')\n"
+                 "display(figure)"),
         ("md", "## Recommenders\nEach recommender ranks the models of a task; the ranking is compared with the "
                "measured one by the weighted Kendall tau (disagreements among the best models weigh most), the top-1 "
                "hit rate (the recommended model is a measured best) and the regret (accuracy lost by taking the "

@@ -11,7 +11,7 @@ from ..analysis.plots import save_figure
 from ..core.atomic import write_json_atomic
 from ..core.device import describe_machine
 from ..data.task_bank import bank, check_task, parse_task
-from ..runs.zoo import ZOO, study_network, zoo_model
+from ..runs.zoo import ZOO, ZOO_FOLDER, study_network, zoo_model
 
 __all__ = ["build", "evaluation", "pretrain", "recommend_model"]
 
@@ -37,7 +37,7 @@ def build(names=None, seeds: int = matrix.SEEDS, log=print, executor=None) -> pd
     # evaluated as stored (six significant digits, as the notebook reads them): the same numbers
     # on every machine, and scores equal to rounding count as ties
     records = files.load_records(paths["records"])
-    save_figure(files.matrix_figure(records), files.zoo_dir(), "transferability_matrix")
+    save_figure(files.matrix_figure(records), ZOO_FOLDER, "transferability_matrix")
     table = recommenders.evaluate(records)
     write_json_atomic(files.zoo_dir() / "timing.json", {"machine": machine, "models": len(models),
                                                         "tasks": records["task"].nunique(), "seeds": seeds,
