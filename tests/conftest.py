@@ -25,11 +25,13 @@ def _digests(paths) -> dict:
 
 
 def _copy_of_committed_results() -> Path:
-    """A temporary output root holding copies of every study folder's results, so the executed
-    notebooks resume them as they would in the repository, and write beside them there."""
+    """A temporary output root holding copies of every study folder's results, the model zoo's and
+    the top-level notebooks' (``.``), so the executed notebooks resume them as they would in the
+    repository, and write beside them there."""
     from functions.config import FOLDERS
+    from functions.runs.zoo import ZOO_FOLDER
     root = Path(tempfile.mkdtemp(prefix="transfer-test-output-"))
-    for folder in FOLDERS:
+    for folder in (*FOLDERS, ZOO_FOLDER, "."):
         if (ROOT / folder / "results").is_dir():
             shutil.copytree(ROOT / folder / "results", root / folder / "results")
     return root

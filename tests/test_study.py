@@ -48,3 +48,12 @@ def test_a_changed_result_prints_the_new_number(swept, monkeypatch, tmp_path):
         assert table.loc["baseline", "trained again"] == f"{true_acc:.3f}"
     finally:
         write_json_atomic(path, [params, *records])
+
+
+def test_parameter_table_lists_later_parameters_only_away_from_their_old_value():
+    from functions.notebooks.study import parameter_table, plan
+    quick = parameter_table(*plan("MNIST", None, "quick", "FR")[1:])
+    ranged = parameter_table(*plan("MNIST", None, "range", "FR")[1:])
+    assert "min_steps_per_epoch" not in quick.index and "precision" not in quick.index
+    assert ranged.loc["min_steps_per_epoch", "value"] == "100" and "precision" not in ranged.index
+    assert quick.loc["num_channels", "value"] == "16" and quick.loc["percentages", "value"] == "[0.01, 0.05]"

@@ -29,6 +29,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 from threadpoolctl import threadpool_limits
 
+from ..config import LEGACY_VALUES
 from ..core.errors import DataError
 from ..core.paths import results_dir
 from ..data.catalog import check_percentage, percentage_key
@@ -267,7 +268,7 @@ def run_clustering(path: Path, params: dict, models: dict, data: dict, percentag
     params = {**params, "clustering_seed": seed, "max_images": max_images, "n_init": n_init,
               "per_channel": per_channel}
     # loads what is there; refuses other parameters, naming them
-    file = ResultsFile(path, params, key=lambda r: _key(*(r[k] for k in GROUP_KEYS)))
+    file = ResultsFile(path, params, key=lambda r: _key(*(r[k] for k in GROUP_KEYS)), legacy=LEGACY_VALUES)
 
     def save(group):
         file.add(*group)

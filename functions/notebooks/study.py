@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..analysis import stats, transferability
 from ..analysis.summary import records_frame, summary_table
-from ..config import CUT, FOLDERS, SCHEMA_KEY, Config, Grid, Setup, get_setup, profile
+from ..config import CUT, FOLDERS, LEGACY_VALUES, SCHEMA_KEY, Config, Grid, Setup, get_setup, profile
 from ..core.device import pick_device
 from ..core.errors import DataError
 from ..core.paths import results_dir
@@ -49,9 +49,14 @@ def plan(folder: str, setup: str | None = None, profile_name: str = "quick", mod
 
 
 def parameter_table(cfg: Config, grid: Grid):
-    """The experiment's parameters and grid as one table, for the record at the top of a notebook."""
+    """The experiment's parameters and grid as one table, for the record at the top of a notebook.
+
+    A parameter added after results files existed is listed when it differs from the value that
+    everything before it used (``LEGACY_VALUES``): a quick-profile notebook reads as it did, and a
+    range-profile one shows its ``min_steps_per_epoch``."""
     import pandas as pd
-    fields = {k: v for k, v in cfg.params().items() if k != SCHEMA_KEY}  # bookkeeping, not a parameter
+    fields = {k: v for k, v in cfg.params().items()
+              if k != SCHEMA_KEY and not (k in LEGACY_VALUES and v == LEGACY_VALUES[k])}
     rows = {**fields, "mode": cfg.mode, "percentages": list(grid.percentages),
             "repeats": [grid.repeats_for(p) for p in grid.percentages], "cut_points": list(grid.cut_points)}
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
