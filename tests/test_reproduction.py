@@ -59,3 +59,15 @@ def test_missing_runs_counts_cut_points_and_baselines_of_the_grid():
     grid = Grid((0.001, 0.01), (0, 1), {0.001: 2, 0.01: 1})
     records, baselines = _records({(0.001, -1): 0.5, (0.001, 0): 0.5, (0.001, 1): 0.5})
     assert study.missing_runs(grid, records, baselines) == 3  # 0.01: the baseline, cut 0 and cut 1
+
+
+def test_a_sweep_still_running_is_left_out_and_named(output_root):
+    """A range sweep with some cut points and no baselines yet is not compared; finished ones are."""
+    from functions.core.atomic import write_json_atomic
+    from functions.runs.store import results_path
+    partial, _ = _records({(0.001, 0): 0.7, (0.001, 1): 0.72})
+    write_json_atomic(results_path("MNIST", "results", "regular", "FR", "range"), [{}, *partial])
+    said = []
+    with pytest.raises(DataError, match="no complete results of the range profile"):
+        study.reproduction("range", log=said.append)
+    assert len(said) == 1 and said[0].startswith("MNIST regular FR: ") and "still to train" in said[0]

@@ -72,9 +72,11 @@ def reproduction(profile: str = "range", log=print) -> dict:
     for folder, setup_name, mode in compare.UPSTREAM_FILES:
         setup = get_setup(folder, setup_name)
         _, cfg, grid = plan(folder, setup_name, profile, mode)
-        if not results_path(folder, "results", setup_name, mode, profile).exists():
+        results = results_path(folder, "results", setup_name, mode, profile)
+        base = results_path(folder, "baselines", setup_name, profile=profile)
+        if not results.exists():
             continue
-        records, baselines = sweep_records(setup, mode, profile)
+        records, baselines = load_results(results)[1], load_results(base)[1] if base.exists() else []
         missing = missing_runs(grid, records, baselines)
         if missing:
             log(f"{folder} {setup_name} {mode}: {missing} runs of the {profile} profile are still to train "
