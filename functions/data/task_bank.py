@@ -114,7 +114,7 @@ def task_metadata(task: TaskSpec) -> dict:
     return {"task": task.name, "source_dataset": task.dataset, "domain": DOMAINS[task.dataset],
             "num_classes": len(task.classes), "classes": " ".join(str(c) for c in task.classes),
             "class_names": "; ".join(CLASS_NAMES[task.dataset][c] for c in task.classes),
-            "n_train": task.n_train, "n_test": len(task_rows(task, 0)[1])}
+            "n_train": task.n_train, "n_test": int(np.isin(pool(task.dataset).test_y.numpy(), task.classes).sum())}
 
 
 # ----------------------------------------------------------------------------- pools

@@ -111,8 +111,7 @@ def _scored(predicted: pd.DataFrame, name: str) -> pd.DataFrame:
     table = ranking_metrics(predicted, "task", "model", name, "accuracy")
     flat = predicted.groupby("task")[name].nunique() == 1
     varied = predicted.groupby("task")["accuracy"].nunique() > 1
-    tasks = table["task"] if "task" in table.columns else table.index.to_series()
-    zero = (tasks.map(flat) & tasks.map(varied)).to_numpy()
+    zero = (table["task"].map(flat) & table["task"].map(varied)).to_numpy()
     table.loc[zero, "weighted_tau"] = 0.0
     return table
 
@@ -122,7 +121,7 @@ def per_task(records: pd.DataFrame, recommender: str = "gradient boosting",
     """One recommender's metrics per task, with the task's metadata: where it fails."""
     table = _scored(predictions(records, protocol), recommender)
     meta = records.drop_duplicates("task").set_index("task")[["source_dataset", "num_classes", "n_train"]]
-    return table.join(meta, on="task") if "task" in table.columns else table.join(meta)
+    return table.join(meta, on="task")
 
 
 def recommend(records: pd.DataFrame, task_records: pd.DataFrame, recommender: str = "gradient boosting") -> pd.DataFrame:
