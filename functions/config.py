@@ -14,33 +14,50 @@ import re
 from dataclasses import dataclass, field
 
 from .core.errors import DataError
-from .data.catalog import check_percentage, validate_classes
+from .data.catalog import check_adaptable, check_percentage, spec, validate_classes
 
 # Bumped when the parameters dict changes shape; stored in every results file's element 0.
 SCHEMA_KEY, SCHEMA_VERSION = "schema_version", 2
 # Parameters added after results files existed, with the value the code used before them: a file
 # that lacks such a key is resumed when the value asked for equals this one (see functions.runs.store).
-LEGACY_VALUES: dict = {"min_steps_per_epoch": 1, "precision": "fp32"}
+LEGACY_VALUES: dict = {"min_steps_per_epoch": 1, "precision": "fp32", "batch_norm": False}
 
 MODES = {
     "F": {"freeze": True, "reinit": False, "truncate": False},
     "FR": {"freeze": True, "reinit": True, "truncate": False},
     "FT": {"freeze": True, "reinit": False, "truncate": True},
 }
-# Fine-tuning strategies, run as modes of the same study: the cut point's blocks 0..k-1 keep their
-# pretrained weights, frozen or (PEFT) adapted cheaply; blocks k.. keep theirs too and train (as F).
-# Each names the parameters it adds to a results file, and whether its frozen prefix really stays
-# frozen (then the engine's prefix cache serves it).
+# the whole source network, classifier included, trains on: domain adaptation keeps the source's labels
+WHOLE = {"freeze": False, "reinit": False, "truncate": False}
+# Other modes of the same study, each with the F/FR/FT flags it runs under, the parameters it adds
+# to a results file, and whether its frozen prefix really stays frozen (then the engine's prefix
+# cache serves it).  Fine-tuning strategies: the cut point's blocks 0..k-1 keep their pretrained
+# weights, frozen or (PEFT) adapted cheaply; blocks k.. keep theirs too and train (as F).
+# Domain adaptation (labelled source, unlabelled target images): the source network as a whole,
+# tested on the target (source_only), or trained on with its features at the cut aligned (dann,
+# coral), or with the BatchNorm statistics of blocks 0..k-1 re-estimated on target images (adabn).
+# Distillation: FR at the cut with a fine-tuned wider teacher's soft labels in the loss.
 STRATEGIES = {
-    "progressive": {"keys": ("stage_epochs",), "prefix_cached": True},
-    "discriminative": {"keys": ("lr_decay",), "prefix_cached": True},
-    "lora": {"keys": ("lora_rank", "lora_alpha"), "prefix_cached": False},
-    "ia3": {"keys": (), "prefix_cached": False},
-    "bitfit": {"keys": (), "prefix_cached": False},
+    "progressive": {"keys": ("stage_epochs",), "prefix_cached": True, "flags": MODES["F"]},
+    "discriminative": {"keys": ("lr_decay",), "prefix_cached": True, "flags": MODES["F"]},
+    "lora": {"keys": ("lora_rank", "lora_alpha"), "prefix_cached": False, "flags": MODES["F"]},
+    "ia3": {"keys": (), "prefix_cached": False, "flags": MODES["F"]},
+    "bitfit": {"keys": (), "prefix_cached": False, "flags": MODES["F"]},
+    "source_only": {"keys": (), "prefix_cached": False, "flags": WHOLE},
+    "dann": {"keys": ("dann_weight",), "prefix_cached": False, "flags": WHOLE},
+    "coral": {"keys": ("coral_weight",), "prefix_cached": False, "flags": WHOLE},
+    "adabn": {"keys": (), "prefix_cached": False, "flags": WHOLE},
+    "distill": {"keys": ("kd_temperature", "kd_alpha", "teacher_channels"), "prefix_cached": False,
+                "flags": MODES["FR"]},
 }
+# the modes that train on unlabelled target images; they use the BatchNorm variant of the network
+ADAPTATION_MODES = ("source_only", "dann", "coral", "adabn")
+# the adaptation modes that align features at the cut, which therefore lies after a block (1..depth)
+ALIGNING_MODES = ("dann", "coral")
 CUT = "cut"  # the strategy of modes F, FR and FT
 PRECISIONS = ("fp32", "bf16")
-STRATEGY_KEYS = ("strategy", "stage_epochs", "lr_decay", "lora_rank", "lora_alpha")
+STRATEGY_KEYS = ("strategy", "stage_epochs", "lr_decay", "lora_rank", "lora_alpha", "dann_weight", "coral_weight",
+                 "kd_temperature", "kd_alpha", "teacher_channels")
 LORA_MODE = re.compile(r"lora_r([1-9][0-9]*)")
 
 
@@ -72,6 +89,7 @@ SETUPS = {
         Setup("CIFAR", "random", "CIFAR10", (5, 6, 7, 8, 9), "CIFAR10", (0, 1, 2, 3)),
         Setup("MNIST_to_FashionMNIST", "cross", "MNIST", tuple(range(10)), "FashionMNIST", tuple(range(10))),
         Setup("FashionMNIST_to_MNIST", "cross", "FashionMNIST", tuple(range(10)), "MNIST", tuple(range(10))),
+        Setup("MNIST_to_digits", "cross", "MNIST", tuple(range(10)), "digits", tuple(range(10))),
     )
 }
 FOLDERS = sorted({folder for folder, _ in SETUPS})
@@ -87,6 +105,17 @@ def default_setup(folder: str) -> str:
 def setup_names(folder: str) -> list[str]:
     default_setup(folder)
     return [n for f, n in SETUPS if f == folder]
+
+
+def setup_for(cfg: "Config") -> Setup:
+    """The setup whose source and target tasks ``cfg`` has: where its source models live."""
+    for setup in SETUPS.values():
+        if (setup.source_dataset, setup.pre_train_classes, setup.target_dataset, setup.fine_tune_classes) == \
+                (cfg.source_dataset, cfg.pre_train_classes, cfg.target_dataset, cfg.fine_tune_classes):
+            return setup
+    raise DataError(f"no study folder has source {cfg.source_dataset} {list(cfg.pre_train_classes)} and target "
+                    f"{cfg.target_dataset} {list(cfg.fine_tune_classes)}; a teacher's source model is kept in its "
+                    f"folder: use a folder's classes")
 
 
 def get_setup(folder: str, name: str | None = None) -> Setup:
@@ -115,6 +144,8 @@ class Config:
     pooling_stride: int = 2
     two_linear_layers: bool = False
     hidden_dim_lin: int = 128
+    # BatchNorm after every convolution: the variant that AdaBN re-estimates (the adaptation modes)
+    batch_norm: bool = False
     lr_pretrain: float = 0.001
     lr_fine_tune: float = 0.001
     num_train: int = 40
@@ -137,6 +168,11 @@ class Config:
     lr_decay: float = 0.5
     lora_rank: int = 4
     lora_alpha: float = 8.0
+    dann_weight: float = 1.0  # the gradient reversal's weight at the end of training (ramped up from 0)
+    coral_weight: float = 1.0
+    kd_temperature: float = 4.0
+    kd_alpha: float = 0.9  # the distillation term's share of the loss; 1 - kd_alpha is the cross-entropy's
+    teacher_channels: int = 64  # the teacher: this wide a network (64: the paper's), fine-tuned whole
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -148,6 +184,8 @@ class Config:
             if overlap:
                 raise DataError(f"pre_train_classes and fine_tune_classes share {overlap} within "
                                 f"{self.source_dataset}; a transfer study needs disjoint class sets")
+        check_adaptable(spec(self.target_dataset).image_shape, spec(self.source_dataset).image_shape,
+                        f"{self.target_dataset} images for a {self.source_dataset} network")
         if self.reinit and self.truncate:
             raise DataError("reinit and truncate are both set; choose one mode: F, FR or FT")
         for key in ("depth", "num_channels", "kernel_size", "num_train", "num_train_pretrain", "batch_size",
@@ -172,9 +210,22 @@ class Config:
             raise DataError(f"unknown strategy {self.strategy!r}; choose one of {[CUT, *STRATEGIES]}")
         if self.strategy != CUT and self.precision != "fp32":
             raise DataError(f"strategy {self.strategy!r} trains in fp32 only; set precision=fp32")
-        if self.strategy != CUT and (not self.freeze or self.reinit or self.truncate):
-            raise DataError(f"strategy {self.strategy!r} keeps every pretrained block: it needs freeze=true, "
-                            f"reinit=false, truncate=false (use --mode {self.strategy})")
+        if self.strategy != CUT:
+            flags = STRATEGIES[self.strategy]["flags"]
+            if any(getattr(self, k) != v for k, v in flags.items()):
+                wanted = ", ".join(f"{k}={str(v).lower()}" for k, v in flags.items())
+                raise DataError(f"mode {self.strategy!r} needs {wanted} (use --mode {self.strategy})")
+        if self.strategy == "adabn" and not self.batch_norm:
+            raise DataError("mode 'adabn' re-estimates BatchNorm statistics: it needs batch_norm=true")
+        for key in ("dann_weight", "coral_weight", "kd_temperature"):
+            if not getattr(self, key) > 0:
+                raise DataError(f"{key}={getattr(self, key)} must be positive (defaults: dann_weight 1, coral_weight 1, "
+                                f"kd_temperature 4)")
+        if not 0 <= self.kd_alpha <= 1:
+            raise DataError(f"kd_alpha={self.kd_alpha} must be in [0, 1]: the share of the distillation term in the "
+                            f"loss (0: cross-entropy alone)")
+        if self.teacher_channels < 1:
+            raise DataError(f"teacher_channels={self.teacher_channels} must be at least 1")
         if not 0 < self.lr_decay <= 1:
             raise DataError(f"lr_decay={self.lr_decay} must be in (0, 1]: each block down from the head trains "
                             f"at lr_decay times the learning rate of the block above it")
@@ -201,12 +252,17 @@ class Config:
         return self.freeze and (self.strategy == CUT or STRATEGIES[self.strategy]["prefix_cached"])
 
     def with_mode(self, mode: str) -> "Config":
+        """This config in ``mode``; the adaptation modes switch to the BatchNorm variant, the
+        others leave ``batch_norm`` as it is."""
         if mode in MODES:
             return dataclasses.replace(self, **MODES[mode], strategy=CUT)
         lora = LORA_MODE.fullmatch(mode)
         if mode in STRATEGIES or lora:
-            rank = {"lora_rank": int(lora.group(1))} if lora else {}
-            return dataclasses.replace(self, **MODES["F"], strategy="lora" if lora else mode, **rank)
+            strategy = "lora" if lora else mode
+            extra = {"lora_rank": int(lora.group(1))} if lora else {}
+            if strategy in ADAPTATION_MODES:
+                extra["batch_norm"] = True
+            return dataclasses.replace(self, **STRATEGIES[strategy]["flags"], strategy=strategy, **extra)
         raise DataError(f"unknown mode {mode!r}; choose one of {mode_names()} (or lora_r<rank>, e.g. lora_r2)")
 
     def replace(self, **changes) -> "Config":
@@ -231,12 +287,23 @@ class Config:
     def target_task(self):
         """The target classes' task this config transfers to."""
         from .data.tasks import load_task
-        return load_task(self.target_dataset, self.fine_tune_classes, self.val_split, self.generate_dataset_seed)
+        return load_task(self.target_dataset, self.fine_tune_classes, self.val_split, self.generate_dataset_seed,
+                         shape=spec(self.source_dataset).image_shape)
+
+    def default_cuts(self) -> tuple:
+        """The cut points a sweep of this mode covers: every one, but where features are aligned
+        only after a block, and source-only testing has no cut (recorded as 0)."""
+        if self.strategy == "source_only":
+            return (0,)
+        return tuple(range(1 if self.strategy in ALIGNING_MODES else 0, self.depth + 1))
 
     def check_cut(self, cut_point: int) -> int:
         if not (isinstance(cut_point, int) and 0 <= cut_point <= self.depth):
             raise DataError(f"cut point {cut_point!r} is outside 0..{self.depth} (depth {self.depth}): "
                             f"cut k keeps conv layers 0..k-1 of the pretrained model")
+        if cut_point == 0 and self.strategy in ALIGNING_MODES:
+            raise DataError(f"mode {self.strategy!r} aligns the features after block k-1 of cut point k: give cut "
+                            f"points 1..{self.depth} (at cut 0 they would be the images themselves)")
         return cut_point
 
 
@@ -283,7 +350,7 @@ def parse_override(key: str, text: str):
 
 
 ARCHITECTURE_KEYS = ("depth", "num_channels", "kernel_size", "activation_function", "use_pooling",
-                     "pooling_every_n_layers", "pooling_stride", "two_linear_layers", "hidden_dim_lin")
+                     "pooling_every_n_layers", "pooling_stride", "two_linear_layers", "hidden_dim_lin", "batch_norm")
 SOURCE_KEYS = ("source_dataset", "pre_train_classes", "depth", "num_channels", "kernel_size",
                "activation_function", "use_pooling", "pooling_every_n_layers", "pooling_stride",
                "two_linear_layers", "hidden_dim_lin", "lr_pretrain", "num_train_pretrain",
@@ -298,7 +365,11 @@ def baseline_params(cfg: Config) -> dict:
 
 
 def source_params(cfg: Config) -> dict:
-    return {k: cfg.params()[k] for k in SOURCE_KEYS}
+    """What a source model depends on; a later architecture option appears only away from its
+    legacy value, so the models saved before it keep their names."""
+    params = cfg.params()
+    later = [k for k in LEGACY_VALUES if k in ARCHITECTURE_KEYS and params[k] != LEGACY_VALUES[k]]
+    return {k: params[k] for k in (*SOURCE_KEYS, *later)}
 
 
 @dataclass(frozen=True)

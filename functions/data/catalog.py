@@ -23,6 +23,7 @@ class DatasetSpec:
     sha256: dict | None
     mean: tuple
     std: tuple
+    image_shape: tuple  # (channels, height, width) of one decoded image
 
 SPECS = {
     "MNIST": DatasetSpec(
@@ -33,7 +34,7 @@ SPECS = {
             "test_images": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
             "test_labels": "2fd8de6bdb8d11780b4b96dc57847bcfe6953f7c32aa48bfcd8237c3b7847243",
         },
-        (0.1307,), (0.3081,),
+        (0.1307,), (0.3081,), (1, 28, 28),
     ),
     "FashionMNIST": DatasetSpec(
         "FashionMNIST", 10, 60000, 10000, (9, 0, 0, 3, 0), (9, 2, 1, 1, 6),
@@ -43,12 +44,12 @@ SPECS = {
             "test_images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
             "test_labels": "d51d859896c55775b9e9e219b77ff03bcec1b6ac322f313544dc3f9e7bc94fae",
         },
-        (0.2860,), (0.3530,),
+        (0.2860,), (0.3530,), (1, 28, 28),
     ),
     "CIFAR10": DatasetSpec(
         "CIFAR10", 10, 50000, 10000, (6, 9, 9, 4, 1), (3, 8, 8, 0, 6),
         None,
-        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), (3, 32, 32),
     ),
     # scikit-learn's 8 x 8 digits (shipped inside scikit-learn) have no official test split: the
     # test split is every third image of each class in the dataset's order (see data.sources)
@@ -60,9 +61,21 @@ SPECS = {
             "test_images": "3640f4c6fac83c98209efd6c5536436a2c085d70f0e093581820253b2bc32b19",
             "test_labels": "0041e7b58280cc39c75dc02a0505f405af15ae32c1a54ecc74be1c942c2b63dd",
         },
-        (0.3048,), (0.3757,),
+        (0.3048,), (0.3757,), (1, 8, 8),
     ),
 }
+
+def check_adaptable(have: tuple, want: tuple, what: str = "target images") -> None:
+    """Refuse shapes no adaptation maps onto each other: channels other than equal or grey <-> RGB,
+    and sizes that are not positive."""
+    if len(have) != 3 or len(want) != 3 or min(*have, *want) < 1:
+        raise DataError(f"{what} of shape {tuple(have)} cannot be adapted to {tuple(want)}: give image shapes as "
+                        f"(channels, height, width) with positive sizes")
+    channels = {have[0], want[0]}
+    if len(channels) == 2 and channels != {1, 3}:
+        raise DataError(f"{what} have {have[0]} channel(s) and the network takes {want[0]}: only grey (1) <-> RGB (3) "
+                        f"is adapted; convert the images first or pick a network for {have[0]}-channel images")
+
 
 def spec(name: str) -> DatasetSpec:
     if name not in SPECS:

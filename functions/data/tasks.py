@@ -15,6 +15,7 @@ import torch
 
 from ..core.errors import DataError
 from ..core.paths import data_root
+from .adapt import adapt_pixels, channel_stats, check_adaptable
 from .catalog import check_percentage, spec, validate_classes
 from .sources import read_split
 
@@ -74,34 +75,40 @@ class TaskData:
         return len(self.classes)
 
 
-def _as_split(dataset: str, images: np.ndarray, labels: np.ndarray, classes: list) -> Split:
+def _as_split(dataset: str, images: np.ndarray, labels: np.ndarray, classes: list, shape: tuple | None) -> Split:
     lookup = np.full(spec(dataset).num_classes, -1, dtype=np.int64)
     lookup[classes] = np.arange(len(classes))
     keep = lookup[labels] >= 0
     x = torch.from_numpy(images[keep]).float().div_(255.0)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    mean = torch.tensor(spec(dataset).mean).view(1, -1, 1, 1)
-    std = torch.tensor(spec(dataset).std).view(1, -1, 1, 1)
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        x = adapt_pixels(x, shape)
+    mean, std = channel_stats(dataset, x.shape[1])
     x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)  # fastest conv layout on CPU
     return Split(x, torch.from_numpy(lookup[labels[keep]]))
 
 
-def load_task(dataset: str, classes, val_split: float, seed: int, root: Path | None = None) -> TaskData:
+def load_task(dataset: str, classes, val_split: float, seed: int, root: Path | None = None,
+              shape: tuple | None = None) -> TaskData:
     """The task's splits; decoded once per process, since sweeps and notebooks ask for the same
-    task many times (the tensors are shared: index them, do not modify them in place)."""
+    task many times (the tensors are shared: index them, do not modify them in place).  With
+    ``shape`` (channels, height, width) the images are adapted to it (see :mod:`functions.data.adapt`)."""
     classes = validate_classes(dataset, classes)
     if not 0 <= val_split < 1:
         raise DataError(f"val_split={val_split} must be in [0, 1)")
-    return _load_task(dataset, tuple(classes), float(val_split), int(seed), Path(root or data_root()))
+    if shape is not None:
+        check_adaptable(spec(dataset).image_shape, tuple(shape), f"{dataset} images")
+        shape = None if tuple(shape) == spec(dataset).image_shape else tuple(shape)
+    return _load_task(dataset, tuple(classes), float(val_split), int(seed), Path(root or data_root()), shape)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_task(dataset: str, classes: tuple, val_split: float, seed: int, root: Path) -> TaskData:
+def _load_task(dataset: str, classes: tuple, val_split: float, seed: int, root: Path, shape: tuple | None) -> TaskData:
     classes = list(classes)
-    train_full = _as_split(dataset, *read_split(dataset, True, root), classes)
+    train_full = _as_split(dataset, *read_split(dataset, True, root), classes, shape)
     order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed))
     n_val = int(round(val_split * len(train_full)))
-    test = _as_split(dataset, *read_split(dataset, False, root), classes)
+    test = _as_split(dataset, *read_split(dataset, False, root), classes, shape)
     return TaskData(dataset, classes, train_full.subset(order[n_val:]), train_full.subset(order[:n_val]), test)
 
 
@@ -140,6 +147,5 @@ def per_class_draw(labels: torch.Tensor, num_classes: int, per_class: int, seed:
 def pixels(split: Split, dataset: str) -> torch.Tensor:
     """A split's images back in [0, 1] (the dataset's normalisation undone), for networks that
     normalise their input their own way."""
-    stats = spec(dataset)
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (stats.mean, stats.std))
+    mean, std = channel_stats(dataset, split.x.shape[1])
     return (split.x * std + mean).clamp_(0.0, 1.0)

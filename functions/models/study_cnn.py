@@ -21,10 +21,11 @@ def activation(name: str) -> nn.Module:
 
 
 class ConvBlock(nn.Sequential):
-    """conv -> activation [-> 2x2 average pooling]."""
+    """conv [-> batch norm] -> activation [-> 2x2 average pooling]."""
 
     def __init__(self, in_channels: int, cfg: Config, pool: bool):
         layers = [nn.Conv2d(in_channels, cfg.num_channels, cfg.kernel_size, padding=cfg.kernel_size // 2),
+                  *([nn.BatchNorm2d(cfg.num_channels)] if cfg.batch_norm else []),
                   activation(cfg.activation_function)]
         if pool:
             layers.append(nn.AvgPool2d(2, stride=cfg.pooling_stride))
@@ -48,7 +49,8 @@ class StudyCNN(nn.Module):
             for i in range(num_blocks)
         )
         with torch.no_grad():
-            flat = self.features(torch.zeros(1, *in_shape)).numel()
+            flat = self.eval().features(torch.zeros(1, *in_shape)).numel()  # eval: batch norm statistics stay
+        self.train()
         self.hidden = nn.Sequential(nn.Linear(flat, cfg.hidden_dim_lin), activation(cfg.activation_function)) \
             if cfg.two_linear_layers else None
         self.fc = nn.Linear(cfg.hidden_dim_lin if cfg.two_linear_layers else flat, num_classes)

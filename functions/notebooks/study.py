@@ -42,7 +42,7 @@ def plan(folder: str, setup: str | None = None, profile_name: str = "quick", mod
     if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
         raise DataError(f"repeats={repeats!r} must be a positive integer (None: the profile's repeats)")
     counts = {p: repeats if repeats is not None else grid.repeats.get(p, 2) for p in percentages}
-    cuts = tuple(cut_points) if cut_points is not None else tuple(range(cfg.depth + 1))
+    cuts = tuple(cut_points) if cut_points is not None else cfg.default_cuts()
     for c in cuts:
         cfg.check_cut(c)
     return chosen, cfg, Grid(percentages, cuts, counts, profile_name)

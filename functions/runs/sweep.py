@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import CUT, LEGACY_VALUES, Config, Grid, Setup, baseline_params
+from ..config import ADAPTATION_MODES, CUT, LEGACY_VALUES, Config, Grid, Setup, baseline_params
 from ..core.device import pick_device
 from ..core.errors import DataError, Interrupted
 from ..data.catalog import percentage_key
@@ -21,9 +21,13 @@ from ..data.tasks import TaskData, balanced_subset, subset_seed
 from ..models.study_cnn import build, cut
 from ..train.engine import fit_group, staged_inputs
 from ..train.strategies import train_strategy
+from .domain import domain_runs
 from .executors import Failure, InProcess
 from .pretrained import load_pretrained
 from .store import ResultsFile, results_path
+
+
+DOMAIN_MODES = (*ADAPTATION_MODES, "distill")
 
 
 def run_seed(seed: int, percentage: float, cut_point: int, repeat: int) -> int:
@@ -67,6 +71,10 @@ def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, i
     Returns ``(model, result)`` per run, each model holding its best weights."""
     start, train, val, test = inputs
     seeds = [run_seed(cfg.generate_dataset_seed, p, cut_point, r) for p, r in runs]
+    if pretrained is not None and cfg.strategy in DOMAIN_MODES:
+        subsets = [subset_index(cfg, task, p, r).to(train.y.device) for p, r in runs]
+        teacher_seeds = [run_seed(cfg.generate_dataset_seed, p, cfg.depth + 1, r) for p, r in runs]
+        return domain_runs(cfg, task, pretrained, cut_point, inputs, subsets, seeds, teacher_seeds)
     if pretrained is not None and cfg.strategy != CUT:
         return [train_strategy(cfg, pretrained, cut_point, task.num_classes,
                                train.subset(subset_index(cfg, task, p, r).to(train.y.device)), val, test, start, seed)
@@ -127,6 +135,12 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
     saved run (used for progress hooks and tests).
     """
     executor = executor or InProcess()
+    # the adaptation modes' references are the source-only mode and the study's own baselines
+    baselines = baselines and cfg.strategy not in ADAPTATION_MODES
+    if cfg.batch_norm and cfg.strategy not in ADAPTATION_MODES:
+        raise DataError(f"batch_norm=true is the network variant of the adaptation modes {list(ADAPTATION_MODES)}; "
+                        f"mode {cfg.mode!r} trains many runs as one group, which batch norm statistics do not allow: "
+                        f"set batch_norm=false")
     for c in grid.cut_points:
         cfg.check_cut(c)
     device = pick_device(device)

@@ -38,9 +38,11 @@ class RunResult:
     n_train: int
     status: str = "ok"
     trainable_params: int | None = None  # recorded by the strategies, whose counts differ per cut and mode
+    details: dict | None = None  # a mode's own measurements (distillation: the teacher's), stored beside
 
     def record(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        fields = {k: v for k, v in asdict(self).items() if v is not None and k != "details"}
+        return {**fields, **(self.details or {})}
 
 
 def study_forward(model: StudyCNN, start: int) -> Forward:

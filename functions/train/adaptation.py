@@ -1,0 +1,191 @@
+"""Unsupervised domain adaptation of the study CNN: labelled source images, unlabelled target images.
+
+Three methods, each placed at a cut point k of the source network (its blocks 0..k-1 are "below
+the cut"):
+
+* DANN (Ganin & Lempitsky 2015): a domain classifier on the features entering block k, trained
+  through a gradient-reversal layer, so that the blocks below learn features the classifier
+  cannot tell apart by domain.  The reversal weight ramps from 0 to ``dann_weight`` as
+  ``2 / (1 + exp(-10 p)) - 1`` over the training progress p, as in the paper.
+* CORAL (Sun & Saenko 2016, the deep form): the squared Frobenius distance between the source and
+  target feature covariances at the cut, over ``4 d^2``, added to the source cross-entropy.
+* AdaBN (Li et al. 2016): no training; the BatchNorm statistics of blocks 0..k-1 are estimated
+  again on target images, the weights stay as they are.
+
+Features at the cut are average-pooled to at most 4 x 4 positions before they are aligned: the
+covariance of a block's full maps (up to 12,544 values) would not fit, and coarse positions keep
+what the pooled classifier input of the last block holds.  No target label is used for training
+or model selection: DANN and CORAL train a fixed number of epochs and keep their last weights.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.errors import DataError
+from ..data.tasks import Split
+from ..models.study_cnn import StudyCNN
+from .trainer import RunResult, accuracy
+
+ALIGNED_SIZE = 4  # features at the cut are pooled to at most this many positions per side
+DOMAIN_HIDDEN = 100  # the domain classifier's hidden width
+RAMP_GAMMA = 10.0  # Ganin & Lempitsky's ramp of the reversal weight
+
+
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the gradient flows back negated and scaled by ``weight``."""
+
+    @staticmethod
+    def forward(ctx, x, weight: float):
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.weight * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, weight: float) -> torch.Tensor:
+    return _ReverseGradient.apply(x, float(weight))
+
+
+def reversal_weight(progress: float, final: float) -> float:
+    """The reversal weight after ``progress`` (0..1) of training: 0 at the start, near ``final``
+    at the end, so that the domain classifier's noisy early signal does not disturb the features."""
+    return final * (2.0 / (1.0 + math.exp(-RAMP_GAMMA * progress)) - 1.0)
+
+
+def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``||C_s - C_t||_F^2 / (4 d^2)`` for feature batches ``(n, d)`` (unbiased covariances)."""
+    if source.dim() != 2 or target.dim() != 2 or source.shape[1] != target.shape[1]:
+        raise DataError(f"CORAL needs two (n, d) feature batches of the same width; got {tuple(source.shape)} "
+                        f"and {tuple(target.shape)}")
+    if len(source) < 2 or len(target) < 2:
+        raise DataError("CORAL needs at least two images per domain in a batch to estimate a covariance")
+    width = source.shape[1]
+    return (torch.cov(source.T) - torch.cov(target.T)).square().sum() / (4 * width * width)
+
+
+def aligned_features(h: torch.Tensor) -> torch.Tensor:
+    """The activation at the cut as the vector that is aligned (see the module's docstring)."""
+    if h.dim() == 4:
+        h = F.adaptive_avg_pool2d(h, (min(h.shape[2], ALIGNED_SIZE), min(h.shape[3], ALIGNED_SIZE)))
+    return h.flatten(1)
+
+
+def domain_classifier(width: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(width, DOMAIN_HIDDEN), nn.ReLU(), nn.Linear(DOMAIN_HIDDEN, 1))
+
+
+def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def adapt_batch_norm(model: StudyCNN, images: torch.Tensor, blocks: int, batch_size: int = 256) -> StudyCNN:
+    """AdaBN in place: the running statistics of blocks ``0..blocks-1`` become the plain averages
+    over ``images`` (the target images, as they enter block 0); weights and the other blocks'
+    statistics are untouched.  Returns the model in eval mode."""
+    below = model.blocks[:blocks]
+    norms = batch_norms(below)
+    if blocks and not norms:
+        raise DataError("AdaBN re-estimates BatchNorm statistics, and this network has none: build it with "
+                        "batch_norm=true")
+    if len(images) == 0:
+        raise DataError("AdaBN needs target images to estimate statistics from; none were given")
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over every batch
+    model.eval()
+    below.train()
+    for i in range(0, len(images), batch_size):
+        h = images[i:i + batch_size]
+        for block in below:
+            h = block(h)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    return model.eval()
+
+
+def _source_batches(size: int, batch_size: int, generator: torch.Generator):
+    """Endless seeded batches of source row indices, a new order each pass."""
+    while True:
+        order = torch.randperm(size, generator=generator)
+        for i in range(0, size - batch_size + 1, batch_size):
+            yield order[i:i + batch_size]
+
+
+def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, target: torch.Tensor, *, weight: float,
+                  lr: float, epochs: int, batch_size: int, min_steps_per_epoch: int, seed: int) -> str:
+    """DANN or CORAL in place: each step pairs a source batch with a batch of the target images,
+    both run through blocks ``0..cut_point-1`` together, the source part on to the classifier.
+    An epoch is a pass over the target images (at least ``min_steps_per_epoch`` steps).
+    Returns the status: ``ok`` or ``diverged``."""
+    if method not in ("dann", "coral"):
+        raise DataError(f"unknown alignment {method!r}; choose 'dann' or 'coral'")
+    if len(target) < 2:
+        raise DataError(f"{method} needs unlabelled target images to align with (at least 2); got {len(target)}")
+    batch = min(batch_size, len(target), len(source))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        width = aligned_features(model.eval().features(target[:1], 0, cut_point)).shape[1]
+    critic = domain_classifier(width, seed) if method == "dann" else None
+    params = [p for p in model.parameters() if p.requires_grad] + ([] if critic is None else list(critic.parameters()))
+    optim = torch.optim.Adam(params, lr=lr)
+    sources = _source_batches(len(source), batch, generator)
+    per_pass = len(target) // batch  # whole batches only: the two domains weigh the same in every step
+    steps = epochs * per_pass * max(1, -(-min_steps_per_epoch // per_pass))
+    domains = torch.cat([torch.zeros(batch), torch.ones(batch)]).unsqueeze(1)
+    model.train()
+    for step in range(steps):
+        if step % per_pass == 0:
+            order = torch.randperm(len(target), generator=generator)
+        take = order[step % per_pass * batch:][:batch]
+        rows = next(sources)
+        h = model.features(torch.cat([source.x[rows], target[take]]), 0, cut_point)
+        loss = F.cross_entropy(model.forward_from(h[:batch], cut_point), source.y[rows])
+        features = aligned_features(h)
+        if critic is not None:
+            reversed_ = reverse_gradient(features, reversal_weight(step / steps, weight))
+            loss = loss + F.binary_cross_entropy_with_logits(critic(reversed_), domains)
+        else:
+            loss = loss + weight * coral_loss(features[:batch], features[batch:])
+        if not math.isfinite(loss.item()):
+            return "diverged"
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+    model.eval()
+    return "ok"
+
+
+def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, source_val: Split, target: Split,
+          test: Split, *, weight: float = 1.0, lr: float = 1e-3, epochs: int = 10, batch_size: int = 64,
+          min_steps_per_epoch: int = 1, seed: int = 0) -> tuple[StudyCNN, RunResult]:
+    """One adaptation run from a copy of ``source_model``: ``source_only``, ``adabn``, ``dann`` or
+    ``coral`` at ``cut_point``, with ``target``'s images (its labels are only scored, never used).
+
+    The result's ``test_acc`` is on the target's test split, ``train_acc`` on the target images
+    adapted to, ``val_acc`` on the source's validation split (the only labels a method may see).
+    """
+    began = time.perf_counter()
+    model = copy.deepcopy(source_model).float()
+    status = "ok"
+    if method == "adabn":
+        adapt_batch_norm(model, target.x, cut_point)
+    elif method in ("dann", "coral"):
+        status = train_aligned(model, method, cut_point, source, target.x, weight=weight, lr=lr, epochs=epochs,
+                               batch_size=batch_size, min_steps_per_epoch=min_steps_per_epoch, seed=seed)
+    elif method != "source_only":
+        raise DataError(f"unknown adaptation method {method!r}; choose source_only, adabn, dann or coral")
+    model.eval()
+    return model, RunResult(train_acc=accuracy(model, target), val_acc=accuracy(model, source_val),
+                            test_acc=accuracy(model, test), epochs=epochs if method in ("dann", "coral") else 0,
+                            seconds=time.perf_counter() - began, n_train=len(target), status=status)

@@ -1,0 +1,159 @@
+"""Domain adaptation, distillation and input adaptation: the pieces against direct computations,
+the modes through the sweep on the committed source models, and the refusals."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from functions.config import Config, get_setup, profile
+from functions.core.errors import DataError
+from functions.data.adapt import adapt_pixels, channel_stats
+from functions.data.catalog import check_adaptable
+from functions.data.tasks import Split, load_task
+from functions.models.study_cnn import build
+from functions.train.adaptation import (adapt, adapt_batch_norm, aligned_features, coral_loss, reverse_gradient,
+                                        reversal_weight)
+from functions.train.distillation import check_teacher, distillation_loss
+
+
+def test_gradient_reversal_negates_and_scales_the_gradient_exactly():
+    x = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(5, 7, dtype=torch.float64)
+    y = reverse_gradient(x, 0.3)
+    assert torch.equal(y, x)
+    (y * upstream).sum().backward()
+    assert torch.equal(x.grad, -0.3 * upstream)
+
+
+def test_reversal_weight_ramps_from_zero_to_its_final_value():
+    assert reversal_weight(0.0, 2.0) == 0.0
+    assert reversal_weight(1.0, 2.0) == pytest.approx(2.0 * (2 / (1 + math.exp(-10)) - 1))
+    steps = [reversal_weight(p / 10, 1.0) for p in range(11)]
+    assert steps == sorted(steps) and steps[-1] < 1.0
+
+
+def test_coral_is_zero_for_identical_batches_and_matches_a_direct_computation():
+    generator = torch.Generator().manual_seed(0)
+    source = torch.randn(40, 6, generator=generator, dtype=torch.float64)
+    target = 2 * torch.randn(30, 6, generator=generator, dtype=torch.float64) + 1
+    assert coral_loss(source, source).item() == 0.0
+
+    def covariance(x):  # Sun & Saenko's formula: (X'X - (1'X)'(1'X) / n) / (n - 1)
+        x = x.numpy()
+        ones = x.sum(0, keepdims=True)
+        return (x.T @ x - ones.T @ ones / len(x)) / (len(x) - 1)
+
+    expected = np.sum((covariance(source) - covariance(target)) ** 2) / (4 * 6 ** 2)
+    assert coral_loss(source, target).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_coral_refuses_batches_it_cannot_compare():
+    with pytest.raises(DataError, match="same width"):
+        coral_loss(torch.zeros(4, 3), torch.zeros(4, 2))
+    with pytest.raises(DataError, match="at least two"):
+        coral_loss(torch.zeros(1, 3), torch.zeros(4, 3))
+
+
+def test_adabn_changes_only_the_statistics_below_the_cut():
+    cfg = Config(num_channels=4, depth=4, batch_norm=True)
+    model = build(cfg, (1, 12, 12), 3, seed=0)
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    images = torch.randn(64, 1, 12, 12) * 3 + 2  # a shifted domain
+    adapt_batch_norm(model, images, blocks=2, batch_size=16)
+    assert all(torch.equal(v, weights[k]) for k, v in model.named_parameters())
+    for name, value in model.named_buffers():
+        block = int(name.split(".")[1])
+        if name.endswith(("running_mean", "running_var")):
+            assert torch.equal(value, buffers[name]) == (block >= 2), name
+    # the first block's mean is the plain average of its convolution's outputs over all the images
+    with torch.no_grad():
+        conv = model.blocks[0].conv(images)
+    assert torch.allclose(model.blocks[0][1].running_mean, conv.mean((0, 2, 3)), atol=1e-5)
+    assert not model.training
+
+
+def test_adabn_needs_batch_norm_and_images():
+    plain = build(Config(num_channels=4, depth=2), (1, 8, 8), 3, seed=0)
+    with pytest.raises(DataError, match="batch_norm=true"):
+        adapt_batch_norm(plain, torch.zeros(4, 1, 8, 8), blocks=2)
+    normed = build(Config(num_channels=4, depth=2, batch_norm=True), (1, 8, 8), 3, seed=0)
+    with pytest.raises(DataError, match="target images"):
+        adapt_batch_norm(normed, torch.zeros(0, 1, 8, 8), blocks=2)
+
+
+def test_distillation_loss_is_cross_entropy_at_alpha_zero_and_the_soft_term_at_one():
+    generator = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(8, 5, generator=generator), torch.randn(8, 5, generator=generator)
+    labels = torch.randint(0, 5, (8,), generator=generator)
+    assert torch.equal(distillation_loss(student, teacher, labels, 3.0, 0.0), F.cross_entropy(student, labels))
+    assert distillation_loss(teacher, teacher, labels, 3.0, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    p_teacher, p_student = (torch.softmax(z / 3.0, 1) for z in (teacher, student))
+    direct = (p_teacher * (p_teacher.log() - p_student.log())).sum(1).mean() * 9
+    assert distillation_loss(student, teacher, labels, 3.0, 1.0).item() == pytest.approx(direct.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("changes, message", [({"kd_temperature": 0.0}, "kd_temperature"),
+                                              ({"kd_alpha": 1.5}, "kd_alpha"), ({"kd_alpha": -0.1}, "kd_alpha"),
+                                              ({"dann_weight": -1.0}, "dann_weight")])
+def test_distillation_and_adaptation_parameters_are_range_checked(changes, message):
+    with pytest.raises(DataError, match=message):
+        Config().replace(**changes)
+
+
+def test_a_teacher_for_other_classes_or_images_is_refused():
+    teacher = build(Config(num_channels=4, depth=2), (1, 28, 28), 10, seed=0)
+    with pytest.raises(DataError, match="predicts 10 classes but the target task has 3"):
+        check_teacher(teacher, 3, (1, 28, 28))
+    with pytest.raises(DataError, match="shape"):
+        check_teacher(teacher, 10, (1, 8, 8))
+
+
+def test_modes_refuse_what_they_cannot_do():
+    cfg, _ = profile("quick", get_setup("MNIST_to_digits"))
+    with pytest.raises(DataError, match="cut points 1..6"):
+        cfg.with_mode("dann").check_cut(0)
+    with pytest.raises(DataError, match="needs batch_norm=true"):
+        cfg.with_mode("adabn").replace(batch_norm=False)
+    assert cfg.with_mode("coral").batch_norm and cfg.with_mode("coral").default_cuts() == (1, 2, 3, 4, 5, 6)
+    assert cfg.with_mode("source_only").default_cuts() == (0,) and not cfg.with_mode("distill").batch_norm
+    source = Split(torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long))
+    model = build(cfg.with_mode("dann"), (1, 28, 28), 10, seed=0)
+    with pytest.raises(DataError, match="unlabelled target images"):
+        adapt("dann", model, 2, source, source, source.subset(torch.arange(1)), source)
+
+
+def test_input_adaptation_resizes_and_converts_channels():
+    grey = torch.rand(3, 1, 8, 8)
+    large = adapt_pixels(grey, (1, 28, 28))
+    assert large.shape == (3, 1, 28, 28) and 0 <= large.min() and large.max() <= 1
+    flat = adapt_pixels(torch.full((2, 1, 28, 28), 0.25), (1, 8, 8))  # shrinking averages: a flat image stays flat
+    assert torch.allclose(flat, torch.full_like(flat, 0.25))
+    rgb = adapt_pixels(grey, (3, 8, 8))
+    assert torch.equal(rgb[:, 0], rgb[:, 2]) and torch.equal(rgb[:, 1], grey[:, 0])
+    assert torch.allclose(adapt_pixels(rgb, (1, 8, 8)), grey, atol=1e-6)  # luminance of a grey RGB image
+    mean, std = channel_stats("MNIST", 3)
+    assert mean.shape == (1, 3, 1, 1) and torch.all(mean == 0.1307)
+
+
+def test_shapes_that_cannot_be_adapted_are_refused_naming_the_fix():
+    with pytest.raises(DataError, match="only grey"):
+        check_adaptable((2, 28, 28), (3, 28, 28))
+    with pytest.raises(DataError, match="positive sizes"):
+        adapt_pixels(torch.zeros(1, 1, 8, 8), (1, 0, 8))
+
+
+def test_the_digits_reach_an_mnist_network_at_its_size():
+    task = load_task("digits", list(range(10)), 0.1, 42, shape=(1, 28, 28))
+    assert task.train.x.shape[1:] == (1, 28, 28) and len(task.test) == 596
+    native = load_task("digits", list(range(10)), 0.1, 42)
+    assert native.train.x.shape[1:] == (1, 8, 8)
+    cfg, _ = profile("quick", get_setup("MNIST_to_digits"))
+    assert cfg.target_task().train.x.shape[1:] == (1, 28, 28)
+
+
+def test_aligned_features_pool_large_maps_and_keep_small_ones():
+    assert aligned_features(torch.zeros(2, 16, 28, 28)).shape == (2, 16 * 16)
+    assert aligned_features(torch.zeros(2, 16, 3, 3)).shape == (2, 16 * 9)
