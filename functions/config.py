@@ -52,6 +52,9 @@ STRATEGIES = {
 }
 # the modes that train on unlabelled target images; they use the BatchNorm variant of the network
 ADAPTATION_MODES = ("source_only", "dann", "coral", "adabn")
+# an adaptation epoch is a pass over the unlabelled target images, and 1% of a target makes it a
+# step or two: it makes at least this many (unless a config asks for more)
+ADAPTATION_MIN_STEPS = 50
 # the adaptation modes that align features at the cut, which therefore lies after a block (1..depth)
 ALIGNING_MODES = ("dann", "coral")
 CUT = "cut"  # the strategy of modes F, FR and FT
@@ -252,8 +255,9 @@ class Config:
         return self.freeze and (self.strategy == CUT or STRATEGIES[self.strategy]["prefix_cached"])
 
     def with_mode(self, mode: str) -> "Config":
-        """This config in ``mode``; the adaptation modes switch to the BatchNorm variant, the
-        others leave ``batch_norm`` as it is."""
+        """This config in ``mode``; the adaptation modes switch to the BatchNorm variant and, from
+        the old one step, to :data:`ADAPTATION_MIN_STEPS` steps per epoch; the others leave both as
+        they are."""
         if mode in MODES:
             return dataclasses.replace(self, **MODES[mode], strategy=CUT)
         lora = LORA_MODE.fullmatch(mode)
@@ -262,6 +266,8 @@ class Config:
             extra = {"lora_rank": int(lora.group(1))} if lora else {}
             if strategy in ADAPTATION_MODES:
                 extra["batch_norm"] = True
+                if self.min_steps_per_epoch == LEGACY_VALUES["min_steps_per_epoch"]:
+                    extra["min_steps_per_epoch"] = ADAPTATION_MIN_STEPS
             return dataclasses.replace(self, **STRATEGIES[strategy]["flags"], strategy=strategy, **extra)
         raise DataError(f"unknown mode {mode!r}; choose one of {mode_names()} (or lora_r<rank>, e.g. lora_r2)")
 
@@ -416,6 +422,11 @@ def profile(name: str, setup: Setup) -> tuple[Config, Grid]:
     # a narrower net (16 channels) and small batches: same protocol, a 2-core CPU runs it in minutes
     quick = base.replace(num_channels=16, batch_size=64, num_train=10, early_stop_patience=3, num_train_pretrain=5)
     if name == "quick":
+        if setup.target_dataset == "digits":
+            # 1,081 training images: 1% is one image per class and one pass a single step, so an
+            # epoch makes at least 100 steps (as in the range profile), and the grid reaches 100%
+            percentages = (0.01, 0.05, 1.0)
+            return quick.replace(min_steps_per_epoch=100), Grid(percentages, depth_cuts, {p: 2 for p in percentages}, name)
         percentages = (0.01, 0.05)
         return quick, Grid(percentages, depth_cuts, {p: 2 for p in percentages}, name)
     if name == "range":

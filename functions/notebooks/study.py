@@ -6,6 +6,8 @@ and ``python -m functions run`` with the same parameters write the same results 
 from __future__ import annotations
 
 import os
+
+import torch
 from pathlib import Path
 
 from ..analysis import stats, transferability
@@ -165,6 +167,29 @@ def fine_tuned_model(setup: Setup, cfg: Config, cut_point: int, percentage: floa
     inputs = run_inputs(cfg, task, source, cut_point, pick_device(device))
     model, _ = train_run(cfg, task, source, cut_point, percentage, repeat, inputs)
     return model
+
+
+def adaptation_features(setup: Setup, cfg: Config, cut_point: int, percentage: float, count: int,
+                        device: str = "auto") -> tuple[dict, dict]:
+    """Features at ``cut_point`` (as they are aligned) of ``count`` test images per domain, from
+    the source network and from the ``cfg`` run (repeat 0) at ``percentage``, trained again:
+    ``({(model, domain): array}, {(model, domain): labels})``."""
+    from ..train.adaptation import aligned_features
+    networks = {"before: the source network": load_pretrained(setup, cfg),
+                f"after: {cfg.mode}": fine_tuned_model(setup, cfg, cut_point, percentage, device=device)}
+    generator = torch.Generator().manual_seed(cfg.generate_dataset_seed)
+    splits = {}
+    for domain, task in (("source", cfg.source_task()), ("target", cfg.target_task())):
+        rows = torch.randperm(len(task.test), generator=generator)[:count]
+        splits[domain] = task.test.subset(rows)
+    features, labels = {}, {}
+    with torch.no_grad():
+        for name, model in networks.items():
+            model = model.cpu().eval()
+            for domain, split in splits.items():
+                features[(name, domain)] = aligned_features(model.features(split.x, 0, cut_point)).numpy()
+                labels[(name, domain)] = split.y.numpy()
+    return features, labels
 
 
 def sweep_records(setup: Setup, mode: str, profile: str = "quick") -> tuple[list, list]:

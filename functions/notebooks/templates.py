@@ -16,6 +16,8 @@ from ..runs.papermill_grid import execute as execute_notebook
 
 # the folders with committed strategy sweeps (`make strategies`)
 STRATEGY_FOLDERS = ("MNIST", "FashionMNIST", "MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
+# the cross-dataset folders, where the domain adaptation and distillation modes run (`make adaptation`)
+ADAPTATION_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST", "MNIST_to_digits")
 IMPORTS = "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, stats\nfrom functions.notebooks import study"
 
 
@@ -368,6 +370,83 @@ def _strategies(folder: str) -> list:
     ]
 
 
+ADAPTATION_MODES = ["source_only", "adabn", "dann", "coral", "distill"]
+
+
+def _adaptation(folder: str) -> list:
+    return [
+        ("md", f"# {folder}: what are unlabelled target images and a teacher worth?\n"
+               "The other notebooks transfer with labelled target images. Here the target's training images come "
+               "without labels (the source's keep theirs), at the same fractions the study uses:\n\n"
+               "- **source only**: the source network, classifier included, tested on the target as it is;\n"
+               "- **AdaBN**: its BatchNorm statistics of blocks 0..k-1 estimated again on the target images, no "
+               "training;\n"
+               "- **DANN**: training on with a domain classifier on the features at cut k behind a gradient-reversal "
+               "layer, its weight ramped up as in Ganin & Lempitsky (2015);\n"
+               "- **CORAL**: training on with the distance between source and target feature covariances at cut k "
+               "added to the loss (Sun & Saenko 2016).\n\n"
+               "These four use the network's BatchNorm variant (`batch_norm = True` in their parameters), pretrained "
+               "on the same source. No target label trains them or picks their weights: DANN and CORAL train a fixed "
+               "number of epochs and keep the last weights. A fifth mode, **distill**, does use the labels: the "
+               "quick network cut as in FR learns from a teacher 64 channels wide (the paper's width), pretrained on "
+               "the source and fine-tuned whole on the same labelled subset."),
+        ("code", _parameters(folder, modes=ADAPTATION_MODES + ["FR"]) +
+         "\nheadline_cut = None  # None: the last block's output, where DANN and Deep CORAL align features\n"
+         "embedded_images = 300  # per domain, in the feature-space pictures"),
+        ("code", f"{IMPORTS}\nfrom functions.analysis import adaptation\n{PLAN}\n"
+                 "headline_cut = headline_cut or cfg.depth\n"
+                 "display(study.parameter_table(plans['dann'][1], plans['dann'][2]))"),
+        ("md", "## Sweeps\nResults files are resumed: runs already in them are not trained again (`make adaptation` "
+               "made them). A cut point is where an alignment sits (after block k-1) or up to which AdaBN re-estimates "
+               "statistics; source only has no cut (shown as 0)."),
+        ("code", "# NBVAL_IGNORE_OUTPUT\n# (progress bars show rates and times)\n"
+                 "paths = {mode: study.run_sweep(*plans[mode], device=device) for mode in modes}\n"
+                 "records = {mode: study.sweep_records(chosen, mode, grid.profile)[0] for mode in modes}\n"
+                 "baselines = study.sweep_records(chosen, 'FR', grid.profile)[1]"),
+        ("md", "## Every cut point\nMean target test accuracy per method and cut point (columns: the fraction of "
+               "target training images the method saw)."),
+        ("code", "display(adaptation.per_cut({m: records[m] for m in adaptation.UNSUPERVISED}).round(3))"),
+        ("md", "## What the unlabelled images are worth in labelled ones\nEach method at the headline cut (source "
+               "only and AdaBN: the whole network) against the labelled curves: the baseline trained from scratch and "
+               "FR at its best cut, both on the same fractions with labels. *Worth* is the labelled fraction (and "
+               "number of images) at which FR reaches the method's accuracy, log-linear between measured fractions; "
+               "`<` means below the smallest fraction measured. When source and target classes mean different things "
+               "(digits against clothing), the source classifier's outputs are arbitrary on the target and every "
+               "unsupervised method stays near chance: adaptation aligns features, it cannot learn which class is "
+               "which."),
+        ("code", "task = cfg.target_task()\n"
+                 "table = adaptation.comparison(records, records['FR'], baselines, headline_cut, len(task.train))\n"
+                 "display(table.round(3))\n"
+                 "figure = adaptation.comparison_figure(records, records['FR'], baselines, headline_cut)\n"
+                 "plots.save_figure(figure, folder, f'adaptation_{setup}')\ndisplay(figure)"),
+        ("md", "## Distillation: how small can the network be?\nPer fraction, the teacher, the quick network trained "
+               "alone (FR) and the same network distilled from the teacher, each student at its best cut; parameters "
+               "and the milliseconds per test image that the sweep measured on its machine. Below, distilled minus "
+               "alone at every cut point: positive where the teacher's soft labels helped."),
+        ("code", "display(adaptation.distillation_table(records['distill'], records['FR']).round(4))\n"
+                 "display(adaptation.distillation_gain(records['distill'], records['FR']).round(3))"),
+        ("md", "## The feature space before and after adaptation\nt-SNE of the features at the headline cut for "
+               "test images of both domains (colour: class; o: source, x: target), from the source network and from "
+               "the DANN run of the largest fraction (trained again here, same seeds). Adaptation that works draws "
+               "the two domains' points together; it helps the target only when the classes meet their own "
+               "kind."),
+        ("code", "# NBVAL_IGNORE_OUTPUT\n# (t-SNE's layout moves with float rounding between kinds of CPU)\n"
+                 "features, labels = study.adaptation_features(chosen, plans['dann'][1], headline_cut, "
+                 "grid.percentages[-1], embedded_images, device=device)\n"
+                 "figure = adaptation.embedding_figure(adaptation.embedding(features, labels))\n"
+                 "plots.save_figure(figure, folder, f'adaptation_features_{setup}')\ndisplay(figure)"),
+        ("md", "## Do the stored results still come out of the code?\nOne stored run of DANN at the headline cut "
+               "and of distillation at the middle cut, at the smallest fraction, and one baseline, trained again from "
+               "scratch; a value within 0.01 of the stored one (float rounding differs between kinds of CPU) prints "
+               "as stored."),
+        ("code", "study.recheck_table(chosen, {'dann': plans['dann']}, cut_point=headline_cut, "
+                 "percentage=grid.percentages[0], device=device)"),
+        ("code", "middle = grid.cut_points[len(grid.cut_points) // 2]\n"
+                 "study.recheck_table(chosen, {'distill': plans['distill']}, cut_point=middle, "
+                 "percentage=grid.percentages[0], device=device).iloc[:1]"),
+    ]
+
+
 def _reproduction() -> list:
     return [
         ("md", "# Does the upstream study's answer hold here?\n"
@@ -477,9 +556,11 @@ def _model_zoo() -> list:
 
 def kinds(folder: str) -> list[str]:
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
-    # the sample-efficiency study streams the target data of folders whose datasets are available offline
-    offline = ["sample_efficiency", "fe_vs_ft"] if folder != "CIFAR" else []
-    return study_kinds + offline + (["strategies"] if folder in STRATEGY_FOLDERS else [])
+    # the sample-efficiency study streams the target data of the folders whose datasets are
+    # available offline and whose targets are large enough for its grid
+    offline = ["sample_efficiency", "fe_vs_ft"] if folder not in ("CIFAR", "MNIST_to_digits") else []
+    return study_kinds + offline + (["strategies"] if folder in STRATEGY_FOLDERS else []) + \
+        (["adaptation"] if folder in ADAPTATION_FOLDERS else [])
 
 
 def cells(folder: str, kind: str) -> list:
@@ -505,6 +586,8 @@ def cells(folder: str, kind: str) -> list:
         return _fe_vs_ft(folder)
     if kind == "strategies":
         return _strategies(folder)
+    if kind == "adaptation":
+        return _adaptation(folder)
     raise ValueError(f"no notebook template {kind!r}")
 
 

@@ -16,6 +16,9 @@ Features at the cut are average-pooled to at most 4 x 4 positions before they ar
 covariance of a block's full maps (up to 12,544 values) would not fit, and coarse positions keep
 what the pooled classifier input of the last block holds.  No target label is used for training
 or model selection: DANN and CORAL train a fixed number of epochs and keep their last weights.
+Their BatchNorm layers keep the source's statistics while they train (in training mode every
+batch would mix the two domains' statistics): what they change is weights only, and AdaBN is the
+method that changes statistics.
 """
 from __future__ import annotations
 
@@ -144,6 +147,8 @@ def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, t
     steps = epochs * per_pass * max(1, -(-min_steps_per_epoch // per_pass))
     domains = torch.cat([torch.zeros(batch), torch.ones(batch)]).unsqueeze(1)
     model.train()
+    for norm in batch_norms(model):
+        norm.eval()  # the source's statistics stay: AdaBN is the method that changes them
     for step in range(steps):
         if step % per_pass == 0:
             order = torch.randperm(len(target), generator=generator)

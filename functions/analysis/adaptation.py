@@ -1,0 +1,158 @@
+"""What unlabelled target images and a teacher's soft labels are worth, in labelled target images.
+
+The adaptation modes see a fraction of the target training images without labels; the study's
+FR runs and baselines see the same fraction with labels.  A method's accuracy is read off the
+labelled curves (log-linear between measured fractions) as the labelled fraction that reaches
+it.  The headline cut of an alignment method is the last block's output, fixed before looking at
+any target label (as DANN and Deep CORAL place it); the per-cut tables show every cut.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .plots import _panels
+
+UNSUPERVISED = ("source_only", "adabn", "dann", "coral")
+LABELS = {"source_only": "source only", "adabn": "AdaBN", "dann": "DANN", "coral": "CORAL",
+          "baseline": "baseline (labelled, from scratch)", "FR": "FR, best cut (labelled)"}
+
+
+def _frame(records) -> pd.DataFrame:
+    frame = pd.DataFrame(records)
+    return frame[frame.status == "ok"] if "status" in frame else frame
+
+
+def per_cut(records_by_mode: dict) -> pd.DataFrame:
+    """Mean test accuracy per method, cut point and fraction of target data."""
+    rows = [_frame(records).assign(method=mode) for mode, records in records_by_mode.items() if records]
+    frame = pd.concat(rows, ignore_index=True)
+    return frame.pivot_table(index=["method", "sampled_cut_point"], columns="sampled_percentage",
+                             values="test_acc", aggfunc="mean")
+
+
+def labelled_curves(fr_records, baseline_records) -> pd.DataFrame:
+    """Per fraction: the baseline's mean test accuracy, FR's at its best cut, and that cut."""
+    fr = _frame(fr_records).groupby(["sampled_percentage", "sampled_cut_point"]).test_acc.mean()
+    best = fr.groupby(level=0).idxmax()
+    return pd.DataFrame({"baseline": _frame(baseline_records).groupby("sampled_percentage").test_acc.mean(),
+                         "FR": fr.groupby(level=0).max(),
+                         "FR best cut": [cut for _, cut in best]}).sort_index()
+
+
+def labelled_worth(accuracy: float, curve: pd.Series) -> tuple[str, float]:
+    """The labelled fraction at which ``curve`` (fraction -> accuracy) first reaches ``accuracy``,
+    log-linear between measured fractions: ``("=", f)``, or ``("<", smallest)`` / ``(">", largest)``
+    when the accuracy lies outside the curve."""
+    curve = curve.dropna().sort_index()
+    fractions, values = curve.index.to_numpy(float), curve.to_numpy(float)
+    if accuracy <= values[0]:
+        return "<", fractions[0]
+    for i in range(1, len(values)):
+        if values[i] >= accuracy:
+            share = (accuracy - values[i - 1]) / (values[i] - values[i - 1])
+            return "=", float(np.exp(np.log(fractions[i - 1]) + share * np.log(fractions[i] / fractions[i - 1])))
+    return ">", fractions[-1]
+
+
+def comparison(records_by_mode: dict, fr_records, baseline_records, headline_cut: int, n_target_train: int,
+               reference: str = "FR") -> pd.DataFrame:
+    """Per unsupervised method and fraction: mean test accuracy at ``headline_cut`` (source only
+    and AdaBN: the whole network) and what it is worth on the ``reference`` curve, in labelled
+    fraction and images."""
+    curves = labelled_curves(fr_records, baseline_records)
+    rows = []
+    for mode in (m for m in UNSUPERVISED if records_by_mode.get(m)):
+        frame = _frame(records_by_mode[mode])
+        cut = frame.sampled_cut_point.max() if mode in ("source_only", "adabn") else headline_cut
+        for percentage, group in frame[frame.sampled_cut_point == cut].groupby("sampled_percentage"):
+            accuracy = group.test_acc.mean()
+            relation, fraction = labelled_worth(accuracy, curves[reference])
+            rows.append({"method": LABELS[mode], "cut": int(cut), "target fraction (unlabelled)": percentage,
+                         "test accuracy": accuracy, "std": group.test_acc.std(),
+                         f"worth ({reference} labelled fraction)": f"{relation} {fraction:.3g}",
+                         "worth (labelled images)": f"{relation} {fraction * n_target_train:.0f}"})
+    return pd.DataFrame(rows)
+
+
+def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headline_cut: int) -> Figure:
+    """Test accuracy against the fraction of target training data: labelled curves as lines, the
+    unsupervised methods at their headline cut as markers over the fractions they saw unlabelled."""
+    curves = labelled_curves(fr_records, baseline_records)
+    figure, axes = _panels(1, size=(7, 4.5))
+    ax = axes.flat[0]
+    for column, style in (("baseline", "k-o"), ("FR", "C0-o")):
+        ax.plot(curves.index, curves[column], style, label=LABELS[column])
+    for k, mode in enumerate(m for m in UNSUPERVISED if records_by_mode.get(m)):
+        frame = _frame(records_by_mode[mode])
+        cut = frame.sampled_cut_point.max() if mode in ("source_only", "adabn") else headline_cut
+        means = frame[frame.sampled_cut_point == cut].groupby("sampled_percentage").test_acc.mean()
+        ax.plot(means.index, means.values, f"C{k + 1}--s", label=f"{LABELS[mode]} (unlabelled)")
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of the target training images")
+    ax.set_ylabel("target test accuracy")
+    ax.legend(fontsize=8)
+    return figure
+
+
+def distillation_table(distill_records, fr_records) -> pd.DataFrame:
+    """Per fraction: the teacher, the student trained alone (FR) and the distilled student, each
+    at the student's best cut for that fraction, with parameters and inference time per image."""
+    distilled, alone = _frame(distill_records), _frame(fr_records)
+    rows = []
+    for percentage, group in distilled.groupby("sampled_percentage"):
+        by_cut = group.groupby("sampled_cut_point").test_acc.mean()
+        fr = alone[alone.sampled_percentage == percentage].groupby("sampled_cut_point").test_acc.mean()
+        teacher = group.drop_duplicates("repeat")
+        shared = {"fraction": percentage}
+        rows += [{**shared, "model": "teacher (fine-tuned whole)", "cut": "-",
+                  "test accuracy": teacher.teacher_test_acc.mean(), "parameters": int(teacher.teacher_params.iloc[0]),
+                  "ms per image": teacher.teacher_ms_per_image.median()},
+                 {**shared, "model": "student alone (FR)", "cut": int(fr.idxmax()), "test accuracy": fr.max(),
+                  "parameters": int(group.student_params.iloc[0]), "ms per image": group.student_ms_per_image.median()},
+                 {**shared, "model": "student distilled", "cut": int(by_cut.idxmax()), "test accuracy": by_cut.max(),
+                  "parameters": int(group.student_params.iloc[0]), "ms per image": group.student_ms_per_image.median()}]
+    return pd.DataFrame(rows)
+
+
+def distillation_gain(distill_records, fr_records) -> pd.DataFrame:
+    """Distilled minus alone (FR), mean test accuracy per cut point (rows) and fraction (columns)."""
+    key = ["sampled_cut_point", "sampled_percentage"]
+    distilled = _frame(distill_records).groupby(key).test_acc.mean()
+    alone = _frame(fr_records).groupby(key).test_acc.mean()
+    return (distilled - alone).dropna().unstack("sampled_percentage")
+
+
+def embedding(features: dict, labels: dict, seed: int = 0) -> pd.DataFrame:
+    """2-D t-SNE coordinates of feature sets ``{(model, domain): (n, d) array}`` with their
+    ``labels``; each model's source and target features are embedded together."""
+    from sklearn.manifold import TSNE
+    frames = []
+    for model in dict.fromkeys(m for m, _ in features):
+        parts = [(domain, np.asarray(x, dtype=np.float64)) for (m, domain), x in features.items() if m == model]
+        stacked = np.concatenate([x for _, x in parts])
+        points = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(stacked)
+        offset = 0
+        for domain, x in parts:
+            frames.append(pd.DataFrame({"x": points[offset:offset + len(x), 0], "y": points[offset:offset + len(x), 1],
+                                        "model": model, "domain": domain, "class": labels[(model, domain)]}))
+            offset += len(x)
+    return pd.concat(frames, ignore_index=True)
+
+
+def embedding_figure(points: pd.DataFrame) -> Figure:
+    """One panel per model: colour is the class, the marker the domain (o source, x target)."""
+    models = list(dict.fromkeys(points.model))
+    figure, axes = _panels(len(models), sharey=False, size=(5 * len(models), 4.5))
+    for ax, model in zip(axes.flat, models):
+        for domain, marker in zip(dict.fromkeys(points.domain), ("o", "x")):
+            part = points[(points.model == model) & (points.domain == domain)]
+            ax.scatter(part.x, part.y, c=part["class"], cmap="tab10", vmin=0, vmax=9, s=8, marker=marker,
+                       label=domain, alpha=0.7)
+        ax.set_title(model)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize=8)
+    return figure
+
