@@ -5,11 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # folders whose notebooks carry executed outputs (see README: the others are not executed yet), and
 # the notebooks over all folders at the top level
-NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST
+NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST MNIST_to_digits
 TOP_NOTEBOOKS := reproduction.ipynb model_zoo.ipynb
 export MPLBACKEND := Agg
 
-.PHONY: demo test lint mutation data pretrained results range zoo strategies fe-vs-ft notebooks serve lab mlflow clean
+.PHONY: demo test lint mutation data pretrained results range zoo strategies adaptation fe-vs-ft notebooks serve lab mlflow clean
 
 # the pinned packages, then this package installed editable: `import functions` and
 # `python -m functions` work from any folder and any kernel of the venv
@@ -49,7 +49,7 @@ pretrained: data
 # every committed results file: quick sweeps of each setup and mode, then the notebooks run on them
 results: pretrained
 	for spec in "MNIST regular" "FashionMNIST regular" "FashionMNIST random" \
-	            "MNIST_to_FashionMNIST cross" "FashionMNIST_to_MNIST cross"; do \
+	            "MNIST_to_FashionMNIST cross" "FashionMNIST_to_MNIST cross" "MNIST_to_digits cross"; do \
 	  set -- $$spec; for mode in FR F FT; do \
 	    $(PY) -m functions run $$1 --setup $$2 --mode $$mode --no-progress || exit 1; done; done
 
@@ -70,10 +70,18 @@ strategies: pretrained
 	  set -- $$spec; folder=$$1; setup=$$2; shift 2; for mode in $(STRATEGY_MODES) "$$@"; do \
 	    $(PY) -m functions run $$folder --setup $$setup --mode $$mode --no-progress || exit 1; done; done
 
+# domain adaptation (source only, AdaBN, DANN, CORAL: unlabelled target images) and distillation
+# from a 64-channel teacher, as modes of the quick study of each cross-dataset folder (what the
+# adaptation notebooks resume); the BatchNorm source models and the teachers are trained when missing
+ADAPTATION_MODES := source_only adabn dann coral distill
+adaptation: pretrained
+	for folder in MNIST_to_FashionMNIST FashionMNIST_to_MNIST MNIST_to_digits; do for mode in $(ADAPTATION_MODES); do \
+	  $(PY) -m functions run $$folder --mode $$mode --no-progress || exit 1; done; done
+
 # feature extraction against fine-tuning: the default few-shot grid of each offline folder, for
 # EfficientNet-Lite0 and the folder's source CNN (what the fe_vs_ft notebooks resume)
 fe-vs-ft: pretrained
-	for folder in $(NOTEBOOK_FOLDERS); do for backbone in efficientnet_lite0 study; do \
+	for folder in MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST; do for backbone in efficientnet_lite0 study; do \
 	  $(PY) -m functions fe-vs-ft $$folder --backbone $$backbone --no-progress || exit 1; done; done
 
 # the model zoo: its study CNNs (the quick profile's pretraining), then the model x task matrix over
@@ -83,7 +91,7 @@ zoo: data
 	$(PY) -m functions zoo build
 
 # the study folders' notebooks, then the top-level ones over all folders
-notebooks: results fe-vs-ft strategies range zoo
+notebooks: results fe-vs-ft strategies adaptation range zoo
 	$(PY) -m functions notebooks --execute $(NOTEBOOK_FOLDERS) .
 
 # the sample-efficiency service on 127.0.0.1:$PORT (default 8000); OpenAPI page at /docs

@@ -157,3 +157,42 @@ def test_the_digits_reach_an_mnist_network_at_its_size():
 def test_aligned_features_pool_large_maps_and_keep_small_ones():
     assert aligned_features(torch.zeros(2, 16, 28, 28)).shape == (2, 16 * 16)
     assert aligned_features(torch.zeros(2, 16, 3, 3)).shape == (2, 16 * 9)
+
+
+def test_the_modes_run_as_resumable_sweeps_and_record_what_they_measure(output_root):
+    """Each mode on MNIST -> digits from the committed source models (BatchNorm variant, 64-channel
+    teacher), one run each at a short budget; a second sweep finds everything saved."""
+    from functions.notebooks.study import plan
+    from functions.runs.store import load_results
+    from functions.runs.sweep import run_sweep
+    short = {"num_train": 1, "min_steps_per_epoch": 3}
+    found = {}
+    for mode in ("source_only", "adabn", "dann", "coral", "distill"):
+        cuts = None if mode == "source_only" else [6]
+        setup, cfg, grid = plan("MNIST_to_digits", None, "quick", mode, [0.05], 1, cuts, overrides=short)
+        paths = run_sweep(setup, cfg, grid, progress=False)
+        assert ("baselines" in paths) == (mode == "distill")  # the adaptation modes train no baselines
+        params, records = load_results(paths["results"])
+        assert params["batch_norm"] == (mode != "distill") and len(records) == 1
+        found[mode] = records[0]
+        again = []
+        run_sweep(setup, cfg, grid, progress=False, on_run=again.append)
+        assert again == []
+    for mode in ("source_only", "adabn", "dann", "coral"):
+        record = found[mode]
+        assert record["n_train"] == 50 and 0 <= record["test_acc"] <= 1
+        assert record["val_acc"] > 0.9  # the source's validation split: the source task is not forgotten
+    assert found["source_only"]["sampled_cut_point"] == 0 and found["adabn"]["sampled_cut_point"] == 6
+    assert found["adabn"]["test_acc"] != found["source_only"]["test_acc"]  # target statistics change the outputs
+    distilled = found["distill"]
+    assert distilled["teacher_params"] > 10 * distilled["student_params"] > 0
+    assert distilled["teacher_ms_per_image"] > 0 and 0 <= distilled["teacher_test_acc"] <= 1
+
+
+def test_a_mode_refused_writes_nothing(output_root):
+    from functions.notebooks.study import plan
+    with pytest.raises(DataError, match="cut points 1..6"):
+        plan("MNIST_to_digits", None, "quick", "dann", [0.05], 1, [0])
+    with pytest.raises(DataError, match="kd_alpha"):
+        plan("MNIST_to_digits", None, "quick", "distill", [0.05], 1, [2], overrides={"kd_alpha": 2.0})
+    assert not (output_root / "MNIST_to_digits").exists()

@@ -170,7 +170,7 @@ def test_bad_strategy_settings_are_refused(source):
         tuner.add_lora([], 2, 4.0)
     with pytest.raises(DataError, match="unknown layer\\(s\\) \\['blocks.0'\\].*'block1'"):
         tuner.freeze_layers(["blocks.0"])
-    with pytest.raises(DataError, match="keeps every pretrained block"):
+    with pytest.raises(DataError, match="mode 'lora' needs freeze=true, reinit=false, truncate=false"):
         Config(strategy="lora", reinit=True)
 
 
@@ -248,7 +248,8 @@ def test_every_strategy_is_a_mode_of_the_command_line(capsys):
     from functions.__main__ import main
     assert main(["run", "MNIST", "--mode", "lora_rx"]) == 2
     assert "unknown mode 'lora_rx'" in capsys.readouterr().err
-    assert set(STRATEGIES) == {"progressive", "discriminative", "lora", "ia3", "bitfit"}
+    assert set(STRATEGIES) == {"progressive", "discriminative", "lora", "ia3", "bitfit", "source_only", "adabn",
+                               "dann", "coral", "distill"}
 
 
 def test_weight_space_lora_equals_peft_lora_in_outputs_and_gradients():
