@@ -17,8 +17,9 @@ from .catalog import check_adaptable, spec
 LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
 
 
-def adapt_pixels(x: torch.Tensor, want: tuple) -> torch.Tensor:
-    """Images ``(N, C, H, W)`` with values in [0, 1] as ``want = (C', H', W')``."""
+def adapt_pixels(x: torch.Tensor, want: tuple, mode: str = "bilinear") -> torch.Tensor:
+    """Images ``(N, C, H, W)`` with values in [0, 1] as ``want = (C', H', W')``, resized by
+    ``mode`` (``bilinear``; the ImageNet backbones' preprocessing uses ``bicubic``)."""
     check_adaptable(tuple(x.shape[1:]), tuple(want))
     channels, height, width = want
     if x.shape[1] != channels:
@@ -26,7 +27,7 @@ def adapt_pixels(x: torch.Tensor, want: tuple) -> torch.Tensor:
             (x * torch.tensor(LUMINANCE, dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
     if tuple(x.shape[2:]) != (height, width):
         shrink = height < x.shape[2] or width < x.shape[3]
-        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink)
+        x = F.interpolate(x, size=(height, width), mode=mode, align_corners=False, antialias=shrink)
     return x.clamp(0.0, 1.0).contiguous()
 
 

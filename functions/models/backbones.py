@@ -13,10 +13,10 @@ backbone's input size and normalised as its weights were trained.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import DataError
+from ..data.adapt import adapt_pixels
 from .extractors import IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_ARCHS, state_sha256, torchvision_model
 from .imagenet import BACKBONES as IMAGENET_BACKBONES
 from .imagenet import MEAN as LITE_MEAN
@@ -84,10 +84,7 @@ class Backbone(nn.Module):
         if images.ndim != 4 or images.shape[1] not in {1, 3, self.channels}:
             raise DataError(f"{self.name} takes images (N, C, H, W) with 1 (grey) or 3 (RGB) channels, or "
                             f"{self.channels}; got shape {tuple(images.shape)}: convert them to grey or RGB first")
-        if images.shape[1] != self.channels:
-            images = images.mean(1, keepdim=True) if self.channels == 1 else images.expand(-1, self.channels, -1, -1)
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
+        images = adapt_pixels(images, (self.channels, size, size), mode="bicubic")
         return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def crops(self, images: torch.Tensor) -> list[torch.Tensor]:
