@@ -53,16 +53,17 @@ def check_teacher(teacher: nn.Module, num_classes: int, in_shape: tuple, source:
 def distil(student: nn.Module, teacher: nn.Module, train: Split, val: Split, test: Split, *, temperature: float,
            alpha: float, lr: float, max_epochs: int, patience: int, batch_size: int, seed: int,
            min_steps_per_epoch: int = 1) -> RunResult:
-    """Train ``student`` in place on ``train`` (images) with the teacher's soft labels."""
+    """Train ``student`` in place on ``train`` (images) with the teacher's soft labels, which are
+    computed once for every training image."""
     check_distillation(temperature, alpha)
     check_teacher(teacher, student.fc.out_features, tuple(train.x.shape[1:]))
     teacher.eval()
+    with torch.no_grad():
+        targets = torch.cat([teacher(train.x[i:i + EVAL_CHUNK]) for i in range(0, len(train), EVAL_CHUNK)])
 
-    def soft_term(model, x, logits, y):
+    def soft_term(model, rows, x, logits, y):
         # the trainer adds this to the cross-entropy it computes: alpha * (soft - CE) + CE is the loss above
-        with torch.no_grad():
-            target = teacher(x)
-        return alpha * (soft_loss(logits, target, temperature) - F.cross_entropy(logits, y))
+        return alpha * (soft_loss(logits, targets[rows], temperature) - F.cross_entropy(logits, y))
 
     return fit(student, train, val, test, lr=lr, max_epochs=max_epochs, patience=patience, batch_size=batch_size,
                seed=seed, extra_loss=soft_term, min_steps_per_epoch=min_steps_per_epoch)

@@ -24,7 +24,7 @@ EVAL_CHUNK = 256  # small chunks stay in cache: about 2x faster than large ones 
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 BeforeEpoch = Callable[[int, nn.Module, torch.optim.Optimizer], None]
-ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 AfterEpoch = Callable[[int, float], None]
 
 
@@ -112,7 +112,8 @@ def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, m
     Each epoch visits ``train`` in an order drawn from a generator seeded with ``seed``, so a
     run is repeatable on the CPU.  Logits come from ``forward`` (default: the model; for the
     study CNN, ``start`` says at which block the splits' tensors enter).  The loss is the
-    cross-entropy plus ``extra_loss(model, inputs, logits, labels)`` when given.
+    cross-entropy plus ``extra_loss(model, rows, inputs, logits, labels)`` when given (``rows``: the
+    batch's indices into ``train``, to look up per-image targets computed once, e.g. a teacher's).
     ``param_groups`` (default: every parameter that requires grad, at ``lr``) may give groups
     their own ``lr`` and ``weight_decay``; ``before_epoch(epoch, model, optimizer)`` runs at the
     start of each epoch (0-based), after the model is put in train mode, e.g. to unfreeze layers
@@ -177,7 +178,7 @@ def _train_epoch(model: nn.Module, forward: Forward, optim: torch.optim.Optimize
         logits = forward(x)
         loss = F.cross_entropy(logits, y)
         if extra_loss is not None:
-            loss = loss + extra_loss(model, x, logits, y)
+            loss = loss + extra_loss(model, index, x, logits, y)
         if not math.isfinite(loss.item()):
             return False
         optim.zero_grad(set_to_none=True)
