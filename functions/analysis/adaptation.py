@@ -56,11 +56,16 @@ def labelled_worth(accuracy: float, curve: pd.Series) -> tuple[str, float]:
     return ">", fractions[-1]
 
 
+def labelled_images(fraction: float, n_target_train: int, num_classes: int) -> int:
+    """Images in a class-balanced subset of ``fraction`` (as the sweeps draw them: at least one per class)."""
+    return max(1, int(fraction * n_target_train / num_classes)) * num_classes
+
+
 def comparison(records_by_mode: dict, fr_records, baseline_records, headline_cut: int, n_target_train: int,
-               reference: str = "FR") -> pd.DataFrame:
+               num_classes: int, reference: str = "FR") -> pd.DataFrame:
     """Per unsupervised method and fraction: mean test accuracy at ``headline_cut`` (source only
     and AdaBN: the whole network) and what it is worth on the ``reference`` curve, in labelled
-    fraction and images."""
+    fraction and images (of a class-balanced subset of that fraction)."""
     curves = labelled_curves(fr_records, baseline_records)
     rows = []
     for mode in (m for m in UNSUPERVISED if records_by_mode.get(m)):
@@ -69,10 +74,13 @@ def comparison(records_by_mode: dict, fr_records, baseline_records, headline_cut
         for percentage, group in frame[frame.sampled_cut_point == cut].groupby("sampled_percentage"):
             accuracy = group.test_acc.mean()
             relation, fraction = labelled_worth(accuracy, curves[reference])
+            # between measured fractions the count is interpolated too; at an end, a subset's own count
+            worth_images = round(fraction * n_target_train) if relation == "=" else \
+                labelled_images(fraction, n_target_train, num_classes)
             rows.append({"method": LABELS[mode], "cut": int(cut), "target fraction (unlabelled)": percentage,
                          "test accuracy": accuracy, "std": group.test_acc.std(),
                          f"worth ({reference} labelled fraction)": f"{relation} {fraction:.3g}",
-                         "worth (labelled images)": f"{relation} {fraction * n_target_train:.0f}"})
+                         "worth (labelled images)": f"{relation} {worth_images}"})
     return pd.DataFrame(rows)
 
 

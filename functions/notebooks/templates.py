@@ -415,7 +415,7 @@ def _adaptation(folder: str) -> list:
                "unsupervised method stays near chance: adaptation aligns features, it cannot learn which class is "
                "which."),
         ("code", "task = cfg.target_task()\n"
-                 "table = adaptation.comparison(records, records['FR'], baselines, headline_cut, len(task.train))\n"
+                 "table = adaptation.comparison(records, records['FR'], baselines, headline_cut, len(task.train), task.num_classes)\n"
                  "display(table.round(3))\n"
                  "figure = adaptation.comparison_figure(records, records['FR'], baselines, headline_cut)\n"
                  "plots.save_figure(figure, folder, f'adaptation_{setup}')\ndisplay(figure)"),
@@ -439,9 +439,9 @@ def _adaptation(folder: str) -> list:
                "picture, and one stored run of distillation at the middle cut and the smallest fraction, beside "
                "their stored test accuracies; a value within 0.01 of the stored one (float rounding differs between "
                "kinds of CPU) prints as stored."),
-        ("code", "display(dann_check)\nmiddle = grid.cut_points[len(grid.cut_points) // 2]\n"
-                 "study.recheck_table(chosen, {'distill': plans['distill']}, cut_point=middle, "
-                 "percentage=grid.percentages[0], device=device).iloc[:1]"),
+        ("code", "display(dann_check)\ndistill_cuts = plans['distill'][2].cut_points\n"
+                 "study.recheck_table(chosen, {'distill': plans['distill']}, cut_point=distill_cuts[len(distill_cuts) // 2], "
+                 "percentage=grid.percentages[0], device=device, baseline=False)"),
     ]
 
 
