@@ -196,3 +196,29 @@ def test_a_mode_refused_writes_nothing(output_root):
     with pytest.raises(DataError, match="kd_alpha"):
         plan("MNIST_to_digits", None, "quick", "distill", [0.05], 1, [2], overrides={"kd_alpha": 2.0})
     assert not (output_root / "MNIST_to_digits").exists()
+
+
+def test_what_a_method_is_worth_is_read_off_the_labelled_curve_log_linearly():
+    import pandas as pd
+    from functions.analysis.adaptation import labelled_images, labelled_worth
+    curve = pd.Series({0.01: 0.70, 0.1: 0.80, 1.0: 0.90})
+    relation, fraction = labelled_worth(0.75, curve)
+    assert relation == "=" and fraction == pytest.approx(10 ** -1.5)
+    assert labelled_worth(0.85, curve) == ("=", pytest.approx(10 ** -0.5))
+    assert labelled_worth(0.5, curve) == ("<", 0.01) and labelled_worth(0.95, curve) == (">", 1.0)
+    assert labelled_images(0.01, 1081, 10) == 10 and labelled_images(0.001, 1081, 10) == 10  # one per class at least
+
+
+def test_the_distillation_table_sets_teacher_alone_and_distilled_side_by_side():
+    from functions.analysis.adaptation import distillation_gain, distillation_table
+    distilled = [{"sampled_percentage": 0.05, "sampled_cut_point": c, "repeat": r, "test_acc": 0.6 + 0.1 * c,
+                  "status": "ok", "teacher_test_acc": 0.9, "teacher_params": 1000, "teacher_ms_per_image": 0.2,
+                  "student_params": 100, "student_ms_per_image": 0.05} for c in (0, 1) for r in (0, 1)]
+    alone = [{"sampled_percentage": 0.05, "sampled_cut_point": c, "repeat": r, "test_acc": 0.65, "status": "ok"}
+             for c in (0, 1) for r in (0, 1)]
+    table = distillation_table(distilled, alone).set_index("model")
+    assert table.loc["teacher (fine-tuned whole)", "test accuracy"] == pytest.approx(0.9)
+    assert table.loc["student distilled", "cut"] == 1 and table.loc["student distilled", "test accuracy"] == pytest.approx(0.7)
+    assert table.loc["student alone (FR)", "parameters"] == 100
+    gain = distillation_gain(distilled, alone)
+    assert gain.loc[0, 0.05] == pytest.approx(-0.05) and gain.loc[1, 0.05] == pytest.approx(0.05)
