@@ -195,6 +195,10 @@ def test_a_mode_refused_writes_nothing(output_root):
         plan("MNIST_to_digits", None, "quick", "dann", [0.05], 1, [0])
     with pytest.raises(DataError, match="kd_alpha"):
         plan("MNIST_to_digits", None, "quick", "distill", [0.05], 1, [2], overrides={"kd_alpha": 2.0})
+    from functions.runs.sweep import run_sweep
+    with pytest.raises(DataError, match="batch_norm=true is the network variant of the adaptation modes"):
+        run_sweep(*plan("MNIST_to_digits", None, "quick", "FR", [0.05], 1, [2], overrides={"batch_norm": True}),
+                  progress=False)
     assert not (output_root / "MNIST_to_digits").exists()
 
 
