@@ -161,6 +161,7 @@ def embedding_figure(points: pd.DataFrame) -> Figure:
         ax.set_title(model)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.legend(fontsize=8)
+        for handle in ax.legend(fontsize=8).legend_handles:
+            handle.set_color("grey")  # the markers tell the domains; colours are the classes
     return figure
 
