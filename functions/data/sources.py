@@ -19,28 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets
 
 from ..core.errors import DataError
 from ..core.paths import data_root
 from .catalog import spec
 
-
-class _CIFAR10(datasets.CIFAR10):
-    """torchvision's CIFAR-10 reader; integrity is judged on the decoded arrays instead of file MD5s,
-    so that files in CIFAR's own format written by tests go through the same code path."""
-
-    def _check_integrity(self) -> bool:
-        folder = Path(self.root) / self.base_folder
-        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
-
-    def _load_meta(self) -> None:
-        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as fh:
-            self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
-
-
-READERS = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST, "CIFAR10": _CIFAR10}
 
 # MD5 of the official uncompressed MNIST IDX files; the reconstruction must match them byte for byte.
 MNIST_IDX_MD5 = {
@@ -57,6 +40,8 @@ FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 def _read_torchvision(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """Decode one split with torchvision's own class; images uint8 (N, H, W[, C]), labels int64."""
+    from .readers import READERS
+
     ds = READERS[spec(name).name](str(root), train=train, download=False)
     images = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
     labels = ds.targets.numpy() if torch.is_tensor(ds.targets) else np.asarray(ds.targets)
@@ -137,6 +122,8 @@ def prepare(name: str, root: Path | None = None, log=print) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     if _is_ready(name, root):  # scikit-learn's digits always are: they ship inside scikit-learn
         return root
+    from .readers import READERS
+
     try:
         READERS[spec(name).name](str(root), train=True, download=True)
         if _is_ready(name, root):

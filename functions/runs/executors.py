@@ -87,6 +87,11 @@ class RayExecutor:
         if task_cpus <= 0 or task_gpus < 0 or max_retries < 0:
             raise DataError("task CPUs must be positive, task GPUs and retries not negative")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray starts its workers at nice 15, so any other busy process on a node (a second sweep,
+        # a notebook) starves them (measured: cells 10x slower than in this process); sweep tasks
+        # are the work itself, so they get a normal priority.  A local instance takes it from here,
+        # a cluster from the environment of `ray start` (README)
+        os.environ.setdefault("RAY_worker_niceness", "0")
         if address not in ("local", "auto"):
             _check_reachable(address)
             # a head started with RAY_AUTH_MODE=token requires its token (RAY_AUTH_TOKEN or ~/.ray/auth_token);

@@ -14,12 +14,10 @@ import time
 
 import torch
 from torch import nn
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from ..core.atomic import atomic_file
 from ..core.errors import DataError
 from ..data.tasks import Split
-from ..models.adapters import weight_space_lora
 from ..models.backbones import Backbone
 from .finetune import CHUNK, OPTIMIZERS, FineTuneNet, staged
 from .trainer import RunResult, accuracy, fit
@@ -156,7 +154,9 @@ class Finetuner:
     def add_lora(self, layers, rank: int, alpha: float, dropout: float = 0.0) -> None:
         """LoRA adapters of ``rank`` on every convolution of ``layers`` but grouped (depthwise) ones,
         which peft cannot merge, scaled by ``alpha / rank``."""
-        from peft import LoraConfig
+        from peft import LoraConfig  # peft (and the transformers it imports) load only where adapters are used
+
+        from ..models.adapters import weight_space_lora
         if not isinstance(rank, int) or rank < 1:
             raise DataError(f"LoRA rank {rank!r} must be a positive integer")
         targets = self._adapter_targets(layers, grouped=False)
@@ -272,6 +272,9 @@ class Finetuner:
     def evaluate(self, test: Split, inputs_at: int | None = None) -> dict:
         """Accuracy, top-5 accuracy and macro F1 (with 5 classes or fewer, top-k for k = classes - 1,
         named so: top-5 would always be 1)."""
+        # imported here: torchmetrics takes seconds to import, which every Ray worker would pay
+        from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
         probabilities = self.predict_proba(test, inputs_at)
         k = min(TOP_K, self.num_classes - 1)
         return {"accuracy": multiclass_accuracy(probabilities, test.y, self.num_classes, average="micro").item(),
