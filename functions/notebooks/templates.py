@@ -16,16 +16,21 @@ from ..runs.papermill_grid import execute as execute_notebook
 
 # the folders with committed strategy sweeps (`make strategies`)
 STRATEGY_FOLDERS = ("MNIST", "FashionMNIST", "MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
+# the folders whose range sweeps of mode FR are committed (`make range`): their figures span the
+# whole data range
+RANGE_FOLDERS = ("MNIST", "FashionMNIST")
 # the cross-dataset folders, where the domain adaptation and distillation modes run (`make adaptation`)
 ADAPTATION_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST", "MNIST_to_digits")
 IMPORTS = "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, stats\nfrom functions.notebooks import study"
 
 
-def _parameters(folder: str, **extra) -> str:
+def _parameters(folder: str, profile: str = "quick", **extra) -> str:
     lines = [f"folder = {folder!r}", f"setup = {default_setup(folder)!r}  # the folder's class setup; others: "
              f"{setup_names(folder)}"]
     lines += [f"{k} = {v!r}" for k, v in extra.items()]
-    lines += ['profile = "quick"  # "quick": a CPU runs it in minutes; "paper": the upstream grid',
+    lines += ['profile = "quick"  # "quick": a CPU runs it in minutes; "paper": the upstream grid' if profile == "quick"
+              else f'profile = {profile!r}  # "range": 0.1% to 100% of the target data (`make range`); "quick": a CPU '
+                   'runs it in minutes; "paper": the upstream grid',
               "percentages = None  # None: the profile's fractions of the target training data",
               "repeats = None  # None: the profile's repeats per percentage",
               "cut_points = None  # None: every cut 0..depth",
@@ -61,7 +66,7 @@ SWEEP_CELLS = [
            "one cut point, the grey box the baseline. Boxes above the baseline mean the transferred layers help; the "
            "cut with the highest box is the best place to cut."),
     ("code", "for mode in modes:\n"
-             "    records, baselines = study.sweep_records(chosen, mode)\n"
+             "    records, baselines = study.sweep_records(chosen, mode, grid.profile)\n"
              "    figure = plots.accuracy_boxplot(records, baselines)\n"
              "    plots.save_figure(figure, folder, f'test_accuracy_{setup}_{mode}')\n"
              "    display(figure)"),
@@ -70,7 +75,7 @@ SWEEP_CELLS = [
            "different; `same_as_best` marks those indistinguishable from the best. With few repeats nothing can be "
            "significant: the quick profile shows the mechanics, the paper profile gives the answer."),
     ("code", "for mode in modes:\n"
-             "    records, baselines = study.sweep_records(chosen, mode)\n"
+             "    records, baselines = study.sweep_records(chosen, mode, grid.profile)\n"
              "    print(f'mode {mode}')\n"
              "    display(stats.best_groups(records, baselines).round(3))"),
     ("md", "## Do the stored results still come out of the code?\nResults files are resumed, so the cells above "
@@ -95,10 +100,10 @@ def _visualizations(folder: str) -> list:
     return [
         ("md", f"# {folder}: every figure of the study\nReads the folder's results files (written by the empirical "
                "and truncation notebooks) and draws the study's figures, saved under `results/figures/`."),
-        ("code", _parameters(folder)),
+        ("code", _parameters(folder, "range" if folder in RANGE_FOLDERS else "quick")),
         ("code", f"{IMPORTS}\nchosen, cfg, grid = study.plan(folder, setup, profile, 'FR', percentages, repeats, "
-                 "cut_points, seed)\nstudy.use_output_root(output_root)\nmodes = study.available_modes(chosen)\n"
-                 "runs = {mode: study.sweep_records(chosen, mode) for mode in modes}\nbaselines = runs[modes[0]][1]\n"
+                 "cut_points, seed)\nstudy.use_output_root(output_root)\nmodes = study.available_modes(chosen, grid.profile)\n"
+                 "runs = {mode: study.sweep_records(chosen, mode, grid.profile) for mode in modes}\nbaselines = runs[modes[0]][1]\n"
                  "print('modes with results:', modes)"),
         ("md", "## Mean accuracy versus amount of target data\nLines are means over repeats, bands the inter-quartile "
                "range; the x axis is logarithmic. Where a cut's line meets the baseline, transfer stops helping."),
@@ -181,7 +186,7 @@ def _transferability(folder: str) -> list:
         ("md", "## Do the scores rank the cut points as the sweep does?\nKendall's tau and Spearman's rho between each "
                "score and the mean measured test accuracy over cut points; `top_cut_ok` says whether the score's "
                "favourite cut is the measured best or not significantly worse than it (paired Wilcoxon, Holm)."),
-        ("code", "records, baselines = study.sweep_records(chosen, mode)\n"
+        ("code", "records, baselines = study.sweep_records(chosen, mode, grid.profile)\n"
                  "validation = study.validate_scores(scores, records)\n"
                  "display(validation.round(3))"),
         ("code", "figure = transferability.plot_score_vs_accuracy(scores[grid.percentages[0]], records, 'logme_flat')\n"
