@@ -145,3 +145,19 @@ def test_main_figure_from_results_files(records, baselines, tmp_path, monkeypatc
     path = main_figure_from_files(setup, "FR")
     assert path == tmp_path / "MNIST" / "results" / "figures" / "test_accuracy_regular_FR.png"
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_figures_of_another_profile_go_beside_its_results(records, baselines, tmp_path, monkeypatch):
+    """A range figure must not overwrite the quick figure of the same name (nor the reverse)."""
+    from functions.config import get_setup
+    from functions.core import atomic
+    from functions.runs import store
+
+    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path))
+    setup = get_setup("MNIST", "regular")
+    for profile in ("quick", "range"):
+        atomic.write_json_atomic(store.results_path("MNIST", "results", "regular", "FR", profile), [{}, *records])
+    quick = main_figure_from_files(setup, "FR")
+    ranged = main_figure_from_files(setup, "FR", "range")
+    assert ranged == tmp_path / "MNIST" / "results" / "range" / "figures" / "test_accuracy_regular_FR.png"
+    assert quick != ranged and quick.exists() and ranged.exists()

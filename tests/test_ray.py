@@ -108,8 +108,8 @@ def test_bad_addresses_and_resources_are_refused_in_seconds(cluster):
 
 def test_a_papermill_grid_runs_its_points_as_ray_tasks(cluster, tmp_path):
     command = [sys.executable, "-m", "functions", "sweep", "MNIST/empirical.ipynb", "--no-progress",
-               "--grid", 'modes=[["FR"], ["XY"]]', "--param", "percentages=[0.002]", "--param", "repeats=1",
-               "--param", "cut_points=[6]", "--out", str(tmp_path), "--executor", "ray", "--address", cluster]
+               "--grid", 'modes=[["FR"], ["XY"]]', "--param", "profile=quick", "--param", "percentages=[0.002]",
+               "--param", "repeats=1", "--param", "cut_points=[6]", "--out", str(tmp_path), "--executor", "ray", "--address", cluster]
     done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr

@@ -241,21 +241,21 @@ def reproduction_figure(tables: dict) -> Figure:
 
 # ----------------------------------------------------------------------------- files
 
-def save_figure(fig: Figure, folder, name: str, dpi: int = 150) -> Path:
+def save_figure(fig: Figure, folder, name: str, profile: str = "quick", dpi: int = 150) -> Path:
     """Write ``fig`` as ``<Folder>/results/figures/<name>.png`` (``folder`` a study folder name or
-    any directory), byte-for-byte reproducibly."""
-    return write_png(fig, figure_path(folder, name), dpi)
+    any directory; ``results/<profile>/figures/`` for a profile other than the quick one),
+    byte-for-byte reproducibly."""
+    return write_png(fig, figure_path(folder, name, profile), dpi)
 
 
 def main_figure_from_files(setup, mode: str, profile: str = "quick") -> Path:
     """The main figure (:func:`accuracy_boxplot`) of a setup's results file of ``mode`` and its
-    baselines file (when present), saved as ``<Folder>/results/figures/test_accuracy_<setup>_<mode>.png``
-    (``..._<profile>.png`` for a profile other than the quick one)."""
+    baselines file (when present), saved as ``test_accuracy_<setup>_<mode>.png`` among the
+    profile's figures (:func:`save_figure`)."""
     results = results_path(setup.folder, "results", setup.name, mode, profile)
     if not results.exists():
         raise DataError(f"no results file {results}; run `python -m functions run {setup.folder} "
                         f"--setup {setup.name} --mode {mode} --profile {profile}` first")
     baselines = results_path(setup.folder, "baselines", setup.name, profile=profile)
     fig = accuracy_boxplot(load_results(results)[1], load_results(baselines)[1] if baselines.exists() else None)
-    suffix = "" if profile == "quick" else f"_{profile}"
-    return save_figure(fig, setup.folder, f"test_accuracy_{setup.name}_{mode}{suffix}")
+    return save_figure(fig, setup.folder, f"test_accuracy_{setup.name}_{mode}", profile)

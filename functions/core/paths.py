@@ -29,6 +29,8 @@ def results_dir(folder, profile: str = "quick") -> Path:
     return root if profile == "quick" else root / profile
 
 
-def figure_path(folder, name: str) -> Path:
-    """``<Folder>/results/figures/<name>.png``."""
-    return results_dir(folder) / "figures" / f"{name}.png"
+def figure_path(folder, name: str, profile: str = "quick") -> Path:
+    """``<Folder>/results/figures/<name>.png``, under ``results/<profile>`` beside that profile's
+    results files for a profile other than the quick one, so that a figure of one profile never
+    overwrites the same figure of another."""
+    return results_dir(folder, profile) / "figures" / f"{name}.png"

@@ -16,9 +16,10 @@ from ..runs.papermill_grid import execute as execute_notebook
 
 # the folders with committed strategy sweeps (`make strategies`)
 STRATEGY_FOLDERS = ("MNIST", "FashionMNIST", "MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
-# the folders whose range sweeps of mode FR are committed (`make range`): their figures span the
-# whole data range
-RANGE_FOLDERS = ("MNIST", "FashionMNIST", "MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
+# the modes whose range sweeps are committed per folder (`make range`): a notebook shows the whole
+# data range by default where every mode it reads is among them
+RANGE_MODES = {"MNIST": ("FR", "FT"), "FashionMNIST": ("FR",), "MNIST_to_FashionMNIST": ("FR",),
+               "FashionMNIST_to_MNIST": ("FR",)}
 # the cross-dataset folders, where the domain adaptation and distillation modes run (`make adaptation`)
 ADAPTATION_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST", "MNIST_to_digits")
 IMPORTS = "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, stats\nfrom functions.notebooks import study"
@@ -68,7 +69,7 @@ SWEEP_CELLS = [
     ("code", "for mode in modes:\n"
              "    records, baselines = study.sweep_records(chosen, mode, grid.profile)\n"
              "    figure = plots.accuracy_boxplot(records, baselines)\n"
-             "    plots.save_figure(figure, folder, f'test_accuracy_{setup}_{mode}')\n"
+             "    plots.save_figure(figure, folder, f'test_accuracy_{setup}_{mode}', grid.profile)\n"
              "    display(figure)"),
     ("md", "## Is the difference real?\nPaired Wilcoxon signed-rank tests (pairing runs that trained on the same "
            "subset), Holm-corrected within each percentage. Cut points sharing a letter are not significantly "
@@ -89,9 +90,14 @@ SWEEP_CELLS = [
 ]
 
 
+def _default_profile(folder: str, modes) -> str:
+    """``range`` where the folder's range sweeps of all ``modes`` are committed, else ``quick``."""
+    return "range" if set(modes) <= set(RANGE_MODES.get(folder, ())) else "quick"
+
+
 def _empirical(folder: str, modes: list, title: str, question: str) -> list:
     return [("md", f"# {folder}: {title}\n{question}"),
-            ("code", _parameters(folder, modes=modes)),
+            ("code", _parameters(folder, _default_profile(folder, modes), modes=modes)),
             ("code", f"{IMPORTS}\n{PLAN}"),
             *SWEEP_CELLS]
 
@@ -99,8 +105,9 @@ def _empirical(folder: str, modes: list, title: str, question: str) -> list:
 def _visualizations(folder: str) -> list:
     return [
         ("md", f"# {folder}: every figure of the study\nReads the folder's results files (written by the empirical "
-               "and truncation notebooks) and draws the study's figures, saved under `results/figures/`."),
-        ("code", _parameters(folder, "range" if folder in RANGE_FOLDERS else "quick")),
+               "and truncation notebooks) and draws the study's figures, saved under `results/figures/` "
+               "(`results/<profile>/figures/` for a profile other than quick)."),
+        ("code", _parameters(folder, "range" if folder in RANGE_MODES else "quick")),
         ("code", f"{IMPORTS}\nchosen, cfg, grid = study.plan(folder, setup, profile, 'FR', percentages, repeats, "
                  "cut_points, seed)\nstudy.use_output_root(output_root)\nmodes = study.available_modes(chosen, grid.profile)\n"
                  "runs = {mode: study.sweep_records(chosen, mode, grid.profile) for mode in modes}\nbaselines = runs[modes[0]][1]\n"
@@ -108,20 +115,20 @@ def _visualizations(folder: str) -> list:
         ("md", "## Mean accuracy versus amount of target data\nLines are means over repeats, bands the inter-quartile "
                "range; the x axis is logarithmic. Where a cut's line meets the baseline, transfer stops helping."),
         ("code", "for mode in modes:\n    figure = plots.mean_curves(runs[mode][0], baselines)\n"
-                 "    plots.save_figure(figure, folder, f'mean_curves_{setup}_{mode}')\n    display(figure)"),
+                 "    plots.save_figure(figure, folder, f'mean_curves_{setup}_{mode}', grid.profile)\n    display(figure)"),
         ("md", "## Gain over the baseline\nEach cell is the mean test accuracy of a cut point minus the baseline's at "
                "the same percentage: warm colours mean transfer helps."),
         ("code", "for mode in modes:\n    figure = plots.gain_heatmap(runs[mode][0], baselines)\n"
-                 "    plots.save_figure(figure, folder, f'gain_{setup}_{mode}')\n    display(figure)\n"
+                 "    plots.save_figure(figure, folder, f'gain_{setup}_{mode}', grid.profile)\n    display(figure)\n"
                  "    display(plots.gain_matrix(runs[mode][0], baselines).round(3))"),
         ("md", "## Train versus test accuracy\nPoints far below the diagonal overfit: they fit their few training "
                "images but do not generalise."),
         ("code", "for mode in modes:\n    figure = plots.train_vs_test(runs[mode][0], baselines)\n"
-                 "    plots.save_figure(figure, folder, f'train_vs_test_{setup}_{mode}')\n    display(figure)"),
+                 "    plots.save_figure(figure, folder, f'train_vs_test_{setup}_{mode}', grid.profile)\n    display(figure)"),
         ("md", "## Freeze, re-initialise or truncate?\nThe three modes side by side: F keeps the later layers and "
                "fine-tunes them, FR re-initialises them, FT removes them."),
         ("code", "figure = plots.compare_modes({mode: runs[mode][0] for mode in modes}, baselines)\n"
-                 "plots.save_figure(figure, folder, f'modes_{setup}')\ndisplay(figure)"),
+                 "plots.save_figure(figure, folder, f'modes_{setup}', grid.profile)\ndisplay(figure)"),
         ("md", "## Ranking of cut points\nMean rank over repeats (1 = best) per percentage, and the paired tests "
                "against the baseline (`cut_b` = -1) with Holm-adjusted p-values."),
         ("code", "for mode in modes:\n    print(f'mode {mode}')\n"
@@ -190,7 +197,7 @@ def _transferability(folder: str) -> list:
                  "validation = study.validate_scores(scores, records)\n"
                  "display(validation.round(3))"),
         ("code", "figure = transferability.plot_score_vs_accuracy(scores[grid.percentages[0]], records, 'logme_flat')\n"
-                 "plots.save_figure(figure, folder, f'logme_vs_accuracy_{setup}_{mode}')\ndisplay(figure)"),
+                 "plots.save_figure(figure, folder, f'logme_vs_accuracy_{setup}_{mode}', grid.profile)\ndisplay(figure)"),
         ("md", "## Verdict"),
         ("code", "print(study.transferability_verdict(validation))"),
         ("md", "## Records for the recommender\nOne row per percentage and cut point: model and target metadata, the "
