@@ -30,7 +30,7 @@ demo: data
 # the import layers (pyproject.toml), unit tests on both cores, then every notebook under nbval
 # (one thread per process: two at once)
 test: data lint
-	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadscope --durations=8 tests \
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadscope --durations=20 tests \
 		--nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOK_FOLDERS) $(TOP_NOTEBOOKS)
 
 lint: $(STAMP)

@@ -18,7 +18,7 @@ from ..runs.papermill_grid import execute as execute_notebook
 STRATEGY_FOLDERS = ("MNIST", "FashionMNIST", "MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
 # the modes whose range sweeps are committed per folder (`make range`): a notebook shows the whole
 # data range by default where every mode it reads is among them
-RANGE_MODES = {"MNIST": ("FR", "FT"), "FashionMNIST": ("FR", "FT"), "MNIST_to_FashionMNIST": ("FR",),
+RANGE_MODES = {"MNIST": ("F", "FR", "FT"), "FashionMNIST": ("FR", "FT"), "MNIST_to_FashionMNIST": ("FR",),
                "FashionMNIST_to_MNIST": ("FR",)}
 # the cross-dataset folders, where the domain adaptation and distillation modes run (`make adaptation`)
 ADAPTATION_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST", "MNIST_to_digits")
