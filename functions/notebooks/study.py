@@ -287,7 +287,9 @@ def save_transferability_records(setup: Setup, cfg: Config, scores: dict, record
                                  profile: str = "quick") -> Path:
     """The folder's rows of the recommender's records (model and target metadata, scores, measured
     accuracy per cut and percentage), written beside its results files for
-    ``python -m functions recommend`` to collect."""
+    ``python -m functions recommend`` to collect; one row per scored percentage (a sweep may hold
+    more fractions than were scored)."""
+    records = [r for r in records if any(same_percentage(r["sampled_percentage"], p) for p in scores)]
     frame = transferability.build_records(scores, records, setup=setup, cfg=cfg, model=model,
                                           n_target_train=len(task.train),
                                           source_test_acc=pretrained_info(setup, cfg)["test_acc"])

@@ -20,19 +20,24 @@ STRATEGY_FOLDERS = ("MNIST", "FashionMNIST", "MNIST_to_FashionMNIST", "FashionMN
 # data range by default where every mode it reads is among them
 RANGE_MODES = {"MNIST": ("F", "FR", "FT"), "FashionMNIST": ("FR", "FT"), "MNIST_to_FashionMNIST": ("FR",),
                "FashionMNIST_to_MNIST": ("FR",)}
+# the range profile's fractions a transferability notebook scores: the cut points differ most there,
+# a prediction before fine-tuning is worth most, and scoring takes seconds (10% of MNIST 5-9 takes
+# a minute, more data minutes)
+SCORED_RANGE_FRACTIONS = (0.001, 0.01)
 # the cross-dataset folders, where the domain adaptation and distillation modes run (`make adaptation`)
 ADAPTATION_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST", "MNIST_to_digits")
 IMPORTS = "%matplotlib inline\nfrom IPython.display import display\nfrom functions.analysis import plots, stats\nfrom functions.notebooks import study"
 
 
-def _parameters(folder: str, profile: str = "quick", **extra) -> str:
+def _parameters(folder: str, profile: str = "quick", percentages: tuple | None = None, **extra) -> str:
     lines = [f"folder = {folder!r}", f"setup = {default_setup(folder)!r}  # the folder's class setup; others: "
              f"{setup_names(folder)}"]
     lines += [f"{k} = {v!r}" for k, v in extra.items()]
     lines += ['profile = "quick"  # "quick": a CPU runs it in minutes; "paper": the upstream grid' if profile == "quick"
               else f'profile = {profile!r}  # "range": 0.1% to 100% of the target data (`make range`); "quick": a CPU '
                    'runs it in minutes; "paper": the upstream grid',
-              "percentages = None  # None: the profile's fractions of the target training data",
+              f"percentages = {list(percentages)}  # of the profile's fractions, those scored in seconds"
+              if percentages else "percentages = None  # None: the profile's fractions of the target training data",
               "repeats = None  # None: the profile's repeats per percentage",
               "cut_points = None  # None: every cut 0..depth",
               "seed = None  # None: the profile's generate_dataset_seed",
@@ -173,13 +178,14 @@ def _clustering(folder: str) -> list:
 
 
 def _transferability(folder: str) -> list:
+    profile = _default_profile(folder, ["FR"])
     return [
         ("md", f"# {folder}: predicting the best cut without fine-tuning\nTransferability scores read one forward "
                "pass of the frozen source network over the target data and estimate how well the features entering "
                "each cut point serve the target task: LogME and H-score (plain and shrinkage) on the "
                "global-average-pooled (`_gap`) and flattened (`_flat`) activation, LEEP and NCE from the source "
                "head. Are they right? We compare them with the measured sweep."),
-        ("code", _parameters(folder, mode="FR")),
+        ("code", _parameters(folder, profile, SCORED_RANGE_FRACTIONS if profile == "range" else None, mode="FR")),
         ("code", f"{IMPORTS}\nimport pandas as pd\nfrom functions.analysis import transferability\n"
                  "chosen, cfg, grid = study.plan(folder, setup, profile, mode, percentages, repeats, cut_points, seed)\n"
                  "study.use_output_root(output_root)\nsource = study.load_pretrained(chosen, cfg)\n"
@@ -201,10 +207,10 @@ def _transferability(folder: str) -> list:
         ("md", "## Verdict"),
         ("code", "print(study.transferability_verdict(validation))"),
         ("md", "## Records for the recommender\nOne row per percentage and cut point: model and target metadata, the "
-               "scores and the measured accuracy. `python -m functions recommend` collects the rows of every folder "
-               "and asks whether a regression on metadata and scores, tested on a setup it has not seen, ranks the "
+               "scores and the measured accuracy, written beside the profile's results. `python -m functions recommend` "
+               "collects the quick profile's rows of every folder and asks whether a regression on metadata and scores, tested on a setup it has not seen, ranks the "
                "cut points better than the best single score."),
-        ("code", "path = study.save_transferability_records(chosen, cfg, scores, records, source, task)\n"
+        ("code", "path = study.save_transferability_records(chosen, cfg, scores, records, source, task, grid.profile)\n"
                  "table = pd.read_csv(path)\n"
                  "print(f'{len(table)} records with {table.shape[1]} columns in {path.name}; some of them:')\n"
                  "display(table[['setup', 'mode', 'percentage', 'cut_point', 'logme_flat', 'test_acc']].round(3))"),
