@@ -54,9 +54,9 @@ results: pretrained
 	    $(PY) -m functions run $$1 --setup $$2 --mode $$mode --no-progress || exit 1; done; done
 
 # the study over the whole data range (the range profile: 0.1% to 100% of the target data): mode FR
-# for every offline setup, F and FT too for MNIST, FT for FashionMNIST (whose upstream table of FT
+# for every offline setup, F and FT too for MNIST and FashionMNIST (whose upstream tables of F and FT
 # the reproduction notebook compares); resumable, one folder and mode after another
-RANGE_RUNS := "MNIST regular FR" "FashionMNIST regular FR FT" "MNIST_to_FashionMNIST cross FR" \
+RANGE_RUNS := "MNIST regular FR" "FashionMNIST regular FR F FT" "MNIST_to_FashionMNIST cross FR" \
               "FashionMNIST_to_MNIST cross FR" "FashionMNIST random FR" "MNIST regular F FT"
 range: pretrained
 	for spec in $(RANGE_RUNS); do set -- $$spec; folder=$$1; setup=$$2; shift 2; for mode in "$$@"; do \
