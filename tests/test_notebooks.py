@@ -29,8 +29,9 @@ def test_grid_points_and_names():
 def test_sweep_runs_each_point_and_reports_the_failed_one(tmp_path):
     """A two-point grid of the MNIST empirical notebook plus one bad point, over papermill."""
     command = [sys.executable, "-m", "functions", "sweep", "MNIST/empirical.ipynb", "--no-progress",
-               "--grid", 'modes=[["FT"], ["FR"], ["XY"]]', "--param", "profile=quick", "--param", "percentages=[0.002]",
-               "--param", "repeats=1", "--param", "cut_points=[6]", "--out", str(tmp_path)]
+               "--grid", 'modes=[["FT"], ["FR"], ["XY"]]', "--param", "profile=quick",
+               "--param", "percentages=[0.002]", "--param", "repeats=1", "--param", "cut_points=[6]",
+               "--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "2 passed, 1 failed" in done.stdout and "unknown mode 'XY'" in done.stdout

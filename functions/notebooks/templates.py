@@ -112,7 +112,7 @@ def _visualizations(folder: str) -> list:
         ("md", f"# {folder}: every figure of the study\nReads the folder's results files (written by the empirical "
                "and truncation notebooks) and draws the study's figures, saved under `results/figures/` "
                "(`results/<profile>/figures/` for a profile other than quick)."),
-        ("code", _parameters(folder, "range" if folder in RANGE_MODES else "quick")),
+        ("code", _parameters(folder, _default_profile(folder, ["FR"]))),
         ("code", f"{IMPORTS}\nchosen, cfg, grid = study.plan(folder, setup, profile, 'FR', percentages, repeats, "
                  "cut_points, seed)\nstudy.use_output_root(output_root)\nmodes = study.available_modes(chosen, grid.profile)\n"
                  "runs = {mode: study.sweep_records(chosen, mode, grid.profile) for mode in modes}\nbaselines = runs[modes[0]][1]\n"
@@ -207,9 +207,10 @@ def _transferability(folder: str) -> list:
         ("md", "## Verdict"),
         ("code", "print(study.transferability_verdict(validation))"),
         ("md", "## Records for the recommender\nOne row per percentage and cut point: model and target metadata, the "
-               "scores and the measured accuracy, written beside the profile's results. `python -m functions recommend` "
-               "collects the quick profile's rows of every folder and asks whether a regression on metadata and scores, tested on a setup it has not seen, ranks the "
-               "cut points better than the best single score."),
+               "scores and the measured accuracy, written beside the profile's results. `python -m functions "
+               "recommend` collects the quick profile's rows of every folder and asks whether a regression on "
+               "metadata and scores, tested on a setup it has not seen, ranks the cut points better than the best "
+               "single score."),
         ("code", "path = study.save_transferability_records(chosen, cfg, scores, records, source, task, grid.profile)\n"
                  "table = pd.read_csv(path)\n"
                  "print(f'{len(table)} records with {table.shape[1]} columns in {path.name}; some of them:')\n"
@@ -468,8 +469,8 @@ def _reproduction() -> list:
         ("md", "# Does the upstream study's answer hold here?\n"
                "The upstream study trained its network (64 channels, batches of 4,096, up to 40 epochs) at 0.1%, 1%, "
                "10%, 50% and 100% of the target data and published, per fraction and cut point, the mean test "
-               "accuracy of mode FR (for FashionMNIST also of F and FT). This notebook sets our `range` profile's results (`make range`) beside those "
-               "tables, for every folder where both exist. Two differences to keep in mind while reading:\n\n"
+               "accuracy of mode FR (for FashionMNIST also of F and FT). This notebook sets our `range` profile's "
+               "results (`make range`) beside those tables, for every folder where both exist. Two differences to keep in mind while reading:\n\n"
                "- **Network and budget.** Ours is the quick network (16 channels, batches of 64, at most 10 epochs, "
                "early stopping after 3 without improvement), and every epoch makes at least 100 optimiser steps. "
                "Upstream's batches of 4,096 give a run on 10% of MNIST 5-9 (2,645 images) a single optimiser step "
