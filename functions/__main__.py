@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,17 @@ NON_NEGATIVE = _ranged(int, 0, name="it")
 FRACTION = _ranged(float, 0.0, 1.0, low_open=True, name="a fraction of the training data")
 
 
+class Distinct(argparse.Action):
+    """A list option whose values must differ: a repeated value (5 5, or 0.01 0.010) would run or
+    write the same thing twice."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        repeated = sorted({str(v) for i, v in enumerate(values) if v in values[:i]})
+        if repeated:
+            raise argparse.ArgumentError(self, f"{', '.join(repeated)} given more than once; give each value once")
+        setattr(namespace, self.dest, values)
+
+
 def MODE(text: str) -> str:
     """A study mode (F, FR, FT) or fine-tuning strategy, as the config reads it."""
     try:
@@ -53,6 +66,8 @@ def _key_values(pairs, read) -> dict:
         if "=" not in pair:
             raise DataError(f"expected key=value, got {pair!r}")
         key, text = pair.split("=", 1)
+        if key.strip() in out:
+            raise DataError(f"{key.strip()!r} is given twice; give each key once")
         out[key.strip()] = read(key.strip(), text)
     return out
 
@@ -82,6 +97,37 @@ def _experiment(args):
                 overrides=_overrides(args.set))
 
 
+RAY_DEFAULTS = {"address": "local", "task_cpus": 1.0, "task_gpus": 0.0, "max_retries": 3}
+
+
+def _executor(args):
+    """The executor ``--executor`` names; Ray's options are refused without it (they would be
+    ignored), so they default to None here and take their real defaults only after this check."""
+    given = [f"--{k.replace('_', '-')}" for k in RAY_DEFAULTS if getattr(args, k) is not None]
+    if given and args.executor != "ray":
+        raise DataError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --executor ray; drop "
+                        f"{'it' if len(given) == 1 else 'them'} or add --executor ray")
+    from .runs.executors import make_executor
+    return make_executor(args.executor, *(RAY_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k)
+                                          for k in RAY_DEFAULTS))
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """Refuse, before any work, a file that cannot be written: a folder in its place, a file where
+    a folder of its path should be, or a folder this user cannot write to."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a folder, not a file; move that folder away")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"{what} {path} cannot be written: {parent} is a file, not a folder; move it away or "
+                        f"write elsewhere (results go under $TRANSFER_OUTPUT_ROOT; --out where a command has it)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"{what} {path} cannot be written: {parent} is not writable; choose another location")
+
+
 def cmd_prepare(args):
     from .data.sources import prepare
     for name in args.datasets:
@@ -93,11 +139,17 @@ def cmd_pretrain(args):
     from .runs.pretrained import load_pretrained, pretrained_path
     if not args.all and not args.folder:
         raise DataError(f"name a folder ({FOLDERS}) or give --all")
+    if args.datasets is not None and not args.all:
+        raise DataError("--datasets chooses among the setups of --all; add --all, or drop --datasets")
+    datasets = args.datasets or ["MNIST", "FashionMNIST"]
     targets = sorted(SETUPS) if args.all else [(args.folder, get_setup(args.folder, args.setup).name)]
+    if args.all:
+        targets = [key for key in targets if SETUPS[key].source_dataset in datasets]
+        if not targets:
+            raise DataError(f"no setup pretrains on {datasets}; choose from "
+                            f"{sorted({s.source_dataset for s in SETUPS.values()})}")
     for folder, name in targets:
         setup = get_setup(folder, name)
-        if args.all and setup.source_dataset not in args.datasets:
-            continue
         cfg, _ = profile(args.profile, setup)
         cfg = cfg.replace(**_overrides(args.set))
         load_pretrained(setup, cfg)
@@ -105,11 +157,16 @@ def cmd_pretrain(args):
 
 
 def cmd_run(args):
-    from .analysis.summary import records_frame, summary_table
+    from .analysis.summary import records_frame, run_records, summary_table
+    from .runs.store import results_path
     from .runs.sweep import run_sweep
-    from .runs.executors import make_executor
     setup, cfg, grid = _experiment(args)
-    executor = make_executor(args.executor, args.address, args.task_cpus, args.task_gpus, args.max_retries)
+    for path in (results_path(setup.folder, "baselines", setup.name, profile=grid.profile),
+                 results_path(setup.folder, "results", setup.name, cfg.mode, grid.profile)):
+        _check_writable(path, "results file")
+        if path.is_file():
+            run_records(path)  # a damaged file is refused now, not after training
+    executor = _executor(args)
     began = time.perf_counter()
     try:
         paths = run_sweep(setup, cfg, grid, baselines=not args.no_baselines, progress=not args.no_progress,
@@ -141,7 +198,17 @@ def cmd_summary(args):
     if not present:
         raise DataError(f"no results files for {setup.folder}/{setup.name} mode {args.mode} ({paths[1]}); "
                         f"run `python -m functions run {setup.folder} --setup {setup.name} --mode {args.mode}` first")
-    print(summary_table(records_frame(*present)).to_string())
+    frame = records_frame(*present)
+    if args.cuts:
+        frame = frame[frame.sampled_cut_point.isin([-1, *args.cuts])]
+    if args.percentages:
+        frame = frame[frame.sampled_percentage.isin(args.percentages)]
+    if frame.empty:
+        raise DataError(f"{', '.join(map(str, present))} hold no runs of cuts {args.cuts or 'any'} and percentages "
+                        f"{args.percentages or 'any'}; drop --cuts / --percentages to see what they hold")
+    print(summary_table(frame).to_string())
+
+
 
 
 def cmd_notebooks(args):
@@ -150,6 +217,10 @@ def cmd_notebooks(args):
     unknown = sorted(set(args.kinds or ()) - set(known))
     if unknown:
         raise DataError(f"unknown notebook kind(s) {unknown}; choose from {known}")
+    folders = sorted({folder for folder, _ in notebooks.all_notebooks()})
+    unknown = sorted(set(args.folders) - set(folders))
+    if unknown:
+        raise DataError(f"no notebooks for folder(s) {unknown}; choose from {folders}")
     for folder, kind in notebooks.all_notebooks():
         if (args.folders and folder not in args.folders) or (args.kinds and kind not in args.kinds):
             continue
@@ -160,9 +231,8 @@ def cmd_notebooks(args):
 
 
 def cmd_sweep(args):
-    from .runs.executors import make_executor
     from .runs.papermill_grid import run_grid
-    executor = make_executor(args.executor, args.address, args.task_cpus, args.task_gpus, args.max_retries)
+    executor = _executor(args)
     try:
         outcomes = run_grid(args.notebook, _grid_values(args.grid), args.out, _grid_values(args.param),
                             progress=not args.no_progress, executor=executor)
@@ -178,6 +248,13 @@ def cmd_sweep(args):
 
 def cmd_sample_efficiency(args):
     from .efficiency.benchmark import format_summary, run_study
+    study = args.extractor == "study"
+    if study and args.input_size is not None:
+        raise DataError("--input-size sizes the images of --extractor mobilenet_v2 / resnet50; the study extractor "
+                        "takes its source dataset's size: drop --input-size")
+    if not study and args.cut is not None:
+        raise DataError(f"--cut cuts the study extractor; --extractor {args.extractor} has no cut: drop --cut")
+    args.input_size = args.input_size or 224
     result = run_study(args.folder, args.setup, args.task, methods=tuple(args.methods), seeds=args.seeds,
                        batch_size=args.batch_size, max_samples=args.max_samples,
                        evaluation_frequency=args.evaluation_frequency, threshold=args.threshold, window=args.window,
@@ -193,12 +270,22 @@ def cmd_recommend(args):
     from .analysis.transferability import recommender_eval, save_records
     from .core.atomic import write_json_atomic
     from .notebooks.study import collected_records
-    records = collected_records()
+    out = REPO_ROOT / "benchmarks" / "results" if args.out is None else args.out
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder (it receives transferability_records.csv and "
+                        f"transferability_recommender.json)")
+    for name in ("transferability_records.csv", "transferability_recommender.json"):
+        _check_writable(out / name, "--out file")
+    try:
+        records = collected_records()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"a transferability_records_*.csv under the output root's <folder>/results/ is not a "
+                        f"readable CSV ({type(err).__name__}: {str(err).strip().splitlines()[-1]}); re-run that "
+                        f"folder's transferability notebook, or delete the file") from None
     table = recommender_eval(records)
     with pd.option_context("display.width", 200):
         print(f"{len(records)} records of {records['setup'].nunique()} setups; leave-one-setup-out:")
         print(table.round(3).to_string(index=False))
-    out = REPO_ROOT / "benchmarks" / "results" if args.out is None else args.out
     print(f"wrote {save_records(records, out / 'transferability_records.csv')}")
     rows = table.round(6).astype(object).where(table.notna(), None)  # JSON has null, not NaN
     summary = {"setups": sorted(records["setup"].unique()), "features": table.attrs["features"],
@@ -214,8 +301,7 @@ def cmd_zoo(args):
         for name in zoo.pretrain(args.models):
             print(f"{name}: ready")
         return
-    from .runs.executors import make_executor
-    executor = make_executor(args.executor, args.address, args.task_cpus, args.task_gpus, args.max_retries)
+    executor = _executor(args)
     try:
         records = zoo.build(args.models, args.seeds, executor=executor)
     finally:
@@ -259,7 +345,6 @@ def cmd_classify(args):
 def cmd_fe_vs_ft(args):
     import pandas as pd
     from .analysis import tradeoff
-    from .runs.executors import make_executor
     from .runs.fe_vs_ft import Settings, run_study
     settings = Settings(backbone=args.backbone, input_size=args.input_size,
                         layers=tuple(args.layers) if args.layers else None,
@@ -267,7 +352,7 @@ def cmd_fe_vs_ft(args):
                         hidden=args.hidden, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                         max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
                         val_per_class=args.val_per_class, crops=args.crops, seed=args.seed)
-    executor = make_executor(args.executor, args.address, args.task_cpus, args.task_gpus, args.max_retries)
+    executor = _executor(args)
     try:
         study = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits, args.pipelines,
                           args.weights, track=not args.no_track, tracking_uri=args.tracking_uri, country=args.country,
@@ -291,43 +376,52 @@ def cmd_fe_vs_ft(args):
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m functions", description=__doc__)
-    sub = root.add_subparsers(dest="command", required=True)
+    # no abbreviated options: `summary --set` would otherwise be read as --setup
+    sub = root.add_subparsers(dest="command", required=True,
+                              parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False))
 
     p = sub.add_parser("prepare-data", help="fetch and verify datasets under the data root")
-    p.add_argument("datasets", nargs="+", choices=sorted(SPECS))
+    p.add_argument("datasets", nargs="+", action=Distinct, choices=sorted(SPECS))
     p.set_defaults(func=cmd_prepare)
 
-    def experiment_args(p, with_grid=True):
+    def experiment_args(p, with_grid=True, trains=True):
+        """``trains``: the options that decide what is trained (``--set``, ``--repeats``); a command
+        that only reads results has none of them, rather than options it would ignore."""
         p.add_argument("folder", nargs="?", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}")
         p.add_argument("--setup", help="class setup of the folder (regular, random, reverse, cross)")
         p.add_argument("--profile", default="quick", choices=PROFILES,
                        help="quick (CPU, minutes), range (the quick network from 0.1%% to 100%% of the target "
                             "data; CPU, under an hour per folder and mode) or paper (the upstream grid)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override one parameter (typed and range-checked against the config)")
+        if trains:
+            p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                           help="override one parameter (typed and range-checked against the config)")
         if with_grid:
             p.add_argument("--mode", default="FR", type=MODE, metavar="MODE",
                            help=f"one of {mode_names()}, or lora_r<rank> (e.g. lora_r2)")
-            p.add_argument("--percentages", type=FRACTION, nargs="+", help="fractions in (0, 1]")
-            p.add_argument("--repeats", type=POSITIVE, help="runs per percentage and cut point (at least 1)")
-            p.add_argument("--cuts", type=NON_NEGATIVE, nargs="+", help="cut points 0..depth")
+            p.add_argument("--percentages", type=FRACTION, nargs="+", action=Distinct, help="fractions in (0, 1]")
+            if trains:
+                p.add_argument("--repeats", type=POSITIVE, help="runs per percentage and cut point (at least 1)")
+            p.add_argument("--cuts", type=NON_NEGATIVE, nargs="+", action=Distinct, help="cut points 0..depth")
 
     def executor_args(p):
         p.add_argument("--executor", default="in-process", choices=["in-process", "ray"],
                        help="where cells train: this process, or tasks on a Ray cluster")
-        p.add_argument("--address", default="local",
-                       help="with --executor ray: 'local' (a Ray instance on this machine, dashboard off), 'auto' "
-                            "(the cluster this machine joined), or host:port / ray://host:port")
-        p.add_argument("--task-cpus", type=_ranged(float, 0.0, 1024.0, low_open=True, name="CPUs per task"), default=1.0)
-        p.add_argument("--task-gpus", type=_ranged(float, 0.0, 64.0, name="GPUs per task"), default=0.0,
-                       help="GPUs per task (0.25: four tasks share one GPU)")
-        p.add_argument("--max-retries", type=_ranged(int, 0, 100, name="retries"), default=3,
-                       help="times a task is run again when its worker dies")
+        # defaults None: _executor refuses them without --executor ray, then fills RAY_DEFAULTS
+        p.add_argument("--address",
+                       help="with --executor ray: 'local' (a Ray instance on this machine, dashboard off; the "
+                            "default), 'auto' (the cluster this machine joined), or host:port / ray://host:port")
+        p.add_argument("--task-cpus", type=_ranged(float, 0.0, 1024.0, low_open=True, name="CPUs per task"),
+                       help="with --executor ray: CPUs per task (default 1)")
+        p.add_argument("--task-gpus", type=_ranged(float, 0.0, 64.0, name="GPUs per task"),
+                       help="with --executor ray: GPUs per task (default 0; 0.25: four tasks share one GPU)")
+        p.add_argument("--max-retries", type=_ranged(int, 0, 100, name="retries"),
+                       help="with --executor ray: times a task is run again when its worker dies (default 3)")
 
     p = sub.add_parser("pretrain", help="train (or reuse) a folder's source model")
     experiment_args(p, with_grid=False)
     p.add_argument("--all", action="store_true", help="every setup whose source data is available")
-    p.add_argument("--datasets", nargs="+", default=["MNIST", "FashionMNIST"], help="with --all: source datasets")
+    p.add_argument("--datasets", nargs="+", action=Distinct, choices=sorted(SPECS),
+                   help="with --all: source datasets (default: MNIST FashionMNIST)")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("run", help="baselines + cut-point sweep of one mode, then a summary table")
@@ -339,8 +433,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("notebooks", help="write the study notebooks from their templates")
-    p.add_argument("folders", nargs="*", help="only these folders ('.': the top-level notebooks over all folders)")
-    p.add_argument("--kinds", nargs="+", metavar="KIND", help="only these kinds of notebook (e.g. strategies)")
+    p.add_argument("folders", nargs="*", action=Distinct, help="only these folders ('.': the top-level notebooks over all folders)")
+    p.add_argument("--kinds", nargs="+", action=Distinct, metavar="KIND", help="only these kinds of notebook (e.g. strategies)")
     p.add_argument("--execute", action="store_true", help="also run them (papermill) and keep the outputs")
     p.set_defaults(func=cmd_notebooks)
 
@@ -360,8 +454,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--setup")
     p.add_argument("--task", default="all", choices=["all", "binary"], help="all target classes or the first two")
     p.add_argument("--dataset", choices=sorted(SPECS), help="with --classes: any dataset")
-    p.add_argument("--classes", type=NON_NEGATIVE, nargs="+", help="any class list instead of the folder's target classes")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--classes", type=NON_NEGATIVE, nargs="+", action=Distinct, help="any class list instead of the folder's target classes")
+    p.add_argument("--methods", nargs="+", action=Distinct, default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", type=POSITIVE, default=10)
     p.add_argument("--batch-size", type=POSITIVE, default=1)
     p.add_argument("--max-samples", type=POSITIVE, default=1000)
@@ -371,7 +465,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--extractor", default="study", choices=["study", *TORCHVISION_ARCHS])
     p.add_argument("--weights", help="state-dict file for --extractor mobilenet_v2 / resnet50")
     p.add_argument("--cut", type=NON_NEGATIVE, help="study extractor: pool after the first k blocks (default: all)")
-    p.add_argument("--input-size", type=_ranged(int, 8, 1024, name="the input size in pixels"), default=224)
+    p.add_argument("--input-size", type=_ranged(int, 8, 1024, name="the input size in pixels"),
+                   help="--extractor mobilenet_v2 / resnet50: side of the square input (default 224)")
     p.add_argument("--pool", type=POSITIVE, help="draw the stream from this many training images")
     p.add_argument("--profile", default="quick", choices=PROFILES, help="profile of the folder's source model")
     p.add_argument("--update-url", help="measure an outside method: http://host:port serving /model/update_weights")
@@ -387,7 +482,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("zoo", help="the model zoo: pretrain its study CNNs, or measure the model x task matrix "
                                    "over the task bank and evaluate the recommenders")
     p.add_argument("action", choices=["pretrain", "build"])
-    p.add_argument("--models", nargs="+", metavar="NAME", help="only these zoo models (default: all)")
+    p.add_argument("--models", nargs="+", action=Distinct, metavar="NAME", help="only these zoo models (default: all)")
     p.add_argument("--seeds", type=_ranged(int, 1, 100, name="seeds"), default=3,
                    help="training draws per task whose linear-probe accuracies are averaged")
     executor_args(p)
@@ -402,7 +497,7 @@ def parser() -> argparse.ArgumentParser:
 
     from .models.imagenet import BACKBONES
     p = sub.add_parser("classify", help="top ImageNet labels of images: check that a pretrained backbone loaded")
-    p.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
+    p.add_argument("images", nargs="+", action=Distinct, type=Path, help="image files (JPEG, PNG, ...)")
     p.add_argument("--model", default="efficientnet_lite0", choices=sorted(BACKBONES))
     p.add_argument("--weights", type=Path, help="state-dict file instead of the installed weights package")
     p.add_argument("--top", type=_ranged(int, 1, 1000, name="the number of labels"), default=5)
@@ -421,13 +516,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONE_NAMES,
                    help="an ImageNet network, or 'study': the folder's own source CNN")
     p.add_argument("--weights", type=Path, help="state-dict file (required for resnet50 / mobilenet_v2)")
-    p.add_argument("--samples-per-class", type=POSITIVE, nargs="+", default=[1, 5, 10])
+    p.add_argument("--samples-per-class", type=POSITIVE, nargs="+", action=Distinct, default=[1, 5, 10])
     p.add_argument("--splits", type=_ranged(int, 1, 100, name="the number of splits"), default=5,
                    help="seeded class-balanced training splits per size")
-    p.add_argument("--pipelines", nargs="+", default=["FE", "FT"], choices=["FE", "FT"])
+    p.add_argument("--pipelines", nargs="+", action=Distinct, default=["FE", "FT"], choices=["FE", "FT"])
     p.add_argument("--input-size", type=_ranged(int, 8, 1024, name="the input size in pixels"), default=96,
                    help="pixels the images are resized to (the backbone's native size: 224 for Lite0)")
-    p.add_argument("--layers", nargs="+", help="FE: stages pooled and concatenated (default: the last; "
+    p.add_argument("--layers", nargs="+", action=Distinct, help="FE: stages pooled and concatenated (default: the last; "
                                                "Lite0 has stem, block1..block7, head)")
     p.add_argument("--classifier", default="linear_svc", choices=HEADS)
     p.add_argument("--C", type=positive_float, default=1.0, help="FE: inverse regularisation of the classifier")
@@ -453,8 +548,8 @@ def parser() -> argparse.ArgumentParser:
     executor_args(p)
     p.set_defaults(func=cmd_fe_vs_ft)
 
-    p = sub.add_parser("summary", help="summary table of a folder's results files")
-    experiment_args(p)
+    p = sub.add_parser("summary", help="summary table of a folder's results files (--cuts, --percentages: only those)")
+    experiment_args(p, trains=False)
     p.set_defaults(func=cmd_summary)
     return root
 

@@ -206,7 +206,25 @@ class Config:
                             f"(bf16 needs a CUDA device)")
         if self.generate_dataset_seed < 0:
             raise DataError(f"generate_dataset_seed={self.generate_dataset_seed} must be a non-negative integer")
+        self._check_depth()
         self._check_strategy()
+
+    def _check_depth(self) -> None:
+        """Every pooling needs an image at least 2 pixels wide: checked here, because torch finds out
+        only after the data are loaded, deep inside a forward pass."""
+        if not self.use_pooling:
+            return
+        _, height, width = spec(self.source_dataset).image_shape
+        side = min(height, width)
+        for layer in range(self.depth):
+            side += 2 * (self.kernel_size // 2) - self.kernel_size + 1  # padding kernel_size // 2
+            if (layer + 1) % self.pooling_every_n_layers == 0:
+                if side < 2:
+                    raise DataError(f"depth={self.depth} is too deep for {height} x {width} {self.source_dataset} "
+                                    f"images pooled after every {self.pooling_every_n_layers} layers: the image is "
+                                    f"{side} pixel wide at the pooling of layer {layer + 1}; give depth <= {layer}, "
+                                    f"or raise pooling_every_n_layers, or set use_pooling=false")
+                side = (side - 2) // self.pooling_stride + 1
 
     def _check_strategy(self) -> None:
         if self.strategy != CUT and self.strategy not in STRATEGIES:
