@@ -6,13 +6,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.errors import DataError
 from ..runs.store import load_results
+
+# what the summary and a resumed sweep read from every run record (see the results-file contract)
+RUN_KEYS = ("sampled_percentage", "sampled_cut_point", "repeat", "test_acc")
+
+
+def run_records(path: Path) -> list[dict]:
+    """The run records of one results file, refused with the record and the key when one lacks a
+    key that the summary or a resumed sweep reads (else a bare KeyError surfaces far from the file)."""
+    records = load_results(path)[1]
+    for number, record in enumerate(records, start=1):
+        missing = [k for k in RUN_KEYS if k not in record] if isinstance(record, dict) else list(RUN_KEYS)
+        if missing:
+            raise DataError(f"{path}: run record {number} (element {number} of the JSON list) lacks {missing}; "
+                            f"every run record needs {list(RUN_KEYS)}: restore the file, or delete it to re-run")
+    return records
 
 
 def records_frame(*paths: Path) -> pd.DataFrame:
     """All run records of the given results files in one table (baseline rows have cut -1)."""
-    rows = [rec for path in paths for rec in load_results(path)[1]]
-    return pd.DataFrame(rows)
+    return pd.DataFrame([rec for path in paths for rec in run_records(path)])
 
 
 def summary_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
