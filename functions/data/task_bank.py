@@ -64,6 +64,9 @@ def parse_task(text: str) -> TaskSpec:
     try:
         if "-" in classes_text and "," not in classes_text:
             low, high = (int(v) for v in classes_text.split("-"))
+            if high < low:
+                raise DataError(f"task {text!r}: the class range {low}-{high} is empty because it descends; write "
+                                f"the lower class first ({dataset}:{high}-{low}:{n_text}) or list the classes (4,3,2)")
             classes = tuple(range(low, high + 1))
         else:
             classes = tuple(int(v) for v in classes_text.split(","))
