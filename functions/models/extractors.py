@@ -16,6 +16,7 @@ from torch import nn
 
 from ..core.errors import DataError
 from ..data.catalog import spec
+from .files import read_torch_file
 from .study_cnn import StudyCNN
 
 EXTRACT_CHUNK = 256
@@ -116,11 +117,12 @@ def torchvision_model(arch: str, weights_path) -> nn.Module:
         raise DataError(f"{arch} needs a weights file (a state_dict saved with torch.save, e.g. torchvision's "
                         f"ImageNet file); {weights_path} does not exist")
     model = getattr(torchvision.models, arch)(weights=None)
+    state = read_torch_file(weights_path, f"a state-dict file of {arch}")
     try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    except Exception as err:  # a truncated or foreign file fails in the unpickler or the loader in many ways
-        raise DataError(f"{weights_path} does not hold {arch} weights ({type(err).__name__}: {str(err)[:300]})") from err
+    except Exception as err:  # other tensors: missing or unexpected keys, other shapes
+        raise DataError(f"{weights_path} is not a state-dict file of {arch}: its tensors do not fit "
+                        f"({type(err).__name__}: {str(err)[:300]})") from err
     return model
 
 

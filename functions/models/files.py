@@ -23,16 +23,29 @@ def save_model(path, model: StudyCNN, info: dict) -> Path:
     return Path(path)
 
 
+def read_torch_file(path, what: str):
+    """The tensors saved in ``path`` (``torch.load`` with ``weights_only``); any other file is refused
+    as not being ``what``, without torch's advice to retry with ``weights_only=False``, which would
+    run whatever code a foreign pickle holds."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; give the path of {what}") from None
+    except Exception as err:  # a truncated or foreign file fails inside the unpickler in many ways
+        raise DataError(f"{path} is not {what} (torch cannot read it as saved tensors: {type(err).__name__}); "
+                        f"give a file saved with torch.save") from None
+
+
 def load_model(path) -> tuple[StudyCNN, dict]:
     """The network saved in ``path`` and everything saved beside its weights."""
     path = Path(path)
+    what = "a source model file written by `python -m functions pretrain`"
+    saved = read_torch_file(path, what)
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
         params = saved["config"]
         cfg = Config().replace(**{k: params[k] for k in ARCHITECTURE_KEYS if k in params})
         model = StudyCNN(cfg, tuple(saved["in_shape"]), len(params["pre_train_classes"]))
         model.load_state_dict(saved["state_dict"])
-    except (OSError, KeyError, TypeError, RuntimeError, EOFError) as err:
-        raise DataError(f"{path} is not a source model file written by `python -m functions pretrain` "
-                        f"({type(err).__name__}: {err})") from err
+    except (KeyError, IndexError, TypeError, RuntimeError) as err:
+        raise DataError(f"{path} is not {what} ({type(err).__name__}: {err})") from err
     return model.to(memory_format=torch.channels_last), {k: v for k, v in saved.items() if k != "state_dict"}

