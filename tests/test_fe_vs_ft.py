@@ -262,7 +262,7 @@ def test_torchvision_backbones_load_from_a_weights_file(tmp_path):
     with pytest.raises(DataError, match="needs a weights file"):
         load("resnet50", tmp_path / "missing.pth")
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(DataError, match="does not hold mobilenet_v2 weights"):
+    with pytest.raises(DataError, match="is not a state-dict file of mobilenet_v2"):
         load("mobilenet_v2", path)
 
 

@@ -75,7 +75,7 @@ def test_files_of_another_shape_or_truncated_are_refused(tmp_path):
         imagenet.load_backbone("efficientnet_lite0", other)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(imagenet.weights_file("efficientnet_lite0").read_bytes()[:10_000])
-    with pytest.raises(DataError, match="is not a readable PyTorch state dict"):
+    with pytest.raises(DataError, match="is not a state-dict file of efficientnet_lite0"):
         imagenet.load_backbone("efficientnet_lite0", truncated)
     with pytest.raises(DataError, match="does not exist"):
         imagenet.load_backbone("efficientnet_lite0", tmp_path / "missing.pth")
