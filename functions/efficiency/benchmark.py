@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,10 @@ def target_task(folder: str = "MNIST", setup: str | None = None, task: str = "al
     of any ``dataset``."""
     the_setup = get_setup(folder, setup)
     cfg, _ = profile("quick", the_setup)
+    if dataset is not None and classes is None:
+        raise DataError(f"dataset {dataset!r} is given without classes (--classes, TRANSFER_SERVICE_CLASSES): "
+                        f"it would be ignored for {folder}'s target classes of {the_setup.target_dataset}; "
+                        f"give the classes too, or drop the dataset")
     if classes is not None:
         return TargetTask(dataset or the_setup.target_dataset, tuple(int(c) for c in classes), cfg.val_split,
                           cfg.generate_dataset_seed, pool)
@@ -361,6 +366,23 @@ class StudyResult:
     records: list
 
 
+def check_update_url(url: str, timeout: float = 5.0) -> str:
+    """Refuse, before any method trains, an outside method's address that is not a URL or at
+    which nothing answers (any HTTP answer will do: the service's root needs no route here)."""
+    import httpx  # only outside methods need a client
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DataError(f"update_url {url!r} (--update-url) is not an http(s) URL; give the address of the service "
+                        f"that serves /model/update_weights, e.g. http://127.0.0.1:8000")
+    try:
+        httpx.get(url, timeout=timeout)
+    except (httpx.HTTPError, ValueError) as err:
+        raise DataError(f"nothing answers at update_url {url} (--update-url: {type(err).__name__}); start the "
+                        f"service that serves /model/update_weights there, or fix the address") from None
+    return url
+
+
 def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all", *, methods=tuple(heads.METHODS),
               seeds: int = 10, batch_size: int = 1, max_samples: int = 1000, evaluation_frequency: int = 1,
               threshold: float = 0.8, window: int = 10, extractor: str = "study", cut: int | None = None,
@@ -379,8 +401,10 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
         raise DataError(f"unknown method(s) {unknown}; choose from {sorted(heads.METHODS)}")
     if seeds < 1:
         raise DataError(f"seeds={seeds} must be at least 1")
-    the_extractor = build_extractor(extractor, weights, folder, setup, profile_name, cut, input_size, log=log)
+    if update_url:
+        check_update_url(update_url)
     target = target_task(folder, setup, task, dataset, classes, pool)
+    the_extractor = build_extractor(extractor, weights, folder, setup, profile_name, cut, input_size, log=log)
     features = task_features(the_extractor, target, log=log)
     protocol = Protocol(batch_size, max_samples, evaluation_frequency, threshold, window).check(len(features.train_y))
     params = {"folder": folder, "setup": get_setup(folder, setup).name, "task": task if classes is None else "classes",

@@ -90,7 +90,11 @@ class Settings:
         return backbone.check_layers(self.layers if self.layers else backbone.layer_names[-1:])
 
     def frozen_depth(self, backbone: Backbone) -> int:
-        return max(len(backbone.layer_names) - 2, 0) if self.frozen is None else self.frozen
+        stages = len(backbone.layer_names)
+        if self.frozen is not None and self.frozen > stages:
+            raise DataError(f"frozen={self.frozen} (--frozen) asks for more stages than {backbone.name} has: "
+                            f"{stages} ({', '.join(backbone.layer_names)}); give 0..{stages}")
+        return max(stages - 2, 0) if self.frozen is None else self.frozen
 
 
 def run_key(record: dict) -> tuple:
@@ -107,7 +111,10 @@ def results_file_path(folder: str, setup: str, backbone: str, target: str = "fol
 def target_of(task: TaskData, val_per_class: int, seed: int) -> TaskData:
     """The task as images in [0, 1]: the training pool, the fixed validation set, the test split."""
     names = [str(c) for c in task.classes]
-    val_index = validation_index(task.val.y, task.num_classes, val_per_class, seed, names)
+    try:
+        val_index = validation_index(task.val.y, task.num_classes, val_per_class, seed, names)
+    except DataError as err:
+        raise DataError(f"val_per_class={val_per_class} (--val-per-class): {err}") from None
     val = Split(pixels(task.val, task.dataset)[val_index], task.val.y[val_index])
     return TaskData(task.dataset, list(task.classes), Split(pixels(task.train, task.dataset), task.train.y), val,
                   Split(pixels(task.test, task.dataset), task.test.y))
@@ -116,6 +123,9 @@ def target_of(task: TaskData, val_per_class: int, seed: int) -> TaskData:
 def backbone_for(setup: Setup, settings: Settings, weights=None, log=print) -> Backbone:
     """The ImageNet backbone named in ``settings``, or the folder's own source CNN ("study")."""
     if settings.backbone == STUDY:
+        if weights is not None:
+            raise DataError(f"a weights file is for the ImageNet backbones; backbone {STUDY!r} is {setup.folder}'s "
+                            f"own source model: drop the weights file (--weights)")
         cfg, _ = profile("quick", setup)
         stats = spec(cfg.source_dataset)
         return study_backbone(load_pretrained(setup, cfg, log), stats.mean, stats.std)
@@ -134,11 +144,12 @@ class Experiment:
         self.settings, self.meter, self.tracker, self.log = settings, meter, tracker, log
         self.country = meter.country_iso_code if meter is not None else "FRA"
         self.backbone = backbone_for(self.setup, settings, weights, log)
+        self.layers = settings.layers_of(self.backbone)  # names and depth checked before any data is read
+        settings.frozen_depth(self.backbone)
         cfg, _ = profile("quick", self.setup)
         task = cfg.target_task() if target == "folder" else \
             load_task("digits", list(range(10)), cfg.val_split, cfg.generate_dataset_seed)
         self.target = target_of(task, settings.val_per_class, settings.seed)
-        self.layers = settings.layers_of(self.backbone)
         self.params = settings.params(self.backbone, self.target.dataset, self.target.classes)
         self.results = ResultsFile(results_file_path(self.setup.folder, self.setup.name, settings.backbone, target),
                                    self.params, key=run_key)
@@ -427,9 +438,10 @@ def run_study(folder: str, setup: str | None = None, settings: Settings = Settin
     unknown = sorted(set(pipelines) - set(PIPELINES))
     if unknown:
         raise DataError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
-    tracker = Tracker(tracking_uri) if track else None
     with CostMeter(country) as meter:
-        experiment = Experiment(folder, setup, settings, weights, meter, tracker, log, target)
+        experiment = Experiment(folder, setup, settings, weights, meter, None, log, target)
+        # the MLflow store is opened (and created) once the settings have passed the experiment's checks
+        experiment.tracker = tracker = Tracker(tracking_uri) if track else None
         before = len(experiment.results.records)
         path = run_grid(experiment, samples_per_class, splits, pipelines, progress, executor=executor)
         selection = model_selection(experiment, max(samples_per_class)) if select else None
