@@ -9,6 +9,7 @@ Configuration comes from ``TRANSFER_SERVICE_*`` environment variables (see ``Set
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from itertools import chain
@@ -24,7 +25,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..config import PROFILES, get_setup
 from ..core.errors import DataError
+from ..data.catalog import SPECS
 from ..models.extractors import Extractor
 from . import benchmark as se
 from . import heads
@@ -64,6 +67,17 @@ LearntWeights = Annotated[tuple[list[list[float]], list[float]], WithJsonSchema(
 
 # ----------------------------------------------------------------------------- configuration
 
+# Each setting's range, declared once: read from the environment and checked at start-up.
+INTEGER_BOUNDS = {"cut": (0, None), "input_size": (8, 1024), "pool": (1, None), "seed": (0, None),
+                  "max_body_bytes": (1, None), "max_evaluations": (1, None)}
+CHOICES = {"task": ("all", "binary"), "extractor": se.EXTRACTORS, "profile": PROFILES,
+           "method": tuple(sorted(heads.METHODS)), "dataset": (None, *sorted(SPECS))}
+
+
+def variable(name: str) -> str:
+    return f"TRANSFER_SERVICE_{name.upper()}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the service serves; each field can be set by ``TRANSFER_SERVICE_<FIELD>``."""
@@ -84,26 +98,43 @@ class Settings:
     max_body_bytes: int = 64 * 2 ** 20
     max_evaluations: int = 20000  # max_samples / evaluation_frequency allowed in one run_benchmark
 
+    def __post_init__(self):
+        """Every setting checked when the service starts, each refusal naming its variable."""
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise DataError(f"{variable(name)}={getattr(self, name)!r} is unknown; choose one of "
+                                f"{[c for c in choices if c is not None]}")
+        for name, (low, high) in INTEGER_BOUNDS.items():
+            value = getattr(self, name)
+            if value is not None and (value < low or (high is not None and value > high)):
+                raise DataError(f"{variable(name)}={value} is out of range; give an integer "
+                                + (f"from {low} to {high}" if high is not None else f"of at least {low}"))
+        if self.classes is not None and len(set(self.classes)) < 2:
+            raise DataError(f"{variable('classes')}={','.join(map(str, self.classes))} needs at least two different "
+                            f"classes, e.g. 0,1")
+        try:
+            get_setup(self.folder, self.setup)
+        except DataError as err:
+            raise DataError(f"{variable('folder')} / {variable('setup')}: {err}") from None
+
     @classmethod
     def from_env(cls, environ=os.environ) -> "Settings":
         values = {}
         for f in fields(cls):
-            text = environ.get(f"TRANSFER_SERVICE_{f.name.upper()}")
+            text = environ.get(variable(f.name))
             if text is None or text == "":
                 continue
             try:
                 if f.name == "classes":
                     values[f.name] = tuple(int(c) for c in text.split(","))
-                elif f.name in ("cut", "input_size", "pool", "seed", "max_body_bytes", "max_evaluations"):
+                elif f.name in INTEGER_BOUNDS:
                     values[f.name] = int(text)
                 else:
                     values[f.name] = text
-            except ValueError as err:
-                raise DataError(f"TRANSFER_SERVICE_{f.name.upper()}={text!r} is not valid ({err})") from err
-        settings = cls(**values)
-        if settings.method not in heads.METHODS:
-            raise DataError(f"TRANSFER_SERVICE_METHOD={settings.method!r}; choose one of {sorted(heads.METHODS)}")
-        return settings
+            except ValueError:
+                wanted = "comma-separated integers, e.g. 0,1" if f.name == "classes" else "an integer"
+                raise DataError(f"{variable(f.name)}={text!r} is not {wanted}") from None
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -118,9 +149,12 @@ class ServiceState:
 
 def load_state(settings: Settings, log=print) -> ServiceState:
     """The extractor and the target features (extracted once, then read from the cache)."""
-    extractor = se.build_extractor(settings.extractor, settings.model, settings.folder, settings.setup,
-                                   settings.profile, settings.cut, settings.input_size, train_if_missing=False,
-                                   log=log)
+    try:
+        extractor = se.build_extractor(settings.extractor, settings.model, settings.folder, settings.setup,
+                                       settings.profile, settings.cut, settings.input_size, train_if_missing=False,
+                                       log=log)
+    except DataError as err:
+        raise DataError(f"{variable('model')} / {variable('cut')}: {err}") from None
     task = se.target_task(settings.folder, settings.setup, settings.task, settings.dataset, settings.classes,
                           settings.pool)
     return ServiceState(settings, extractor, se.task_features(extractor, task, log=log), task)
@@ -498,4 +532,16 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     return app
 
 
-app = create_app()
+def __getattr__(name: str):
+    """``app`` (``uvicorn functions.efficiency.service:app``), built when uvicorn first asks for it:
+    the settings are checked and the extractor and features loaded before the server starts, so a
+    bad setting stops it with one line instead of a start-up traceback."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        built = create_app(state=load_state(Settings.from_env()))
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    globals()["app"] = built
+    return built
