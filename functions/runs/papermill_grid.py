@@ -32,6 +32,20 @@ def grid_points(grid: dict) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
+def check_parameters(notebook: Path, grid: dict, fixed: dict | None) -> None:
+    """Refuse names that the notebook's ``parameters`` cell does not define (papermill would only
+    warn, and run every point with the defaults), and a name given both fixed and on the grid."""
+    import papermill
+
+    both = sorted(set(grid) & set(fixed or {}))
+    if both:
+        raise DataError(f"{both} given both as --grid and as --param; give each parameter once")
+    known = list(papermill.inspect_notebook(str(notebook)))
+    unknown = sorted((set(grid) | set(fixed or {})) - set(known))
+    if unknown:
+        raise DataError(f"{notebook.name} has no parameter(s) {unknown}; its parameters cell defines {known}")
+
+
 def point_name(parameters: dict) -> str:
     """A folder name that says which parameters made its contents."""
     text = ",".join(f"{k}={v}" for k, v in parameters.items())
@@ -76,8 +90,9 @@ def run_grid(notebook: Path, grid: dict, out: Path, fixed: dict | None = None, t
     notebook = Path(notebook).resolve()
     if not notebook.is_file():
         raise DataError(f"no notebook {notebook}; give the path of a study notebook, e.g. MNIST/empirical.ipynb")
-    executor = executor or InProcess()
     points = grid_points(grid)
+    check_parameters(notebook, grid, fixed)
+    executor = executor or InProcess()
     outcomes = {}
     with tqdm(total=len(points), desc=f"sweep {notebook.name}", disable=not progress, unit="notebook") as bar:
         for index, point in enumerate(points):
