@@ -56,6 +56,7 @@ def evaluation(records: pd.DataFrame | None = None) -> pd.DataFrame:
 def recommend_model(task: str, recommender: str = "gradient boosting", log=print) -> pd.DataFrame:
     """The zoo ranked for ``task`` (``<dataset>:<classes>:<n>``) by ``recommender`` trained on every
     other task of the bank; the measured accuracy is shown when the bank holds the task."""
+    recommenders.check_recommender(recommender)
     spec = check_task(parse_task(task)) if isinstance(task, str) else check_task(task)
     records = files.load_records()
     known = records[records["task"] == spec.name]

@@ -66,6 +66,14 @@ def _boosting(train: pd.DataFrame, x: pd.DataFrame, test: pd.DataFrame, y: pd.Se
 
 
 LEARNED = {"linear regression": _linear, "gradient boosting": _boosting}
+RECOMMENDERS = (*LEARNED, *SCORES, *BASELINE_SCORES)
+
+
+def check_recommender(name: str) -> str:
+    """Refuse an unknown recommender by name, before any feature of a new task is computed."""
+    if name not in RECOMMENDERS:
+        raise DataError(f"unknown recommender {name!r}; choose one of {list(RECOMMENDERS)}")
+    return name
 
 
 def predictions(records: pd.DataFrame, protocol: str = "leave one dataset out") -> pd.DataFrame:
@@ -96,7 +104,7 @@ def evaluate(records: pd.DataFrame) -> pd.DataFrame:
     for protocol in PROTOCOLS:
         predicted = predictions(records, protocol)
         rows = {}
-        for name in (*LEARNED, *SCORES, *BASELINE_SCORES):
+        for name in RECOMMENDERS:
             per_task = _scored(predicted, name)
             rows[name] = {"weighted_tau": per_task["weighted_tau"].mean(), "top1_hit": per_task["top1_hit"].mean(),
                           "regret": per_task["regret"].mean()}
@@ -127,8 +135,7 @@ def per_task(records: pd.DataFrame, recommender: str = "gradient boosting",
 def recommend(records: pd.DataFrame, task_records: pd.DataFrame, recommender: str = "gradient boosting") -> pd.DataFrame:
     """The zoo ranked for one task: ``task_records`` (one per model, with scores; ``accuracy``
     when measured) scored by ``recommender`` trained on ``records`` of every other task."""
-    if recommender not in (*LEARNED, *SCORES, *BASELINE_SCORES):
-        raise DataError(f"unknown recommender {recommender!r}; choose one of {[*LEARNED, *SCORES, *BASELINE_SCORES]}")
+    check_recommender(recommender)
     task = task_records["task"].iloc[0]
     train = records[records["task"] != task]
     combined = pd.concat([train, task_records], ignore_index=True)
