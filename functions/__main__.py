@@ -139,6 +139,8 @@ def cmd_pretrain(args):
     from .runs.pretrained import load_pretrained, pretrained_path
     if not args.all and not args.folder:
         raise DataError(f"name a folder ({FOLDERS}) or give --all")
+    if args.all and (args.folder or args.setup):
+        raise DataError("--all pretrains every setup: drop the folder and --setup, or drop --all")
     if args.datasets is not None and not args.all:
         raise DataError("--datasets chooses among the setups of --all; add --all, or drop --datasets")
     datasets = args.datasets or ["MNIST", "FashionMNIST"]
