@@ -298,14 +298,19 @@ def cmd_recommend(args):
 
 def cmd_zoo(args):
     import pandas as pd
+    from .analysis.model_zoo.matrix import SEEDS
     from .notebooks import zoo
     if args.action == "pretrain":
+        ignored = [f"--{o.replace('_', '-')}" for o in ("seeds", *RAY_DEFAULTS) if getattr(args, o) is not None]
+        ignored += ["--executor"] if args.executor != "in-process" else []
+        if ignored:
+            raise DataError(f"{', '.join(ignored)}: options of zoo build, which zoo pretrain would ignore; drop them")
         for name in zoo.pretrain(args.models):
             print(f"{name}: ready")
         return
     executor = _executor(args)
     try:
-        records = zoo.build(args.models, args.seeds, executor=executor)
+        records = zoo.build(args.models, args.seeds or SEEDS, executor=executor)
     finally:
         executor.close()
     with pd.option_context("display.width", 200):
@@ -485,8 +490,8 @@ def parser() -> argparse.ArgumentParser:
                                    "over the task bank and evaluate the recommenders")
     p.add_argument("action", choices=["pretrain", "build"])
     p.add_argument("--models", nargs="+", action=Distinct, metavar="NAME", help="only these zoo models (default: all)")
-    p.add_argument("--seeds", type=_ranged(int, 1, 100, name="seeds"), default=3,
-                   help="training draws per task whose linear-probe accuracies are averaged")
+    p.add_argument("--seeds", type=_ranged(int, 1, 100, name="seeds"),
+                   help="build: training draws per task whose linear-probe accuracies are averaged (default 3)")
     executor_args(p)
     p.set_defaults(func=cmd_zoo)
 

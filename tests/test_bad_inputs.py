@@ -245,3 +245,12 @@ def test_prepare_data_without_a_copy_says_so_in_one_line(tmp_path, monkeypatch):
                                         r"CIFAR10 has no packaged copy"):
         prepare("CIFAR10", tmp_path, log=logged.append)
     assert logged == []
+
+
+def test_options_of_a_pipeline_or_action_that_does_not_run_are_refused(capsys, output_root):
+    refused(["fe-vs-ft", "MNIST", "--pipelines", "FT", "--layers", "head"], capsys, output_root,
+            r"layers \(--layers\) is a setting of the FE pipeline, which is not run")
+    refused(["fe-vs-ft", "MNIST", "--pipelines", "FE", "--frozen", "2"], capsys, output_root,
+            r"frozen \(--frozen\) is a setting of the FT pipeline")
+    refused(["zoo", "pretrain", "--seeds", "2", "--executor", "ray"], capsys, output_root,
+            r"--seeds, --executor: options of zoo build, which zoo pretrain would ignore; drop them")

@@ -438,6 +438,10 @@ def run_study(folder: str, setup: str | None = None, settings: Settings = Settin
     unknown = sorted(set(pipelines) - set(PIPELINES))
     if unknown:
         raise DataError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
+    for key, pipeline in (("layers", "FE"), ("frozen", "FT")):
+        if getattr(settings, key) is not None and pipeline not in pipelines:
+            raise DataError(f"{key} (--{key}) is a setting of the {pipeline} pipeline, which is not run: add "
+                            f"{pipeline} to the pipelines, or drop {key}")
     with CostMeter(country) as meter:
         experiment = Experiment(folder, setup, settings, weights, meter, None, log, target)
         # the MLflow store is opened (and created) once the settings have passed the experiment's checks
