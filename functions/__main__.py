@@ -211,6 +211,14 @@ def cmd_summary(args):
     print(summary_table(frame).to_string())
 
 
+def cmd_salvage(args):
+    from .runs.store import salvage
+    kept, unread, copy = salvage(args.path)
+    if copy is None:
+        print(f"{args.path} reads whole ({kept} runs): nothing to salvage")
+    else:
+        print(f"kept the parameters and {kept} runs of {args.path}; {unread} bytes could not be read; "
+              f"the damaged original is {copy}")
 
 
 def cmd_notebooks(args):
@@ -558,6 +566,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="summary table of a folder's results files (--cuts, --percentages: only those)")
     experiment_args(p, trains=False)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("salvage", help="keep the readable runs of a damaged results file (the original is kept "
+                                       "beside it as <name>.damaged)")
+    p.add_argument("path", type=Path, help="the results file")
+    p.set_defaults(func=cmd_salvage)
     return root
 
 

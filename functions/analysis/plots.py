@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from ..core.atomic import write_png
+from ..core.atomic import locked, write_png
 from ..core.errors import DataError
 from ..core.paths import figure_path
 from ..runs.store import load_results, results_path
@@ -244,7 +244,7 @@ def reproduction_figure(tables: dict) -> Figure:
 def save_figure(fig: Figure, folder, name: str, profile: str = "quick", dpi: int = 150) -> Path:
     """Write ``fig`` as ``<Folder>/results/figures/<name>.png`` (``folder`` a study folder name or
     any directory; ``results/<profile>/figures/`` for a profile other than the quick one),
-    byte-for-byte reproducibly."""
+    byte-for-byte reproducibly, atomically and under the figure's lock."""
     return write_png(fig, figure_path(folder, name, profile), dpi)
 
 
@@ -257,5 +257,7 @@ def main_figure_from_files(setup, mode: str, profile: str = "quick") -> Path:
         raise DataError(f"no results file {results}; run `python -m functions run {setup.folder} "
                         f"--setup {setup.name} --mode {mode} --profile {profile}` first")
     baselines = results_path(setup.folder, "baselines", setup.name, profile=profile)
-    fig = accuracy_boxplot(load_results(results)[1], load_results(baselines)[1] if baselines.exists() else None)
-    return save_figure(fig, setup.folder, f"test_accuracy_{setup.name}_{mode}", profile)
+    name = f"test_accuracy_{setup.name}_{mode}"
+    with locked(figure_path(setup.folder, name, profile)):  # the last figure written shows the newest files
+        fig = accuracy_boxplot(load_results(results)[1], load_results(baselines)[1] if baselines.exists() else None)
+        return save_figure(fig, setup.folder, name, profile)

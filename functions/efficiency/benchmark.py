@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import get_setup, profile
-from ..core.atomic import atomic_file, write_png
+from ..core.atomic import atomic_file, locked, write_png
 from ..core.errors import DataError
 from ..core.paths import data_root, results_dir
 from ..data.catalog import spec
@@ -133,25 +133,26 @@ def task_features(extractor: Extractor, task: TargetTask, cache_dir: Path | None
     """Features of ``task`` under ``extractor``, extracted once and then read from the cache."""
     key = features_key(extractor, task)
     path = Path(cache_dir or feature_cache_dir()) / f"{key}.npz"
-    if path.exists():
-        with np.load(path) as saved:
-            arrays = {name: saved[name] for name in ("train_x", "train_y", "val_x", "val_y")}
-        return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, from_cache=True)
-    if task.pool is not None and task.pool < 1:
-        raise DataError(f"pool={task.pool} must be at least 1 (or None for the whole training split)")
-    began = time.perf_counter()
-    data = load_task(task.dataset, task.classes, task.val_split, task.seed)
-    train = data.train
-    if task.pool is not None:
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(task.seed))
-        train = train.subset(torch.sort(order[:task.pool]).values)
-    stats = spec(task.dataset)
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (stats.mean, stats.std))
-    arrays = {"train_x": extractor(train.x * std + mean), "train_y": train.y.numpy(),
-              "val_x": extractor(data.val.x * std + mean), "val_y": data.val.y.numpy()}
-    seconds = time.perf_counter() - began
-    with atomic_file(path, "wb") as fh:
-        np.savez(fh, **arrays)
+    with locked(path):  # one process extracts a task; the others wait for its file
+        if path.exists():
+            with np.load(path) as saved:
+                arrays = {name: saved[name] for name in ("train_x", "train_y", "val_x", "val_y")}
+            return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, from_cache=True)
+        if task.pool is not None and task.pool < 1:
+            raise DataError(f"pool={task.pool} must be at least 1 (or None for the whole training split)")
+        began = time.perf_counter()
+        data = load_task(task.dataset, task.classes, task.val_split, task.seed)
+        train = data.train
+        if task.pool is not None:
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(task.seed))
+            train = train.subset(torch.sort(order[:task.pool]).values)
+        stats = spec(task.dataset)
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (stats.mean, stats.std))
+        arrays = {"train_x": extractor(train.x * std + mean), "train_y": train.y.numpy(),
+                  "val_x": extractor(data.val.x * std + mean), "val_y": data.val.y.numpy()}
+        seconds = time.perf_counter() - began
+        with atomic_file(path, "wb") as fh:
+            np.savez(fh, **arrays)
     log(f"extracted {extractor.kind} features of {task.dataset} {list(task.classes)} "
         f"({len(arrays['train_y'])} train, {len(arrays['val_y'])} val) in {seconds:.1f} s -> {path}")
     return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, seconds=seconds)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import SCHEMA_KEY, SCHEMA_VERSION, Setup, get_setup, profile
+from ..core.atomic import locked
 from ..core.device import configure_threads
 from ..core.errors import DataError, Interrupted
 from ..core.paths import results_dir
@@ -351,8 +352,16 @@ class Experiment:
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in params
                    and v is not None and math.isfinite(float(v))}
         curves = {"val_acc": record["val_curve"]} if record.get("val_curve") else None
-        self.tracker.log_run(experiment, name, params, metrics, curves=curves,
+        self.tracker.log_run(experiment, name, params, metrics, curves=curves, unique=True,
                              tags={"energy_source": self.meter.energy_source if self.meter else "not measured"})
+
+    def track_saved(self) -> None:
+        """Log the file's runs that MLflow lacks (a process stopped between saving and logging
+        one), so that the file and the store hold the same runs before the grid goes on."""
+        if self.tracker is not None:
+            with locked(self.results.path):
+                for record in self.results.refresh():
+                    self.track(record)
 
 
 _WORKER_METER: list = []  # a Ray worker's own energy tracker, one per worker process
@@ -376,6 +385,7 @@ def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=P
     through the object store instead of each extracting them again."""
     from .executors import Failure, InProcess
     executor = executor or InProcess()
+    experiment.track_saved()
     todo = experiment.pending(samples_per_class, splits, pipelines)
     shared = experiment
     if todo and not isinstance(executor, InProcess):
@@ -389,10 +399,12 @@ def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=P
             if isinstance(record, Failure):
                 failures.append(record)
                 continue
-            experiment.results.add(record)
-            experiment.track(record)
+            with locked(experiment.results.path):  # saved and logged before another process looks
+                added = experiment.results.add(record)  # empty when another process saved it first
+                for stored in added:
+                    experiment.track(stored)
             bar.update(1)
-            if on_run is not None:
+            if on_run is not None and added:
                 on_run(record)
 
     try:
@@ -446,10 +458,10 @@ def run_study(folder: str, setup: str | None = None, settings: Settings = Settin
         experiment = Experiment(folder, setup, settings, weights, meter, None, log, target)
         # the MLflow store is opened (and created) once the settings have passed the experiment's checks
         experiment.tracker = tracker = Tracker(tracking_uri) if track else None
-        before = len(experiment.results.records)
-        path = run_grid(experiment, samples_per_class, splits, pipelines, progress, executor=executor)
+        trained: list[dict] = []
+        path = run_grid(experiment, samples_per_class, splits, pipelines, progress, trained.append, executor)
         selection = model_selection(experiment, max(samples_per_class)) if select else None
     asked = {(p, n, s) for p in pipelines for n in samples_per_class for s in range(splits)}
     name = f"{experiment.setup.folder}/{experiment.setup.name if target == 'folder' else target} {settings.backbone}"
     return Study(path, [r for r in experiment.results.records if run_key(r) in asked],
-                 len(experiment.results.records) - before, selection, tracker, name, meter.energy_source)
+                 len(trained), selection, tracker, name, meter.energy_source)

@@ -2,9 +2,10 @@
 
 A cache file holds the features of one (backbone weights, input size, layers, view, dataset
 split) for the images extracted so far, by their index in that split; a run asks for indices
-and only the missing ones are computed and appended (atomically).  The test split is extracted
-once for the whole grid.  The file also keeps what the extraction cost (images, seconds, energy),
-so a run can be charged for the images it uses even when another run extracted them.
+and only the missing ones are computed and appended (atomically, under the file's lock, after
+reading what other processes added meanwhile).  The test split is extracted once for the whole
+grid.  The file also keeps what the extraction cost (images, seconds, energy), so a run can be
+charged for the images it uses even when another run extracted them.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_file
+from ..core.atomic import atomic_file, locked
 from ..core.paths import data_root
 from ..models.backbones import Backbone
 
@@ -75,6 +76,10 @@ class FeatureStore:
         self.path = Path(cache_dir or feature_cache_dir()) / f"{cache_key(identity)}.npz"
         self.ids, self.features = np.zeros(0, np.int64), None
         self.totals = {"images": 0, "seconds": 0.0, "energy_kwh": 0.0}
+        self._load()
+
+    def _load(self) -> None:
+        """What the cache file holds now (other processes may have added images)."""
         if self.path.exists():
             with np.load(self.path) as saved:
                 self.ids, self.features = saved["ids"], saved["features"]
@@ -84,25 +89,32 @@ class FeatureStore:
         """Features of images ``ids`` (computing and saving the missing ones, inside a
         ``feature_extraction`` phase of ``meter`` when given)."""
         ids = np.asarray(ids, dtype=np.int64)
-        missing = np.setdiff1d(ids, self.ids)
-        if len(missing):
-            phase = meter.phase("feature_extraction") if meter is not None else nullcontext()
-            began = time.perf_counter()
-            with phase as measured:
-                new = extract(self.backbone, self.layers, self.images[torch.from_numpy(missing)], self.crops,
-                              self.pooling)
-            spent = measured.record() if measured is not None else {}
-            self.totals = {"images": self.totals["images"] + len(missing),
-                           "seconds": self.totals["seconds"] + time.perf_counter() - began,
-                           "energy_kwh": self.totals["energy_kwh"] + (spent.get("feature_extraction_energy_kwh") or 0.0)}
-            axis = 1 if self.crops else 0
-            self.ids = np.concatenate([self.ids, missing])
-            self.features = new if self.features is None else np.concatenate([self.features, new], axis=axis)
-            with atomic_file(self.path, "wb") as fh:
-                np.savez(fh, ids=self.ids, features=self.features, totals=json.dumps(self.totals))
+        if len(np.setdiff1d(ids, self.ids)):
+            with locked(self.path):  # one process extracts an image; the others read its features
+                self._load()
+                missing = np.setdiff1d(ids, self.ids)
+                if len(missing):
+                    self._extract(missing, meter)
         position = {int(i): p for p, i in enumerate(self.ids)}
         rows = np.array([position[int(i)] for i in ids], dtype=np.int64)
         return self.features[:, rows] if self.crops else self.features[rows]
+
+    def _extract(self, missing: np.ndarray, meter) -> None:
+        """Compute the features of images ``missing`` and append them to the file."""
+        phase = meter.phase("feature_extraction") if meter is not None else nullcontext()
+        began = time.perf_counter()
+        with phase as measured:
+            new = extract(self.backbone, self.layers, self.images[torch.from_numpy(missing)], self.crops,
+                          self.pooling)
+        spent = measured.record() if measured is not None else {}
+        self.totals = {"images": self.totals["images"] + len(missing),
+                       "seconds": self.totals["seconds"] + time.perf_counter() - began,
+                       "energy_kwh": self.totals["energy_kwh"] + (spent.get("feature_extraction_energy_kwh") or 0.0)}
+        axis = 1 if self.crops else 0
+        self.ids = np.concatenate([self.ids, missing])
+        self.features = new if self.features is None else np.concatenate([self.features, new], axis=axis)
+        with atomic_file(self.path, "wb") as fh:
+            np.savez(fh, ids=self.ids, features=self.features, totals=json.dumps(self.totals))
 
     def cost_per_image(self) -> ExtractionCost:
         images = max(self.totals["images"], 1)

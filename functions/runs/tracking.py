@@ -2,19 +2,19 @@
 
 The store is ``$MLFLOW_TRACKING_URI`` or a SQLite file in the output root (MLflow 3 refuses its
 old file store).  SQLite does not take many writers, so workers hand their records to the driver,
-which alone holds a :class:`Tracker`; for many writers, run ``mlflow server`` and point
-``MLFLOW_TRACKING_URI`` at it.  The client is an ``MlflowClient`` bound to that URI: nothing of
-MLflow's global state changes.
+which alone holds a :class:`Tracker`, and drivers on one SQLite store (two commands, notebooks
+side by side) take turns through its lock file for every change; for many writers, run ``mlflow
+server`` and point ``MLFLOW_TRACKING_URI`` at it.  The client is an ``MlflowClient`` bound to that
+URI: nothing of MLflow's global state changes.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
@@ -24,8 +24,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
-from ..core.errors import DataError
 from ..core import paths
+from ..core.atomic import locked
+from ..core.errors import DataError
 
 SQLITE_PREFIX = "sqlite:///"
 # a dead server must fail a run in seconds, not after MLflow's default minutes of retries
@@ -89,19 +90,11 @@ def _quiet():
             logger.setLevel(level)
 
 
-@contextmanager
 def _exclusive(db: Path | None):
-    """One process at a time creates or migrates a SQLite store: two notebooks opening a new
-    store at once otherwise both create its tables and one fails ("table ... already exists")."""
-    if db is None:
-        yield
-        return
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """One process at a time changes a SQLite store: two drivers creating a new store's tables or
+    an experiment at once both try (one fails: "table ... already exists"), and concurrent
+    writes fail with "database is locked"."""
+    return locked(db) if db is not None else nullcontext()
 
 
 def _artifact_folder(name: str) -> str:
@@ -169,10 +162,12 @@ class Tracker:
 
     def log_run(self, experiment: str, run_name: str, params: dict, metrics: dict[str, float],
                 curves: dict[str, list[float]] | None = None, artifacts: list[Path] | None = None,
-                tags: dict | None = None) -> str:
+                tags: dict | None = None, unique: bool = False) -> str:
         """Log one finished run and return its id.  Parameters are stored as strings; NaN and
         infinite values are skipped (MLflow cannot plot them); a curve's step is its epoch index.
-        Bad input is refused before the run is created."""
+        Bad input is refused before the run is created.  ``unique``: when a finished run of that
+        name and exactly these parameters is in the experiment, nothing is logged and its id is
+        returned, so a results record logged again (a rerun, another process) stays one run."""
         stamp = int(time.time() * 1000)
         param_list = [Param(str(key), str(value)) for key, value in params.items()]
         metric_list = [Metric(key, number, stamp, 0) for key, value in metrics.items()
@@ -184,6 +179,21 @@ class Tracker:
         if missing:
             raise DataError(f"artifacts to log are not files: {', '.join(missing)}; write them first "
                             f"or leave them out of artifacts")
+        with _exclusive(self.db):
+            found = self._logged(experiment, run_name, param_list) if unique else None
+            return found or self._create(experiment, run_name, param_list, metric_list, files, tags)
+
+    def _logged(self, experiment: str, run_name: str, params: list[Param]) -> str | None:
+        """The id of a finished run of ``experiment`` named ``run_name`` with exactly ``params``."""
+        quote = '"' if "'" in run_name else "'"
+        runs = self.client.search_runs([self.experiment_id(experiment)],
+                                       f"attributes.run_name = {quote}{run_name}{quote} "
+                                       f"and attributes.status = 'FINISHED'")
+        wanted = {p.key: p.value for p in params}
+        return next((run.info.run_id for run in runs if run.data.params == wanted), None)
+
+    def _create(self, experiment: str, run_name: str, param_list: list[Param], metric_list: list[Metric],
+                files: list[Path], tags: dict | None) -> str:
         run_id = self.client.create_run(self.experiment_id(experiment), run_name=run_name,
                                         tags={str(k): str(v) for k, v in (tags or {}).items()}).info.run_id
         try:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, Setup
-from ..core.atomic import atomic_file
+from ..core.atomic import atomic_file, locked
 from ..core.device import configure_threads
 from ..core.errors import DataError
 from ..data.catalog import spec
@@ -220,10 +220,15 @@ def pool_features(net: Network, dataset: str, cache_dir: Path | None = None) -> 
         raise DataError(f"unknown task dataset {dataset!r}; choose one of {list(BANK_DATASETS)}")
     identity = {**net.backbone.identity(), "zoo_grid": net.grid, "pool": dataset}
     path = Path(cache_dir or feature_cache_dir()) / f"zoo_{cache_key(identity)}.npz"
-    if path.exists():
+    with locked(path):  # one process extracts a pool; the others wait for its file
+        if not path.exists():
+            _save_pool_features(net, dataset, path, identity)
         with np.load(path) as saved:
             return PoolFeatures(saved["train"], saved["test"], saved["train_probs"], saved["test_probs"],
                                 float(saved["seconds_per_image"]))
+
+
+def _save_pool_features(net: Network, dataset: str, path: Path, identity: dict) -> None:
     configure_threads()
     data = task_pool(dataset)
     began = time.perf_counter()
@@ -233,4 +238,3 @@ def pool_features(net: Network, dataset: str, cache_dir: Path | None = None) -> 
     with atomic_file(path, "wb") as fh:
         np.savez(fh, train=train, test=test, train_probs=train_probs, test_probs=test_probs,
                  seconds_per_image=seconds, identity=json.dumps(identity))
-    return PoolFeatures(train, test, train_probs, test_probs, seconds)
