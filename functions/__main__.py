@@ -211,6 +211,24 @@ def cmd_summary(args):
     print(summary_table(frame).to_string())
 
 
+def cmd_recheck(args):
+    from .notebooks.study import plan, recheck_run, shown_check
+    setup, cfg, grid = plan(args.folder, args.setup, args.profile, args.mode)
+    if args.baseline and args.cut is not None:
+        raise DataError("give --cut or --baseline, not both: a baseline has no cut point")
+    middle = grid.cut_points[len(grid.cut_points) // 2]
+    cut_point = -1 if args.baseline else middle if args.cut is None else cfg.check_cut(args.cut)
+    percentage = args.percentage or grid.percentages[0]
+    check = recheck_run(setup, cfg, cut_point, percentage, args.repeat, device=args.device, profile=args.profile)
+    shown = shown_check(check)
+    run = "baseline" if cut_point == -1 else f"{cfg.mode} cut {cut_point}"
+    print(f"{setup.folder}/{setup.name} {args.profile}, {run}, percentage {percentage:g}, repeat {args.repeat}: "
+          f"stored {shown['stored test accuracy']}, trained again {shown['trained again']} "
+          f"({'reproduced' if check['reproduced'] else 'NOT reproduced'}; compared by {check['compared']})")
+    if not check["reproduced"]:
+        raise SystemExit(1)
+
+
 def cmd_salvage(args):
     from .runs.store import salvage
     kept, unread, copy = salvage(args.path)
@@ -566,6 +584,19 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="summary table of a folder's results files (--cuts, --percentages: only those)")
     experiment_args(p, trains=False)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("recheck", help="train one stored run again and compare it with the file's (float32 within "
+                                       "0.01, or a chaotic mode's first steps in float64); exit 1 when it differs")
+    p.add_argument("folder", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}")
+    p.add_argument("--setup")
+    p.add_argument("--profile", default="quick", choices=PROFILES)
+    p.add_argument("--mode", default="FR", type=MODE, metavar="MODE", help=f"one of {mode_names()}")
+    p.add_argument("--cut", type=NON_NEGATIVE, help="the run's cut point (default: the middle one)")
+    p.add_argument("--baseline", action="store_true", help="the baseline run instead of a cut point")
+    p.add_argument("--percentage", type=FRACTION, help="the run's fraction (default: the profile's smallest)")
+    p.add_argument("--repeat", type=NON_NEGATIVE, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_recheck)
 
     p = sub.add_parser("salvage", help="keep the readable runs of a damaged results file (the original is kept "
                                        "beside it as <name>.damaged)")

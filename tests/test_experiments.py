@@ -208,7 +208,7 @@ def test_notebook_steps_train_on_the_device_they_are_given(output_root):
     from functions.notebooks import study
     sweep.run_sweep(SETUP, CFG, Grid((0.002,), (1,), {0.002: 1}), progress=False, log=lambda *_: None)
     check = study.recheck_run(SETUP, CFG, cut_point=1, percentage=0.002, repeat=0, device="cpu")
-    assert check["reproduced within tolerance"]
+    assert check["reproduced"] and check["compared"] == "float32 within 0.01"
     model = study.fine_tuned_model(SETUP, CFG, 1, 0.002, device="cpu")
     assert next(model.parameters()).device.type == "cpu"
     for step in (lambda: study.recheck_run(SETUP, CFG, cut_point=1, percentage=0.002, repeat=0, device="nodevice"),

@@ -21,8 +21,10 @@ _TEACHERS: dict = {}  # (teacher config, seed, size) -> (teacher, its measuremen
 
 
 def domain_runs(cfg: Config, task: TaskData, pretrained: StudyCNN, cut_point: int, inputs, subsets: list,
-                seeds: list, teacher_seeds: list) -> list[tuple]:
-    """``(model, result)`` per run; ``subsets`` are the runs' rows of the target training split."""
+                seeds: list, teacher_seeds: list, trajectory=None) -> list[tuple]:
+    """``(model, result)`` per run; ``subsets`` are the runs' rows of the target training split;
+    ``trajectory`` (one DANN or CORAL run): record its first steps instead (see
+    :mod:`functions.train.reference`)."""
     _, train, val, test = inputs
     if cfg.strategy in ADAPTATION_MODES:
         source = cfg.source_task()
@@ -30,7 +32,7 @@ def domain_runs(cfg: Config, task: TaskData, pretrained: StudyCNN, cut_point: in
         return [adapt(cfg.strategy, pretrained, cut_point, source_train, source_val, train.subset(rows), test,
                       weight=cfg.coral_weight if cfg.strategy == "coral" else cfg.dann_weight, lr=cfg.lr_fine_tune,
                       epochs=cfg.num_train, batch_size=cfg.batch_size, min_steps_per_epoch=cfg.min_steps_per_epoch,
-                      seed=seed)
+                      seed=seed, trajectory=trajectory)
                 for rows, seed in zip(subsets, seeds)]
     runs = []
     for rows, seed, teacher_seed in zip(subsets, seeds, teacher_seeds):

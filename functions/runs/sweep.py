@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ADAPTATION_MODES, CUT, LEGACY_VALUES, Config, Grid, Setup, baseline_params
+from ..config import ADAPTATION_MODES, ALIGNING_MODES, CUT, LEGACY_VALUES, Config, Grid, Setup, baseline_params
 from ..core.device import pick_device
 from ..core.errors import DataError, Interrupted
 from ..data.catalog import percentage_key
@@ -64,17 +64,23 @@ def run_inputs(cfg: Config, task: TaskData, pretrained, cut_point: int, device) 
     return next(inputs_per_cut(cfg, task, pretrained, [cut_point], device))[1]
 
 
-def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, inputs) -> list[tuple]:
+def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, inputs,
+                trajectory=None) -> list[tuple]:
     """The runs ``[(percentage, repeat), ...]`` at one cut point, trained together by the engine:
     fresh baselines (``pretrained`` None) or ``pretrained`` cut at ``cut_point``; a fine-tuning
     strategy's runs train one by one through its :class:`~functions.train.finetuner.Finetuner`.
-    Returns ``(model, result)`` per run, each model holding its best weights."""
+    Returns ``(model, result)`` per run, each model holding its best weights.  ``trajectory``
+    records the first steps of one run of an aligning mode instead
+    (:mod:`functions.train.reference`)."""
     start, train, val, test = inputs
     seeds = [run_seed(cfg.generate_dataset_seed, p, cut_point, r) for p, r in runs]
+    if trajectory is not None and (cfg.strategy not in ALIGNING_MODES or len(runs) != 1 or pretrained is None):
+        raise DataError(f"a float64 trajectory is recorded for one run of {list(ALIGNING_MODES)}; got mode "
+                        f"{cfg.mode!r} with {len(runs)} run(s)")
     if pretrained is not None and cfg.strategy in DOMAIN_MODES:
         subsets = [subset_index(cfg, task, p, r).to(train.y.device) for p, r in runs]
         teacher_seeds = [run_seed(cfg.generate_dataset_seed, p, cfg.depth + 1, r) for p, r in runs]
-        return domain_runs(cfg, task, pretrained, cut_point, inputs, subsets, seeds, teacher_seeds)
+        return domain_runs(cfg, task, pretrained, cut_point, inputs, subsets, seeds, teacher_seeds, trajectory)
     if pretrained is not None and cfg.strategy != CUT:
         return [train_strategy(cfg, pretrained, cut_point, task.num_classes,
                                train.subset(subset_index(cfg, task, p, r).to(train.y.device)), val, test, start, seed)

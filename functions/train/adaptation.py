@@ -33,7 +33,8 @@ from torch import nn
 from ..core.errors import DataError
 from ..data.tasks import Split
 from ..models.study_cnn import StudyCNN
-from .trainer import RunResult, accuracy
+from .reference import Trajectory
+from .trainer import RunResult, accuracy, as_dtype
 
 ALIGNED_SIZE = 4  # features at the cut are pooled to at most this many positions per side
 DOMAIN_HIDDEN = 100  # the domain classifier's hidden width
@@ -126,10 +127,13 @@ def _source_batches(size: int, batch_size: int, generator: torch.Generator):
 
 
 def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, target: torch.Tensor, *, weight: float,
-                  lr: float, epochs: int, batch_size: int, min_steps_per_epoch: int, seed: int) -> str:
+                  lr: float, epochs: int, batch_size: int, min_steps_per_epoch: int, seed: int,
+                  trajectory: Trajectory | None = None) -> str:
     """DANN or CORAL in place: each step pairs a source batch with a batch of the target images,
     both run through blocks ``0..cut_point-1`` together, the source part on to the classifier.
-    An epoch is a pass over the target images (at least ``min_steps_per_epoch`` steps).
+    An epoch is a pass over the target images (at least ``min_steps_per_epoch`` steps).  With
+    ``trajectory``, the run is in its dtype (``model``, ``source`` and ``target`` come in it), each
+    step is recorded, and training stops where the trajectory ends.
     Returns the status: ``ok`` or ``diverged``."""
     if method not in ("dann", "coral"):
         raise DataError(f"unknown alignment {method!r}; choose 'dann' or 'coral'")
@@ -139,13 +143,13 @@ def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, t
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         width = aligned_features(model.eval().features(target[:1], 0, cut_point)).shape[1]
-    critic = domain_classifier(width, seed) if method == "dann" else None
+    critic = domain_classifier(width, seed).to(target.dtype) if method == "dann" else None
     params = [p for p in model.parameters() if p.requires_grad] + ([] if critic is None else list(critic.parameters()))
     optim = torch.optim.Adam(params, lr=lr)
     sources = _source_batches(len(source), batch, generator)
     per_pass = len(target) // batch  # whole batches only: the two domains weigh the same in every step
     steps = epochs * per_pass * max(1, -(-min_steps_per_epoch // per_pass))
-    domains = torch.cat([torch.zeros(batch), torch.ones(batch)]).unsqueeze(1)
+    domains = torch.cat([torch.zeros(batch), torch.ones(batch)]).unsqueeze(1).to(target.dtype)
     model.train()
     for norm in batch_norms(model):
         norm.eval()  # the source's statistics stay: AdaBN is the method that changes them
@@ -167,30 +171,42 @@ def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, t
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
+        if trajectory is not None and not trajectory.record(loss.item(), params):
+            break
     model.eval()
     return "ok"
 
 
 def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, source_val: Split, target: Split,
           test: Split, *, weight: float = 1.0, lr: float = 1e-3, epochs: int = 10, batch_size: int = 64,
-          min_steps_per_epoch: int = 1, seed: int = 0) -> tuple[StudyCNN, RunResult]:
+          min_steps_per_epoch: int = 1, seed: int = 0,
+          trajectory: Trajectory | None = None) -> tuple[StudyCNN, RunResult]:
     """One adaptation run from a copy of ``source_model``: ``source_only``, ``adabn``, ``dann`` or
     ``coral`` at ``cut_point``, with ``target``'s images (its labels are only scored, never used).
 
     The result's ``test_acc`` is on the target's test split, ``train_acc`` on the target images
     adapted to, ``val_acc`` on the source's validation split (the only labels a method may see).
+    With ``trajectory`` (DANN and CORAL only) the run is the trajectory's first steps in its dtype,
+    and nothing is scored (the accuracies are NaN): the steps are what it is for.
     """
     began = time.perf_counter()
-    model = copy.deepcopy(source_model).float()
+    aligning = method in ("dann", "coral")
+    if trajectory is not None and not aligning:
+        raise DataError(f"{method!r} does not train: only dann and coral have a trajectory to record")
+    dtype = trajectory.dtype if trajectory is not None else torch.float32
+    model = copy.deepcopy(source_model).to(dtype)
+    source, target = as_dtype(source, dtype), as_dtype(target, dtype)
     status = "ok"
     if method == "adabn":
         adapt_batch_norm(model, target.x, cut_point)
-    elif method in ("dann", "coral"):
+    elif aligning:
         status = train_aligned(model, method, cut_point, source, target.x, weight=weight, lr=lr, epochs=epochs,
-                               batch_size=batch_size, min_steps_per_epoch=min_steps_per_epoch, seed=seed)
+                               batch_size=batch_size, min_steps_per_epoch=min_steps_per_epoch, seed=seed,
+                               trajectory=trajectory)
     elif method != "source_only":
         raise DataError(f"unknown adaptation method {method!r}; choose source_only, adabn, dann or coral")
     model.eval()
-    return model, RunResult(train_acc=accuracy(model, target), val_acc=accuracy(model, source_val),
-                            test_acc=accuracy(model, test), epochs=epochs if method in ("dann", "coral") else 0,
-                            seconds=time.perf_counter() - began, n_train=len(target), status=status)
+    score = (lambda split: float("nan")) if trajectory is not None else (lambda split: accuracy(model, split))
+    return model, RunResult(train_acc=score(target), val_acc=score(source_val), test_acc=score(test),
+                            epochs=epochs if aligning else 0, seconds=time.perf_counter() - began,
+                            n_train=len(target), status=status)

@@ -98,7 +98,8 @@ def passes_per_epoch(size: int, batch_size: int, min_steps: int) -> int:
     return max(1, -(-min_steps // steps_per_pass))
 
 
-def _as_dtype(split: Split, dtype: torch.dtype) -> Split:
+def as_dtype(split: Split, dtype: torch.dtype) -> Split:
+    """``split`` with its images in ``dtype`` (integer inputs, such as token ids, as they are)."""
     return Split(split.x.to(dtype), split.y) if split.x.is_floating_point() else split
 
 
@@ -128,7 +129,7 @@ def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, m
     """
     began = time.perf_counter()
     model.to(dtype)
-    train, val, test = (_as_dtype(s, dtype) for s in (train, val, test))
+    train, val, test = (as_dtype(s, dtype) for s in (train, val, test))
     if forward is None:
         forward = study_forward(model, start)
     elif start:
