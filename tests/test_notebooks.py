@@ -1,3 +1,5 @@
+import ast
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,6 +20,29 @@ def test_committed_notebook_matches_its_template(folder, kind):
     assert notebooks.same_cells(committed, notebooks.build(folder, kind)), \
         f"{path} differs from its template: run `python -m functions notebooks --execute {folder}`"
     assert "parameters" in committed.cells[1].metadata.get("tags", [])
+
+
+def test_templates_are_valid_python():
+    for template in sorted(notebooks.TEMPLATES.glob("*.py")):
+        compile(template.read_text(), str(template), "exec")
+
+
+@pytest.mark.parametrize("folder, kind", notebooks.all_notebooks())
+def test_template_code_cells_compile_and_their_imports_exist(folder, kind):
+    """Every code cell of every folder's notebook, magics left out, compiles; what it imports is there."""
+    code_cells = [source for cell_type, source in notebooks.cells(folder, kind) if cell_type == "code"]
+    for i, source in enumerate(code_cells):
+        code = "\n".join(line for line in source.split("\n") if not line.startswith("%"))
+        compile(code, f"{folder}/{kind} code cell {i}", "exec")
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    importlib.import_module(alias.name)
+            elif isinstance(node, ast.ImportFrom):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), \
+                        f"{folder}/{kind}: cannot import {alias.name} from {node.module}"
 
 
 def test_grid_points_and_names():

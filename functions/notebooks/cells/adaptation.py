@@ -1,0 +1,89 @@
+# %% [markdown]
+# # {{folder}}: what are unlabelled target images and a teacher worth?
+# The other notebooks transfer with labelled target images. Here the target's training images come without labels (the source's keep theirs), at the same fractions the study uses:
+#
+# - **source only**: the source network, classifier included, tested on the target as it is;
+# - **AdaBN**: its BatchNorm statistics of blocks 0..k-1 estimated again on the target images, no training;
+# - **DANN**: training on with a domain classifier on the features at cut k behind a gradient-reversal layer, its weight ramped up as in Ganin & Lempitsky (2015);
+# - **CORAL**: training on with the distance between source and target feature covariances at cut k added to the loss (Sun & Saenko 2016).
+#
+# These four use the network's BatchNorm variant (`batch_norm = True` in their parameters), pretrained on the same source. No target label trains them or picks their weights: DANN and CORAL train a fixed number of epochs and keep the last weights. A fifth mode, **distill**, does use the labels: the quick network cut as in FR learns from a teacher 64 channels wide (the paper's width), pretrained on the source and fine-tuned whole on the same labelled subset.
+
+# %%
+{{parameters}}
+headline_cut = None  # None: the last block's output, where DANN and Deep CORAL align features
+embedded_images = 300  # per domain, in the feature-space pictures
+
+# %%
+# %matplotlib inline
+from IPython.display import display
+from functions.analysis import plots, stats
+from functions.notebooks import study
+from functions.analysis import adaptation
+study.use_output_root(output_root)
+plans = {mode: study.plan(folder, setup, profile, mode, percentages, repeats, cut_points, seed)
+         for mode in modes}
+chosen, cfg, grid = plans[modes[0]]
+display(study.parameter_table(cfg, grid))
+headline_cut = headline_cut or cfg.depth
+display(study.parameter_table(plans['dann'][1], plans['dann'][2]))
+
+# %% [markdown]
+# ## Sweeps
+# Results files are resumed: runs already in them are not trained again (`make adaptation` made them). A cut point is where an alignment sits (after block k-1) or up to which AdaBN re-estimates statistics; source only has no cut (shown as 0).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (progress bars show rates and times)
+paths = {mode: study.run_sweep(*plans[mode], device=device) for mode in modes}
+records = {mode: study.sweep_records(chosen, mode, grid.profile)[0] for mode in modes}
+baselines = study.sweep_records(chosen, 'FR', grid.profile)[1]
+
+# %% [markdown]
+# ## Every cut point
+# Mean target test accuracy per method and cut point (columns: the fraction of target training images the method saw).
+
+# %%
+display(adaptation.per_cut({m: records[m] for m in adaptation.UNSUPERVISED}).round(3))
+
+# %% [markdown]
+# ## What the unlabelled images are worth in labelled ones
+# Each method at the headline cut (source only and AdaBN: the whole network) against the labelled curves: the baseline trained from scratch and FR at its best cut, both on the same fractions with labels. *Worth* is the labelled fraction (and number of images) at which FR reaches the method's accuracy, log-linear between measured fractions; `<` means below the smallest fraction measured. When source and target classes mean different things (digits against clothing), the source classifier's outputs are arbitrary on the target and every unsupervised method stays near chance: adaptation aligns features, it cannot learn which class is which.
+
+# %%
+task = cfg.target_task()
+table = adaptation.comparison(records, records['FR'], baselines, headline_cut, len(task.train), task.num_classes)
+display(table.round(3))
+figure = adaptation.comparison_figure(records, records['FR'], baselines, headline_cut)
+plots.save_figure(figure, folder, f'adaptation_{setup}')
+display(figure)
+
+# %% [markdown]
+# ## Distillation: how small can the network be?
+# Per fraction, the teacher, the quick network trained alone (FR) and the same network distilled from the teacher, each student at its best cut; parameters and the milliseconds per test image that the sweep measured on its machine. Below, distilled minus alone at every cut point: positive where the teacher's soft labels helped.
+
+# %%
+display(adaptation.distillation_table(records['distill'], records['FR']).round(4))
+display(adaptation.distillation_gain(records['distill'], records['FR']).round(3))
+
+# %% [markdown]
+# ## The feature space before and after adaptation
+# t-SNE of the features at the headline cut for test images of both domains (colour: class; o: source, x: target), from the source network and from the stored DANN run (repeat 0) of the smallest fraction, trained again here with its seeds. Adaptation that works draws the two domains' points together; it helps the target only when the classes meet their own kind.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (t-SNE's layout moves with float rounding between kinds of CPU)
+features, labels, dann_check, dann_float32 = study.adaptation_features(chosen, plans['dann'][1], headline_cut, grid.percentages[0], embedded_images, device=device)
+print(dann_float32)
+figure = adaptation.embedding_figure(adaptation.embedding(features, labels))
+plots.save_figure(figure, folder, f'adaptation_features_{setup}')
+display(figure)
+
+# %% [markdown]
+# ## Do the stored results still come out of the code?
+# The DANN run just trained again for the picture, and one stored run of distillation at the middle cut and the smallest fraction, beside their stored test accuracies. Distillation is stable under float rounding: a value within 0.01 of the stored one (rounding differs between kinds of CPU) prints as stored. DANN is not: its float32 run ends far apart on different CPUs (the line above the picture gives this CPU's), so its first 100 optimiser steps are trained again in float64 with deterministic algorithms and compared with the stored steps, which every CPU reproduces to about 1e-11 and a change to the method does not.
+
+# %%
+display(dann_check)
+distill_cuts = plans['distill'][2].cut_points
+study.recheck_table(chosen, {'distill': plans['distill']}, cut_point=distill_cuts[len(distill_cuts) // 2], percentage=grid.percentages[0], device=device, baseline=False)

@@ -1,0 +1,53 @@
+# %% [markdown]
+# # Which pretrained model for my task?
+# A zoo of pretrained models (three ImageNet EfficientNet-Lite networks and study CNNs of depths 2-8 and widths 8-64 pretrained on MNIST, FashionMNIST and their class subsets) meets a bank of target tasks (class subsets of MNIST, FashionMNIST and the 8 x 8 digits, 2 to 10 classes, 20 to 2,000 training images). For every (model, task) pair the records hold the measured transferability (test accuracy of a new linear head on the frozen features, averaged over training draws) and every transferability score computed before any training. `python -m functions zoo build` (`make zoo`) measures them.
+
+# %%
+recommender = "gradient boosting"  # the learned recommender; or "linear regression", a score
+example_task = "digits:1,2,3,4,7:200"  # <dataset>:<classes>:<n> (a task of the bank: measured too)
+output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository
+
+# %%
+# %matplotlib inline
+from IPython.display import display
+from functions.analysis.model_zoo import files, recommenders
+from functions.analysis import plots
+from functions.notebooks import study, zoo
+study.use_output_root(output_root)
+records = files.load_records()
+print(f"{records['model'].nunique()} models x {records['task'].nunique()} tasks = {len(records)} records")
+display(records.drop_duplicates('model')[list(files.MODEL_COLUMNS)].set_index('model'))
+
+# %% [markdown]
+# ## The transferability matrix
+# Each cell is the linear-probe test accuracy of one model (row) on one task (column). Tasks are grouped by dataset and, within a dataset, by number of classes and training size; models by family and pretraining accuracy. Columns that are bright across all rows are easy tasks; what matters for recommendation is the order of the models within a column.
+
+# %%
+figure = files.matrix_figure(records)
+plots.save_figure(figure, 'zoo', 'transferability_matrix')
+display(figure)
+
+# %% [markdown]
+# ## Recommenders
+# Each recommender ranks the models of a task; the ranking is compared with the measured one by the weighted Kendall tau (disagreements among the best models weigh most), the top-1 hit rate (the recommended model is a measured best) and the regret (accuracy lost by taking the recommended model instead of the best). The learned recommenders are trained without the task (leave one task out) or without its whole dataset (leave one dataset out); scores and the pretraining accuracy need no training.
+
+# %%
+table = zoo.evaluation(records)  # two decimals: float rounding differs between kinds of CPU
+display(table.round(2))
+print(zoo.verdict(table))
+
+# %% [markdown]
+# ## Where the learned recommender fails
+# Its weighted tau per task, leave one dataset out, averaged by dataset and number of classes, then the five tasks it ranks worst.
+
+# %%
+failures = recommenders.per_task(records, recommender)
+display(failures.groupby(['source_dataset', 'num_classes'])[['weighted_tau', 'top1_hit', 'regret']].mean().round(2))
+display(failures.sort_values(['weighted_tau', 'task']).head(5).round(2))
+
+# %% [markdown]
+# ## A recommendation
+# The zoo ranked for one task by the recommender trained on every other task of the bank, with the measured accuracy where the bank holds the task.
+
+# %%
+zoo.recommend_model(example_task, recommender).round(3)
