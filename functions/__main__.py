@@ -97,19 +97,38 @@ def _experiment(args):
                 overrides=_overrides(args.set))
 
 
+def _option(name: str) -> str:
+    """The command-line spelling of an argparse destination: ``task_cpus`` is ``--task-cpus``."""
+    return f"--{name.replace('_', '-')}"
+
+
+def _given(args, names) -> list[str]:
+    """The options among ``names`` (argparse destinations) given on the command line.  An option
+    that some uses of a command would ignore defaults to None in the parser, so that those uses can
+    refuse it; it takes its real default from :func:`_fill` only after that check."""
+    return [name for name in names if getattr(args, name) is not None]
+
+
+def _fill(args, defaults: dict) -> None:
+    """Each option of ``defaults`` that was not given takes its real default (after the checks)."""
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 RAY_DEFAULTS = {"address": "local", "task_cpus": 1.0, "task_gpus": 0.0, "max_retries": 3}
 
 
 def _executor(args):
     """The executor ``--executor`` names; Ray's options are refused without it (they would be
     ignored), so they default to None here and take their real defaults only after this check."""
-    given = [f"--{k.replace('_', '-')}" for k in RAY_DEFAULTS if getattr(args, k) is not None]
+    given = [_option(name) for name in _given(args, RAY_DEFAULTS)]
     if given and args.executor != "ray":
         raise DataError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --executor ray; drop "
                         f"{'it' if len(given) == 1 else 'them'} or add --executor ray")
+    _fill(args, RAY_DEFAULTS)
     from .runs.executors import make_executor
-    return make_executor(args.executor, *(RAY_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k)
-                                          for k in RAY_DEFAULTS))
+    return make_executor(args.executor, *(getattr(args, name) for name in RAY_DEFAULTS))
 
 
 def _check_writable(path: Path, what: str) -> None:
@@ -259,11 +278,13 @@ def cmd_notebooks(args):
 
 
 def cmd_sweep(args):
-    from .runs.papermill_grid import run_grid
+    from .runs.papermill_grid import check_grid, run_grid
+    grid, fixed = _grid_values(args.grid), _grid_values(args.param)
+    check_grid(args.notebook, grid, fixed)  # the notebook and its parameter names, before Ray starts
     executor = _executor(args)
     try:
-        outcomes = run_grid(args.notebook, _grid_values(args.grid), args.out, _grid_values(args.param),
-                            progress=not args.no_progress, executor=executor)
+        outcomes = run_grid(args.notebook, grid, args.out, fixed, progress=not args.no_progress,
+                            executor=executor)
     finally:
         executor.close()
     for outcome in outcomes:
@@ -282,7 +303,12 @@ def cmd_sample_efficiency(args):
                         "takes its source dataset's size: drop --input-size")
     if not study and args.cut is not None:
         raise DataError(f"--cut cuts the study extractor; --extractor {args.extractor} has no cut: drop --cut")
-    args.input_size = args.input_size or 224
+    if args.profile is not None and (not study or args.weights):
+        model = f"--weights {args.weights} is the model" if study else f"--extractor {args.extractor} is an " \
+                                                                       f"ImageNet network"
+        raise DataError(f"--profile chooses which of the folder's source models is the extractor; {model}, "
+                        f"so --profile would be ignored: drop --profile")
+    _fill(args, {"input_size": 224, "profile": "quick"})
     result = run_study(args.folder, args.setup, args.task, methods=tuple(args.methods), seeds=args.seeds,
                        batch_size=args.batch_size, max_samples=args.max_samples,
                        evaluation_frequency=args.evaluation_frequency, threshold=args.threshold, window=args.window,
@@ -304,12 +330,7 @@ def cmd_recommend(args):
                         f"transferability_recommender.json)")
     for name in ("transferability_records.csv", "transferability_recommender.json"):
         _check_writable(out / name, "--out file")
-    try:
-        records = collected_records()
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"a transferability_records_*.csv under the output root's <folder>/results/ is not a "
-                        f"readable CSV ({type(err).__name__}: {str(err).strip().splitlines()[-1]}); re-run that "
-                        f"folder's transferability notebook, or delete the file") from None
+    records = collected_records()  # refuses, naming it, a file that is not a readable CSV
     table = recommender_eval(records)
     with pd.option_context("display.width", 200):
         print(f"{len(records)} records of {records['setup'].nunique()} setups; leave-one-setup-out:")
@@ -327,7 +348,7 @@ def cmd_zoo(args):
     from .analysis.model_zoo.matrix import SEEDS
     from .notebooks import zoo
     if args.action == "pretrain":
-        ignored = [f"--{o.replace('_', '-')}" for o in ("seeds", *RAY_DEFAULTS) if getattr(args, o) is not None]
+        ignored = [_option(name) for name in _given(args, ("seeds", *RAY_DEFAULTS))]
         ignored += ["--executor"] if args.executor != "in-process" else []
         if ignored:
             raise DataError(f"{', '.join(ignored)}: options of zoo build, which zoo pretrain would ignore; drop them")
@@ -375,10 +396,22 @@ def cmd_classify(args):
             print(f"  {probability:6.3f}  {label}")
 
 
+# fe-vs-ft's options that one pipeline alone reads (refused when it does not run), and the settings they set
+FE_VS_FT_SETTINGS = {"layers": "layers", "classifier": "classifier", "C": "C", "embedding": "embedding",
+                     "frozen": "frozen", "hidden": "hidden", "optimizer": "optimizer", "lr": "lr",
+                     "weight_decay": "weight_decay", "epochs": "max_epochs", "patience": "patience",
+                     "batch_size": "batch_size"}
+
+
 def cmd_fe_vs_ft(args):
+    import dataclasses
     import pandas as pd
     from .analysis import tradeoff
-    from .runs.fe_vs_ft import Settings, run_study
+    from .runs.fe_vs_ft import Settings, refuse_idle_settings, run_study
+    given = _given(args, FE_VS_FT_SETTINGS)
+    refuse_idle_settings([FE_VS_FT_SETTINGS[name] for name in given], args.pipelines, args.select)
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    _fill(args, {name: defaults[setting] for name, setting in FE_VS_FT_SETTINGS.items()})
     settings = Settings(backbone=args.backbone, input_size=args.input_size,
                         layers=tuple(args.layers) if args.layers else None,
                         classifier=args.classifier, C=args.C, embedding=args.embedding, frozen=args.frozen,
@@ -501,7 +534,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=_ranged(int, 8, 1024, name="the input size in pixels"),
                    help="--extractor mobilenet_v2 / resnet50: side of the square input (default 224)")
     p.add_argument("--pool", type=POSITIVE, help="draw the stream from this many training images")
-    p.add_argument("--profile", default="quick", choices=PROFILES, help="profile of the folder's source model")
+    p.add_argument("--profile", choices=PROFILES, help="study extractor without --weights: profile of the folder's "
+                                                        "source model (default quick)")
     p.add_argument("--update-url", help="measure an outside method: http://host:port serving /model/update_weights")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sample_efficiency)
@@ -557,18 +591,23 @@ def parser() -> argparse.ArgumentParser:
                    help="pixels the images are resized to (the backbone's native size: 224 for Lite0)")
     p.add_argument("--layers", nargs="+", action=Distinct, help="FE: stages pooled and concatenated (default: the last; "
                                                "Lite0 has stem, block1..block7, head)")
-    p.add_argument("--classifier", default="linear_svc", choices=HEADS)
-    p.add_argument("--C", type=positive_float, default=1.0, help="FE: inverse regularisation of the classifier")
-    p.add_argument("--embedding", default="standard", choices=EMBEDDINGS,
-                   help="FE: standardised features, or the full-network embedding's ternary ones")
+    # the options of one pipeline default to None: cmd_fe_vs_ft refuses them when that pipeline does not
+    # run, then fills the defaults of Settings
+    p.add_argument("--classifier", choices=HEADS, help="FE: the classifier on the features (default linear_svc)")
+    p.add_argument("--C", type=positive_float, help="FE: inverse regularisation of the classifier (default 1)")
+    p.add_argument("--embedding", choices=EMBEDDINGS,
+                   help="FE: standardised features (standard, the default), or the full-network embedding's "
+                        "ternary ones")
     p.add_argument("--frozen", type=NON_NEGATIVE, help="FT: stages kept frozen (default: all but the last two)")
-    p.add_argument("--hidden", type=NON_NEGATIVE, default=0, help="FT: units of a hidden layer in the head (0: none)")
-    p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--weight-decay", type=_ranged(float, 0.0, name="the weight decay"), default=1e-4)
-    p.add_argument("--epochs", type=POSITIVE, default=30, help="FT: at most this many epochs")
-    p.add_argument("--patience", type=POSITIVE, default=5, help="FT: early stopping patience in epochs")
-    p.add_argument("--batch-size", type=POSITIVE, default=16)
+    p.add_argument("--hidden", type=NON_NEGATIVE,
+                   help="FT: units of a hidden layer in the head (0: none, the default)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="FT: the optimiser (default adam)")
+    p.add_argument("--lr", type=positive_float, help="FT: learning rate (default 0.001)")
+    p.add_argument("--weight-decay", type=_ranged(float, 0.0, name="the weight decay"),
+                   help="FT: weight decay (default 0.0001)")
+    p.add_argument("--epochs", type=POSITIVE, help="FT: at most this many epochs (default 30)")
+    p.add_argument("--patience", type=POSITIVE, help="FT: early stopping patience in epochs (default 5)")
+    p.add_argument("--batch-size", type=POSITIVE, help="FT: images per training step (default 16)")
     p.add_argument("--val-per-class", type=POSITIVE, default=20, help="images per class of the fixed validation set")
     p.add_argument("--crops", action="store_true", help="ten-crop evaluation of the test split (10x its cost)")
     p.add_argument("--select", action="store_true", help="also choose layers / classifier / C (FE) and frozen depth / "

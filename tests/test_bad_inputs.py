@@ -79,6 +79,19 @@ def test_run_refuses_a_damaged_results_file_before_training(capsys, output_root)
     refused(["run", "MNIST", "--cuts", "1"], capsys, output_root, r"run record 1 .* lacks \['repeat'\]")
 
 
+def test_a_resumed_results_file_names_the_run_record_and_the_key_it_lacks(output_root):
+    from functions.core.errors import DataError
+    from functions.runs.store import ResultsFile, sweep_key
+    path = write_results(output_root / "MNIST" / "results" / "results_regular_FR.json",
+                         [{"sampled_percentage": 0.01, "sampled_cut_point": 1, "test_acc": 0.5}])
+    resumed = ResultsFile(path, {"depth": 6})  # as a notebook or a sweep resumes it
+    with pytest.raises(DataError, match=r"^run record \{'sampled_percentage': 0.01, 'sampled_cut_point': 1, "
+                                        r"'test_acc': 0.5\} lacks \['repeat'\]; .*: restore the results file"):
+        resumed.done()
+    with pytest.raises(DataError, match=r"^run record \{'x': '0{80,}\.\.\. lacks \['sampled_percentage', "):
+        sweep_key({"x": "0" * 200})  # a long record is shown cut short
+
+
 def test_run_refuses_a_results_path_that_is_a_folder(capsys, output_root):
     (output_root / "MNIST" / "results" / "results_regular_FR.json").mkdir(parents=True)
     refused(["run", "MNIST", "--cuts", "1"], capsys, output_root, r"results_regular_FR.json is a folder")
@@ -101,11 +114,15 @@ def test_recommend_refuses_an_out_that_is_a_file_or_lies_under_one(capsys, outpu
 @pytest.mark.parametrize("content, reason", [(b"", "EmptyDataError"),
                                              (b'setup,score\n"MNIST,1\n', "ParserError")])
 def test_recommend_refuses_a_records_csv_that_is_not_a_csv(content, reason, capsys, output_root):
+    good = output_root / "FashionMNIST" / "results" / "transferability_records_regular.csv"
+    good.parent.mkdir(parents=True)
+    good.write_text("setup,score\nFashionMNIST,1\n")
     path = output_root / "MNIST" / "results" / "transferability_records_regular.csv"
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
     refused(["recommend", "--out", str(output_root / "out")], capsys, output_root,
-            rf"transferability_records_\*.csv .* is not a readable CSV \({reason}")
+            rf"^error: {re.escape(str(path))} is not a readable CSV \({reason}: .*\); re-run the transferability "
+            rf"notebook of MNIST, or delete the file$")
 
 
 # ----------------------------------------------------------------------------- accepted or wrong
@@ -186,6 +203,30 @@ def test_sample_efficiency_refuses_options_it_would_ignore(capsys, output_root):
             r"drop --cut")
 
 
+def test_sample_efficiency_refuses_a_profile_it_would_ignore(capsys, output_root):
+    refused(["sample-efficiency", "MNIST", "--extractor", "resnet50", "--profile", "quick"], capsys, output_root,
+            r"--profile chooses .*; --extractor resnet50 is an ImageNet network, so --profile would be ignored: "
+            r"drop --profile")
+    refused(["sample-efficiency", "MNIST", "--weights", str(output_root / "model.pt"), "--profile", "range"], capsys,
+            output_root, r"--weights .*model.pt is the model, so --profile would be ignored: drop --profile")
+
+
+def test_sweep_checks_parameter_names_before_starting_ray(capsys, output_root, monkeypatch):
+    import functions.runs.executors as executors
+
+    def no_executor(*args, **kwargs):
+        raise AssertionError("an executor was started before the parameter names were checked")
+
+    monkeypatch.setattr(executors, "make_executor", no_executor)
+    out = str(output_root / "sweeps")
+    refused(["sweep", "MNIST/empirical.ipynb", "--grid", "nosuchparam=[1,2]", "--out", out, "--executor", "ray"],
+            capsys, output_root, r"empirical.ipynb has no parameter\(s\) \['nosuchparam'\]")
+    refused(["sweep", "MNIST/empirical.ipynb", "--grid", "seed=1", "--out", out, "--executor", "ray"], capsys,
+            output_root, r"grid value of 'seed' must be a non-empty list")
+    refused(["sweep", "MNIST/nosuch.ipynb", "--out", out, "--executor", "ray"], capsys, output_root,
+            r"no notebook .*nosuch.ipynb")
+
+
 def test_sweep_refuses_names_the_notebook_does_not_define(capsys, output_root):
     out = str(output_root / "sweeps")
     refused(["sweep", "MNIST/empirical.ipynb", "--grid", "nosuchparam=[1,2]", "--out", out], capsys, output_root,
@@ -254,3 +295,39 @@ def test_options_of_a_pipeline_or_action_that_does_not_run_are_refused(capsys, o
             r"frozen \(--frozen\) is a setting of the FT pipeline")
     refused(["zoo", "pretrain", "--seeds", "2", "--executor", "ray"], capsys, output_root,
             r"--seeds, --executor: options of zoo build, which zoo pretrain would ignore; drop them")
+
+
+@pytest.mark.parametrize("pipeline, option, value, setting", [
+    ("FT", "--classifier", "svc", "classifier"), ("FT", "--C", "2", "C"), ("FT", "--embedding", "fne", "embedding"),
+    ("FE", "--hidden", "8", "hidden"), ("FE", "--optimizer", "sgd", "optimizer"), ("FE", "--lr", "0.1", "lr"),
+    ("FE", "--weight-decay", "0", "weight_decay"), ("FE", "--epochs", "3", "max_epochs"),
+    ("FE", "--patience", "2", "patience"), ("FE", "--batch-size", "4", "batch_size"),
+])
+def test_fe_vs_ft_refuses_the_options_of_a_pipeline_that_does_not_run(pipeline, option, value, setting, capsys,
+                                                                        output_root):
+    other = {"FE": "FT", "FT": "FE"}[pipeline]
+    refused(["fe-vs-ft", "MNIST", "--pipelines", pipeline, option, value], capsys, output_root,
+            rf"^error: {setting} \({option}\) is a setting of the {other} pipeline, which is not run: add {other} "
+            rf"to the pipelines, or drop it$")
+
+
+def test_fe_vs_ft_refuses_such_options_given_at_their_default_and_names_them_all(capsys, output_root):
+    refused(["fe-vs-ft", "MNIST", "--pipelines", "FT", "--classifier", "linear_svc", "--C", "1", "--layers", "head"],
+            capsys, output_root, r"layers \(--layers\), classifier \(--classifier\), C \(--C\) are settings of "
+                                 r"the FE pipeline, which is not run: add FE to the pipelines, or drop them$")
+
+
+def test_fe_vs_ft_model_selection_reads_some_options_of_both_pipelines(output_root):
+    from functions.core.errors import DataError
+    from functions.runs.fe_vs_ft import Settings, refuse_idle_settings, run_study
+    # --select tries both pipelines: it reads the embedding (FE) and the training options (FT) ...
+    refuse_idle_settings(["embedding"], ["FT"], select=True)
+    refuse_idle_settings(["hidden", "max_epochs", "batch_size"], ["FE"], select=True)
+    # ... but chooses layers, classifier and C, frozen depth and learning rate itself
+    for setting, pipelines in (("classifier", ["FT"]), ("C", ["FT"]), ("frozen", ["FE"]), ("lr", ["FE"])):
+        with pytest.raises(DataError, match=rf"^{setting} .* is a setting of the"):
+            refuse_idle_settings([setting], pipelines, select=True)
+    # from Python, a setting away from its default is refused the same way, before any work
+    with pytest.raises(DataError, match=r"momentum, max_epochs \(--epochs\) are settings of the FT pipeline"):
+        run_study("MNIST", None, Settings(backbone="study", max_epochs=3, momentum=0.5), [1], 1, ["FE"], track=False)
+    assert list(output_root.iterdir()) == []

@@ -6,22 +6,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.errors import DataError
-from ..runs.store import load_results
-
-# what the summary and a resumed sweep read from every run record (see the results-file contract)
-RUN_KEYS = ("sampled_percentage", "sampled_cut_point", "repeat", "test_acc")
+from ..runs.store import load_results, sweep_key
 
 
 def run_records(path: Path) -> list[dict]:
-    """The run records of one results file, refused with the record and the key when one lacks a
-    key that the summary or a resumed sweep reads (else a bare KeyError surfaces far from the file)."""
+    """The run records of one results file, refused with the record and the keys it lacks when one
+    lacks a key that the summary or a resumed sweep reads (the check is the store's :func:`sweep_key`)."""
     records = load_results(path)[1]
     for number, record in enumerate(records, start=1):
-        missing = [k for k in RUN_KEYS if k not in record] if isinstance(record, dict) else list(RUN_KEYS)
-        if missing:
-            raise DataError(f"{path}: run record {number} (element {number} of the JSON list) lacks {missing}; "
-                            f"every run record needs {list(RUN_KEYS)}: restore the file, or delete it to re-run")
+        sweep_key(record, f"{path}: run record {number} (element {number} of the JSON list)", also=("test_acc",))
     return records
 
 

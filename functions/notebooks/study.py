@@ -276,7 +276,15 @@ def collected_records() -> "pd.DataFrame":
     if not paths:
         raise DataError("no transferability records found; execute the folders' transferability notebooks "
                         "(`make notebooks`) first")
-    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    frames = []
+    for path in paths:
+        try:
+            frames.append(pd.read_csv(path))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else "no text"
+            raise DataError(f"{path} is not a readable CSV ({type(err).__name__}: {reason}); re-run the "
+                            f"transferability notebook of {path.parent.parent.name}, or delete the file") from None
+    return pd.concat(frames, ignore_index=True)
 
 
 

@@ -97,6 +97,37 @@ class Settings:
                             f"{stages} ({', '.join(backbone.layer_names)}); give 0..{stages}")
         return max(stages - 2, 0) if self.frozen is None else self.frozen
 
+    def changed(self) -> list[str]:
+        """The settings whose values differ from their defaults."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != f.default]
+
+
+# The settings that one pipeline alone reads (the others shape both).  Model selection (``select``)
+# tries candidates of both pipelines whatever the grid runs: it chooses layers, classifier and C
+# (FE), frozen depth and learning rate (FT) itself, and reads the rest of these.
+PIPELINE_OF = {**dict.fromkeys(("layers", "classifier", "C", "embedding"), "FE"),
+               **dict.fromkeys(("frozen", "hidden", "optimizer", "lr", "weight_decay", "momentum", "max_epochs",
+                                "patience", "batch_size"), "FT")}
+SELECTION_READS = ("embedding", "hidden", "optimizer", "weight_decay", "momentum", "max_epochs", "patience",
+                   "batch_size")
+_OPTIONS = {"max_epochs": "--epochs", "momentum": None}  # the command line's names, where not --<key>
+
+
+def refuse_idle_settings(keys, pipelines, select: bool = False) -> None:
+    """Refuse settings among ``keys`` (those given rather than left at their defaults) that only a
+    pipeline which is not run would read: they would be silently ignored."""
+    idle = [k for k in PIPELINE_OF if k in keys and PIPELINE_OF[k] not in pipelines
+            and not (select and k in SELECTION_READS)]
+    if not idle:
+        return
+    options = {k: _OPTIONS.get(k, "--" + k.replace("_", "-")) for k in idle}
+    named = ", ".join(f"{k} ({options[k]})" if options[k] else k for k in idle)
+    owners = " and ".join(sorted({PIPELINE_OF[k] for k in idle}))
+    one, several = len(idle) == 1, len({PIPELINE_OF[k] for k in idle}) > 1
+    raise DataError(f"{named} {'is a setting' if one else 'are settings'} of the {owners} "
+                    f"pipeline{'s' if several else ''}, which {'are' if several else 'is'} not run: add {owners} to "
+                    f"the pipelines, or drop {'it' if one else 'them'}")
+
 
 def run_key(record: dict) -> tuple:
     return record["pipeline"], int(record["samples_per_class"]), int(record["split"])
@@ -450,10 +481,7 @@ def run_study(folder: str, setup: str | None = None, settings: Settings = Settin
     unknown = sorted(set(pipelines) - set(PIPELINES))
     if unknown:
         raise DataError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
-    for key, pipeline in (("layers", "FE"), ("frozen", "FT")):
-        if getattr(settings, key) is not None and pipeline not in pipelines:
-            raise DataError(f"{key} (--{key}) is a setting of the {pipeline} pipeline, which is not run: add "
-                            f"{pipeline} to the pipelines, or drop {key}")
+    refuse_idle_settings(settings.changed(), pipelines, select)
     with CostMeter(country) as meter:
         experiment = Experiment(folder, setup, settings, weights, meter, None, log, target)
         # the MLflow store is opened (and created) once the settings have passed the experiment's checks

@@ -46,6 +46,17 @@ def check_parameters(notebook: Path, grid: dict, fixed: dict | None) -> None:
         raise DataError(f"{notebook.name} has no parameter(s) {unknown}; its parameters cell defines {known}")
 
 
+def check_grid(notebook, grid: dict, fixed: dict | None = None) -> tuple[Path, list[dict]]:
+    """The notebook's resolved path and the grid's points, once the notebook, the grid's values and
+    every parameter name have passed their checks (a caller checks before it starts an executor)."""
+    notebook = Path(notebook).resolve()
+    if not notebook.is_file():
+        raise DataError(f"no notebook {notebook}; give the path of a study notebook, e.g. MNIST/empirical.ipynb")
+    points = grid_points(grid)
+    check_parameters(notebook, grid, fixed)
+    return notebook, points
+
+
 def point_name(parameters: dict) -> str:
     """A folder name that says which parameters made its contents."""
     text = ",".join(f"{k}={v}" for k, v in parameters.items())
@@ -87,11 +98,7 @@ def run_grid(notebook: Path, grid: dict, out: Path, fixed: dict | None = None, t
     one task per point); outcomes in grid order."""
     from .executors import Failure, InProcess
 
-    notebook = Path(notebook).resolve()
-    if not notebook.is_file():
-        raise DataError(f"no notebook {notebook}; give the path of a study notebook, e.g. MNIST/empirical.ipynb")
-    points = grid_points(grid)
-    check_parameters(notebook, grid, fixed)
+    notebook, points = check_grid(notebook, grid, fixed)
     executor = executor or InProcess()
     outcomes = {}
     with tqdm(total=len(points), desc=f"sweep {notebook.name}", disable=not progress, unit="notebook") as bar:

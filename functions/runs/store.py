@@ -71,8 +71,19 @@ def refuse_other_parameters(path, found: dict, wanted: dict, legacy: dict | None
                         f"move it away or run with the same parameters to resume")
 
 
-def sweep_key(record: dict) -> tuple:
-    """A sweep run's identity: (percentage, cut point, repeat)."""
+def sweep_key(record: dict, where: str | None = None, also: tuple = ()) -> tuple:
+    """A sweep run's identity: (percentage, cut point, repeat).
+
+    A record that lacks one of them, or one of ``also`` (keys its caller reads next), is refused
+    with the keys it lacks, named by ``where`` (e.g. "<file>: run record 3"; else by its content):
+    a bare KeyError would surface far from the file, in a resumed sweep or a summary."""
+    needed = ["sampled_percentage", "sampled_cut_point", "repeat", *also]
+    missing = [k for k in needed if k not in record] if isinstance(record, dict) else needed
+    if missing:
+        content = repr(record)
+        named = where or f"run record {content if len(content) <= 100 else content[:97] + '...'}"
+        raise DataError(f"{named} lacks {missing}; every run record needs {needed}: restore the results file "
+                        f"from a copy, or delete it (or move it away) to re-run its runs")
     return percentage_key(record["sampled_percentage"]), int(record["sampled_cut_point"]), int(record["repeat"])
 
 
