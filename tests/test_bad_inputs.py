@@ -85,7 +85,7 @@ def test_a_resumed_results_file_names_the_run_record_and_the_key_it_lacks(output
     path = write_results(output_root / "MNIST" / "results" / "results_regular_FR.json",
                          [{"sampled_percentage": 0.01, "sampled_cut_point": 1, "test_acc": 0.5}])
     resumed = ResultsFile(path, {"depth": 6})  # as a notebook or a sweep resumes it
-    with pytest.raises(DataError, match=r"^run record \{'sampled_percentage': 0.01, 'sampled_cut_point': 1, "
+    with pytest.raises(DataError, match=r"results_regular_FR.json: run record \{'sampled_percentage': 0.01, 'sampled_cut_point': 1, "
                                         r"'test_acc': 0.5\} lacks \['repeat'\]; .*: restore the results file"):
         resumed.done()
     with pytest.raises(DataError, match=r"^run record \{'x': '0{80,}\.\.\. lacks \['sampled_percentage', "):

@@ -109,7 +109,10 @@ class ResultsFile:
         return self.records
 
     def done(self) -> set:
-        return {self.key(r) for r in self.refresh()}
+        try:
+            return {self.key(r) for r in self.refresh()}
+        except DataError as err:  # a record the key cannot read: say which file holds it
+            raise DataError(f"{self.path}: {err}") from None
 
     def add(self, *records: dict) -> list[dict]:
         """Merge runs into the file in one atomic write under its lock, so the runs of one call land
