@@ -15,7 +15,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from scipy import stats as scipy_stats
 
+from ..core.atomic import locked
 from ..runs.fe_vs_ft import EXPERIMENTS
+from ..runs.store import load_results
 from .plots import save_figure
 
 COSTS = {"training_seconds": "training time (s)", "total_seconds": "time with test evaluation (s)"}
@@ -158,13 +160,18 @@ def selection_table(candidates) -> pd.DataFrame:
 
 
 def report(study, folder: str, figure_name: str) -> list[Path]:
-    """The grid's figures (accuracy against N, accuracy against cost) saved as
-    ``<Folder>/results/figures/fe_vs_ft_{accuracy,cost}_<figure_name>.png``; when the call trained
-    new runs and tracks them, the figures, the summary table and the guideline are also logged as
-    artifacts of one summary run in each MLflow experiment."""
+    """The figures of every run in the study's results file (accuracy against N, accuracy against
+    cost) saved as ``<Folder>/results/figures/fe_vs_ft_{accuracy,cost}_<figure_name>.png``; when
+    the call trained new runs and tracks them, the figures, the summary table and the guideline of
+    its grid are also logged as artifacts of one summary run in each MLflow experiment.
+
+    The file is read and drawn under its lock: of calls side by side (other N), the one drawing
+    last reads every call's runs, so the figures left show them all."""
     title = study.name.split(" ")[-1]
-    paths = [save_figure(accuracy_curves(study.records, title), folder, f"fe_vs_ft_accuracy_{figure_name}"),
-             save_figure(pareto(study.records, title), folder, f"fe_vs_ft_cost_{figure_name}")]
+    with locked(study.path):
+        records = load_results(study.path)[1]
+        paths = [save_figure(accuracy_curves(records, title), folder, f"fe_vs_ft_accuracy_{figure_name}"),
+                 save_figure(pareto(records, title), folder, f"fe_vs_ft_cost_{figure_name}")]
     pipelines = {r["pipeline"] for r in study.records}
     if study.tracker is None or not study.trained or pipelines != set(EXPERIMENTS):
         return paths

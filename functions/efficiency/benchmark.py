@@ -32,7 +32,7 @@ from ..data.tasks import load_task
 from ..models.extractors import TORCHVISION_ARCHS, Extractor, study_extractor, torchvision_extractor
 from ..models.files import load_model
 from ..runs.pretrained import load_pretrained
-from ..runs.store import ResultsFile
+from ..runs.store import ResultsFile, load_results
 from . import heads
 from .milestone import milestone, relative_efficiency, stream_order
 
@@ -358,6 +358,14 @@ def plot_study(records: list[dict], params: dict, stem: Path) -> list[Path]:
     return [curves, boxes]
 
 
+def plot_results_file(path: Path, params: dict) -> list[Path]:
+    """:func:`plot_study` of every run in the results file at ``path``, read and drawn under its
+    lock: of studies side by side (other methods or seeds), the one drawing last reads every
+    study's runs, so the figures left show them all."""
+    with locked(path):
+        return plot_study(load_results(path)[1], params, path.parent / "figures" / path.stem)
+
+
 @dataclass
 class StudyResult:
     path: Path
@@ -439,7 +447,7 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
         f"{params['val_size']} validation), milestone = {window} evaluations >= {threshold:g}, over {seeds} seeds:")
     log(format_summary(table))
     log(f"wrote {path}")
-    figures = plot_study(chosen, params, path.parent / "figures" / path.stem) if plot else []
+    figures = plot_results_file(path, params) if plot else []
     for figure in figures:
         log(f"wrote {figure}")
     return StudyResult(path, table, figures, params, chosen)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..analysis.model_zoo import files, matrix, recommenders
 from ..analysis.plots import save_figure
-from ..core.atomic import write_json_atomic
+from ..core.atomic import locked, write_json_atomic
 from ..core.device import describe_machine
 from ..data.task_bank import bank, check_task, parse_task
 from ..runs.zoo import ZOO, ZOO_FOLDER, study_network, zoo_model
@@ -28,22 +28,24 @@ def pretrain(names=None, log=print) -> list[str]:
 
 def build(names=None, seeds: int = matrix.SEEDS, log=print, executor=None) -> pd.DataFrame:
     """Measure the matrix over the task bank (one unit per model, on ``executor``: default this
-    process), write the zoo's files, the matrix figure, the timing and the recommenders'
-    evaluation; returns the records."""
+    process), merge it into the zoo's files, and write the matrix figure, the timing and the
+    recommenders' evaluation; returns the records of every model the files hold."""
     models = [zoo_model(n) for n in names] if names else list(ZOO)
     machine = describe_machine()
     records, timing = matrix.build(models, bank(), seeds, log, executor)
     paths = files.save(records)
     # evaluated as stored (six significant digits, as the notebook reads them): the same numbers
-    # on every machine, and scores equal to rounding count as ties
-    records = files.load_records(paths["records"])
-    save_figure(files.matrix_figure(records), ZOO_FOLDER, "transferability_matrix")
-    table = recommenders.evaluate(records)
+    # on every machine, and scores equal to rounding count as ties; read under the file's lock, so
+    # the figure and evaluation written last cover the rows of builds side by side
+    with locked(paths["records"]):
+        records = files.load_records(paths["records"])
+        save_figure(files.matrix_figure(records), ZOO_FOLDER, "transferability_matrix")
+        table = recommenders.evaluate(records)
+        write_json_atomic(files.zoo_dir() / "recommenders.json", json.loads(table.round(4).to_json(orient="index")))
     write_json_atomic(files.zoo_dir() / "timing.json", {"machine": machine, "models": len(models),
                                                         "tasks": records["task"].nunique(), "seeds": seeds,
                                                         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
                                                         **timing.as_dict()})
-    write_json_atomic(files.zoo_dir() / "recommenders.json", json.loads(table.round(4).to_json(orient="index")))
     for path in paths.values():
         log(f"wrote {path}")
     return records

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, Setup, source_params
-from ..core.atomic import write_json_atomic
+from ..core.atomic import locked, write_json_atomic
 from ..core.device import pick_device
 from ..core.errors import DataError
 from ..core.paths import REPO_ROOT, output_root
@@ -39,13 +39,16 @@ def pretrained_path(setup: Setup, cfg: Config) -> Path:
 def load_pretrained(setup: Setup, cfg: Config, log=print, train_if_missing: bool = True,
                     device: torch.device | str | None = None) -> StudyCNN:
     """The source model for ``cfg``: loaded when a file with the same config exists, else trained
-    (on ``device``: see :func:`pretrain`)."""
+    (on ``device``: see :func:`pretrain`).  Processes asking for the same missing model train it
+    once: the first trains under the file's lock, the others wait and load what it wrote."""
     path = pretrained_path(setup, cfg)
     if not path.exists():
         if not train_if_missing:
             raise DataError(f"no pretrained model {path}; run `python -m functions pretrain {setup.folder} "
                             f"--setup {setup.name}` with the same parameters")
-        pretrain(setup, cfg, cfg.source_task(), log, device)
+        with locked(path):
+            if not path.exists():
+                pretrain(setup, cfg, cfg.source_task(), log, device)
     model, saved = load_model(path)
     if saved["config"] != source_params(cfg):
         raise DataError(f"{path} holds a model for other parameters "
@@ -76,8 +79,9 @@ def pretrain(setup: Setup, cfg: Config, task: TaskData, log=print, device: torch
                               device=device, **protocol)
     info = {"config": source_params(cfg), "in_shape": list(task.train.x.shape[1:]), **result.record()}
     path = pretrained_path(setup, cfg)
-    save_model(path, model, info)
+    # the model last: a process that finds it (without waiting on the lock) finds its record too
     write_json_atomic(path.with_suffix(".json"), info)
+    save_model(path, model, info)
     log(f"saved {path.name}: source test accuracy {result.test_acc:.4f}")
     return info
 

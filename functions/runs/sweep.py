@@ -181,8 +181,13 @@ def _cells(runs) -> list[Cell]:
 
 def _train_pending(cfg, task, pretrained, todo: dict, files: dict, device, bar, on_run, executor) -> None:
     """Hand the pending cells to ``executor`` in increasing cut order, each cut point's inputs
-    staged once, and save each cell's records as it finishes (in completion order)."""
+    staged once, and save each cell's records as it finishes (in completion order).  A cell whose
+    repeats another process has saved since the sweep began is skipped rather than trained again."""
     failures: list[Failure] = []
+
+    def saved_elsewhere(cell: Cell) -> bool:
+        done = files[cell.kind].done()
+        return all((percentage_key(cell.percentage), cell.cut_point, r) in done for r in cell.repeats)
 
     def save(finished) -> None:
         for cell, records in finished:
@@ -206,6 +211,9 @@ def _train_pending(cfg, task, pretrained, todo: dict, files: dict, device, bar, 
         for cut_point, inputs in inputs_per_cut(cfg, task, source, sorted({c.cut_point for c in cells}), stage_on):
             shared_inputs = executor.share(inputs)  # staged inputs stay valid only until the next cut point
             for cell in (c for c in cells if c.cut_point == cut_point):
+                if saved_elsewhere(cell):
+                    bar.update(len(cell.repeats))
+                    continue
                 executor.submit(train_cell, cell, cfg, shared_task, shared_source, shared_inputs,
                                 "auto" if remote else None)
                 save(executor.completed())  # whatever has finished is saved before the next cell starts

@@ -2,7 +2,9 @@
 metadata, one record per (model, task), the LogME matrix, and the matrix as a figure.
 
 All go to ``zoo/results/`` under the output root.  Records carry the zoo version they were
-measured with: a file from another version is refused, naming the difference.
+measured with: a file from another version is refused, naming the difference.  Builds side by
+side (other models, or the same) each merge their rows into what the records file holds, under
+its lock, so none loses another's.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ...core.atomic import atomic_file
+from ...core.atomic import atomic_file, locked
 from ...core.errors import DataError
 from ...core.paths import results_dir
 from ...runs.zoo import ZOO, ZOO_FOLDER, ZOO_VERSION
@@ -24,6 +26,8 @@ MODEL_COLUMNS = ("model", "family", "architecture", "depth", "width", "input_siz
                  "flops", "memory_mb", "feature_dim", "pretrain_dataset", "pretrain_classes", "pretrain_accuracy",
                  "pretrain_accuracy_source")
 TASK_COLUMNS = ("task", "source_dataset", "domain", "num_classes", "classes", "class_names", "n_train", "n_test")
+RECORD_KEY = ["model", "task"]
+MEASURED_WITH = ["zoo_version", "seeds"]  # a row measured otherwise is measured again, not kept
 
 
 def zoo_dir() -> Path:
@@ -41,13 +45,32 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def save(records: pd.DataFrame, bank: str = "default") -> dict[str, Path]:
-    """The four CSV files of ``records``; returns their paths."""
-    folder = zoo_dir()
-    logme = score_matrix(records, "logme").reset_index()
-    return {"models": _write_csv(records.drop_duplicates("model")[list(MODEL_COLUMNS)], folder / MODEL_META),
-            "tasks": _write_csv(records.drop_duplicates("task")[list(TASK_COLUMNS)], folder / TASK_META),
-            "records": _write_csv(records, records_path(bank)),
-            "logme": _write_csv(logme, folder / "LogME.csv")}
+    """The four CSV files of the bank's records on disk merged with ``records``, written under the
+    records file's lock so that another build's rows, written meanwhile, are kept; returns their paths."""
+    folder, path = zoo_dir(), records_path(bank)
+    with locked(path):
+        records = _merged(records, path)
+        logme = score_matrix(records, "logme").reset_index()
+        return {"models": _write_csv(records.drop_duplicates("model")[list(MODEL_COLUMNS)], folder / MODEL_META),
+                "tasks": _write_csv(records.drop_duplicates("task")[list(TASK_COLUMNS)], folder / TASK_META),
+                "records": _write_csv(records, path),
+                "logme": _write_csv(logme, folder / "LogME.csv")}
+
+
+def _merged(records: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The rows of ``path`` measured as ``records`` were (zoo version, seeds), then the rows of
+    ``records`` whose (model, task) they lack: as in a results file, a row on disk stays."""
+    stored = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    if not set(MEASURED_WITH) <= set(stored):  # no file, or rows that do not say how they were measured
+        return records
+    stored = stored[_keys(stored, MEASURED_WITH).isin(_keys(records, MEASURED_WITH))]
+    fresh = records[~_keys(records, RECORD_KEY).isin(_keys(stored, RECORD_KEY))]
+    # an empty part would turn every column's type to object (and floats lose their format)
+    return pd.concat([part for part in (stored, fresh) if len(part)] or [records], ignore_index=True)
+
+
+def _keys(frame: pd.DataFrame, columns: list[str]) -> pd.MultiIndex:
+    return pd.MultiIndex.from_frame(frame[columns])
 
 
 def load_records(path: Path | None = None) -> pd.DataFrame:
