@@ -67,10 +67,10 @@ def latency(cache: Path, repeats: int = 20) -> dict:
     """run_benchmark through the app (features cached), with the defaults and with each method."""
     from fastapi.testclient import TestClient
 
-    from functions.efficiency.service import Settings, create_app, load_state
+    from functions.efficiency.service import ServiceSettings, create_app, load_state
 
     os.environ["TRANSFER_FEATURE_CACHE"] = str(cache)
-    state = load_state(Settings(), log=lambda *_: None)
+    state = load_state(ServiceSettings(), log=lambda *_: None)
     out = {"task": {"dataset": state.task.dataset, "classes": list(state.task.classes),
                     "val": int(len(state.features.val_y))}, "default_method": state.settings.method}
     with TestClient(create_app(state=state)) as client:  # the lifespan sets BLAS as the server does

@@ -407,17 +407,17 @@ def cmd_fe_vs_ft(args):
     import dataclasses
     import pandas as pd
     from .analysis import tradeoff
-    from .runs.fe_vs_ft import Settings, refuse_idle_settings, run_study
+    from .runs.fe_vs_ft import FeVsFtSettings, refuse_idle_settings, run_study
     given = _given(args, FE_VS_FT_SETTINGS)
     refuse_idle_settings([FE_VS_FT_SETTINGS[name] for name in given], args.pipelines, args.select)
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    defaults = {f.name: f.default for f in dataclasses.fields(FeVsFtSettings)}
     _fill(args, {name: defaults[setting] for name, setting in FE_VS_FT_SETTINGS.items()})
-    settings = Settings(backbone=args.backbone, input_size=args.input_size,
-                        layers=tuple(args.layers) if args.layers else None,
-                        classifier=args.classifier, C=args.C, embedding=args.embedding, frozen=args.frozen,
-                        hidden=args.hidden, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                        max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
-                        val_per_class=args.val_per_class, crops=args.crops, seed=args.seed)
+    settings = FeVsFtSettings(backbone=args.backbone, input_size=args.input_size,
+                              layers=tuple(args.layers) if args.layers else None,
+                              classifier=args.classifier, C=args.C, embedding=args.embedding, frozen=args.frozen,
+                              hidden=args.hidden, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                              max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
+                              val_per_class=args.val_per_class, crops=args.crops, seed=args.seed)
     executor = _executor(args)
     try:
         study = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits, args.pipelines,
@@ -592,7 +592,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", action=Distinct, help="FE: stages pooled and concatenated (default: the last; "
                                                "Lite0 has stem, block1..block7, head)")
     # the options of one pipeline default to None: cmd_fe_vs_ft refuses them when that pipeline does not
-    # run, then fills the defaults of Settings
+    # run, then fills the defaults of FeVsFtSettings
     p.add_argument("--classifier", choices=HEADS, help="FE: the classifier on the features (default linear_svc)")
     p.add_argument("--C", type=positive_float, help="FE: inverse regularisation of the classifier (default 1)")
     p.add_argument("--embedding", choices=EMBEDDINGS,

@@ -319,7 +319,7 @@ def test_fe_vs_ft_refuses_such_options_given_at_their_default_and_names_them_all
 
 def test_fe_vs_ft_model_selection_reads_some_options_of_both_pipelines(output_root):
     from functions.core.errors import DataError
-    from functions.runs.fe_vs_ft import Settings, refuse_idle_settings, run_study
+    from functions.runs.fe_vs_ft import FeVsFtSettings, refuse_idle_settings, run_study
     # --select tries both pipelines: it reads the embedding (FE) and the training options (FT) ...
     refuse_idle_settings(["embedding"], ["FT"], select=True)
     refuse_idle_settings(["hidden", "max_epochs", "batch_size"], ["FE"], select=True)
@@ -329,5 +329,5 @@ def test_fe_vs_ft_model_selection_reads_some_options_of_both_pipelines(output_ro
             refuse_idle_settings([setting], pipelines, select=True)
     # from Python, a setting away from its default is refused the same way, before any work
     with pytest.raises(DataError, match=r"momentum, max_epochs \(--epochs\) are settings of the FT pipeline"):
-        run_study("MNIST", None, Settings(backbone="study", max_epochs=3, momentum=0.5), [1], 1, ["FE"], track=False)
+        run_study("MNIST", None, FeVsFtSettings(backbone="study", max_epochs=3, momentum=0.5), [1], 1, ["FE"], track=False)
     assert list(output_root.iterdir()) == []

@@ -172,7 +172,7 @@ def test_grid_writes_resumes_and_logs_every_run_to_mlflow(tmp_path, monkeypatch)
     monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    settings = fe_vs_ft.Settings(backbone="study", max_epochs=3, patience=2)
+    settings = fe_vs_ft.FeVsFtSettings(backbone="study", max_epochs=3, patience=2)
     study = fe_vs_ft.run_study("MNIST", None, settings, [1, 3], 2, tracking_uri=uri, progress=False,
                                log=lambda *_: None)
     path, records = study.path, study.records
@@ -208,7 +208,7 @@ def test_grid_writes_resumes_and_logs_every_run_to_mlflow(tmp_path, monkeypatch)
     assert list(summary.index) == [("FE", 1), ("FE", 3), ("FT", 1), ("FT", 3)]
     assert "images per class" in tradeoff.guideline(records) or "smallest size" in tradeoff.guideline(records)
     with pytest.raises(DataError, match="max_epochs: file 3 vs now 4"):
-        fe_vs_ft.run_study("MNIST", None, fe_vs_ft.Settings(backbone="study", max_epochs=4), [1], 1,
+        fe_vs_ft.run_study("MNIST", None, fe_vs_ft.FeVsFtSettings(backbone="study", max_epochs=4), [1], 1,
                            tracking_uri=uri, progress=False, log=lambda *_: None)
 
 
@@ -233,7 +233,7 @@ def test_model_selection_uses_validation_only_and_scores_the_test_split_once(tmp
     monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
     from functions.runs.selection import fe_candidates, ft_candidates
-    settings = fe_vs_ft.Settings(backbone="study", max_epochs=2, patience=1)
+    settings = fe_vs_ft.FeVsFtSettings(backbone="study", max_epochs=2, patience=1)
     study = fe_vs_ft.run_study("MNIST", None, settings, [2], 1, track=False, select=True, progress=False,
                                log=lambda *_: None)
     layer_names = [f"block{i}" for i in range(1, 7)]
@@ -274,12 +274,12 @@ def test_scikit_learn_digits_are_a_third_offline_target(tmp_path, monkeypatch):
     assert np.bincount(test_y).min() >= 58  # every third image of each class
     monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path))
     monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
-    settings = fe_vs_ft.Settings(backbone="study", max_epochs=2, patience=1, val_per_class=5)
+    settings = fe_vs_ft.FeVsFtSettings(backbone="study", max_epochs=2, patience=1, val_per_class=5)
     study = fe_vs_ft.run_study("MNIST", None, settings, [2], 1, track=False, target="digits", progress=False,
                                log=lambda *_: None)
     assert study.path.name == "fe_vs_ft_digits_study.json"
     assert {r["n_test"] for r in study.records} == {596} and {r["n_train"] for r in study.records} == {20}
     with pytest.raises(DataError, match=r"20 samples per class asked for, but class \d has only \d+ images in "
                                         r"the validation split"):
-        fe_vs_ft.run_study("MNIST", None, fe_vs_ft.Settings(backbone="study"), [1], 1, track=False,
+        fe_vs_ft.run_study("MNIST", None, fe_vs_ft.FeVsFtSettings(backbone="study"), [1], 1, track=False,
                            target="digits", progress=False, log=lambda *_: None)

@@ -123,7 +123,7 @@ MEASURED = ("_seconds", "_energy_kwh", "_emissions_kg", "_peak_memory_mb")
 
 def test_the_fe_vs_ft_grid_on_ray_equals_the_in_process_one(cluster, tmp_path, monkeypatch):
     from functions.runs import fe_vs_ft
-    settings = fe_vs_ft.Settings(backbone="study", max_epochs=3, patience=2)
+    settings = fe_vs_ft.FeVsFtSettings(backbone="study", max_epochs=3, patience=2)
     outcomes = {}
     for name in ("in-process", "ray"):
         monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / name))

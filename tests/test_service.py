@@ -28,7 +28,7 @@ from functions.efficiency.milestone import stream_order
 from functions.config import Config, source_params
 from functions.core.paths import REPO_ROOT
 from functions.models.study_cnn import build
-from functions.efficiency.service import Settings, create_app, load_state
+from functions.efficiency.service import ServiceSettings, create_app, load_state
 
 POOL = 200
 
@@ -51,7 +51,7 @@ def service_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def state(service_env):
-    return load_state(Settings.from_env(), log=lambda *_: None)
+    return load_state(ServiceSettings.from_env(), log=lambda *_: None)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from functions.core.errors import DataError
-from functions.efficiency.service import Settings
+from functions.efficiency.service import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,12 +54,12 @@ def test_a_bad_setting_stops_the_service_with_one_line(variable, value, message,
 ])
 def test_settings_refuse_what_the_service_cannot_serve(changes, message):
     with pytest.raises(DataError, match=message):
-        Settings(**changes)
+        ServiceSettings(**changes)
 
 
 def test_settings_from_the_environment_are_typed():
-    settings = Settings.from_env({"TRANSFER_SERVICE_CLASSES": "0,3", "TRANSFER_SERVICE_DATASET": "FashionMNIST",
+    settings = ServiceSettings.from_env({"TRANSFER_SERVICE_CLASSES": "0,3", "TRANSFER_SERVICE_DATASET": "FashionMNIST",
                                   "TRANSFER_SERVICE_POOL": "50", "TRANSFER_SERVICE_TASK": ""})
     assert (settings.classes, settings.dataset, settings.pool, settings.task) == ((0, 3), "FashionMNIST", 50, "binary")
     with pytest.raises(DataError, match=r"TRANSFER_SERVICE_CLASSES='0,x' is not comma-separated integers"):
-        Settings.from_env({"TRANSFER_SERVICE_CLASSES": "0,x"})
+        ServiceSettings.from_env({"TRANSFER_SERVICE_CLASSES": "0,x"})

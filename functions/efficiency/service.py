@@ -4,7 +4,7 @@ run the benchmark against the adam baseline.
 Run it with ``uvicorn functions.efficiency.service:app`` (``make serve``).  The extractor and the target
 task's features are loaded once at start-up; a request only reads them and builds its own
 heads and seeded generators, so concurrent requests answer exactly as sequential ones.
-Configuration comes from ``TRANSFER_SERVICE_*`` environment variables (see ``Settings``).
+Configuration comes from ``TRANSFER_SERVICE_*`` environment variables (see ``ServiceSettings``).
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def variable(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Settings:
+class ServiceSettings:
     """What the service serves; each field can be set by ``TRANSFER_SERVICE_<FIELD>``."""
 
     folder: str = "MNIST"
@@ -118,7 +118,7 @@ class Settings:
             raise DataError(f"{variable('folder')} / {variable('setup')}: {err}") from None
 
     @classmethod
-    def from_env(cls, environ=os.environ) -> "Settings":
+    def from_env(cls, environ=os.environ) -> "ServiceSettings":
         values = {}
         for f in fields(cls):
             text = environ.get(variable(f.name))
@@ -141,13 +141,13 @@ class Settings:
 class ServiceState:
     """Everything a request reads: never written after start-up."""
 
-    settings: Settings
+    settings: ServiceSettings
     extractor: Extractor
     features: se.TaskFeatures
     task: se.TargetTask
 
 
-def load_state(settings: Settings, log=print) -> ServiceState:
+def load_state(settings: ServiceSettings, log=print) -> ServiceState:
     """The extractor and the target features (extracted once, then read from the cache)."""
     try:
         extractor = se.build_extractor(settings.extractor, settings.model, settings.folder, settings.setup,
@@ -436,9 +436,9 @@ def _with_task_limits(schema: dict, state: ServiceState) -> dict:
     return schema
 
 
-def create_app(settings: Settings | None = None, state: ServiceState | None = None) -> FastAPI:
+def create_app(settings: ServiceSettings | None = None, state: ServiceState | None = None) -> FastAPI:
     """The service for ``settings`` (default: from the environment); ``state`` skips loading."""
-    settings = state.settings if state else settings or Settings.from_env()
+    settings = state.settings if state else settings or ServiceSettings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -539,7 +539,7 @@ def __getattr__(name: str):
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        built = create_app(state=load_state(Settings.from_env()))
+        built = create_app(state=load_state(ServiceSettings.from_env()))
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -19,7 +19,7 @@ from ..core.paths import results_dir
 from ..data.catalog import same_percentage
 from ..runs.pretrained import load_pretrained, pretrained_info
 from ..runs.recheck import FLOAT32_TOLERANCE, recheck
-from ..runs.fe_vs_ft import Settings
+from ..runs.fe_vs_ft import FeVsFtSettings
 from ..runs.fe_vs_ft import run_study as run_fe_vs_ft
 from ..runs.store import load_results, results_path
 from ..runs.sweep import run_inputs, run_sweep, subset_index, train_run
@@ -295,7 +295,7 @@ def fe_vs_ft(folder: str, setup: str | None, backbone: str, samples_per_class, s
     logged to MLflow when ``track``); the figures are saved under the folder's figures."""
     from ..analysis.tradeoff import report
     chosen = get_setup(folder, setup)
-    study = run_fe_vs_ft(folder, setup, Settings(backbone=backbone, **settings), samples_per_class, splits,
+    study = run_fe_vs_ft(folder, setup, FeVsFtSettings(backbone=backbone, **settings), samples_per_class, splits,
                          track=track, log=lambda *_: None)
     report(study, folder, f"{chosen.name}_{backbone}")
     return study.records

@@ -41,7 +41,7 @@ EXPERIMENTS = {"FE": "Feature extraction", "FT": "Fine-tuning"}
 
 
 @dataclass(frozen=True)
-class Settings:
+class FeVsFtSettings:
     """Everything that decides a run's outcome besides its pipeline, N and split (the results
     file's parameters)."""
 
@@ -152,7 +152,7 @@ def target_of(task: TaskData, val_per_class: int, seed: int) -> TaskData:
                   Split(pixels(task.test, task.dataset), task.test.y))
 
 
-def backbone_for(setup: Setup, settings: Settings, weights=None, log=print) -> Backbone:
+def backbone_for(setup: Setup, settings: FeVsFtSettings, weights=None, log=print) -> Backbone:
     """The ImageNet backbone named in ``settings``, or the folder's own source CNN ("study")."""
     if settings.backbone == STUDY:
         if weights is not None:
@@ -167,8 +167,9 @@ def backbone_for(setup: Setup, settings: Settings, weights=None, log=print) -> B
 class Experiment:
     """One folder's grid: the backbone, the target task, the feature stores, the results file."""
 
-    def __init__(self, folder: str, setup: str | None = None, settings: Settings = Settings(), weights=None,
-                 meter: CostMeter | None = None, tracker: Tracker | None = None, log=print, target: str = "folder"):
+    def __init__(self, folder: str, setup: str | None = None, settings: FeVsFtSettings = FeVsFtSettings(),
+                 weights=None, meter: CostMeter | None = None, tracker: Tracker | None = None, log=print,
+                 target: str = "folder"):
         configure_threads()
         if target not in TARGETS:
             raise DataError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
@@ -467,10 +468,10 @@ class Study:
     energy_source: str = ""              # where this machine's energy numbers come from
 
 
-def run_study(folder: str, setup: str | None = None, settings: Settings = Settings(), samples_per_class=(1, 5, 10),
-              splits: int = 5, pipelines=PIPELINES, weights=None, track: bool = True, tracking_uri: str | None = None,
-              country: str = "FRA", select: bool = False, target: str = "folder", progress: bool = True,
-              log=print, executor=None) -> Study:
+def run_study(folder: str, setup: str | None = None, settings: FeVsFtSettings = FeVsFtSettings(),
+              samples_per_class=(1, 5, 10), splits: int = 5, pipelines=PIPELINES, weights=None, track: bool = True,
+              tracking_uri: str | None = None, country: str = "FRA", select: bool = False, target: str = "folder",
+              progress: bool = True, log=print, executor=None) -> Study:
     """The driver: one MLflow store (checked before any work) and one energy tracker for the
     process, the grid run or resumed, and (``select``) model selection on the largest N.
     ``target``: the folder's target classes, or "digits" (scikit-learn's 8 x 8 digits, resized to
