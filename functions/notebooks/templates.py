@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 
-from ..config import FOLDERS, default_setup, setup_names
+from ..config import ADAPTATION_MODES, FOLDERS, default_setup, setup_names
 from ..core.paths import REPO_ROOT
 from ..runs.papermill_grid import execute as execute_notebook
 
@@ -34,7 +34,11 @@ RANGE_MODES = {"MNIST": ("F", "FR", "FT"), "FashionMNIST": ("F", "FR", "FT"), "M
 SCORED_RANGE_FRACTIONS = (0.001, 0.01)
 # the cross-dataset folders, where the domain adaptation and distillation modes run (`make adaptation`)
 ADAPTATION_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST", "MNIST_to_digits")
-ADAPTATION_MODES = ["source_only", "adabn", "dann", "coral", "distill"]
+# the modes an adaptation notebook shows, in its order: config's ADAPTATION_MODES with the unadapted
+# reference first and AdaBN (BatchNorm statistics only) next, then distillation
+_NOTEBOOK_FIRST_MODES = ("source_only", "adabn")
+ADAPTATION_NOTEBOOK_MODES = [*_NOTEBOOK_FIRST_MODES,
+                             *(mode for mode in ADAPTATION_MODES if mode not in _NOTEBOOK_FIRST_MODES), "distill"]
 # notebooks over every folder, at the repository's top level
 TOP_LEVEL = ("reproduction", "model_zoo")
 
@@ -102,7 +106,7 @@ PARAMETERS = {
     "visualizations": lambda folder: _parameters(folder, _default_profile(folder, ["FR"])),
     "transferability": _transferability_parameters,
     "strategies": lambda folder: _parameters(folder, modes=strategy_modes(folder)),
-    "adaptation": lambda folder: _parameters(folder, modes=ADAPTATION_MODES + ["FR"]),
+    "adaptation": lambda folder: _parameters(folder, modes=ADAPTATION_NOTEBOOK_MODES + ["FR"]),
 }
 
 
