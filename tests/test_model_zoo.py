@@ -78,7 +78,8 @@ def test_pool_features_are_computed_once_and_the_source_head_gives_probabilities
     first = zoo.pool_features(net, "digits", cache_dir=tmp_path)
     cached = zoo.pool_features(net, "digits", cache_dir=tmp_path)
     assert first.train.shape == (1201, 144) and first.test.shape == (596, 144)
-    assert np.array_equal(first.train, cached.train) and len(list(tmp_path.iterdir())) == 1
+    assert np.array_equal(first.train, cached.train) and len(list(tmp_path.iterdir())) == 2  # train, test
+    assert first.seconds_per_image == cached.seconds_per_image > 0
     assert np.allclose(first.train_probs.sum(1), 1.0, atol=1e-5) and first.train_probs.shape[1] == 10
     # what the source network computes on the 8 x 8 digits resized to its 28 x 28 and normalised as
     # its FashionMNIST images were: its last block (3 x 3 at depth 6) flattened, and its softmax

@@ -257,9 +257,11 @@ def test_features_are_extracted_once_then_read_from_the_cache(model_file, tmp_pa
     monkeypatch.setattr(se, "load_task", lambda *a, **k: pytest.fail("features were extracted again"))
     again = se.task_features(extractor, task, cache_dir=tmp_path)
     assert again.from_cache and np.array_equal(again.train_x, first.train_x)
+    monkeypatch.undo()
     with torch.no_grad():
         model.blocks[0].conv.weight.mul_(2)  # other weights: another cache entry
-    assert se.features_key(extractors.study_extractor(model, source), task) != first.key
+    other = se.task_features(extractors.study_extractor(model, source), task, cache_dir=tmp_path, log=lambda *_: None)
+    assert not other.from_cache and other.key != first.key and np.array_equal(other.val_y, first.val_y)
 
 
 def test_study_records_each_seeds_relative_efficiency_against_that_seeds_baseline(model_file, tmp_path,

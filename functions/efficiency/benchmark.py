@@ -10,9 +10,7 @@ the baseline being the ``adam`` head.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
+import functools
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass, field
@@ -21,22 +19,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from ..config import get_setup, profile
-from ..core.atomic import atomic_file, locked, write_png
+from ..core.atomic import locked, write_png
 from ..core.errors import DataError
-from ..core.paths import data_root, results_dir
+from ..core.paths import results_dir
 from ..data.catalog import spec
 from ..data.tasks import load_task
 from ..models.extractors import TORCHVISION_ARCHS, Extractor, study_extractor, torchvision_extractor
 from ..models.files import load_model
+from ..runs.features import FeatureStore
 from ..runs.pretrained import load_pretrained
 from ..runs.store import ResultsFile, load_results
 from . import heads
 from .milestone import milestone, relative_efficiency, stream_order
 
-FEATURE_FORMAT = 1  # bump when the way features are computed changes: old cache files are then ignored
 EXTRACTORS = ("study", *TORCHVISION_ARCHS)
 
 
@@ -119,43 +118,57 @@ class TaskFeatures:
         return self.train_x.shape[1]
 
 
-def feature_cache_dir() -> Path:
-    return Path(os.environ.get("TRANSFER_FEATURE_CACHE", data_root() / "features"))
+@dataclass
+class _ExtractorOutputs:
+    """A frozen extractor's features of a task's images, and their labels, for the feature store."""
 
+    extractor: Extractor
+    dataset: str
+    layers = None  # the network's output (its cut is in its identity)
+    pooling = "avg"
+    view = "image"
 
-def features_key(extractor: Extractor, task: TargetTask) -> str:
-    blob = json.dumps({"format": FEATURE_FORMAT, "extractor": extractor.identity(), "task": task.identity()},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    @property
+    def network(self) -> dict:
+        return self.extractor.identity()
+
+    def __call__(self, batch: tuple) -> dict[str, np.ndarray]:
+        x, y = batch
+        stats = spec(self.dataset)
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (stats.mean, stats.std))
+        return {"features": self.extractor(x * std + mean), "labels": y.numpy()}
 
 
 def task_features(extractor: Extractor, task: TargetTask, cache_dir: Path | None = None, log=print) -> TaskFeatures:
-    """Features of ``task`` under ``extractor``, extracted once and then read from the cache."""
-    key = features_key(extractor, task)
-    path = Path(cache_dir or feature_cache_dir()) / f"{key}.npz"
-    with locked(path):  # one process extracts a task; the others wait for its file
-        if path.exists():
-            with np.load(path) as saved:
-                arrays = {name: saved[name] for name in ("train_x", "train_y", "val_x", "val_y")}
-            return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, from_cache=True)
-        if task.pool is not None and task.pool < 1:
-            raise DataError(f"pool={task.pool} must be at least 1 (or None for the whole training split)")
-        began = time.perf_counter()
-        data = load_task(task.dataset, task.classes, task.val_split, task.seed)
-        train = data.train
-        if task.pool is not None:
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(task.seed))
-            train = train.subset(torch.sort(order[:task.pool]).values)
-        stats = spec(task.dataset)
-        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (stats.mean, stats.std))
-        arrays = {"train_x": extractor(train.x * std + mean), "train_y": train.y.numpy(),
-                  "val_x": extractor(data.val.x * std + mean), "val_y": data.val.y.numpy()}
-        seconds = time.perf_counter() - began
-        with atomic_file(path, "wb") as fh:
-            np.savez(fh, **arrays)
+    """Features of ``task`` under ``extractor`` from the feature store (extracted once, then read)."""
+    if task.pool is not None and task.pool < 1:
+        raise DataError(f"pool={task.pool} must be at least 1 (or None for the whole training split)")
+    splits = functools.cache(lambda: _task_splits(task))
+    outputs = _ExtractorOutputs(extractor, task.dataset)
+    stores = {name: FeatureStore.of(outputs, {**task.identity(), "split": name},
+                                    lambda name=name: TensorDataset(splits()[name].x, splits()[name].y), cache_dir)
+              for name in ("train", "val")}
+    began = time.perf_counter()
+    train, val = (stores[name].split() for name in ("train", "val"))
+    seconds = time.perf_counter() - began
+    key = stores["train"].path.stem
+    arrays = {"train_x": train["features"], "train_y": train["labels"], "val_x": val["features"],
+              "val_y": val["labels"]}
+    if not any(store.computed for store in stores.values()):
+        return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, from_cache=True)
     log(f"extracted {extractor.kind} features of {task.dataset} {list(task.classes)} "
-        f"({len(arrays['train_y'])} train, {len(arrays['val_y'])} val) in {seconds:.1f} s -> {path}")
+        f"({len(arrays['train_y'])} train, {len(arrays['val_y'])} val) in {seconds:.1f} s -> {stores['train'].path}")
     return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, seconds=seconds)
+
+
+def _task_splits(task: TargetTask) -> dict:
+    """The task's training pool and validation split."""
+    data = load_task(task.dataset, task.classes, task.val_split, task.seed)
+    train = data.train
+    if task.pool is not None:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(task.seed))
+        train = train.subset(torch.sort(order[:task.pool]).values)
+    return {"train": train, "val": data.val}
 
 
 # ----------------------------------------------------------------------------- protocol

@@ -11,9 +11,8 @@ network's own forward pass, which LEEP and NCE need.
 """
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +20,21 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, Setup
-from ..core.atomic import atomic_file, locked
 from ..core.device import configure_threads
 from ..core.errors import DataError
 from ..data.catalog import spec
 from ..data.task_bank import BANK_DATASETS, pool as task_pool
 from ..models.backbones import Backbone, load, pool, study_backbone
 from ..models.imagenet import BACKBONES as IMAGENET, load_backbone
+from ..models.extractors import state_sha256
 from ..models.study_cnn import StudyCNN
 from .cost import count_flops
-from .features import cache_key, feature_cache_dir
+from .features import EXTRACT_BATCH, FeatureStore
 from .pretrained import load_pretrained, pretrained_info, pretrained_path
 
 # bumped when a model is added, removed or changed: records of another version are refused
 ZOO_VERSION = 1
 ZOO_FOLDER = "zoo"
-EXTRACT_CHUNK = 16  # images per forward pass (see functions.runs.features.EXTRACT_BATCH)
 # top-1 ImageNet accuracy of the float EfficientNet-Lite models, as the TensorFlow release of
 # EfficientNet-Lite published it
 IMAGENET_TOP1 = {"efficientnet_lite0": 0.751, "efficientnet_lite1": 0.767, "efficientnet_lite2": 0.776}
@@ -208,33 +206,42 @@ class PoolFeatures:
     seconds_per_image: float
 
 
-def _extract(net: Network, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    parts = [net(images[i:i + EXTRACT_CHUNK]) for i in range(0, len(images), EXTRACT_CHUNK)]
-    return np.concatenate([f.numpy() for f, _ in parts]), np.concatenate([p.numpy() for _, p in parts])
+@dataclass
+class _NetworkOutputs:
+    """A zoo network's features and source-head probabilities, for the feature store."""
+
+    net: Network
+
+    @cached_property
+    def network(self) -> dict:  # the head's weights decide the probabilities
+        return {**self.net.backbone.identity(), "source_head_sha256": state_sha256(self.net.source_head)}
+
+    @property
+    def layers(self) -> list:
+        return [list(self.net.backbone.stages)[-1]]
+
+    @property
+    def pooling(self) -> str:
+        return "avg" if self.net.grid is None else f"avg {self.net.grid}x{self.net.grid} grid"
+
+    view = "image"
+
+    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        parts = [self.net(images[i:i + EXTRACT_BATCH]) for i in range(0, len(images), EXTRACT_BATCH)]
+        return {"features": np.concatenate([f.numpy() for f, _ in parts]),
+                "probs": np.concatenate([p.numpy() for _, p in parts])}
 
 
 def pool_features(net: Network, dataset: str, cache_dir: Path | None = None) -> PoolFeatures:
-    """Features of ``dataset``'s pool through ``net``, cached on disk by the network's weights,
-    the pooling and the dataset (computed once, then read)."""
+    """Features of ``dataset``'s pool through ``net``, from the feature store (computed once, then read)."""
     if dataset not in BANK_DATASETS:
         raise DataError(f"unknown task dataset {dataset!r}; choose one of {list(BANK_DATASETS)}")
-    identity = {**net.backbone.identity(), "zoo_grid": net.grid, "pool": dataset}
-    path = Path(cache_dir or feature_cache_dir()) / f"zoo_{cache_key(identity)}.npz"
-    with locked(path):  # one process extracts a pool; the others wait for its file
-        if not path.exists():
-            _save_pool_features(net, dataset, path, identity)
-        with np.load(path) as saved:
-            return PoolFeatures(saved["train"], saved["test"], saved["train_probs"], saved["test_probs"],
-                                float(saved["seconds_per_image"]))
-
-
-def _save_pool_features(net: Network, dataset: str, path: Path, identity: dict) -> None:
-    configure_threads()
     data = task_pool(dataset)
-    began = time.perf_counter()
-    train, train_probs = _extract(net, data.train_x)
-    test, test_probs = _extract(net, data.test_x)
-    seconds = (time.perf_counter() - began) / (len(train) + len(test))
-    with atomic_file(path, "wb") as fh:
-        np.savez(fh, train=train, test=test, train_probs=train_probs, test_probs=test_probs,
-                 seconds_per_image=seconds, identity=json.dumps(identity))
+    outputs = _NetworkOutputs(net)
+    stores = [FeatureStore.of(outputs, {"pool": dataset, "split": split}, images, cache_dir)
+              for split, images in (("train", data.train_x), ("test", data.test_x))]
+    if any(len(store.ids) < store.count for store in stores):
+        configure_threads()
+    train, test = (store.split() for store in stores)
+    seconds = sum(s.totals["seconds"] for s in stores) / max(sum(s.totals["images"] for s in stores), 1)
+    return PoolFeatures(train["features"], test["features"], train["probs"], test["probs"], seconds)
