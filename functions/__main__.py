@@ -179,7 +179,7 @@ def cmd_pretrain(args):
 
 def cmd_run(args):
     from .analysis.summary import records_frame, run_records, summary_table
-    from .runs.store import results_path
+    from .runs.store import BASELINE_CUT, results_path
     from .runs.sweep import run_sweep
     setup, cfg, grid = _experiment(args)
     for path in (results_path(setup.folder, "baselines", setup.name, profile=grid.profile),
@@ -196,7 +196,8 @@ def cmd_run(args):
         executor.close()
     seconds = time.perf_counter() - began
     frame = records_frame(*paths.values())
-    frame = frame[frame.sampled_cut_point.isin([-1, *grid.cut_points]) & frame.sampled_percentage.isin(grid.percentages)]
+    frame = frame[frame.sampled_cut_point.isin([BASELINE_CUT, *grid.cut_points])
+                  & frame.sampled_percentage.isin(grid.percentages)]
     print(f"\n{setup.folder}/{setup.name}, mode {cfg.mode}: test accuracy, mean ± std over repeats")
     print(summary_table(frame).to_string())
     for path in paths.values():
@@ -209,7 +210,7 @@ def cmd_run(args):
 
 def cmd_summary(args):
     from .analysis.summary import records_frame, summary_table
-    from .runs.store import results_path
+    from .runs.store import BASELINE_CUT, results_path
     if not args.folder:
         raise DataError(f"name a folder: one of {FOLDERS}")
     setup = get_setup(args.folder, args.setup)
@@ -221,7 +222,7 @@ def cmd_summary(args):
                         f"run `python -m functions run {setup.folder} --setup {setup.name} --mode {args.mode}` first")
     frame = records_frame(*present)
     if args.cuts:
-        frame = frame[frame.sampled_cut_point.isin([-1, *args.cuts])]
+        frame = frame[frame.sampled_cut_point.isin([BASELINE_CUT, *args.cuts])]
     if args.percentages:
         frame = frame[frame.sampled_percentage.isin(args.percentages)]
     if frame.empty:
@@ -232,15 +233,16 @@ def cmd_summary(args):
 
 def cmd_recheck(args):
     from .notebooks.study import plan, recheck_run, shown_check
+    from .runs.store import BASELINE_CUT
     setup, cfg, grid = plan(args.folder, args.setup, args.profile, args.mode)
     if args.baseline and args.cut is not None:
         raise DataError("give --cut or --baseline, not both: a baseline has no cut point")
     middle = grid.cut_points[len(grid.cut_points) // 2]
-    cut_point = -1 if args.baseline else middle if args.cut is None else cfg.check_cut(args.cut)
+    cut_point = BASELINE_CUT if args.baseline else middle if args.cut is None else cfg.check_cut(args.cut)
     percentage = args.percentage or grid.percentages[0]
     check = recheck_run(setup, cfg, cut_point, percentage, args.repeat, device=args.device, profile=args.profile)
     shown = shown_check(check)
-    run = "baseline" if cut_point == -1 else f"{cfg.mode} cut {cut_point}"
+    run = "baseline" if cut_point == BASELINE_CUT else f"{cfg.mode} cut {cut_point}"
     print(f"{setup.folder}/{setup.name} {args.profile}, {run}, percentage {percentage:g}, repeat {args.repeat}: "
           f"stored {shown['stored test accuracy']}, trained again {shown['trained again']} "
           f"({'reproduced' if check['reproduced'] else 'NOT reproduced'}; compared by {check['compared']})")

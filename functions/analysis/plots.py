@@ -18,9 +18,9 @@ from matplotlib.figure import Figure
 from ..core.atomic import locked, write_png
 from ..core.errors import DataError
 from ..core.paths import figure_path
-from ..runs.store import load_results, results_path
+from ..runs.store import BASELINE_CUT, load_results, results_path
 from .clustering import layer_order, layer_scores
-from .stats import BASELINE, as_frame
+from .stats import as_frame
 
 CUT_LABEL = "cut point (conv layers kept)"
 FRACTION_LABEL = "fraction of target training data"
@@ -34,7 +34,7 @@ BAND_NOTE = "bands: inter-quartile range"
 
 
 def cut_label(cut: int) -> str:
-    return "baseline" if cut == BASELINE else str(int(cut))
+    return "baseline" if cut == BASELINE_CUT else str(int(cut))
 
 
 def _label(metric: str) -> str:
@@ -53,7 +53,7 @@ def _panels(count: int, sharey: bool = True, size: tuple | None = None) -> tuple
 
 def _cut_palette(cuts) -> dict:
     """One colour per cut point, the same in every figure; the baseline grey."""
-    transfer = sorted(c for c in cuts if c != BASELINE)
+    transfer = sorted(c for c in cuts if c != BASELINE_CUT)
     colors = sns.color_palette("viridis", max(len(transfer), 1))
     palette = {cut_label(c): colors[i] for i, c in enumerate(transfer)}
     palette["baseline"] = BASELINE_COLOR
@@ -111,7 +111,7 @@ def mean_curves(records, baseline_records=None, metric: str = "test_acc") -> Fig
     for cut, line in summary.groupby("sampled_cut_point"):
         color = palette[cut_label(cut)]
         ax.plot(line["sampled_percentage"], line["mean"], marker="o", color=color,
-                linestyle="--" if cut == BASELINE else "-", label=cut_label(cut))
+                linestyle="--" if cut == BASELINE_CUT else "-", label=cut_label(cut))
         ax.fill_between(line["sampled_percentage"], line["q1"], line["q3"], color=color, alpha=0.15, linewidth=0)
     percentages = sorted(summary["sampled_percentage"].unique())
     ax.set(xscale="log", xlabel=f"{FRACTION_LABEL} (log scale)", ylabel=f"mean {_label(metric)}")
@@ -124,9 +124,9 @@ def gain_matrix(records, baseline_records=None, metric: str = "test_acc") -> pd.
     """Mean ``metric`` of each cut point minus the baseline's mean: cut points (rows) x percentages."""
     frame = as_frame(records, baseline_records, metric)
     means = frame.groupby(["sampled_cut_point", "sampled_percentage"])[metric].mean().unstack("sampled_percentage")
-    if BASELINE not in means.index:
+    if BASELINE_CUT not in means.index:
         raise DataError("no baseline records (cut point -1): pass the baselines file's records as baseline_records")
-    return means.drop(index=BASELINE) - means.loc[BASELINE]
+    return means.drop(index=BASELINE_CUT) - means.loc[BASELINE_CUT]
 
 
 def gain_heatmap(records, baseline_records=None, metric: str = "test_acc") -> Figure:
@@ -171,7 +171,7 @@ def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "t
         raise DataError("give records of at least one mode, e.g. {'FR': records}")
     frame = pd.concat([as_frame(records, metric=metric).assign(mode=mode) for mode, records in records_by_mode.items()],
                       ignore_index=True)
-    frame = frame[frame["sampled_cut_point"] != BASELINE]
+    frame = frame[frame["sampled_cut_point"] != BASELINE_CUT]
     baseline = as_frame(baseline_records, metric=metric) if baseline_records is not None else None
     summary = _quartile_summary(frame, ["mode", "sampled_percentage", "sampled_cut_point"], metric)
     colors = dict(zip(records_by_mode, sns.color_palette("tab10", len(records_by_mode))))

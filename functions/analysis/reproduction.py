@@ -14,8 +14,8 @@ import pandas as pd
 
 from ..core.errors import DataError
 from ..data.catalog import percentage_key
+from ..runs.store import BASELINE_CUT
 
-BASELINE = -1
 # (folder, setup, mode) -> the upstream results file with the same source and target classes
 UPSTREAM_FILES = {
     ("MNIST", "regular", "FR"): "MNIST/results/cuts_regular_classes_FR.json",
@@ -64,7 +64,7 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
     and the spread between the cut points' means (best minus worst)."""
     rows = {}
     for percentage, group in table.groupby("percentage"):
-        cuts, base = group[group.cut_point != BASELINE], group[group.cut_point == BASELINE]
+        cuts, base = group[group.cut_point != BASELINE_CUT], group[group.cut_point == BASELINE_CUT]
         if cuts.empty or base.empty:
             continue
         best = cuts.loc[cuts["mean"].idxmax()]

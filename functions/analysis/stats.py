@@ -20,7 +20,6 @@ from scipy.stats import wilcoxon
 
 from ..core.errors import DataError
 
-BASELINE = -1
 KEYS = ("sampled_percentage", "sampled_cut_point", "repeat")
 
 

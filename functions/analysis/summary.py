@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..runs.store import load_results, sweep_key
+from ..runs.store import BASELINE_CUT, load_results, sweep_key
 
 
 def run_records(path: Path) -> list[dict]:
@@ -29,6 +29,6 @@ def summary_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     cell = stats.apply(lambda r: f"{r['mean']:.{digits}f} ± {0 if np.isnan(r['std']) else r['std']:.{digits}f}"
                        f" (n={int(r['count'])})", axis=1)
     table = cell.unstack("sampled_percentage")
-    table.index = ["baseline" if c == -1 else f"cut {c}" for c in table.index]
+    table.index = ["baseline" if c == BASELINE_CUT else f"cut {c}" for c in table.index]
     table.columns = [f"{p:g}" for p in table.columns]
     return table

@@ -21,7 +21,7 @@ from ..runs.pretrained import load_pretrained, pretrained_info
 from ..runs.recheck import FLOAT32_TOLERANCE, recheck
 from ..runs.fe_vs_ft import FeVsFtSettings
 from ..runs.fe_vs_ft import run_study as run_fe_vs_ft
-from ..runs.store import load_results, results_path
+from ..runs.store import BASELINE_CUT, load_results, results_path
 from ..runs.sweep import run_inputs, run_sweep, subset_index, train_run
 
 # what a notebook needs from the layers below, under one name
@@ -97,7 +97,7 @@ def missing_runs(grid: Grid, records: list, baselines: list) -> int:
     """How many runs of ``grid`` (cut points and the baseline) the records lack."""
     from ..data.catalog import percentage_key
     have = {(percentage_key(r["sampled_percentage"]), r["sampled_cut_point"], r["repeat"]) for r in [*records, *baselines]}
-    wanted = {(percentage_key(p), c, r) for p in grid.percentages for c in (-1, *grid.cut_points)
+    wanted = {(percentage_key(p), c, r) for p in grid.percentages for c in (BASELINE_CUT, *grid.cut_points)
               for r in range(grid.repeats_for(p))}
     return len(wanted - have)
 
@@ -141,7 +141,7 @@ def recheck_table(setup: Setup, plans: dict, cut_point: int, percentage: float, 
     configs = [(f"{mode} cut {cut_point}", cfg, cut_point) for mode, (_, cfg, _) in plans.items()]
     _, first, grid = next(iter(plans.values()))
     if baseline:
-        configs.append(("baseline", first, -1))
+        configs.append(("baseline", first, BASELINE_CUT))
     rows = {}
     for label, cfg, cut in configs:
         rows[label] = shown_check(recheck_run(setup, cfg, cut, percentage, repeat, tolerance, device, grid.profile))

@@ -26,7 +26,7 @@ from ..core.paths import results_dir
 from ..data.catalog import same_percentage
 from ..train.reference import Trajectory, deterministic, first_difference
 from .pretrained import load_pretrained
-from .store import ResultsFile, load_results, results_path, sweep_key
+from .store import BASELINE_CUT, ResultsFile, load_results, results_path, sweep_key
 from .sweep import run_inputs, train_group
 
 REFERENCE_STEPS = 100  # chaos grows: two CPUs agree to 2e-11 at step 100, to 2e-7 at step 200
@@ -35,7 +35,7 @@ FLOAT32_TOLERANCE = 0.01  # the largest move between kinds of CPU seen in stable
 
 def stored_cell(setup: Setup, cfg: Config, cut_point: int, percentage: float, profile: str) -> dict:
     """The stored runs of one cell: repeat -> record."""
-    kind = "baselines" if cut_point == -1 else "results"
+    kind = "baselines" if cut_point == BASELINE_CUT else "results"
     path = results_path(setup.folder, kind, setup.name, cfg.mode, profile)
     return {r["repeat"]: r for r in load_results(path)[1]
             if r["sampled_cut_point"] == cut_point and same_percentage(r["sampled_percentage"], percentage)}
@@ -50,13 +50,13 @@ def retrain_stored_run(setup: Setup, cfg: Config, cut_point: int, percentage: fl
     ``trajectory`` (aligning modes) only its first steps train, in its dtype."""
     stored = stored_cell(setup, cfg, cut_point, percentage, profile)
     if repeat not in stored:
-        kind = "baselines" if cut_point == -1 else "results"
+        kind = "baselines" if cut_point == BASELINE_CUT else "results"
         raise DataError(f"{results_path(setup.folder, kind, setup.name, cfg.mode, profile)} has no run at cut "
                         f"{cut_point}, percentage {percentage}, repeat {repeat}")
     # the engine trains a cell's repeats as one group; a strategy trains its runs one by one
-    cell = sorted(stored) if cfg.strategy == CUT or cut_point == -1 else [repeat]
+    cell = sorted(stored) if cfg.strategy == CUT or cut_point == BASELINE_CUT else [repeat]
     task = cfg.target_task()
-    source = None if cut_point == -1 else load_pretrained(setup, cfg)
+    source = None if cut_point == BASELINE_CUT else load_pretrained(setup, cfg)
     inputs = run_inputs(cfg, task, source, max(cut_point, 0), pick_device(device))
     trained = train_group(cfg, task, source, cut_point, [(percentage, r) for r in cell], inputs, trajectory)
     model, result = trained[cell.index(repeat)]
@@ -103,7 +103,7 @@ def recheck(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat
     within = abs(result.test_acc - stored["test_acc"]) <= tolerance
     check = {"cut_point": cut_point, "percentage": percentage, "repeat": repeat,
              "stored_test_acc": stored["test_acc"], "test_acc": result.test_acc, "within_tolerance": within}
-    if cfg.strategy in ALIGNING_MODES and cut_point != -1:
+    if cfg.strategy in ALIGNING_MODES and cut_point != BASELINE_CUT:
         check.update(compare_trajectory(setup, cfg, cut_point, percentage, repeat, profile, within))
         check["reproduced"] = check["first_difference"] is None
     else:

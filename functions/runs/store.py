@@ -27,6 +27,9 @@ from ..core.errors import DataError
 from ..core.paths import results_dir
 from ..data.catalog import percentage_key
 
+# the sampled_cut_point of a baseline record: a network trained from scratch, no pretrained block kept
+BASELINE_CUT = -1
+
 
 def results_path(folder: str, kind: str, setup_name: str, mode: str | None = None, profile: str = "quick") -> Path:
     """``<Folder>/results/baselines_<setup>.json`` or ``.../results_<setup>_<mode>.json`` (in the

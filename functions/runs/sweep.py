@@ -24,7 +24,7 @@ from ..train.strategies import train_strategy
 from .domain import domain_runs
 from .executors import Failure, InProcess
 from .pretrained import load_pretrained
-from .store import ResultsFile, results_path
+from .store import BASELINE_CUT, ResultsFile, results_path
 
 
 DOMAIN_MODES = (*ADAPTATION_MODES, "distill")
@@ -157,7 +157,7 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
         files["baselines"] = ResultsFile(results_path(setup.folder, "baselines", setup.name, profile=grid.profile),
                                          baseline_params(cfg),
                                          legacy=LEGACY_VALUES)
-    todo = {kind: pending_runs(f, grid, [-1] if kind == "baselines" else grid.cut_points) for kind, f in files.items()}
+    todo = {kind: pending_runs(f, grid, [BASELINE_CUT] if kind == "baselines" else grid.cut_points) for kind, f in files.items()}
     total = sum(len(v) for v in todo.values())
     pretrained = load_pretrained(setup, cfg, log, device=device) if todo["results"] else None
     bar = tqdm(total=total, desc=f"{setup.folder}/{setup.name} {cfg.mode}", disable=not progress, unit="run")
