@@ -472,7 +472,7 @@ def create_app(settings: ServiceSettings | None = None, state: ServiceState | No
             service="transfer-learning sample-efficiency benchmark",
             description="Counts how many streamed training samples a linear head on frozen features needs to "
                         "reach and keep the accuracy threshold, against the adam baseline. See /docs.",
-            default_method=s.settings.method, methods=sorted(heads.METHODS), baseline=heads.BASELINE,
+            default_method=s.settings.method, methods=sorted(heads.METHODS), baseline=heads.REFERENCE_METHOD,
             task=TaskInfo(dataset=s.task.dataset, classes=list(s.task.classes), num_classes=s.features.num_classes,
                           pool_size=len(s.features.train_y), val_size=len(s.features.val_y)),
             extractor=ExtractorInfo(kind=s.extractor.kind, cut=s.extractor.cut, in_shape=list(s.extractor.in_shape),
