@@ -47,10 +47,10 @@ from functions.data.catalog import spec
 from functions.data.tasks import Split, balanced_subset, subset_seed
 from functions.core.atomic import write_json_atomic
 from functions.runs.pretrained import load_pretrained
+from functions.runs.store import BASELINE_CUT
 from functions.runs.sweep import run_seed, run_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BASELINE = -1
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Tally:
         out = fn()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         self.wall, self.cpu = self.wall + wall, self.cpu + cpu
-        label = "baseline" if key == BASELINE else f"cut {key}"
+        label = "baseline" if key == BASELINE_CUT else f"cut {key}"
         self.per_cut[label] = round(self.per_cut.get(label, 0.0) + wall, 3)
         return out
 
@@ -252,7 +252,7 @@ def machine() -> dict:
 
 
 def build_model(pretrained, cfg, cut_point, num_classes, in_shape, seed):
-    if cut_point == BASELINE:
+    if cut_point == BASELINE_CUT:
         return models.build(cfg, in_shape, num_classes, seed)
     return models.cut(pretrained, cut_point, cfg, num_classes, seed)
 
@@ -326,14 +326,14 @@ def run(smoke: bool, pretrain_epochs: int, cut_points: tuple | None = None) -> d
         return results
 
     def progress(cut_point):
-        label = "baseline" if cut_point == BASELINE else f"cut {cut_point}"
+        label = "baseline" if cut_point == BASELINE_CUT else f"cut {cut_point}"
         load["during"].append(round(os.getloadavg()[0], 2))
         print(f"{label:>8}: reference {ref.per_cut[label]:7.1f} s, engine {eng.per_cut[label]:7.1f} s "
               f"(load {load['during'][-1]:.1f})", flush=True)
 
     # baseline first, then each cut point; the engine's staging of the prefix is timed with it
-    accuracy_pairs += zip(reference(BASELINE), engine_cells(BASELINE, 0, [train_rows, val, test]))
-    progress(BASELINE)
+    accuracy_pairs += zip(reference(BASELINE_CUT), engine_cells(BASELINE_CUT, 0, [train_rows, val, test]))
+    progress(BASELINE_CUT)
     stages = engine.staged_inputs(pretrained, [train_rows, val, test], grid.cut_points, frozen=cfg.freeze,
                                   device="cpu")
     level, level_shape = 0, in_shape
@@ -397,7 +397,7 @@ def profile_engine(smoke: bool) -> dict:
     trains = [task.train.subset(balanced_subset(task.train.y, task.num_classes, p,
                                                 subset_seed(cfg.generate_dataset_seed, p, r)))
               for r in range(grid.repeats)]
-    seeds = [run_seed(cfg.generate_dataset_seed, p, BASELINE, r) for r in range(grid.repeats)]
+    seeds = [run_seed(cfg.generate_dataset_seed, p, BASELINE_CUT, r) for r in range(grid.repeats)]
     group = [models.build(cfg, tuple(task.train.x.shape[1:]), task.num_classes, s) for s in seeds]
     load_before = os.getloadavg()[0]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

@@ -266,7 +266,7 @@ def compare_to_baseline(features: TaskFeatures, method: str, protocol: Protocol,
                         custom_weights=None, update_url: str | None = None) -> dict:
     """One custom method against the adam baseline on the same stream (the service's run_benchmark)."""
     custom, custom_milestone = run_method(method, features, protocol, seed, custom_weights, update_url)
-    baseline, baseline_milestone = run_method(heads.BASELINE, features, protocol, seed)
+    baseline, baseline_milestone = run_method(heads.REFERENCE_METHOD, features, protocol, seed)
     return {
         "custom_milestone": custom_milestone,
         "baseline_milestone": baseline_milestone,
@@ -293,7 +293,7 @@ def results_path(folder: str, name: str) -> Path:
     return results_dir(folder) / f"sample_efficiency_{name}.json"
 
 
-def summary(records: list[dict], baseline: str = heads.BASELINE) -> pd.DataFrame:
+def summary(records: list[dict], baseline: str = heads.REFERENCE_METHOD) -> pd.DataFrame:
     """Per method: milestone median and IQR over the seeds that reached it, how many never did,
     relative efficiency (median over seeds where both reached) and median final accuracy."""
     frame = pd.DataFrame(records)
@@ -433,21 +433,21 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
               "dataset": target.dataset, "classes": list(target.classes), "val_split": target.val_split,
               "data_seed": target.seed, "pool": target.pool, "pool_size": int(len(features.train_y)),
               "val_size": int(len(features.val_y)), "extractor": the_extractor.identity(), "profile": profile_name,
-              "baseline": heads.BASELINE, **asdict(protocol)}
+              "baseline": heads.REFERENCE_METHOD, **asdict(protocol)}
     path = results_path(folder, results_name(folder, setup, task, dataset, classes))
     if results_dir is not None:
         path = Path(results_dir) / path.name
     file = ResultsFile(path, params, key=lambda r: (r["method"], r["seed"]))
     records = file.records
-    names = [heads.BASELINE] + [m for m in methods if m != heads.BASELINE] + (["remote"] if update_url else [])
+    names = [heads.REFERENCE_METHOD] + [m for m in methods if m != heads.REFERENCE_METHOD] + (["remote"] if update_url else [])
     done = file.done()
     todo = [(seed, m) for seed in range(seeds) for m in names if (m, seed) not in done]
-    baseline_of = {r["seed"]: r["milestone"] for r in records if r["method"] == heads.BASELINE}
+    baseline_of = {r["seed"]: r["milestone"] for r in records if r["method"] == heads.REFERENCE_METHOD}
     for seed, method in tqdm(todo, desc=f"sample efficiency {path.stem}", unit="run", disable=not progress):
         began = time.perf_counter()
         curve, reached = run_method(method, features, protocol, seed,
                                     update_url=update_url if method == "remote" else None)
-        if method == heads.BASELINE:
+        if method == heads.REFERENCE_METHOD:
             baseline_of[seed] = reached
         file.add({"method": method, "seed": seed, "milestone": reached, "reached": reached is not None,
                         "relative_efficiency": relative_efficiency(baseline_of.get(seed), reached),

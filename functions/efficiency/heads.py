@@ -355,8 +355,6 @@ class RemoteHead(Head):
 METHODS = {cls.name: cls for cls in (AdamHead, LogRegRefitHead, NCMHead, SLDAHead, RidgeHead)}
 # the method the others are measured against
 REFERENCE_METHOD = "adam"
-# its former name, still read by the benchmark
-BASELINE = REFERENCE_METHOD
 
 
 def make_head(method: str, dim: int, num_classes: int, init=None, seed: int = 0, **options) -> Head:
