@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .plots import _panels
+from .plots import panels
 
 UNSUPERVISED = ("source_only", "adabn", "dann", "coral")
 LABELS = {"source_only": "source only", "adabn": "AdaBN", "dann": "DANN", "coral": "CORAL",
@@ -88,7 +88,7 @@ def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headl
     """Test accuracy against the fraction of target training data: labelled curves as lines, the
     unsupervised methods at their headline cut as markers over the fractions they saw unlabelled."""
     curves = labelled_curves(fr_records, baseline_records)
-    figure, axes = _panels(1, size=(7, 4.5))
+    figure, axes = panels(1, size=(7, 4.5))
     ax = axes.flat[0]
     for column, style in (("baseline", "k-o"), ("FR", "C0-o")):
         ax.plot(curves.index, curves[column], style, label=LABELS[column])
@@ -152,7 +152,7 @@ def embedding(features: dict, labels: dict, seed: int = 0) -> pd.DataFrame:
 def embedding_figure(points: pd.DataFrame) -> Figure:
     """One panel per model: colour is the class, the marker the domain (o source, x target)."""
     models = list(dict.fromkeys(points.model))
-    figure, axes = _panels(len(models), sharey=False, size=(5 * len(models), 4.5))
+    figure, axes = panels(len(models), sharey=False, size=(5 * len(models), 4.5))
     for ax, model in zip(axes.flat, models):
         for domain, marker in zip(dict.fromkeys(points.domain), ("o", "x")):
             part = points[(points.model == model) & (points.domain == domain)]

@@ -41,11 +41,11 @@ def _label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def _fraction_title(percentage: float) -> str:
+def fraction_title(percentage: float) -> str:
     return f"{FRACTION_LABEL} = {percentage:g}"
 
 
-def _panels(count: int, sharey: bool = True, size: tuple | None = None) -> tuple[Figure, np.ndarray]:
+def panels(count: int, sharey: bool = True, size: tuple | None = None) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=size or (PANEL_WIDTH * count, PANEL_HEIGHT), layout="constrained")
     axes = fig.subplots(1, count, sharey=sharey, squeeze=False)[0]
     return fig, axes
@@ -85,7 +85,7 @@ def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc") -
     order = [cut_label(c) for c in sorted(frame["sampled_cut_point"].unique())]
     palette = _cut_palette(frame["sampled_cut_point"].unique())
     percentages = sorted(frame["sampled_percentage"].unique())
-    fig, axes = _panels(len(percentages))
+    fig, axes = panels(len(percentages))
     for ax, percentage in zip(axes, percentages):
         runs = frame[frame["sampled_percentage"] == percentage]
         with _quiet_seaborn():
@@ -96,7 +96,7 @@ def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc") -
         offsets = dict(zip(repeats, np.linspace(-0.2, 0.2, len(repeats)) if len(repeats) > 1 else [0.0]))
         ax.scatter(runs["cut"].map(order.index) + runs["repeat"].map(offsets), runs[metric],
                    s=6, color="black", zorder=3, linewidth=0)
-        ax.set(title=_fraction_title(percentage), xlabel=CUT_LABEL, ylabel=_label(metric))
+        ax.set(title=fraction_title(percentage), xlabel=CUT_LABEL, ylabel=_label(metric))
         ax.tick_params(axis="x", labelrotation=45)
     return fig
 
@@ -107,7 +107,7 @@ def mean_curves(records, baseline_records=None, metric: str = "test_acc") -> Fig
     frame = as_frame(records, baseline_records, metric)
     summary = _quartile_summary(frame, ["sampled_cut_point", "sampled_percentage"], metric)
     palette = _cut_palette(summary["sampled_cut_point"].unique())
-    fig, (ax,) = _panels(1, size=(PANEL_WIDTH * 1.8, PANEL_HEIGHT * 1.3))
+    fig, (ax,) = panels(1, size=(PANEL_WIDTH * 1.8, PANEL_HEIGHT * 1.3))
     for cut, line in summary.groupby("sampled_cut_point"):
         color = palette[cut_label(cut)]
         ax.plot(line["sampled_percentage"], line["mean"], marker="o", color=color,
@@ -132,7 +132,7 @@ def gain_matrix(records, baseline_records=None, metric: str = "test_acc") -> pd.
 def gain_heatmap(records, baseline_records=None, metric: str = "test_acc") -> Figure:
     """Cut point x percentage heatmap of the mean gain over the baseline (blue: transfer helps)."""
     gain = gain_matrix(records, baseline_records, metric)
-    fig, (ax,) = _panels(1, size=(1.2 * len(gain.columns) + 3.0, 0.45 * len(gain.index) + 1.8))
+    fig, (ax,) = panels(1, size=(1.2 * len(gain.columns) + 3.0, 0.45 * len(gain.index) + 1.8))
     with _quiet_seaborn():
         sns.heatmap(gain, ax=ax, annot=True, fmt="+.3f", cmap="RdBu", center=0,
                     xticklabels=[f"{p:g}" for p in gain.columns], yticklabels=[cut_label(c) for c in gain.index],
@@ -152,14 +152,14 @@ def train_vs_test(records, baseline_records=None) -> Figure:
     order = [cut_label(c) for c in sorted(frame["sampled_cut_point"].unique())]
     palette = _cut_palette(frame["sampled_cut_point"].unique())
     percentages = sorted(frame["sampled_percentage"].unique())
-    fig, axes = _panels(len(percentages), sharey=False, size=(PANEL_WIDTH * len(percentages) + 2, PANEL_HEIGHT))
+    fig, axes = panels(len(percentages), sharey=False, size=(PANEL_WIDTH * len(percentages) + 2, PANEL_HEIGHT))
     for i, (ax, percentage) in enumerate(zip(axes, percentages)):
         runs = frame[frame["sampled_percentage"] == percentage]
         sns.scatterplot(data=runs, x="train_acc", y="test_acc", hue="cut", hue_order=order, palette=palette,
                         s=18, legend=i == len(axes) - 1, ax=ax)
         low = min(runs["train_acc"].min(), runs["test_acc"].min())
         ax.plot([low, 1], [low, 1], color="0.6", linewidth=0.8, linestyle=":", label="train = test")
-        ax.set(title=_fraction_title(percentage), xlabel=_label("train_acc"), ylabel=_label("test_acc"))
+        ax.set(title=fraction_title(percentage), xlabel=_label("train_acc"), ylabel=_label("test_acc"))
     axes[-1].legend(title=CUT_LABEL, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
     return fig
 
@@ -176,7 +176,7 @@ def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "t
     summary = _quartile_summary(frame, ["mode", "sampled_percentage", "sampled_cut_point"], metric)
     colors = dict(zip(records_by_mode, sns.color_palette("tab10", len(records_by_mode))))
     percentages = sorted(frame["sampled_percentage"].unique())
-    fig, axes = _panels(len(percentages))
+    fig, axes = panels(len(percentages))
     for ax, percentage in zip(axes, percentages):
         for mode, color in colors.items():
             line = summary[(summary["mode"] == mode) & (summary["sampled_percentage"] == percentage)]
@@ -187,7 +187,7 @@ def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "t
             if len(base):
                 ax.axhline(base.mean(), color=BASELINE_COLOR, linestyle="--", label="baseline")
                 ax.axhspan(base.quantile(0.25), base.quantile(0.75), color=BASELINE_COLOR, alpha=0.15, linewidth=0)
-        ax.set(title=_fraction_title(percentage), xlabel=CUT_LABEL, ylabel=f"mean {_label(metric)}")
+        ax.set(title=fraction_title(percentage), xlabel=CUT_LABEL, ylabel=f"mean {_label(metric)}")
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[-1].legend(title=f"transfer mode\n({BAND_NOTE})", fontsize="small")
     return fig
@@ -206,7 +206,7 @@ def ari_boxplot(ari_records, split: str = "target", score: str = "ari", channels
     fractions = [f"{p:g}" for p in sorted(scores["sampled_percentage"].unique())]
     models = list(dict.fromkeys(scores["model"]))
     what = "pooled channels" if channels == "pooled" else f"{channels} over channels"
-    fig, axes = _panels(len(models))
+    fig, axes = panels(len(models))
     for ax, model in zip(axes, models):
         with _quiet_seaborn():
             sns.boxplot(data=scores[scores["model"] == model], x="layer", y=score, hue="fraction", order=layers,

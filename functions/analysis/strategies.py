@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..core.errors import DataError
-from .plots import _fraction_title, _panels
+from .plots import fraction_title, panels
 from .stats import as_frame, holm, paired_wilcoxon
 
 REFERENCE = "FR"
@@ -74,7 +74,7 @@ def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_
     means = frame.groupby(["sampled_percentage", "mode", "sampled_cut_point"])[["test_acc", x]].mean().reset_index()
     base = as_frame(baseline_records).groupby("sampled_percentage")["test_acc"].mean()
     percentages = sorted(means["sampled_percentage"].unique())
-    fig, axes = _panels(len(percentages), size=(5.5 * len(percentages), 4.2))
+    fig, axes = panels(len(percentages), size=(5.5 * len(percentages), 4.2))
     markers = dict(zip(frame["mode"].unique(), "osD^vP*Xph"))
     for ax, percentage in zip(axes, percentages):
         for mode, marker in markers.items():
@@ -82,7 +82,7 @@ def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_
             ax.scatter(points[x], points["test_acc"], marker=marker, label=mode, alpha=0.8)
         if percentage in base.index:
             ax.axhline(base[percentage], color="0.4", linestyle="--", label="baseline")
-        ax.set(xscale="log", title=_fraction_title(percentage), xlabel=labels[x], ylabel="mean test accuracy")
+        ax.set(xscale="log", title=fraction_title(percentage), xlabel=labels[x], ylabel="mean test accuracy")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels overlap
     axes[-1].legend(title="mode (one point per cut)", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))

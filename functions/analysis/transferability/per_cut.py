@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 from ...core.errors import DataError
 from ...data.tasks import Split
 from ...models.study_cnn import StudyCNN
-from .scores import (FEATURE_KINDS, _check_labels, _FeatureStats, _hscore_spectrum_from_samples,
-                     _hscore_spectrum_from_stats, _hscore_value, _log_evidence, _logme_spectrum_from_samples,
-                     _logme_spectrum_from_stats, leep, nce)
+from .scores import (FEATURE_KINDS, check_labels, FeatureStats, hscore_spectrum_from_samples,
+                     hscore_spectrum_from_stats, hscore_value, log_evidence, logme_spectrum_from_samples,
+                     logme_spectrum_from_stats, leep, nce)
 
 
 def _flat_grid(shape, max_dim: int):
@@ -33,14 +33,14 @@ def _flat_grid(shape, max_dim: int):
 
 def _scores_of(sink, y: np.ndarray, num_classes: int) -> dict:
     """LogME and both H-scores of collected rows (few samples) or of running sums (many)."""
-    if isinstance(sink, _FeatureStats):
-        log_spec, h_spec = _logme_spectrum_from_stats(sink), _hscore_spectrum_from_stats(sink)
+    if isinstance(sink, FeatureStats):
+        log_spec, h_spec = logme_spectrum_from_stats(sink), hscore_spectrum_from_stats(sink)
     else:
         f = np.concatenate(sink)
-        log_spec = _logme_spectrum_from_samples(f, y, num_classes)
-        h_spec = _hscore_spectrum_from_samples(f, y, num_classes)
-    return {"logme": float(_log_evidence(*log_spec).mean()), "hscore": _hscore_value(*h_spec, shrink=False),
-            "hscore_shrink": _hscore_value(*h_spec, shrink=True)}
+        log_spec = logme_spectrum_from_samples(f, y, num_classes)
+        h_spec = hscore_spectrum_from_samples(f, y, num_classes)
+    return {"logme": float(log_evidence(*log_spec).mean()), "hscore": hscore_value(*h_spec, shrink=False),
+            "hscore_shrink": hscore_value(*h_spec, shrink=True)}
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def cut_scores(model: StudyCNN, split: Split, *, chunk_size: int = 512, max_dim:
     describe the whole source model, so they are equal in every row.  The blocks run once per
     chunk.  To score one percentage's data, pass ``split.subset(balanced_subset(...))``.
     """
-    y, num_classes = _check_labels(split.y, len(split), "split.y")
+    y, num_classes = check_labels(split.y, len(split), "split.y")
     if not (isinstance(max_dim, int) and max_dim >= 1):
         raise DataError(f"max_dim={max_dim!r} must be a positive integer")
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
@@ -70,12 +70,12 @@ def cut_scores(model: StudyCNN, split: Split, *, chunk_size: int = 512, max_dim:
     dims = {"gap": [s[0] for s in shapes],
             "flat": [s[0] * (g[0] * g[1] if g else s[1] * s[2]) for s, g in zip(shapes, grids)]}
     # many samples: running sums (streamed); few: the rows themselves (one SVD later)
-    sinks = {kind: [_FeatureStats(d, num_classes) if len(split) > d else [] for d in dims[kind]]
+    sinks = {kind: [FeatureStats(d, num_classes) if len(split) > d else [] for d in dims[kind]]
              for kind in FEATURE_KINDS}
 
     def feed(sink, x: torch.Tensor, labels: np.ndarray):
         x = x.flatten(1).cpu().numpy()
-        sink.update(x, labels) if isinstance(sink, _FeatureStats) else sink.append(x.astype(np.float64))
+        sink.update(x, labels) if isinstance(sink, FeatureStats) else sink.append(x.astype(np.float64))
 
     probs = []
     for i in tqdm(range(0, len(split), chunk_size), desc="cut scores", unit="chunk", disable=not progress):

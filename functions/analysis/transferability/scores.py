@@ -38,7 +38,7 @@ SCORE_PREFIXES = ("logme", "hscore", "leep", "nce")
 
 # ----------------------------------------------------------------------------- input checks
 
-def _check_features(features, name: str = "features") -> np.ndarray:
+def check_features(features, name: str = "features") -> np.ndarray:
     f = features.detach().cpu().numpy() if hasattr(features, "detach") else np.asarray(features)
     if f.ndim != 2:
         raise DataError(f"{name} must be 2-D (samples, dimensions), got shape {f.shape}; "
@@ -54,7 +54,7 @@ def _check_features(features, name: str = "features") -> np.ndarray:
     return f
 
 
-def _check_labels(labels, n: int, name: str = "labels", contiguous: bool = True) -> tuple[np.ndarray, int]:
+def check_labels(labels, n: int, name: str = "labels", contiguous: bool = True) -> tuple[np.ndarray, int]:
     """Integer labels, one per sample; target labels must be 0..C-1 with every class present."""
     y = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
     if y.ndim != 1:
@@ -76,13 +76,13 @@ def _check_labels(labels, n: int, name: str = "labels", contiguous: bool = True)
     return y.astype(np.int64), int(present[-1]) + 1
 
 
-def _one_hot(y: np.ndarray, num_classes: int) -> np.ndarray:
+def one_hot(y: np.ndarray, num_classes: int) -> np.ndarray:
     return np.eye(num_classes)[y]
 
 
 # ----------------------------------------------------------------------------- sufficient statistics
 
-class _FeatureStats:
+class FeatureStats:
     """Float64 running sums of features (about a shift, so centring later loses no digits) from
     which LogME, both H-scores and the Ledoit-Wolf shrinkage follow exactly."""
 
@@ -105,13 +105,13 @@ class _FeatureStats:
         self.n += len(u)
         self.total += u.sum(0)
         self.gram += u.T @ u
-        self.class_sums += _one_hot(y, self.num_classes).T @ u
+        self.class_sums += one_hot(y, self.num_classes).T @ u
         self.counts += np.bincount(y, minlength=self.num_classes)
         self.sq_norm_weighted += sq @ u
         self.fourth += sq @ sq
 
     @classmethod
-    def of(cls, features: np.ndarray, y: np.ndarray, num_classes: int) -> "_FeatureStats":
+    def of(cls, features: np.ndarray, y: np.ndarray, num_classes: int) -> "FeatureStats":
         stats = cls(features.shape[1], num_classes)
         for i in range(0, len(features), STATS_CHUNK):
             stats.update(features[i:i + STATS_CHUNK], y[i:i + STATS_CHUNK])
@@ -178,7 +178,7 @@ def _above_noise(values: np.ndarray, n: int, d: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- LogME
 
-def _logme_spectrum_from_stats(stats: _FeatureStats):
+def logme_spectrum_from_stats(stats: FeatureStats):
     sigma, projected2 = _eigen_projections(stats.raw_gram(), stats.raw_cross())   # (V^T F^T y)^2 = s^2 (U^T y)^2
     keep = _above_noise(sigma, stats.n, stats.dim)
     sigma = sigma[keep]
@@ -186,14 +186,14 @@ def _logme_spectrum_from_stats(stats: _FeatureStats):
     return sigma, z2, stats.counts - z2.sum(0), stats.n, stats.dim
 
 
-def _logme_spectrum_from_samples(f: np.ndarray, y: np.ndarray, num_classes: int):
+def logme_spectrum_from_samples(f: np.ndarray, y: np.ndarray, num_classes: int):
     u, s = _left_singular(np.asarray(f, dtype=np.float64))
     keep = _above_noise(s, *f.shape)
-    z2 = (u[:, keep].T @ _one_hot(y, num_classes)) ** 2
+    z2 = (u[:, keep].T @ one_hot(y, num_classes)) ** 2
     return s[keep] ** 2, z2, np.bincount(y, minlength=num_classes) - z2.sum(0), *f.shape
 
 
-def _log_evidence(sigma: np.ndarray, z2: np.ndarray, residual0: np.ndarray, n: int, d: int) -> np.ndarray:
+def log_evidence(sigma: np.ndarray, z2: np.ndarray, residual0: np.ndarray, n: int, d: int) -> np.ndarray:
     """Per-class maximum log evidence / n of y ~ N(F w, 1/beta), w ~ N(0, 1/alpha).
 
     ``sigma``: the non-zero eigenvalues of F^T F; ``z2[i, c]``: squared projection of class c's
@@ -230,16 +230,16 @@ def _log_evidence(sigma: np.ndarray, z2: np.ndarray, residual0: np.ndarray, n: i
 
 def _logme_spectrum(f: np.ndarray, y: np.ndarray, num_classes: int):
     if len(f) > f.shape[1]:
-        return _logme_spectrum_from_stats(_FeatureStats.of(f, y, num_classes))
-    return _logme_spectrum_from_samples(f, y, num_classes)
+        return logme_spectrum_from_stats(FeatureStats.of(f, y, num_classes))
+    return logme_spectrum_from_samples(f, y, num_classes)
 
 
 def logme(features, labels) -> float:
     """LogME: mean over target classes of the per-sample log maximum evidence (higher: the
     features explain the labels with a simpler linear model).  Invariant to feature scale."""
-    f = _check_features(features)
-    y, num_classes = _check_labels(labels, len(f))
-    return float(_log_evidence(*_logme_spectrum(f, y, num_classes)).mean())
+    f = check_features(features)
+    y, num_classes = check_labels(labels, len(f))
+    return float(log_evidence(*_logme_spectrum(f, y, num_classes)).mean())
 
 
 # ----------------------------------------------------------------------------- H-scores
@@ -253,27 +253,27 @@ def _ledoit_wolf_shrinkage(n: int, p: int, cov_trace: float, cov_frob2: float, f
     return float(min(max(noise, 0.0), spread) / spread) if spread > 0 else 0.0
 
 
-def _hscore_spectrum_from_stats(stats: _FeatureStats):
+def hscore_spectrum_from_stats(stats: FeatureStats):
     lam, between2 = _eigen_projections(stats.covariance(), stats.between_vectors().T)
     lam, between2 = np.maximum(lam, 0.0), between2.sum(1)
     shrinkage = _ledoit_wolf_shrinkage(stats.n, stats.dim, lam.sum(), (lam ** 2).sum(), stats.centred_fourth_moment())
     return lam, between2, shrinkage, stats.n, stats.dim
 
 
-def _hscore_spectrum_from_samples(f: np.ndarray, y: np.ndarray, num_classes: int):
+def hscore_spectrum_from_samples(f: np.ndarray, y: np.ndarray, num_classes: int):
     n, p = f.shape
     centred = np.asarray(f, dtype=np.float64) - np.mean(f, axis=0, dtype=np.float64)
     u, s = _left_singular(centred)
     counts = np.bincount(y, minlength=num_classes)
     # between-class vectors projected on the principal axes: sqrt(p_c) * class mean of u, times s
-    class_means_u = (_one_hot(y, num_classes).T @ u) / counts[:, None]
+    class_means_u = (one_hot(y, num_classes).T @ u) / counts[:, None]
     between2 = (np.sqrt(counts / n)[:, None] * class_means_u * s) ** 2
     lam = s ** 2 / n
     fourth = float((np.einsum("ij,ij->i", centred, centred) ** 2).sum())
     return lam, between2.sum(0), _ledoit_wolf_shrinkage(n, p, lam.sum(), (lam ** 2).sum(), fourth), n, p
 
 
-def _hscore_value(lam: np.ndarray, between2: np.ndarray, shrinkage: float, n: int, p: int,
+def hscore_value(lam: np.ndarray, between2: np.ndarray, shrinkage: float, n: int, p: int,
                   shrink: bool) -> float:
     if not shrink or shrinkage == 0:
         keep = _above_noise(lam, n, p)
@@ -286,17 +286,17 @@ def _hscore_value(lam: np.ndarray, between2: np.ndarray, shrinkage: float, n: in
 
 def _hscore_spectrum(f: np.ndarray, y: np.ndarray, num_classes: int):
     if len(f) > f.shape[1]:
-        return _hscore_spectrum_from_stats(_FeatureStats.of(f, y, num_classes))
-    return _hscore_spectrum_from_samples(f, y, num_classes)
+        return hscore_spectrum_from_stats(FeatureStats.of(f, y, num_classes))
+    return hscore_spectrum_from_samples(f, y, num_classes)
 
 
 def hscore(features, labels, shrinkage: bool = False) -> float:
     """H-score: ``tr(cov(f)^+ cov(E[f|y]))``, how much of the features' variance separates the
     classes (pseudo-inverse over the resolvable spectrum).  ``shrinkage=True``: Ledoit-Wolf shrunk
     covariance, ``tr(cov_a^-1 (1 - a) cov(E[f|y]))``, stable when samples are few."""
-    f = _check_features(features)
-    y, num_classes = _check_labels(labels, len(f))
-    return _hscore_value(*_hscore_spectrum(f, y, num_classes), shrink=shrinkage)
+    f = check_features(features)
+    y, num_classes = check_labels(labels, len(f))
+    return hscore_value(*_hscore_spectrum(f, y, num_classes), shrink=shrinkage)
 
 
 # ----------------------------------------------------------------------------- source-head scores
@@ -304,12 +304,12 @@ def hscore(features, labels, shrinkage: bool = False) -> float:
 def leep(source_probs, labels) -> float:
     """LEEP: mean log-probability of the true target label under the source head's softmax
     composed with the empirical P(target | source label).  0 is the maximum."""
-    theta = _check_features(source_probs, "source_probs").astype(np.float64)
-    y, num_classes = _check_labels(labels, len(theta))
+    theta = check_features(source_probs, "source_probs").astype(np.float64)
+    y, num_classes = check_labels(labels, len(theta))
     if theta.min() < 0 or not np.allclose(theta.sum(1), 1.0, atol=1e-3):
         raise DataError("source_probs rows must be probabilities (non-negative, summing to 1); "
                         "apply softmax to the source head's logits")
-    joint = _one_hot(y, num_classes).T @ theta / len(theta)          # P(y, z)
+    joint = one_hot(y, num_classes).T @ theta / len(theta)          # P(y, z)
     source_marginal = joint.sum(0)
     conditional = np.divide(joint, source_marginal, out=np.zeros_like(joint), where=source_marginal > 0)
     expected = np.einsum("iz,iz->i", theta, conditional[y])
@@ -319,8 +319,8 @@ def leep(source_probs, labels) -> float:
 def nce(source_labels, labels) -> float:
     """NCE: -H(target label | source head's predicted label); 0 when the source prediction
     determines the target label, about -H(target label) when it says nothing about it."""
-    y, num_classes = _check_labels(labels, len(np.asarray(labels)))
-    z, _ = _check_labels(source_labels, len(y), "source_labels", contiguous=False)
+    y, num_classes = check_labels(labels, len(np.asarray(labels)))
+    z, _ = check_labels(source_labels, len(y), "source_labels", contiguous=False)
     _, z = np.unique(z, return_inverse=True)
     joint = np.zeros((num_classes, z.max() + 1))
     np.add.at(joint, (y, z), 1.0)

@@ -18,7 +18,7 @@ from scipy.special import softmax
 from sklearn.mixture import GaussianMixture
 
 from ...core.errors import DataError
-from .scores import _check_features, _check_labels, _one_hot, leep
+from .scores import check_features, check_labels, one_hot, leep
 
 SHRINKAGE_RATE = 5.0  # SFDA's adaptive shrinkage exp(-rate * largest eigenvalue of S_W)
 # Added to the shrunk within-class scatter (standardised units: every varying feature has unit
@@ -55,7 +55,7 @@ def _regularised_fda(x: np.ndarray, y: np.ndarray, num_classes: int,
     """
     n, d = x.shape
     counts = np.bincount(y, minlength=num_classes).astype(np.float64)
-    means = (_one_hot(y, num_classes).T @ x) / counts[:, None]
+    means = (one_hot(y, num_classes).T @ x) / counts[:, None]
     within = x - means[y]
     values, vectors = linalg.eigh(within.T @ within / n)
     values = np.maximum(values, 0.0)
@@ -79,8 +79,8 @@ def sfda(features, labels) -> float:
     stage two refits on the mixed features with the stage-one shrinkage strength.  With fewer
     samples than dimensions S_W is singular and the discriminant separates almost any labelling,
     so the score then nears 1 for most features: compare models at equal n and d."""
-    f = _check_features(features)
-    y, num_classes = _check_labels(labels, len(f))
+    f = check_features(features)
+    y, num_classes = check_labels(labels, len(f))
     x = _standardise(f)
     rows = np.arange(len(y))
     probs, shrinkage, means = _regularised_fda(x, y, num_classes)
@@ -124,8 +124,8 @@ def nleep(features, labels, components_per_class: int = 5, variance: float = 0.8
     and its posterior responsibilities p(z|x) are the source probabilities of ``leep``.  Features
     that do not vary give every sample the same responsibilities, whose LEEP is minus the label
     entropy, returned directly."""
-    f = _check_features(features)
-    y, num_classes = _check_labels(labels, len(f))
+    f = check_features(features)
+    y, num_classes = check_labels(labels, len(f))
     if isinstance(components_per_class, bool) or not isinstance(components_per_class, (int, np.integer)) \
             or components_per_class < 1:
         raise DataError(f"components_per_class must be a positive integer, got {components_per_class!r}")
