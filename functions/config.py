@@ -2,17 +2,18 @@
 
 The config's fields are the keys of a results file's parameters dict (element 0), named as the
 upstream study named them, so that files written by either load with one reader; the dict adds
-only the schema version.  Values are typed and range-checked here, whether they come from code,
-a profile or ``--set key=value`` on the command line.
+only the schema version.  Each field declares its type and range once (``Config.constraints``):
+values are checked against it whether they come from code, a profile or ``--set key=value`` on
+the command line.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from .core.constraints import Boolean, Interval, Many, Options, Text, check_fields, declared
 from .core.errors import DataError
 from .data.catalog import check_adaptable, check_percentage, spec, validate_classes
 
@@ -62,6 +63,8 @@ PRECISIONS = ("fp32", "bf16")
 STRATEGY_KEYS = ("strategy", "stage_epochs", "lr_decay", "lora_rank", "lora_alpha", "dann_weight", "coral_weight",
                  "kd_temperature", "kd_alpha", "teacher_channels")
 LORA_MODE = re.compile(r"lora_r([1-9][0-9]*)")
+# The side of the square images an ImageNet network is given, wherever a setting chooses it.
+INPUT_SIZE = Interval(int, 8, 1024, what="the input size in pixels", help="side of the square input in pixels")
 
 
 def mode_names() -> list[str]:
@@ -130,6 +133,7 @@ def get_setup(folder: str, name: str | None = None) -> Setup:
     return SETUPS[(folder, name)]
 
 
+@declared
 @dataclass(frozen=True)
 class Config:
     """Everything that decides the outcome of one training run (the results file's element 0)."""
@@ -177,9 +181,36 @@ class Config:
     kd_alpha: float = 0.9  # the distillation term's share of the loss; 1 - kd_alpha is the cross-entropy's
     teacher_channels: int = 64  # the teacher: this wide a network (64: the paper's), fine-tuned whole
 
+    # Each field's type and range (see functions.core.constraints): checked here, and read by the
+    # command line's --set.  Dataset names and class lists are checked against the catalogue below.
+    constraints: ClassVar[dict] = {
+        "source_dataset": Text(), "target_dataset": Text(),
+        "pre_train_classes": Many(Interval(int)), "fine_tune_classes": Many(Interval(int)),
+        **dict.fromkeys(("depth", "num_channels", "kernel_size", "pooling_every_n_layers", "pooling_stride",
+                         "hidden_dim_lin", "num_train", "num_train_pretrain", "early_stop_patience",
+                         "min_steps_per_epoch", "batch_size", "stage_epochs", "lora_rank", "teacher_channels"),
+                        Interval(int, 1)),
+        "activation_function": Text(),
+        **dict.fromkeys(("use_pooling", "two_linear_layers", "batch_norm", "freeze", "reinit", "truncate",
+                         "reinit_both_dense"), Boolean()),
+        **dict.fromkeys(("lr_pretrain", "lr_fine_tune"),
+                        Interval(float, 0, low_open=True, note="a learning rate, e.g. 0.001")),
+        "precision": Options(PRECISIONS, note="bf16 needs a CUDA device"),
+        "val_split": Interval(float, 0, 1, high_open=True, note="the fraction of training data held out"),
+        "generate_dataset_seed": Interval(int, 0),
+        "strategy": Options((CUT, *STRATEGIES)),
+        "lr_decay": Interval(float, 0, 1, low_open=True, note="each block down from the head trains at lr_decay "
+                                                             "times the learning rate of the block above it"),
+        "lora_alpha": Interval(float, 0, low_open=True, note="e.g. 8"),
+        **dict.fromkeys(("dann_weight", "coral_weight", "kd_temperature"),
+                        Interval(float, 0, low_open=True, note="defaults: dann_weight 1, coral_weight 1, "
+                                                               "kd_temperature 4")),
+        "kd_alpha": Interval(float, 0, 1, note="the share of the distillation term in the loss (0: cross-entropy "
+                                               "alone)"),
+    }
+
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
+        check_fields(self)
         validate_classes(self.source_dataset, self.pre_train_classes, "pre_train_classes")
         validate_classes(self.target_dataset, self.fine_tune_classes, "fine_tune_classes")
         if self.source_dataset == self.target_dataset:
@@ -191,21 +222,6 @@ class Config:
                         f"{self.target_dataset} images for a {self.source_dataset} network")
         if self.reinit and self.truncate:
             raise DataError("reinit and truncate are both set; choose one mode: F, FR or FT")
-        for key in ("depth", "num_channels", "kernel_size", "num_train", "num_train_pretrain", "batch_size",
-                    "pooling_every_n_layers", "pooling_stride", "hidden_dim_lin", "early_stop_patience",
-                    "min_steps_per_epoch"):
-            if getattr(self, key) < 1:
-                raise DataError(f"{key}={getattr(self, key)} must be at least 1")
-        for key in ("lr_pretrain", "lr_fine_tune"):
-            if not getattr(self, key) > 0:
-                raise DataError(f"{key}={getattr(self, key)} must be a positive learning rate, e.g. 0.001")
-        if not 0 <= self.val_split < 1:
-            raise DataError(f"val_split={self.val_split} must be in [0, 1): the fraction of training data held out")
-        if self.precision not in PRECISIONS:
-            raise DataError(f"precision={self.precision!r} is unknown; choose one of {list(PRECISIONS)} "
-                            f"(bf16 needs a CUDA device)")
-        if self.generate_dataset_seed < 0:
-            raise DataError(f"generate_dataset_seed={self.generate_dataset_seed} must be a non-negative integer")
         self._check_depth()
         self._check_strategy()
 
@@ -227,8 +243,6 @@ class Config:
                 side = (side - 2) // self.pooling_stride + 1
 
     def _check_strategy(self) -> None:
-        if self.strategy != CUT and self.strategy not in STRATEGIES:
-            raise DataError(f"unknown strategy {self.strategy!r}; choose one of {[CUT, *STRATEGIES]}")
         if self.strategy != CUT and self.precision != "fp32":
             raise DataError(f"strategy {self.strategy!r} trains in fp32 only; set precision=fp32")
         if self.strategy != CUT:
@@ -238,25 +252,9 @@ class Config:
                 raise DataError(f"mode {self.strategy!r} needs {wanted} (use --mode {self.strategy})")
         if self.strategy == "adabn" and not self.batch_norm:
             raise DataError("mode 'adabn' re-estimates BatchNorm statistics: it needs batch_norm=true")
-        for key in ("dann_weight", "coral_weight", "kd_temperature"):
-            if not getattr(self, key) > 0:
-                raise DataError(f"{key}={getattr(self, key)} must be positive (defaults: dann_weight 1, coral_weight 1, "
-                                f"kd_temperature 4)")
-        if not 0 <= self.kd_alpha <= 1:
-            raise DataError(f"kd_alpha={self.kd_alpha} must be in [0, 1]: the share of the distillation term in the "
-                            f"loss (0: cross-entropy alone)")
-        if self.teacher_channels < 1:
-            raise DataError(f"teacher_channels={self.teacher_channels} must be at least 1")
-        if not 0 < self.lr_decay <= 1:
-            raise DataError(f"lr_decay={self.lr_decay} must be in (0, 1]: each block down from the head trains "
-                            f"at lr_decay times the learning rate of the block above it")
-        if self.stage_epochs < 1 or (self.strategy == "progressive" and self.stage_epochs > self.num_train):
+        if self.strategy == "progressive" and self.stage_epochs > self.num_train:
             raise DataError(f"stage_epochs={self.stage_epochs} must be in 1..num_train={self.num_train}: a "
                             f"progressive stage cannot be longer than the epoch budget")
-        if self.lora_rank < 1:
-            raise DataError(f"lora_rank={self.lora_rank} must be at least 1")
-        if not self.lora_alpha > 0:
-            raise DataError(f"lora_alpha={self.lora_alpha} must be positive, e.g. 8")
 
     @property
     def mode(self) -> str:
@@ -329,48 +327,6 @@ class Config:
             raise DataError(f"mode {self.strategy!r} aligns the features after block k-1 of cut point k: give cut "
                             f"points 1..{self.depth} (at cut 0 they would be the images themselves)")
         return cut_point
-
-
-def _check_type(key: str, value, kind: str) -> None:
-    """Fields hold the type they are declared with: a bool is no int, a float is finite."""
-    ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-          "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-          "bool": isinstance(value, bool), "str": isinstance(value, str),
-          "tuple": isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)}[kind]
-    if not ok:
-        wanted = {"int": "an integer", "float": "a finite number", "bool": "true or false", "str": "a name",
-                  "tuple": "a list of integers, e.g. [5,6,7]"}[kind]
-        raise DataError(f"{key}={value!r} is not {wanted}")
-
-
-FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
-
-
-def parse_override(key: str, text: str):
-    """A ``--set key=value`` value read as the type of the config's field ``key``."""
-    if key not in FIELD_TYPES:
-        raise DataError(f"unknown parameter {key!r} in --set; known: {sorted(FIELD_TYPES)}")
-    kind = FIELD_TYPES[key]
-    try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            value = float(text)
-            if not math.isfinite(value):
-                raise ValueError
-            return value
-        if kind == "bool":
-            return {"true": True, "false": False, "1": True, "0": False}[text.strip().lower()]
-        if kind == "tuple":
-            value = ast.literal_eval(text)
-            if not isinstance(value, (list, tuple)):
-                raise ValueError
-            return tuple(value)
-        return text
-    except (ValueError, KeyError, SyntaxError):
-        wanted = {"int": "an integer", "float": "a finite number", "bool": "true or false",
-                  "tuple": "a list of integers such as [5,6,7]"}[kind]
-        raise DataError(f"--set {key}={text!r}: {key} must be {wanted}") from None
 
 
 ARCHITECTURE_KEYS = ("depth", "num_channels", "kernel_size", "activation_function", "use_pooling",

@@ -24,10 +24,10 @@ def free_port() -> int:
 @pytest.mark.parametrize("variable, value, message", [
     ("TASK", "foo", r"TRANSFER_SERVICE_TASK='foo' is unknown; choose one of \['all', 'binary'\]"),
     ("CUT", "99", r"TRANSFER_SERVICE_CUT: cut 99 is outside 0..6"),
-    ("POOL", "-1", r"TRANSFER_SERVICE_POOL=-1 is out of range; give an integer of at least 1"),
+    ("POOL", "-1", r"TRANSFER_SERVICE_POOL=-1 must be at least 1"),
     ("MODEL", "{garbage}", r"TRANSFER_SERVICE_MODEL .*garbage.pt is not a source model file"),
     ("INPUT_SIZE", "abc", r"TRANSFER_SERVICE_INPUT_SIZE='abc' is not an integer"),
-    ("INPUT_SIZE", "0", r"TRANSFER_SERVICE_INPUT_SIZE=0 is out of range; give an integer from 8 to 1024"),
+    ("INPUT_SIZE", "0", r"TRANSFER_SERVICE_INPUT_SIZE=0 must be in \[8, 1024\]"),
 ])
 def test_a_bad_setting_stops_the_service_with_one_line(variable, value, message, tmp_path):
     garbage = tmp_path / "garbage.pt"
@@ -50,7 +50,7 @@ def test_a_bad_setting_stops_the_service_with_one_line(variable, value, message,
     ({"method": "nosuch"}, r"TRANSFER_SERVICE_METHOD='nosuch' is unknown"),
     ({"classes": (1, 1)}, r"TRANSFER_SERVICE_CLASSES=1,1 needs at least two different classes"),
     ({"folder": "SVHN"}, r"TRANSFER_SERVICE_FOLDER / TRANSFER_SERVICE_SETUP: unknown dataset folder 'SVHN'"),
-    ({"max_evaluations": 0}, r"TRANSFER_SERVICE_MAX_EVALUATIONS=0 is out of range"),
+    ({"max_evaluations": 0}, r"TRANSFER_SERVICE_MAX_EVALUATIONS=0 must be at least 1"),
 ])
 def test_settings_refuse_what_the_service_cannot_serve(changes, message):
     with pytest.raises(DataError, match=message):
@@ -61,5 +61,5 @@ def test_settings_from_the_environment_are_typed():
     settings = ServiceSettings.from_env({"TRANSFER_SERVICE_CLASSES": "0,3", "TRANSFER_SERVICE_DATASET": "FashionMNIST",
                                   "TRANSFER_SERVICE_POOL": "50", "TRANSFER_SERVICE_TASK": ""})
     assert (settings.classes, settings.dataset, settings.pool, settings.task) == ((0, 3), "FashionMNIST", 50, "binary")
-    with pytest.raises(DataError, match=r"TRANSFER_SERVICE_CLASSES='0,x' is not comma-separated integers"):
+    with pytest.raises(DataError, match=r"TRANSFER_SERVICE_CLASSES='0,x' is not a list of integers, e.g. 0,1"):
         ServiceSettings.from_env({"TRANSFER_SERVICE_CLASSES": "0,x"})

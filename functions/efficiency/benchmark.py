@@ -15,6 +15,7 @@ import time
 import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..config import get_setup, profile
 from ..core.atomic import locked, write_png
+from ..core.constraints import Interval, declared
 from ..core.errors import DataError
 from ..core.paths import results_dir
 from ..data.catalog import spec
@@ -37,6 +39,7 @@ from . import heads
 from .milestone import milestone, relative_efficiency, stream_order
 
 EXTRACTORS = ("study", *TORCHVISION_ARCHS)
+TASKS = ("all", "binary")  # the folder's target classes, or its first two
 
 
 def source_extractor(folder: str, setup: str | None = None, profile_name: str = "quick", cut: int | None = None,
@@ -93,7 +96,7 @@ def target_task(folder: str = "MNIST", setup: str | None = None, task: str = "al
     if classes is not None:
         return TargetTask(dataset or the_setup.target_dataset, tuple(int(c) for c in classes), cfg.val_split,
                           cfg.generate_dataset_seed, pool)
-    if task not in ("all", "binary"):
+    if task not in TASKS:
         raise DataError(f"unknown task {task!r}; choose 'all' (the folder's target classes) or 'binary' "
                         f"(its first two), or give classes")
     chosen = the_setup.fine_tune_classes if task == "all" else the_setup.fine_tune_classes[:2]
@@ -173,9 +176,21 @@ def _task_splits(task: TargetTask) -> dict:
 
 # ----------------------------------------------------------------------------- protocol
 
+@declared
 @dataclass(frozen=True)
 class Protocol:
     """How samples arrive and when accuracy is measured."""
+
+    # each field's type and range: checked by ``check``, and read by the command line's options
+    # and the service's request schema
+    constraints: ClassVar[dict] = {
+        "batch_size": Interval(int, 1, help="samples per update"),
+        "max_samples": Interval(int, 1, help="samples streamed in all, at most the task's pool size"),
+        "evaluation_frequency": Interval(int, 1, help="validation accuracy is measured each time this many more "
+                                                      "samples have been seen"),
+        "threshold": Interval(float, 0.0, 1.0, what="an accuracy", help="accuracy the milestone asks for"),
+        "window": Interval(int, 1, help="consecutive evaluations at or above threshold"),
+    }
 
     batch_size: int = 1
     max_samples: int = 100
@@ -184,15 +199,13 @@ class Protocol:
     window: int = 10
 
     def check(self, pool_size: int) -> "Protocol":
-        for name in ("batch_size", "max_samples", "evaluation_frequency", "window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise heads.InputError(name, f"{name}={value!r} must be a positive integer")
+        for name, constraint in self.constraints.items():
+            problem = constraint.problem(getattr(self, name))
+            if problem:
+                raise heads.InputError(name, f"{name}={getattr(self, name)!r} {problem}")
         if self.max_samples > pool_size:
             raise heads.InputError("max_samples", f"max_samples={self.max_samples} exceeds the {pool_size} "
                                    f"training samples available to stream; ask for at most {pool_size}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise heads.InputError("threshold", f"threshold={self.threshold} must be an accuracy in [0, 1]")
         return self
 
 

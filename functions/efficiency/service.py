@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from itertools import chain
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -25,7 +25,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..config import PROFILES, get_setup
+from ..config import INPUT_SIZE, PROFILES, get_setup
+from ..core.constraints import Interval, Many, Maybe, Options, Text, check_fields, declared, defaults
 from ..core.errors import DataError
 from ..data.catalog import SPECS
 from ..models.extractors import Extractor
@@ -67,20 +68,24 @@ LearntWeights = Annotated[tuple[list[list[float]], list[float]], WithJsonSchema(
 
 # ----------------------------------------------------------------------------- configuration
 
-# Each setting's range, declared once: read from the environment and checked at start-up.
-INTEGER_BOUNDS = {"cut": (0, None), "input_size": (8, 1024), "pool": (1, None), "seed": (0, None),
-                  "max_body_bytes": (1, None), "max_evaluations": (1, None)}
-CHOICES = {"task": ("all", "binary"), "extractor": se.EXTRACTORS, "profile": PROFILES,
-           "method": tuple(sorted(heads.METHODS)), "dataset": (None, *sorted(SPECS))}
-
-
 def variable(name: str) -> str:
     return f"TRANSFER_SERVICE_{name.upper()}"
 
 
+@declared
 @dataclass(frozen=True)
 class ServiceSettings:
     """What the service serves; each field can be set by ``TRANSFER_SERVICE_<FIELD>``."""
+
+    # each setting's type and range, once: read from the environment and checked at start-up
+    constraints: ClassVar[dict] = {
+        "folder": Text(), "setup": Maybe(Text()), "task": Options(se.TASKS),
+        "dataset": Maybe(Options(tuple(sorted(SPECS)))), "classes": Maybe(Many(Interval(int))),
+        "extractor": Options(se.EXTRACTORS), "cut": Maybe(Interval(int, 0)), "model": Maybe(Text(noun="a file path")),
+        "input_size": INPUT_SIZE, "profile": Options(PROFILES), "method": Options(tuple(sorted(heads.METHODS))),
+        "pool": Maybe(Interval(int, 1)), "seed": Interval(int, 0), "max_body_bytes": Interval(int, 1),
+        "max_evaluations": Interval(int, 1),
+    }
 
     folder: str = "MNIST"
     setup: str | None = None  # default: the folder's main setup
@@ -100,15 +105,7 @@ class ServiceSettings:
 
     def __post_init__(self):
         """Every setting checked when the service starts, each refusal naming its variable."""
-        for name, choices in CHOICES.items():
-            if getattr(self, name) not in choices:
-                raise DataError(f"{variable(name)}={getattr(self, name)!r} is unknown; choose one of "
-                                f"{[c for c in choices if c is not None]}")
-        for name, (low, high) in INTEGER_BOUNDS.items():
-            value = getattr(self, name)
-            if value is not None and (value < low or (high is not None and value > high)):
-                raise DataError(f"{variable(name)}={value} is out of range; give an integer "
-                                + (f"from {low} to {high}" if high is not None else f"of at least {low}"))
+        check_fields(self, variable)
         if self.classes is not None and len(set(self.classes)) < 2:
             raise DataError(f"{variable('classes')}={','.join(map(str, self.classes))} needs at least two different "
                             f"classes, e.g. 0,1")
@@ -120,20 +117,14 @@ class ServiceSettings:
     @classmethod
     def from_env(cls, environ=os.environ) -> "ServiceSettings":
         values = {}
-        for f in fields(cls):
-            text = environ.get(variable(f.name))
+        for name, constraint in cls.constraints.items():
+            text = environ.get(variable(name))
             if text is None or text == "":
                 continue
             try:
-                if f.name == "classes":
-                    values[f.name] = tuple(int(c) for c in text.split(","))
-                elif f.name in INTEGER_BOUNDS:
-                    values[f.name] = int(text)
-                else:
-                    values[f.name] = text
-            except ValueError:
-                wanted = "comma-separated integers, e.g. 0,1" if f.name == "classes" else "an integer"
-                raise DataError(f"{variable(f.name)}={text!r} is not {wanted}") from None
+                values[name] = constraint.parse(text)
+            except ValueError as err:
+                raise DataError(f"{variable(name)}={text!r} is not {err}") from None
         return cls(**values)
 
 
@@ -240,20 +231,26 @@ class UpdateResponse(BaseModel):
     updated_weights: LearntWeights = Field(description="[W, b] after learning from the batch.")
 
 
+def protocol_field(name: str, more: str = ""):
+    """A request field of the benchmark protocol: its default, limits and description are the
+    protocol's declaration (``benchmark.Protocol.constraints``)."""
+    constraint = se.Protocol.constraints[name]
+    return Field(defaults(se.Protocol)[name], **constraint.schema(),
+                 description=f"{constraint.help[0].upper()}{constraint.help[1:]}{more}.")
+
+
 class BenchmarkRequest(Strict):
     custom_weights: Weights | None = Field(None, description="Initial head [W, b] of the custom method "
                                            "(num_classes x d, num_classes of the service's task); null: the "
                                            "method's own.")
-    batch_size: Integer = Field(1, ge=1, description="Samples per update.")
-    max_samples: Integer = Field(100, ge=1, description="Samples streamed in all, at most the task's pool size.")
-    evaluation_frequency: Integer = Field(1, ge=1, description="Validation accuracy is measured each time "
-                                            "this many more samples have been seen; max_samples / "
-                                            "evaluation_frequency evaluations at most the service's limit.")
+    batch_size: Integer = protocol_field("batch_size")
+    max_samples: Integer = protocol_field("max_samples")
+    evaluation_frequency: Integer = protocol_field("evaluation_frequency", "; max_samples / evaluation_frequency "
+                                                   "evaluations at most the service's limit")
     method: Method | None = Field(None, description="Custom method; default: the service's configured one.")
     seed: Integer = Field(0, ge=0, description="Seeds the sample order and the heads' initialisation.")
-    threshold: StrictFloat = Field(0.8, ge=0.0, le=1.0, description="Accuracy the milestone asks for.")
-    window: Integer = Field(10, ge=1, description="Consecutive evaluations at or above threshold.")
-
+    threshold: StrictFloat = protocol_field("threshold")
+    window: Integer = protocol_field("window")
 
 class LearningCurves(BaseModel):
     samples: list[int]

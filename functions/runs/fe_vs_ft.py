@@ -12,13 +12,16 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..config import SCHEMA_KEY, SCHEMA_VERSION, Setup, get_setup, profile
+from ..config import INPUT_SIZE
 from ..core.atomic import locked
+from ..core.constraints import Boolean, Interval, Many, Maybe, Options, Text, check_fields, declared
 from ..core.device import configure_threads
 from ..core.errors import DataError, Interrupted
 from ..core.paths import results_dir
@@ -40,10 +43,37 @@ PIPELINES = ("FE", "FT")
 EXPERIMENTS = {"FE": "Feature extraction", "FT": "Fine-tuning"}
 
 
+@declared
 @dataclass(frozen=True)
 class FeVsFtSettings:
     """Everything that decides a run's outcome besides its pipeline, N and split (the results
     file's parameters)."""
+
+    # each field's type and range, once: checked here, and the command line's options are made from it
+    constraints: ClassVar[dict] = {
+        "backbone": Text(help="an ImageNet network, or 'study': the folder's own source CNN"),
+        "input_size": Maybe(dataclasses.replace(INPUT_SIZE, help="pixels the images are resized to (the backbone's "
+                                                                 "native size: 224 for Lite0)")),
+        "layers": Maybe(Many(Text(), noun="a list of layer names",
+                             help="FE: stages pooled and concatenated (default: the last; Lite0 has stem, "
+                                  "block1..block7, head)")),
+        "classifier": Options(HEADS, help="FE: the classifier on the features"),
+        "C": Interval(float, 0, low_open=True, help="FE: inverse regularisation of the classifier"),
+        "embedding": Options(EMBEDDINGS, help="FE: standardised features (standard), or the full-network "
+                                              "embedding's ternary ones (fne)"),
+        "frozen": Maybe(Interval(int, 0, help="FT: stages kept frozen (default: all but the last two)")),
+        "hidden": Interval(int, 0, help="FT: units of a hidden layer in the head (0: none)"),
+        "optimizer": Options(OPTIMIZERS, help="FT: the optimiser"),
+        "lr": Interval(float, 0, low_open=True, help="FT: learning rate"),
+        "weight_decay": Interval(float, 0, what="the weight decay", help="FT: weight decay"),
+        "momentum": Interval(float, 0, help="FT with sgd: momentum"),
+        "max_epochs": Interval(int, 1, help="FT: at most this many epochs"),
+        "patience": Interval(int, 1, help="FT: early stopping patience in epochs"),
+        "batch_size": Interval(int, 1, help="FT: images per training step"),
+        "val_per_class": Interval(int, 1, help="images per class of the fixed validation set"),
+        "crops": Boolean(help="ten-crop evaluation of the test split (10x its cost)"),
+        "seed": Interval(int, 0, help="seeds the splits and the training"),
+    }
 
     backbone: str = "efficientnet_lite0"
     input_size: int | None = 96          # None: the backbone's native size (224 for Lite0)
@@ -65,20 +95,7 @@ class FeVsFtSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if self.classifier not in HEADS:
-            raise DataError(f"unknown classifier {self.classifier!r}; choose one of {list(HEADS)}")
-        if self.embedding not in EMBEDDINGS:
-            raise DataError(f"unknown embedding {self.embedding!r}; choose one of {list(EMBEDDINGS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise DataError(f"unknown optimiser {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
-        for key in ("max_epochs", "patience", "batch_size", "val_per_class"):
-            if getattr(self, key) < 1:
-                raise DataError(f"{key}={getattr(self, key)} must be at least 1")
-        for key in ("C", "lr"):
-            if not getattr(self, key) > 0:
-                raise DataError(f"{key}={getattr(self, key)} must be positive")
-        if self.weight_decay < 0 or self.hidden < 0 or self.seed < 0:
-            raise DataError("weight_decay, hidden and seed must be non-negative")
+        check_fields(self)
 
     def params(self, backbone: Backbone, dataset: str, classes: list) -> dict:
         fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -110,7 +127,7 @@ PIPELINE_OF = {**dict.fromkeys(("layers", "classifier", "C", "embedding"), "FE")
                                 "patience", "batch_size"), "FT")}
 SELECTION_READS = ("embedding", "hidden", "optimizer", "weight_decay", "momentum", "max_epochs", "patience",
                    "batch_size")
-_OPTIONS = {"max_epochs": "--epochs", "momentum": None}  # the command line's names, where not --<key>
+OPTION_NAMES = {"max_epochs": "--epochs", "momentum": None}  # the command line's names, where not --<key>
 
 
 def refuse_idle_settings(keys, pipelines, select: bool = False) -> None:
@@ -120,7 +137,7 @@ def refuse_idle_settings(keys, pipelines, select: bool = False) -> None:
             and not (select and k in SELECTION_READS)]
     if not idle:
         return
-    options = {k: _OPTIONS.get(k, "--" + k.replace("_", "-")) for k in idle}
+    options = {k: OPTION_NAMES.get(k, "--" + k.replace("_", "-")) for k in idle}
     named = ", ".join(f"{k} ({options[k]})" if options[k] else k for k in idle)
     owners = " and ".join(sorted({PIPELINE_OF[k] for k in idle}))
     one, several = len(idle) == 1, len({PIPELINE_OF[k] for k in idle}) > 1

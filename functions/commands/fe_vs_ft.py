@@ -1,0 +1,63 @@
+"""Feature extraction or fine-tuning on the command line: the settings' options are made from
+``FeVsFtSettings``' declaration (option names and defaults included)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import FOLDERS
+from ..core.constraints import Interval, Many, Options
+from ..models.backbones import NAMES as BACKBONE_NAMES
+from ..runs.fe_vs_ft import OPTION_NAMES, PIPELINES, TARGETS, FeVsFtSettings
+from . import EXECUTOR_ARGS, arg, command, declared_arg, declared_args, given
+
+
+@command("fe-vs-ft", "feature extraction or fine-tuning? both pipelines over a few-shot grid, with accuracy, time, "
+                     "FLOPs, memory and energy per run (tracked in MLflow)",
+         arg("folder", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}: its target classes"),
+         arg("--setup"),
+         arg("--target", default="folder", choices=list(TARGETS),
+             help="the folder's target classes, or scikit-learn's 8 x 8 digits (offline; use --val-per-class 10)"),
+         arg("--weights", type=Path, help="state-dict file (required for resnet50 / mobilenet_v2)"),
+         declared_arg("--samples-per-class", Many(Interval(int, 1)), default=[1, 5, 10], help=""),
+         declared_arg("--splits", Interval(int, 1, 100, what="the number of splits"), default=5,
+                      help="seeded class-balanced training splits per size"),
+         declared_arg("--pipelines", Many(Options(PIPELINES)), default=list(PIPELINES), help=""),
+         # every setting defaults to None: the handler passes on those given, and refuses those that
+         # only a pipeline which does not run would read
+         declared_args(FeVsFtSettings, flags=OPTION_NAMES, backbone={"choices": BACKBONE_NAMES}),
+         arg("--select", action="store_true", help="also choose layers / classifier / C (FE) and frozen depth / "
+                                                   "learning rate (FT) on the validation set at the largest N"),
+         arg("--country", default="FRA", help="ISO 3166 alpha-3 code for codecarbon's carbon intensity"),
+         arg("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                                    "sqlite:///<output root>/mlflow.db)"),
+         arg("--no-track", action="store_true", help="do not log runs to MLflow"),
+         arg("--no-progress", action="store_true"),
+         EXECUTOR_ARGS)
+def fe_vs_ft(args):
+    import pandas as pd
+    from ..analysis import tradeoff
+    from ..runs.fe_vs_ft import refuse_idle_settings, run_study
+    from . import executor as executor_for
+    chosen = given(args, FeVsFtSettings.constraints)
+    refuse_idle_settings(list(chosen), args.pipelines, args.select)
+    settings = FeVsFtSettings(**chosen)
+    executor = executor_for(args)
+    try:
+        study = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits, args.pipelines,
+                          args.weights, track=not args.no_track, tracking_uri=args.tracking_uri, country=args.country,
+                          select=args.select, target=args.target, progress=not args.no_progress, executor=executor)
+    finally:
+        executor.close()
+    with pd.option_context("display.width", 200):
+        print(tradeoff.summary(study.records).round(4).to_string())
+        if {"FE", "FT"} <= {r["pipeline"] for r in study.records}:
+            print(tradeoff.guideline(study.records))
+        if study.selection:
+            print(f"model selection on the validation set ({max(args.samples_per_class)} per class, split 0); "
+                  f"test scored once for the chosen candidate of each pipeline:")
+            print(tradeoff.selection_table(study.selection).to_string())
+    print(f"energy: {study.energy_source}")
+    figure_name = f"{study.path.stem.removeprefix('fe_vs_ft_')}"
+    for path in tradeoff.report(study, args.folder, figure_name):
+        print(f"wrote {path}")
+    print(f"wrote {study.path}")

@@ -1,0 +1,264 @@
+"""The study's commands: data, source models, sweeps of a mode, their summary, re-checks and
+salvage of results files, the notebooks and papermill grids."""
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+from ..config import FOLDERS, PROFILES, SETUPS, Config, get_setup, mode_names, profile
+from ..core.constraints import Interval, Many, parse_field
+from ..core.errors import DataError
+from ..data.catalog import SPECS
+from . import EXECUTOR_ARGS, Distinct, arg, check_writable, command, declared_arg, key_values
+from . import executor as executor_for
+
+FRACTION = Interval(float, 0.0, 1.0, low_open=True, what="a fraction of the training data",
+                    help="fractions in (0, 1]")
+CUTS = Many(Interval(int, 0), help="cut points 0..depth")
+
+
+def mode(text: str) -> str:
+    """A study mode (F, FR, FT) or fine-tuning strategy, as the config reads it."""
+    import argparse
+    try:
+        Config().with_mode(text)
+    except DataError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def overrides(pairs) -> dict:
+    """``--set``: each value typed and checked against the declaration of the config field of that name."""
+    return key_values(pairs, lambda key, text: parse_field(Config, key, text, f"--set {key}={text!r}"))
+
+
+def grid_values(pairs) -> dict:
+    """papermill parameters (any notebook parameter, so no config declaration applies): Python
+    literals, or a bare word as a string."""
+    def literal(_key: str, text: str):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    return key_values(pairs, literal)
+
+
+def experiment_args(with_grid: bool = True, trains: bool = True) -> list:
+    """A folder's experiment; ``trains``: the options that decide what is trained (``--set``,
+    ``--repeats``): a command that only reads results has none of them, rather than options it
+    would ignore."""
+    args = [arg("folder", nargs="?", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}"),
+            arg("--setup", help="class setup of the folder (regular, random, reverse, cross)"),
+            arg("--profile", default="quick", choices=PROFILES,
+                help="quick (CPU, minutes), range (the quick network from 0.1%% to 100%% of the target data; CPU, "
+                     "under an hour per folder and mode) or paper (the upstream grid)")]
+    if trains:
+        args.append(arg("--set", action="append", metavar="KEY=VALUE",
+                        help="override one parameter (typed and range-checked against the config's declaration)"))
+    if with_grid:
+        args += [arg("--mode", default="FR", type=mode, metavar="MODE",
+                     help=f"one of {mode_names()}, or lora_r<rank> (e.g. lora_r2)"),
+                 declared_arg("--percentages", Many(FRACTION), help="fractions in (0, 1]")]
+        if trains:
+            args.append(declared_arg("--repeats", Interval(int, 1),
+                                     help="runs per percentage and cut point (at least 1)"))
+        args.append(declared_arg("--cuts", CUTS))
+    return args
+
+
+def experiment(args):
+    from ..notebooks.study import plan
+    return plan(args.folder, args.setup, args.profile, getattr(args, "mode", None) or "FR",
+                getattr(args, "percentages", None), getattr(args, "repeats", None), getattr(args, "cuts", None),
+                overrides=overrides(args.set))
+
+
+@command("prepare-data", "fetch and verify datasets under the data root",
+         arg("datasets", nargs="+", action=Distinct, choices=sorted(SPECS)))
+def prepare_data(args):
+    from ..data.sources import prepare
+    for name in args.datasets:
+        prepare(name)
+        print(f"{name}: ready")
+
+
+@command("pretrain", "train (or reuse) a folder's source model",
+         experiment_args(with_grid=False),
+         arg("--all", action="store_true", help="every setup whose source data is available"),
+         arg("--datasets", nargs="+", action=Distinct, choices=sorted(SPECS),
+             help="with --all: source datasets (default: MNIST FashionMNIST)"))
+def pretrain(args):
+    from ..runs.pretrained import load_pretrained, pretrained_path
+    if not args.all and not args.folder:
+        raise DataError(f"name a folder ({FOLDERS}) or give --all")
+    if args.all and (args.folder or args.setup):
+        raise DataError("--all pretrains every setup: drop the folder and --setup, or drop --all")
+    if args.datasets is not None and not args.all:
+        raise DataError("--datasets chooses among the setups of --all; add --all, or drop --datasets")
+    datasets = args.datasets or ["MNIST", "FashionMNIST"]
+    targets = sorted(SETUPS) if args.all else [(args.folder, get_setup(args.folder, args.setup).name)]
+    if args.all:
+        targets = [key for key in targets if SETUPS[key].source_dataset in datasets]
+        if not targets:
+            raise DataError(f"no setup pretrains on {datasets}; choose from "
+                            f"{sorted({s.source_dataset for s in SETUPS.values()})}")
+    for folder, name in targets:
+        setup = get_setup(folder, name)
+        cfg, _ = profile(args.profile, setup)
+        cfg = cfg.replace(**overrides(args.set))
+        load_pretrained(setup, cfg)
+        print(f"{folder}/{name}: {pretrained_path(setup, cfg)}")
+
+
+@command("run", "baselines + cut-point sweep of one mode, then a summary table",
+         experiment_args(), EXECUTOR_ARGS,
+         arg("--no-baselines", action="store_true"),
+         arg("--no-progress", action="store_true"),
+         arg("--plot", action="store_true", help="also save the box plot of test accuracy per cut"))
+def run(args):
+    from ..analysis.summary import records_frame, run_records, summary_table
+    from ..runs.store import BASELINE_CUT, results_path
+    from ..runs.sweep import run_sweep
+    setup, cfg, grid = experiment(args)
+    for path in (results_path(setup.folder, "baselines", setup.name, profile=grid.profile),
+                 results_path(setup.folder, "results", setup.name, cfg.mode, grid.profile)):
+        check_writable(path, "results file")
+        if path.is_file():
+            run_records(path)  # a damaged file is refused now, not after training
+    executor = executor_for(args)
+    began = time.perf_counter()
+    try:
+        paths = run_sweep(setup, cfg, grid, baselines=not args.no_baselines, progress=not args.no_progress,
+                          executor=executor)
+    finally:
+        executor.close()
+    seconds = time.perf_counter() - began
+    frame = records_frame(*paths.values())
+    frame = frame[frame.sampled_cut_point.isin([BASELINE_CUT, *grid.cut_points])
+                  & frame.sampled_percentage.isin(grid.percentages)]
+    print(f"\n{setup.folder}/{setup.name}, mode {cfg.mode}: test accuracy, mean ± std over repeats")
+    print(summary_table(frame).to_string())
+    for path in paths.values():
+        print(f"wrote {path}")
+    if args.plot:
+        from ..analysis.plots import main_figure_from_files
+        print(f"wrote {main_figure_from_files(setup, cfg.mode, grid.profile)}")
+    print(f"sweep took {seconds:.0f} s")
+
+
+@command("summary", "summary table of a folder's results files (--cuts, --percentages: only those)",
+         experiment_args(trains=False))
+def summary(args):
+    from ..analysis.summary import records_frame, summary_table
+    from ..runs.store import BASELINE_CUT, results_path
+    if not args.folder:
+        raise DataError(f"name a folder: one of {FOLDERS}")
+    setup = get_setup(args.folder, args.setup)
+    paths = [results_path(setup.folder, "baselines", setup.name, profile=args.profile),
+             results_path(setup.folder, "results", setup.name, args.mode, args.profile)]
+    present = [p for p in paths if p.exists()]
+    if not present:
+        raise DataError(f"no results files for {setup.folder}/{setup.name} mode {args.mode} ({paths[1]}); "
+                        f"run `python -m functions run {setup.folder} --setup {setup.name} --mode {args.mode}` first")
+    frame = records_frame(*present)
+    if args.cuts:
+        frame = frame[frame.sampled_cut_point.isin([BASELINE_CUT, *args.cuts])]
+    if args.percentages:
+        frame = frame[frame.sampled_percentage.isin(args.percentages)]
+    if frame.empty:
+        raise DataError(f"{', '.join(map(str, present))} hold no runs of cuts {args.cuts or 'any'} and percentages "
+                        f"{args.percentages or 'any'}; drop --cuts / --percentages to see what they hold")
+    print(summary_table(frame).to_string())
+
+
+@command("recheck", "train one stored run again and compare it with the file's (float32 within 0.01, or a "
+                    "chaotic mode's first steps in float64); exit 1 when it differs",
+         arg("folder", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}"),
+         arg("--setup"),
+         arg("--profile", default="quick", choices=PROFILES),
+         arg("--mode", default="FR", type=mode, metavar="MODE", help=f"one of {mode_names()}"),
+         declared_arg("--cut", CUTS.each, help="the run's cut point (default: the middle one)"),
+         arg("--baseline", action="store_true", help="the baseline run instead of a cut point"),
+         declared_arg("--percentage", FRACTION, help="the run's fraction (default: the profile's smallest)"),
+         declared_arg("--repeat", Interval(int, 0), default=0),
+         arg("--device", default="auto", choices=["auto", "cpu", "cuda"]))
+def recheck(args):
+    from ..notebooks.study import plan, recheck_run, shown_check
+    from ..runs.store import BASELINE_CUT
+    setup, cfg, grid = plan(args.folder, args.setup, args.profile, args.mode)
+    if args.baseline and args.cut is not None:
+        raise DataError("give --cut or --baseline, not both: a baseline has no cut point")
+    middle = grid.cut_points[len(grid.cut_points) // 2]
+    cut_point = BASELINE_CUT if args.baseline else middle if args.cut is None else cfg.check_cut(args.cut)
+    percentage = args.percentage or grid.percentages[0]
+    check = recheck_run(setup, cfg, cut_point, percentage, args.repeat, device=args.device, profile=args.profile)
+    shown = shown_check(check)
+    run = "baseline" if cut_point == BASELINE_CUT else f"{cfg.mode} cut {cut_point}"
+    print(f"{setup.folder}/{setup.name} {args.profile}, {run}, percentage {percentage:g}, repeat {args.repeat}: "
+          f"stored {shown['stored test accuracy']}, trained again {shown['trained again']} "
+          f"({'reproduced' if check['reproduced'] else 'NOT reproduced'}; compared by {check['compared']})")
+    if not check["reproduced"]:
+        raise SystemExit(1)
+
+
+@command("salvage", "keep the readable runs of a damaged results file (the original is kept beside it as "
+                    "<name>.damaged)",
+         arg("path", type=Path, help="the results file"))
+def salvage(args):
+    from ..runs.store import salvage
+    kept, unread, copy = salvage(args.path)
+    if copy is None:
+        print(f"{args.path} reads whole ({kept} runs): nothing to salvage")
+    else:
+        print(f"kept the parameters and {kept} runs of {args.path}; {unread} bytes could not be read; "
+              f"the damaged original is {copy}")
+
+
+@command("notebooks", "write the study notebooks from their templates",
+         arg("folders", nargs="*", action=Distinct,
+             help="only these folders ('.': the top-level notebooks over all folders)"),
+         arg("--kinds", nargs="+", action=Distinct, metavar="KIND", help="only these kinds of notebook (e.g. strategies)"),
+         arg("--execute", action="store_true", help="also run them (papermill) and keep the outputs"))
+def notebooks(args):
+    from ..notebooks import templates
+    known = sorted({kind for _, kind in templates.all_notebooks()})
+    unknown = sorted(set(args.kinds or ()) - set(known))
+    if unknown:
+        raise DataError(f"unknown notebook kind(s) {unknown}; choose from {known}")
+    folders = sorted({folder for folder, _ in templates.all_notebooks()})
+    unknown = sorted(set(args.folders) - set(folders))
+    if unknown:
+        raise DataError(f"no notebooks for folder(s) {unknown}; choose from {folders}")
+    for folder, kind in templates.all_notebooks():
+        if (args.folders and folder not in args.folders) or (args.kinds and kind not in args.kinds):
+            continue
+        began = time.perf_counter()
+        path = templates.write(folder, kind, execute=args.execute)
+        print(f"executed {path} in {time.perf_counter() - began:.0f} s" if args.execute else f"wrote {path}",
+              flush=True)
+
+
+@command("sweep", "run a notebook over a grid of parameters with papermill",
+         arg("notebook", help="e.g. MNIST/empirical.ipynb"),
+         arg("--grid", action="append", metavar="KEY=[V1,V2,...]", help="a parameter and its list of values"),
+         arg("--param", action="append", metavar="KEY=VALUE", help="a parameter fixed for every point"),
+         arg("--out", default="sweeps", help="output folder (one subfolder per grid point)"),
+         arg("--no-progress", action="store_true"),
+         EXECUTOR_ARGS)
+def sweep(args):
+    from ..runs.papermill_grid import check_grid, run_grid
+    grid, fixed = grid_values(args.grid), grid_values(args.param)
+    check_grid(args.notebook, grid, fixed)  # the notebook and its parameter names, before Ray starts
+    executor = executor_for(args)
+    try:
+        outcomes = run_grid(args.notebook, grid, args.out, fixed, progress=not args.no_progress,
+                            executor=executor)
+    finally:
+        executor.close()
+    for outcome in outcomes:
+        print(f"{'FAILED' if outcome.error else 'ok    '} {outcome.folder}" + (f": {outcome.error}" if outcome.error else ""))
+    failures = [o for o in outcomes if o.error]
+    print(f"{len(outcomes) - len(failures)} passed, {len(failures)} failed")
+    if failures:
+        raise SystemExit(1)

@@ -1,0 +1,108 @@
+"""The transferability recommenders and the model zoo on the command line, and a check that an
+ImageNet backbone loaded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.constraints import Interval
+from ..core.errors import DataError
+from ..core.paths import REPO_ROOT
+from ..models.imagenet import BACKBONES
+from . import EXECUTOR_ARGS, Distinct, RayOptions, arg, check_writable, command, declared_arg, given, option_name
+from . import executor as executor_for
+
+
+@command("recommend", "leave-one-setup-out test of a recommender on every folder's transferability records",
+         arg("--out", type=Path, help="folder for the collected records and the evaluation "
+                                      "(default: benchmarks/results)"))
+def recommend(args):
+    import pandas as pd
+    from ..analysis.transferability import recommender_eval, save_records
+    from ..core.atomic import write_json_atomic
+    from ..notebooks.study import collected_records
+    out = REPO_ROOT / "benchmarks" / "results" if args.out is None else args.out
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder (it receives transferability_records.csv and "
+                        f"transferability_recommender.json)")
+    for name in ("transferability_records.csv", "transferability_recommender.json"):
+        check_writable(out / name, "--out file")
+    records = collected_records()  # refuses, naming it, a file that is not a readable CSV
+    table = recommender_eval(records)
+    with pd.option_context("display.width", 200):
+        print(f"{len(records)} records of {records['setup'].nunique()} setups; leave-one-setup-out:")
+        print(table.round(3).to_string(index=False))
+    print(f"wrote {save_records(records, out / 'transferability_records.csv')}")
+    rows = table.round(6).astype(object).where(table.notna(), None)  # JSON has null, not NaN
+    summary = {"setups": sorted(records["setup"].unique()), "features": table.attrs["features"],
+               "methods": rows.to_dict(orient="records")}
+    write_json_atomic(out / "transferability_recommender.json", summary)
+    print(f"wrote {out / 'transferability_recommender.json'}")
+
+
+@command("zoo", "the model zoo: pretrain its study CNNs, or measure the model x task matrix over the task bank and "
+                "evaluate the recommenders",
+         arg("action", choices=["pretrain", "build"]),
+         arg("--models", nargs="+", action=Distinct, metavar="NAME", help="only these zoo models (default: all)"),
+         declared_arg("--seeds", Interval(int, 1, 100, what="seeds"),
+                      help="build: training draws per task whose linear-probe accuracies are averaged (default 3)"),
+         EXECUTOR_ARGS)
+def zoo(args):
+    import pandas as pd
+    from ..notebooks import zoo as models
+    if args.action == "pretrain":
+        ignored = [option_name(name) for name in given(args, ("seeds", *RayOptions.constraints))]
+        ignored += ["--executor"] if args.executor != "in-process" else []
+        if ignored:
+            raise DataError(f"{', '.join(ignored)}: options of zoo build, which zoo pretrain would ignore; drop them")
+        for name in models.pretrain(args.models):
+            print(f"{name}: ready")
+        return
+    executor = executor_for(args)
+    try:
+        records = models.build(args.models, executor=executor, **given(args, ("seeds",)))
+    finally:
+        executor.close()
+    with pd.option_context("display.width", 200):
+        print(models.evaluation(records).round(3).to_string())
+
+
+@command("recommend-model", "rank the zoo's models for a target task before any fine-tuning",
+         arg("--task", required=True, help="<dataset>:<classes>:<n>, e.g. MNIST:0,1,2:300 or digits:0-4:100"),
+         arg("--recommender", default="gradient boosting",
+             help="gradient boosting, linear regression, a score (logme, leep, nce, hscore, hscore_shrinkage, sfda, "
+                  "nleep) or pretrain_accuracy"))
+def recommend_model(args):
+    import pandas as pd
+    from ..notebooks import zoo
+    table = zoo.recommend_model(args.task, args.recommender)
+    with pd.option_context("display.width", 200):
+        print(f"models for {args.task}, ranked by {args.recommender} (trained on the bank's other tasks):")
+        print(table.round(4).to_string())
+
+
+@command("classify", "top ImageNet labels of images: check that a pretrained backbone loaded",
+         arg("images", nargs="+", action=Distinct, type=Path, help="image files (JPEG, PNG, ...)"),
+         arg("--model", default="efficientnet_lite0", choices=sorted(BACKBONES)),
+         arg("--weights", type=Path, help="state-dict file instead of the installed weights package"),
+         declared_arg("--top", Interval(int, 1, 1000, what="the number of labels"), default=5))
+def classify(args):
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+    from ..models.imagenet import load_backbone, preprocess, top_labels
+    images = []
+    for path in args.images:
+        try:
+            with Image.open(path) as image:
+                images.append(np.array(image.convert("RGB")))
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file")
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"{path} is not an image that Pillow can read ({err}); give a JPEG, PNG or similar")
+    model = load_backbone(args.model, args.weights)
+    size = BACKBONES[args.model].input_size
+    for path, image in zip(args.images, images):
+        (labels,) = top_labels(model, preprocess(torch.from_numpy(image).unsqueeze(0), size), args.top)
+        print(f"{path}:")
+        for label, probability in labels:
+            print(f"  {probability:6.3f}  {label}")
