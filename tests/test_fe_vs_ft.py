@@ -91,7 +91,7 @@ def test_every_classifier_separates_separable_features(head):
 
 
 def test_bad_head_settings_are_refused():
-    with pytest.raises(DataError, match="classifier='tree' is unknown; choose one of"):
+    with pytest.raises(DataError, match="unknown classifier 'tree'"):
         FeatureClassifier("tree")
     with pytest.raises(DataError, match="C=0"):
         FeatureClassifier(C=0)

@@ -103,11 +103,13 @@ def declared_arg(flag: str, constraint: Constraint, default=None, shown=None, he
         made["type"] = value_type(each)
     elif isinstance(each, Boolean):
         made["action"] = "store_true"
-    text = constraint.help.replace("%", "%%") if help is None else help
+    text = constraint.help if help is None else help
     shown = default if shown is None else shown
+    notes = [each.bounds().replace("%", "%%")] if isinstance(each, Interval) and each.bounds() else []
     if shown is not None and shown is not False:
-        value = " ".join(map(str, shown)) if isinstance(shown, (list, tuple)) else shown
-        text = f"{text} (default {value})" if text else f"default {value}"
+        notes.append(f"default {' '.join(map(str, shown)) if isinstance(shown, (list, tuple)) else shown}")
+    if notes:
+        text = f"{text} ({', '.join(notes)})" if text else ", ".join(notes)
     return arg(flag, default=default, help=text or None, **{**made, **keywords})
 
 
