@@ -29,7 +29,8 @@ from .errors import DataError
 
 class Constraint:
     """A setting's type and allowed values.  ``noun`` names the type ("an integer"); ``bounds``
-    the allowed range ("at least 1"), or "" where any value of the type is allowed."""
+    the allowed range ("at least 1"), or "" where any value of the type is allowed; ``help``
+    what the setting does (the command line's help and the service schema's description)."""
 
     noun = "a value"
     note = ""
@@ -63,10 +64,6 @@ class Constraint:
         if problem:
             raise DataError(f"{name}={value!r} {problem}")
         return value
-
-    def describe(self) -> str:
-        """The help text's account of the allowed values: "an integer in [1, 100]"."""
-        return f"{self.noun} {self.bounds()}".strip()
 
 
 def _number(value, kind) -> bool:
@@ -158,9 +155,6 @@ class Options(Constraint):
     def parse(self, text: str):
         return text
 
-    def describe(self) -> str:
-        return self.noun
-
 
 @dataclass(frozen=True)
 class Boolean(Constraint):
@@ -247,9 +241,6 @@ class Maybe(Constraint):
 
     def parse(self, text: str):
         return self.inner.parse(text)
-
-    def describe(self) -> str:
-        return self.inner.describe()
 
 
 def unwrap(constraint: Constraint) -> Constraint:
