@@ -1,14 +1,13 @@
-"""The sample-efficiency benchmark on the command line; the protocol's options are made from
-``benchmark.Protocol``'s declaration, with the defaults of ``run_study``."""
+"""The sample-efficiency benchmark on the command line; its options are made from the benchmark's
+declarations (``benchmark.INPUTS``, ``benchmark.Protocol``), with the defaults of ``run_study``."""
 from __future__ import annotations
 
 import inspect
 
-from ..config import FOLDERS, INPUT_SIZE, PROFILES
+from ..config import FOLDERS
 from ..core.constraints import Interval, Many, Options
 from ..core.errors import DataError
-from ..data.catalog import SPECS
-from ..efficiency.benchmark import EXTRACTORS, TASKS, Protocol, format_summary, run_study
+from ..efficiency.benchmark import INPUTS, Protocol, format_summary, run_study
 from ..efficiency.heads import METHODS
 from . import arg, command, declared_arg, declared_args, given
 
@@ -18,21 +17,18 @@ STUDY_DEFAULTS = {name: p.default for name, p in inspect.signature(run_study).pa
 @command("sample-efficiency", "samples a linear head needs on frozen features, per method",
          arg("folder", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}"),
          arg("--setup"),
-         declared_arg("--task", Options(TASKS), default=STUDY_DEFAULTS["task"],
-                      help="all target classes or the first two"),
-         declared_arg("--dataset", Options(tuple(sorted(SPECS))), help="with --classes: any dataset"),
-         declared_arg("--classes", Many(Interval(int, 0)), help="any class list instead of the folder's target classes"),
+         declared_arg("--task", INPUTS["task"], default=STUDY_DEFAULTS["task"]),
+         declared_arg("--dataset", INPUTS["dataset"]),
+         declared_arg("--classes", INPUTS["classes"]),
          declared_arg("--methods", Many(Options(tuple(METHODS))), default=list(METHODS), help=""),
          declared_arg("--seeds", Interval(int, 1), default=STUDY_DEFAULTS["seeds"], help=""),
          declared_args(Protocol, shown=STUDY_DEFAULTS),
-         declared_arg("--extractor", Options(EXTRACTORS), default=STUDY_DEFAULTS["extractor"], help=""),
+         declared_arg("--extractor", INPUTS["extractor"], default=STUDY_DEFAULTS["extractor"]),
          arg("--weights", help="state-dict file for --extractor mobilenet_v2 / resnet50"),
-         declared_arg("--cut", Interval(int, 0), help="study extractor: pool after the first k blocks (default: all)"),
-         declared_arg("--input-size", INPUT_SIZE, shown=STUDY_DEFAULTS["input_size"],
-                      help="--extractor mobilenet_v2 / resnet50: side of the square input"),
-         declared_arg("--pool", Interval(int, 1), help="draw the stream from this many training images"),
-         declared_arg("--profile", Options(PROFILES), shown=STUDY_DEFAULTS["profile_name"],
-                      help="study extractor without --weights: profile of the folder's source model"),
+         declared_arg("--cut", INPUTS["cut"]),
+         declared_arg("--input-size", INPUTS["input_size"], shown=STUDY_DEFAULTS["input_size"]),
+         declared_arg("--pool", INPUTS["pool"]),
+         declared_arg("--profile", INPUTS["profile"], shown=STUDY_DEFAULTS["profile_name"]),
          arg("--update-url", help="measure an outside method: http://host:port serving /model/update_weights"),
          arg("--no-progress", action="store_true"))
 def sample_efficiency(args):

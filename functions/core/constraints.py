@@ -199,8 +199,10 @@ class Many(Constraint):
     def within(self, value) -> bool:
         return all(self.each.within(v) for v in value)
 
-    def bounds(self) -> str:
-        return f"each {self.each.bounds()}" if self.each.bounds() else ""
+    def problem(self, value) -> str:
+        if not self.is_type(value):
+            return f"is not {self.noun}"
+        return "" if self.within(value) else f"must all be {self.each.bounds()}"
 
     def parse(self, text: str):
         try:

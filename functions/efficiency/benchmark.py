@@ -10,6 +10,7 @@ the baseline being the ``adam`` head.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 import urllib.parse
@@ -23,12 +24,12 @@ import torch
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from ..config import get_setup, profile
+from ..config import INPUT_SIZE, PROFILES, get_setup, profile
 from ..core.atomic import locked, write_png
-from ..core.constraints import Interval, declared
+from ..core.constraints import Interval, Many, Maybe, Options, declared
 from ..core.errors import DataError
 from ..core.paths import results_dir
-from ..data.catalog import spec
+from ..data.catalog import SPECS, spec
 from ..data.tasks import load_task
 from ..models.extractors import TORCHVISION_ARCHS, Extractor, study_extractor, torchvision_extractor
 from ..models.files import load_model
@@ -175,6 +176,21 @@ def _task_splits(task: TargetTask) -> dict:
 
 
 # ----------------------------------------------------------------------------- protocol
+
+# The benchmark's target task and extractor, each declared once: the command line's options and
+# the service's settings are made from these.
+INPUTS = {
+    "task": Options(TASKS, help="all target classes or the first two"),
+    "dataset": Maybe(Options(tuple(sorted(SPECS)), help="with classes: any dataset")),
+    "classes": Maybe(Many(Interval(int, 0), help="any class list instead of the folder's target classes")),
+    "extractor": Options(EXTRACTORS, help="the study's source CNN, or an ImageNet network"),
+    "cut": Maybe(Interval(int, 0, help="study extractor: pool after the first k blocks (default: all)")),
+    "input_size": dataclasses.replace(INPUT_SIZE, help="--extractor mobilenet_v2 / resnet50: side of the square "
+                                                       "input"),
+    "profile": Options(PROFILES, help="study extractor without weights: profile of the folder's source model"),
+    "pool": Maybe(Interval(int, 1, help="draw the stream from this many training images")),
+}
+
 
 @declared
 @dataclass(frozen=True)

@@ -25,10 +25,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..config import INPUT_SIZE, PROFILES, get_setup
-from ..core.constraints import Interval, Many, Maybe, Options, Text, check_fields, declared, defaults
+from ..config import get_setup
+from ..core.constraints import Interval, Maybe, Options, Text, check_fields, declared, defaults
 from ..core.errors import DataError
-from ..data.catalog import SPECS
 from ..models.extractors import Extractor
 from . import benchmark as se
 from . import heads
@@ -79,11 +78,8 @@ class ServiceSettings:
 
     # each setting's type and range, once: read from the environment and checked at start-up
     constraints: ClassVar[dict] = {
-        "folder": Text(), "setup": Maybe(Text()), "task": Options(se.TASKS),
-        "dataset": Maybe(Options(tuple(sorted(SPECS)))), "classes": Maybe(Many(Interval(int))),
-        "extractor": Options(se.EXTRACTORS), "cut": Maybe(Interval(int, 0)), "model": Maybe(Text(noun="a file path")),
-        "input_size": INPUT_SIZE, "profile": Options(PROFILES), "method": Options(tuple(sorted(heads.METHODS))),
-        "pool": Maybe(Interval(int, 1)), "seed": Interval(int, 0), "max_body_bytes": Interval(int, 1),
+        "folder": Text(), "setup": Maybe(Text()), **se.INPUTS, "model": Maybe(Text(noun="a file path")),
+        "method": Options(tuple(sorted(heads.METHODS))), "seed": Interval(int, 0), "max_body_bytes": Interval(int, 1),
         "max_evaluations": Interval(int, 1),
     }
 
