@@ -103,7 +103,7 @@ def declared_arg(flag: str, constraint: Constraint, default=None, shown=None, he
         made["type"] = value_type(each)
     elif isinstance(each, Boolean):
         made["action"] = "store_true"
-    text = constraint.help if help is None else help
+    text = (constraint.help or each.help) if help is None else help
     shown = default if shown is None else shown
     notes = [each.bounds().replace("%", "%%")] if isinstance(each, Interval) and each.bounds() else []
     if shown is not None and shown is not False:

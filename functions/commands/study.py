@@ -2,6 +2,7 @@
 salvage of results files, the notebooks and papermill grids."""
 from __future__ import annotations
 
+import argparse
 import ast
 import time
 from pathlib import Path
@@ -14,13 +15,12 @@ from . import EXECUTOR_ARGS, Distinct, arg, check_writable, command, declared_ar
 from . import executor as executor_for
 
 FRACTION = Interval(float, 0.0, 1.0, low_open=True, what="a fraction of the training data",
-                    help="fractions in (0, 1]")
+                    help="fractions of the target's training data")
 CUTS = Many(Interval(int, 0), help="cut points 0..depth")
 
 
 def mode(text: str) -> str:
     """A study mode (F, FR, FT) or fine-tuning strategy, as the config reads it."""
-    import argparse
     try:
         Config().with_mode(text)
     except DataError as err:
@@ -59,10 +59,9 @@ def experiment_args(with_grid: bool = True, trains: bool = True) -> list:
     if with_grid:
         args += [arg("--mode", default="FR", type=mode, metavar="MODE",
                      help=f"one of {mode_names()}, or lora_r<rank> (e.g. lora_r2)"),
-                 declared_arg("--percentages", Many(FRACTION), help="fractions in (0, 1]")]
+                 declared_arg("--percentages", Many(FRACTION))]
         if trains:
-            args.append(declared_arg("--repeats", Interval(int, 1),
-                                     help="runs per percentage and cut point (at least 1)"))
+            args.append(declared_arg("--repeats", Interval(int, 1), help="runs per percentage and cut point"))
         args.append(declared_arg("--cuts", CUTS))
     return args
 
