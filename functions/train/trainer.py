@@ -131,8 +131,9 @@ class ShuffledBatches:
 
 class PairedBatches:
     """Labelled rows paired with as many ``unlabelled`` images (in the run's dtype): a step's input
-    is a labelled batch followed by an unlabelled one of the same size, so both weigh the same in
-    the step and a network that splits the input in halves (domain alignment) finds them.  An
+    is a labelled batch followed by an unlabelled one of the same size (the ``inputs`` an extra loss
+    sees), so both weigh the same in the step and a network that splits its input in halves
+    (domain alignment) finds them; the forward pass returns the logits of the labelled half.  An
     epoch passes over the unlabelled images in whole batches, as many times as it takes to make
     ``min_steps`` steps; the labelled rows cycle in whole batches through seeded passes of their own."""
 
@@ -202,14 +203,15 @@ def fit(model: nn.Module, train: Split, val: Split | None, test: Split | None, *
         raise ValueError("give either forward or start, not both")
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
     optim = _optimizer(optimizer, groups, lr, momentum)
-    epochs_of = (batches or ShuffledBatches(batch_size, min_steps_per_epoch))(train, torch.Generator().manual_seed(seed))
+    batches = batches or ShuffledBatches(batch_size, min_steps_per_epoch)
+    epochs_of = batches(train, torch.Generator().manual_seed(seed))
     best_val, stale, epochs, status = -1.0, 0, 0, "ok"
     best_state = copy.deepcopy(model.state_dict()) if val is not None else None
     for epoch in range(max_epochs):
         epochs += 1
         model.train()
         ended = _train_epoch(model, forward, optim, train, next(epochs_of), extra_loss, after_step)
-        if ended is not None:
+        if ended is not None:  # diverged, or stopped by after_step
             status = "diverged" if ended == "diverged" else status
             break
         if val is None:
@@ -233,8 +235,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, test: Split | None, *
                      seconds=time.perf_counter() - began, n_train=len(train), status=status)
 
 
-def _train_epoch(model: nn.Module, forward: Forward, optim: torch.optim.Optimizer, train: Split, batches,
-                 extra_loss: ExtraLoss | None, after_step: AfterStep | None) -> str | None:
+def _train_epoch(model: nn.Module, forward: Forward, optim: torch.optim.Optimizer, train: Split,
+                 batches: Iterator[tuple[torch.Tensor, torch.Tensor]], extra_loss: ExtraLoss | None, after_step: AfterStep | None) -> str | None:
     """One epoch's steps; ``diverged`` as soon as a batch's loss is not finite, ``stopped`` when
     ``after_step`` ends training, None when the epoch ran to its end."""
     for rows, x in batches:
