@@ -269,7 +269,7 @@ class Finetuner:
                     param.requires_grad_(True)
 
     def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        return self.net.trainable_parameters()
 
     # ----------------------------------------------------------------- adapters (peft)
 
