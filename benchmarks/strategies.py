@@ -35,7 +35,7 @@ from functions.notebooks.study import plan
 from functions.runs.cost import MB, PeakRss
 from functions.runs.pretrained import load_pretrained
 from functions.runs.sweep import run_sweep
-from functions.train import finetuner, strategies
+from functions.train import finetune, strategies
 from sample_efficiency import machine
 
 OUT = Path(__file__).resolve().parent / "results" / "strategies.json"
@@ -68,7 +68,7 @@ def step_costs(batches=(64, 256), steps: int = 15, blocks: int = 7) -> dict:
     tuners["full fine-tuning"].unfreeze_layers(tuners["full fine-tuning"].layer_names)
     for mode in ("lora_r4", "ia3", "bitfit"):
         tuners[mode] = strategies.finetuner_for(cfg.with_mode(mode), source, 6, 5, 0)
-    with patch.object(finetuner, "weight_space_lora", lambda config: config):  # peft's LoRA layer as it is
+    with patch.object(finetune, "weight_space_lora", lambda config: config):  # peft's LoRA layer as it is
         tuners["lora_r4, peft's layer"] = strategies.finetuner_for(cfg.with_mode("lora_r4"), source, 6, 5, 0)
     optimisers = {name: torch.optim.Adam(t.param_groups(), lr=1e-3) for name, t in tuners.items()}
     result = {}

@@ -14,8 +14,9 @@ from functions.data.catalog import check_adaptable
 from functions.data.tasks import Split, load_task
 from functions.models.study_cnn import build
 from functions.train.adaptation import (adapt, adapt_batch_norm, aligned_features, coral_loss, reverse_gradient,
-                                        reversal_weight)
+                                        reversal_weight, train_aligned)
 from functions.train.distillation import check_teacher, distillation_loss
+from functions.train.reference import Trajectory
 
 
 def test_gradient_reversal_negates_and_scales_the_gradient_exactly():
@@ -226,3 +227,18 @@ def test_the_distillation_table_sets_teacher_alone_and_distilled_side_by_side():
     assert table.loc["student alone (FR)", "parameters"] == 100
     gain = distillation_gain(distilled, alone)
     assert gain.loc[0, 0.05] == pytest.approx(-0.05) and gain.loc[1, 0.05] == pytest.approx(0.05)
+
+
+def test_alignment_trains_its_paired_steps_through_the_trainer_and_keeps_the_last_weights():
+    model = build(Config(num_channels=4, depth=3, batch_norm=True), (1, 12, 12), 3, seed=0).double()
+    generator = torch.Generator().manual_seed(0)
+    source = Split(torch.randn(50, 1, 12, 12, generator=generator, dtype=torch.float64), torch.arange(50) % 3)
+    target = torch.randn(21, 1, 12, 12, generator=generator, dtype=torch.float64) + 1
+    statistics = {name: value.clone() for name, value in model.named_buffers()}
+    trajectory = Trajectory(1000)
+    status = train_aligned(model, "coral", 2, source, target, weight=1.0, lr=1e-3, epochs=2, batch_size=8,
+                           min_steps_per_epoch=5, seed=0, trajectory=trajectory)
+    assert status == "ok" and len(trajectory.points) == 2 * 3 * 2  # epochs x passes x whole batches a pass
+    assert all(torch.equal(value, statistics[name]) for name, value in model.named_buffers())  # source statistics
+    last = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert trajectory.points[-1][1] == pytest.approx(last.sum().item(), rel=1e-12) and not model.training

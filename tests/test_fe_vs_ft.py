@@ -14,7 +14,7 @@ from functions.runs.features import FeatureStore, extract
 from functions.runs.tracking import Tracker
 from functions.train.classifiers import FeatureClassifier, Standardiser, ternary
 from functions.train.evaluation import crop_scores, majority_vote, mean_probability, scores
-from functions.train.finetuner import fine_tune
+from functions.train.finetune import EarlyStopping, Finetuner
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,9 @@ def test_fine_tuning_keeps_frozen_stages_and_their_batchnorm_statistics(lite0):
     train = Split(torch.rand(12, 1, 28, 28, generator=generator), torch.arange(12) % 3)
     val = Split(torch.rand(6, 1, 28, 28, generator=generator), torch.arange(6) % 3)
     before = {k: v.clone() for k, v in lite0.state_dict().items()}
-    net, result = fine_tune(lite0, train, val, 3, frozen=8, max_epochs=2, patience=2, batch_size=4, seed=0)
+    tuner = Finetuner(lite0, 3, freeze_layers=lite0.layer_names[:8], seed=0)
+    result = tuner.fit(train, val, epochs=2, batch_size=4, callbacks=[EarlyStopping(2)], seed=0)
+    net = tuner.net
     after = net.backbone.state_dict()
     frozen_keys = [k for k in before if not k.startswith("stages.head.")]
     assert all(torch.equal(before[k], after[k]) for k in frozen_keys)  # weights and running statistics

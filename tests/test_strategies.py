@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import f1_score
+from sklearn.metrics import balanced_accuracy_score
 
 from functions.config import Config, STRATEGIES
 from functions.core.errors import DataError
@@ -15,7 +15,8 @@ from functions.notebooks.study import plan
 from functions.runs.store import ResultsFile
 from functions.runs.sweep import run_sweep
 from functions.train import strategies
-from functions.train.finetuner import EarlyStopping, Finetuner, ModelCheckpoint
+from functions.core import device
+from functions.train.finetune import EarlyStopping, Finetuner, ModelCheckpoint, evaluate, predict
 from functions.transfer import FeatureExtractor, load_pretrained_model
 
 DEPTH = 6
@@ -200,17 +201,24 @@ def test_a_strategy_sweep_writes_resumes_and_records_parameters_counts(output_ro
     assert again == []
 
 
-def test_finetuner_metrics_match_scikit_learn(source):
+def test_one_predict_and_one_evaluate_score_stage_outputs_images_and_ten_crops(source, monkeypatch):
     backbone = strategies.study_backbone(source, 0.0, 1.0)
     tuner = Finetuner(backbone, 5, freeze_layers=backbone.layer_names, pooling="avg", seed=0)
     _, _, test = toy_splits(seed=2)
-    probabilities = tuner.predict_proba(test, inputs_at=0).numpy()
+    (probabilities,) = predict(tuner.net, test.x, start=0)
     scores = tuner.evaluate(test, inputs_at=0)
     predicted, y = probabilities.argmax(1), test.y.numpy()
-    top4 = np.mean([label in np.argsort(-p)[:4] for p, label in zip(probabilities, y)])
-    assert scores["accuracy"] == pytest.approx(np.mean(predicted == y))
-    assert scores["top4_accuracy"] == pytest.approx(top4)
-    assert scores["macro_f1"] == pytest.approx(f1_score(y, predicted, average="macro", labels=range(5)), abs=1e-6)
+    assert probabilities.shape == (30, 5) and np.allclose(probabilities.sum(1), 1, atol=1e-6)
+    assert scores == {"test_acc": pytest.approx(np.mean(predicted == y)),
+                      "test_mean_class_acc": pytest.approx(balanced_accuracy_score(y, predicted))}
+    monkeypatch.setitem(device.FORWARD_CHUNK, "cpu", 7)  # chunks of another size: the same outputs
+    np.testing.assert_allclose(predict(tuner.net, test.x, start=0)[0], probabilities, rtol=1e-6, atol=1e-7)
+    images = Split((test.x - test.x.min()) / (test.x.max() - test.x.min()), test.y)
+    crops = evaluate(tuner.net, images, crops=True)
+    assert len(predict(tuner.net, images.x, crops=True)) == 10
+    assert set(crops) == {"test_acc", "test_mean_class_acc", "test_prob_acc", "test_prob_mean_class_acc"}
+    with pytest.raises(DataError, match="ten crops are cut from images"):
+        predict(tuner.net, test.x, crops=True, start=0)
 
 
 def test_model_checkpoint_keeps_the_best_over_several_fits_and_writes_it(source, tmp_path):

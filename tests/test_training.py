@@ -1,5 +1,6 @@
 """The plain trainer: the study CNN on synthetic blobs, and a batch-norm network on real MNIST."""
 import copy
+import math
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from torch import nn
 from functions.models import study_cnn as models
 from functions.config import Config
 from functions.data.tasks import Split
-from functions.train.trainer import fit, prefix_features
+from functions.train.trainer import PairedBatches, fit, prefix_features
 
 CFG = Config(num_channels=4, depth=2)
 BN = dict(lr=1e-2, batch_size=32, seed=0)  # defaults for the batch-norm network
@@ -35,27 +36,43 @@ def _same_state(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
-def _recording_forward(model, val, states):
-    """The model's forward, keeping a copy of the state each time it is evaluated on ``val``: at the
-    end of every epoch, and once more after training, when the trainer reports its accuracies."""
-    def forward(x):
-        if not model.training and x.shape == val.x.shape and torch.equal(x, val.x):
-            states.append(copy.deepcopy(model.state_dict()))
-        return model(x)
-    return forward
+class _Spoiler:
+    """Hooks for ``fit``: ``after_epoch`` keeps the state each epoch ended with (the state that
+    was validated); ``forward`` runs the model, and on the first training step of epoch ``at``
+    first applies ``spoil`` to it (a ruined or poisoned epoch)."""
+
+    def __init__(self, model, at, spoil):
+        self.model, self.at, self.spoil, self.states, self.validated = model, at, spoil, [], -1
+
+    def after_epoch(self, epoch, val_acc):
+        self.states.append(copy.deepcopy(self.model.state_dict()))
+        self.validated = epoch
+
+    def forward(self, x):
+        if self.model.training and self.validated == self.at - 1:
+            with torch.no_grad():
+                self.spoil(self.model)
+            self.validated = None
+        return self.model(x)
+
+
+def _flip(layer):
+    """Flips and scales the layer's weights a thousandfold: the epoch that starts there ends far worse."""
+    return lambda model: layer(model).weight.mul_(-1000)
 
 
 def test_training_learns_and_restores_the_best_weights():
-    model, states = models.build(CFG, (1, 28, 28), 2, seed=0), []
+    model = models.build(CFG, (1, 28, 28), 2, seed=0)
     train, val, test = _blobs(64, 0), _blobs(64, 1), _blobs(64, 2)
+    spoiler = _Spoiler(model, 4, _flip(lambda m: m.fc))
     result = fit(model, train, val, test, lr=1e-2, max_epochs=5, patience=5, batch_size=16, seed=0,
-                 forward=_recording_forward(model, val, states), before_epoch=_snapshots([], ruin_at=4))
-    assert result.status == "ok" and result.epochs == 5 and result.test_acc > 0.9
-    assert len(states) == 5 + 1
-    val_accs = [_study_accuracy(state, val) for state in states[:-1]]  # at the end of each epoch
+                 forward=spoiler.forward, after_epoch=spoiler.after_epoch)
+    states = spoiler.states
+    assert result.status == "ok" and result.epochs == 5 and result.test_acc > 0.9 and len(states) == 5
+    val_accs = [_study_accuracy(state, val) for state in states]  # at the end of each epoch
     best = val_accs.index(max(val_accs))
     assert val_accs[-1] < val_accs[best]  # the ruined last epoch is worse: the best weights are older
-    assert _same_state(model.state_dict(), states[best]) and _same_state(states[-1], states[best])
+    assert _same_state(model.state_dict(), states[best])
     assert result.val_acc == val_accs[best]
     assert result.test_acc == _study_accuracy(states[best], test)
 
@@ -115,28 +132,19 @@ def _eval_accuracy(state, split):
         return (net(split.x).argmax(1) == split.y).sum().item() / len(split)
 
 
-def _snapshots(states, ruin_at=None):
-    """A ``before_epoch`` hook that keeps each epoch's starting state (the previous epoch's result);
-    at epoch ``ruin_at`` it raises every learning rate a thousandfold, so that epoch ends worse."""
-    def hook(epoch, model, optimizer):
-        states.append(copy.deepcopy(model.state_dict()))
-        if epoch == ruin_at:
-            for group in optimizer.param_groups:
-                group["lr"] *= 1000
-    return hook
-
-
 def test_a_batch_norm_network_learns_and_ends_with_its_best_epochs_state(digits):
     train, val, test = digits
-    model, states = _bn_net(), []
-    result = fit(model, train, val, test, max_epochs=5, patience=5, before_epoch=_snapshots(states, ruin_at=4),
-                 **BN)
+    model = _bn_net()
+    spoiler = _Spoiler(model, 4, _flip(lambda m: m[-1]))
+    result = fit(model, train, val, test, max_epochs=5, patience=5, forward=spoiler.forward,
+                 after_epoch=spoiler.after_epoch, **BN)
     assert result.status == "ok" and result.epochs == 5 and result.test_acc > 0.5
-    val_accs = [_eval_accuracy(state, val) for state in states[1:]]  # after epochs 1 to 4
+    val_accs = [_eval_accuracy(state, val) for state in spoiler.states]  # after each epoch
     best = val_accs.index(max(val_accs))
-    # the ruined last epoch is not kept: the model holds the best epoch's weights and batch-norm statistics
+    assert best < 4  # the ruined last epoch is not kept
+    # the model holds the best epoch's weights and batch-norm statistics
     final = model.state_dict()
-    assert all(torch.equal(final[name], tensor) for name, tensor in states[1 + best].items())
+    assert all(torch.equal(final[name], tensor) for name, tensor in spoiler.states[best].items())
     assert final["1.num_batches_tracked"] == (best + 1) * len(train) // BN["batch_size"]
     assert result.val_acc == max(val_accs) == _eval_accuracy(final, val)
     assert not model.training
@@ -146,9 +154,10 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(digits):
     train, val, test = digits
     model, states, patience = _bn_net(), [], 3
     result = fit(model, train, val, test, max_epochs=40, patience=patience,
-                 forward=_recording_forward(model, val, states), **{**BN, "lr": 3e-2})
-    assert result.status == "ok" and result.epochs < 40 and len(states) == result.epochs + 1
-    val_accs = [_eval_accuracy(state, val) for state in states[:-1]]  # at the end of each epoch
+                 after_epoch=lambda epoch, val_acc: states.append(copy.deepcopy(model.state_dict())),
+                 **{**BN, "lr": 3e-2})
+    assert result.status == "ok" and result.epochs < 40 and len(states) == result.epochs
+    val_accs = [_eval_accuracy(state, val) for state in states]  # at the end of each epoch
     best = val_accs.index(max(val_accs))  # the first epoch that reached the best accuracy
     assert 0 < best < result.epochs - 1
     # no epoch after the best improved on it (a tie is no improvement), and the run ended once
@@ -159,17 +168,13 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(digits):
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_best_weights_seen(digits):
-    model, states = _bn_net(), []
-
-    def poison(epoch, model, optimizer):
-        states.append(copy.deepcopy(model.state_dict()))
-        if epoch == 2:
-            model[-1].bias.data[0] = float("inf")
-
-    result = fit(model, *digits, max_epochs=5, patience=5, before_epoch=poison, **BN)
-    assert result.status == "diverged" and result.epochs == 3
+    model = _bn_net()
+    spoiler = _Spoiler(model, 2, lambda m: m[-1].bias.fill_(float("inf")))
+    result = fit(model, *digits, max_epochs=5, patience=5, forward=spoiler.forward, after_epoch=spoiler.after_epoch,
+                 **BN)
+    assert result.status == "diverged" and result.epochs == 3 and len(spoiler.states) == 2
     assert torch.isfinite(model[-1].bias).all()
-    val_accs = [_eval_accuracy(state, digits[1]) for state in states[1:]]
+    val_accs = [_eval_accuracy(state, digits[1]) for state in spoiler.states]
     assert result.val_acc == max(val_accs)
 
 
@@ -216,23 +221,6 @@ def test_extra_loss_is_added_to_the_cross_entropy(digits):
     fit(penalised, *digits, max_epochs=2, patience=2, extra_loss=penalty, **BN)
     assert seen and all(seen)
     assert penalised[-1].weight.norm() < 0.5 * plain[-1].weight.norm()
-
-
-def test_before_epoch_runs_once_per_epoch_in_train_mode_and_can_unfreeze_layers(digits):
-    model, calls, states = _bn_net().eval(), [], []  # handed over in eval mode, trained in train mode
-    model[0].requires_grad_(False)
-
-    def unfreeze(epoch, model, optimizer):
-        calls.append((epoch, model.training))
-        states.append(copy.deepcopy(model.state_dict()))
-        if epoch == 2:
-            model[0].requires_grad_(True)
-            optimizer.add_param_group({"params": list(model[0].parameters()), "lr": 1e-3})
-
-    result = fit(model, *digits, max_epochs=4, patience=4, before_epoch=unfreeze, **BN)
-    assert calls == [(epoch, True) for epoch in range(result.epochs)] and result.epochs == 4
-    assert torch.equal(states[2]["0.weight"], states[0]["0.weight"])  # frozen in epochs 0 and 1
-    assert not torch.equal(states[3]["0.weight"], states[2]["0.weight"])  # trained in epoch 2
 
 
 def test_same_seed_same_weights_on_cpu_and_another_seed_others(digits):
@@ -286,3 +274,40 @@ def test_a_run_result_is_recorded_field_by_field():
     assert list(record) == ["train_acc", "val_acc", "test_acc", "epochs", "seconds", "n_train", "status"]
     assert record["n_train"] == 8 and record["epochs"] == 1 and record["status"] == "ok"
     assert record["test_acc"] == result.test_acc
+
+
+def test_without_validation_training_lasts_its_epochs_and_keeps_its_last_weights(digits):
+    model, states = _bn_net(), []
+
+    def keep(loss):
+        states.append(copy.deepcopy(model.state_dict()))
+        return True
+
+    result = fit(model, digits[0], None, None, max_epochs=3, patience=1, after_step=keep, **BN)
+    assert result.status == "ok" and result.epochs == 3 and len(states) == 3 * 384 // BN["batch_size"]
+    assert _same_state(model.state_dict(), states[-1]) and not model.training
+    assert all(math.isnan(a) for a in (result.train_acc, result.val_acc, result.test_acc))
+
+
+def test_after_step_ends_training_where_it_returns_false(digits):
+    losses = []
+    result = fit(_bn_net(), *digits, max_epochs=5, patience=5, after_step=lambda loss: losses.append(loss) or
+                 len(losses) < 7, **BN)
+    assert len(losses) == 7 and result.epochs == 1 and result.status == "ok"
+
+
+def test_paired_batches_put_as_many_unlabelled_images_after_each_labelled_batch():
+    train = Split(torch.arange(10.0).view(10, 1, 1, 1), torch.zeros(10, dtype=torch.long))
+    unlabelled = 100 + torch.arange(7.0).view(7, 1, 1, 1)
+    batches = PairedBatches(unlabelled, len(train), batch_size=3, min_steps=5)
+    assert batches.batch_size == 3 and batches.steps_per_epoch == 6  # 2 whole batches a pass, 3 passes
+    epochs = batches(train, torch.Generator().manual_seed(0))
+    steps = [list(next(epochs)) for _ in range(2)]
+    for epoch in steps:
+        assert len(epoch) == 6
+        for rows, x in epoch:
+            assert len(x) == 6 and torch.equal(x[:3].flatten(), rows.float()) and (x[3:] >= 100).all()
+        passes = [torch.cat([x[3:] for _, x in epoch[i:i + 2]]).flatten().tolist() for i in (0, 2, 4)]
+        assert all(len(set(images)) == 6 for images in passes)  # a pass over the unlabelled images
+    rows = torch.cat([r for epoch in steps for r, _ in epoch]).tolist()
+    assert all(len(set(rows[9 * k:9 * k + 9])) == 9 for k in range(4))  # labelled passes of 3 whole batches

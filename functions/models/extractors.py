@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.device import forward_chunk
 from ..core.errors import DataError
 from ..data.catalog import spec
 from .files import read_torch_file
 from .study_cnn import StudyCNN
 
-EXTRACT_CHUNK = 256
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TORCHVISION_ARCHS = ("mobilenet_v2", "resnet50")
 
@@ -82,18 +82,19 @@ class Extractor:
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         """Features (N, dim) float32 of images (N, C, H, W) in 0..1."""
-        parts = []
+        parts, chunk = [], forward_chunk(images.device)
         with torch.inference_mode():
-            for i in range(0, len(images), EXTRACT_CHUNK):
-                parts.append(self._pooled(self.adapt(images[i:i + EXTRACT_CHUNK].float())))
+            for i in range(0, len(images), chunk):
+                parts.append(self._pooled(self.adapt(images[i:i + chunk].float())))
         return torch.cat(parts).numpy() if parts else np.zeros((0, self.dim), dtype=np.float32)
 
     def of_pixels(self, images: list[np.ndarray]) -> np.ndarray:
         """Features of images given one by one as (H, W, C) arrays of 0..255, each of its own size."""
         with torch.inference_mode():
             adapted = [self.adapt(torch.from_numpy(image).float().permute(2, 0, 1)[None] / 255.0) for image in images]
-            return torch.cat([self._pooled(torch.cat(adapted[i:i + EXTRACT_CHUNK]))
-                              for i in range(0, len(adapted), EXTRACT_CHUNK)]).numpy()
+            chunk = forward_chunk("cpu")  # the arrays come from numpy, on the CPU
+            return torch.cat([self._pooled(torch.cat(adapted[i:i + chunk]))
+                              for i in range(0, len(adapted), chunk)]).numpy()
 
 
 def study_extractor(model: StudyCNN, source_dataset: str, cut: int | None = None) -> Extractor:

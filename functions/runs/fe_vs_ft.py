@@ -31,8 +31,7 @@ from ..data.tasks import Split, TaskData, load_task, pixels
 from ..models.backbones import STUDY, Backbone, load, study_backbone
 from ..train.classifiers import EMBEDDINGS, HEADS, FeatureClassifier
 from ..train.evaluation import crop_scores, scores
-from ..train.finetune import OPTIMIZERS, FineTuneNet, evaluate, staged
-from ..train.finetuner import LearningCurve, fine_tune
+from ..train.finetune import OPTIMIZERS, EarlyStopping, Finetuner, FineTuneNet, LearningCurve, evaluate, staged
 from .cost import CostMeter, count_flops
 from .features import FeatureStore
 from .pretrained import load_pretrained
@@ -313,14 +312,17 @@ class Experiment:
         train = Split(self.target.train.x[index], self.target.train.y[index])
         curve = LearningCurve()
         with self.meter.phase("fine_tuning") as tuning:
-            net, result = fine_tune(self.backbone, train, self.target.val, self.target.num_classes, frozen=frozen,
-                                    hidden=s.hidden, optimizer=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
-                                    momentum=s.momentum, max_epochs=s.max_epochs, patience=s.patience,
-                                    batch_size=s.batch_size, seed=s.seed, curve=curve)
+            tuner = Finetuner(self.backbone, self.target.num_classes, freeze_layers=self.backbone.layer_names[:frozen],
+                              head_hidden_sizes=s.hidden, optimizer=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
+                              momentum=s.momentum, seed=s.seed)
+            result = tuner.fit(train, self.target.val, epochs=s.max_epochs, batch_size=s.batch_size,
+                               callbacks=[EarlyStopping(s.patience), curve], seed=s.seed)
+            net = tuner.net
             tuning.flops = self._fine_tuning_flops(net, len(train), result.epochs)
         prefix, prefix_cost = self._staged_test(frozen) if not s.crops else (None, {})
         with self.meter.phase("evaluation") as evaluation:
-            test = evaluate(net, self.target.test, self.target.num_classes, s.crops, prefix)
+            test = evaluate(net, self.target.test, crops=True) if s.crops else \
+                evaluate(net, Split(prefix, self.target.test.y), start=net.frozen)
             evaluation.flops = self._forward_flops("full", self.backbone.layer_names) * len(self.target.test) * \
                 (10 if s.crops else 1)
         costs = {**tuning.record(), **evaluation.record()}

@@ -25,13 +25,11 @@ import numpy as np
 import torch
 
 from ..core.atomic import atomic_file, locked
+from ..core.device import forward_chunk
 from ..core.paths import data_root
 from ..models.backbones import Backbone
 
 FEATURE_FORMAT = 2  # bump when the way features are computed or stored changes: old cache files are then ignored
-# Images per forward pass.  tf_efficientnet_lite0 on 2 cores, channels-last: 84 images/s at 224 px
-# with 16 images against 27 with 64 (the activations of small batches stay in the CPU's caches).
-EXTRACT_BATCH = 16
 FEATURES = "features"
 
 
@@ -54,9 +52,9 @@ def extract(backbone: Backbone, layers: list[str], images: torch.Tensor, crops: 
     """Concatenated pooled features of ``layers`` for images in [0, 1]: (N, D), or (10, N, D)
     for the ten crops (``pooling``: see :func:`functions.models.backbones.pool`)."""
     backbone.eval()
-    views = []
-    for i in range(0, len(images), EXTRACT_BATCH):
-        chunk = images[i:i + EXTRACT_BATCH]
+    views, size = [], forward_chunk(images.device)
+    for i in range(0, len(images), size):
+        chunk = images[i:i + size]
         inputs = backbone.crops(chunk) if crops else [backbone.adapt(chunk)]
         views.append(np.stack([torch.cat(backbone.pooled(x, layers, pooling), dim=1).numpy() for x in inputs]))
     probe = torch.zeros(1, backbone.channels, backbone.input_size, backbone.input_size)

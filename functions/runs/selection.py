@@ -16,8 +16,7 @@ import numpy as np
 from ..data.tasks import Split
 from ..train.classifiers import FeatureClassifier
 from ..train.evaluation import scores
-from ..train.finetune import evaluate
-from ..train.finetuner import fine_tune
+from ..train.finetune import EarlyStopping, Finetuner, evaluate
 from .store import ResultsFile
 
 SELECTION_CLASSIFIERS = ("linear_svc", "logistic", "svc", "ridge")
@@ -78,11 +77,13 @@ def select(experiment, samples_per_class: int, split: int = 0) -> list[dict]:
     nets = []
     for candidate in ft_candidates(len(experiment.backbone.layer_names)):
         began = time.perf_counter()
-        net, result = fine_tune(experiment.backbone, train, target.val, target.num_classes, frozen=candidate["frozen"],
-                                hidden=s.hidden, optimizer=s.optimizer, lr=candidate["lr"],
-                                weight_decay=s.weight_decay, momentum=s.momentum, max_epochs=s.max_epochs,
-                                patience=s.patience, batch_size=s.batch_size, seed=s.seed)
-        nets.append(net)
+        backbone = experiment.backbone
+        tuner = Finetuner(backbone, target.num_classes, freeze_layers=backbone.layer_names[:candidate["frozen"]],
+                          head_hidden_sizes=s.hidden, optimizer=s.optimizer, lr=candidate["lr"],
+                          weight_decay=s.weight_decay, momentum=s.momentum, seed=s.seed)
+        result = tuner.fit(train, target.val, epochs=s.max_epochs, batch_size=s.batch_size,
+                           callbacks=[EarlyStopping(s.patience)], seed=s.seed)
+        nets.append(tuner.net)
         records.append({"pipeline": "FT", "candidate": candidate, "val_acc": result.val_acc, "epochs": result.epochs,
                         "seconds": time.perf_counter() - began})
     for pipeline, models in (("FE", fitted), ("FT", nets)):
@@ -94,6 +95,6 @@ def select(experiment, samples_per_class: int, split: int = 0) -> list[dict]:
             test_x = test_x[4] if s.crops else test_x  # view 4 of the ten crops is the centre
             rows[best].update(scores(target.test.y.numpy(), models[best].predict(test_x)))
         else:
-            rows[best].update(evaluate(models[best], target.test, target.num_classes))
+            rows[best].update(evaluate(models[best], target.test))
     results.add(*records)
     return records

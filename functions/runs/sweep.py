@@ -68,7 +68,7 @@ def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, i
                 trajectory=None) -> list[tuple]:
     """The runs ``[(percentage, repeat), ...]`` at one cut point, trained together by the engine:
     fresh baselines (``pretrained`` None) or ``pretrained`` cut at ``cut_point``; a fine-tuning
-    strategy's runs train one by one through its :class:`~functions.train.finetuner.Finetuner`.
+    strategy's runs train one by one through its :class:`~functions.train.finetune.Finetuner`.
     Returns ``(model, result)`` per run, each model holding its best weights.  ``trajectory``
     records the first steps of one run of an aligning mode instead
     (:mod:`functions.train.reference`)."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, Setup
-from ..core.device import configure_threads
+from ..core.device import configure_threads, forward_chunk
 from ..core.errors import DataError
 from ..data.catalog import spec
 from ..data.task_bank import BANK_DATASETS, pool as task_pool
@@ -29,7 +29,7 @@ from ..models.imagenet import BACKBONES as IMAGENET, load_backbone
 from ..models.extractors import state_sha256
 from ..models.study_cnn import StudyCNN
 from .cost import count_flops
-from .features import EXTRACT_BATCH, FeatureStore
+from .features import FeatureStore
 from .pretrained import load_pretrained, pretrained_info, pretrained_path
 
 # bumped when a model is added, removed or changed: records of another version are refused
@@ -227,7 +227,8 @@ class _NetworkOutputs:
     view = "image"
 
     def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        parts = [self.net(images[i:i + EXTRACT_BATCH]) for i in range(0, len(images), EXTRACT_BATCH)]
+        chunk = forward_chunk(images.device)
+        parts = [self.net(images[i:i + chunk]) for i in range(0, len(images), chunk)]
         return {"features": np.concatenate([f.numpy() for f, _ in parts]),
                 "probs": np.concatenate([p.numpy() for _, p in parts])}
 

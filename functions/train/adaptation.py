@@ -18,7 +18,8 @@ what the pooled classifier input of the last block holds.  No target label is us
 or model selection: DANN and CORAL train a fixed number of epochs and keep their last weights.
 Their BatchNorm layers keep the source's statistics while they train (in training mode every
 batch would mix the two domains' statistics): what they change is weights only, and AdaBN is the
-method that changes statistics.
+method that changes statistics.  Both train through the project's trainer, the alignment term as
+its extra loss and the source/target pairs from its paired batch sampler.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from ..core.errors import DataError
 from ..data.tasks import Split
 from ..models.study_cnn import StudyCNN
 from .reference import Trajectory
-from .trainer import RunResult, accuracy, as_dtype
+from .trainer import PairedBatches, RunResult, accuracy, as_dtype, fit
 
 ALIGNED_SIZE = 4  # features at the cut are pooled to at most this many positions per side
 DOMAIN_HIDDEN = 100  # the domain classifier's hidden width
@@ -118,63 +119,70 @@ def adapt_batch_norm(model: StudyCNN, images: torch.Tensor, blocks: int, batch_s
     return model.eval()
 
 
-def _source_batches(size: int, batch_size: int, generator: torch.Generator):
-    """Endless seeded batches of source row indices, a new order each pass."""
-    while True:
-        order = torch.randperm(size, generator=generator)
-        for i in range(0, size - batch_size + 1, batch_size):
-            yield order[i:i + batch_size]
+class Aligned(nn.Module):
+    """The study CNN trained to align the domains at ``cut_point`` (DANN with its domain ``critic``,
+    or CORAL without one), as one module for the trainer.
+
+    Its input is a source batch followed by a target batch of the same size
+    (:class:`~functions.train.trainer.PairedBatches`): both run through blocks ``0..cut_point-1``
+    together, the source half on to the classifier, whose logits it returns; the aligned features
+    of both halves are kept for :meth:`alignment_loss`, the trainer's extra loss.  In training mode
+    its BatchNorm layers keep the source's statistics: AdaBN is the method that changes them."""
+
+    def __init__(self, model: StudyCNN, cut_point: int, critic: nn.Module | None, weight: float, steps: int):
+        super().__init__()
+        self.model, self.critic = model, critic  # in this order: the optimiser's order of parameters
+        self.cut_point, self.weight, self.steps, self.step = cut_point, weight, steps, 0
+        self.features: torch.Tensor | None = None
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for norm in batch_norms(self.model):
+            norm.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.model.features(x, 0, self.cut_point)
+        logits = self.model.forward_from(h[:len(h) // 2], self.cut_point)
+        self.features = aligned_features(h)
+        return logits
+
+    def alignment_loss(self, model, rows, inputs, logits, labels) -> torch.Tensor:
+        """DANN's domain classification through the reversed gradient (its weight ramped over the
+        training progress), or CORAL's covariance distance times ``weight``, on the last batch."""
+        half = len(self.features) // 2
+        progress, self.step = self.step / self.steps, self.step + 1
+        if self.critic is None:
+            return self.weight * coral_loss(self.features[:half], self.features[half:])
+        domains = torch.cat([torch.zeros(half), torch.ones(half)]).unsqueeze(1).to(self.features.dtype)
+        reversed_ = reverse_gradient(self.features, reversal_weight(progress, self.weight))
+        return F.binary_cross_entropy_with_logits(self.critic(reversed_), domains)
 
 
 def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, target: torch.Tensor, *, weight: float,
                   lr: float, epochs: int, batch_size: int, min_steps_per_epoch: int, seed: int,
                   trajectory: Trajectory | None = None) -> str:
-    """DANN or CORAL in place: each step pairs a source batch with a batch of the target images,
-    both run through blocks ``0..cut_point-1`` together, the source part on to the classifier.
-    An epoch is a pass over the target images (at least ``min_steps_per_epoch`` steps).  With
-    ``trajectory``, the run is in its dtype (``model``, ``source`` and ``target`` come in it), each
-    step is recorded, and training stops where the trajectory ends.
-    Returns the status: ``ok`` or ``diverged``."""
+    """DANN or CORAL in place through the trainer: each step pairs a source batch with a batch of
+    the target images (:class:`Aligned`).  An epoch is a pass over the target images (at least
+    ``min_steps_per_epoch`` steps); no label of the target is seen, so there is no validation: the
+    run lasts ``epochs`` and keeps its last weights.  With ``trajectory``, the run is in its dtype
+    (``model``, ``source`` and ``target`` come in it), each step is recorded, and training stops
+    where the trajectory ends.  Returns the status: ``ok`` or ``diverged``."""
     if method not in ("dann", "coral"):
         raise DataError(f"unknown alignment {method!r}; choose 'dann' or 'coral'")
     if len(target) < 2:
         raise DataError(f"{method} needs unlabelled target images to align with (at least 2); got {len(target)}")
-    batch = min(batch_size, len(target), len(source))
-    generator = torch.Generator().manual_seed(seed)
+    batches = PairedBatches(target, len(source), batch_size, min_steps_per_epoch)
     with torch.no_grad():
         width = aligned_features(model.eval().features(target[:1], 0, cut_point)).shape[1]
     critic = domain_classifier(width, seed).to(target.dtype) if method == "dann" else None
-    params = [p for p in model.parameters() if p.requires_grad] + ([] if critic is None else list(critic.parameters()))
-    optim = torch.optim.Adam(params, lr=lr)
-    sources = _source_batches(len(source), batch, generator)
-    per_pass = len(target) // batch  # whole batches only: the two domains weigh the same in every step
-    steps = epochs * per_pass * max(1, -(-min_steps_per_epoch // per_pass))
-    domains = torch.cat([torch.zeros(batch), torch.ones(batch)]).unsqueeze(1).to(target.dtype)
-    model.train()
-    for norm in batch_norms(model):
-        norm.eval()  # the source's statistics stay: AdaBN is the method that changes them
-    for step in range(steps):
-        if step % per_pass == 0:
-            order = torch.randperm(len(target), generator=generator)
-        take = order[step % per_pass * batch:][:batch]
-        rows = next(sources)
-        h = model.features(torch.cat([source.x[rows], target[take]]), 0, cut_point)
-        loss = F.cross_entropy(model.forward_from(h[:batch], cut_point), source.y[rows])
-        features = aligned_features(h)
-        if critic is not None:
-            reversed_ = reverse_gradient(features, reversal_weight(step / steps, weight))
-            loss = loss + F.binary_cross_entropy_with_logits(critic(reversed_), domains)
-        else:
-            loss = loss + weight * coral_loss(features[:batch], features[batch:])
-        if not math.isfinite(loss.item()):
-            return "diverged"
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        if trajectory is not None and not trajectory.record(loss.item(), params):
-            break
-    model.eval()
-    return "ok"
+    aligned = Aligned(model, cut_point, critic, weight, epochs * batches.steps_per_epoch)
+    params = [p for p in aligned.parameters() if p.requires_grad]
+    record = None if trajectory is None else (lambda loss: trajectory.record(loss, params))
+    result = fit(aligned, source, None, None, lr=lr, max_epochs=epochs, patience=epochs,
+                 batch_size=batches.batch_size, seed=seed, forward=aligned, extra_loss=aligned.alignment_loss,
+                 after_step=record, batches=batches, dtype=target.dtype)
+    return result.status
 
 
 def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, source_val: Split, target: Split,

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.device import forward_chunk
 from ..core.errors import DataError
 from ..data.tasks import Split
-from .trainer import EVAL_CHUNK, RunResult, fit
+from .trainer import RunResult, fit
 
 
 def check_distillation(temperature: float, alpha: float) -> None:
@@ -58,8 +59,9 @@ def distil(student: nn.Module, teacher: nn.Module, train: Split, val: Split, tes
     check_distillation(temperature, alpha)
     check_teacher(teacher, student.fc.out_features, tuple(train.x.shape[1:]))
     teacher.eval()
+    chunk = forward_chunk(train.x.device)
     with torch.no_grad():
-        targets = torch.cat([teacher(train.x[i:i + EVAL_CHUNK]) for i in range(0, len(train), EVAL_CHUNK)])
+        targets = torch.cat([teacher(train.x[i:i + chunk]) for i in range(0, len(train), chunk)])
 
     def soft_term(model, rows, x, logits, y):
         # the trainer adds this to the cross-entropy it computes: alpha * (soft - CE) + CE is the loss above
@@ -77,7 +79,7 @@ def parameter_count(model: nn.Module) -> int:
 def inference_ms(model: nn.Module, split: Split) -> float:
     """Milliseconds per image of a forward pass over ``split`` in chunks, as the tests run."""
     model.eval()
-    began = time.perf_counter()
-    for i in range(0, len(split), EVAL_CHUNK):
-        model(split.x[i:i + EVAL_CHUNK])
+    began, chunk = time.perf_counter(), forward_chunk(split.x.device)
+    for i in range(0, len(split), chunk):
+        model(split.x[i:i + chunk])
     return (time.perf_counter() - began) * 1000 / max(1, len(split))

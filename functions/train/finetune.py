@@ -1,24 +1,38 @@
-"""Fine-tuning a pretrained backbone: a new head, the first k stages frozen, the general trainer.
+"""Fine-tuning a pretrained backbone: the network, how it predicts and is scored, and the
+:class:`Finetuner` that trains it, in the vocabulary of general transfer libraries (freeze and
+unfreeze layers by name, per-layer learning rates, a head of any depth, callbacks, adapters
+through peft).
+
+A :class:`Finetuner` owns one :class:`FineTuneNet` and trains it with the general trainer, so
+early stopping, seeded batch orders and best-weight restoring are the project's own protocol.
+Layer names are the backbone's stage names (``block1``.., ``stem``..); ``head`` names the new
+head in ``layer_learning_rates``.  The study's fine-tuning strategies and the fe-vs-ft grid's
+fine-tuning are built on it.
 
 Frozen stages keep their BatchNorm statistics (they stay in eval mode while the rest trains), so
-their output never changes: it is computed once for the training and validation images and
-training runs only the stages after them, as the study's engine does for its frozen prefixes.
+their output never changes: it is computed once for the training and validation images
+(:func:`staged`) and training runs only the stages after them, as the study's engine does for
+its frozen prefixes.
 """
 from __future__ import annotations
+
+import copy
+import time
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..core.atomic import atomic_file
+from ..core.device import forward_chunk
 from ..core.errors import DataError
 from ..data.tasks import Split
 from ..models.backbones import POOLINGS, Backbone, pool
 from .evaluation import crop_scores, scores
+from .trainer import RunResult, accuracy, fit
 
 OPTIMIZERS = ("adam", "sgd")
-# Images per forward pass of a backbone: tf_efficientnet_lite0 on 2 cores runs 3x faster in
-# batches of 16 than of 256 (small activations stay in the CPU's caches).
-CHUNK = 16
+HEAD = "head"
 
 
 class FineTuneNet(nn.Module):
@@ -91,6 +105,11 @@ class FineTuneNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_stage(x, 0)
 
+    def check_start(self, start: int) -> None:
+        """Refuse inputs that would enter after a stage that still trains."""
+        if start > self.frozen:
+            raise DataError(f"inputs enter at stage {start}, but only the first {self.frozen} stages are frozen")
+
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
@@ -100,38 +119,274 @@ def staged(backbone: Backbone, images: torch.Tensor, frozen: int) -> torch.Tenso
     """Images in [0, 1] adapted and run through the first ``frozen`` stages (in eval mode), in chunks:
     what the trainable part of every network frozen there sees."""
     backbone.eval()
-    parts = [backbone.run(backbone.adapt(images[i:i + CHUNK]), 0, frozen) for i in range(0, len(images), CHUNK)]
+    chunk = forward_chunk(images.device)
+    parts = [backbone.run(backbone.adapt(images[i:i + chunk]), 0, frozen) for i in range(0, len(images), chunk)]
     return torch.cat(parts).contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
-def predict(net: FineTuneNet, images: torch.Tensor, crops: bool = False,
-            prefix: torch.Tensor | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(predicted classes, class probabilities) of images in [0, 1]: one pair for the centre view,
-    or ten for the ten crops.  ``prefix``: the centre views already through the frozen stages
-    (:func:`staged`), shared by every network frozen there."""
+def predict(net: FineTuneNet, x: torch.Tensor, crops: bool = False, start: int | None = None) -> list[np.ndarray]:
+    """Class probabilities of every image, one array per view.  ``x``: images in [0, 1] (``start``
+    None), seen whole (one view) or as ten crops (``crops``); or the output of the first ``start``
+    stages, all frozen (:func:`staged`, computed once and shared by every network frozen there)."""
     net.eval()
-    if prefix is not None:
-        p = torch.cat([net.from_stage(prefix[i:i + CHUNK], net.frozen).softmax(1)
-                       for i in range(0, len(prefix), CHUNK)])
-        return [(p.argmax(1).numpy(), p.numpy())]
-    views = 10 if crops else 1
-    labels, probabilities = [[] for _ in range(views)], [[] for _ in range(views)]
-    for i in range(0, len(images), CHUNK):
-        chunk = images[i:i + CHUNK]
-        inputs = net.backbone.crops(chunk) if crops else [net.backbone.adapt(chunk)]
-        for v, x in enumerate(inputs):
-            p = net(x).softmax(1)
-            labels[v].append(p.argmax(1).numpy())
-            probabilities[v].append(p.numpy())
-    return [(np.concatenate(l), np.concatenate(p)) for l, p in zip(labels, probabilities)]
+    if start is not None and crops:
+        raise DataError("ten crops are cut from images; give images in [0, 1] (start=None) to score crops")
+    if start is not None:
+        net.check_start(start)
+    views, chunk = [[] for _ in range(10 if crops else 1)], forward_chunk(x.device)
+    for i in range(0, len(x), chunk):
+        part = x[i:i + chunk]
+        if start is not None:
+            inputs, stage = [part], start
+        else:
+            inputs, stage = (net.backbone.crops(part) if crops else [net.backbone.adapt(part)]), 0
+        for v, h in enumerate(inputs):
+            views[v].append(net.from_stage(h, stage).softmax(1).numpy())
+    return [np.concatenate(v) for v in views]
 
 
-def evaluate(net: FineTuneNet, test: Split, num_classes: int, crops: bool = False,
-             prefix: torch.Tensor | None = None) -> dict:
-    """Test accuracy and mean per-class accuracy (ten-crop: by vote and by mean probability)."""
-    views = predict(net, test.x, crops, None if crops else prefix)
+def evaluate(net: FineTuneNet, test: Split, crops: bool = False, start: int | None = None) -> dict:
+    """Test accuracy and mean per-class accuracy of :func:`predict`'s classes (ten crops: by
+    majority vote, and by mean probability as ``test_prob_*``)."""
+    views = predict(net, test.x, crops, start)
     y = test.y.numpy()
     if not crops:
-        return scores(y, views[0][0])
-    return crop_scores(y, [v[0] for v in views], [v[1] for v in views], num_classes)
+        return scores(y, views[0].argmax(1))
+    return crop_scores(y, [p.argmax(1) for p in views], views, views[0].shape[1])
+
+
+class Callback:
+    """What a :meth:`Finetuner.fit` tells its callbacks: each epoch's validation accuracy, and its end."""
+
+    def on_epoch_end(self, finetuner: "Finetuner", epoch: int, val_acc: float) -> None:
+        pass
+
+    def on_fit_end(self, finetuner: "Finetuner") -> bool:
+        """True when it changed the network's weights."""
+        return False
+
+
+class LearningCurve(Callback):
+    """The validation accuracy of every epoch, in order."""
+
+    def __init__(self):
+        self.val_acc: list[float] = []
+
+    def on_epoch_end(self, finetuner: "Finetuner", epoch: int, val_acc: float) -> None:
+        self.val_acc.append(val_acc)
+
+
+class EarlyStopping(Callback):
+    """Stop a :meth:`Finetuner.fit` once validation accuracy has not improved for ``patience`` epochs."""
+
+    def __init__(self, patience: int = 5):
+        if not isinstance(patience, int) or patience < 1:
+            raise DataError(f"EarlyStopping patience={patience!r} must be a positive integer")
+        self.patience = patience  # the trainer counts the stale epochs and ends on the best one
+
+
+class ModelCheckpoint(Callback):
+    """Keep the best weights seen over every :meth:`Finetuner.fit` it is passed to (the trainer
+    keeps the best of one call) and give them back at the end of each; with ``path``, also write
+    them there (atomically) whenever they improve."""
+
+    def __init__(self, path=None):
+        self.path, self.best_val, self.state = path, -1.0, None
+
+    def on_epoch_end(self, finetuner: "Finetuner", epoch: int, val_acc: float) -> None:
+        if val_acc > self.best_val:
+            self.best_val, self.state = val_acc, copy.deepcopy(finetuner.net.state_dict())
+            if self.path is not None:
+                with atomic_file(self.path, "wb") as fh:
+                    torch.save(self.state, fh)
+
+    def on_fit_end(self, finetuner: "Finetuner") -> bool:
+        if self.state is None:
+            return False
+        finetuner.net.load_state_dict(self.state)
+        return True
+
+
+class Finetuner:
+    """A pretrained ``model`` (a :class:`~functions.models.backbones.Backbone`) with a new head of
+    ``head_hidden_sizes`` for ``num_classes``, ``freeze_layers`` frozen, trained by :meth:`fit`.
+
+    ``layer_learning_rates`` maps layer names (and ``head``) to their own learning rate; the others
+    train at ``lr``.  ``optimizer`` is ``adam`` or ``sgd`` (with ``momentum``); ``weight_decay``
+    applies to every group.  ``pooling`` (``avg``, ``max``, ``flatten``; default the model's own) turns the
+    last stage's output into the head's input.  The head's initial weights follow ``seed``.
+    """
+
+    def __init__(self, model: Backbone, num_classes: int, freeze_layers=(), head_hidden_sizes=(), dropout: float = 0.0,
+                 layer_learning_rates: dict | None = None, optimizer: str = "adam", lr: float = 1e-3,
+                 weight_decay: float = 0.0, momentum: float = 0.9, pooling: str | None = None, seed: int = 0):
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise DataError(f"num_classes={num_classes!r} must be an integer of at least 2")
+        if optimizer not in OPTIMIZERS:
+            raise DataError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        if not lr > 0 or weight_decay < 0:
+            raise DataError(f"lr={lr} must be positive and weight_decay={weight_decay} non-negative")
+        torch.manual_seed(seed)
+        self.net = FineTuneNet(copy.deepcopy(model), num_classes, hidden=head_hidden_sizes,
+                               pooling=pooling or getattr(model, "pooling", "avg"), dropout=dropout)
+        rates = dict(layer_learning_rates or {})
+        self._check_names([n for n in rates if n != HEAD], extra=[HEAD])
+        if any(not value > 0 for value in rates.values()):
+            raise DataError(f"layer_learning_rates {rates} must all be positive")
+        self.num_classes, self.optimizer, self.lr, self.weight_decay = num_classes, optimizer, lr, weight_decay
+        self.momentum = momentum
+        self.layer_learning_rates = rates
+        self.peft = None  # the peft wrapper once adapters are added
+        self.freeze_layers(freeze_layers)
+
+    # ----------------------------------------------------------------- layers
+
+    @property
+    def layer_names(self) -> list[str]:
+        return self.net.backbone.layer_names
+
+    def _check_names(self, names, extra=()) -> list[str]:
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [n for n in names if n not in self.layer_names]
+        if unknown:
+            raise DataError(f"unknown layer(s) {unknown}; the model's layers are {[*self.layer_names, *extra]}")
+        return names
+
+    def freeze_layers(self, names) -> None:
+        """Fix these layers' pretrained weights (their BatchNorm statistics too)."""
+        self.net.freeze(self._check_names(names))
+
+    def unfreeze_layers(self, names) -> None:
+        """Train these layers again, whole."""
+        self.net.unfreeze(self._check_names(names))
+
+    def train_biases(self, names) -> None:
+        """BitFit: the biases of these (frozen) layers train, their other weights stay fixed."""
+        for name in self._check_names(names):
+            for pname, param in self.net.backbone.stages[name].named_parameters():
+                if pname.rsplit(".", 1)[-1] == "bias":
+                    param.requires_grad_(True)
+
+    def trainable_parameters(self) -> int:
+        return self.net.trainable_parameters()
+
+    # ----------------------------------------------------------------- adapters (peft)
+
+    def conv_names(self, layers, grouped: bool = True) -> list[str]:
+        """The convolutions inside ``layers`` (without ``grouped``: only those with one group), by
+        their module names in the network."""
+        self._check_names(layers)
+        return [f"backbone.stages.{layer}.{name}" for layer in layers
+                for name, module in self.net.backbone.stages[layer].named_modules()
+                if isinstance(module, nn.Conv2d) and (grouped or module.groups == 1)]
+
+    def add_lora(self, layers, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        """LoRA adapters of ``rank`` on every convolution of ``layers`` but grouped (depthwise) ones,
+        which peft cannot merge, scaled by ``alpha / rank``."""
+        from peft import LoraConfig  # peft (and the transformers it imports) load only where adapters are used
+
+        from ..models.adapters import weight_space_lora
+        if not isinstance(rank, int) or rank < 1:
+            raise DataError(f"LoRA rank {rank!r} must be a positive integer")
+        targets = self._adapter_targets(layers, grouped=False)
+        for name in targets:
+            conv = self.net.get_submodule(name)
+            most = min(conv.out_channels, conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1])
+            if rank > most:
+                raise DataError(f"LoRA rank {rank} is larger than {name} allows ({most}: a {conv.in_channels} -> "
+                                f"{conv.out_channels} convolution of kernel {tuple(conv.kernel_size)}); give a rank "
+                                f"of at most {most}")
+        self._wrap(weight_space_lora(LoraConfig(target_modules=targets, r=rank, lora_alpha=alpha, lora_dropout=dropout)))
+
+    def add_ia3(self, layers) -> None:
+        """IA3: a learned scale per output channel of every convolution of ``layers``."""
+        from peft import IA3Config
+        self._wrap(IA3Config(target_modules=self._adapter_targets(layers), feedforward_modules=[]))
+
+    def _adapter_targets(self, layers, grouped: bool = True) -> list[str]:
+        layers = self._check_names(layers)
+        targets = self.conv_names(layers, grouped)
+        if not targets:
+            every = self.conv_names(self.layer_names, grouped)
+            raise DataError(f"layers {layers} hold no convolution for an adapter; the convolutions are {every}")
+        if self.peft is not None:
+            raise DataError("this Finetuner already has adapters; make a new one for another set")
+        return targets
+
+    def _wrap(self, config) -> None:
+        """Insert the adapters; peft freezes everything else, so what trained before trains again."""
+        from peft import get_peft_model
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        self.peft = get_peft_model(self.net, config)
+        for param in trainable:
+            param.requires_grad_(True)
+        # the adapters' weights are made in the default layout; channels-last like the rest, no
+        # convolution converts its operands (a LoRA step on a 2-core CPU: 1.4x faster)
+        self.net.to(memory_format=torch.channels_last)
+
+    def merge(self) -> None:
+        """Fold the adapters into the weights they adapt (``merge_and_unload``): the network is a
+        plain one again, with the same outputs and no adapter cost at inference."""
+        if self.peft is not None:
+            self.net, self.peft = self.peft.merge_and_unload(), None
+
+    # ----------------------------------------------------------------- training
+
+    def param_groups(self) -> list[dict]:
+        """One optimiser group per layer with trainable parameters and one for the head, each at its
+        own learning rate."""
+        groups = []
+        parts = [*self.net.backbone.stages.items(), (HEAD, self.net.head)]
+        for name, module in parts:
+            params = [p for p in module.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": self.layer_learning_rates.get(name, self.lr),
+                               "weight_decay": self.weight_decay, "name": name})
+        return groups
+
+    def _inputs(self, split: Split, inputs_at: int | None) -> tuple[Split, int]:
+        """The split as it enters the first stage that may change: images in [0, 1] (``inputs_at``
+        None) are adapted and run through the leading frozen stages here."""
+        if inputs_at is not None:
+            self.net.check_start(inputs_at)
+            return split, inputs_at
+        frozen = self.net.frozen
+        return Split(staged(self.net.backbone, split.x, frozen), split.y), frozen
+
+    def fit(self, train: Split, val: Split, *, epochs: int = 30, batch_size: int = 32, callbacks=(), seed: int = 0,
+            inputs_at: int | None = None, min_steps_per_epoch: int = 1) -> RunResult:
+        """Train on ``train``; the network ends holding its best validation weights.
+
+        ``inputs_at`` None: the splits are images in [0, 1]; k: they are the output of the first
+        k stages (all frozen), computed once by the caller for many runs.  ``EarlyStopping`` in
+        ``callbacks`` stops on a validation plateau; every callback's ``on_epoch_end(finetuner,
+        epoch, val_acc)`` sees each epoch; an epoch makes at least ``min_steps_per_epoch`` optimiser
+        steps (see :func:`~functions.train.trainer.fit`).  Returns the accuracies, epochs and seconds.
+        """
+        if not isinstance(epochs, int) or epochs < 1 or not isinstance(batch_size, int) or batch_size < 1:
+            raise DataError(f"epochs={epochs!r} and batch_size={batch_size!r} must be positive integers")
+        began = time.perf_counter()
+        (train, start), (val, _) = self._inputs(train, inputs_at), self._inputs(val, inputs_at)
+        stops = [cb.patience for cb in callbacks if isinstance(cb, EarlyStopping)]
+        net = self.net
+
+        def after_epoch(epoch: int, val_acc: float) -> None:
+            for callback in callbacks:
+                callback.on_epoch_end(self, epoch, val_acc)
+
+        forward = lambda h: net.from_stage(h, start)  # adapters sit inside the network's own layers
+        result = fit(net, train, val, None, lr=self.lr, max_epochs=epochs,
+                     patience=min(stops) if stops else epochs, batch_size=batch_size, seed=seed, forward=forward,
+                     optimizer=self.optimizer, momentum=self.momentum, param_groups=self.param_groups(),
+                     after_epoch=after_epoch, min_steps_per_epoch=min_steps_per_epoch)
+        for callback in callbacks:
+            if callback.on_fit_end(self):  # other weights than the trainer ended on: score them
+                result.train_acc = accuracy(net, train, forward=forward)
+                result.val_acc = accuracy(net, val, forward=forward)
+        result.seconds = time.perf_counter() - began
+        return result
+
+    def evaluate(self, test: Split, inputs_at: int | None = None, crops: bool = False) -> dict:
+        """:func:`evaluate` of the network on ``test`` (images in [0, 1], or stage outputs: see :meth:`fit`)."""
+        return evaluate(self.net, test, crops, inputs_at)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from ..config import STRATEGIES, Config
 from ..core.errors import DataError
 from ..data.tasks import Split
 from ..models.backbones import study_backbone
 from ..models.study_cnn import StudyCNN
-from .finetuner import HEAD, EarlyStopping, Finetuner, ModelCheckpoint
+from .finetune import HEAD, EarlyStopping, Finetuner, ModelCheckpoint
 from .trainer import RunResult
 
 
@@ -77,7 +79,8 @@ def train_strategy(cfg: Config, pretrained: StudyCNN, cut_point: int, num_classe
         result = tuner.fit(train, val, epochs=cfg.num_train, callbacks=[EarlyStopping(cfg.early_stop_patience)],
                            seed=seed, **fit)
     tuner.merge()
-    result.test_acc = tuner.evaluate(test, inputs_at=start)["accuracy"]
+    # in float32, as the stored runs were scored: a run trained again records the same number
+    result.test_acc = float(np.float32(tuner.evaluate(test, inputs_at=start)["test_acc"]))
     result.n_train, result.trainable_params = len(train), trainable
     result.seconds = time.perf_counter() - began
     return tuner, result

@@ -4,6 +4,9 @@
 changing the protocol: splits are whole tensors, and when the first ``k`` blocks are frozen
 their output never changes, so it is computed once per (model, cut, data) by
 :func:`prefix_features` and training runs only the blocks after the cut (``start=k``).
+Methods are terms added to the cross-entropy (``extra_loss``: distillation, domain alignment);
+what a step trains on comes from a batch sampler (:class:`ShuffledBatches`, or
+:class:`PairedBatches` for labelled images paired with unlabelled ones).
 """
 from __future__ import annotations
 
@@ -11,21 +14,21 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.device import forward_chunk
 from ..data.tasks import Split
 from ..models.study_cnn import StudyCNN, frozen_prefix_length
 
-EVAL_CHUNK = 256  # small chunks stay in cache: about 2x faster than large ones on a 2-core CPU
-
 Forward = Callable[[torch.Tensor], torch.Tensor]
-BeforeEpoch = Callable[[int, nn.Module, torch.optim.Optimizer], None]
 ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 AfterEpoch = Callable[[int, float], None]
+AfterStep = Callable[[float], bool]
+Epochs = Iterator[Iterator[tuple[torch.Tensor, torch.Tensor]]]
 
 
 @dataclass
@@ -65,10 +68,10 @@ def accuracy(model: nn.Module, split: Split, start: int = 0, *, forward: Forward
     forward = forward or study_forward(model, start)
     was_training = model.training
     model.eval()
-    correct = 0
-    for i in range(0, len(split), EVAL_CHUNK):
-        logits = forward(split.x[i:i + EVAL_CHUNK])
-        correct += (logits.argmax(1) == split.y[i:i + EVAL_CHUNK]).sum().item()
+    correct, chunk = 0, forward_chunk(split.x.device)
+    for i in range(0, len(split), chunk):
+        logits = forward(split.x[i:i + chunk])
+        correct += (logits.argmax(1) == split.y[i:i + chunk]).sum().item()
     model.train(was_training)
     return correct / len(split)
 
@@ -77,7 +80,8 @@ def accuracy(model: nn.Module, split: Split, start: int = 0, *, forward: Forward
 def prefix_features(model: StudyCNN, split: Split, stop: int) -> Split:
     """The activation entering block ``stop`` for every image of ``split`` (computed in chunks)."""
     model.eval()
-    parts = [model.features(split.x[i:i + EVAL_CHUNK], 0, stop) for i in range(0, len(split), EVAL_CHUNK)]
+    chunk = forward_chunk(split.x.device)
+    parts = [model.features(split.x[i:i + chunk], 0, stop) for i in range(0, len(split), chunk)]
     x = torch.cat(parts) if parts else split.x[:0]
     return Split(x, split.y)
 
@@ -98,15 +102,77 @@ def passes_per_epoch(size: int, batch_size: int, min_steps: int) -> int:
     return max(1, -(-min_steps // steps_per_pass))
 
 
-def as_dtype(split: Split, dtype: torch.dtype) -> Split:
+def as_dtype(split: Split | None, dtype: torch.dtype) -> Split | None:
     """``split`` with its images in ``dtype`` (integer inputs, such as token ids, as they are)."""
-    return Split(split.x.to(dtype), split.y) if split.x.is_floating_point() else split
+    return Split(split.x.to(dtype), split.y) if split is not None and split.x.is_floating_point() else split
 
 
-def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, max_epochs: int, patience: int,
-        batch_size: int, seed: int, start: int = 0, forward: Forward | None = None, optimizer: str = "adam",
-        momentum: float = 0.9, param_groups: list[dict] | None = None, before_epoch: BeforeEpoch | None = None,
+class ShuffledBatches:
+    """The batches of ordinary training: an epoch passes over the training rows in a new seeded
+    order as many times as it takes to make ``min_steps`` optimiser steps (see
+    :func:`passes_per_epoch`); the last batch of a pass may be smaller."""
+
+    def __init__(self, batch_size: int, min_steps: int = 1):
+        self.batch_size, self.min_steps = batch_size, min_steps
+
+    def __call__(self, train: Split, generator: torch.Generator) -> Epochs:
+        """Each epoch's ``(rows, inputs)`` batches, drawn from ``generator`` as the epoch runs."""
+        passes = passes_per_epoch(len(train), self.batch_size, self.min_steps)
+
+        def epoch():
+            for _ in range(passes):
+                order = torch.randperm(len(train), generator=generator)
+                for i in range(0, len(train), self.batch_size):
+                    rows = order[i:i + self.batch_size]
+                    yield rows, train.x[rows]
+        while True:
+            yield epoch()
+
+
+class PairedBatches:
+    """Labelled rows paired with as many ``unlabelled`` images (in the run's dtype): a step's input
+    is a labelled batch followed by an unlabelled one of the same size (the ``inputs`` an extra loss
+    sees), so both weigh the same in the step and a network that splits its input in halves
+    (domain alignment) finds them; the forward pass returns the logits of the labelled half.  An
+    epoch passes over the unlabelled images in whole batches, as many times as it takes to make
+    ``min_steps`` steps; the labelled rows cycle in whole batches through seeded passes of their own."""
+
+    def __init__(self, unlabelled: torch.Tensor, labelled: int, batch_size: int, min_steps: int = 1):
+        self.unlabelled = unlabelled
+        self.batch_size = min(batch_size, len(unlabelled), labelled)
+        self.per_pass = len(unlabelled) // self.batch_size
+        self.passes = max(1, -(-min_steps // self.per_pass))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.per_pass * self.passes
+
+    def _labelled(self, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        while True:
+            order = torch.randperm(size, generator=generator)
+            for i in range(0, size - self.batch_size + 1, self.batch_size):
+                yield order[i:i + self.batch_size]
+
+    def __call__(self, train: Split, generator: torch.Generator) -> Epochs:
+        """Each epoch's ``(labelled rows, inputs)`` batches; an unlabelled pass draws its order
+        before the labelled batch it starts with, and a labelled pass when the one before runs out."""
+        labelled, size = self._labelled(len(train), generator), self.batch_size
+
+        def epoch():
+            for _ in range(self.passes):
+                order = torch.randperm(len(self.unlabelled), generator=generator)
+                for i in range(self.per_pass):
+                    rows = next(labelled)
+                    yield rows, torch.cat([train.x[rows], self.unlabelled[order[i * size:][:size]]])
+        while True:
+            yield epoch()
+
+
+def fit(model: nn.Module, train: Split, val: Split | None, test: Split | None, *, lr: float, max_epochs: int,
+        patience: int, batch_size: int, seed: int, start: int = 0, forward: Forward | None = None,
+        optimizer: str = "adam", momentum: float = 0.9, param_groups: list[dict] | None = None,
         extra_loss: ExtraLoss | None = None, after_epoch: AfterEpoch | None = None,
+        after_step: AfterStep | None = None, batches: ShuffledBatches | PairedBatches | None = None,
         min_steps_per_epoch: int = 1, dtype: torch.dtype = torch.float32) -> RunResult:
     """Train ``model`` in place and return its accuracies with the best validation weights.
 
@@ -116,16 +182,17 @@ def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, m
     cross-entropy plus ``extra_loss(model, rows, inputs, logits, labels)`` when given (``rows``: the
     batch's indices into ``train``, to look up per-image targets computed once, e.g. a teacher's).
     ``param_groups`` (default: every parameter that requires grad, at ``lr``) may give groups
-    their own ``lr`` and ``weight_decay``; ``before_epoch(epoch, model, optimizer)`` runs at the
-    start of each epoch (0-based), after the model is put in train mode, e.g. to unfreeze layers
-    and add them to the optimizer; ``after_epoch(epoch, val_acc)`` sees each epoch's validation
-    accuracy (learning curves).  An epoch passes over ``train`` as many times as it takes to make
-    ``min_steps_per_epoch`` optimiser steps, each pass in a new order: a run on a few dozen
-    images then gets as many steps between validations as a large run gets in one pass, instead
-    of stopping after a handful.  Training stops once validation accuracy has not improved
-    for ``patience`` epochs; a non-finite loss stops it with status ``diverged``.  The model
-    ends holding the best state seen (buffers such as batch-norm statistics included), in
-    ``dtype`` (the splits are converted too) and in eval mode.
+    their own ``lr`` and ``weight_decay``; ``after_epoch(epoch, val_acc)`` sees each epoch's
+    validation accuracy (learning curves); ``after_step(loss)`` runs after each optimiser step and
+    ends training by returning False (a reference trajectory's first steps).  ``batches`` makes
+    each epoch's batches (default :class:`ShuffledBatches` of ``batch_size``, at least
+    ``min_steps_per_epoch`` steps: a run on a few dozen images then gets as many steps between
+    validations as a large run gets in one pass, instead of stopping after a handful).  Training
+    stops once validation accuracy has not improved for ``patience`` epochs; a non-finite loss
+    stops it with status ``diverged``.  The model ends holding the best state seen (buffers such as
+    batch-norm statistics included), in ``dtype`` (the splits are converted too) and in eval mode.
+    Without ``val`` there is nothing to select on: training lasts ``max_epochs``, keeps its last
+    weights and scores nothing (the accuracies are NaN; the caller scores what its method means).
     """
     began = time.perf_counter()
     model.to(dtype)
@@ -136,17 +203,19 @@ def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, m
         raise ValueError("give either forward or start, not both")
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
     optim = _optimizer(optimizer, groups, lr, momentum)
-    generator = torch.Generator().manual_seed(seed)
-    best_val, best_state, stale, epochs, status = -1.0, copy.deepcopy(model.state_dict()), 0, 0, "ok"
+    batches = batches or ShuffledBatches(batch_size, min_steps_per_epoch)
+    epochs_of = batches(train, torch.Generator().manual_seed(seed))
+    best_val, stale, epochs, status = -1.0, 0, 0, "ok"
+    best_state = copy.deepcopy(model.state_dict()) if val is not None else None
     for epoch in range(max_epochs):
         epochs += 1
         model.train()
-        if before_epoch is not None:
-            before_epoch(epoch, model, optim)
-        passes = passes_per_epoch(len(train), batch_size, min_steps_per_epoch)
-        if not all(_train_epoch(model, forward, optim, train, batch_size, generator, extra_loss) for _ in range(passes)):
-            status = "diverged"
+        ended = _train_epoch(model, forward, optim, train, next(epochs_of), extra_loss, after_step)
+        if ended is not None:  # diverged, or stopped by after_step
+            status = "diverged" if ended == "diverged" else status
             break
+        if val is None:
+            continue
         val_acc = accuracy(model, val, forward=forward)
         if after_epoch is not None:
             after_epoch(epoch, val_acc)
@@ -156,33 +225,31 @@ def fit(model: nn.Module, train: Split, val: Split, test: Split, *, lr: float, m
             stale += 1
             if stale >= patience:
                 break
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
-    return RunResult(
-        train_acc=accuracy(model, train, forward=forward),
-        val_acc=accuracy(model, val, forward=forward),
-        test_acc=accuracy(model, test, forward=forward),
-        epochs=epochs,
-        seconds=time.perf_counter() - began,
-        n_train=len(train),
-        status=status,
-    )
+
+    def score(split: Split | None) -> float:
+        return accuracy(model, split, forward=forward) if val is not None and split is not None else float("nan")
+    return RunResult(train_acc=score(train), val_acc=score(val), test_acc=score(test), epochs=epochs,
+                     seconds=time.perf_counter() - began, n_train=len(train), status=status)
 
 
-def _train_epoch(model: nn.Module, forward: Forward, optim: torch.optim.Optimizer, train: Split, batch_size: int,
-                 generator: torch.Generator, extra_loss: ExtraLoss | None) -> bool:
-    """One pass over ``train`` in a seeded order; False as soon as a batch's loss is not finite."""
-    order = torch.randperm(len(train), generator=generator)
-    for i in range(0, len(train), batch_size):
-        index = order[i:i + batch_size]
-        x, y = train.x[index], train.y[index]
+def _train_epoch(model: nn.Module, forward: Forward, optim: torch.optim.Optimizer, train: Split,
+                 batches: Iterator[tuple[torch.Tensor, torch.Tensor]], extra_loss: ExtraLoss | None, after_step: AfterStep | None) -> str | None:
+    """One epoch's steps; ``diverged`` as soon as a batch's loss is not finite, ``stopped`` when
+    ``after_step`` ends training, None when the epoch ran to its end."""
+    for rows, x in batches:
+        y = train.y[rows]
         logits = forward(x)
         loss = F.cross_entropy(logits, y)
         if extra_loss is not None:
-            loss = loss + extra_loss(model, index, x, logits, y)
+            loss = loss + extra_loss(model, rows, x, logits, y)
         if not math.isfinite(loss.item()):
-            return False
+            return "diverged"
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-    return True
+        if after_step is not None and not after_step(loss.item()):
+            return "stopped"
+    return None
