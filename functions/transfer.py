@@ -9,7 +9,7 @@ unfrozen or adapted.  The study's fine-tuning strategies are built on the same `
     features = FeatureExtractor(model, layers=["block6", "head"]).cache_features(images, data={...})
     tuner = Finetuner(model, num_classes=10, freeze_layers=["stem", "block1", "block2"])
     tuner.fit(train, val, callbacks=[EarlyStopping(patience=3), ModelCheckpoint()])
-    tuner.evaluate(test)  # accuracy and mean per-class accuracy
+    tuner.evaluate(test)  # accuracy, mean per-class accuracy, top-5 accuracy, macro F1
 
 Layers are named as the model names its stages (``model.layer_names``); images are tensors in
 [0, 1], (N, C, H, W), adapted to each network's input size, channels and normalisation.

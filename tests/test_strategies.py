@@ -209,8 +209,12 @@ def test_one_predict_and_one_evaluate_score_stage_outputs_images_and_ten_crops(s
     scores = tuner.evaluate(test, inputs_at=0)
     predicted, y = probabilities.argmax(1), test.y.numpy()
     assert probabilities.shape == (30, 5) and np.allclose(probabilities.sum(1), 1, atol=1e-6)
+    top4 = np.mean([label in np.argsort(row)[-4:] for row, label in zip(probabilities, y)])
+    f1 = np.mean([2 * np.sum((predicted == c) & (y == c)) / max(np.sum(predicted == c) + np.sum(y == c), 1)
+                  for c in range(5)])
     assert scores == {"test_acc": pytest.approx(np.mean(predicted == y)),
-                      "test_mean_class_acc": pytest.approx(balanced_accuracy_score(y, predicted))}
+                      "test_mean_class_acc": pytest.approx(balanced_accuracy_score(y, predicted)),
+                      "test_top4_acc": pytest.approx(top4), "test_macro_f1": pytest.approx(f1)}
     monkeypatch.setitem(device.FORWARD_CHUNK, "cpu", 7)  # chunks of another size: the same outputs
     np.testing.assert_allclose(predict(tuner.net, test.x, start=0)[0], probabilities, rtol=1e-6, atol=1e-7)
     images = Split((test.x - test.x.min()) / (test.x.max() - test.x.min()), test.y)
@@ -294,9 +298,9 @@ def test_weight_space_lora_equals_peft_lora_in_outputs_and_gradients():
 
 def test_finetuner_refuses_bad_settings_naming_the_fix(source):
     backbone = strategies.study_backbone(source, 0.0, 1.0)
-    with pytest.raises(DataError, match="num_classes=1 must be an integer of at least 2"):
+    with pytest.raises(DataError, match="num_classes=1 must be at least 2"):
         Finetuner(backbone, 1)
-    with pytest.raises(DataError, match="unknown optimizer 'rmsprop'; choose one of \\['adam', 'sgd'\\]"):
+    with pytest.raises(DataError, match="optimizer='rmsprop' is unknown; choose one of \\['adam', 'sgd'\\]"):
         Finetuner(backbone, 5, optimizer="rmsprop")
     with pytest.raises(DataError, match="unknown layer\\(s\\) \\['fc'\\].*'head'"):
         Finetuner(backbone, 5, layer_learning_rates={"fc": 1e-3})
@@ -310,6 +314,8 @@ def test_finetuner_refuses_bad_settings_naming_the_fix(source):
         tuner.fit(train, val, epochs=1, inputs_at=3)
     with pytest.raises(DataError, match="epochs=0"):
         tuner.fit(train, val, epochs=0)
+    with pytest.raises(DataError, match="lr=0.0 must be positive"):
+        Finetuner(backbone, 5, lr=0.0)
 
 
 def test_strategy_analysis_finds_the_better_strategy_and_the_cheapest_point():

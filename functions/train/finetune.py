@@ -24,11 +24,12 @@ import torch
 from torch import nn
 
 from ..core.atomic import atomic_file
+from ..core.constraints import Interval, Options
 from ..core.device import forward_chunk
 from ..core.errors import DataError
 from ..data.tasks import Split
 from ..models.backbones import POOLINGS, Backbone, pool
-from .evaluation import crop_scores, scores
+from .evaluation import crop_scores, ranked_scores, scores
 from .trainer import RunResult, accuracy, fit
 
 OPTIMIZERS = ("adam", "sgd")
@@ -146,14 +147,16 @@ def predict(net: FineTuneNet, x: torch.Tensor, crops: bool = False, start: int |
     return [np.concatenate(v) for v in views]
 
 
-def evaluate(net: FineTuneNet, test: Split, crops: bool = False, start: int | None = None) -> dict:
+def evaluate(net: FineTuneNet, test: Split, crops: bool = False, start: int | None = None,
+             ranked: bool = False) -> dict:
     """Test accuracy and mean per-class accuracy of :func:`predict`'s classes (ten crops: by
-    majority vote, and by mean probability as ``test_prob_*``)."""
+    majority vote, and by mean probability as ``test_prob_*``); ``ranked`` adds the top-k accuracy
+    and macro F1 of the (mean) probabilities, which the study's records do not carry."""
     views = predict(net, test.x, crops, start)
     y = test.y.numpy()
-    if not crops:
-        return scores(y, views[0].argmax(1))
-    return crop_scores(y, [p.argmax(1) for p in views], views, views[0].shape[1])
+    out = scores(y, views[0].argmax(1)) if not crops else \
+        crop_scores(y, [p.argmax(1) for p in views], views, views[0].shape[1])
+    return {**out, **ranked_scores(y, np.mean(views, axis=0))} if ranked else out
 
 
 class Callback:
@@ -218,15 +221,20 @@ class Finetuner:
     last stage's output into the head's input.  The head's initial weights follow ``seed``.
     """
 
+    # the scalar settings' limits, declared once (see functions.core.constraints); the layer names,
+    # pooling and dropout are checked by the network they shape
+    constraints = {"num_classes": Interval(int, 2, what="the number of classes"),
+                   "optimizer": Options(OPTIMIZERS),
+                   "lr": Interval(float, 0, low_open=True, what="a learning rate"),
+                   "weight_decay": Interval(float, 0), "momentum": Interval(float, 0), "seed": Interval(int, 0)}
+
     def __init__(self, model: Backbone, num_classes: int, freeze_layers=(), head_hidden_sizes=(), dropout: float = 0.0,
                  layer_learning_rates: dict | None = None, optimizer: str = "adam", lr: float = 1e-3,
                  weight_decay: float = 0.0, momentum: float = 0.9, pooling: str | None = None, seed: int = 0):
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise DataError(f"num_classes={num_classes!r} must be an integer of at least 2")
-        if optimizer not in OPTIMIZERS:
-            raise DataError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
-        if not lr > 0 or weight_decay < 0:
-            raise DataError(f"lr={lr} must be positive and weight_decay={weight_decay} non-negative")
+        given = {"num_classes": num_classes, "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay,
+                 "momentum": momentum, "seed": seed}
+        for name, constraint in self.constraints.items():
+            constraint.check(name, given[name])
         torch.manual_seed(seed)
         self.net = FineTuneNet(copy.deepcopy(model), num_classes, hidden=head_hidden_sizes,
                                pooling=pooling or getattr(model, "pooling", "avg"), dropout=dropout)
@@ -364,8 +372,8 @@ class Finetuner:
         epoch, val_acc)`` sees each epoch; an epoch makes at least ``min_steps_per_epoch`` optimiser
         steps (see :func:`~functions.train.trainer.fit`).  Returns the accuracies, epochs and seconds.
         """
-        if not isinstance(epochs, int) or epochs < 1 or not isinstance(batch_size, int) or batch_size < 1:
-            raise DataError(f"epochs={epochs!r} and batch_size={batch_size!r} must be positive integers")
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("min_steps_per_epoch", min_steps_per_epoch)):
+            Interval(int, 1).check(name, value)
         began = time.perf_counter()
         (train, start), (val, _) = self._inputs(train, inputs_at), self._inputs(val, inputs_at)
         stops = [cb.patience for cb in callbacks if isinstance(cb, EarlyStopping)]
@@ -388,5 +396,6 @@ class Finetuner:
         return result
 
     def evaluate(self, test: Split, inputs_at: int | None = None, crops: bool = False) -> dict:
-        """:func:`evaluate` of the network on ``test`` (images in [0, 1], or stage outputs: see :meth:`fit`)."""
-        return evaluate(self.net, test, crops, inputs_at)
+        """:func:`evaluate` of the network on ``test`` (images in [0, 1], or stage outputs: see :meth:`fit`),
+        with the top-k accuracy and macro F1 a classification report gives."""
+        return evaluate(self.net, test, crops, inputs_at, ranked=True)
