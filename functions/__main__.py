@@ -379,7 +379,8 @@ def cmd_classify(args):
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
-    from .models.imagenet import BACKBONES, load_backbone, preprocess, top_labels
+    from .models.imagenet import top_labels
+    from .models.registry import create_backbone
     images = []
     for path in args.images:
         try:
@@ -389,10 +390,12 @@ def cmd_classify(args):
             raise DataError(f"{path}: no such file")
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"{path} is not an image that Pillow can read ({err}); give a JPEG, PNG or similar")
-    model = load_backbone(args.model, args.weights)
-    size = BACKBONES[args.model].input_size
+    backbone = create_backbone(args.model, args.weights)
     for path, image in zip(args.images, images):
-        (labels,) = top_labels(model, preprocess(torch.from_numpy(image).unsqueeze(0), size), args.top)
+        pixels = torch.from_numpy(image).float().div(255.0).permute(2, 0, 1).unsqueeze(0)
+        # the shorter side resized to the input size, the centre cropped, no antialiasing
+        x = backbone.adapt(pixels, crop_pct=1.0, antialias="never").contiguous()
+        (labels,) = top_labels(backbone.network, x, args.top)
         print(f"{path}:")
         for label, probability in labels:
             print(f"  {probability:6.3f}  {label}")
@@ -516,7 +519,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     from .efficiency.heads import METHODS
-    from .models.extractors import TORCHVISION_ARCHS
+    from .models.registry import names as network_names
     p = sub.add_parser("sample-efficiency", help="samples a linear head needs on frozen features, per method")
     p.add_argument("folder", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}")
     p.add_argument("--setup")
@@ -530,8 +533,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluation-frequency", type=POSITIVE, default=1)
     p.add_argument("--threshold", type=_ranged(float, 0.0, 1.0, name="an accuracy"), default=0.8)
     p.add_argument("--window", type=POSITIVE, default=10)
-    p.add_argument("--extractor", default="study", choices=["study", *TORCHVISION_ARCHS])
-    p.add_argument("--weights", help="state-dict file for --extractor mobilenet_v2 / resnet50")
+    p.add_argument("--extractor", default="study", choices=network_names())
+    p.add_argument("--weights", help="state-dict file for --extractor mobilenet_v2 / resnet50 "
+                                          "(or another network's)")
     p.add_argument("--cut", type=NON_NEGATIVE, help="study extractor: pool after the first k blocks (default: all)")
     p.add_argument("--input-size", type=_ranged(int, 8, 1024, name="the input size in pixels"),
                    help="--extractor mobilenet_v2 / resnet50: side of the square input (default 224)")
@@ -564,15 +568,15 @@ def parser() -> argparse.ArgumentParser:
                         "hscore_shrinkage, sfda, nleep) or pretrain_accuracy")
     p.set_defaults(func=cmd_recommend_model)
 
-    from .models.imagenet import BACKBONES
+    from .models.registry import REGISTRY
     p = sub.add_parser("classify", help="top ImageNet labels of images: check that a pretrained backbone loaded")
     p.add_argument("images", nargs="+", action=Distinct, type=Path, help="image files (JPEG, PNG, ...)")
-    p.add_argument("--model", default="efficientnet_lite0", choices=sorted(BACKBONES))
+    p.add_argument("--model", default="efficientnet_lite0", choices=[n for n, r in REGISTRY.items() if r.pretrained_on == "ImageNet"])
     p.add_argument("--weights", type=Path, help="state-dict file instead of the installed weights package")
     p.add_argument("--top", type=_ranged(int, 1, 1000, name="the number of labels"), default=5)
     p.set_defaults(func=cmd_classify)
 
-    from .models.backbones import NAMES as BACKBONE_NAMES
+    from .models.registry import names as backbone_names
     from .train.classifiers import EMBEDDINGS, HEADS
     from .train.finetune import OPTIMIZERS
     positive_float = _ranged(float, 0.0, low_open=True, name="it")
@@ -582,7 +586,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--setup")
     p.add_argument("--target", default="folder", choices=["folder", "digits"],
                    help="the folder's target classes, or scikit-learn's 8 x 8 digits (offline; use --val-per-class 10)")
-    p.add_argument("--backbone", default="efficientnet_lite0", choices=BACKBONE_NAMES,
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=backbone_names(),
                    help="an ImageNet network, or 'study': the folder's own source CNN")
     p.add_argument("--weights", type=Path, help="state-dict file (required for resnet50 / mobilenet_v2)")
     p.add_argument("--samples-per-class", type=POSITIVE, nargs="+", action=Distinct, default=[1, 5, 10])
