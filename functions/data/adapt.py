@@ -3,7 +3,7 @@
 A cross-dataset study feeds target images to a network built for the source's images (the 8 x 8
 digits to a 28 x 28 MNIST network, grey images to RGB networks), the service feeds uploads of any
 size, an ImageNet classifier takes photos.  One function does all of it: grey becomes RGB by
-repeating the channel, RGB becomes grey by its luminance, RGBA loses its alpha; the image is
+repeating the channel, RGB becomes grey by its luminance (RGBA may lose its alpha); the image is
 resized (squashed to the square, or its shorter side scaled and the centre cropped) and
 normalised.  What differs between callers (interpolation, antialiasing, cropping, clipping) are
 arguments, so each keeps exactly the arithmetic it was measured with.
@@ -21,20 +21,23 @@ ANTIALIAS = ("shrink", "always", "never")
 
 
 def adapt_images(x: torch.Tensor, channels: int, size: int | tuple[int, int], mean, std, *, interpolation: str = "bicubic",
-                 antialias: str = "shrink", crop_pct: float | None = None, clamp: bool = True) -> torch.Tensor:
+                 antialias: str = "shrink", crop_pct: float | None = None, clamp: bool = True,
+                 drop_alpha: bool = False) -> torch.Tensor:
     """Images ``(N, C, H, W)`` with values in [0, 1] as ``(N, channels, *size)`` (an int: a square), normalised
     with ``mean``/``std`` (numbers or tensors broadcasting over ``(1, channels, 1, 1)``).
 
     ``crop_pct`` None: resized to the square when the size differs; a fraction: the shorter side
     resized to ``size / crop_pct`` and the centre ``size`` x ``size`` kept.  ``antialias``:
     ``shrink`` (only when shrinking, so that thin strokes are averaged rather than skipped),
-    ``always`` or ``never``.  ``clamp`` clips the resized pixels to [0, 1] (bicubic overshoots)."""
-    if x.ndim != 4:
-        raise DataError(f"images must be (N, C, H, W); got shape {tuple(x.shape)}")
+    ``always`` or ``never``.  ``clamp`` clips the resized pixels to [0, 1] (bicubic overshoots).
+    ``drop_alpha``: RGBA images lose their alpha channel (it carries no class information)."""
     if antialias not in ANTIALIAS:
         raise DataError(f"antialias={antialias!r} is unknown; choose one of {list(ANTIALIAS)}")
-    if x.shape[1] == 4 and channels != 4:  # RGBA: the alpha channel carries no class information
+    if drop_alpha and x.ndim == 4 and x.shape[1] == 4 and channels != 4:
         x = x[:, :3]
+    if x.ndim != 4 or x.shape[1] not in {1, 3, channels}:
+        raise DataError(f"the network takes images (N, C, H, W) with 1 (grey) or 3 (RGB) channels, or {channels}; "
+                        f"got shape {tuple(x.shape)}: convert them to grey or RGB first")
     want = (size, size) if isinstance(size, int) else tuple(size)
     check_adaptable(tuple(x.shape[1:]), (channels, *want), "images")
     if x.shape[1] != channels:

@@ -6,7 +6,7 @@ service runs a prefix.  All need the same picture of a network (an ordered list 
 with a name and an output width) and the input its weights expect, so every network the registry
 creates (:func:`functions.models.registry.create_backbone`) is one :class:`Backbone`.
 
-Inputs are images in [0, 1], (N, C, H, W), of any size, grey, RGB or RGBA: they are adapted to the
+Inputs are images in [0, 1], (N, C, H, W), of any size, grey or RGB: they are adapted to the
 network's record (channels, size, interpolation, mean and std) by
 :func:`functions.data.adapt.adapt_images`.
 """
@@ -89,13 +89,14 @@ class Backbone(nn.Module):
     # ----------------------------------------------------------------- input
 
     def adapt(self, images: torch.Tensor, size: int | None = None, *, interpolation: str | None = None,
-              antialias: str = "shrink", crop_pct: float | None = None, clamp: bool = True) -> torch.Tensor:
+              antialias: str = "shrink", crop_pct: float | None = None, clamp: bool = True,
+              drop_alpha: bool = False) -> torch.Tensor:
         """Images in [0, 1] (N, C, H, W) as this network's input at ``size`` (default: its input
         size), channels-last; interpolation by default the record's, the other arguments as
         :func:`~functions.data.adapt.adapt_images` takes them."""
         x = adapt_images(images, self.channels, self.input_size if size is None else size, self.mean, self.std,
                          interpolation=interpolation or self.record.interpolation, antialias=antialias,
-                         crop_pct=crop_pct, clamp=clamp)
+                         crop_pct=crop_pct, clamp=clamp, drop_alpha=drop_alpha)
         return x.contiguous(memory_format=torch.channels_last)
 
     def crops(self, images: torch.Tensor) -> list[torch.Tensor]:

@@ -2,8 +2,8 @@
 :class:`~functions.models.backbones.Backbone` giving one pooled vector per image.
 
 It runs the first ``cut`` stages and averages the output over space.  Images of any size and
-channel count in 0..1 are adapted as this service has always fed its networks: bilinear resizing
-with antialiasing, no clipping, then the backbone's normalisation.
+channel count in 0..1 are adapted as this service has always fed its networks: RGBA loses its
+alpha, bilinear resizing with antialiasing, no clipping, then the backbone's normalisation.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Extractor:
 
     def adapt(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) pixels in 0..1 -> the normalised input of the network."""
-        return self.backbone.adapt(images, interpolation="bilinear", antialias="always", clamp=False)
+        return self.backbone.adapt(images, interpolation="bilinear", antialias="always", clamp=False, drop_alpha=True)
 
     def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         return pool(self.backbone.run(x.contiguous(memory_format=torch.channels_last), 0, self.cut), "avg")
