@@ -163,7 +163,7 @@ def _old_extractor_adapt(images, in_shape, mean, std):
 
 
 def _old_preprocess(images, size):
-    """imagenet.preprocess as it was: uint8 images, shorter side bicubic to size, centre crop, mean = std = 0.5."""
+    """The classifier's former preprocessing: uint8 images, shorter side bicubic to size, centre crop, mean = std = 0.5."""
     x = images.float().div(255.0)
     x = x.unsqueeze(1).expand(-1, 3, -1, -1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
     height, width = x.shape[-2:]

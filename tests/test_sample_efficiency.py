@@ -210,7 +210,7 @@ def test_adapt_converts_channels_and_size():
 
 
 @pytest.mark.parametrize("arch, dim", [("mobilenet_v2", 1280), ("resnet50", 2048)])
-def test_torchvision_extractor_loads_a_weights_file(tmp_path, arch, dim):
+def test_a_torchvision_network_serves_as_extractor_from_a_weights_file(tmp_path, arch, dim):
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)(weights=None)
     path = tmp_path / f"{arch}.pth"
