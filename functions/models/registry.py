@@ -29,7 +29,7 @@ from .study_cnn import StudyCNN
 
 STUDY = "study"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-SIZES = (8, 1024)  # input sizes create_backbone accepts, in pixels
+INPUT_SIZES = (8, 1024)  # input sizes create_backbone accepts, in pixels
 
 
 @dataclass(frozen=True)
@@ -80,28 +80,21 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
-def record(name: str) -> PretrainedRecord:
-    if name not in REGISTRY:
-        raise DataError(f"unknown network {name!r}; the registry has {names()}, and any timm architecture "
-                        f"loads with a weights file (weights=<.safetensors or .pth>)")
-    return REGISTRY[name]
-
-
 def create_backbone(name: str, weights=None, input_size: int | None = None, *, mean=None, std=None) -> Backbone:
     """The network ``name`` as a :class:`Backbone` at ``input_size`` pixels (default its native size).
 
     ``weights``: another weights file (a state dict; for ``study``, a source model file or an
     already loaded :class:`StudyCNN`); default the record's own source.  ``mean``/``std`` replace the
     record's normalisation (a loaded study CNN needs them: its source dataset's)."""
-    if input_size is not None and not SIZES[0] <= input_size <= SIZES[1]:
-        raise DataError(f"input size {input_size} is out of range: give {SIZES[0]}..{SIZES[1]} pixels")
+    if input_size is not None and not INPUT_SIZES[0] <= input_size <= INPUT_SIZES[1]:
+        raise DataError(f"input size {input_size} is out of range: give {INPUT_SIZES[0]}..{INPUT_SIZES[1]} pixels")
     if name in REGISTRY:
-        entry = REGISTRY[name]
-        entry, stages, network = entry.build(entry, weights)
+        entry, stages, network = REGISTRY[name].build(REGISTRY[name], weights)
     elif weights is not None and _is_timm(name):
         entry, stages, network = _timm_any(name, weights)
     else:
-        record(name)  # refuses the name
+        raise DataError(f"unknown network {name!r}; the registry has {names()}, and any timm architecture "
+                        f"loads with a weights file (weights=<.safetensors or .pth>)")
     overrides = {k: tuple(v) if isinstance(v, (tuple, list)) else (float(v),)
                  for k, v in (("mean", mean), ("std", std)) if v is not None}
     entry = dataclasses.replace(entry, **overrides)
