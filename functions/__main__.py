@@ -534,8 +534,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_ranged(float, 0.0, 1.0, name="an accuracy"), default=0.8)
     p.add_argument("--window", type=POSITIVE, default=10)
     p.add_argument("--extractor", default="study", choices=network_names())
-    p.add_argument("--weights", help="state-dict file for --extractor mobilenet_v2 / resnet50 "
-                                          "(or another network's)")
+    p.add_argument("--weights", help="state-dict file for --extractor mobilenet_v2 / resnet50")
     p.add_argument("--cut", type=NON_NEGATIVE, help="study extractor: pool after the first k blocks (default: all)")
     p.add_argument("--input-size", type=_ranged(int, 8, 1024, name="the input size in pixels"),
                    help="--extractor mobilenet_v2 / resnet50: side of the square input (default 224)")
@@ -568,10 +567,10 @@ def parser() -> argparse.ArgumentParser:
                         "hscore_shrinkage, sfda, nleep) or pretrain_accuracy")
     p.set_defaults(func=cmd_recommend_model)
 
-    from .models.registry import REGISTRY
+    from .models.registry import names as classifier_names
     p = sub.add_parser("classify", help="top ImageNet labels of images: check that a pretrained backbone loaded")
     p.add_argument("images", nargs="+", action=Distinct, type=Path, help="image files (JPEG, PNG, ...)")
-    p.add_argument("--model", default="efficientnet_lite0", choices=[n for n, r in REGISTRY.items() if r.pretrained_on == "ImageNet"])
+    p.add_argument("--model", default="efficientnet_lite0", choices=classifier_names("ImageNet"))
     p.add_argument("--weights", type=Path, help="state-dict file instead of the installed weights package")
     p.add_argument("--top", type=_ranged(int, 1, 1000, name="the number of labels"), default=5)
     p.set_defaults(func=cmd_classify)

@@ -225,3 +225,4 @@ def test_extractor_identity_hashes_the_source_network_as_before(source_file):
 
 def test_registered_names_are_the_command_line_choices():
     assert registry.names() == list(REGISTRY)
+    assert registry.names("ImageNet") == [name for name in REGISTRY if name != STUDY]

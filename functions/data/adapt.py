@@ -20,9 +20,9 @@ LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
 ANTIALIAS = ("shrink", "always", "never")
 
 
-def adapt_images(x: torch.Tensor, channels: int, size: int | tuple[int, int], mean, std, *, interpolation: str = "bicubic",
-                 antialias: str = "shrink", crop_pct: float | None = None, clamp: bool = True,
-                 drop_alpha: bool = False) -> torch.Tensor:
+def adapt_images(x: torch.Tensor, channels: int, size: int | tuple[int, int], mean, std, *,
+                 interpolation: str = "bicubic", antialias: str = "shrink", crop_pct: float | None = None,
+                 clamp: bool = True, drop_alpha: bool = False) -> torch.Tensor:
     """Images ``(N, C, H, W)`` with values in [0, 1] as ``(N, channels, *size)`` (an int: a square), normalised
     with ``mean``/``std`` (numbers or tensors broadcasting over ``(1, channels, 1, 1)``).
 

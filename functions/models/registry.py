@@ -76,8 +76,9 @@ def register_model(*records: PretrainedRecord):
     return decorate
 
 
-def names() -> list[str]:
-    return list(REGISTRY)
+def names(pretrained_on: str | None = None) -> list[str]:
+    """The registered names (those pretrained on ``pretrained_on``, if given)."""
+    return [name for name, r in REGISTRY.items() if pretrained_on in (None, r.pretrained_on)]
 
 
 def create_backbone(name: str, weights=None, input_size: int | None = None, *, mean=None, std=None) -> Backbone:
