@@ -28,8 +28,7 @@ import torch
 
 from functions.core.atomic import write_json_atomic
 from functions.core.device import configure_threads
-from functions.models.backbones import load
-from functions.models.imagenet import load_backbone
+from functions.models.registry import create_backbone
 from functions.runs.features import extract
 from sample_efficiency import machine
 
@@ -59,11 +58,11 @@ def plain(model, size: int, batch: int, channels_last: bool, seconds: float) -> 
 
 
 def measure(name: str, size: int, seconds: float, images: int) -> dict:
-    model = load_backbone(name)
+    model = create_backbone(name).network
     rows = [{"path": "plain model(x)", "batch": batch, "layout": "channels_last" if cl else "contiguous",
              "images_per_s": round(plain(model, size, batch, cl, seconds), 1)}
             for batch in (1, 16, 64) for cl in (False, True)]
-    backbone = load(name, input_size=size)
+    backbone = create_backbone(name, input_size=size)
     digits = torch.rand(images, 1, 28, 28)
     project = rate(lambda: extract(backbone, backbone.layer_names[-1:], digits), images, seconds)
     rows.append({"path": "project extract()", "batch": 16, "layout": "channels_last",

@@ -22,39 +22,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import FOLDERS, SETUPS, get_setup, profile
+from .config import FOLDERS, get_setup
 from .core.errors import DataError
-from .data.catalog import spec
-from .models.backbones import NAMES, Backbone, load, study_backbone
-from .models.files import load_model
-from .models.imagenet import BACKBONES as IMAGENET_BACKBONES
-from .models.imagenet import load_backbone
-from .models.extractors import torchvision_model
+from .models.backbones import Backbone
+from .models.registry import STUDY, create_backbone
 from .runs.features import FeatureStore, extract
-from .runs.pretrained import load_pretrained
+from .runs.pretrained import source_backbone
 from .train.finetune import EarlyStopping, Finetuner, ModelCheckpoint
 
-__all__ = ["EarlyStopping", "FeatureExtractor", "Finetuner", "ModelCheckpoint", "load_pretrained_model",
-           "model_names"]
+__all__ = ["EarlyStopping", "FeatureExtractor", "Finetuner", "ModelCheckpoint", "load_pretrained_model"]
 
 POOLING_CHOICES = ("avg", "max", None)
 
 
-def model_names() -> list[str]:
-    """Every name :func:`load_pretrained_model` takes: ImageNet backbones and study folders
-    (``MNIST`` or ``MNIST/regular``: a folder's setup, the quick profile's source CNN)."""
-    backbones = [name for name in NAMES if name != "study"]
-    return [*backbones, *(f"{folder}/{setup}" for folder, setup in sorted(SETUPS))]
-
-
 def load_pretrained_model(name: str, weights=None, include_top: bool = False, pooling: str | None = "avg",
                           input_size: int | None = None) -> nn.Module:
-    """A pretrained network by name.
+    """A pretrained network by name: a network of the registry
+    (:func:`functions.models.registry.names`), any timm architecture with ``weights``, or a study
+    folder (``MNIST`` or ``MNIST/regular``: a folder's setup, the quick profile's source CNN).
 
     ``include_top`` True: the whole classifier as trained (ImageNet's 1000 classes, or the source
     classes of a study CNN).  False: its layers as a :class:`~functions.models.backbones.Backbone`
     whose ``pooling`` (``avg``, ``max``, or None: flattened maps) a Finetuner's head uses.
-    ``weights``: another weights file (an ImageNet state dict, or a source model written by
+    ``weights``: another weights file (a state dict, or a source model written by
     ``python -m functions pretrain``); default the offline ImageNet weights or the folder's
     committed quick-profile model.
     """
@@ -63,21 +53,12 @@ def load_pretrained_model(name: str, weights=None, include_top: bool = False, po
     folder, _, setup_name = name.partition("/")
     if folder in FOLDERS:
         setup = get_setup(folder, setup_name or None)
-        if weights is not None:
-            model, _ = load_model(Path(weights))
-        else:
-            cfg, _ = profile("quick", setup)
-            model = load_pretrained(setup, cfg, log=lambda _: None)
-        if include_top:
-            return model.eval()
-        stats = spec(setup.source_dataset)
-        backbone = study_backbone(model, stats.mean, stats.std)
-    elif name in NAMES and name != "study":
-        if include_top:
-            return load_backbone(name, weights) if name in IMAGENET_BACKBONES else torchvision_model(name, weights)
-        backbone = load(name, weights, input_size)
+        backbone = create_backbone(STUDY, Path(weights)) if weights is not None else \
+            source_backbone(setup, log=lambda _: None)
     else:
-        raise DataError(f"unknown model {name!r}; choose one of {model_names()}")
+        backbone = create_backbone(name, weights, input_size)
+    if include_top:
+        return backbone.network
     backbone.pooling = "flatten" if pooling is None else pooling
     return backbone
 

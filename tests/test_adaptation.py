@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from functions.config import Config, get_setup, profile
 from functions.core.errors import DataError
-from functions.data.adapt import adapt_pixels, channel_stats
+from functions.data.adapt import adapt_images, channel_stats
 from functions.data.catalog import check_adaptable
 from functions.data.tasks import Split, load_task
 from functions.models.study_cnn import build
@@ -126,15 +126,20 @@ def test_modes_refuse_what_they_cannot_do():
         adapt("dann", model, 2, source, source, source.subset(torch.arange(1)), source)
 
 
+def resized(x, shape):
+    """Images resized and converted as another domain's network takes them, not normalised."""
+    return adapt_images(x, shape[0], tuple(shape[1:]), 0.0, 1.0, interpolation="bilinear")
+
+
 def test_input_adaptation_resizes_and_converts_channels():
     grey = torch.rand(3, 1, 8, 8)
-    large = adapt_pixels(grey, (1, 28, 28))
+    large = resized(grey, (1, 28, 28))
     assert large.shape == (3, 1, 28, 28) and 0 <= large.min() and large.max() <= 1
-    flat = adapt_pixels(torch.full((2, 1, 28, 28), 0.25), (1, 8, 8))  # shrinking averages: a flat image stays flat
+    flat = resized(torch.full((2, 1, 28, 28), 0.25), (1, 8, 8))  # shrinking averages: a flat image stays flat
     assert torch.allclose(flat, torch.full_like(flat, 0.25))
-    rgb = adapt_pixels(grey, (3, 8, 8))
+    rgb = resized(grey, (3, 8, 8))
     assert torch.equal(rgb[:, 0], rgb[:, 2]) and torch.equal(rgb[:, 1], grey[:, 0])
-    assert torch.allclose(adapt_pixels(rgb, (1, 8, 8)), grey, atol=1e-6)  # luminance of a grey RGB image
+    assert torch.allclose(resized(rgb, (1, 8, 8)), grey, atol=1e-6)  # luminance of a grey RGB image
     mean, std = channel_stats("MNIST", 3)
     assert mean.shape == (1, 3, 1, 1) and torch.all(mean == 0.1307)
 
@@ -143,7 +148,7 @@ def test_shapes_that_cannot_be_adapted_are_refused_naming_the_fix():
     with pytest.raises(DataError, match="only grey"):
         check_adaptable((2, 28, 28), (3, 28, 28))
     with pytest.raises(DataError, match="positive sizes"):
-        adapt_pixels(torch.zeros(1, 1, 8, 8), (1, 0, 8))
+        resized(torch.zeros(1, 1, 8, 8), (1, 0, 8))
 
 
 def test_the_digits_reach_an_mnist_network_at_its_size():

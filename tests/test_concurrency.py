@@ -35,9 +35,11 @@ RESULTS_WRITER = READY.format(
          "    file.add({'name': f'{me}{i}', 'part': 0}, {'name': f'{me}{i}b', 'part': 1}, {'name': f'shared{i}'})")
 FEATURE_WRITER = READY.format(
     setup="import numpy as np, torch\nfrom torch import nn\nfrom functions.models.backbones import Backbone\n"
+          "from functions.models.registry import PretrainedRecord\n"
           "from functions.runs.features import FeatureStore\n"
           "images = torch.arange(200 * 4, dtype=torch.float32).reshape(200, 1, 2, 2) / 800\n"
-          "backbone = Backbone('identity', {'pixels': nn.Identity()}, 1, 2, 0.0, 1.0, 2)\n"
+          "record = PretrainedRecord('identity', 'test', 'identity', 2, 1, (0.0,), (1.0,), 2, 'file')\n"
+          "backbone = Backbone(record, {'pixels': nn.Identity()})\n"
           "store = FeatureStore(backbone, ['pixels'], {'data': 'ramp'}, images, cache_dir=sys.argv[2])\n"
           "first = int(sys.argv[3])",
     work="for start in range(first, 200, 20):\n    store.get(np.arange(start, start + 10))\n"

@@ -8,7 +8,8 @@ from functions.__main__ import main
 from functions.analysis import tradeoff
 from functions.core.errors import DataError
 from functions.data.fewshot import few_shot_index, validation_index
-from functions.models.backbones import Backbone, load
+from functions.models.backbones import Backbone
+from functions.models.registry import PretrainedRecord, create_backbone
 from functions.runs import fe_vs_ft
 from functions.runs.features import FeatureStore, extract
 from functions.runs.tracking import Tracker
@@ -19,11 +20,12 @@ from functions.train.finetune import EarlyStopping, Finetuner
 
 @pytest.fixture(scope="module")
 def lite0():
-    return load("efficientnet_lite0", input_size=32)
+    return create_backbone("efficientnet_lite0", input_size=32)
 
 
 def identity_backbone(size=14, channels=3):
-    return Backbone("identity", {"pixels": nn.Identity()}, channels, size, 0.0, 1.0, size)
+    record = PretrainedRecord("identity", "test", "identity", size, channels, (0.0,), (1.0,), size, "file")
+    return Backbone(record, {"pixels": nn.Identity()})
 
 
 # ----------------------------------------------------------------------------- the protocol
@@ -132,8 +134,8 @@ def test_layers_the_backbone_lacks_are_refused(lite0):
     assert lite0.check_layers(["head", "block2"]) == ["block2", "head"]
     with pytest.raises(DataError, match=r"no layer\(s\) \['block9'\].*'stem'"):
         lite0.check_layers(["block9"])
-    with pytest.raises(DataError, match="unknown backbone 'vgg'"):
-        load("vgg")
+    with pytest.raises(DataError, match="unknown network 'vgg'"):
+        create_backbone("vgg")
 
 
 def test_feature_store_extracts_each_image_once(lite0, tmp_path):
@@ -259,13 +261,13 @@ def test_torchvision_backbones_load_from_a_weights_file(tmp_path):
     import torchvision
     path = tmp_path / "mobilenet_v2.pth"
     torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), path)
-    backbone = load("mobilenet_v2", path, input_size=32)
+    backbone = create_backbone("mobilenet_v2", path, input_size=32)
     assert backbone.layer_names[0] == "features0" and backbone.widths[backbone.layer_names[-1]] == 1280
     with pytest.raises(DataError, match="needs a weights file"):
-        load("resnet50", tmp_path / "missing.pth")
+        create_backbone("resnet50", tmp_path / "missing.pth")
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(DataError, match="is not a state-dict file of mobilenet_v2"):
-        load("mobilenet_v2", path)
+        create_backbone("mobilenet_v2", path)
 
 
 def test_scikit_learn_digits_are_a_third_offline_target(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from functions.models.backbones import Backbone
+from functions.models.registry import PretrainedRecord
 from functions.runs.features import FEATURE_FORMAT, FeatureStore, store_key
 
 
@@ -59,7 +60,8 @@ def test_the_key_names_the_network_layers_pooling_view_and_images():
 
 
 def test_a_backbone_store_keeps_the_ten_crops_on_their_own_axis(tmp_path):
-    backbone = Backbone("identity", {"pixels": nn.Identity()}, 1, 2, 0.0, 1.0, 2)
+    record = PretrainedRecord("identity", "test", "identity", 2, 1, (0.0,), (1.0,), 2, "file")
+    backbone = Backbone(record, {"pixels": nn.Identity()})
     plain = FeatureStore(backbone, ["pixels"], {"data": "ramp"}, IMAGES / 40, cache_dir=tmp_path)
     crops = FeatureStore(backbone, ["pixels"], {"data": "ramp"}, IMAGES / 40, crops=True, cache_dir=tmp_path)
     assert plain.get([3, 0]).shape == (2, 1) and plain.layers == ["pixels"] and plain.path != crops.path

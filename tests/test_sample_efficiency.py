@@ -12,7 +12,9 @@ from functions.efficiency.milestone import milestone, relative_efficiency, strea
 from functions.models import extractors
 from functions.config import Config, source_params
 from functions.core.errors import DataError
-from functions.models.files import load_model, save_model
+from functions.models.backbones import Backbone
+from functions.models.files import save_model
+from functions.models.registry import IMAGENET_MEAN, IMAGENET_STD, PretrainedRecord
 from functions.models.study_cnn import build
 
 
@@ -191,9 +193,14 @@ def test_study_figures_are_drawn_whether_or_not_any_method_reached_the_milestone
 
 # ----------------------------------------------------------------------------- extractors and cache
 
+def _identity_extractor(in_shape, mean, std):
+    record = PretrainedRecord("t", "test", "identity", in_shape[1], in_shape[0], mean, std, in_shape[1], "file")
+    return extractors.Extractor(Backbone(record, {"pixels": torch.nn.Identity()}, network=torch.nn.Identity()))
+
+
 def test_adapt_converts_channels_and_size():
-    rgb = extractors.Extractor("t", torch.nn.Identity(), (3, 8, 8), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    grey = extractors.Extractor("t", torch.nn.Identity(), (1, 4, 4), (0.5,), (0.5,))
+    rgb = _identity_extractor((3, 8, 8), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    grey = _identity_extractor((1, 4, 4), (0.5,), (0.5,))
     image = torch.rand(1, 1, 8, 8)
     assert torch.equal(rgb.adapt(image), image.expand(-1, 3, -1, -1))
     colour = torch.rand(1, 3, 4, 4)
@@ -203,25 +210,25 @@ def test_adapt_converts_channels_and_size():
 
 
 @pytest.mark.parametrize("arch, dim", [("mobilenet_v2", 1280), ("resnet50", 2048)])
-def test_torchvision_extractor_loads_a_weights_file(tmp_path, arch, dim):
+def test_a_torchvision_network_serves_as_extractor_from_a_weights_file(tmp_path, arch, dim):
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)(weights=None)
     path = tmp_path / f"{arch}.pth"
     torch.save(model.state_dict(), path)
-    extractor = extractors.torchvision_extractor(arch, path, input_size=32)
+    extractor = se.build_extractor(arch, str(path), input_size=32)
     assert extractor.dim == dim and extractor.in_shape == (3, 32, 32)
     grey = torch.rand(3, 1, 28, 28)
     features = extractor(grey)
     # by hand: grey repeated into RGB, resized, ImageNet-normalised, body, global average pool
     x = torch.nn.functional.interpolate(grey.expand(-1, 3, -1, -1), size=(32, 32), mode="bilinear", antialias=True)
-    x = (x - torch.tensor(extractors.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(extractors.IMAGENET_STD).view(1, 3, 1, 1)
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     body = model.features if arch == "mobilenet_v2" else torch.nn.Sequential(*list(model.children())[:-2])
     with torch.no_grad():
         expected = body.eval()(x).mean(dim=(2, 3)).numpy()
     assert features.shape == (3, dim)
     np.testing.assert_allclose(features, expected, rtol=1e-3, atol=1e-4)  # memory layouts round differently
     with pytest.raises(DataError, match="is not a state-dict file of"):
-        extractors.torchvision_extractor("resnet50" if arch == "mobilenet_v2" else "mobilenet_v2", path, 32)
+        se.build_extractor("resnet50" if arch == "mobilenet_v2" else "mobilenet_v2", str(path), input_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -233,24 +240,23 @@ def model_file(tmp_path_factory):
     return path
 
 
-def study_model(path):
-    model, saved = load_model(path)
-    return model, saved["config"]["source_dataset"]
+def extractor_of(path, cut=None):
+    return se.build_extractor("study", str(path), cut=cut)
 
 
 def test_study_extractor_pools_the_cut_activation(model_file):
-    model, source = study_model(model_file)
-    extractor = extractors.study_extractor(model, source, cut=2)
+    extractor = extractor_of(model_file, cut=2)
+    model = extractor.backbone.network
     x = torch.rand(4, 1, 28, 28)
     expected = model.features((x - 0.1307) / 0.3081, 0, 2).mean(dim=(2, 3))
     np.testing.assert_allclose(extractor(x), expected.detach().numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(DataError, match="cut"):
-        extractors.study_extractor(model, source, cut=4)
+        extractor_of(model_file, cut=4)
 
 
 def test_features_are_extracted_once_then_read_from_the_cache(model_file, tmp_path, monkeypatch):
-    model, source = study_model(model_file)
-    extractor = extractors.study_extractor(model, source)
+    extractor = extractor_of(model_file)
+    model = extractor.backbone.network
     task = se.TargetTask("MNIST", (5, 6), pool=50)
     first = se.task_features(extractor, task, cache_dir=tmp_path, log=lambda *_: None)
     assert first.train_x.shape == (50, 8) and not first.from_cache and len(first.val_y) > 1000
@@ -260,7 +266,7 @@ def test_features_are_extracted_once_then_read_from_the_cache(model_file, tmp_pa
     monkeypatch.undo()
     with torch.no_grad():
         model.blocks[0].conv.weight.mul_(2)  # other weights: another cache entry
-    other = se.task_features(extractors.study_extractor(model, source), task, cache_dir=tmp_path, log=lambda *_: None)
+    other = se.task_features(extractors.Extractor(extractor.backbone), task, cache_dir=tmp_path, log=lambda *_: None)
     assert not other.from_cache and other.key != first.key and np.array_equal(other.val_y, first.val_y)
 
 

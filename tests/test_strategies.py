@@ -16,6 +16,7 @@ from functions.runs.store import ResultsFile
 from functions.runs.sweep import run_sweep
 from functions.train import strategies
 from functions.core import device
+from functions.models.registry import STUDY, create_backbone
 from functions.train.finetune import EarlyStopping, Finetuner, ModelCheckpoint, evaluate, predict
 from functions.transfer import FeatureExtractor, load_pretrained_model
 
@@ -82,7 +83,7 @@ def test_progressive_ends_on_the_best_validation_accuracy_of_any_stage(source, m
 
 
 def test_model_checkpoint_gives_back_the_best_epoch_of_several_fits(source):
-    backbone = strategies.study_backbone(source, 0.0, 1.0)
+    backbone = create_backbone(STUDY, source, mean=0.0, std=1.0)
     tuner = Finetuner(backbone, 5, pooling="flatten", seed=0)
     checkpoint = ModelCheckpoint()
     for epoch, (value, val_acc) in enumerate([(1.0, 0.5), (2.0, 0.7), (3.0, 0.6)]):
@@ -202,7 +203,7 @@ def test_a_strategy_sweep_writes_resumes_and_records_parameters_counts(output_ro
 
 
 def test_one_predict_and_one_evaluate_score_stage_outputs_images_and_ten_crops(source, monkeypatch):
-    backbone = strategies.study_backbone(source, 0.0, 1.0)
+    backbone = create_backbone(STUDY, source, mean=0.0, std=1.0)
     tuner = Finetuner(backbone, 5, freeze_layers=backbone.layer_names, pooling="avg", seed=0)
     _, _, test = toy_splits(seed=2)
     (probabilities,) = predict(tuner.net, test.x, start=0)
@@ -226,7 +227,7 @@ def test_one_predict_and_one_evaluate_score_stage_outputs_images_and_ten_crops(s
 
 
 def test_model_checkpoint_keeps_the_best_over_several_fits_and_writes_it(source, tmp_path):
-    backbone = strategies.study_backbone(source, 0.0, 1.0)
+    backbone = create_backbone(STUDY, source, mean=0.0, std=1.0)
     tuner = Finetuner(backbone, 5, freeze_layers=backbone.layer_names[:4], pooling="flatten", seed=0)
     train, val, _ = toy_splits()
     checkpoint = ModelCheckpoint(tmp_path / "best.pt")
@@ -249,7 +250,7 @@ def test_feature_extractor_caches_on_the_feature_store_and_shapes_its_output(tmp
     maps = FeatureExtractor(model, layers=["block1"], pooling=None, flatten=False, normalize=True)(images)
     assert maps["block1"].shape == (12, 16, 28, 28)
     np.testing.assert_allclose(np.linalg.norm(maps["block1"].reshape(12, -1), axis=1), 1.0, rtol=1e-5)
-    with pytest.raises(DataError, match="unknown model 'resnet18'"):
+    with pytest.raises(DataError, match="unknown network 'resnet18'"):
         load_pretrained_model("resnet18")
     with pytest.raises(DataError, match="pooling='mean'"):
         load_pretrained_model("MNIST", pooling="mean")
@@ -297,7 +298,7 @@ def test_weight_space_lora_equals_peft_lora_in_outputs_and_gradients():
 
 
 def test_finetuner_refuses_bad_settings_naming_the_fix(source):
-    backbone = strategies.study_backbone(source, 0.0, 1.0)
+    backbone = create_backbone(STUDY, source, mean=0.0, std=1.0)
     with pytest.raises(DataError, match="num_classes=1 must be at least 2"):
         Finetuner(backbone, 1)
     with pytest.raises(DataError, match="optimizer='rmsprop' is unknown; choose one of \\['adam', 'sgd'\\]"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..config import FOLDERS
 from ..core.constraints import Interval, Many, Options
-from ..models.backbones import NAMES as BACKBONE_NAMES
+from ..models.registry import names as network_names
 from ..runs.fe_vs_ft import OPTION_NAMES, PIPELINES, TARGETS, FeVsFtSettings
 from . import EXECUTOR_ARGS, arg, command, declared_arg, declared_args, given
 
@@ -24,7 +24,7 @@ from . import EXECUTOR_ARGS, arg, command, declared_arg, declared_args, given
          declared_arg("--pipelines", Many(Options(PIPELINES)), default=list(PIPELINES), help=""),
          # every setting defaults to None: the handler passes on those given, and refuses those that
          # only a pipeline which does not run would read
-         declared_args(FeVsFtSettings, flags=OPTION_NAMES, backbone={"choices": BACKBONE_NAMES}),
+         declared_args(FeVsFtSettings, flags=OPTION_NAMES, backbone={"choices": network_names()}),
          arg("--select", action="store_true", help="also choose layers / classifier / C (FE) and frozen depth / "
                                                    "learning rate (FT) on the validation set at the largest N"),
          arg("--country", default="FRA", help="ISO 3166 alpha-3 code for codecarbon's carbon intensity"),

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..core.constraints import Interval
 from ..core.errors import DataError
 from ..core.paths import REPO_ROOT
-from ..models.imagenet import BACKBONES
+from ..models.registry import names as network_names
 from . import EXECUTOR_ARGS, Distinct, RayOptions, arg, check_writable, command, declared_arg, given, option_name
 from . import executor as executor_for
 
@@ -82,14 +82,15 @@ def recommend_model(args):
 
 @command("classify", "top ImageNet labels of images: check that a pretrained backbone loaded",
          arg("images", nargs="+", action=Distinct, type=Path, help="image files (JPEG, PNG, ...)"),
-         arg("--model", default="efficientnet_lite0", choices=sorted(BACKBONES)),
+         arg("--model", default="efficientnet_lite0", choices=network_names("ImageNet")),
          arg("--weights", type=Path, help="state-dict file instead of the installed weights package"),
          declared_arg("--top", Interval(int, 1, 1000, what="the number of labels"), default=5))
 def classify(args):
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
-    from ..models.imagenet import load_backbone, preprocess, top_labels
+    from ..models.imagenet import top_labels
+    from ..models.registry import create_backbone
     images = []
     for path in args.images:
         try:
@@ -99,10 +100,12 @@ def classify(args):
             raise DataError(f"{path}: no such file")
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"{path} is not an image that Pillow can read ({err}); give a JPEG, PNG or similar")
-    model = load_backbone(args.model, args.weights)
-    size = BACKBONES[args.model].input_size
+    backbone = create_backbone(args.model, args.weights)
     for path, image in zip(args.images, images):
-        (labels,) = top_labels(model, preprocess(torch.from_numpy(image).unsqueeze(0), size), args.top)
+        pixels = torch.from_numpy(image).float().div(255.0).permute(2, 0, 1).unsqueeze(0)
+        # the shorter side resized to the input size, the centre cropped, no antialiasing
+        x = backbone.adapt(pixels, crop_pct=1.0, antialias="never").contiguous()
+        (labels,) = top_labels(backbone.network, x, args.top)
         print(f"{path}:")
         for label, probability in labels:
             print(f"  {probability:6.3f}  {label}")

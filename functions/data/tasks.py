@@ -15,7 +15,7 @@ import torch
 
 from ..core.errors import DataError
 from ..core.paths import data_root
-from .adapt import adapt_pixels, channel_stats, check_adaptable
+from .adapt import adapt_images, channel_stats, check_adaptable
 from .catalog import check_percentage, spec, validate_classes
 from .sources import read_split
 
@@ -81,10 +81,13 @@ def _as_split(dataset: str, images: np.ndarray, labels: np.ndarray, classes: lis
     keep = lookup[labels] >= 0
     x = torch.from_numpy(images[keep]).float().div_(255.0)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        x = adapt_pixels(x, shape)
-    mean, std = channel_stats(dataset, x.shape[1])
-    x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)  # fastest conv layout on CPU
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):  # another domain's images, resized bilinearly
+        mean, std = channel_stats(dataset, shape[0])
+        x = adapt_images(x, shape[0], tuple(shape[1:]), mean, std, interpolation="bilinear")
+    else:
+        mean, std = channel_stats(dataset, x.shape[1])
+        x = (x - mean) / std
+    x = x.contiguous(memory_format=torch.channels_last)  # fastest conv layout on CPU
     return Split(x, torch.from_numpy(lookup[labels[keep]]))
 
 

@@ -31,40 +31,36 @@ from ..core.errors import DataError
 from ..core.paths import results_dir
 from ..data.catalog import SPECS, spec
 from ..data.tasks import load_task
-from ..models.extractors import TORCHVISION_ARCHS, Extractor, study_extractor, torchvision_extractor
-from ..models.files import load_model
+from ..models.extractors import Extractor
+from ..models.registry import STUDY, create_backbone, names
 from ..runs.features import FeatureStore
-from ..runs.pretrained import load_pretrained
+from ..runs.pretrained import source_backbone
 from ..runs.store import ResultsFile, load_results
 from . import heads
 from .milestone import milestone, relative_efficiency, stream_order
 
-EXTRACTORS = ("study", *TORCHVISION_ARCHS)
+EXTRACTORS = tuple(names())
 TASKS = ("all", "binary")  # the folder's target classes, or its first two
 
 
 def source_extractor(folder: str, setup: str | None = None, profile_name: str = "quick", cut: int | None = None,
                      train_if_missing: bool = True, log=print) -> Extractor:
-    """The folder's pretrained source model (:func:`functions.runs.pretrained.load_pretrained`) cut at ``cut``."""
+    """The folder's pretrained source model (:func:`functions.runs.pretrained.source_backbone`) cut at ``cut``."""
     the_setup = get_setup(folder, setup)
     cfg, _ = profile(profile_name, the_setup)
-    model = load_pretrained(the_setup, cfg, log=log, train_if_missing=train_if_missing)
-    return study_extractor(model, the_setup.source_dataset, cut)
+    return Extractor(source_backbone(the_setup, cfg, log, train_if_missing), cut)
 
 
 def build_extractor(kind: str = "study", weights: str | None = None, folder: str = "MNIST", setup: str | None = None,
                     profile_name: str = "quick", cut: int | None = None, input_size: int = 224,
                     train_if_missing: bool = True, log=print) -> Extractor:
     """``study``: the source model file ``weights``, else the folder's pretrained source model, cut at
-    ``cut``; ``mobilenet_v2`` / ``resnet50``: torchvision's network with the state dict in ``weights``."""
-    if kind == "study":
+    ``cut``; any other network of the registry (or timm architecture with ``weights``) at ``input_size``."""
+    if kind == STUDY:
         if weights:
-            model, saved = load_model(weights)
-            return study_extractor(model, saved["config"]["source_dataset"], cut)
+            return Extractor(create_backbone(STUDY, weights), cut)
         return source_extractor(folder, setup, profile_name, cut, train_if_missing, log)
-    if kind in TORCHVISION_ARCHS:
-        return torchvision_extractor(kind, weights, input_size)
-    raise DataError(f"unknown extractor {kind!r}; choose one of {list(EXTRACTORS)}")
+    return Extractor(create_backbone(kind, weights, input_size))
 
 
 # ----------------------------------------------------------------------------- target features

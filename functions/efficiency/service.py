@@ -88,10 +88,10 @@ class ServiceSettings:
     task: str = "binary"  # "binary": the first two target classes; "all": every target class
     dataset: str | None = None  # with classes: any class list of any dataset
     classes: tuple | None = None  # comma separated in the environment, e.g. "0,1"
-    extractor: str = "study"  # "study", "mobilenet_v2" or "resnet50"
+    extractor: str = "study"  # "study" (the folder's source CNN) or another network of the registry
     cut: int | None = None  # study extractor: number of conv blocks kept (default all)
-    model: str | None = None  # study: a source model file; torchvision: its weights file
-    input_size: int = 224  # torchvision extractors: side of the square input
+    model: str | None = None  # study: a source model file; other networks: their weights file
+    input_size: int = 224  # networks other than the study CNN: side of the square input
     profile: str = "quick"  # which pretrained source model of the folder
     method: str = "slda"  # method used when a request names none
     pool: int | None = None  # at most this many training images to stream (default all)

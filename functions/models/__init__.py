@@ -1,1 +1,2 @@
-"""Networks: the study CNN and cutting it (F / FR / FT), and its files."""
+"""Networks: the registry of pretrained networks and their one Backbone, the study CNN and cutting it
+(F / FR / FT), and their files."""

@@ -1,33 +1,29 @@
-"""Pretrained networks as a list of named stages, for feature extraction and fine-tuning alike.
+"""A pretrained network as a list of named stages: the one object every use of a network shares.
 
 Feature extraction pools the output of chosen stages; fine-tuning freezes the first k stages and
-trains the rest with a new head.  Both need the same picture of a network (an ordered list of
-stages, each with a name and an output width) and the same input adaptation, so every backbone
-(the ImageNet EfficientNet-Lite networks, torchvision's ResNet-50 / MobileNetV2 from a weights
-file, the study's own source CNNs) is wrapped into one :class:`Backbone`.
+trains the rest with a new head; the model zoo reads the last stage and the source head; the
+service runs a prefix.  All need the same picture of a network (an ordered list of stages, each
+with a name and an output width) and the input its weights expect, so every network the registry
+creates (:func:`functions.models.registry.create_backbone`) is one :class:`Backbone`.
 
-Inputs are images in [0, 1], (N, C, H, W), of any size, grey or RGB: grey becomes three
-channels (or RGB grey, for one-channel networks), images are resized bicubically to the
-backbone's input size and normalised as its weights were trained.
+Inputs are images in [0, 1], (N, C, H, W), of any size, grey or RGB: they are adapted to the
+network's record (channels, size, interpolation, mean and std) by
+:func:`functions.data.adapt.adapt_images`.
 """
 from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..core.errors import DataError
-from ..data.adapt import adapt_pixels
-from .extractors import IMAGENET_MEAN, IMAGENET_STD, TORCHVISION_ARCHS, state_sha256, torchvision_model
-from .imagenet import BACKBONES as IMAGENET_BACKBONES
-from .imagenet import MEAN as LITE_MEAN
-from .imagenet import STD as LITE_STD
-from .imagenet import load_backbone
-from .study_cnn import StudyCNN
+from ..data.adapt import adapt_images
 
-# ten-crop: images are resized to this multiple of the input size, then cropped (224 <- 256)
-CROP_RESIZE = 256 / 224
-STUDY = "study"
-NAMES = (*IMAGENET_BACKBONES, *TORCHVISION_ARCHS, STUDY)
+if TYPE_CHECKING:
+    from .registry import PretrainedRecord
+
 POOLINGS = ("avg", "max", "flatten")
 
 
@@ -38,20 +34,35 @@ def pool(h: torch.Tensor, pooling: str = "avg") -> torch.Tensor:
     return h.mean(dim=(2, 3)) if pooling == "avg" else h.amax(dim=(2, 3))
 
 
-class Backbone(nn.Module):
-    """Named stages run in order; ``channels`` input channels at ``input_size`` pixels, normalised
-    with ``mean``/``std``; ``native_size`` is the size its weights were trained at."""
+def state_sha256(module: nn.Module, prefix: str = "") -> str:
+    """Identity of a network's weights: the same parameters (named with ``prefix``) give the same hash."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict(prefix=prefix).items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{list(t.shape)}".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest.hexdigest()
 
-    def __init__(self, name: str, stages: dict[str, nn.Module], channels: int, input_size: int, mean, std,
-                 native_size: int):
+
+class Backbone(nn.Module):
+    """Named stages run in order, taking the input ``record`` describes at ``input_size`` pixels
+    (default the record's).  ``network`` is the whole pretrained network the stages come from, its
+    source head included; it is kept beside the module, not inside it, so the backbone's parameters
+    and state are the stages' alone."""
+
+    def __init__(self, record: PretrainedRecord, stages: dict[str, nn.Module], input_size: int | None = None,
+                 network: nn.Module | None = None):
         super().__init__()
-        self.name, self.channels, self.input_size, self.native_size = name, channels, int(input_size), native_size
+        self.record, self.name, self.channels = record, record.name, record.channels
+        self.input_size, self.native_size = int(input_size or record.input_size), record.native_size
+        object.__setattr__(self, "network", network)
         self.stages = nn.ModuleDict(stages)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1).clone())
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1).clone())
+        for key in ("mean", "std"):
+            value = torch.tensor(getattr(record, key), dtype=torch.float32)
+            self.register_buffer(key, value.expand(self.channels).reshape(1, -1, 1, 1).clone())
         self.eval()
         with torch.inference_mode():
-            outputs = self.pooled(torch.zeros(1, channels, self.input_size, self.input_size), self.layer_names)
+            outputs = self.pooled(torch.zeros(1, self.channels, self.input_size, self.input_size), self.layer_names)
         self.widths = {name: int(out.shape[1]) for name, out in zip(self.layer_names, outputs)}
 
     @property
@@ -77,21 +88,22 @@ class Backbone(nn.Module):
 
     # ----------------------------------------------------------------- input
 
-    def adapt(self, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    def adapt(self, images: torch.Tensor, size: int | None = None, *, interpolation: str | None = None,
+              antialias: str = "shrink", crop_pct: float | None = None, clamp: bool = True,
+              drop_alpha: bool = False) -> torch.Tensor:
         """Images in [0, 1] (N, C, H, W) as this network's input at ``size`` (default: its input
-        size), channels-last."""
-        size = self.input_size if size is None else size
-        if images.ndim != 4 or images.shape[1] not in {1, 3, self.channels}:
-            raise DataError(f"{self.name} takes images (N, C, H, W) with 1 (grey) or 3 (RGB) channels, or "
-                            f"{self.channels}; got shape {tuple(images.shape)}: convert them to grey or RGB first")
-        images = adapt_pixels(images, (self.channels, size, size), mode="bicubic")
-        return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        size), channels-last; interpolation by default the record's, the other arguments as
+        :func:`~functions.data.adapt.adapt_images` takes them."""
+        x = adapt_images(images, self.channels, self.input_size if size is None else size, self.mean, self.std,
+                         interpolation=interpolation or self.record.interpolation, antialias=antialias,
+                         crop_pct=crop_pct, clamp=clamp, drop_alpha=drop_alpha)
+        return x.contiguous(memory_format=torch.channels_last)
 
     def crops(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Ten-crop inputs: images resized to ``CROP_RESIZE`` x the input size, then the four corners,
-        the centre, and the five mirrored, each (N, C, size, size); computed on the fly."""
+        """Ten-crop inputs: images resized to the input size / the record's crop fraction, then the
+        four corners, the centre, and the five mirrored, each (N, C, size, size); computed on the fly."""
         size = self.input_size
-        big = self.adapt(images, round(size * CROP_RESIZE))
+        big = self.adapt(images, round(size / self.record.crop_pct))
         edge = big.shape[-1] - size
         corners = [(0, 0), (0, edge), (edge, 0), (edge, edge), (edge // 2, edge // 2)]
         views = [big[..., top:top + size, left:left + size] for top, left in corners]
@@ -120,42 +132,3 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled output of the last stage."""
         return self.pooled(x, [self.layer_names[-1]])[0]
-
-
-def _lite(name: str, weights, input_size: int | None) -> Backbone:
-    net = load_backbone(name, weights)
-    stages = {"stem": nn.Sequential(net.conv_stem, net.bn1)}
-    stages.update({f"block{i + 1}": block for i, block in enumerate(net.blocks)})
-    stages["head"] = nn.Sequential(net.conv_head, net.bn2)
-    native = IMAGENET_BACKBONES[name].input_size
-    return Backbone(name, stages, 3, input_size or native, LITE_MEAN, LITE_STD, native)
-
-
-def _torchvision(arch: str, weights, input_size: int | None) -> Backbone:
-    model = torchvision_model(arch, weights)
-    if arch == "resnet50":
-        stages = {"stem": nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool),
-                  **{f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}}
-    else:
-        stages = {f"features{i}": block for i, block in enumerate(model.features)}
-    return Backbone(arch, stages, 3, input_size or 224, IMAGENET_MEAN, IMAGENET_STD, 224)
-
-
-def study_backbone(model: StudyCNN, mean, std) -> Backbone:
-    """A study source CNN's conv blocks, with its source dataset's normalisation; its input size
-    is the one it was trained at."""
-    channels, size, _ = model.in_shape
-    stages = {f"block{i + 1}": block for i, block in enumerate(model.blocks)}
-    return Backbone(STUDY, stages, channels, size, mean, std, size)
-
-
-def load(name: str, weights=None, input_size: int | None = None) -> Backbone:
-    """An ImageNet backbone by name (``weights``: another state-dict file; ``input_size``: pixels,
-    default the native size).  Study CNNs come from :func:`study_backbone`."""
-    if input_size is not None and not 8 <= input_size <= 1024:
-        raise DataError(f"input size {input_size} is out of range: give 8..1024 pixels")
-    if name in IMAGENET_BACKBONES:
-        return _lite(name, weights, input_size)
-    if name in TORCHVISION_ARCHS:
-        return _torchvision(name, weights, input_size)
-    raise DataError(f"unknown backbone {name!r}; choose one of {list(NAMES)}")

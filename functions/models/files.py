@@ -36,6 +36,27 @@ def read_torch_file(path, what: str):
                         f"give a file saved with torch.save") from None
 
 
+def read_state_dict(path, what: str) -> dict:
+    """The tensors of a state-dict file: ``.safetensors``, or saved with ``torch.save`` (a dict of
+    tensors, or one holding it under ``state_dict``); anything else is refused as not being ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"weights file {path} does not exist; give the path of {what}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            state = load_file(path)
+        except (SafetensorError, OSError) as err:
+            raise DataError(f"{path} is not {what} (safetensors cannot read it: {err})") from None
+    else:
+        state = read_torch_file(path, what)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not state or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise DataError(f"{path} is not {what}: it does not hold a state dict of tensors")
+    return state
+
+
 def load_model(path) -> tuple[StudyCNN, dict]:
     """The network saved in ``path`` and everything saved beside its weights."""
     path = Path(path)

@@ -25,16 +25,16 @@ from ..core.constraints import Boolean, Interval, Many, Maybe, Options, Text, ch
 from ..core.device import configure_threads
 from ..core.errors import DataError, Interrupted
 from ..core.paths import results_dir
-from ..data.catalog import spec
 from ..data.fewshot import few_shot_index, validation_index
 from ..data.tasks import Split, TaskData, load_task, pixels
-from ..models.backbones import STUDY, Backbone, load, study_backbone
+from ..models.backbones import Backbone
+from ..models.registry import STUDY, create_backbone
 from ..train.classifiers import EMBEDDINGS, HEADS, FeatureClassifier
 from ..train.evaluation import crop_scores, scores
 from ..train.finetune import OPTIMIZERS, EarlyStopping, Finetuner, FineTuneNet, LearningCurve, evaluate, staged
 from .cost import CostMeter, count_flops
 from .features import FeatureStore
-from .pretrained import load_pretrained
+from .pretrained import source_backbone
 from .store import ResultsFile
 from .tracking import Tracker
 
@@ -174,10 +174,8 @@ def backbone_for(setup: Setup, settings: FeVsFtSettings, weights=None, log=print
         if weights is not None:
             raise DataError(f"a weights file is for the ImageNet backbones; backbone {STUDY!r} is {setup.folder}'s "
                             f"own source model: drop the weights file (--weights)")
-        cfg, _ = profile("quick", setup)
-        stats = spec(cfg.source_dataset)
-        return study_backbone(load_pretrained(setup, cfg, log), stats.mean, stats.std)
-    return load(settings.backbone, weights, settings.input_size)
+        return source_backbone(setup, log=log)
+    return create_backbone(settings.backbone, weights, settings.input_size)
 
 
 class Experiment:

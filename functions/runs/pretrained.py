@@ -11,13 +11,16 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, Setup, source_params
+from ..config import Config, Setup, profile, source_params
 from ..core.atomic import locked, write_json_atomic
 from ..core.device import pick_device
 from ..core.errors import DataError
 from ..core.paths import REPO_ROOT, output_root
+from ..data.catalog import spec
 from ..data.tasks import TaskData
+from ..models.backbones import Backbone
 from ..models.files import load_model, save_model
+from ..models.registry import STUDY, create_backbone
 from ..models.study_cnn import StudyCNN, build
 from ..train.engine import fit_group
 from ..train.trainer import fit
@@ -54,6 +57,14 @@ def load_pretrained(setup: Setup, cfg: Config, log=print, train_if_missing: bool
         raise DataError(f"{path} holds a model for other parameters "
                         f"{differing_keys(saved['config'], source_params(cfg))}; delete it to retrain")
     return model
+
+
+def source_backbone(setup: Setup, cfg: Config | None = None, log=print, train_if_missing: bool = True) -> Backbone:
+    """The source CNN for ``cfg`` (default: the setup's quick profile) as a backbone, normalised as
+    its source dataset (see :func:`load_pretrained`)."""
+    cfg = profile("quick", setup)[0] if cfg is None else cfg
+    stats = spec(cfg.source_dataset)
+    return create_backbone(STUDY, load_pretrained(setup, cfg, log, train_if_missing), mean=stats.mean, std=stats.std)
 
 
 def pretrained_info(setup: Setup, cfg: Config) -> dict:

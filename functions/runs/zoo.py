@@ -22,15 +22,13 @@ import torch.nn.functional as F
 from ..config import Config, Setup
 from ..core.device import configure_threads, forward_chunk
 from ..core.errors import DataError
-from ..data.catalog import spec
 from ..data.task_bank import BANK_DATASETS, pool as task_pool
-from ..models.backbones import Backbone, load, pool, study_backbone
-from ..models.imagenet import BACKBONES as IMAGENET, load_backbone
-from ..models.extractors import state_sha256
+from ..models.backbones import Backbone, pool, state_sha256
+from ..models.registry import REGISTRY, create_backbone
 from ..models.study_cnn import StudyCNN
 from .cost import count_flops
 from .features import FeatureStore
-from .pretrained import load_pretrained, pretrained_info, pretrained_path
+from .pretrained import load_pretrained, pretrained_info, pretrained_path, source_backbone
 
 # bumped when a model is added, removed or changed: records of another version are refused
 ZOO_VERSION = 1
@@ -61,7 +59,9 @@ def _study(name: str, dataset: str, classes: tuple, depth: int, width: int, home
 
 
 ZOO = (
-    *(ZooModel(name, "EfficientNet-Lite", "ImageNet", tuple(range(1000))) for name in IMAGENET),
+    # the registry's networks whose weights ship offline
+    *(ZooModel(name, r.family, r.pretrained_on, tuple(range(1000))) for name, r in REGISTRY.items()
+      if r.source == "package"),
     # the study folders' committed source models
     _study("mnist_0-4_d6_w16", "MNIST", (0, 1, 2, 3, 4), 6, 16, ("MNIST", "regular")),
     _study("mnist_all_d6_w16", "MNIST", MNIST_ALL, 6, 16, ("MNIST_to_FashionMNIST", "cross")),
@@ -113,12 +113,16 @@ def source_config(model: ZooModel) -> Config:
                   early_stop_patience=3, num_train_pretrain=5)
 
 
-def study_network(model: ZooModel, train_if_missing: bool = False, log=print) -> StudyCNN:
+def _check_trained(model: ZooModel, train_if_missing: bool) -> None:
     setup, cfg = source_setup(model), source_config(model)
     if not train_if_missing and not pretrained_path(setup, cfg).exists():
         raise DataError(f"the zoo model {model.name} is not trained yet ({pretrained_path(setup, cfg)}); run "
                         f"`python -m functions zoo pretrain --models {model.name}` (or `make zoo`)")
-    return load_pretrained(setup, cfg, log, train_if_missing=train_if_missing)
+
+
+def study_network(model: ZooModel, train_if_missing: bool = False, log=print) -> StudyCNN:
+    _check_trained(model, train_if_missing)
+    return load_pretrained(source_setup(model), source_config(model), log, train_if_missing=train_if_missing)
 
 
 # ----------------------------------------------------------------------------- networks
@@ -150,11 +154,12 @@ class Network:
 
 
 def network(model: ZooModel, train_if_missing: bool = False, log=print) -> Network:
-    if model.family == "EfficientNet-Lite":
-        return Network(model, load(model.name), load_backbone(model.name).classifier, None)
-    cnn = study_network(model, train_if_missing, log)
-    stats = spec(model.dataset)
-    return Network(model, study_backbone(cnn, stats.mean, stats.std), _StudyHead(cnn), STUDY_GRID)
+    if model.depth == 0:  # a network of the registry
+        backbone = create_backbone(model.name)
+        return Network(model, backbone, backbone.network.classifier, None)
+    _check_trained(model, train_if_missing)
+    backbone = source_backbone(source_setup(model), source_config(model), log, train_if_missing)
+    return Network(model, backbone, _StudyHead(backbone.network), STUDY_GRID)
 
 
 class _StudyHead(torch.nn.Module):
@@ -179,7 +184,7 @@ def metadata(model: ZooModel, net: Network | None = None) -> dict:
     buffers = sum(b.numel() * b.element_size() for b in {id(b): b for m in modules for b in m.buffers()}.values())
     width = net(probe)[0].shape[1]
     flops = count_flops(lambda: net(probe))
-    if model.family == "EfficientNet-Lite":
+    if model.depth == 0:
         accuracy, source = IMAGENET_TOP1[model.name], "published ImageNet top-1"
     else:
         accuracy = pretrained_info(source_setup(model), source_config(model))["test_acc"]

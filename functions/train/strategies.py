@@ -21,7 +21,7 @@ import numpy as np
 from ..config import STRATEGIES, Config
 from ..core.errors import DataError
 from ..data.tasks import Split
-from ..models.backbones import study_backbone
+from ..models.registry import STUDY, create_backbone
 from ..models.study_cnn import StudyCNN
 from .finetune import HEAD, EarlyStopping, Finetuner, ModelCheckpoint
 from .trainer import RunResult
@@ -32,7 +32,7 @@ def finetuner_for(cfg: Config, pretrained: StudyCNN, cut_point: int, num_classes
     if cfg.strategy not in STRATEGIES:
         raise DataError(f"{cfg.strategy!r} is not a fine-tuning strategy; choose one of {list(STRATEGIES)}")
     cfg.check_cut(cut_point)
-    backbone = study_backbone(pretrained, 0.0, 1.0)  # the study's tensors are normalised already
+    backbone = create_backbone(STUDY, pretrained, mean=0.0, std=1.0)  # the study's tensors are normalised already
     names = backbone.layer_names
     below = names[:cut_point]
     rates = {}
