@@ -347,7 +347,7 @@ def cmd_recommend(args):
 
 def cmd_zoo(args):
     import pandas as pd
-    from .analysis.model_zoo.matrix import SEEDS
+    from .runs.zoo_matrix import SEEDS
     from .notebooks import zoo
     if args.action == "pretrain":
         ignored = [_option(name) for name in _given(args, ("seeds", *RAY_DEFAULTS))]
