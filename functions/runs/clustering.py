@@ -37,6 +37,7 @@ from ..data.catalog import check_percentage, percentage_key
 from ..data.tasks import Split, balanced_subset, subset_seed
 from ..models.study_cnn import StudyCNN
 from .store import ResultsFile
+from .units import run_units
 
 POOLED = -1  # the ``channel`` value of records scoring the pooled vector of all channels
 SCORES = ("ari", "nmi", "cluster_acc", "pair_precision", "pair_recall")
@@ -155,14 +156,15 @@ def _repeat_counts(percentages, repeats) -> dict:
 
 
 def cluster_records(models: dict, data: dict, percentages, repeats, *, seed: int = 42, max_images: int = 1000,
-                    n_init: int = 5, per_channel: bool = True, done=frozenset(), on_group=None) -> list[dict]:
+                    n_init: int = 5, per_channel: bool = True, done=frozenset(), on_group=None,
+                    files=()) -> list[dict]:
     """Clustering scores of every layer (and channel) of every model, split, percentage and repeat.
 
     ``models``: label -> StudyCNN (e.g. {"pretrained": ..., "fine-tuned cut 3": ...}).
     ``data``: split name -> Split (e.g. {"source": source_task.test, "target": target_task.train}).
     ``repeats``: one count for all percentages or a dict percentage -> count.
     ``done``: group keys (model, split, percentage, repeat) to skip; ``on_group(records)`` is
-    called with each finished group's records (used to save progress).
+    called with each finished group's records (used to save progress, in ``files``).
 
     Returns one record per (model, split, percentage, repeat, layer, channel) with keys
     model, split, sampled_percentage, repeat, layer, layer_index (0 = input), channel
@@ -174,30 +176,34 @@ def cluster_records(models: dict, data: dict, percentages, repeats, *, seed: int
     if max_images < 2 or n_init < 1:
         raise DataError(f"max_images={max_images} must be >= 2 and n_init={n_init} >= 1")
     counts = _repeat_counts([check_percentage(p) for p in percentages], repeats)
+    groups = [(label, split, percentage, repeat) for split in data for percentage, n_repeats in counts.items()
+              for repeat in range(n_repeats) for label in models]
+    subsets: dict = {}  # the images of the current (split, percentage, repeat), shared by its models
+
+    def group_records(group: tuple) -> list[dict]:
+        label, split_name, percentage, repeat = group
+        if (split_name, percentage, repeat) not in subsets:
+            split = data[split_name]
+            index = clustering_subset(split, percentage, repeat, seed, max_images)
+            subsets.clear()
+            subsets[split_name, percentage, repeat] = split.x[index], split.y[index].cpu().numpy(), \
+                len(torch.unique(split.y))
+        x, y, num_classes = subsets[split_name, percentage, repeat]
+        kmeans_seed = subset_seed(seed, percentage, repeat) % (2 ** 31)
+        tags = dict(zip(GROUP_KEYS, group))
+        return _model_records(models[label], x, y, num_classes, n_init, kmeans_seed, per_channel, tags)
+
+    records = []
+
+    def save(group: tuple, scored: list[dict]) -> None:
+        records.extend(scored)
+        if on_group:
+            on_group(scored)
+
     # each K-means problem is small (<= max_images rows): OpenMP threads cost more than they save,
     # up to 5x on a busy 2-core machine, so K-means runs single-threaded
     with threadpool_limits(limits=1, user_api="openmp"):
-        return _cluster_records(models, data, counts, seed, max_images, n_init, per_channel, done, on_group)
-
-
-def _cluster_records(models, data, counts, seed, max_images, n_init, per_channel, done, on_group) -> list[dict]:
-    records = []
-    for split_name, split in data.items():
-        num_classes = len(torch.unique(split.y))
-        for percentage, n_repeats in counts.items():
-            for repeat in range(n_repeats):
-                pending = [label for label in models if _key(label, split_name, percentage, repeat) not in done]
-                if not pending:
-                    continue
-                index = clustering_subset(split, percentage, repeat, seed, max_images)
-                x, y = split.x[index], split.y[index].cpu().numpy()
-                kmeans_seed = subset_seed(seed, percentage, repeat) % (2 ** 31)
-                for label in pending:
-                    tags = {"model": label, "split": split_name, "sampled_percentage": percentage, "repeat": repeat}
-                    group = _model_records(models[label], x, y, num_classes, n_init, kmeans_seed, per_channel, tags)
-                    records += group
-                    if on_group:
-                        on_group(group)
+        run_units(groups, group_records, save, skip=lambda group: _key(*group) in done, files=files)
     return records
 
 
@@ -242,6 +248,5 @@ def run_clustering(path: Path, params: dict, models: dict, data: dict, percentag
             progress(group)
 
     cluster_records(models, data, percentages, repeats, seed=seed, max_images=max_images, n_init=n_init,
-                    per_channel=per_channel, done=file.done(),
-                    on_group=save)
+                    per_channel=per_channel, done=file.done(), on_group=save, files=[file])
     return file.records
