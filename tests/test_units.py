@@ -49,12 +49,13 @@ def test_units_saved_elsewhere_are_skipped_and_still_counted_on_the_bar():
 
 def test_failures_are_collected_while_the_others_are_saved():
     saved = []
-    summary = run_units([1, 2, 3], square, lambda unit, out: saved.append(unit), executor=FailingOn(2))
+    summary = run_units([1, 2, 3], square, lambda unit, out: saved.append(unit), executor=FailingOn(2),
+                        describe=lambda unit: f"number {unit}")
     assert saved == [1, 3] and [f.unit for f in summary.failures] == [2]
     with pytest.raises(DataError, match=r"^1 unit\(s\) failed: number 2 \(ValueError: bad unit\); rerun them$"):
-        summary.raise_failures(lambda unit: f"number {unit}", "unit(s) failed", "rerun them")
+        summary.raise_failures("unit(s) failed", "rerun them")
     summary.failures.clear()
-    summary.raise_failures(str, "unit(s) failed", "rerun them")  # nothing failed: no error
+    summary.raise_failures("unit(s) failed", "rerun them")  # nothing failed: no error
 
 
 def test_ctrl_c_says_how_many_runs_the_files_hold_and_that_a_rerun_resumes(tmp_path):

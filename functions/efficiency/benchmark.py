@@ -463,6 +463,7 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
                   **({"update_url": update_url} if method == "remote" else {})})
 
     run_units(todo, _stream_unit, save, args=(features, protocol, update_url), files=[file],
+              describe=lambda unit: f"{unit[1]} seed {unit[0]}",
               progress=Progress(f"sample efficiency {path.stem}", len(todo), show=progress))
     chosen = [r for r in records if r["method"] in names and r["seed"] < seeds]
     table = summary(chosen)

@@ -439,7 +439,7 @@ def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=P
     summary = run_units(todo, _run_unit, save, args=(shared,), executor=executor, describe=_describe,
                         files=[experiment.results],
                         progress=Progress(f"{experiment.setup.folder} FE vs FT", len(todo), show=progress))
-    summary.raise_failures(_describe, "run(s) failed and are not saved",
+    summary.raise_failures("run(s) failed and are not saved",
                            "the others are saved, and re-running the same command retries the failed ones")
     return experiment.results.path
 

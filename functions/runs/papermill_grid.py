@@ -99,8 +99,9 @@ def run_grid(notebook: Path, grid: dict, out: Path, fixed: dict | None = None, t
     outcomes = {}
     summary = run_units(range(len(points)), _indexed_point, outcomes.__setitem__,
                         args=(points, notebook, Path(out).resolve(), fixed, timeout), executor=executor,
+                        describe=lambda index: point_name(points[index]),
                         progress=Progress(f"sweep {notebook.name}", len(points), "notebook", progress))
     for failure in summary.failures:  # a task whose worker died
-        outcomes[failure.unit] = PointOutcome(points[failure.unit], (Path(out) / point_name(points[failure.unit])).resolve(),
-                                              failure.error)
+        point = points[failure.unit]
+        outcomes[failure.unit] = PointOutcome(point, (Path(out) / point_name(point)).resolve(), failure.error)
     return [outcome for _, outcome in sorted(outcomes.items())]

@@ -159,7 +159,7 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
                                          legacy=LEGACY_VALUES)
     todo = {kind: pending_runs(f, grid, [BASELINE_CUT] if kind == "baselines" else grid.cut_points) for kind, f in files.items()}
     pretrained = load_pretrained(setup, cfg, log, device=device) if todo["results"] else None
-    cells = [Cell(kind, c, p, repeats) for kind, runs in todo.items() for c, p, repeats in _cells(runs)]
+    cells = [cell for kind, runs in todo.items() for cell in _cells(kind, runs)]
     staged = _Staged(cfg, task, {"results": pretrained, "baselines": None}, cells, device, executor)
 
     def saved_elsewhere(cell: Cell) -> bool:
@@ -174,19 +174,21 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
             on_run(record)
 
     summary = run_units(cells, train_cell, save, args=staged.args, executor=executor, skip=saved_elsewhere,
-                        size=lambda cell: len(cell.repeats), files=list(files.values()),
+                        size=lambda cell: len(cell.repeats), describe=Cell.describe, files=list(files.values()),
                         progress=Progress(f"{setup.folder}/{setup.name} {cfg.mode}", sum(len(v) for v in todo.values()),
                                           show=progress))
-    summary.raise_failures(Cell.describe, "cell(s) failed and are not saved",
+    summary.raise_failures("cell(s) failed and are not saved",
                            "the other runs are saved, and re-running the same command retries the failed ones")
     return {kind: f.path for kind, f in files.items()}
 
 
-def _cells(runs) -> list[Cell]:
+def _cells(kind: str, runs) -> list[Cell]:
+    """The pending runs of one kind as cells, in increasing cut order."""
     cells: dict[tuple, list] = {}  # (cut point, percentage) -> its pending repeats
     for percentage, cut_point, repeat in runs:
         cells.setdefault((cut_point, percentage), []).append(repeat)
-    return [(cut_point, percentage, tuple(repeats)) for (cut_point, percentage), repeats in sorted(cells.items())]
+    return [Cell(kind, cut_point, percentage, tuple(repeats))
+            for (cut_point, percentage), repeats in sorted(cells.items())]
 
 
 class _Staged:
@@ -200,7 +202,7 @@ class _Staged:
         self.device = "auto" if self.remote else None
         self.task = executor.share(task)
         stage_on = "cpu" if self.remote else device
-        self.sources = {kind: executor.share(source) if source is not None else None for kind, source in sources.items()}
+        self.sources = {kind: None if source is None else executor.share(source) for kind, source in sources.items()}
         self.staging = {kind: inputs_per_cut(cfg, task, source, sorted({c.cut_point for c in cells if c.kind == kind}),
                                              stage_on) for kind, source in sources.items()}
         self.current: dict = {}  # kind -> (cut point, shared inputs)

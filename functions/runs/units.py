@@ -33,35 +33,36 @@ class Progress:
 class Summary:
     """What a call saved and skipped (units), and the units that failed."""
 
+    describe: Callable = str
     saved: int = 0
     skipped: int = 0
     failures: list = field(default_factory=list)
 
-    def raise_failures(self, describe: Callable, headline: str, rest: str) -> None:
-        """One error naming each failed unit (``describe(unit)`` and its error), when any failed:
+    def raise_failures(self, headline: str, rest: str) -> None:
+        """One error naming each failed unit and its error, when any failed:
         ``"<n> <headline>: <unit> (<error>); ...; <rest>"``."""
         if self.failures:
-            listed = "; ".join(f"{describe(f.unit)} ({f.error})" for f in self.failures)
+            listed = "; ".join(f"{self.describe(f.unit)} ({f.error})" for f in self.failures)
             raise DataError(f"{len(self.failures)} {headline}: {listed}; {rest}")
 
 
 def run_units(units: Iterable, work: Callable, save: Callable, *, args=(), executor=None,
               skip: Callable | None = None, size: Callable = lambda unit: 1, progress: Progress | None = None,
-              describe: Callable | None = None, files=()) -> Summary:
-    """Run ``work(unit, *args)`` for each of ``units`` through ``executor`` (default: this process)
-    and ``save(unit, outcome)`` each as it finishes (in completion order).
+              describe: Callable = str, files=()) -> Summary:
+    """Run ``work(unit, *args)`` for each of ``units``, in their order, through ``executor``
+    (default: this process) and ``save(unit, outcome)`` each as it finishes (in completion order).
 
-    ``units`` is read lazily, one unit per submission, so a generator may prepare what the next
-    units share; ``args`` is a tuple, or a function of the unit called right before it is
-    submitted.  ``skip(unit)``, asked at that moment, drops a unit that another process has saved
-    since the caller listed its pending ones.  ``size(unit)`` is what a unit counts on the
-    progress bar; ``describe(unit)`` shows the unit in flight beside it.  On Ctrl-C the bar
-    closes and, when ``files`` (the :class:`~functions.runs.store.ResultsFile` objects the units
-    are saved in) are given, the stop becomes :class:`~functions.core.errors.Interrupted` saying
-    how many runs they hold and that the same command resumes.
+    ``args`` is a tuple, or a function of the unit called right before it is submitted (so what
+    several units share, such as staged inputs, is prepared when the first of them starts).
+    ``skip(unit)``, asked at that moment, drops a unit that another process has saved since the
+    caller listed its pending ones.  ``size(unit)`` is what a unit counts on the progress bar;
+    ``describe(unit)`` names it beside the bar while it runs, and among the failures.  On Ctrl-C
+    the bar closes and, when ``files`` (the :class:`~functions.runs.store.ResultsFile` objects the
+    units are saved in) are given, the stop becomes :class:`~functions.core.errors.Interrupted`
+    saying how many runs they hold and that the same command resumes.
     """
     executor = executor or InProcess()
-    summary = Summary()
+    summary = Summary(describe)
     bar = tqdm(total=progress.total if progress else 0, desc=progress.desc if progress else None,
                unit=progress.unit if progress else "unit", disable=not (progress and progress.show))
 
@@ -80,15 +81,13 @@ def run_units(units: Iterable, work: Callable, save: Callable, *, args=(), execu
                 summary.skipped += 1
                 bar.update(size(unit))
                 continue
-            if describe is not None:
-                bar.set_postfix_str(describe(unit))
+            bar.set_postfix_str(describe(unit))
             executor.submit(work, unit, *(args(unit) if callable(args) else args))
             finished(executor.completed())  # what has finished is saved before the next unit starts
         finished(executor.completed(wait=True))
     except KeyboardInterrupt:
         if not files:
             raise
-        bar.close()
         held = sum(len(f.records) for f in files)
         raise Interrupted(f"interrupted: {held} runs are saved in {', '.join(str(f.path) for f in files)}; "
                           f"re-running the same command resumes from there") from None

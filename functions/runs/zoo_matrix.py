@@ -102,6 +102,6 @@ def build(models: list[ZooModel], tasks: list[TaskSpec], score: Callable, seeds:
     executor = executor or InProcess()
     shared = executor.share(tasks)
     summary = run_units([m.name for m in models], _model_unit, save, args=(shared, score, seeds), executor=executor)
-    summary.raise_failures(str, "model(s) failed",
+    summary.raise_failures("model(s) failed",
                            "the others are measured, and re-running reuses their cached features")
     return pd.DataFrame([r for model in models for r in done[model.name]]), timing
