@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from functions.analysis.clustering import (POOLED, SCORES, channel_features, cluster_records, clustering_scores,
-                                  clustering_subset, layer_activations, layer_names, layer_order, layer_scores,
-                                  pair_precision_recall, pooled_features, run_clustering)
+from functions.analysis.clustering import layer_order, layer_scores
+from functions.runs.clustering import (POOLED, SCORES, channel_features, cluster_records, clustering_scores,
+                                       clustering_subset, layer_activations, layer_names, pair_precision_recall,
+                                       pooled_features, run_clustering)
 from functions.config import Config
 from functions.runs.store import load_results
 from functions.core.errors import DataError

@@ -13,7 +13,7 @@ from functions.analysis.transferability.recommender import forward_flops
 from functions.core.errors import DataError
 from functions.data import task_bank
 from functions.data.catalog import spec
-from functions.runs import zoo
+from functions.runs import zoo, zoo_matrix
 
 STUDY_MODELS = ["mnist_0-4_d6_w16", "fashion_all_d6_w16", "mnist_all_d6_w16"]
 
@@ -101,7 +101,8 @@ def test_images_a_model_cannot_take_are_refused():
 def small_records():
     """Three committed study models on twelve bank tasks of all three datasets (real features)."""
     tasks = [t for t in task_bank.bank() if t.n_train <= 150][::4]
-    records, timing = matrix.build([zoo.zoo_model(n) for n in STUDY_MODELS], tasks, seeds=2, log=lambda *_: None)
+    records, timing = zoo_matrix.build([zoo.zoo_model(n) for n in STUDY_MODELS], tasks, matrix.scores, seeds=2,
+                                       log=lambda *_: None)
     return records, timing
 
 

@@ -177,6 +177,7 @@ def test_the_model_zoo_matrix_on_ray_equals_the_in_process_one(cluster):
     """One Ray task per model; records come back in the zoo's order whatever order they finish in."""
     from functions.analysis.model_zoo import matrix
     from functions.data.task_bank import bank
+    from functions.runs import zoo_matrix
     from functions.runs.zoo import zoo_model
     models = [zoo_model(n) for n in ("mnist_0-4_d6_w16", "fashion_all_d6_w16")]
     tasks = [t for t in bank() if t.n_train <= 60][:4]
@@ -184,7 +185,8 @@ def test_the_model_zoo_matrix_on_ray_equals_the_in_process_one(cluster):
     for name in ("in-process", "ray"):
         executor = make_executor(name, cluster)
         try:
-            outcomes[name], timing = matrix.build(models, tasks, seeds=2, log=lambda *_: None, executor=executor)
+            outcomes[name], timing = zoo_matrix.build(models, tasks, matrix.scores, seeds=2, log=lambda *_: None,
+                                                        executor=executor)
         finally:
             executor.close()
         assert set(timing.extraction_s) == {m.name for m in models}

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import TensorDataset
-from tqdm.auto import tqdm
 
 from ..config import INPUT_SIZE, PROFILES, get_setup, profile
 from ..core.atomic import locked, write_png
@@ -36,6 +35,7 @@ from ..models.registry import STUDY, create_backbone, names
 from ..runs.features import FeatureStore
 from ..runs.pretrained import source_backbone
 from ..runs.store import ResultsFile, load_results
+from ..runs.units import Progress, run_units
 from . import heads
 from .milestone import milestone, relative_efficiency, stream_order
 
@@ -430,6 +430,14 @@ def check_update_url(url: str, timeout: float = 5.0) -> str:
     return url
 
 
+def _stream_unit(unit: tuple, features: TaskFeatures, protocol: Protocol, update_url: str | None) -> tuple:
+    """One (seed, method) of the study: its curve, milestone and seconds."""
+    seed, method = unit
+    began = time.perf_counter()
+    curve, reached = run_method(method, features, protocol, seed, update_url=update_url if method == "remote" else None)
+    return curve, reached, round(time.perf_counter() - began, 4)
+
+
 def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all", *, methods=tuple(heads.METHODS),
               seeds: int = 10, batch_size: int = 1, max_samples: int = 1000, evaluation_frequency: int = 1,
               threshold: float = 0.8, window: int = 10, extractor: str = "study", cut: int | None = None,
@@ -468,17 +476,20 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
     done = file.done()
     todo = [(seed, m) for seed in range(seeds) for m in names if (m, seed) not in done]
     baseline_of = {r["seed"]: r["milestone"] for r in records if r["method"] == heads.REFERENCE_METHOD}
-    for seed, method in tqdm(todo, desc=f"sample efficiency {path.stem}", unit="run", disable=not progress):
-        began = time.perf_counter()
-        curve, reached = run_method(method, features, protocol, seed,
-                                    update_url=update_url if method == "remote" else None)
-        if method == heads.REFERENCE_METHOD:
+
+    def save(unit: tuple, measured: tuple) -> None:
+        (seed, method), (curve, reached, seconds) = unit, measured
+        if method == heads.REFERENCE_METHOD:  # each seed's reference runs first (``names``' order)
             baseline_of[seed] = reached
         file.add({"method": method, "seed": seed, "milestone": reached, "reached": reached is not None,
-                        "relative_efficiency": relative_efficiency(baseline_of.get(seed), reached),
-                        "final_accuracy": curve.final_accuracy, "seconds": round(time.perf_counter() - began, 4),
-                        "samples": curve.samples, "accuracy": curve.accuracy,
-                        **({"update_url": update_url} if method == "remote" else {})})
+                  "relative_efficiency": relative_efficiency(baseline_of.get(seed), reached),
+                  "final_accuracy": curve.final_accuracy, "seconds": seconds,
+                  "samples": curve.samples, "accuracy": curve.accuracy,
+                  **({"update_url": update_url} if method == "remote" else {})})
+
+    run_units(todo, _stream_unit, save, args=(features, protocol, update_url), files=[file],
+              describe=lambda unit: f"{unit[1]} seed {unit[0]}",
+              progress=Progress(f"sample efficiency {path.stem}", len(todo), show=progress))
     chosen = [r for r in records if r["method"] in names and r["seed"] < seeds]
     table = summary(chosen)
     log(f"\n{params['dataset']} classes {params['classes']} ({params['pool_size']} training samples to stream, "

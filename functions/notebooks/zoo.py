@@ -11,6 +11,7 @@ from ..analysis.plots import save_figure
 from ..core.atomic import locked, write_json_atomic
 from ..core.device import describe_machine
 from ..data.task_bank import bank, check_task, parse_task
+from ..runs import zoo_matrix
 from ..runs.zoo import ZOO, ZOO_FOLDER, study_network, zoo_model
 
 __all__ = ["build", "evaluation", "pretrain", "recommend_model"]
@@ -26,13 +27,13 @@ def pretrain(names=None, log=print) -> list[str]:
     return done
 
 
-def build(names=None, seeds: int = matrix.SEEDS, log=print, executor=None) -> pd.DataFrame:
+def build(names=None, seeds: int = zoo_matrix.SEEDS, log=print, executor=None) -> pd.DataFrame:
     """Measure the matrix over the task bank (one unit per model, on ``executor``: default this
     process), merge it into the zoo's files, and write the matrix figure, the timing and the
     recommenders' evaluation; returns the records of every model the files hold."""
     models = [zoo_model(n) for n in names] if names else list(ZOO)
     machine = describe_machine()
-    records, timing = matrix.build(models, bank(), seeds, log, executor)
+    records, timing = zoo_matrix.build(models, bank(), matrix.scores, seeds, log, executor)
     paths = files.save(records)
     # evaluated as stored (six significant digits, as the notebook reads them): the same numbers
     # on every machine, and scores equal to rounding count as ties; read under the file's lock, so
@@ -64,7 +65,8 @@ def recommend_model(task: str, recommender: str = "gradient boosting", log=print
     known = records[records["task"] == spec.name]
     if known.empty:
         models = [zoo_model(n) for n in records["model"].unique()]
-        task_records = pd.DataFrame([r for m in models for r in matrix.model_records(m, [spec], seeds=0, log=log)])
+        task_records = pd.DataFrame([r for m in models
+                                     for r in zoo_matrix.model_records(m, [spec], matrix.scores, seeds=0, log=log)])
     else:
         task_records = known
     return recommenders.recommend(records, task_records.reset_index(drop=True), recommender)

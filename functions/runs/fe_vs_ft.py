@@ -16,14 +16,13 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..config import SCHEMA_KEY, SCHEMA_VERSION, Setup, get_setup, profile
 from ..config import INPUT_SIZE
 from ..core.atomic import locked
 from ..core.constraints import Boolean, Interval, Many, Maybe, Options, Text, check_fields, declared
 from ..core.device import configure_threads
-from ..core.errors import DataError, Interrupted
+from ..core.errors import DataError
 from ..core.paths import results_dir
 from ..data.fewshot import few_shot_index, validation_index
 from ..data.tasks import Split, TaskData, load_task, pixels
@@ -33,10 +32,12 @@ from ..train.classifiers import EMBEDDINGS, HEADS, FeatureClassifier
 from ..train.evaluation import crop_scores, scores
 from ..train.finetune import OPTIMIZERS, EarlyStopping, Finetuner, FineTuneNet, LearningCurve, evaluate, staged
 from .cost import CostMeter, count_flops
+from .executors import InProcess
 from .features import FeatureStore
 from .pretrained import source_backbone
 from .store import ResultsFile
 from .tracking import Tracker
+from .units import Progress, run_units
 
 PIPELINES = ("FE", "FT")
 EXPERIMENTS = {"FE": "Feature extraction", "FT": "Fine-tuning"}
@@ -426,13 +427,16 @@ def _run_unit(unit: tuple, experiment: "Experiment") -> dict:
     return experiment.run(*unit)
 
 
+def _describe(unit: tuple) -> str:
+    return f"{unit[0]} n={unit[1]} split={unit[2]}"
+
+
 def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=PIPELINES, progress: bool = True,
              on_run=None, executor=None) -> Path:
     """Every pending (pipeline, N, split) run of ``experiment``, saved (and tracked) by this
     process as it ends; resumable.  With a Ray ``executor`` each run is a task: the validation and
     test features and the frozen test prefix are computed here first, so that tasks share them
     through the object store instead of each extracting them again."""
-    from .executors import Failure, InProcess
     executor = executor or InProcess()
     experiment.track_saved()
     todo = experiment.pending(samples_per_class, splits, pipelines)
@@ -440,37 +444,20 @@ def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=P
     if todo and not isinstance(executor, InProcess):
         experiment.prepare_shared({pipeline for pipeline, _, _ in todo})
         shared = executor.share(experiment)
-    failures = []
-    bar = tqdm(total=len(todo), desc=f"{experiment.setup.folder} FE vs FT", unit="run", disable=not progress)
 
-    def save(finished) -> None:
-        for unit, record in finished:
-            if isinstance(record, Failure):
-                failures.append(record)
-                continue
-            with locked(experiment.results.path):  # saved and logged before another process looks
-                added = experiment.results.add(record)  # empty when another process saved it first
-                for stored in added:
-                    experiment.track(stored)
-            bar.update(1)
-            if on_run is not None and added:
-                on_run(record)
+    def save(unit: tuple, record: dict) -> None:
+        with locked(experiment.results.path):  # saved and logged before another process looks
+            added = experiment.results.add(record)  # empty when another process saved it first
+            for stored in added:
+                experiment.track(stored)
+        if on_run is not None and added:
+            on_run(record)
 
-    try:
-        for unit in todo:
-            bar.set_postfix_str(f"{unit[0]} n={unit[1]} split={unit[2]}")
-            executor.submit(_run_unit, unit, shared)
-            save(executor.completed())
-        save(executor.completed(wait=True))
-    except KeyboardInterrupt:
-        bar.close()
-        raise Interrupted(f"interrupted: {len(experiment.results.records)} runs are saved in "
-                          f"{experiment.results.path}; re-running the same command resumes from there") from None
-    bar.close()
-    if failures:
-        listed = "; ".join(f"{f.unit[0]} n={f.unit[1]} split={f.unit[2]} ({f.error})" for f in failures)
-        raise DataError(f"{len(failures)} run(s) failed and are not saved: {listed}; the others are saved, and "
-                        f"re-running the same command retries the failed ones")
+    summary = run_units(todo, _run_unit, save, args=(shared,), executor=executor, describe=_describe,
+                        files=[experiment.results],
+                        progress=Progress(f"{experiment.setup.folder} FE vs FT", len(todo), show=progress))
+    summary.raise_failures("run(s) failed and are not saved",
+                           "the others are saved, and re-running the same command retries the failed ones")
     return experiment.results.path
 
 

@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..core.errors import DataError
+from .units import Progress, run_units
 
 
 @dataclass
@@ -86,30 +85,23 @@ def run_point(point: dict, notebook: Path, out: Path, fixed: dict | None, timeou
     return outcome
 
 
-def _indexed_point(index: int, point: dict, notebook: Path, out: Path, fixed: dict | None,
+def _indexed_point(index: int, points: list[dict], notebook: Path, out: Path, fixed: dict | None,
                    timeout: int) -> PointOutcome:
     """:func:`run_point` as an executor's unit, named by its place in the grid."""
-    return run_point(point, notebook, out, fixed, timeout)
+    return run_point(points[index], notebook, out, fixed, timeout)
 
 
 def run_grid(notebook: Path, grid: dict, out: Path, fixed: dict | None = None, timeout: int = 3600,
              progress: bool = True, executor=None) -> list[PointOutcome]:
     """Every grid point, through ``executor`` (default: one after another in this process; on Ray,
     one task per point); outcomes in grid order."""
-    from .executors import Failure, InProcess
-
     notebook, points = check_grid(notebook, grid, fixed)
-    executor = executor or InProcess()
     outcomes = {}
-    with tqdm(total=len(points), desc=f"sweep {notebook.name}", disable=not progress, unit="notebook") as bar:
-        for index, point in enumerate(points):
-            executor.submit(_indexed_point, index, point, notebook, Path(out).resolve(), fixed, timeout)
-            for i, outcome in executor.completed():
-                outcomes[i] = outcome
-                bar.update(1)
-        for i, outcome in executor.completed(wait=True):
-            outcomes[i] = outcome
-            bar.update(1)
-    return [outcome if not isinstance(outcome, Failure) else
-            PointOutcome(points[i], (Path(out) / point_name(points[i])).resolve(), outcome.error)
-            for i, outcome in sorted(outcomes.items())]
+    summary = run_units(range(len(points)), _indexed_point, outcomes.__setitem__,
+                        args=(points, notebook, Path(out).resolve(), fixed, timeout), executor=executor,
+                        describe=lambda index: point_name(points[index]),
+                        progress=Progress(f"sweep {notebook.name}", len(points), "notebook", progress))
+    for failure in summary.failures:  # a task whose worker died
+        point = points[failure.unit]
+        outcomes[failure.unit] = PointOutcome(point, (Path(out) / point_name(point)).resolve(), failure.error)
+    return [outcome for _, outcome in sorted(outcomes.items())]

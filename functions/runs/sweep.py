@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ADAPTATION_MODES, ALIGNING_MODES, CUT, LEGACY_VALUES, Config, Grid, Setup, baseline_params
 from ..core.device import pick_device
-from ..core.errors import DataError, Interrupted
+from ..core.errors import DataError
 from ..data.catalog import percentage_key
 from ..data.tasks import TaskData, balanced_subset, subset_seed
 from ..models.study_cnn import build, cut
 from ..train.engine import fit_group, staged_inputs
 from ..train.strategies import train_strategy
 from .domain import domain_runs
-from .executors import Failure, InProcess
+from .executors import InProcess
 from .pretrained import load_pretrained
 from .store import BASELINE_CUT, ResultsFile, results_path
+from .units import Progress, run_units
 
 
 DOMAIN_MODES = (*ADAPTATION_MODES, "distill")
@@ -158,67 +158,59 @@ def run_sweep(setup: Setup, cfg: Config, grid: Grid, baselines: bool = True, pro
                                          baseline_params(cfg),
                                          legacy=LEGACY_VALUES)
     todo = {kind: pending_runs(f, grid, [BASELINE_CUT] if kind == "baselines" else grid.cut_points) for kind, f in files.items()}
-    total = sum(len(v) for v in todo.values())
     pretrained = load_pretrained(setup, cfg, log, device=device) if todo["results"] else None
-    bar = tqdm(total=total, desc=f"{setup.folder}/{setup.name} {cfg.mode}", disable=not progress, unit="run")
-    try:
-        _train_pending(cfg, task, pretrained, todo, files, device, bar, on_run, executor)
-    except KeyboardInterrupt:
-        bar.close()
-        saved = sum(len(f.records) for f in files.values())
-        raise Interrupted(f"interrupted: {saved} runs are saved in {', '.join(str(f.path) for f in files.values())}; "
-                          f"re-running the same command resumes from there") from None
-    bar.close()
-    return {kind: f.path for kind, f in files.items()}
-
-
-def _cells(runs) -> list[Cell]:
-    cells: dict[tuple, list] = {}  # (cut point, percentage) -> its pending repeats
-    for percentage, cut_point, repeat in runs:
-        cells.setdefault((cut_point, percentage), []).append(repeat)
-    return [(cut_point, percentage, tuple(repeats)) for (cut_point, percentage), repeats in sorted(cells.items())]
-
-
-def _train_pending(cfg, task, pretrained, todo: dict, files: dict, device, bar, on_run, executor) -> None:
-    """Hand the pending cells to ``executor`` in increasing cut order, each cut point's inputs
-    staged once, and save each cell's records as it finishes (in completion order).  A cell whose
-    repeats another process has saved since the sweep began is skipped rather than trained again."""
-    failures: list[Failure] = []
+    cells = [cell for kind, runs in todo.items() for cell in _cells(kind, runs)]
+    staged = _Staged(cfg, task, {"results": pretrained, "baselines": None}, cells, device, executor)
 
     def saved_elsewhere(cell: Cell) -> bool:
         done = files[cell.kind].done()
         return all((percentage_key(cell.percentage), cell.cut_point, r) in done for r in cell.repeats)
 
-    def save(finished) -> None:
-        for cell, records in finished:
-            if isinstance(records, Failure):
-                failures.append(records)
-                continue
-            # a cell's repeats train and are saved together, so a resumed sweep groups runs
-            # exactly as an uninterrupted one does
-            files[cell.kind].add(*records)
-            bar.update(len(records))
-            for record in records if on_run else ():
-                on_run(record)
+    def save(cell: Cell, records: list[dict]) -> None:
+        # a cell's repeats train and are saved together, so a resumed sweep groups runs exactly as
+        # an uninterrupted one does
+        files[cell.kind].add(*records)
+        for record in records if on_run else ():
+            on_run(record)
 
-    remote = not isinstance(executor, InProcess)
-    shared_task = executor.share(task)
-    for kind, runs in todo.items():
-        source = pretrained if kind == "results" else None
-        shared_source = executor.share(source) if source is not None else None
-        cells = [Cell(kind, c, p, repeats) for c, p, repeats in _cells(runs)]
-        stage_on = "cpu" if remote else device  # tasks move their inputs to their own device
-        for cut_point, inputs in inputs_per_cut(cfg, task, source, sorted({c.cut_point for c in cells}), stage_on):
-            shared_inputs = executor.share(inputs)  # staged inputs stay valid only until the next cut point
-            for cell in (c for c in cells if c.cut_point == cut_point):
-                if saved_elsewhere(cell):
-                    bar.update(len(cell.repeats))
-                    continue
-                executor.submit(train_cell, cell, cfg, shared_task, shared_source, shared_inputs,
-                                "auto" if remote else None)
-                save(executor.completed())  # whatever has finished is saved before the next cell starts
-    save(executor.completed(wait=True))
-    if failures:
-        listed = "; ".join(f"{f.unit.describe()} ({f.error})" for f in failures)
-        raise DataError(f"{len(failures)} cell(s) failed and are not saved: {listed}; the other runs are saved, "
-                        f"and re-running the same command retries the failed ones")
+    summary = run_units(cells, train_cell, save, args=staged.args, executor=executor, skip=saved_elsewhere,
+                        size=lambda cell: len(cell.repeats), describe=Cell.describe, files=list(files.values()),
+                        progress=Progress(f"{setup.folder}/{setup.name} {cfg.mode}", sum(len(v) for v in todo.values()),
+                                          show=progress))
+    summary.raise_failures("cell(s) failed and are not saved",
+                           "the other runs are saved, and re-running the same command retries the failed ones")
+    return {kind: f.path for kind, f in files.items()}
+
+
+def _cells(kind: str, runs) -> list[Cell]:
+    """The pending runs of one kind as cells, in increasing cut order."""
+    cells: dict[tuple, list] = {}  # (cut point, percentage) -> its pending repeats
+    for percentage, cut_point, repeat in runs:
+        cells.setdefault((cut_point, percentage), []).append(repeat)
+    return [Cell(kind, cut_point, percentage, tuple(repeats))
+            for (cut_point, percentage), repeats in sorted(cells.items())]
+
+
+class _Staged:
+    """The arguments of each cell's :func:`train_cell`: the cells come in increasing cut order per
+    kind, and each cut point's inputs are staged once, when its first cell is submitted (on the
+    CPU for remote tasks, which move them to their own device), and shared through the executor."""
+
+    def __init__(self, cfg: Config, task: TaskData, sources: dict, cells: list[Cell], device, executor):
+        self.cfg, self.executor = cfg, executor
+        self.remote = not isinstance(executor, InProcess)
+        self.device = "auto" if self.remote else None
+        self.task = executor.share(task)
+        stage_on = "cpu" if self.remote else device
+        self.sources = {kind: None if source is None else executor.share(source) for kind, source in sources.items()}
+        self.staging = {kind: inputs_per_cut(cfg, task, source, sorted({c.cut_point for c in cells if c.kind == kind}),
+                                             stage_on) for kind, source in sources.items()}
+        self.current: dict = {}  # kind -> (cut point, shared inputs)
+
+    def args(self, cell: Cell) -> tuple:
+        kind = cell.kind
+        while self.current.get(kind, (None,))[0] != cell.cut_point:
+            cut_point, inputs = next(self.staging[kind])
+            # staged inputs stay valid only until the next cut point is asked for
+            self.current[kind] = cut_point, self.executor.share(inputs)
+        return self.cfg, self.task, self.sources[kind], self.current[kind][1], self.device

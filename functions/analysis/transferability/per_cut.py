@@ -1,7 +1,8 @@
 """Scores of a source model at every cut point: the activation entering each block, scored in one pass.
 
-The blocks run once per chunk of images; each cut point's activation is scored global-average
-pooled and flattened, from running sums when there are more images than dimensions.
+The blocks run once per chunk of images (:mod:`functions.runs.cut_passes`); each cut point's
+activation is scored global-average pooled and flattened, from running sums when there are more
+images than dimensions.
 """
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ...core.errors import DataError
 from ...data.tasks import Split
 from ...models.study_cnn import StudyCNN
+from ...runs.cut_passes import cut_shapes, pass_per_cut
 from .scores import (FEATURE_KINDS, check_labels, FeatureStats, hscore_spectrum_from_samples,
                      hscore_spectrum_from_stats, hscore_value, log_evidence, logme_spectrum_from_samples,
                      logme_spectrum_from_stats, leep, nce)
@@ -43,7 +44,6 @@ def _scores_of(sink, y: np.ndarray, num_classes: int) -> dict:
             "hscore_shrink": hscore_value(*h_spec, shrink=True)}
 
 
-@torch.no_grad()
 def cut_scores(model: StudyCNN, split: Split, *, chunk_size: int = 512, max_dim: int = 4096,
                progress: bool = True) -> pd.DataFrame:
     """Transferability of ``model``'s features for the target ``split`` at every cut point.
@@ -61,11 +61,7 @@ def cut_scores(model: StudyCNN, split: Split, *, chunk_size: int = 512, max_dim:
         raise DataError(f"max_dim={max_dim!r} must be a positive integer")
     if not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise DataError(f"chunk_size={chunk_size!r} must be a positive integer")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    depth = len(model.blocks)
-    shapes = [tuple(model.features(split.x[:1].to(device), 0, k).shape[1:]) for k in range(depth + 1)]
+    shapes = cut_shapes(model, split.x)
     grids = [_flat_grid(shape, max_dim) for shape in shapes]
     dims = {"gap": [s[0] for s in shapes],
             "flat": [s[0] * (g[0] * g[1] if g else s[1] * s[2]) for s, g in zip(shapes, grids)]}
@@ -73,21 +69,16 @@ def cut_scores(model: StudyCNN, split: Split, *, chunk_size: int = 512, max_dim:
     sinks = {kind: [FeatureStats(d, num_classes) if len(split) > d else [] for d in dims[kind]]
              for kind in FEATURE_KINDS}
 
-    def feed(sink, x: torch.Tensor, labels: np.ndarray):
+    def add(sink, x: torch.Tensor, labels: np.ndarray):
         x = x.flatten(1).cpu().numpy()
         sink.update(x, labels) if isinstance(sink, FeatureStats) else sink.append(x.astype(np.float64))
 
-    probs = []
-    for i in tqdm(range(0, len(split), chunk_size), desc="cut scores", unit="chunk", disable=not progress):
-        h, labels = split.x[i:i + chunk_size].to(device), y[i:i + chunk_size]
-        for k in range(depth + 1):
-            if k:
-                h = model.blocks[k - 1](h)
-            feed(sinks["gap"][k], h.mean((2, 3)), labels)
-            feed(sinks["flat"][k], F.adaptive_avg_pool2d(h, grids[k]) if grids[k] else h, labels)
-        probs.append(torch.softmax(model.head(h).double(), 1).cpu().numpy())
-    model.train(was_training)
-    probs = np.concatenate(probs)
+    def feed(rows: slice, k: int, h: torch.Tensor):
+        add(sinks["gap"][k], h.mean((2, 3)), y[rows])
+        add(sinks["flat"][k], F.adaptive_avg_pool2d(h, grids[k]) if grids[k] else h, y[rows])
+
+    probs = pass_per_cut(model, split.x, feed, chunk_size, progress)
+    depth = len(shapes) - 1
     source_scores = {"leep": leep(probs, y), "nce": nce(probs.argmax(1), y)}
     rows = []
     for k in range(depth + 1):

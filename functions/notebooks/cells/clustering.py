@@ -11,14 +11,15 @@ from IPython.display import display
 from functions.analysis import plots, stats
 from functions.notebooks import study
 from functions.analysis import clustering
+from functions.runs.clustering import ari_path, run_clustering
 chosen, cfg, grid = study.plan(folder, setup, profile, 'FR', percentages, repeats, cut_points, seed)
 study.use_output_root(output_root)
 models = {'pretrained': study.load_pretrained(chosen, cfg),
           f'fine-tuned (FR, cut {fine_tune_cut})': study.fine_tuned_model(
               chosen, cfg, fine_tune_cut, grid.percentages[-1], device=device)}
 data = {'source': cfg.source_task().train, 'target': cfg.target_task().train}
-records = clustering.run_clustering(
-    clustering.ari_path(folder, setup), cfg.params(), models, data, grid.percentages, grid.repeats,
+records = run_clustering(
+    ari_path(folder, setup), cfg.params(), models, data, grid.percentages, grid.repeats,
     seed=cfg.generate_dataset_seed, max_images=max_images, n_init=5, per_channel=per_channel)
 print(len(records), 'clustering records')
 
