@@ -29,7 +29,7 @@ def _copy_of_committed_results() -> Path:
     the top-level notebooks' (``.``), so the executed notebooks resume them as they would in the
     repository, and write beside them there."""
     from functions.config import FOLDERS
-    from functions.runs.zoo import ZOO_FOLDER
+    from functions.models.zoo_catalog import ZOO_FOLDER
     root = Path(tempfile.mkdtemp(prefix="transfer-test-output-"))
     for folder in (*FOLDERS, ZOO_FOLDER, "."):
         if (ROOT / folder / "results").is_dir():

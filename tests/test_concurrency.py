@@ -22,7 +22,7 @@ from functions.runs import sweep
 from functions.runs.executors import InProcess
 from functions.runs.store import load_results
 from functions.runs.tracking import Tracker
-from functions.runs.zoo import ZOO_VERSION
+from functions.models.zoo_catalog import ZOO_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 # both writers start together: each says it is ready, then waits for the go file

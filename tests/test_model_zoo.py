@@ -13,6 +13,7 @@ from functions.analysis.transferability.recommender import forward_flops
 from functions.core.errors import DataError
 from functions.data import task_bank
 from functions.data.catalog import spec
+from functions.models import zoo_catalog
 from functions.runs import zoo, zoo_matrix
 
 STUDY_MODELS = ["mnist_0-4_d6_w16", "fashion_all_d6_w16", "mnist_all_d6_w16"]
@@ -53,17 +54,17 @@ def test_bad_task_specs_are_refused_naming_the_problem(text, message):
 
 
 def test_zoo_has_twenty_models_of_both_families_depths_and_widths():
-    assert len(zoo.ZOO) >= 20 and len({m.name for m in zoo.ZOO}) == len(zoo.ZOO)
-    study = [m for m in zoo.ZOO if m.family == "study CNN"]
+    assert len(zoo_catalog.ZOO) >= 20 and len({m.name for m in zoo_catalog.ZOO}) == len(zoo_catalog.ZOO)
+    study = [m for m in zoo_catalog.ZOO if m.family == "study CNN"]
     assert {m.depth for m in study} == {2, 4, 6, 8} and {m.width for m in study} == {8, 16, 32, 64}
     assert {m.dataset for m in study} == {"MNIST", "FashionMNIST"}
-    assert sum(m.family == "EfficientNet-Lite" for m in zoo.ZOO) == 3
+    assert sum(m.family == "EfficientNet-Lite" for m in zoo_catalog.ZOO) == 3
     with pytest.raises(DataError, match="no model 'resnet9'"):
-        zoo.zoo_model("resnet9")
+        zoo_catalog.zoo_model("resnet9")
 
 
 def test_metadata_counts_what_an_independent_count_gives():
-    model = zoo.zoo_model("mnist_0-4_d6_w16")
+    model = zoo_catalog.zoo_model("mnist_0-4_d6_w16")
     net = zoo.network(model)
     row = zoo.metadata(model, net)
     cnn = zoo.study_network(model)
@@ -74,7 +75,7 @@ def test_metadata_counts_what_an_independent_count_gives():
 
 
 def test_pool_features_are_computed_once_and_the_source_head_gives_probabilities(tmp_path):
-    net = zoo.network(zoo.zoo_model("fashion_all_d6_w16"))
+    net = zoo.network(zoo_catalog.zoo_model("fashion_all_d6_w16"))
     first = zoo.pool_features(net, "digits", cache_dir=tmp_path)
     cached = zoo.pool_features(net, "digits", cache_dir=tmp_path)
     assert first.train.shape == (1201, 144) and first.test.shape == (596, 144)
@@ -83,7 +84,7 @@ def test_pool_features_are_computed_once_and_the_source_head_gives_probabilities
     assert np.allclose(first.train_probs.sum(1), 1.0, atol=1e-5) and first.train_probs.shape[1] == 10
     # what the source network computes on the 8 x 8 digits resized to its 28 x 28 and normalised as
     # its FashionMNIST images were: its last block (3 x 3 at depth 6) flattened, and its softmax
-    cnn, stats = zoo.study_network(zoo.zoo_model("fashion_all_d6_w16")), spec("FashionMNIST")
+    cnn, stats = zoo.study_network(zoo_catalog.zoo_model("fashion_all_d6_w16")), spec("FashionMNIST")
     x = F.interpolate(task_bank.pool("digits").train_x[:4], size=(28, 28), mode="bicubic").clamp(0, 1)
     x = (x - stats.mean[0]) / stats.std[0]
     with torch.no_grad():
@@ -92,7 +93,7 @@ def test_pool_features_are_computed_once_and_the_source_head_gives_probabilities
 
 
 def test_images_a_model_cannot_take_are_refused():
-    net = zoo.network(zoo.zoo_model("mnist_0-4_d6_w16"))
+    net = zoo.network(zoo_catalog.zoo_model("mnist_0-4_d6_w16"))
     with pytest.raises(DataError, match="1 \\(grey\\) or 3 \\(RGB\\) channels.*got shape \\(2, 4, 8, 8\\)"):
         net.backbone.adapt(torch.zeros(2, 4, 8, 8))
 
@@ -101,7 +102,7 @@ def test_images_a_model_cannot_take_are_refused():
 def small_records():
     """Three committed study models on twelve bank tasks of all three datasets (real features)."""
     tasks = [t for t in task_bank.bank() if t.n_train <= 150][::4]
-    records, timing = zoo_matrix.build([zoo.zoo_model(n) for n in STUDY_MODELS], tasks, matrix.scores, seeds=2,
+    records, timing = zoo_matrix.build([zoo_catalog.zoo_model(n) for n in STUDY_MODELS], tasks, matrix.scores, seeds=2,
                                        log=lambda *_: None)
     return records, timing
 
@@ -111,7 +112,7 @@ def test_matrix_records_every_pair_with_scores_and_measured_accuracy(small_recor
     tasks = records["task"].nunique()
     assert len(records) == len(STUDY_MODELS) * tasks and records["source_dataset"].nunique() == 3
     assert records[[*matrix.SCORES, "accuracy"]].notna().all().all()
-    assert records["accuracy"].between(0, 1).all() and (records["zoo_version"] == zoo.ZOO_VERSION).all()
+    assert records["accuracy"].between(0, 1).all() and (records["zoo_version"] == zoo_catalog.ZOO_VERSION).all()
     assert set(timing.as_dict()["feature_extraction_s_per_model"]) == set(STUDY_MODELS)
     assert matrix.score_matrix(records).shape == (len(STUDY_MODELS), tasks)
 
@@ -124,8 +125,8 @@ def test_files_are_written_in_the_seed_layout_and_another_zoo_version_is_refused
     assert len(pd.read_csv(paths["models"])) == len(STUDY_MODELS)
     assert pd.read_csv(paths["logme"]).shape == (len(STUDY_MODELS), records["task"].nunique() + 1)
     pd.testing.assert_frame_equal(files.load_records(), pd.read_csv(paths["records"]))
-    records.assign(zoo_version=zoo.ZOO_VERSION + 1).to_csv(paths["records"], index=False)
-    with pytest.raises(DataError, match=f"zoo version\\(s\\) \\[{zoo.ZOO_VERSION + 1}\\].*version {zoo.ZOO_VERSION}"):
+    records.assign(zoo_version=zoo_catalog.ZOO_VERSION + 1).to_csv(paths["records"], index=False)
+    with pytest.raises(DataError, match=f"zoo version\\(s\\) \\[{zoo_catalog.ZOO_VERSION + 1}\\].*version {zoo_catalog.ZOO_VERSION}"):
         files.load_records()
 
 

@@ -178,7 +178,7 @@ def test_the_model_zoo_matrix_on_ray_equals_the_in_process_one(cluster):
     from functions.analysis.model_zoo import matrix
     from functions.data.task_bank import bank
     from functions.runs import zoo_matrix
-    from functions.runs.zoo import zoo_model
+    from functions.models.zoo_catalog import zoo_model
     models = [zoo_model(n) for n in ("mnist_0-4_d6_w16", "fashion_all_d6_w16")]
     tasks = [t for t in bank() if t.n_train <= 60][:4]
     outcomes = {}

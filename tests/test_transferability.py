@@ -16,9 +16,10 @@ from functions.config import Config, get_setup
 from functions.core.errors import DataError
 from functions.data.tasks import Split
 from functions.models.study_cnn import build
-from functions.analysis.transferability import (build_records, cut_scores, forward_flops, hscore, leep, logme, nce,
-                                       plot_score_vs_accuracy, recommender_eval, save_records,
-                                       validate_against_sweeps)
+from functions.analysis.transferability import (build_records, forward_flops, hscore, leep, logme, nce,
+                                                plot_score_vs_accuracy, recommender_eval, save_records,
+                                                validate_against_sweeps)
+from functions.notebooks.study import cut_scores
 
 rng = np.random.default_rng
 

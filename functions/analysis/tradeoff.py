@@ -16,7 +16,7 @@ from matplotlib.ticker import NullFormatter
 from scipy import stats as scipy_stats
 
 from ..core.atomic import locked
-from ..runs.fe_vs_ft import EXPERIMENTS
+from ..runs.tracking import EXPERIMENTS
 from ..runs.store import load_results
 from .plots import save_figure
 

@@ -17,6 +17,7 @@ from ..core.device import pick_device
 from ..core.errors import DataError
 from ..core.paths import results_dir
 from ..data.catalog import same_percentage
+from ..runs.cut_passes import cut_shapes, pass_per_cut
 from ..runs.pretrained import load_pretrained, pretrained_info
 from ..runs.recheck import FLOAT32_TOLERANCE, recheck
 from ..runs.fe_vs_ft import FeVsFtSettings
@@ -184,6 +185,16 @@ def adaptation_features(setup: Setup, cfg: Config, cut_point: int, percentage: f
     float32 = f"{cfg.mode} at cut {cut_point} trained again in float32 on this CPU: test accuracy " \
               f"{check['test_acc']:.3f} (stored: {check['stored_test_acc']:.3f})"
     return features, labels, shown, float32
+
+
+def cut_scores(model, split, *, chunk_size: int = 512, max_dim: int = 4096, progress: bool = True) -> pd.DataFrame:
+    """Transferability of ``model``'s features for the target ``split`` at every cut point (one
+    row per cut: :class:`~functions.analysis.transferability.CutScores`); the blocks run once per
+    chunk of ``chunk_size`` images.  To score one percentage's data, pass ``split.subset(...)``."""
+    scores = transferability.CutScores(cut_shapes(model, split.x), split.y, max_dim)
+    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise DataError(f"chunk_size={chunk_size!r} must be a positive integer")
+    return scores.table(pass_per_cut(model, split.x, scores.feed, chunk_size, progress))
 
 
 def sweep_records(setup: Setup, mode: str, profile: str = "quick") -> tuple[list, list]:

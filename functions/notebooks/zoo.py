@@ -12,7 +12,8 @@ from ..core.atomic import locked, write_json_atomic
 from ..core.device import describe_machine
 from ..data.task_bank import bank, check_task, parse_task
 from ..runs import zoo_matrix
-from ..runs.zoo import ZOO, ZOO_FOLDER, study_network, zoo_model
+from ..models.zoo_catalog import ZOO, ZOO_FOLDER, zoo_model
+from ..runs.zoo import study_network
 
 __all__ = ["build", "evaluation", "pretrain", "recommend_model"]
 

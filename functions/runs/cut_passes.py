@@ -1,7 +1,7 @@
 """A source model's activations at every cut point: the blocks run once per chunk of images, and
 each activation entering a block is handed on as it is made (only one chunk's is alive).
 
-:func:`functions.analysis.transferability.cut_scores` scores what this pass hands it.
+:class:`functions.analysis.transferability.CutScores` scores what this pass hands it.
 """
 from __future__ import annotations
 

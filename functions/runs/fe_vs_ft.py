@@ -36,11 +36,10 @@ from .executors import InProcess
 from .features import FeatureStore
 from .pretrained import source_backbone
 from .store import ResultsFile
-from .tracking import Tracker
+from .tracking import EXPERIMENTS, Tracker
 from .units import Progress, run_units
 
 PIPELINES = ("FE", "FT")
-EXPERIMENTS = {"FE": "Feature extraction", "FT": "Fine-tuning"}
 
 
 @declared

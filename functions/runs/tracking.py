@@ -28,6 +28,9 @@ from ..core import paths
 from ..core.atomic import locked
 from ..core.errors import DataError
 
+# the MLflow experiment each fe-vs-ft pipeline logs to
+EXPERIMENTS = {"FE": "Feature extraction", "FT": "Fine-tuning"}
+
 SQLITE_PREFIX = "sqlite:///"
 # a dead server must fail a run in seconds, not after MLflow's default minutes of retries
 HTTP_KNOBS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}

@@ -21,7 +21,8 @@ from ..data.task_bank import TaskSpec, pool, task_labels, task_metadata, task_ro
 from ..train.classifiers import FeatureClassifier
 from .executors import InProcess
 from .units import run_units
-from .zoo import ZOO_VERSION, PoolFeatures, ZooModel, metadata, network, pool_features, zoo_model
+from ..models.zoo_catalog import ZOO_VERSION, ZooModel, zoo_model
+from .zoo import PoolFeatures, metadata, network, pool_features
 
 SEEDS = 3
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from ...core.atomic import atomic_file, locked
 from ...core.errors import DataError
 from ...core.paths import results_dir
-from ...runs.zoo import ZOO, ZOO_FOLDER, ZOO_VERSION
+from ...models.zoo_catalog import ZOO, ZOO_FOLDER, ZOO_VERSION
 from .matrix import score_matrix
 
 MODEL_META = "source_model_meta_data.csv"

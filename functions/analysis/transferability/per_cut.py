@@ -1,8 +1,8 @@
 """Scores of a source model at every cut point: the activation entering each block, scored in one pass.
 
-The blocks run once per chunk of images (:mod:`functions.runs.cut_passes`); each cut point's
-activation is scored global-average pooled and flattened, from running sums when there are more
-images than dimensions.
+The blocks run once per chunk of images (:mod:`functions.runs.cut_passes`), which hands each
+cut point's activation to :class:`CutScores`: scored global-average pooled and flattened, from
+running sums when there are more images than dimensions.
 """
 from __future__ import annotations
 
@@ -14,9 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from ...core.errors import DataError
-from ...data.tasks import Split
-from ...models.study_cnn import StudyCNN
-from ...runs.cut_passes import cut_shapes, pass_per_cut
 from .scores import (FEATURE_KINDS, check_labels, FeatureStats, hscore_spectrum_from_samples,
                      hscore_spectrum_from_stats, hscore_value, log_evidence, logme_spectrum_from_samples,
                      logme_spectrum_from_stats, leep, nce)
@@ -44,48 +41,48 @@ def _scores_of(sink, y: np.ndarray, num_classes: int) -> dict:
             "hscore_shrink": hscore_value(*h_spec, shrink=True)}
 
 
-def cut_scores(model: StudyCNN, split: Split, *, chunk_size: int = 512, max_dim: int = 4096,
-               progress: bool = True) -> pd.DataFrame:
-    """Transferability of ``model``'s features for the target ``split`` at every cut point.
+class CutScores:
+    """Transferability of the activations entering each block of a source model, for the target
+    labels ``y``: fed chunk by chunk by the pass over the network (:func:`functions.runs.cut_passes.pass_per_cut`,
+    which :func:`functions.notebooks.study.cut_scores` runs), scored by :meth:`table`.
 
-    Row k describes the activation entering block k (0: the image; depth: the last block's
-    output), both global-average-pooled (``*_gap``) and flattened (``*_flat``; activations
+    Row k of the table describes the activation entering block k (0: the image; depth: the last
+    block's output), both global-average-pooled (``*_gap``) and flattened (``*_flat``; activations
     with more than ``max_dim`` values are first average-pooled to the finest spatial grid that
     fits, and ``flat_dim`` says what was scored), each scored with LogME, H-score and shrinkage
     H-score.  ``leep`` and ``nce`` come from the source head's softmax on the same images; they
-    describe the whole source model, so they are equal in every row.  The blocks run once per
-    chunk.  To score one percentage's data, pass ``split.subset(balanced_subset(...))``.
+    describe the whole source model, so they are equal in every row.
     """
-    y, num_classes = check_labels(split.y, len(split), "split.y")
-    if not (isinstance(max_dim, int) and max_dim >= 1):
-        raise DataError(f"max_dim={max_dim!r} must be a positive integer")
-    if not (isinstance(chunk_size, int) and chunk_size >= 1):
-        raise DataError(f"chunk_size={chunk_size!r} must be a positive integer")
-    shapes = cut_shapes(model, split.x)
-    grids = [_flat_grid(shape, max_dim) for shape in shapes]
-    dims = {"gap": [s[0] for s in shapes],
-            "flat": [s[0] * (g[0] * g[1] if g else s[1] * s[2]) for s, g in zip(shapes, grids)]}
-    # many samples: running sums (streamed); few: the rows themselves (one SVD later)
-    sinks = {kind: [FeatureStats(d, num_classes) if len(split) > d else [] for d in dims[kind]]
-             for kind in FEATURE_KINDS}
 
-    def add(sink, x: torch.Tensor, labels: np.ndarray):
+    def __init__(self, shapes: list[tuple], y, max_dim: int = 4096):
+        self.y, self.num_classes = check_labels(y, len(y), "split.y")
+        if not (isinstance(max_dim, int) and max_dim >= 1):
+            raise DataError(f"max_dim={max_dim!r} must be a positive integer")
+        self.grids = [_flat_grid(shape, max_dim) for shape in shapes]
+        self.dims = {"gap": [s[0] for s in shapes],
+                     "flat": [s[0] * (g[0] * g[1] if g else s[1] * s[2]) for s, g in zip(shapes, self.grids)]}
+        # many samples: running sums (streamed); few: the rows themselves (one SVD later)
+        self.sinks = {kind: [FeatureStats(d, self.num_classes) if len(self.y) > d else [] for d in self.dims[kind]]
+                      for kind in FEATURE_KINDS}
+
+    @staticmethod
+    def _add(sink, x: torch.Tensor, labels: np.ndarray):
         x = x.flatten(1).cpu().numpy()
         sink.update(x, labels) if isinstance(sink, FeatureStats) else sink.append(x.astype(np.float64))
 
-    def feed(rows: slice, k: int, h: torch.Tensor):
-        add(sinks["gap"][k], h.mean((2, 3)), y[rows])
-        add(sinks["flat"][k], F.adaptive_avg_pool2d(h, grids[k]) if grids[k] else h, y[rows])
+    def feed(self, rows: slice, k: int, h: torch.Tensor):
+        """Images ``rows``' activation ``h`` entering block ``k``."""
+        self._add(self.sinks["gap"][k], h.mean((2, 3)), self.y[rows])
+        self._add(self.sinks["flat"][k], F.adaptive_avg_pool2d(h, self.grids[k]) if self.grids[k] else h, self.y[rows])
 
-    probs = pass_per_cut(model, split.x, feed, chunk_size, progress)
-    depth = len(shapes) - 1
-    source_scores = {"leep": leep(probs, y), "nce": nce(probs.argmax(1), y)}
-    rows = []
-    for k in range(depth + 1):
-        row = {"cut_point": k, "gap_dim": dims["gap"][k], "flat_dim": dims["flat"][k]}
-        for kind in FEATURE_KINDS:
-            row.update({f"{name}_{kind}": value
-                        for name, value in _scores_of(sinks[kind][k], y, num_classes).items()})
-        rows.append({**row, **source_scores})
-    return pd.DataFrame(rows)
-
+    def table(self, probs: np.ndarray) -> pd.DataFrame:
+        """One row per cut point, once every chunk was fed; ``probs``: the source head's softmax."""
+        source_scores = {"leep": leep(probs, self.y), "nce": nce(probs.argmax(1), self.y)}
+        rows = []
+        for k in range(len(self.dims["gap"])):
+            row = {"cut_point": k, "gap_dim": self.dims["gap"][k], "flat_dim": self.dims["flat"][k]}
+            for kind in FEATURE_KINDS:
+                row.update({f"{name}_{kind}": value
+                            for name, value in _scores_of(self.sinks[kind][k], self.y, self.num_classes).items()})
+            rows.append({**row, **source_scores})
+        return pd.DataFrame(rows)

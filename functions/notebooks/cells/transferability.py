@@ -22,7 +22,7 @@ task = cfg.target_task()
 # Each percentage is scored on the images its first repeat trained on: the data a researcher would actually have. Higher is better for every score.
 
 # %%
-scores = {p: transferability.cut_scores(source, study.training_subset(cfg, task, p, 0), progress=False)
+scores = {p: study.cut_scores(source, study.training_subset(cfg, task, p, 0), progress=False)
           for p in grid.percentages}
 for p in grid.percentages:
     print(f'fraction {p:g} of the target training data')
