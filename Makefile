@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST MNIST_to_digits
 TOP_NOTEBOOKS := reproduction.ipynb model_zoo.ipynb
 export MPLBACKEND := Agg
+# mkdocs' plugins print a notice about a future MkDocs 2 on every build; the pins above keep 1.6.1
+export DISABLE_MKDOCS_2_WARNING := true
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: demo test docs docs-serve chromium lint mutation data pretrained results range zoo strategies adaptation fe-vs-ft notebooks serve lab mlflow clean
 
@@ -39,11 +42,11 @@ lint: $(STAMP)
 # the documentation site into site/ (mkdocs.yml; the API, command-line, notebook and results pages are
 # generated from the repository by docs/gen_pages.py); --strict: a broken link or reference fails
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 # the site on 127.0.0.1:$PORT (default 8000), rebuilt on every change
 docs-serve: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$${PORT:-8000}
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$${PORT:-8000}
 
 # the browser of the site's test (tests/integration/test_docs.py): Debian's chromium, since
 # playwright's own browser download is not reachable from machines without internet; installed

@@ -179,6 +179,21 @@ def _flatten(value, prefix="") -> list[tuple[str, object]]:
     return [(prefix, value)]
 
 
+def _records_table(title: str, records: list[dict]) -> list[str]:
+    """A list of records as a table of its scalar fields; nested lists of records follow as tables."""
+    rows = [dict(_flatten(r)) for r in records[:40]]
+    nested = {k for r in rows for k, v in r.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+    columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in nested][:12]
+    out = [f"**{title}** ({len(records)} rows)", "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    out += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    out.append("")
+    for r in rows:
+        label = ", ".join(_cell(r[c]) for c in columns[:2] if c in r)
+        for key in sorted(nested & set(r)):
+            out += _records_table(f"{title}: {key} ({label})", r[key])
+    return out
+
+
 def benchmarks() -> None:
     lines = ["# Benchmark files", "",
              "Every file of `benchmarks/results/*.json`, read when the site is built. Lists of records "
@@ -190,12 +205,7 @@ def benchmarks() -> None:
         scalars = []
         for key, value in (data.items() if isinstance(data, dict) else [("records", data)]):
             if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-                rows = [dict(_flatten(v)) for v in value[:40]]
-                columns = list(dict.fromkeys(k for r in rows for k in r))[:12]
-                lines += [f"**{key}** ({len(value)} rows)", "", "| " + " | ".join(columns) + " |",
-                          "|" + " --- |" * len(columns)]
-                lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |" for r in rows]
-                lines.append("")
+                lines += _records_table(key, value)
             else:
                 scalars += _flatten(value, key)
         if scalars:
