@@ -142,7 +142,7 @@ def range_tables() -> None:
             cells[(r["sampled_percentage"], r["sampled_cut_point"])].append(r["test_acc"])
         percentages = sorted({p for p, _ in cells})
         lines += [f"## {folder}, {setup}, mode {mode}", "",
-                  "| | " + " | ".join(f"{p:.1%}" for p in percentages) + " |",
+                  "| | " + " | ".join(f"{p * 100:g}%" for p in percentages) + " |",
                   "| --- |" + " --- |" * len(percentages)]
         base, best, gain, runs = [], [], [], []
         for p in percentages:
