@@ -8,8 +8,11 @@ STAMP := $(VENV)/.installed
 NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST MNIST_to_digits
 TOP_NOTEBOOKS := reproduction.ipynb model_zoo.ipynb
 export MPLBACKEND := Agg
+# mkdocs' plugins print a notice about a future MkDocs 2 on every build; the pins above keep 1.6.1
+export DISABLE_MKDOCS_2_WARNING := true
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test lint mutation data pretrained results range zoo strategies adaptation fe-vs-ft notebooks serve lab mlflow clean
+.PHONY: demo test docs docs-serve chromium lint mutation data pretrained results range zoo strategies adaptation fe-vs-ft notebooks serve lab mlflow clean
 
 # the pinned packages, then this package installed editable: `import functions` and
 # `python -m functions` work from any folder and any kernel of the venv
@@ -27,14 +30,29 @@ data: $(STAMP)
 demo: data
 	TRANSFER_OUTPUT_ROOT=$(CURDIR)/demo $(PY) -m functions run MNIST --setup regular --mode FR --profile quick --plot
 
-# the import layers (pyproject.toml), unit tests on both cores, then every notebook under nbval
-# (one thread per process: two at once)
-test: data lint
+# the import layers (pyproject.toml), the documentation site, unit tests on both cores (the site's
+# browser test among them), then every notebook under nbval (one thread per process: two at once)
+test: data lint docs chromium
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadscope --durations=20 tests \
 		--nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOK_FOLDERS) $(TOP_NOTEBOOKS)
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
+
+# the documentation site into site/ (mkdocs.yml; the API, command-line, notebook and results pages are
+# generated from the repository by docs/gen_pages.py); --strict: a broken link or reference fails
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+# the site on 127.0.0.1:$PORT (default 8000), rebuilt on every change
+docs-serve: $(STAMP)
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$${PORT:-8000}
+
+# the browser of the site's test (tests/integration/test_docs.py): Debian's chromium, since
+# playwright's own browser download is not reachable from machines without internet; installed
+# from the OS's package mirror (as root) only when it is missing
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
 # mutation testing of the core modules against the tests that cover them, then the per-module
 # report benchmarks/results/mutation.json; not part of `make test` (benchmarks/mutation.py says how)
@@ -112,4 +130,4 @@ mlflow: $(STAMP)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(or $(TRANSFER_OUTPUT_ROOT),$(CURDIR)))/mlflow.db --host 127.0.0.1 --port $${PORT:-5000}
 
 clean:
-	rm -rf $(VENV) data demo
+	rm -rf $(VENV) data demo site .cache/mkdocs-jupyter

@@ -13,7 +13,7 @@ fe-vs-ft MNIST`` from an empty feature cache and results folder.
     .venv/bin/python benchmarks/feature_extraction.py --grid     # and the default grid's wall time
     .venv/bin/python benchmarks/feature_extraction.py --smoke    # seconds; writes nothing
 
-Results: ``benchmarks/results/feature_extraction.json``; the numbers are quoted in the README.
+Results: ``benchmarks/results/feature_extraction.json``; the numbers are quoted in docs/results/fe-vs-ft.md.
 """
 from __future__ import annotations
 

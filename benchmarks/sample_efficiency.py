@@ -1,7 +1,7 @@
 """Sample-efficiency benchmark: feature extraction, run_benchmark latency, milestones per method.
 
 Measured results are in benchmarks/results/sample_efficiency_<machine>.json (the machine, its
-load while measuring and the versions are recorded there) and summarised in the README.
+load while measuring and the versions are recorded there) and summarised in docs/results/sample-efficiency.md.
 
     .venv/bin/python benchmarks/sample_efficiency.py [--seeds 10] [--folders MNIST FashionMNIST]
 

@@ -12,7 +12,7 @@ runs (same initial weights, subsets and number of Adam steps) in one process:
   the repeats of a cell trained together (:func:`functions.train.engine.fit_group`).
 
 Cut points alternate between the two paths, so that load from other processes falls on both.
-Results: ``benchmarks/results/sweep_<device>.json``; the measured numbers are in the README.
+Results: ``benchmarks/results/sweep_<device>.json``; the measured numbers are in docs/explanation/engine.md.
 
     .venv/bin/python benchmarks/sweep_benchmark.py            # full grid
     .venv/bin/python benchmarks/sweep_benchmark.py --smoke    # seconds; writes nothing

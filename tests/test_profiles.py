@@ -1,5 +1,5 @@
-"""The named profiles: ``paper`` is the upstream study's grid, ``quick`` the one README's Profiles table
-documents, and both reach a sweep unchanged from the command line and the notebooks' plan."""
+"""The named profiles: ``paper`` is the upstream study's grid, ``quick`` the one that
+docs/how-to/profiles.md documents, and both reach a sweep unchanged from the command line and the notebooks' plan."""
 import pytest
 
 from functions.__main__ import main
@@ -53,7 +53,7 @@ def test_paper_profile_on_cifar_trains_in_small_batches_for_fewer_epochs(folder,
 
 @pytest.mark.parametrize("folder, name", sorted(SETUPS))
 def test_quick_profile_is_the_documented_small_grid(folder, name):
-    """README: depth 6, 16 channels, batch 64, at most 10 epochs, patience 3; 1% and 5%, 2 repeats."""
+    """docs/how-to/profiles.md: depth 6, 16 channels, batch 64, at most 10 epochs, patience 3; 1% and 5%, 2 repeats."""
     setup = get_setup(folder, name)
     cfg, grid = profile("quick", setup)
     _classes_of(cfg, setup)

@@ -30,14 +30,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A head that requires a token, as the README's recipe starts one: the token is made here and
+    """A head that requires a token, as the Ray how-to's recipe (docs/how-to/ray.md) starts one: the token is made here and
     given to the head, this process and the drivers it starts through the environment."""
     port = free_port()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_AUTH_MODE", "token")
         patch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
         patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        patch.setenv("RAY_worker_niceness", "0")  # as the README's recipe: tasks not starved by the other tests
+        patch.setenv("RAY_worker_niceness", "0")  # as the Ray how-to's recipe: tasks not starved by the other tests
         subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                         "--disable-usage-stats", "--object-store-memory=300000000"], check=True, capture_output=True,
                        timeout=120)
