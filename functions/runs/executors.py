@@ -9,7 +9,7 @@ raises comes back as a :class:`Failure` naming its unit while the others go on.
 Whoever reaches a cluster's ports and holds its token can run code on it (a Ray 2.60 head started
 with ``RAY_AUTH_MODE=token`` requires one; other clusters have none).  A local instance (``address="local"``) is started
 with the dashboard and its job-submission API off; clusters belong on a private network behind a
-firewall (README).
+firewall (the Ray how-to of the documentation).
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class RayExecutor:
         # Ray starts its workers at nice 15, so any other busy process on a node (a second sweep,
         # a notebook) starves them (measured: cells 10x slower than in this process); sweep tasks
         # are the work itself, so they get a normal priority.  A local instance takes it from here,
-        # a cluster from the environment of `ray start` (README)
+        # a cluster from the environment of `ray start` (the Ray how-to of the documentation)
         os.environ.setdefault("RAY_worker_niceness", "0")
         if address not in ("local", "auto"):
             _check_reachable(address)
