@@ -119,7 +119,7 @@ serve: data
 
 # JupyterLab on 127.0.0.1:$PORT (default 8888) over the study folders, with the project's kernel;
 # token authentication stays on: open the URL with the token that it prints; Ctrl-C twice stops it
-# (tests/test_lab.py starts the `jupyter lab` line below as `make -n lab` prints it)
+# (tests/integration/test_lab.py starts the `jupyter lab` line below as `make -n lab` prints it)
 lab: data
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (transfer study)" >/dev/null
 	$(VENV)/bin/jupyter lab --no-browser --ip 127.0.0.1 --port $${PORT:-8888} --allow-root --notebook-dir "$(CURDIR)"

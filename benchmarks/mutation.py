@@ -2,7 +2,7 @@
 (``benchmarks/results/mutation.json``, written by ``mutation_report.py``).
 
 mutmut reads one configuration per directory, and runs, for each mutant, every selected test
-that calls the mutated function.  The sweep tests (``tests/test_experiments.py``) train for
+that calls the mutated function.  The sweep tests (``tests/runs/test_sweeps.py``) train for
 tens of seconds and call nearly all of the data, model and training code, so a module group
 of their own runs against the unit tests of those layers: each group is a mutmut project in
 ``build/mutation/<group>/`` whose configuration is written here.  mutmut keeps its verdicts
@@ -30,15 +30,15 @@ GROUPS = {
     "analysis": {
         "modules": ["functions/analysis/stats.py", "functions/analysis/transferability/scores.py",
                     "functions/efficiency/heads.py", "functions/efficiency/milestone.py"],
-        "tests": ["tests/test_data.py", "tests/test_models.py", "tests/test_training.py", "tests/test_engine.py",
-                  "tests/test_experiments.py", "tests/test_stats.py", "tests/test_heads.py",
-                  "tests/test_sample_efficiency.py", "tests/test_transferability.py"],
+        "tests": ["tests/data/test_data.py", "tests/models/test_study_cnn.py", "tests/train/test_trainer.py", "tests/train/test_engine.py",
+                  "tests/runs/test_sweeps.py", "tests/analysis/test_stats.py", "tests/efficiency/test_heads.py",
+                  "tests/efficiency/test_benchmark.py", "tests/analysis/transferability"],
     },
     "training": {
         "modules": ["functions/data/tasks.py", "functions/models/study_cnn.py", "functions/train/trainer.py",
                     "functions/train/engine.py", "functions/runs/store.py"],
-        "tests": ["tests/test_data.py", "tests/test_models.py", "tests/test_training.py", "tests/test_engine.py",
-                  "tests/test_store.py"],
+        "tests": ["tests/data/test_data.py", "tests/models/test_study_cnn.py", "tests/train/test_trainer.py", "tests/train/test_engine.py",
+                  "tests/runs/test_store.py"],
     },
 }
 MUTMUT_OPTIONS = {"pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"], "process_isolation": "forkserver"}

@@ -37,6 +37,19 @@ def _copy_of_committed_results() -> Path:
     return root
 
 
+def pytest_collection_modifyitems(config, items):
+    """Markers by where a test lives: integration tests (command line, servers, sweeps end to end)
+    and executed notebooks are ``slow``, notebooks also ``notebook``; ``pytest -m "not slow"`` is
+    the unit pass of every subpackage."""
+    for item in items:
+        path = Path(str(item.path))
+        if path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebook)
+            item.add_marker(pytest.mark.slow)
+        elif "integration" in path.relative_to(ROOT).parts:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_configure(config):
     if hasattr(config, "workerinput"):  # an xdist worker inherits the controller's root
         return

@@ -14,11 +14,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from functions.core.paths import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # also marked by its folder: a browser and a server
 
-ROOT = Path(__file__).resolve().parents[2]
-SITE = ROOT / "site"
+SITE = REPO_ROOT / "site"
 CHROMIUM = Path("/usr/bin/chromium")
 TITLE = "Transfer learning in small CNNs"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from functions.__main__ import main
+from functions.core.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _packages(lines):
@@ -17,15 +17,15 @@ def _packages(lines):
 
 
 def test_requirements_and_environment_list_the_same_pinned_packages():
-    req = (ROOT / "requirements.txt").read_text().splitlines()
-    env = (ROOT / "environment.yml").read_text().splitlines()
+    req = (REPO_ROOT / "requirements.txt").read_text().splitlines()
+    env = (REPO_ROOT / "environment.yml").read_text().splitlines()
     assert _packages(req) == _packages(env) and len(_packages(req)) > 10
     pins = lambda lines: sorted(ln.strip().lstrip("- ") for ln in lines if "==" in ln)
     assert pins(req) == pins(env)
 
 
 def test_ci_runs_make_test():
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
 
 
 def test_cli_runs_a_small_sweep_and_prints_the_summary(output_root, capsys):
@@ -62,7 +62,7 @@ def test_bad_command_lines_exit_with_a_clear_message(argv, message, capsys, outp
 
 
 def test_module_entry_point_help():
-    out = subprocess.run([sys.executable, "-m", "functions", "--help"], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-m", "functions", "--help"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 0 and "prepare-data" in out.stdout
 
 
@@ -70,7 +70,7 @@ def test_package_imports_from_any_folder(tmp_path):
     """The package is installed (editable), not found through the working directory."""
     out = subprocess.run([sys.executable, "-c", "import functions, functions.config; print(functions.__file__)"],
                          capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0 and Path(out.stdout.strip()) == ROOT / "functions" / "__init__.py"
+    assert out.returncode == 0 and Path(out.stdout.strip()) == REPO_ROOT / "functions" / "__init__.py"
 
 
 SMALL_SWEEP = ["run", "MNIST", "--percentages", "0.002", "0.004", "0.006", "0.008", "--repeats", "2",
@@ -92,7 +92,7 @@ def test_ctrl_c_during_a_sweep_says_what_is_saved_and_a_rerun_resumes(output_roo
 
     env = {**os.environ, "TRANSFER_OUTPUT_ROOT": str(output_root), "OMP_NUM_THREADS": "1"}
     results = output_root / "MNIST" / "results" / "results_regular_FR.json"
-    child = subprocess.Popen([sys.executable, "-m", "functions", *SMALL_SWEEP], env=env, cwd=ROOT, text=True,
+    child = subprocess.Popen([sys.executable, "-m", "functions", *SMALL_SWEEP], env=env, cwd=REPO_ROOT, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_restore_sigint)
     deadline = time.monotonic() + 120
     while not results.exists() and time.monotonic() < deadline and child.poll() is None:
@@ -107,7 +107,7 @@ def test_ctrl_c_during_a_sweep_says_what_is_saved_and_a_rerun_resumes(output_roo
                         r"same command resumes from there\n", err, re.S)
     assert 0 < saved < 4 * 2 * 3
 
-    rerun = subprocess.run([sys.executable, "-m", "functions", *SMALL_SWEEP], env=env, cwd=ROOT, text=True,
+    rerun = subprocess.run([sys.executable, "-m", "functions", *SMALL_SWEEP], env=env, cwd=REPO_ROOT, text=True,
                            capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     records = json.loads(results.read_text())[1:]
@@ -202,7 +202,7 @@ def test_pretrain_run_and_summary_print_what_their_files_hold(output_root, capsy
 
 def test_summary_without_results_is_one_line_on_stderr_and_exit_code_2(tmp_path):
     import os
-    done = subprocess.run([sys.executable, "-m", "functions", "summary", "MNIST", "--mode", "FR"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "functions", "summary", "MNIST", "--mode", "FR"], cwd=REPO_ROOT,
                           env={**os.environ, "TRANSFER_OUTPUT_ROOT": str(tmp_path)}, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 2 and done.stdout == ""

@@ -16,7 +16,9 @@ from functions.core.errors import DataError
 from functions.notebooks.study import plan
 from functions.runs.executors import Failure, InProcess, RayExecutor, make_executor
 from functions.runs.sweep import run_sweep
+from functions.core.paths import REPO_ROOT
 
+pytestmark = pytest.mark.ray
 RAY = Path(sys.executable).parent / "ray"
 GRID = dict(percentages=[0.01], repeats=2, cut_points=[0, 2])
 EXPECTED = {"results": 4, "baselines": 2}  # 2 cut points x 2 repeats, and 2 baselines
@@ -110,7 +112,7 @@ def test_a_papermill_grid_runs_its_points_as_ray_tasks(cluster, tmp_path):
     command = [sys.executable, "-m", "functions", "sweep", "MNIST/empirical.ipynb", "--no-progress",
                "--grid", 'modes=[["FR"], ["XY"]]', "--param", "profile=quick", "--param", "percentages=[0.002]",
                "--param", "repeats=1", "--param", "cut_points=[6]", "--out", str(tmp_path), "--executor", "ray", "--address", cluster]
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 passed, 1 failed" in done.stdout and "unknown mode 'XY'" in done.stdout

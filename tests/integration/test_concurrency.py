@@ -23,8 +23,8 @@ from functions.runs.executors import InProcess
 from functions.runs.store import load_results
 from functions.runs.tracking import Tracker
 from functions.models.zoo_catalog import ZOO_VERSION
+from functions.core.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 # both writers start together: each says it is ready, then waits for the go file
 READY = ("import sys, time\nfrom pathlib import Path\n{setup}\nprint('ready', flush=True)\n"
          "while not Path(sys.argv[1]).exists():\n    time.sleep(0.01)\n{work}\n")
@@ -55,7 +55,7 @@ PRETRAINER = READY.format(
 def side_by_side(script: str, go: Path, *argv_per_process, env=None) -> list[str]:
     """Run ``script`` in one process per argument list, released together; their outputs."""
     processes = [subprocess.Popen([sys.executable, "-c", script, str(go), *argv], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env) for argv in argv_per_process]
+                                  stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env) for argv in argv_per_process]
     for process in processes:
         assert process.stdout.readline().strip() == "ready", process.communicate()[1][-2000:]
     go.touch()
@@ -68,7 +68,7 @@ def commands_side_by_side(output_root, *argv_per_process) -> None:
     """``python -m functions`` once per argument list, started together, one thread each."""
     env = {**os.environ, "TRANSFER_OUTPUT_ROOT": str(output_root), "OMP_NUM_THREADS": "1"}
     processes = [subprocess.Popen([sys.executable, "-m", "functions", *argv], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env) for argv in argv_per_process]
+                                  stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env) for argv in argv_per_process]
     outcomes = [process.communicate(timeout=300) for process in processes]
     assert [p.returncode for p in processes] == [0] * len(processes), [err[-2000:] for _, err in outcomes]
 
@@ -201,7 +201,7 @@ def test_fe_vs_ft_side_by_side_then_rerun_logs_each_saved_run_once(output_root, 
     env = {**os.environ, "TRANSFER_OUTPUT_ROOT": str(output_root), "TRANSFER_FEATURE_CACHE": str(cache),
            "OMP_NUM_THREADS": "1"}
     processes = [subprocess.Popen([sys.executable, "-m", "functions", *command, "--samples-per-class", n],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
                  for n in ("1", "2")]
     outcomes = [process.communicate(timeout=300) for process in processes]
     assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outcomes]

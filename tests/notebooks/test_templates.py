@@ -51,6 +51,7 @@ def test_grid_points_and_names():
     assert point_name(points[0]) == "modes=F,repeats=1"
 
 
+@pytest.mark.slow
 def test_sweep_runs_each_point_and_reports_the_failed_one(tmp_path):
     """A two-point grid of the MNIST empirical notebook plus one bad point, over papermill."""
     command = [sys.executable, "-m", "functions", "sweep", "MNIST/empirical.ipynb", "--no-progress",

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from functions.__main__ import main
+from functions.core.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _files(root: Path) -> dict:
@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def run_cli(argv, root: Path, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "functions", *argv], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "functions", *argv], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "TRANSFER_OUTPUT_ROOT": str(root), **env})
 
 

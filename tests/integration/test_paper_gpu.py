@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from functions.runs.store import load_results
+from functions.core.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def paper_gpu():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # it shares machine() with the other benchmarks
-    spec = importlib.util.spec_from_file_location("paper_gpu", ROOT / "benchmarks" / "paper_gpu.py")
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))  # it shares machine() with the other benchmarks
+    spec = importlib.util.spec_from_file_location("paper_gpu", REPO_ROOT / "benchmarks" / "paper_gpu.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     yield module
-    sys.path.remove(str(ROOT / "benchmarks"))
+    sys.path.remove(str(REPO_ROOT / "benchmarks"))
 
 
 def test_smoke_size_pretrains_sweeps_the_grid_records_its_time_and_resumes(paper_gpu, tmp_path, monkeypatch):

@@ -190,6 +190,7 @@ def test_a_results_file_of_another_rank_is_refused_naming_the_keys(tmp_path):
     assert not {"strategy", "lora_rank", "lr_decay", "stage_epochs"} & set(quick("FR").params())
 
 
+@pytest.mark.slow
 def test_a_strategy_sweep_writes_resumes_and_records_parameters_counts(output_root, mnist_target):
     setup, cfg, grid = plan("MNIST", mode="bitfit", percentages=[0.01], repeats=1, cut_points=[5, 6])
     paths = run_sweep(setup, cfg, grid, baselines=False, progress=False)

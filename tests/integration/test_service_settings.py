@@ -11,8 +11,8 @@ import pytest
 
 from functions.core.errors import DataError
 from functions.efficiency.service import ServiceSettings
+from functions.core.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -37,7 +37,7 @@ def test_a_bad_setting_stops_the_service_with_one_line(variable, value, message,
     env = {**os.environ, "TRANSFER_OUTPUT_ROOT": str(root), "TRANSFER_FEATURE_CACHE": str(root / "features"),
            f"TRANSFER_SERVICE_{variable}": value.format(garbage=garbage)}
     done = subprocess.run([sys.executable, "-m", "uvicorn", "functions.efficiency.service:app", "--host", "127.0.0.1",
-                           "--port", str(free_port())], cwd=ROOT, env=env, capture_output=True, text=True,
+                           "--port", str(free_port())], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr

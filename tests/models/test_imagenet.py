@@ -99,6 +99,7 @@ def test_files_of_another_shape_or_truncated_are_refused(tmp_path):
         create_backbone("resnet9")
 
 
+@pytest.mark.slow
 def test_classify_command_prints_the_top_labels_and_refuses_non_images(tmp_path, photos):
     Image.fromarray(photos["flower.jpg"]).save(tmp_path / "flower.png")
     (tmp_path / "notes.jpg").write_text("not an image")

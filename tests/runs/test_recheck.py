@@ -116,6 +116,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_rechecks_pass_under_another_cpus_rounding():
     env = {**os.environ, **AVX2, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", CHAOS_SCRIPT, json.dumps(QUICK_RECHECKS)], env=env,
@@ -127,6 +128,7 @@ def test_rechecks_pass_under_another_cpus_rounding():
     assert len(results) == len(QUICK_RECHECKS)
 
 
+@pytest.mark.slow
 def test_a_changed_dann_fails_under_another_cpus_rounding_too():
     script = ("from functions.train import adaptation\n"
               "adaptation.reverse_gradient = lambda x, w: adaptation._ReverseGradient.apply(x, -w)\n"

@@ -15,8 +15,8 @@ from functions.train import engine
 from functions.config import Config
 from functions.data.tasks import Split
 from functions.train.trainer import fit, prefix_features
+from functions.core.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CFG = Config(num_channels=4, depth=3)
 FIT = dict(lr=1e-2, batch_size=16)
 # Weight tolerances per dtype.  Adam divides by the root of the squared gradients, so rounding
@@ -179,7 +179,7 @@ def test_bad_groups_are_refused():
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("sweep_benchmark", ROOT / "benchmarks" / "sweep_benchmark.py")
+    spec = importlib.util.spec_from_file_location("sweep_benchmark", REPO_ROOT / "benchmarks" / "sweep_benchmark.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
