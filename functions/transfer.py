@@ -11,6 +11,10 @@ unfrozen or adapted.  The study's fine-tuning strategies are built on the same `
     tuner.fit(train, val, callbacks=[EarlyStopping(patience=3), ModelCheckpoint()])
     tuner.evaluate(test)  # accuracy, mean per-class accuracy, top-5 accuracy, macro F1
 
+Your own images: ``load_dataset("photos/")`` (a folder of class folders, or a CSV of
+``path,label[,split][,domain]``) gives class names, counts and a fingerprint, and
+``.task(size=224)`` the same task object (train/val/test splits) the built-in datasets give.
+
 Layers are named as the model names its stages (``model.layer_names``); images are tensors in
 [0, 1], (N, C, H, W), adapted to each network's input size, channels and normalisation.
 """
@@ -24,13 +28,14 @@ from torch import nn
 
 from .config import FOLDERS, get_setup
 from .core.errors import DataError
+from .data.image_dataset import load_dataset
 from .models.backbones import Backbone
 from .models.registry import STUDY, create_backbone
 from .runs.features import FeatureStore, extract
 from .runs.pretrained import source_backbone
 from .train.finetune import EarlyStopping, Finetuner, ModelCheckpoint
 
-__all__ = ["EarlyStopping", "FeatureExtractor", "Finetuner", "ModelCheckpoint", "load_pretrained_model"]
+__all__ = ["EarlyStopping", "FeatureExtractor", "Finetuner", "ModelCheckpoint", "load_dataset", "load_pretrained_model"]
 
 POOLING_CHOICES = ("avg", "max", None)
 

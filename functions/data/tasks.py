@@ -62,17 +62,30 @@ class RowView:
 @dataclass
 class TaskData:
     """One classification task: a seeded train/val split of the official training data and the
-    official test split, restricted to ``classes`` and relabelled ``0..len(classes)-1``."""
+    official test split, restricted to ``classes`` and relabelled ``0..len(classes)-1``.
+
+    ``mean``/``std``: the per-channel normalisation of the tensors; None for a catalog dataset
+    (its own, :func:`functions.data.adapt.channel_stats`), measured on the training split for a
+    folder or CSV of images (:mod:`functions.data.image_dataset`)."""
 
     dataset: str
     classes: list
     train: Split
     val: Split
     test: Split
+    mean: tuple | None = None
+    std: tuple | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def pixels(self, split: Split) -> torch.Tensor:
+        """``split``'s images back in [0, 1] (this task's normalisation undone)."""
+        if self.mean is None:
+            return pixels(split, self.dataset)
+        mean, std = (torch.tensor(v, dtype=split.x.dtype).view(1, -1, 1, 1) for v in (self.mean, self.std))
+        return (split.x * std + mean).clamp_(0.0, 1.0)
 
 
 def _as_split(dataset: str, images: np.ndarray, labels: np.ndarray, classes: list, shape: tuple | None) -> Split:

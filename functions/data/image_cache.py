@@ -1,0 +1,74 @@
+"""The decoded images of a dataset version as one uint8 array per size, on disk under the data root.
+
+``<data root>/cache/images/<fingerprint>/<size>px_<channels>ch.npy`` holds ``(N, size, size,
+channels)`` uint8 in the manifest's order, and ``manifest.json`` beside it the file list of that
+version (so that a later version can name what changed).  The first read decodes each image once
+and streams it into the file (one image's pixels in memory at a time, however large the folder);
+every later read memory-maps the file.  Writes are atomic and under the file's lock: an interrupted
+build leaves no file, and two processes asking at once decode once.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..core.atomic import atomic_file, locked, write_json_atomic
+from ..core.errors import DataError
+from ..core.paths import data_root
+from . import decode
+from .files import Manifest
+
+
+def cache_dir(fingerprint: str, root: Path | None = None) -> Path:
+    return Path(root or data_root()) / "cache" / "images" / fingerprint
+
+
+def cached_images(manifest: Manifest, size: int, channels: int = 3, root: Path | None = None,
+                  log=None) -> np.ndarray:
+    """The manifest's images as a read-only memory-mapped ``(N, size, size, channels)`` uint8
+    array, decoded now if this (version, size, channels) has no cache yet."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DataError(f"image size {size!r} must be a positive integer (pixels of the square side)")
+    folder = cache_dir(manifest.fingerprint, root)
+    path = folder / f"{size}px_{channels}ch.npy"
+    shape = (len(manifest.entries), size, size, channels)
+    if not path.exists():
+        with locked(path):
+            if not path.exists():
+                if log is not None:
+                    log(f"decoding {shape[0]} images of {manifest.name} at {size} px, {channels} channel(s), once "
+                        f"(cached in {path})")
+                _build(manifest, shape, path)
+    save_manifest(manifest, root)
+    images = np.load(path, mmap_mode="r")
+    if images.shape != shape or images.dtype != np.uint8:
+        raise DataError(f"{path} holds {images.dtype} {images.shape}, not the {shape} uint8 images of "
+                        f"{manifest.name}: delete the file to rebuild it")
+    return images
+
+
+def _build(manifest: Manifest, shape: tuple, path: Path) -> None:
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
+    with atomic_file(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for entry in manifest.entries:
+            fh.write(decode.decode_image(manifest.root / entry.path, shape[1], shape[3]).tobytes())
+
+
+def save_manifest(manifest: Manifest, root: Path | None = None) -> None:
+    """``manifest.json`` of this version beside its images (once)."""
+    path = cache_dir(manifest.fingerprint, root) / "manifest.json"
+    if not path.exists():
+        with locked(path):
+            if not path.exists():
+                write_json_atomic(path, manifest.records())
+
+
+def stored_manifest(fingerprint: str, root: Path | None = None) -> Manifest | None:
+    """The manifest of the version ``fingerprint`` if it was ever read on this data root."""
+    path = cache_dir(fingerprint, root) / "manifest.json"
+    if not path.exists():
+        return None
+    return Manifest.from_records(json.loads(path.read_text()))

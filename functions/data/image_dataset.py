@@ -1,0 +1,165 @@
+"""A user's folder or CSV of images as a dataset: class names, counts, fingerprint, and tasks.
+
+:func:`load_dataset` reads the file list (:mod:`functions.data.files`); :meth:`ImageDataset.task`
+gives the same :class:`~functions.data.tasks.TaskData` the built-in datasets give, at the size and
+channels a network asks for, from the decoded-image cache (:mod:`functions.data.image_cache`).
+
+Normalisation is the dataset's own, as for the built-in datasets: the per-channel mean and std
+of the task's training images (before the validation draw), measured at the size asked and kept
+in ``TaskData.mean``/``std``.  The ImageNet backbones undo it (``TaskData.pixels``) and apply
+their own; a study CNN reads the tensors as they are, as it reads an adapted MNIST target.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.errors import DataError
+from ..core.paths import data_root
+from .files import SPLIT_SEED, TEST_FRACTION, Manifest, describe_changes, read_manifest
+from .image_cache import cached_images, stored_manifest
+from .tasks import Split, TaskData
+
+STATS_CHUNK = 256  # images per step when measuring the mean and std (memory stays small)
+
+
+class ImageDataset:
+    """One version of a folder or CSV of images.  ``key`` (name and fingerprint prefix) names its
+    images wherever a dataset name keys a cache (the feature store) or a results file."""
+
+    def __init__(self, manifest: Manifest, cache_root: Path | None = None):
+        self.manifest, self.cache_root = manifest, cache_root
+        self._tasks: dict = {}
+
+    name = property(lambda self: self.manifest.name)
+    fingerprint = property(lambda self: self.manifest.fingerprint)
+    classes = property(lambda self: self.manifest.classes)
+    domains = property(lambda self: self.manifest.domains)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.fingerprint[:12]}"
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class, per split: ``{"train": {"cat": 40, ...}, "val": ..., "test": ...}``."""
+        return self.manifest.counts()
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{split} {sum(c.values())}" for split, c in self.counts().items())
+        return f"ImageDataset({self.name!r}, {len(self.classes)} classes, {sizes}, fingerprint {self.fingerprint[:12]})"
+
+    def images(self, size: int, channels: int = 3, log=None) -> np.ndarray:
+        """Every image of the manifest, in its order, as memory-mapped ``(N, size, size, channels)`` uint8."""
+        return cached_images(self.manifest, size, channels, self.cache_root, log)
+
+    def labels(self) -> np.ndarray:
+        """Every image's class as an index into :attr:`classes`, in the manifest's order."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array([index[e.label] for e in self.manifest.entries], dtype=np.int64)
+
+    def task(self, size: int, channels: int = 3, val_split: float = 0.1, seed: int = 0, classes=None,
+             domain: str | None = None, log=None) -> TaskData:
+        """The task over ``classes`` (names; default all) of ``domain`` (default all) at ``size`` x
+        ``size`` pixels, grey (1) or RGB (3).  The validation split is the given one (``val/``
+        folders or rows), else ``val_split`` of the training images drawn with ``seed`` as
+        :func:`functions.data.tasks.load_task` draws it.  Built once per dataset object and
+        arguments (the tensors are shared: index them, do not modify them in place)."""
+        classes = self._check_classes(classes)
+        if domain is not None and domain not in self.domains:
+            raise DataError(f"{self.name} has no domain {domain!r}; its domains are {self.domains or 'none (no domain column)'}")
+        if not 0 <= val_split < 1:
+            raise DataError(f"val_split={val_split} must be in [0, 1)")
+        key = (size, channels, float(val_split), int(seed), tuple(classes), domain)
+        if key not in self._tasks:
+            self._tasks[key] = self._task(size, channels, float(val_split), int(seed), classes, domain, log)
+        return self._tasks[key]
+
+    def _check_classes(self, classes) -> list[str]:
+        if classes is None:
+            return self.classes
+        classes = [str(c) for c in classes]
+        unknown = [c for c in classes if c not in self.classes]
+        if unknown or len(set(classes)) != len(classes) or len(classes) < 2:
+            problem = f"has no class(es) {unknown}" if unknown else "needs at least two different classes"
+            raise DataError(f"{self.name} {problem}: choose two or more of {self.classes}")
+        return classes
+
+    def _task(self, size, channels, val_split, seed, classes, domain, log) -> TaskData:
+        images = self.images(size, channels, log)
+        lookup = {c: i for i, c in enumerate(classes)}
+        rows = {split: [] for split in ("train", "val", "test")}
+        for i, e in enumerate(self.manifest.entries):
+            if e.label in lookup and (domain is None or e.domain == domain):
+                rows[e.split].append(i)
+        labels = np.array([lookup.get(e.label, -1) for e in self.manifest.entries], dtype=np.int64)
+        for split in ("train", "test"):
+            missing = [c for c in classes if lookup[c] not in set(labels[rows[split]])]
+            if missing:
+                raise DataError(f"{self.name}{f' domain {domain}' if domain else ''}: class {missing[0]!r} has no "
+                                f"image in the {split} split; choose classes that have, or add images")
+        mean, std = channel_mean_std(images, np.array(rows["train"]))
+        mean_t, std_t = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (mean, std))
+
+        def split_of(index) -> Split:
+            index = np.asarray(index, dtype=np.int64)
+            x = torch.from_numpy(np.ascontiguousarray(images[index])).permute(0, 3, 1, 2).float().div_(255.0)
+            x = ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+            return Split(x, torch.from_numpy(labels[index]))
+
+        train_full = split_of(rows["train"])
+        if rows["val"]:
+            train, val = train_full, split_of(rows["val"])
+        else:
+            order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed))
+            n_val = int(round(val_split * len(train_full)))
+            train, val = train_full.subset(order[n_val:]), train_full.subset(order[:n_val])
+        return TaskData(self.key, list(classes), train, val, split_of(rows["test"]), mean, std)
+
+    def check_fingerprint(self, expected: str, what: str = "the results file") -> None:
+        """Refuse ``what`` made from another version of this dataset, naming what changed since
+        (from that version's file list in the cache, where it is still there)."""
+        if expected == self.fingerprint:
+            return
+        old = stored_manifest(expected, self.cache_root)
+        changes = describe_changes(old, self.manifest) if old is not None else \
+            f"fingerprint {expected[:12]} then, {self.fingerprint[:12]} now (that version's file list is not in the cache)"
+        raise DataError(f"{what} was made from another version of {self.name}: {changes}; restore those files, or "
+                        f"move {what} away to start afresh")
+
+
+def channel_mean_std(images: np.ndarray, rows: np.ndarray) -> tuple[tuple, tuple]:
+    """Per-channel mean and (population) std of ``images[rows]`` in [0, 1], read in chunks."""
+    channels = images.shape[-1]
+    total, squares, count = np.zeros(channels), np.zeros(channels), 0
+    for start in range(0, len(rows), STATS_CHUNK):
+        chunk = images[rows[start:start + STATS_CHUNK]].reshape(-1, channels).astype(np.float64) / 255.0
+        total += chunk.sum(0)
+        squares += np.square(chunk).sum(0)
+        count += len(chunk)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+    return tuple(float(m) for m in mean), tuple(float(max(s, 1e-6)) for s in std)
+
+
+def resolve(path_or_name) -> Path:
+    """A folder or CSV path, or the name of a prepared folder under the data root (``clipart``)."""
+    path = Path(path_or_name)
+    if path.exists():
+        return path
+    prepared = data_root() / str(path_or_name)
+    if not path.is_absolute() and len(path.parts) == 1 and prepared.is_dir():
+        return prepared
+    raise DataError(f"{path_or_name}: no such folder or CSV file, and no prepared dataset of that name in "
+                    f"{data_root()}; give an image folder or CSV, or prepare it (python -m functions prepare-data "
+                    f"{path_or_name})")
+
+
+def load_dataset(path_or_name, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED,
+                 cache_root: Path | None = None) -> ImageDataset:
+    """A folder (``root/<label>/<image>`` or ``root/{train,val,test}/<label>/<image>``), a CSV
+    (``path,label[,split][,domain]``) or a prepared dataset's name, read and checked: every file
+    hashed, no pixels decoded yet.  A one-split folder gets a drawn test split (``test_fraction``
+    of each class, ``seed``), recorded in its manifest."""
+    return ImageDataset(read_manifest(resolve(path_or_name), test_fraction, seed), cache_root)
