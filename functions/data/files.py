@@ -162,7 +162,12 @@ def read_manifest(path, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_
 def _folder_rows(root: Path) -> tuple[list, bool]:
     """(relative path, label, split, domain) of every image of a folder, and whether it gives splits."""
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    has_splits = bool(subdirs) and all(p.name in SPLITS for p in subdirs)
+    named = [p.name for p in subdirs if p.name in SPLITS]
+    others = [p.name for p in subdirs if p.name not in SPLITS]
+    if named and others:
+        raise DataError(f"{root} mixes split folders {named} with other folders {others[:3]}: put every class "
+                        f"folder inside train/ and test/ (and val/), or name no folder {'/'.join(SPLITS)}")
+    has_splits = bool(named)
     if has_splits:
         missing = [s for s in ("train", "test") if not (root / s).is_dir()]
         if missing:
@@ -209,6 +214,8 @@ def _image_file(root: Path, path: Path) -> str:
     if target.is_dir():
         raise DataError(f"{path} is a folder named like an image, not an image file: class folders hold "
                         f"image files directly; move its contents up or remove it")
+    if not target.is_file():
+        raise DataError(f"{path} is not a regular file (a pipe, socket or device): replace it with the image file")
     return path.relative_to(root).as_posix()
 
 

@@ -4,12 +4,16 @@
 channels)`` uint8 in the manifest's order, and ``manifest.json`` beside it the file list of that
 version (so that a later version can name what changed).  The first read decodes each image once
 and streams it into the file (one image's pixels in memory at a time, however large the folder);
-every later read memory-maps the file.  Writes are atomic and under the file's lock: an interrupted
-build leaves no file, and two processes asking at once decode once.
+every later read memory-maps the file.  Images are decoded by a few threads (Pillow releases the
+GIL while it decodes and resizes), a window at a time and written in order, so memory holds at
+most a window of images.  Writes are atomic and under the file's lock: an interrupted build leaves
+no file, and two processes asking at once decode once.
 """
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,8 @@ from ..core.errors import DataError
 from ..core.paths import data_root
 from . import decode
 from .files import Manifest
+
+WINDOW = 64  # images decoded ahead of the writer at most
 
 
 def cache_dir(fingerprint: str, root: Path | None = None) -> Path:
@@ -51,10 +57,14 @@ def cached_images(manifest: Manifest, size: int, channels: int = 3, root: Path |
 
 def _build(manifest: Manifest, shape: tuple, path: Path) -> None:
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
-    with atomic_file(path, "wb") as fh:
+    files = [manifest.root / entry.path for entry in manifest.entries]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with atomic_file(path, "wb") as fh, ThreadPoolExecutor(max(1, min(4, cores))) as pool:
         np.lib.format.write_array_header_1_0(fh, header)
-        for entry in manifest.entries:
-            fh.write(decode.decode_image(manifest.root / entry.path, shape[1], shape[3]).tobytes())
+        for start in range(0, len(files), WINDOW):
+            window = files[start:start + WINDOW]
+            for pixels in pool.map(lambda file: decode.decode_image(file, shape[1], shape[3]), window):
+                fh.write(pixels.tobytes())
 
 
 def save_manifest(manifest: Manifest, root: Path | None = None) -> None:

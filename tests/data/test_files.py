@@ -1,6 +1,7 @@
 """Folders and CSVs read into manifests: layouts, the drawn test split, the fingerprint, bad input."""
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -130,6 +131,32 @@ def test_a_folder_named_like_an_image_is_refused(image_folder):
     folder, _ = image_folder
     (folder / "cat" / "looks.png").mkdir()
     assert "looks.png" in _refused(folder, "folder named like an image")
+
+
+def test_a_file_that_cannot_be_read_is_named(image_folder, monkeypatch):
+    # as root, chmod 000 does not stop reading: the refusal of the operating system is simulated
+    folder, _ = image_folder
+    read_bytes = Path.read_bytes
+
+    def refusing(path):
+        if path.name == "grey.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refusing)
+    assert "grey.png" in _refused(folder, r"cannot be read \(Permission denied\): check its permissions")
+
+
+def test_a_pipe_named_like_an_image_is_refused(image_folder):
+    folder, _ = image_folder
+    os.mkfifo(folder / "cat" / "pipe.png")
+    _refused(folder, "pipe.png is not a regular file")
+
+
+def test_split_folders_mixed_with_class_folders_are_refused(image_folder):
+    folder, _ = image_folder
+    (folder / "train").mkdir()
+    _refused(folder, r"mixes split folders \['train'\] with other folders \['cat', 'dog', 'grüne Äpfel'\]")
 
 
 def test_symlinks_leaving_the_root_or_looping_are_refused(image_folder, tmp_path):
