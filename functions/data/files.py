@@ -8,15 +8,16 @@ Layouts (the torchvision ``ImageFolder`` one, and tl-tradeoff's split files):
 - a CSV ``path,label[,split][,domain]`` (a header row; paths relative to the CSV's folder).
 
 Every file is read once here to hash its content: the fingerprint, a SHA-256 over the sorted
-(relative path, label, split, [domain,] content hash), names one version of the dataset, keys
-its image cache and is stored in results files; two manifests name what changed between them.
+lines ``path<TAB>label<TAB>split<TAB>content SHA-256`` (split empty where the toolkit draws it;
+a CSV's domain a fifth field), names one version of the files, keys their image cache and is
+stored in results files with how the test split was drawn (:attr:`Manifest.version`); two
+manifests name what changed between them.
 Torch-free: listing and checking a folder loads no tensor library.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ class Entry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """The files of one version of a dataset, sorted by (split, label, path)."""
+    """The files of one version of a dataset, sorted by path (the order of its image cache)."""
 
     name: str
     root: Path                      # the folder the paths are relative to (the CSV's folder for a CSV)
@@ -52,7 +53,17 @@ class Manifest:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.entries)
+        """The files' identity; a drawn split does not count (it follows from the files, the
+        fraction and the seed), so a one-split folder's fingerprint is that of its files alone."""
+        return fingerprint((e.path, e.label, "" if self.test_drawn else e.split, e.sha256)
+                           + ((e.domain,) if e.domain is not None else ()) for e in self.entries)
+
+    @property
+    def version(self) -> dict:
+        """What a results file records to refuse another version later: the fingerprint, the
+        class names and the test split (``given``, or the fraction and seed it was drawn with)."""
+        return {"name": self.name, "fingerprint": self.fingerprint, "classes": self.classes,
+                "test_split": self.test_drawn or "given"}
 
     @property
     def classes(self) -> list[str]:
@@ -80,20 +91,28 @@ class Manifest:
                    records["test_drawn"])
 
 
-def fingerprint(entries) -> str:
-    """SHA-256 over the sorted (relative path, label, split, [domain,] content SHA-256): stable under
-    renaming the root or reordering a CSV, changed by any file added, removed, relabelled, moved
-    between splits or edited.  The domain counts only where a CSV gives one."""
-    rows = sorted([e.path, e.label, e.split, e.sha256] + ([e.domain] if e.domain is not None else [])
-                  for e in entries)
-    return hashlib.sha256(json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+def fingerprint(rows) -> str:
+    """SHA-256 over the sorted lines of ``(relative path, label, split, content SHA-256[, domain])``
+    rows, fields joined by tabs: stable under moving or renaming the root and reordering a CSV,
+    changed by any file added, removed, relabelled, moved between given splits or edited."""
+    lines = []
+    for row in rows:
+        bad = next((f for f in row if "\t" in f or "\n" in f or "\r" in f), None)
+        if bad is not None:
+            raise DataError(f"{bad!r} contains a tab or line break; rename the file or label without them")
+        lines.append("\t".join(row) + "\n")
+    digest = hashlib.sha256()
+    for line in sorted(lines):
+        digest.update(line.encode("utf-8"))
+    return digest.hexdigest()
 
 
 def describe_changes(old: Manifest, new: Manifest, limit: int = 3) -> str:
     """What changed from ``old`` to ``new`` in one line, e.g. ``1 file added (cat/b.png); 1 file
     relabelled (dog/x.png -> cat/x.png)``; empty when nothing did.  A file that left one path and
     appears at another with the same content (moved to another class or split folder) counts as
-    relabelled or moved, not as removed and added."""
+    relabelled or moved, not as removed and added.  Splits count where both versions give them;
+    otherwise a change of the draw (fraction, seed) is named."""
     before, after = {e.path: e for e in old.entries}, {e.path: e for e in new.entries}
     removed = {p: before[p] for p in sorted(before.keys() - after.keys())}
     added = {p: after[p] for p in sorted(after.keys() - before.keys())}
@@ -118,11 +137,19 @@ def describe_changes(old: Manifest, new: Manifest, limit: int = 3) -> str:
         ("added", list(added)),
         ("removed", list(removed)),
         ("relabelled", [moved(a, b, "label") for a, b in pairs if a.label != b.label]),
-        ("moved between splits", [moved(a, b, "split") for a, b in pairs if a.label == b.label and a.split != b.split]),
+        ("moved between splits", [moved(a, b, "split") for a, b in pairs if a.label == b.label and a.split != b.split
+                                  and old.test_drawn is None and new.test_drawn is None]),
         ("moved between domains", [moved(a, b, "domain") for a, b in pairs if a.domain != b.domain]),
         ("edited", [b.path for a, b in pairs if a.sha256 != b.sha256]),
     ]
-    return "; ".join(named(kind, items) for kind, items in parts if items)
+    changes = [named(kind, items) for kind, items in parts if items]
+    if old.test_drawn != new.test_drawn:
+        changes.append(f"test split {_drawn(old.test_drawn)} then, {_drawn(new.test_drawn)} now")
+    return "; ".join(changes)
+
+
+def _drawn(test_drawn: dict | None) -> str:
+    return "given" if test_drawn is None else f"drawn with fraction {test_drawn['fraction']}, seed {test_drawn['seed']}"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -155,8 +182,7 @@ def read_manifest(path, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_
         entries = draw_test_split(entries, test_fraction, seed)
         drawn = {"fraction": test_fraction, "seed": seed}
     check_leakage(entries)
-    return Manifest(name, root, tuple(sorted(entries, key=lambda e: (SPLITS.index(e.split), e.label, e.path))),
-                    drawn)
+    return Manifest(name, root, tuple(sorted(entries, key=lambda e: e.path)), drawn)
 
 
 def _folder_rows(root: Path) -> tuple[list, bool]:

@@ -26,8 +26,9 @@ STATS_CHUNK = 256  # images per step when measuring the mean and std (memory sta
 
 
 class ImageDataset:
-    """One version of a folder or CSV of images.  ``key`` (name and fingerprint prefix) names its
-    images wherever a dataset name keys a cache (the feature store) or a results file."""
+    """One version of a folder or CSV of images.  ``key`` (name, fingerprint prefix and the test
+    split's draw) names its splits wherever a dataset name keys a cache (the feature store);
+    ``version`` is what a results file records, ``check_version`` refuses another."""
 
     def __init__(self, manifest: Manifest, cache_root: Path | None = None):
         self.manifest, self.cache_root = manifest, cache_root
@@ -40,7 +41,12 @@ class ImageDataset:
 
     @property
     def key(self) -> str:
-        return f"{self.name}@{self.fingerprint[:12]}"
+        drawn = self.manifest.test_drawn
+        return f"{self.name}@{self.fingerprint[:12]}" + (f":test{drawn['fraction']}-seed{drawn['seed']}" if drawn else "")
+
+    @property
+    def version(self) -> dict:
+        return self.manifest.version
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class, per split: ``{"train": {"cat": 40, ...}, "val": ..., "test": ...}``."""
@@ -117,14 +123,20 @@ class ImageDataset:
             train, val = train_full.subset(order[n_val:]), train_full.subset(order[:n_val])
         return TaskData(self.key, list(classes), train, val, split_of(rows["test"]), mean, std)
 
-    def check_fingerprint(self, expected: str, what: str = "the results file") -> None:
-        """Refuse ``what`` made from another version of this dataset, naming what changed since
-        (from that version's file list in the cache, where it is still there)."""
-        if expected == self.fingerprint:
+    def check_version(self, stored: dict, what: str = "the results file") -> None:
+        """Refuse ``what``, made from the dataset version ``stored`` (a :attr:`version`), unless it
+        is this one; the message names what changed since (from that version's file list in the
+        cache, where it is still there)."""
+        if stored.get("fingerprint") == self.fingerprint and stored.get("test_split") == self.version["test_split"]:
             return
-        old = stored_manifest(expected, self.cache_root)
-        changes = describe_changes(old, self.manifest) if old is not None else \
-            f"fingerprint {expected[:12]} then, {self.fingerprint[:12]} now (that version's file list is not in the cache)"
+        old = stored_manifest(stored.get("fingerprint", ""), self.cache_root)
+        if old is not None:
+            drawn = stored.get("test_split")
+            changes = describe_changes(Manifest(old.name, old.root, old.entries, None if drawn == "given" else drawn),
+                                       self.manifest)
+        else:
+            changes = (f"fingerprint {str(stored.get('fingerprint'))[:12]} then, {self.fingerprint[:12]} now (that "
+                       f"version's file list is not in the cache)")
         raise DataError(f"{what} was made from another version of {self.name}: {changes}; restore those files, or "
                         f"move {what} away to start afresh")
 

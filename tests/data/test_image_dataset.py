@@ -57,7 +57,7 @@ def test_the_task_is_the_built_in_datasets_task_object(image_folder, tmp_path):
     assert dataset.classes == ["cat", "dog", "grüne Äpfel"]
     assert dataset.counts()["test"] == {"cat": 1, "dog": 1, "grüne Äpfel": 1}
     task = dataset.task(SIDE, val_split=0.2, seed=3)
-    assert task.dataset == f"shapes@{dataset.fingerprint[:12]}" and task.num_classes == 3
+    assert task.dataset == f"shapes@{dataset.fingerprint[:12]}:test0.2-seed0" and task.num_classes == 3
     assert (len(task.train), len(task.val), len(task.test)) == (9, 2, 3)
     assert task.train.x.shape[1:] == (3, SIDE, SIDE) and task.train.x.dtype == torch.float32
     training = torch.cat([task.train.x, task.val.x])  # normalised by the training split's own mean and std
@@ -103,14 +103,22 @@ def test_results_from_another_version_are_refused_naming_the_change(image_folder
     folder, _ = image_folder
     first = load_dataset(folder, cache_root=tmp_path / "cache")
     first.images(4)  # reading a version keeps its file list beside its cache
-    first.check_fingerprint(first.fingerprint)
+    stored = first.version
+    assert stored == {"name": "shapes", "fingerprint": first.fingerprint, "classes": ["cat", "dog", "grüne Äpfel"],
+                      "test_split": {"fraction": 0.2, "seed": 0}}
+    first.check_version(stored)
+    redrawn = load_dataset(folder, seed=5, cache_root=tmp_path / "cache")
+    assert redrawn.fingerprint == first.fingerprint  # the same files: one image cache for every draw
+    with pytest.raises(DataError, match="test split drawn with fraction 0.2, seed 0 then, drawn with fraction 0.2, "
+                                        "seed 5 now"):
+        redrawn.check_version(stored)
     solid("L", 9).save(folder / "dog" / "added.png")
     second = load_dataset(folder, cache_root=tmp_path / "cache")
     with pytest.raises(DataError, match=r"fe_vs_ft.json was made from another version of shapes: "
                                         r"1 file added \(dog/added.png\); restore those files"):
-        second.check_fingerprint(first.fingerprint, "fe_vs_ft.json")
+        second.check_version(stored, "fe_vs_ft.json")
     with pytest.raises(DataError, match="fingerprint 000000000000 then, .* not in the cache"):
-        second.check_fingerprint("0" * 64)
+        second.check_version({**stored, "fingerprint": "0" * 64})
 
 
 def test_a_prepared_dataset_is_found_by_name(image_folder, monkeypatch):
