@@ -22,7 +22,7 @@ from .files import SPLIT_SEED, TEST_FRACTION, Manifest, describe_changes, read_m
 from .image_cache import cached_images, stored_manifest
 from .tasks import Split, TaskData
 
-STATS_CHUNK = 256  # images per step when measuring the mean and std (memory stays small)
+CHUNK = 256  # images per step when measuring the mean and std or filling a split (memory stays small)
 
 
 class ImageDataset:
@@ -108,10 +108,12 @@ class ImageDataset:
         mean, std = channel_mean_std(images, np.array(rows["train"]))
         mean_t, std_t = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (mean, std))
 
-        def split_of(index) -> Split:
+        def split_of(index) -> Split:  # filled a chunk at a time: no second copy of the split in memory
             index = np.asarray(index, dtype=np.int64)
-            x = torch.from_numpy(np.ascontiguousarray(images[index])).permute(0, 3, 1, 2).float().div_(255.0)
-            x = ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+            x = torch.empty((len(index), channels, size, size), memory_format=torch.channels_last)
+            for start in range(0, len(index), CHUNK):
+                rows = np.ascontiguousarray(images[index[start:start + CHUNK]])
+                x[start:start + CHUNK] = (torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
             return Split(x, torch.from_numpy(labels[index]))
 
         train_full = split_of(rows["train"])
@@ -145,8 +147,8 @@ def channel_mean_std(images: np.ndarray, rows: np.ndarray) -> tuple[tuple, tuple
     """Per-channel mean and (population) std of ``images[rows]`` in [0, 1], read in chunks."""
     channels = images.shape[-1]
     total, squares, count = np.zeros(channels), np.zeros(channels), 0
-    for start in range(0, len(rows), STATS_CHUNK):
-        chunk = images[rows[start:start + STATS_CHUNK]].reshape(-1, channels).astype(np.float64) / 255.0
+    for start in range(0, len(rows), CHUNK):
+        chunk = images[rows[start:start + CHUNK]].reshape(-1, channels).astype(np.float64) / 255.0
         total += chunk.sum(0)
         squares += np.square(chunk).sum(0)
         count += len(chunk)

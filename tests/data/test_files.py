@@ -214,3 +214,11 @@ def test_the_same_image_in_train_and_test_is_leakage(image_folder):
 
 def test_paths_that_do_not_exist_are_named(tmp_path):
     _refused(tmp_path / "nowhere", "no such folder or CSV file")
+
+
+def test_a_class_too_small_to_draw_a_test_split_is_named(image_folder):
+    folder, _ = image_folder
+    (folder / "grüne Äpfel" / "a.jpeg").unlink()
+    (folder / "grüne Äpfel" / "b.tiff").unlink()
+    _refused(folder, "class 'grüne Äpfel' has 1 image: drawing a test split needs at least two per class")
+    _refused(folder, r"test fraction 1.5 must be in \(0, 1\)", test_fraction=1.5)
