@@ -20,6 +20,7 @@ import csv
 import hashlib
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..core.errors import DataError
@@ -51,7 +52,7 @@ class Manifest:
     entries: tuple[Entry, ...]
     test_drawn: dict | None = None  # {"fraction", "seed"} when the toolkit drew the test split
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """The files' identity; a drawn split does not count (it follows from the files, the
         fraction and the seed), so a one-split folder's fingerprint is that of its files alone."""

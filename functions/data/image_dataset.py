@@ -112,8 +112,8 @@ class ImageDataset:
             index = np.asarray(index, dtype=np.int64)
             x = torch.empty((len(index), channels, size, size), memory_format=torch.channels_last)
             for start in range(0, len(index), CHUNK):
-                rows = np.ascontiguousarray(images[index[start:start + CHUNK]])
-                x[start:start + CHUNK] = (torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
+                chunk = torch.from_numpy(np.ascontiguousarray(images[index[start:start + CHUNK]]))
+                x[start:start + CHUNK] = (chunk.permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
             return Split(x, torch.from_numpy(labels[index]))
 
         train_full = split_of(rows["train"])
