@@ -312,7 +312,8 @@ def _check_classes(entries: list[Entry], name: str, has_splits: bool) -> None:
             absent = [c for c in classes if c not in present]
             if absent:
                 raise DataError(f"{name}: class {absent[0]!r} has no image in the {split} split; add some, or "
-                                f"let the toolkit draw the test split (one folder of class folders, or no split column)")
+                                f"let the toolkit draw the test split (one folder of class folders, or no split "
+                                f"column)")
 
 
 # ----------------------------------------------------------------------------- splits and leakage
@@ -353,6 +354,7 @@ def check_leakage(entries) -> None:
             training[e.sha256].append(e.path)
     pairs = [(t, e.path) for e in entries if e.split == "test" for t in training.get(e.sha256, ())]
     if pairs:
-        shown = ", ".join(f"{a} = {b}" for a, b in pairs[:3]) + (f", ... ({len(pairs) - 3} more)" if len(pairs) > 3 else "")
+        shown = ", ".join(f"{a} = {b}" for a, b in pairs[:3])
+        shown += f", ... ({len(pairs) - 3} more)" if len(pairs) > 3 else ""
         raise DataError(f"{len(pairs)} test image(s) have the same content as a training image (leakage): {shown}; "
                         f"remove the copies from one side")

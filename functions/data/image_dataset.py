@@ -42,7 +42,8 @@ class ImageDataset:
     @property
     def key(self) -> str:
         drawn = self.manifest.test_drawn
-        return f"{self.name}@{self.fingerprint[:12]}" + (f":test{drawn['fraction']}-seed{drawn['seed']}" if drawn else "")
+        draw = f":test{drawn['fraction']}-seed{drawn['seed']}" if drawn else ""
+        return f"{self.name}@{self.fingerprint[:12]}{draw}"
 
     @property
     def version(self) -> dict:
@@ -69,12 +70,13 @@ class ImageDataset:
              domain: str | None = None, log=None) -> TaskData:
         """The task over ``classes`` (names; default all) of ``domain`` (default all) at ``size`` x
         ``size`` pixels, grey (1) or RGB (3).  The validation split is the given one (``val/``
-        folders or rows), else ``val_split`` of the training images drawn with ``seed`` as
-        :func:`functions.data.tasks.load_task` draws it.  Built once per dataset object and
+        folders or rows), else drawn from the training images (:func:`validation_draw`).  Built
+        once per dataset object and
         arguments (the tensors are shared: index them, do not modify them in place)."""
         classes = self._check_classes(classes)
         if domain is not None and domain not in self.domains:
-            raise DataError(f"{self.name} has no domain {domain!r}; its domains are {self.domains or 'none (no domain column)'}")
+            raise DataError(f"{self.name} has no domain {domain!r}; its domains are "
+                            f"{self.domains or 'none (no domain column)'}")
         if not 0 <= val_split < 1:
             raise DataError(f"val_split={val_split} must be in [0, 1)")
         key = (size, channels, float(val_split), int(seed), tuple(classes), domain)
@@ -120,9 +122,9 @@ class ImageDataset:
         if rows["val"]:
             train, val = train_full, split_of(rows["val"])
         else:
-            order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed))
-            n_val = int(round(val_split * len(train_full)))
-            train, val = train_full.subset(order[n_val:]), train_full.subset(order[:n_val])
+            in_val = validation_draw(train_full.y, len(classes), val_split, seed)
+            train = train_full.subset(torch.nonzero(~in_val).flatten())
+            val = train_full.subset(torch.nonzero(in_val).flatten())
         return TaskData(self.key, list(classes), train, val, split_of(rows["test"]), mean, std)
 
     def check_version(self, stored: dict, what: str = "the results file") -> None:
@@ -141,6 +143,19 @@ class ImageDataset:
                        f"version's file list is not in the cache)")
         raise DataError(f"{what} was made from another version of {self.name}: {changes}; restore those files, or "
                         f"move {what} away to start afresh")
+
+
+def validation_draw(labels: torch.Tensor, num_classes: int, fraction: float, seed: int) -> torch.Tensor:
+    """A mask of the training images moved to validation: ``round(fraction * n)`` of each class, at
+    least one while the class keeps one for training, drawn with ``seed``.  Stratified, unlike the
+    built-in datasets' draw: a user's small classes would otherwise often get no validation image,
+    and the few-shot protocol draws a fixed number from each class of it."""
+    generator, mask = torch.Generator().manual_seed(seed), torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(num_classes):
+        members = torch.nonzero(labels == c).flatten()
+        count = min(max(1, round(fraction * len(members))), len(members) - 1) if fraction > 0 else 0
+        mask[members[torch.randperm(len(members), generator=generator)[:count]]] = True
+    return mask
 
 
 def channel_mean_std(images: np.ndarray, rows: np.ndarray) -> tuple[tuple, tuple]:
