@@ -18,6 +18,7 @@ import torch
 
 from ..core.errors import DataError
 from ..core.paths import data_root
+from .catalog import SPECS
 from .files import SPLIT_SEED, TEST_FRACTION, Manifest, describe_changes, read_manifest
 from .image_cache import cached_images, stored_manifest
 from .tasks import Split, TaskData
@@ -173,7 +174,12 @@ def channel_mean_std(images: np.ndarray, rows: np.ndarray) -> tuple[tuple, tuple
 
 
 def resolve(path_or_name) -> Path:
-    """A folder or CSV path, or the name of a prepared folder under the data root (``clipart``)."""
+    """A folder or CSV path, or the name of a prepared folder under the data root (``clipart``);
+    a built-in dataset's name is refused with the way to load it (write ``./MNIST`` for a folder
+    of that name)."""
+    if str(path_or_name) in SPECS:
+        raise DataError(f"{path_or_name} is a built-in dataset, not a folder of images: load it with "
+                        f"functions.data.tasks.load_task({str(path_or_name)!r}, classes, val_split, seed)")
     path = Path(path_or_name)
     if path.exists():
         return path

@@ -130,3 +130,6 @@ def test_a_prepared_dataset_is_found_by_name(image_folder, monkeypatch):
     assert load_dataset("shapes").name == "shapes"
     with pytest.raises(DataError, match="no prepared dataset of that name .*prepare-data stamps"):
         load_dataset("stamps")
+    with pytest.raises(DataError, match="MNIST is a built-in dataset, not a folder of images: load it with "
+                                        "functions.data.tasks.load_task"):
+        load_dataset("MNIST")
