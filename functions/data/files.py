@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -175,8 +177,10 @@ def read_manifest(path, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_
     else:
         raise DataError(f"{path} is neither a folder nor a .csv file; give an image folder or a CSV of "
                         f"path,label[,split][,domain]")
-    entries = [Entry(rel, label, split or "train", _content_hash(root, rel), domain)
-               for rel, label, split, domain in rows]
+    with ThreadPoolExecutor(reader_threads()) as pool:  # hashlib and file reads release the GIL
+        hashes = list(pool.map(lambda row: _content_hash(root, row[0]), rows))
+    entries = [Entry(rel, label, split or "train", sha, domain)
+               for (rel, label, split, domain), sha in zip(rows, hashes)]
     _check_classes(entries, name, layout_has_splits)
     drawn = None
     if not layout_has_splits:
@@ -184,6 +188,12 @@ def read_manifest(path, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_
         drawn = {"fraction": test_fraction, "seed": seed}
     check_leakage(entries)
     return Manifest(name, root, tuple(sorted(entries, key=lambda e: e.path)), drawn)
+
+
+def reader_threads() -> int:
+    """Threads that read or decode files side by side: the cores this process may use, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def _folder_rows(root: Path) -> tuple[list, bool]:

@@ -12,7 +12,6 @@ no file, and two processes asking at once decode once.
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ..core.atomic import atomic_file, locked, write_json_atomic
 from ..core.errors import DataError
 from ..core.paths import data_root
 from . import decode
-from .files import Manifest
+from .files import Manifest, reader_threads
 
 WINDOW = 64  # images decoded ahead of the writer at most
 
@@ -58,8 +57,7 @@ def cached_images(manifest: Manifest, size: int, channels: int = 3, root: Path |
 def _build(manifest: Manifest, shape: tuple, path: Path) -> None:
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
     files = [manifest.root / entry.path for entry in manifest.entries]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    with atomic_file(path, "wb") as fh, ThreadPoolExecutor(max(1, min(4, cores))) as pool:
+    with atomic_file(path, "wb") as fh, ThreadPoolExecutor(reader_threads()) as pool:
         np.lib.format.write_array_header_1_0(fh, header)
         for start in range(0, len(files), WINDOW):
             window = files[start:start + WINDOW]
