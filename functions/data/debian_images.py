@@ -103,7 +103,7 @@ def folder_entries(folder: Path) -> list[tuple[str, str, str, str]]:
     """(relative path, label, split "", file SHA-256) of every file under an unsplit image folder."""
     entries = []
     for path in sorted(Path(folder).rglob("*")):
-        if path.is_file() or path.is_symlink():
+        if path.is_file():
             rel = path.relative_to(folder).as_posix()
             label = rel.split("/")[0] if "/" in rel else ""
             entries.append((rel, label, "", file_sha256(path)))
