@@ -126,7 +126,7 @@ class ImageFolderSpec:
     classes: dict
     skip: tuple  # file name patterns left out (the package's mirrored copies of an image)
     counts: dict  # label -> images after de-duplication (see data.debian_images.class_files)
-    fingerprint: str  # data.fingerprint over the built folder, split ""
+    fingerprint: str  # data.files.fingerprint over the built folder, split ""
 
 
 # Twelve classes both packages draw: drawings (clipart) against photo cut-outs and drawings (stamps)

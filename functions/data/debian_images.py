@@ -21,7 +21,7 @@ from ..core.atomic import locked
 from ..core.errors import DataError
 from .catalog import IMAGE_FOLDERS, ImageFolderSpec
 from .debian import apt_download, unpack
-from .fingerprint import file_sha256, fingerprint
+from .files import file_sha256, fingerprint
 
 
 # Pillow's default decompression-bomb limit (Image.MAX_IMAGE_PIXELS), fixed here so that the build

@@ -178,7 +178,7 @@ def read_manifest(path, test_fraction: float = TEST_FRACTION, seed: int = SPLIT_
         raise DataError(f"{path} is neither a folder nor a .csv file; give an image folder or a CSV of "
                         f"path,label[,split][,domain]")
     with ThreadPoolExecutor(reader_threads()) as pool:  # hashlib and file reads release the GIL
-        hashes = list(pool.map(lambda row: _content_hash(root, row[0]), rows))
+        hashes = list(pool.map(lambda row: file_sha256(root / row[0]), rows))
     entries = [Entry(rel, label, split or "train", sha, domain)
                for (rel, label, split, domain), sha in zip(rows, hashes)]
     _check_classes(entries, name, layout_has_splits)
@@ -299,16 +299,21 @@ def _csv_rows(path: Path) -> tuple[list, bool]:
     return rows, has_splits
 
 
-def _content_hash(root: Path, rel: str) -> str:
-    file = root / rel
+def file_sha256(file: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks (images of any size in bounded memory); an
+    unreadable or empty file is refused, naming it."""
+    digest, size = hashlib.sha256(), 0
     try:
-        data = file.read_bytes()
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
     except OSError as err:
         raise DataError(f"{file} cannot be read ({err.strerror or err}): check its permissions "
                         f"(chmod a+r) or remove it") from None
-    if not data:
+    if not size:
         raise DataError(f"{file} is empty (0 bytes), not an image: replace it with the image or remove it")
-    return hashlib.sha256(data).hexdigest()
+    return digest.hexdigest()
 
 
 def _check_classes(entries: list[Entry], name: str, has_splits: bool) -> None:

@@ -135,15 +135,15 @@ def test_a_folder_named_like_an_image_is_refused(image_folder):
 
 def test_a_file_that_cannot_be_read_is_named(image_folder, monkeypatch):
     # as root, chmod 000 does not stop reading: the refusal of the operating system is simulated
+    from functions.data import files
     folder, _ = image_folder
-    read_bytes = Path.read_bytes
 
-    def refusing(path):
-        if path.name == "grey.png":
+    def refusing(path, *args, **kwargs):
+        if Path(path).name == "grey.png":
             raise PermissionError(13, "Permission denied", str(path))
-        return read_bytes(path)
+        return open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", refusing)
+    monkeypatch.setattr(files, "open", refusing, raising=False)
     assert "grey.png" in _refused(folder, r"cannot be read \(Permission denied\): check its permissions")
 
 
