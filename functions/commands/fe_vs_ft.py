@@ -17,6 +17,9 @@ from . import EXECUTOR_ARGS, arg, command, declared_arg, declared_args, given
          arg("--setup"),
          arg("--target", default="folder", choices=list(TARGETS),
              help="the folder's target classes, or scikit-learn's 8 x 8 digits (offline; use --val-per-class 10)"),
+         arg("--data", metavar="PATH", help="your own images instead: a folder root/<label>/<image> or "
+                                            "root/{train,val,test}/<label>/<image>, a CSV path,label[,split], or a "
+                                            "prepared name (clipart, stamps)"),
          arg("--weights", type=Path, help="state-dict file (required for resnet50 / mobilenet_v2)"),
          declared_arg("--samples-per-class", Many(Interval(int, 1)), default=[1, 5, 10], help=""),
          declared_arg("--splits", Interval(int, 1, 100, what="the number of splits"), default=5,
@@ -45,7 +48,8 @@ def fe_vs_ft(args):
     try:
         study = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits, args.pipelines,
                           args.weights, track=not args.no_track, tracking_uri=args.tracking_uri, country=args.country,
-                          select=args.select, target=args.target, progress=not args.no_progress, executor=executor)
+                          select=args.select, target=args.target, progress=not args.no_progress, executor=executor,
+                          data=args.data)
     finally:
         executor.close()
     with pd.option_context("display.width", 200):

@@ -25,7 +25,8 @@ from ..core.device import configure_threads
 from ..core.errors import DataError
 from ..core.paths import results_dir
 from ..data.fewshot import few_shot_index, validation_index
-from ..data.tasks import Split, TaskData, load_task, pixels
+from ..data.image_dataset import load_dataset
+from ..data.tasks import Split, TaskData, load_task
 from ..models.backbones import Backbone
 from ..models.registry import STUDY, create_backbone
 from ..train.classifiers import EMBEDDINGS, HEADS, FeatureClassifier
@@ -35,7 +36,7 @@ from .cost import CostMeter, count_flops
 from .executors import InProcess
 from .features import FeatureStore
 from .pretrained import source_backbone
-from .store import ResultsFile
+from .store import ResultsFile, load_results
 from .tracking import EXPERIMENTS, Tracker
 from .units import Progress, run_units
 
@@ -163,9 +164,9 @@ def target_of(task: TaskData, val_per_class: int, seed: int) -> TaskData:
         val_index = validation_index(task.val.y, task.num_classes, val_per_class, seed, names)
     except DataError as err:
         raise DataError(f"val_per_class={val_per_class} (--val-per-class): {err}") from None
-    val = Split(pixels(task.val, task.dataset)[val_index], task.val.y[val_index])
-    return TaskData(task.dataset, list(task.classes), Split(pixels(task.train, task.dataset), task.train.y), val,
-                  Split(pixels(task.test, task.dataset), task.test.y))
+    val = Split(task.pixels(task.val)[val_index], task.val.y[val_index])
+    return TaskData(task.dataset, list(task.classes), Split(task.pixels(task.train), task.train.y), val,
+                    Split(task.pixels(task.test), task.test.y))
 
 
 def backbone_for(setup: Setup, settings: FeVsFtSettings, weights=None, log=print) -> Backbone:
@@ -183,10 +184,14 @@ class Experiment:
 
     def __init__(self, folder: str, setup: str | None = None, settings: FeVsFtSettings = FeVsFtSettings(),
                  weights=None, meter: CostMeter | None = None, tracker: Tracker | None = None, log=print,
-                 target: str = "folder"):
+                 target: str = "folder", data=None):
         configure_threads()
         if target not in TARGETS:
             raise DataError(f"unknown target {target!r}; choose one of {list(TARGETS)}")
+        if data is not None and target != "folder":
+            raise DataError(f"--data {data} and --target {target} both name the target images; give one of them")
+        # a user's images (a folder, a CSV or a prepared name): listed and hashed now, decoded below
+        self.dataset = load_dataset(data) if data is not None else None
         self.setup = get_setup(folder, setup)
         self.settings, self.meter, self.tracker, self.log = settings, meter, tracker, log
         self.country = meter.country_iso_code if meter is not None else "FRA"
@@ -194,12 +199,21 @@ class Experiment:
         self.layers = settings.layers_of(self.backbone)  # names and depth checked before any data is read
         settings.frozen_depth(self.backbone)
         cfg, _ = profile("quick", self.setup)
-        task = cfg.target_task() if target == "folder" else \
-            load_task("digits", list(range(10)), cfg.val_split, cfg.generate_dataset_seed)
+        if self.dataset is not None:  # at the backbone's own input size and channels, decoded once
+            task = self.dataset.task(self.backbone.input_size, self.backbone.channels, cfg.val_split,
+                                     cfg.generate_dataset_seed, log=log)
+        else:
+            task = cfg.target_task() if target == "folder" else \
+                load_task("digits", list(range(10)), cfg.val_split, cfg.generate_dataset_seed)
         self.target = target_of(task, settings.val_per_class, settings.seed)
         self.params = settings.params(self.backbone, self.target.dataset, self.target.classes)
-        self.results = ResultsFile(results_file_path(self.setup.folder, self.setup.name, settings.backbone, target),
-                                   self.params, key=run_key)
+        path = results_file_path(self.setup.folder, self.setup.name, settings.backbone,
+                                 target if self.dataset is None else self.dataset.name)
+        if self.dataset is not None:
+            self.params["data"] = self.dataset.version
+            if path.exists():  # another version of the folder is refused naming what changed
+                self.dataset.check_version(load_results(path)[0].get("data") or {}, str(path))
+        self.results = ResultsFile(path, self.params, key=run_key)
         self._data = {"dataset": self.target.dataset, "classes": self.target.classes, "val_split": cfg.val_split,
                       "seed": cfg.generate_dataset_seed}
         self._stores: dict = {}
@@ -474,11 +488,13 @@ class Study:
 def run_study(folder: str, setup: str | None = None, settings: FeVsFtSettings = FeVsFtSettings(),
               samples_per_class=(1, 5, 10), splits: int = 5, pipelines=PIPELINES, weights=None, track: bool = True,
               tracking_uri: str | None = None, country: str = "FRA", select: bool = False, target: str = "folder",
-              progress: bool = True, log=print, executor=None) -> Study:
+              progress: bool = True, log=print, executor=None, data=None) -> Study:
     """The driver: one MLflow store (checked before any work) and one energy tracker for the
     process, the grid run or resumed, and (``select``) model selection on the largest N.
     ``target``: the folder's target classes, or "digits" (scikit-learn's 8 x 8 digits, resized to
-    the backbone's input; the folder still names the source CNN for the "study" backbone)."""
+    the backbone's input; the folder still names the source CNN for the "study" backbone).  ``data``:
+    a user's images instead (a folder, a CSV or a prepared name such as ``clipart``: see
+    :func:`functions.data.image_dataset.load_dataset`), at the backbone's input size."""
     from .selection import select as model_selection
     if splits < 1:
         raise DataError(f"splits={splits} must be at least 1")
@@ -487,13 +503,15 @@ def run_study(folder: str, setup: str | None = None, settings: FeVsFtSettings = 
         raise DataError(f"unknown pipeline(s) {unknown}; choose from {list(PIPELINES)}")
     refuse_idle_settings(settings.changed(), pipelines, select)
     with CostMeter(country) as meter:
-        experiment = Experiment(folder, setup, settings, weights, meter, None, log, target)
+        experiment = Experiment(folder, setup, settings, weights, meter, None, log, target, data)
         # the MLflow store is opened (and created) once the settings have passed the experiment's checks
         experiment.tracker = tracker = Tracker(tracking_uri) if track else None
         trained: list[dict] = []
         path = run_grid(experiment, samples_per_class, splits, pipelines, progress, trained.append, executor)
         selection = model_selection(experiment, max(samples_per_class)) if select else None
     asked = {(p, n, s) for p in pipelines for n in samples_per_class for s in range(splits)}
-    name = f"{experiment.setup.folder}/{experiment.setup.name if target == 'folder' else target} {settings.backbone}"
+    shown = experiment.dataset.name if experiment.dataset is not None else \
+        experiment.setup.name if target == "folder" else target
+    name = f"{experiment.setup.folder}/{shown} {settings.backbone}"
     return Study(path, [r for r in experiment.results.records if run_key(r) in asked],
                  len(trained), selection, tracker, name, meter.energy_source)
