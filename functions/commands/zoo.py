@@ -77,9 +77,6 @@ def zoo(args):
 def recommend_model(args):
     import pandas as pd
     from ..notebooks import zoo
-    if (args.task is None) == (args.data is None):
-        raise DataError("recommend-model needs a target: give --task <dataset>:<classes>:<n> (a bank task) or "
-                        "--data PATH (your images), one of them")
     table = zoo.recommend_model(args.task, args.recommender, data=args.data)
     with pd.option_context("display.width", 200):
         if args.data is None:

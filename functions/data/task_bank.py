@@ -164,20 +164,24 @@ class Pool:
         return self.train_x if split == "train" else self.test_x
 
     def key(self, split: str, size: int, channels: int) -> dict:
-        return {"pool": self.dataset, "split": split}
+        """What names the split's images in the feature store (the bank's pools, drawn once, by name)."""
+        return {"pool": self.dataset, "split": split, "count": len(self.train_y if split == "train" else self.test_y)}
 
 
 class DatasetPool:
     """A user's dataset (:class:`~functions.data.image_dataset.ImageDataset`) as the bank's pool:
-    every image of its train and test splits, given to each network at its own input size and
-    channels, read from the decoded-image cache (the images of a given ``val`` split are left out)."""
+    a sample of its train and test splits drawn as the bank's pools are (``POOL_PER_CLASS``),
+    given to each network at its own input size and channels from the decoded-image cache (the
+    images of a given ``val`` split are left out)."""
 
     def __init__(self, data: ImageDataset):
         self.data, self.dataset, self.class_names = data, data.name, list(data.classes)
         self.domain = f"your images: {data.name}"
         labels = data.labels()
-        self._rows = {split: np.array([i for i, e in enumerate(data.manifest.entries) if e.split == split],
-                                      dtype=np.int64) for split in ("train", "test")}
+        self._rows = {}
+        for split, train in (("train", True), ("test", False)):
+            rows = np.array([i for i, e in enumerate(data.manifest.entries) if e.split == split], dtype=np.int64)
+            self._rows[split] = rows[_draw(labels[rows], POOL_PER_CLASS[split], POOL_SEED + train)]
         self.train_y, self.test_y = (torch.from_numpy(labels[self._rows[s]]) for s in ("train", "test"))
 
     def train_counts(self) -> np.ndarray:

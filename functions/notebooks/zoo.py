@@ -68,14 +68,15 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
     ``attrs`` name the task, and for ``data`` the dataset's version (fingerprint and classes)."""
     recommenders.check_recommender(recommender)
     if (task is None) == (data is None):
-        raise DataError("give a bank task (--task) or your images (--data), one of them")
+        raise DataError("recommend-model needs a target: give a bank task (--task <dataset>:<classes>:<n>) or your "
+                        "images (--data PATH), one of them")
     source = DatasetPool(load_dataset(data)) if data is not None else None
     if source is not None:
         spec = dataset_task(source, log)
     else:
         spec = check_task(parse_task(task)) if isinstance(task, str) else check_task(task)
     records = files.load_records()
-    known = records[records["task"] == spec.name] if source is None else records.iloc[:0]
+    known = records[records["task"] == spec.name]
     if known.empty:
         models = [zoo_model(n) for n in records["model"].unique()]
         task_records = pd.DataFrame([r for m in models for r in zoo_matrix.model_records(

@@ -187,8 +187,7 @@ def pool_features(net: Network, dataset, cache_dir: Path | None = None) -> PoolF
     outputs = _NetworkOutputs(net)
     size, channels = net.backbone.input_size, net.backbone.channels
     stores = [FeatureStore.of(outputs, data.key(split, size, channels),
-                              data.images(split, size, channels) if isinstance(dataset, str)
-                              else lambda split=split: data.images(split, size, channels), cache_dir)
+                              lambda split=split: data.images(split, size, channels), cache_dir)
               for split in ("train", "test")]
     if any(store.count is None or len(store.ids) < store.count for store in stores):
         configure_threads()

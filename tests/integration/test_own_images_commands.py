@@ -66,7 +66,7 @@ def test_recommend_model_ranks_the_zoo_on_a_folder(tmp_path, output_root, capsys
     assert version["fingerprint"][:12] in out and "blåbär, green leaves, red" in out
     assert all(m.name in out for m in models) and "measured_accuracy" not in out
     assert main(["recommend-model"]) == 2
-    assert "give --task" in capsys.readouterr().err
+    assert "give a bank task (--task" in capsys.readouterr().err
 
 
 @pytest.mark.slow
