@@ -121,14 +121,14 @@ def draw_tasks(dataset: str, count: int, sizes, rng: np.random.Generator) -> lis
     return tasks
 
 
-def dataset_tasks(data: "DatasetPool", log=print) -> list[TaskSpec]:
+def dataset_tasks(data: DatasetPool, log=print) -> list[TaskSpec]:
     """The bank's tasks over a user's dataset: its class subsets drawn as the bank draws them, at
     the bank's training sizes (10, 50, 200 per class) that its smallest class offers."""
     sizes = data.sizes(IMAGES_PER_CLASS["MNIST"], log)
     return draw_tasks(data.dataset, len(data.class_names), sizes, np.random.default_rng(BANK_SEED))
 
 
-def dataset_task(data: "DatasetPool", log=print) -> TaskSpec:
+def dataset_task(data: DatasetPool, log=print) -> TaskSpec:
     """A user's whole task as one bank task: every class, balanced at its smallest class's
     training images (saying so when that leaves images of the other classes out)."""
     (per_class,) = data.sizes([int(data.train_counts().max())], log)

@@ -179,7 +179,7 @@ class _NetworkOutputs:
 
 def pool_features(net: Network, dataset, cache_dir: Path | None = None) -> PoolFeatures:
     """Features of a pool through ``net``, from the feature store (computed once, then read):
-    ``dataset`` names a bank dataset's pool, or is a user's :class:`~functions.data.task_bank.DatasetPool`
+    ``dataset`` is a bank dataset's name or pool, or a user's :class:`~functions.data.task_bank.DatasetPool`
     (its images at the network's input size and channels)."""
     if isinstance(dataset, str) and dataset not in BANK_DATASETS:
         raise DataError(f"unknown task dataset {dataset!r}; choose one of {list(BANK_DATASETS)}")

@@ -68,7 +68,7 @@ def model_records(model: ZooModel, tasks: list[TaskSpec], score: Callable, seeds
     for dataset in dict.fromkeys(t.dataset for t in tasks):
         began = time.perf_counter()
         source = data or pool(dataset)
-        feats = pool_features(net, data or dataset)
+        feats = pool_features(net, source)
         timing.extraction_s[model.name] = timing.extraction_s.get(model.name, 0.0) + time.perf_counter() - began
         labels = source.train_y
         for task in (t for t in tasks if t.dataset == dataset):
