@@ -160,6 +160,10 @@ class RayOptions:
     max_retries: int = 3
 
 
+# what --data takes, on every command that reads a user's images
+DATA_HELP = ("a folder root/<label>/<image> or root/{train,val,test}/<label>/<image>, a CSV path,label[,split], "
+             "or a prepared name (clipart, stamps)")
+
 EXECUTOR_ARGS = [arg("--executor", default="in-process", choices=["in-process", "ray"],
                      help="where cells train: this process, or tasks on a Ray cluster"),
                  *declared_args(RayOptions)]

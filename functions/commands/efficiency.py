@@ -9,7 +9,7 @@ from ..core.constraints import Interval, Many, Options
 from ..core.errors import DataError
 from ..efficiency.benchmark import INPUTS, Protocol, format_summary, run_study
 from ..efficiency.heads import METHODS
-from . import arg, command, declared_arg, declared_args, given
+from . import DATA_HELP, arg, command, declared_arg, declared_args, given
 
 STUDY_DEFAULTS = {name: p.default for name, p in inspect.signature(run_study).parameters.items()}
 
@@ -20,6 +20,8 @@ STUDY_DEFAULTS = {name: p.default for name, p in inspect.signature(run_study).pa
          declared_arg("--task", INPUTS["task"], default=STUDY_DEFAULTS["task"]),
          declared_arg("--dataset", INPUTS["dataset"]),
          declared_arg("--classes", INPUTS["classes"]),
+         arg("--data", metavar="PATH", help="your own images: " + DATA_HELP + "; every class of it is the "
+                                            "target task"),
          declared_arg("--methods", Many(Options(tuple(METHODS))), default=list(METHODS), help=""),
          declared_arg("--seeds", Interval(int, 1), default=STUDY_DEFAULTS["seeds"], help=""),
          declared_args(Protocol, shown=STUDY_DEFAULTS),
@@ -49,6 +51,6 @@ def sample_efficiency(args):
     result = run_study(args.folder, args.setup, args.task, methods=tuple(args.methods), seeds=args.seeds,
                        extractor=args.extractor, cut=args.cut, weights=args.weights, dataset=args.dataset,
                        classes=args.classes, pool=args.pool, update_url=args.update_url,
-                       progress=not args.no_progress, log=lambda *_: None, **chosen)
+                       progress=not args.no_progress, log=lambda *_: None, data=args.data, **chosen)
     print(format_summary(result.table))
     print(f"wrote {result.path}")

@@ -8,7 +8,7 @@ from ..config import FOLDERS
 from ..core.constraints import Interval, Many, Options
 from ..models.registry import names as network_names
 from ..runs.fe_vs_ft import OPTION_NAMES, PIPELINES, TARGETS, FeVsFtSettings
-from . import EXECUTOR_ARGS, arg, command, declared_arg, declared_args, given
+from . import DATA_HELP, EXECUTOR_ARGS, arg, command, declared_arg, declared_args, given
 
 
 @command("fe-vs-ft", "feature extraction or fine-tuning? both pipelines over a few-shot grid, with accuracy, time, "
@@ -17,9 +17,7 @@ from . import EXECUTOR_ARGS, arg, command, declared_arg, declared_args, given
          arg("--setup"),
          arg("--target", default="folder", choices=list(TARGETS),
              help="the folder's target classes, or scikit-learn's 8 x 8 digits (offline; use --val-per-class 10)"),
-         arg("--data", metavar="PATH", help="your own images instead: a folder root/<label>/<image> or "
-                                            "root/{train,val,test}/<label>/<image>, a CSV path,label[,split], or a "
-                                            "prepared name (clipart, stamps)"),
+         arg("--data", metavar="PATH", help="your own images instead: " + DATA_HELP),
          arg("--weights", type=Path, help="state-dict file (required for resnet50 / mobilenet_v2)"),
          declared_arg("--samples-per-class", Many(Interval(int, 1)), default=[1, 5, 10], help=""),
          declared_arg("--splits", Interval(int, 1, 100, what="the number of splits"), default=5,

@@ -8,7 +8,8 @@ from ..core.constraints import Interval
 from ..core.errors import DataError
 from ..core.paths import REPO_ROOT
 from ..models.registry import names as network_names
-from . import EXECUTOR_ARGS, Distinct, RayOptions, arg, check_writable, command, declared_arg, given, option_name
+from . import (DATA_HELP, EXECUTOR_ARGS, Distinct, RayOptions, arg, check_writable, command, declared_arg, given,
+               option_name)
 from . import executor as executor_for
 
 
@@ -67,21 +68,32 @@ def zoo(args):
 
 
 @command("recommend-model", "rank the zoo's models for a target task before any fine-tuning",
-         arg("--task", required=True, help="<dataset>:<classes>:<n>, e.g. MNIST:0,1,2:300 or digits:0-4:100"),
+         arg("--task", help="<dataset>:<classes>:<n>, e.g. MNIST:0,1,2:300 or digits:0-4:100"),
+         arg("--data", metavar="PATH", help="your own images: " + DATA_HELP + "; the task is all its classes, "
+                                            "its accuracies unknown"),
          arg("--recommender", default="gradient boosting",
              help="gradient boosting, linear regression, a score (logme, leep, nce, hscore, hscore_shrinkage, sfda, "
                   "nleep) or pretrain_accuracy"))
 def recommend_model(args):
     import pandas as pd
     from ..notebooks import zoo
-    table = zoo.recommend_model(args.task, args.recommender)
+    table = zoo.recommend_model(args.task, args.recommender, data=args.data)
     with pd.option_context("display.width", 200):
-        print(f"models for {args.task}, ranked by {args.recommender} (trained on the bank's other tasks):")
-        print(table.round(4).to_string())
+        if args.data is None:
+            print(f"models for {args.task}, ranked by {args.recommender} (trained on the bank's other tasks):")
+            print(table.round(4).to_string())
+            return
+        version = table.attrs["data"]
+        print(f"models for {version['name']} (fingerprint {version['fingerprint'][:12]}, classes "
+              f"{', '.join(version['classes'])}; task {table.attrs['task']}), ranked by {args.recommender} "
+              f"(trained on the bank's tasks; accuracies on your images are not measured):")
+        print(table.drop(columns="measured_accuracy").round(4).to_string())
 
 
 @command("classify", "top ImageNet labels of images: check that a pretrained backbone loaded",
-         arg("images", nargs="+", action=Distinct, type=Path, help="image files (JPEG, PNG, ...)"),
+         arg("images", nargs="*", action=Distinct, type=Path, help="image files (JPEG, PNG, ...)"),
+         arg("--data", metavar="PATH", help="every image of your own images instead: " + DATA_HELP + "; read at the "
+                                            "model's input size"),
          arg("--model", default="efficientnet_lite0", choices=network_names("ImageNet")),
          arg("--weights", type=Path, help="state-dict file instead of the installed weights package"),
          declared_arg("--top", Interval(int, 1, 1000, what="the number of labels"), default=5))
@@ -91,18 +103,29 @@ def classify(args):
     from PIL import Image, UnidentifiedImageError
     from ..models.imagenet import top_labels
     from ..models.registry import create_backbone
-    images = []
-    for path in args.images:
-        try:
-            with Image.open(path) as image:
-                images.append(np.array(image.convert("RGB")))
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such file")
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"{path} is not an image that Pillow can read ({err}); give a JPEG, PNG or similar")
-    backbone = create_backbone(args.model, args.weights)
-    for path, image in zip(args.images, images):
-        pixels = torch.from_numpy(image).float().div(255.0).permute(2, 0, 1).unsqueeze(0)
+    if bool(args.images) == (args.data is not None):
+        raise DataError("classify needs images: give image files, or --data PATH (a folder, CSV or prepared name), "
+                        "one of them")
+    if args.data is not None:
+        from ..data.image_dataset import load_dataset
+        dataset = load_dataset(args.data)  # listed and checked before the model loads
+        backbone = create_backbone(args.model, args.weights)
+        # decoded once into the cache at the model's input size; the manifest's paths name them
+        paths = [dataset.manifest.root / entry.path for entry in dataset.manifest.entries]
+        images = dataset.images(backbone.input_size, 3)
+    else:
+        paths, images = args.images, []
+        for path in args.images:
+            try:
+                with Image.open(path) as image:
+                    images.append(np.array(image.convert("RGB")))
+            except FileNotFoundError:
+                raise DataError(f"{path}: no such file")
+            except (UnidentifiedImageError, OSError) as err:
+                raise DataError(f"{path} is not an image that Pillow can read ({err}); give a JPEG, PNG or similar")
+        backbone = create_backbone(args.model, args.weights)
+    for path, image in zip(paths, images):
+        pixels = torch.from_numpy(np.array(image)).float().div(255.0).permute(2, 0, 1).unsqueeze(0)
         # the shorter side resized to the input size, the centre cropped, no antialiasing
         x = backbone.adapt(pixels, crop_pct=1.0, antialias="never").contiguous()
         (labels,) = top_labels(backbone.network, x, args.top)

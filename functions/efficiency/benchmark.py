@@ -29,7 +29,8 @@ from ..core.constraints import Interval, Many, Maybe, Options, declared
 from ..core.errors import DataError
 from ..core.paths import results_dir
 from ..data.catalog import SPECS, spec
-from ..data.tasks import load_task
+from ..data.image_dataset import ImageDataset, load_dataset
+from ..data.tasks import Split, load_task
 from ..models.extractors import Extractor
 from ..models.registry import STUDY, create_backbone, names
 from ..runs.features import FeatureStore
@@ -81,11 +82,17 @@ class TargetTask:
 
 
 def target_task(folder: str = "MNIST", setup: str | None = None, task: str = "all", dataset: str | None = None,
-                classes=None, pool: int | None = None) -> TargetTask:
+                classes=None, pool: int | None = None, data: ImageDataset | None = None) -> TargetTask:
     """The folder's target classes (``task='all'``), its first two (``'binary'``), or any ``classes``
-    of any ``dataset``."""
+    of any ``dataset``; or every class of a user's images ``data`` (named by its key, which holds
+    its fingerprint)."""
     the_setup = get_setup(folder, setup)
     cfg, _ = profile("quick", the_setup)
+    if data is not None:
+        if dataset is not None or classes is not None or task != "all":
+            given = "--dataset/--classes" if dataset is not None or classes is not None else f"--task {task}"
+            raise DataError(f"{given} and --data {data.name} both choose the target images; give one of them")
+        return TargetTask(data.key, tuple(data.classes), cfg.val_split, cfg.generate_dataset_seed, pool)
     if dataset is not None and classes is None:
         raise DataError(f"dataset {dataset!r} is given without classes (--classes, TRANSFER_SERVICE_CLASSES): "
                         f"it would be ignored for {folder}'s target classes of {the_setup.target_dataset}; "
@@ -123,7 +130,7 @@ class _ExtractorOutputs:
     """A frozen extractor's features of a task's images, and their labels, for the feature store."""
 
     extractor: Extractor
-    dataset: str
+    dataset: str | None  # a catalog dataset, whose normalisation is undone; None: images already in [0, 1]
     layers = None  # the network's output (its cut is in its identity)
     pooling = "avg"
     view = "image"
@@ -134,18 +141,24 @@ class _ExtractorOutputs:
 
     def __call__(self, batch: tuple) -> dict[str, np.ndarray]:
         x, y = batch
+        if self.dataset is None:
+            return {"features": self.extractor(x), "labels": y.numpy()}
         stats = spec(self.dataset)
         mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (stats.mean, stats.std))
         return {"features": self.extractor(x * std + mean), "labels": y.numpy()}
 
 
-def task_features(extractor: Extractor, task: TargetTask, cache_dir: Path | None = None, log=print) -> TaskFeatures:
-    """Features of ``task`` under ``extractor`` from the feature store (extracted once, then read)."""
+def task_features(extractor: Extractor, task: TargetTask, cache_dir: Path | None = None, log=print,
+                  data: ImageDataset | None = None) -> TaskFeatures:
+    """Features of ``task`` under ``extractor`` from the feature store (extracted once, then read).
+    ``data``: the user's images the task names (:func:`target_task`), read at the extractor's
+    input size and channels."""
     if task.pool is not None and task.pool < 1:
         raise DataError(f"pool={task.pool} must be at least 1 (or None for the whole training split)")
-    splits = functools.cache(lambda: _task_splits(task))
-    outputs = _ExtractorOutputs(extractor, task.dataset)
-    stores = {name: FeatureStore.of(outputs, {**task.identity(), "split": name},
+    splits = functools.cache(lambda: _task_splits(task, data, extractor.in_shape))
+    outputs = _ExtractorOutputs(extractor, task.dataset if data is None else None)
+    images = {} if data is None else {"channels": extractor.in_shape[0], "size": extractor.in_shape[1]}
+    stores = {name: FeatureStore.of(outputs, {**task.identity(), "split": name, **images},
                                     lambda name=name: TensorDataset(splits()[name].x, splits()[name].y), cache_dir)
               for name in ("train", "val")}
     began = time.perf_counter()
@@ -161,14 +174,23 @@ def task_features(extractor: Extractor, task: TargetTask, cache_dir: Path | None
     return TaskFeatures(**arrays, num_classes=len(task.classes), key=key, seconds=seconds)
 
 
-def _task_splits(task: TargetTask) -> dict:
-    """The task's training pool and validation split."""
+def _task_splits(task: TargetTask, data: ImageDataset | None = None, shape: tuple = ()) -> dict:
+    """The task's training pool and validation split; a user's images ``data`` in [0, 1] at
+    ``shape`` (channels, size, size)."""
+    if data is not None:
+        user = data.task(shape[1], shape[0], task.val_split, task.seed)
+        train, val = (Split(user.pixels(split), split.y) for split in (user.train, user.val))
+        return {"train": _pool_of(task, train), "val": val}
     data = load_task(task.dataset, task.classes, task.val_split, task.seed)
-    train = data.train
+    return {"train": _pool_of(task, data.train), "val": data.val}
+
+
+def _pool_of(task: TargetTask, train: Split) -> Split:
+    """At most ``task.pool`` seeded training images to stream from."""
     if task.pool is not None:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(task.seed))
         train = train.subset(torch.sort(order[:task.pool]).values)
-    return {"train": train, "val": data.val}
+    return train
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -304,9 +326,12 @@ def compare_to_baseline(features: TaskFeatures, method: str, protocol: Protocol,
 
 # ----------------------------------------------------------------------------- study over seeds
 
-def results_name(folder: str, setup: str | None, task: str, dataset: str | None, classes) -> str:
+def results_name(folder: str, setup: str | None, task: str, dataset: str | None, classes,
+                 data: ImageDataset | None = None) -> str:
     """``<setup>`` for the folder's target classes, ``<setup>_binary`` for its first two,
-    ``<dataset>_<c1-c2-...>`` for any other class list."""
+    ``<dataset>_<c1-c2-...>`` for any other class list, ``data_<name>`` for a user's images."""
+    if data is not None:
+        return f"data_{data.name}"
     if classes is not None:
         return f"{dataset or get_setup(folder, setup).target_dataset}_{'-'.join(str(int(c)) for c in classes)}"
     name = get_setup(folder, setup).name
@@ -443,10 +468,14 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
               threshold: float = 0.8, window: int = 10, extractor: str = "study", cut: int | None = None,
               weights: str | None = None, input_size: int = 224, dataset: str | None = None, classes=None,
               pool: int | None = None, profile_name: str = "quick", update_url: str | None = None,
-              results_dir: Path | None = None, plot: bool = True, progress: bool = True, log=print) -> StudyResult:
+              results_dir: Path | None = None, plot: bool = True, progress: bool = True, log=print,
+              data=None) -> StudyResult:
     """Every method (and the outside one at ``update_url``) on ``seeds`` seeded streams of a target task.
 
     ``extractor``/``weights``/``cut``/``input_size`` choose the frozen features (see ``build_extractor``).
+    ``data`` (a folder, CSV or prepared name: :func:`~functions.data.image_dataset.load_dataset`): every
+    class of the user's images as the target task, at the extractor's input size and channels; its
+    version is stored in the parameters, and a results file of another version is refused.
     Writes ``<folder>/results/sample_efficiency_<name>.json`` (element 0 the parameters, then one
     record per method x seed; a re-run with the same parameters keeps the records already there),
     the two figures under ``<folder>/results/figures/``, and logs the summary table.
@@ -458,18 +487,23 @@ def run_study(folder: str = "MNIST", setup: str | None = None, task: str = "all"
         raise DataError(f"seeds={seeds} must be at least 1")
     if update_url:
         check_update_url(update_url)
-    target = target_task(folder, setup, task, dataset, classes, pool)
+    images = load_dataset(data) if data is not None else None
+    target = target_task(folder, setup, task, dataset, classes, pool, images)
     the_extractor = build_extractor(extractor, weights, folder, setup, profile_name, cut, input_size, log=log)
-    features = task_features(the_extractor, target, log=log)
+    features = task_features(the_extractor, target, log=log, data=images)
     protocol = Protocol(batch_size, max_samples, evaluation_frequency, threshold, window).check(len(features.train_y))
     params = {"folder": folder, "setup": get_setup(folder, setup).name, "task": task if classes is None else "classes",
               "dataset": target.dataset, "classes": list(target.classes), "val_split": target.val_split,
               "data_seed": target.seed, "pool": target.pool, "pool_size": int(len(features.train_y)),
               "val_size": int(len(features.val_y)), "extractor": the_extractor.identity(), "profile": profile_name,
               "baseline": heads.REFERENCE_METHOD, **asdict(protocol)}
-    path = results_path(folder, results_name(folder, setup, task, dataset, classes))
+    path = results_path(folder, results_name(folder, setup, task, dataset, classes, images))
     if results_dir is not None:
         path = Path(results_dir) / path.name
+    if images is not None:
+        params["data"] = images.version
+        if path.exists():  # another version of the images is refused naming what changed
+            images.check_version(load_results(path)[0].get("data") or {}, str(path))
     file = ResultsFile(path, params, key=lambda r: (r["method"], r["seed"]))
     records = file.records
     names = [heads.REFERENCE_METHOD] + [m for m in methods if m != heads.REFERENCE_METHOD] + (["remote"] if update_url else [])

@@ -10,7 +10,9 @@ from ..analysis.model_zoo import files, matrix, recommenders
 from ..analysis.plots import save_figure
 from ..core.atomic import locked, write_json_atomic
 from ..core.device import describe_machine
-from ..data.task_bank import bank, check_task, parse_task
+from ..core.errors import DataError
+from ..data.image_dataset import load_dataset
+from ..data.task_bank import DatasetPool, bank, check_task, dataset_task, parse_task
 from ..runs import zoo_matrix
 from ..models.zoo_catalog import ZOO, ZOO_FOLDER, zoo_model
 from ..runs.zoo import study_network
@@ -57,20 +59,35 @@ def evaluation(records: pd.DataFrame | None = None) -> pd.DataFrame:
     return recommenders.evaluate(files.load_records() if records is None else records)
 
 
-def recommend_model(task: str, recommender: str = "gradient boosting", log=print) -> pd.DataFrame:
+def recommend_model(task: str | None = None, recommender: str = "gradient boosting", log=print,
+                    data=None) -> pd.DataFrame:
     """The zoo ranked for ``task`` (``<dataset>:<classes>:<n>``) by ``recommender`` trained on every
-    other task of the bank; the measured accuracy is shown when the bank holds the task."""
+    other task of the bank; the measured accuracy is shown when the bank holds the task.  ``data``
+    (a folder, CSV or prepared name) instead: the user's whole task (:func:`dataset_task`), scored
+    on its images at each model's input size; its accuracies are unknown (NaN).  The table's
+    ``attrs`` name the task, and for ``data`` the dataset's version (fingerprint and classes)."""
     recommenders.check_recommender(recommender)
-    spec = check_task(parse_task(task)) if isinstance(task, str) else check_task(task)
+    if (task is None) == (data is None):
+        raise DataError("recommend-model needs a target: give a bank task (--task <dataset>:<classes>:<n>) or your "
+                        "images (--data PATH), one of them")
+    source = DatasetPool(load_dataset(data)) if data is not None else None
+    if source is not None:
+        spec = dataset_task(source, log)
+    else:
+        spec = check_task(parse_task(task)) if isinstance(task, str) else check_task(task)
     records = files.load_records()
     known = records[records["task"] == spec.name]
     if known.empty:
         models = [zoo_model(n) for n in records["model"].unique()]
-        task_records = pd.DataFrame([r for m in models
-                                     for r in zoo_matrix.model_records(m, [spec], matrix.scores, seeds=0, log=log)])
+        task_records = pd.DataFrame([r for m in models for r in zoo_matrix.model_records(
+            m, [spec], matrix.scores, seeds=0, log=log, data=source)])
     else:
         task_records = known
-    return recommenders.recommend(records, task_records.reset_index(drop=True), recommender)
+    table = recommenders.recommend(records, task_records.reset_index(drop=True), recommender)
+    table.attrs["task"] = spec.name
+    if source is not None:
+        table.attrs["data"] = source.data.version
+    return table
 
 
 def verdict(table: pd.DataFrame, protocol: str = "leave one dataset out", ours: str = "gradient boosting") -> str:

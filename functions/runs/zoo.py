@@ -177,15 +177,19 @@ class _NetworkOutputs:
                 "probs": np.concatenate([p.numpy() for _, p in parts])}
 
 
-def pool_features(net: Network, dataset: str, cache_dir: Path | None = None) -> PoolFeatures:
-    """Features of ``dataset``'s pool through ``net``, from the feature store (computed once, then read)."""
-    if dataset not in BANK_DATASETS:
+def pool_features(net: Network, dataset, cache_dir: Path | None = None) -> PoolFeatures:
+    """Features of a pool through ``net``, from the feature store (computed once, then read):
+    ``dataset`` is a bank dataset's name or pool, or a user's :class:`~functions.data.task_bank.DatasetPool`
+    (its images at the network's input size and channels)."""
+    if isinstance(dataset, str) and dataset not in BANK_DATASETS:
         raise DataError(f"unknown task dataset {dataset!r}; choose one of {list(BANK_DATASETS)}")
-    data = task_pool(dataset)
+    data = task_pool(dataset) if isinstance(dataset, str) else dataset
     outputs = _NetworkOutputs(net)
-    stores = [FeatureStore.of(outputs, {"pool": dataset, "split": split}, images, cache_dir)
-              for split, images in (("train", data.train_x), ("test", data.test_x))]
-    if any(len(store.ids) < store.count for store in stores):
+    size, channels = net.backbone.input_size, net.backbone.channels
+    stores = [FeatureStore.of(outputs, data.key(split, size, channels),
+                              lambda split=split: data.images(split, size, channels), cache_dir)
+              for split in ("train", "test")]
+    if any(store.count is None or len(store.ids) < store.count for store in stores):
         configure_threads()
     train, test = (store.split() for store in stores)
     seconds = sum(s.totals["seconds"] for s in stores) / max(sum(s.totals["images"] for s in stores), 1)

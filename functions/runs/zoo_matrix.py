@@ -27,12 +27,14 @@ from .zoo import PoolFeatures, metadata, network, pool_features
 SEEDS = 3
 
 
-def linear_probe(feats: PoolFeatures, task: TaskSpec, seed: int) -> float:
-    """Test accuracy of a logistic-regression head on the task's training draw ``seed``."""
-    data = pool(task.dataset)
-    train, test = task_rows(task, seed)
-    head = FeatureClassifier("logistic", seed=seed).fit(feats.train[train], task_labels(task, data.train_y[train]))
-    return float((head.predict(feats.test[test]) == task_labels(task, data.test_y[test])).mean())
+def linear_probe(feats: PoolFeatures, task: TaskSpec, seed: int, data=None) -> float:
+    """Test accuracy of a logistic-regression head on the task's training draw ``seed`` (``data``:
+    the task's pool, default its bank dataset's)."""
+    data = data or pool(task.dataset)
+    train, test = task_rows(task, seed, data)
+    head = FeatureClassifier("logistic", seed=seed).fit(feats.train[train],
+                                                        task_labels(task, data.train_y[train], data))
+    return float((head.predict(feats.test[test]) == task_labels(task, data.test_y[test], data)).mean())
 
 
 @dataclass
@@ -54,28 +56,30 @@ class Timing:
 
 
 def model_records(model: ZooModel, tasks: list[TaskSpec], score: Callable, seeds: int = SEEDS,
-                  timing: Timing | None = None, log=print) -> list[dict]:
+                  timing: Timing | None = None, log=print, data=None) -> list[dict]:
     """One record per task for ``model``: its metadata, the task's, ``score(features, source
     probabilities, labels)`` (a dict of scores) and the measured accuracy (mean and std over
-    ``seeds`` draws; ``seeds=0``: scores only, accuracy NaN)."""
+    ``seeds`` draws; ``seeds=0``: scores only, accuracy NaN).  ``data``: the tasks' pool when they
+    are drawn from a user's dataset (a :class:`~functions.data.task_bank.DatasetPool`)."""
     timing = timing if timing is not None else Timing()
     net = network(model, log=log)
     row = metadata(model, net)
     records = []
     for dataset in dict.fromkeys(t.dataset for t in tasks):
         began = time.perf_counter()
-        feats = pool_features(net, dataset)
+        source = data or pool(dataset)
+        feats = pool_features(net, source)
         timing.extraction_s[model.name] = timing.extraction_s.get(model.name, 0.0) + time.perf_counter() - began
-        labels = pool(dataset).train_y
+        labels = source.train_y
         for task in (t for t in tasks if t.dataset == dataset):
             began = time.perf_counter()
-            accuracies = [linear_probe(feats, task, seed) for seed in range(seeds)]
+            accuracies = [linear_probe(feats, task, seed, source) for seed in range(seeds)]
             timing.fits_s += time.perf_counter() - began
             began = time.perf_counter()
-            train = task_rows(task, 0)[0]
-            measured = score(feats.train[train], feats.train_probs[train], task_labels(task, labels[train]))
+            train = task_rows(task, 0, source)[0]
+            measured = score(feats.train[train], feats.train_probs[train], task_labels(task, labels[train], source))
             timing.scores_s += time.perf_counter() - began
-            records.append({**row, **task_metadata(task), **measured,
+            records.append({**row, **task_metadata(task, source), **measured,
                             "accuracy": float(np.mean(accuracies)) if seeds else float("nan"),
                             "accuracy_std": float(np.std(accuracies)) if seeds else float("nan"), "seeds": seeds,
                             "zoo_version": ZOO_VERSION})
