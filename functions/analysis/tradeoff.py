@@ -70,22 +70,28 @@ def paired_differences(records) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("samples_per_class")
 
 
-def guideline(records) -> str:
-    """The answer in words: up to which N feature extraction is as good as fine-tuning (within
-    noise, or better), and what training by fine-tuning costs over feature extraction."""
-    table = paired_differences(records)
+def verdict(table: pd.DataFrame) -> str:
+    """Up to which N feature extraction is as good as fine-tuning (within noise, or better), in one
+    sentence, from :func:`paired_differences`' table."""
     good_enough = table.verdict != "FT better"
     sizes = list(table.index)
     if good_enough.all():
         measured = f"{sizes[0]} to {sizes[-1]} images per class" if len(sizes) > 1 else f"{sizes[0]} per class"
-        verdict = f"Feature extraction is as good as fine-tuning or better at every size measured ({measured})."
+        answer = f"Feature extraction is as good as fine-tuning or better at every size measured ({measured})."
     elif not good_enough.iloc[0]:
-        verdict = f"Fine-tuning is better from the smallest size measured ({sizes[0]} per class) on."
+        answer = f"Fine-tuning is better from the smallest size measured ({sizes[0]} per class) on."
     else:
         last = max(n for n in sizes if all(good_enough[m] for m in sizes if m <= n))
-        verdict = (f"Feature extraction is as good as fine-tuning (within noise, or better) up to {last} images "
-                   f"per class; above that fine-tuning is better.")
-    lines = [verdict]
+        answer = (f"Feature extraction is as good as fine-tuning (within noise, or better) up to {last} images "
+                  f"per class; above that fine-tuning is better.")
+    return answer
+
+
+def guideline(records) -> str:
+    """The answer in words: up to which N feature extraction is as good as fine-tuning (within
+    noise, or better), and what training by fine-tuning costs over feature extraction."""
+    table = paired_differences(records)
+    lines = [verdict(table)]
     for n, row in table.iterrows():
         lines.append(f"  N={n}: FT - FE = {row.ft_minus_fe:+.3f} (95% CI ±{row.ci95:.3f}, {row.pairs} paired splits: "
                      f"{row.verdict}); training FT costs {row.time_ratio_ft_fe:.1f}x the time and "
