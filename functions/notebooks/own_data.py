@@ -66,10 +66,11 @@ def sample_grid(dataset: ImageDataset, folder: str, per_class: int = 6, size: in
 
 def backbone_scores(dataset: ImageDataset, input_size: int = 96, backbones=OFFLINE_BACKBONES,
                     folder: str = "MNIST") -> pd.DataFrame:
-    """LogME and H-score of each backbone's pooled last-stage features of the training images
-    (the task the fe-vs-ft grid draws from, at ``input_size`` pixels for every network): a ranking
-    before any training; higher is better.  ``folder``: whose quick profile gives the validation
-    draw, as in the grid."""
+    """LogME and the shrinkage H-score of each backbone's pooled last-stage features of the
+    training images (the task the fe-vs-ft grid draws from, at ``input_size`` pixels for every
+    network): a ranking before any training, by LogME; higher is better.  The plain H-score is left
+    out: with more feature dimensions than images it saturates at the number of classes minus one.
+    ``folder``: whose quick profile gives the validation draw, as in the grid."""
     cfg, _ = profile("quick", get_setup(folder))
     rows = {}
     for name in backbones:
@@ -78,7 +79,7 @@ def backbone_scores(dataset: ImageDataset, input_size: int = 96, backbones=OFFLI
         features = extract(backbone, backbone.layer_names[-1:], task.pixels(task.train)).astype(np.float64)
         labels = task.train.y.numpy()
         rows[name] = {"features": features.shape[1], "logme": logme(features, labels),
-                      "hscore": hscore(features, labels)}
+                      "hscore_shrinkage": hscore(features, labels, shrinkage=True)}
     table = pd.DataFrame.from_dict(rows, orient="index").sort_values("logme", ascending=False, kind="stable")
     table.insert(0, "rank", range(1, len(table) + 1))
     return table

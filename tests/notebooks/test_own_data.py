@@ -38,7 +38,7 @@ def test_the_sample_grid_has_a_row_per_class_and_is_saved(dataset, tmp_path):
 @pytest.mark.slow  # builds an EfficientNet
 def test_backbone_scores_rank_the_networks(dataset):
     table = own_data.backbone_scores(dataset, input_size=32, backbones=("efficientnet_lite0",))
-    assert list(table.index) == ["efficientnet_lite0"] and list(table.columns) == ["rank", "features", "logme", "hscore"]
+    assert list(table.index) == ["efficientnet_lite0"] and list(table.columns) == ["rank", "features", "logme", "hscore_shrinkage"]
     assert table.loc["efficientnet_lite0", "features"] == 1280 and np.isfinite(table.logme).all()
 
 

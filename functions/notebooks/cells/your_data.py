@@ -35,10 +35,10 @@ display(own_data.sample_grid(dataset, folder))
 
 # %% [markdown]
 # ## Which network suits it, before any training
-# LogME and H-score of each ImageNet network whose weights ship offline, on its pooled last-stage features of the training images (at `input_size` pixels for all): higher means the features separate the classes better with a linear model. A ranking that costs one forward pass per image, no training.
+# LogME and the shrinkage H-score of each ImageNet network whose weights ship offline, on its pooled last-stage features of the training images (at `input_size` pixels for all): higher means the features separate the classes better with a linear model. A ranking by LogME that costs one forward pass per image, no training.
 
 # %%
-display(own_data.backbone_scores(dataset, input_size, folder=folder).round(2))
+display(own_data.backbone_scores(dataset, input_size, folder=folder).round(3))
 
 # %% [markdown]
 # ## The runs
