@@ -165,15 +165,17 @@ def selection_table(candidates) -> pd.DataFrame:
     return frame.groupby("pipeline").head(5).round(4).reset_index(drop=True)
 
 
-def report(study, folder: str, figure_name: str) -> list[Path]:
+def report(study, folder: str, figure_name: str | None = None) -> list[Path]:
     """The figures of every run in the study's results file (accuracy against N, accuracy against
-    cost) saved as ``<Folder>/results/figures/fe_vs_ft_{accuracy,cost}_<figure_name>.png``; when
+    cost) saved as ``<Folder>/results/figures/fe_vs_ft_{accuracy,cost}_<figure_name>.png`` (default:
+    named as the results file, ``fe_vs_ft_<figure_name>.json``); when
     the call trained new runs and tracks them, the figures, the summary table and the guideline of
     its grid are also logged as artifacts of one summary run in each MLflow experiment.
 
     The file is read and drawn under its lock: of calls side by side (other N), the one drawing
     last reads every call's runs, so the figures left show them all."""
     title = study.name.split(" ")[-1]
+    figure_name = figure_name or study.path.stem.removeprefix("fe_vs_ft_")
     with locked(study.path):
         records = load_results(study.path)[1]
         paths = [save_figure(accuracy_curves(records, title), folder, f"fe_vs_ft_accuracy_{figure_name}"),

@@ -308,5 +308,5 @@ def fe_vs_ft(folder: str, setup: str | None, backbone: str, samples_per_class, s
     from ..analysis.tradeoff import report
     study = run_fe_vs_ft(folder, setup, FeVsFtSettings(backbone=backbone, **settings), samples_per_class, splits,
                          track=track, log=lambda *_: None, data=data)
-    report(study, folder, study.path.stem.removeprefix("fe_vs_ft_"))
+    report(study, folder)
     return study.records
