@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # folders whose notebooks carry executed outputs (see README: the others are not executed yet), and
 # the notebooks over all folders at the top level
 NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST MNIST_to_digits
-TOP_NOTEBOOKS := reproduction.ipynb model_zoo.ipynb
+TOP_NOTEBOOKS := reproduction.ipynb model_zoo.ipynb your_data.ipynb
 export MPLBACKEND := Agg
 # mkdocs' plugins print a notice about a future MkDocs 2 on every build; the pins above keep 1.6.1
 export DISABLE_MKDOCS_2_WARNING := true
@@ -24,7 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 data: $(STAMP)
-	$(PY) -m functions prepare-data MNIST FashionMNIST
+	$(PY) -m functions prepare-data MNIST FashionMNIST clipart
 
 # trains into demo/ (the committed MNIST results stay as they are); its numbers equal theirs
 demo: data

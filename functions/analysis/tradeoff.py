@@ -70,22 +70,28 @@ def paired_differences(records) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("samples_per_class")
 
 
-def guideline(records) -> str:
-    """The answer in words: up to which N feature extraction is as good as fine-tuning (within
-    noise, or better), and what training by fine-tuning costs over feature extraction."""
-    table = paired_differences(records)
+def verdict(table: pd.DataFrame) -> str:
+    """Up to which N feature extraction is as good as fine-tuning (within noise, or better), in one
+    sentence, from :func:`paired_differences`' table."""
     good_enough = table.verdict != "FT better"
     sizes = list(table.index)
     if good_enough.all():
         measured = f"{sizes[0]} to {sizes[-1]} images per class" if len(sizes) > 1 else f"{sizes[0]} per class"
-        verdict = f"Feature extraction is as good as fine-tuning or better at every size measured ({measured})."
+        answer = f"Feature extraction is as good as fine-tuning or better at every size measured ({measured})."
     elif not good_enough.iloc[0]:
-        verdict = f"Fine-tuning is better from the smallest size measured ({sizes[0]} per class) on."
+        answer = f"Fine-tuning is better from the smallest size measured ({sizes[0]} per class) on."
     else:
         last = max(n for n in sizes if all(good_enough[m] for m in sizes if m <= n))
-        verdict = (f"Feature extraction is as good as fine-tuning (within noise, or better) up to {last} images "
-                   f"per class; above that fine-tuning is better.")
-    lines = [verdict]
+        answer = (f"Feature extraction is as good as fine-tuning (within noise, or better) up to {last} images "
+                  f"per class; above that fine-tuning is better.")
+    return answer
+
+
+def guideline(records) -> str:
+    """The answer in words: up to which N feature extraction is as good as fine-tuning (within
+    noise, or better), and what training by fine-tuning costs over feature extraction."""
+    table = paired_differences(records)
+    lines = [verdict(table)]
     for n, row in table.iterrows():
         lines.append(f"  N={n}: FT - FE = {row.ft_minus_fe:+.3f} (95% CI ±{row.ci95:.3f}, {row.pairs} paired splits: "
                      f"{row.verdict}); training FT costs {row.time_ratio_ft_fe:.1f}x the time and "
@@ -159,15 +165,17 @@ def selection_table(candidates) -> pd.DataFrame:
     return frame.groupby("pipeline").head(5).round(4).reset_index(drop=True)
 
 
-def report(study, folder: str, figure_name: str) -> list[Path]:
+def report(study, folder: str, figure_name: str | None = None) -> list[Path]:
     """The figures of every run in the study's results file (accuracy against N, accuracy against
-    cost) saved as ``<Folder>/results/figures/fe_vs_ft_{accuracy,cost}_<figure_name>.png``; when
+    cost) saved as ``<Folder>/results/figures/fe_vs_ft_{accuracy,cost}_<figure_name>.png`` (default:
+    named as the results file, ``fe_vs_ft_<figure_name>.json``); when
     the call trained new runs and tracks them, the figures, the summary table and the guideline of
     its grid are also logged as artifacts of one summary run in each MLflow experiment.
 
     The file is read and drawn under its lock: of calls side by side (other N), the one drawing
     last reads every call's runs, so the figures left show them all."""
     title = study.name.split(" ")[-1]
+    figure_name = figure_name or study.path.stem.removeprefix("fe_vs_ft_")
     with locked(study.path):
         records = load_results(study.path)[1]
         paths = [save_figure(accuracy_curves(records, title), folder, f"fe_vs_ft_accuracy_{figure_name}"),

@@ -59,7 +59,6 @@ def fe_vs_ft(args):
                   f"test scored once for the chosen candidate of each pipeline:")
             print(tradeoff.selection_table(study.selection).to_string())
     print(f"energy: {study.energy_source}")
-    figure_name = f"{study.path.stem.removeprefix('fe_vs_ft_')}"
-    for path in tradeoff.report(study, args.folder, figure_name):
+    for path in tradeoff.report(study, args.folder):
         print(f"wrote {path}")
     print(f"wrote {study.path}")

@@ -300,13 +300,13 @@ def collected_records() -> "pd.DataFrame":
 
 
 def fe_vs_ft(folder: str, setup: str | None, backbone: str, samples_per_class, splits: int, track: bool = True,
-             **settings) -> list[dict]:
+             data=None, **settings) -> list[dict]:
     """Feature extraction and fine-tuning runs of one backbone over the few-shot grid (resumed
     from the folder's results file; new runs, and the figures of a grid that trained any, are
-    logged to MLflow when ``track``); the figures are saved under the folder's figures."""
+    logged to MLflow when ``track``); the figures are saved under the folder's figures, named as
+    the results file is.  ``data``: a user's images as the target (see :func:`run_fe_vs_ft`)."""
     from ..analysis.tradeoff import report
-    chosen = get_setup(folder, setup)
     study = run_fe_vs_ft(folder, setup, FeVsFtSettings(backbone=backbone, **settings), samples_per_class, splits,
-                         track=track, log=lambda *_: None)
-    report(study, folder, f"{chosen.name}_{backbone}")
+                         track=track, log=lambda *_: None, data=data)
+    report(study, folder)
     return study.records

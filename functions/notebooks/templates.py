@@ -40,7 +40,7 @@ _NOTEBOOK_FIRST_MODES = ("source_only", "adabn")
 ADAPTATION_NOTEBOOK_MODES = [*_NOTEBOOK_FIRST_MODES,
                              *(mode for mode in ADAPTATION_MODES if mode not in _NOTEBOOK_FIRST_MODES), "distill"]
 # notebooks over every folder, at the repository's top level
-TOP_LEVEL = ("reproduction", "model_zoo")
+TOP_LEVEL = ("reproduction", "model_zoo", "your_data")
 
 
 def _percent_cells(text: str) -> list:
