@@ -71,13 +71,19 @@ def zoo(args):
          arg("--task", help="<dataset>:<classes>:<n>, e.g. MNIST:0,1,2:300 or digits:0-4:100"),
          arg("--data", metavar="PATH", help="your own images: " + DATA_HELP + "; the task is all its classes, "
                                             "its accuracies unknown"),
+         arg("--measure", action="store_true", help="--data: also train each model's linear probe on your task "
+                                                     "(as the zoo matrix does) and show its accuracy beside the "
+                                                     "prediction"),
          arg("--recommender", default="gradient boosting",
              help="gradient boosting, linear regression, a score (logme, leep, nce, hscore, hscore_shrinkage, sfda, "
                   "nleep) or pretrain_accuracy"))
 def recommend_model(args):
     import pandas as pd
     from ..notebooks import zoo
-    table = zoo.recommend_model(args.task, args.recommender, data=args.data)
+    if args.measure and args.data is None:
+        raise DataError("--measure trains probes on your images; a bank task's accuracies are measured already: "
+                        "give --data PATH, or drop --measure")
+    table = zoo.recommend_model(args.task, args.recommender, data=args.data, measure=args.measure)
     with pd.option_context("display.width", 200):
         if args.data is None:
             print(f"models for {args.task}, ranked by {args.recommender} (trained on the bank's other tasks):")
@@ -86,8 +92,9 @@ def recommend_model(args):
         version = table.attrs["data"]
         print(f"models for {version['name']} (fingerprint {version['fingerprint'][:12]}, classes "
               f"{', '.join(version['classes'])}; task {table.attrs['task']}), ranked by {args.recommender} "
-              f"(trained on the bank's tasks; accuracies on your images are not measured):")
-        print(table.drop(columns="measured_accuracy").round(4).to_string())
+              f"(trained on the bank's tasks; " + ("measured_accuracy: each model's linear probe on your task)"
+                                                     if args.measure else "accuracies on your images are not measured):"))
+        print((table if args.measure else table.drop(columns="measured_accuracy")).round(4).to_string())
 
 
 @command("classify", "top ImageNet labels of images: check that a pretrained backbone loaded",

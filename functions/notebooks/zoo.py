@@ -60,12 +60,14 @@ def evaluation(records: pd.DataFrame | None = None) -> pd.DataFrame:
 
 
 def recommend_model(task: str | None = None, recommender: str = "gradient boosting", log=print,
-                    data=None) -> pd.DataFrame:
+                    data=None, measure: bool = False) -> pd.DataFrame:
     """The zoo ranked for ``task`` (``<dataset>:<classes>:<n>``) by ``recommender`` trained on every
     other task of the bank; the measured accuracy is shown when the bank holds the task.  ``data``
     (a folder, CSV or prepared name) instead: the user's whole task (:func:`dataset_task`), scored
-    on its images at each model's input size; its accuracies are unknown (NaN).  The table's
-    ``attrs`` name the task, and for ``data`` the dataset's version (fingerprint and classes)."""
+    on its images at each model's input size; its accuracies are unknown (NaN) unless ``measure``:
+    then each model's linear probe is trained on the task as the zoo matrix trains it (mean of its
+    seeds), to set beside the prediction.  The table's ``attrs`` name the task, and for ``data``
+    the dataset's version (fingerprint and classes)."""
     recommenders.check_recommender(recommender)
     if (task is None) == (data is None):
         raise DataError("recommend-model needs a target: give a bank task (--task <dataset>:<classes>:<n>) or your "
@@ -80,7 +82,7 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
     if known.empty:
         models = [zoo_model(n) for n in records["model"].unique()]
         task_records = pd.DataFrame([r for m in models for r in zoo_matrix.model_records(
-            m, [spec], matrix.scores, seeds=0, log=log, data=source)])
+            m, [spec], matrix.scores, seeds=zoo_matrix.SEEDS if measure else 0, log=log, data=source)])
     else:
         task_records = known
     table = recommenders.recommend(records, task_records.reset_index(drop=True), recommender)
