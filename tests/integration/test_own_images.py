@@ -107,13 +107,13 @@ def _escaping_link(folder):
     return "link.png"
 
 
-def _leak(folder):
-    (folder / "red" / "1.png").write_bytes((folder / "red" / "2.png").read_bytes())
-    return "1.png"
+def _looping_link(folder):
+    (folder / "red" / "loop.png").symlink_to(folder / "red" / "loop.png")
+    return "loop.png"
 
 
 @pytest.mark.parametrize("damage", [_empty_class, _single_class, _text_file, _text_png, _zero_bytes, _truncated,
-                                    _bomb, _escaping_link])
+                                    _bomb, _escaping_link, _looping_link])
 def test_a_bad_folder_is_refused_in_one_line_naming_it(tmp_path, output_root, capsys, damage):
     folder = colour_folder(tmp_path / "paints")
     named = damage(folder)
@@ -134,8 +134,22 @@ def test_the_same_image_in_train_and_test_is_refused_as_leakage(tmp_path, output
     assert "copy.png" in error and "3.png" in error, error
 
 
-def test_a_csv_with_a_missing_column_is_refused(tmp_path, output_root, capsys):
-    table = tmp_path / "images.csv"
-    table.write_text("path\nred/0.png\n")
+@pytest.mark.parametrize("lines, named", [
+    (["path", "red/0.png"], "label"),                                          # a missing column
+    (["path,label,split", "red/0.png,red,training"], "training"),              # an unknown split
+    (["path,label", "red/0.png,red", "red/nothere.png,red"], "nothere.png"),   # a path that does not exist
+    (["path,label", "red/0.png,red", "red/1.png,red", "red/0.png,red"], "red/0.png"),  # a duplicate row
+])
+def test_a_bad_csv_is_refused_in_one_line_naming_it(tmp_path, output_root, capsys, lines, named):
+    folder = colour_folder(tmp_path / "paints")
+    table = folder / "images.csv"
+    table.write_text("\n".join(lines) + "\n")
     assert main(["fe-vs-ft", "MNIST", "--data", str(table), *GRID]) == 2
-    assert "label" in capsys.readouterr().err
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and named in error[0], error
+    assert not list(output_root.rglob("fe_vs_ft_*.json"))
+
+
+def test_a_path_that_does_not_exist_is_named(tmp_path, output_root, capsys):
+    assert main(["fe-vs-ft", "MNIST", "--data", str(tmp_path / "no such folder"), *GRID]) == 2
+    assert "no such folder" in capsys.readouterr().err
