@@ -36,7 +36,8 @@ def decode_image(path, size: int, channels: int = 3) -> np.ndarray:
             with Image.open(path) as image:
                 if image.format == "JPEG":
                     image.draft(image.mode, (size, size))
-                image = ImageOps.exif_transpose(image)  # loads the pixels: a truncated file fails here
+                image.load()  # a truncated file fails here
+                ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of the pixels
                 image = _as_rgb_or_grey(image, channels, path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise DataError(f"{path} is refused as a possible decompression bomb ({err}); Pillow's limit "
@@ -61,8 +62,8 @@ def _as_rgb_or_grey(image: Image.Image, channels: int, path) -> Image.Image:
         raise DataError(f"{path} holds 32-bit floating-point pixels, which have no fixed "
                         f"range: save it as an 8- or 16-bit image")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        image = Image.new("RGB", rgba.size, (255, 255, 255))
+        image.paste(rgba, mask=rgba)  # the same pixels as Image.alpha_composite on opaque white, for every colour and alpha
     want = "L" if channels == 1 else "RGB"
     return image if image.mode == want else image.convert(want)

@@ -23,7 +23,9 @@ from .files import SPLIT_SEED, TEST_FRACTION, Manifest, describe_changes, read_m
 from .image_cache import cached_images, stored_manifest
 from .tasks import Split, TaskData
 
-CHUNK = 256  # images per step when measuring the mean and std or filling a split (memory stays small)
+CHUNK = 256  # images per step when measuring the mean and std (memory stays small)
+FILL_CHUNK = 32  # images per step when filling a split: elementwise, so any size gives the same tensors,
+# and a small one stays in the processor's caches (three times faster at 224 px than 256 images)
 
 
 class ImageDataset:
@@ -111,12 +113,14 @@ class ImageDataset:
         mean, std = channel_mean_std(images, np.array(rows["train"]))
         mean_t, std_t = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (mean, std))
 
-        def split_of(index) -> Split:  # filled a chunk at a time: no second copy of the split in memory
+        def split_of(index) -> Split:  # filled a chunk at a time, in place: no second copy of the split in memory
             index = np.asarray(index, dtype=np.int64)
             x = torch.empty((len(index), channels, size, size), memory_format=torch.channels_last)
-            for start in range(0, len(index), CHUNK):
-                chunk = torch.from_numpy(np.ascontiguousarray(images[index[start:start + CHUNK]]))
-                x[start:start + CHUNK] = (chunk.permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
+            for start in range(0, len(index), FILL_CHUNK):
+                part = x[start:start + FILL_CHUNK]
+                pixels = torch.from_numpy(np.ascontiguousarray(images[index[start:start + FILL_CHUNK]]))
+                part.copy_(pixels.permute(0, 3, 1, 2))
+                part.div_(255.0).sub_(mean_t).div_(std_t)
             return Split(x, torch.from_numpy(labels[index]))
 
         train_full = split_of(rows["train"])

@@ -28,6 +28,19 @@ def test_transparency_is_composited_on_white(image_folder):
     assert tuple(decode_image(half, SIDE)[0, 0]) == (127, 127, 127)
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_white_compositing_is_alpha_composite_s_for_every_colour_and_alpha(tmp_path, mode):
+    """The cache's pixels stay those of ``Image.alpha_composite`` on opaque white: every (colour,
+    alpha) pair, in each channel, once."""
+    colour, alpha = np.meshgrid(np.arange(256), np.arange(256))
+    bands = [colour, 255 - colour, (7 * colour) % 256][:3 if mode == "RGBA" else 1] + [alpha]
+    image = Image.fromarray(np.stack(bands, -1).astype(np.uint8), mode)
+    image.save(tmp_path / "all.png")
+    rgba = image.convert("RGBA")
+    expected = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    assert np.array_equal(decode_image(tmp_path / "all.png", 256), np.asarray(expected))
+
+
 def test_cmyk_and_sixteen_bit_convert(image_folder):
     folder, _ = image_folder
     assert decode_image(folder / "dog" / "cmyk.JPEG", SIDE).min() >= 250  # no ink: white

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from functions.core.errors import DataError
-from functions.data import decode, image_cache
+from functions.data import decode, image_cache, image_dataset
 from functions.data.fewshot import check_samples_per_class
 from functions.data.image_dataset import load_dataset
 from functions.transfer import load_dataset as api_load_dataset
@@ -72,6 +72,20 @@ def test_the_task_is_the_built_in_datasets_task_object(image_folder, tmp_path):
     grey = dataset.task(4, channels=1, classes=["cat", "dog"])
     assert grey.train.x.shape[1:] == (1, 4, 4) and grey.classes == ["cat", "dog"]
     assert set(grey.test.y.tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize("fill_chunk", [2, 32])
+def test_splits_are_the_normalised_images_bit_for_bit_whatever_the_chunk(image_folder, tmp_path, monkeypatch,
+                                                                         fill_chunk):
+    monkeypatch.setattr(image_dataset, "FILL_CHUNK", fill_chunk)
+    folder, _ = image_folder
+    dataset = load_dataset(folder, cache_root=tmp_path / "cache")
+    task = dataset.task(SIDE, val_split=0.2, seed=3)
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (task.mean, task.std))
+    test_rows = [i for i, e in enumerate(dataset.manifest.entries) if e.split == "test"]
+    pixels = torch.from_numpy(np.asarray(dataset.images(SIDE)[test_rows])).permute(0, 3, 1, 2)
+    assert torch.equal(task.test.x, (pixels.float() / 255.0 - mean) / std)
+    assert task.test.x.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_a_domain_column_selects_images(image_folder, tmp_path):
