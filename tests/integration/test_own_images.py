@@ -5,34 +5,15 @@ nothing written."""
 import json
 import shutil
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from colour_images import CLASSES, colour_folder, output_root  # noqa: F401 (a fixture)
 from functions.__main__ import main
 from functions.data.image_dataset import load_dataset
 
-CLASSES = {"red": (200, 30, 30), "green leaves": (30, 200, 30), "blåbär": (30, 30, 200)}
 GRID = ["--backbone", "study", "--samples-per-class", "1", "2", "--splits", "1", "--val-per-class", "1",
         "--epochs", "2", "--no-track", "--no-progress"]
-
-
-def colour_folder(root, per_class: int = 10, seed: int = 0):
-    """``per_class`` noisy 12 x 12 images of one colour per class."""
-    rng = np.random.default_rng(seed)
-    for label, colour in CLASSES.items():
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
-    return root
-
-
-@pytest.fixture
-def output_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / "out"))
-    monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
-    return tmp_path / "out"
 
 
 def test_a_fe_vs_ft_grid_runs_on_a_folder_and_refuses_another_version_of_it(tmp_path, output_root, capsys):

@@ -4,33 +4,12 @@ each of its images, and the task bank draws tasks from its classes."""
 import json
 import shutil
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from colour_images import CLASSES, colour_folder, output_root  # noqa: F401 (a fixture)
 from functions.__main__ import main
 from functions.data.image_dataset import load_dataset
 from functions.data.task_bank import DatasetPool, dataset_task, dataset_tasks
-
-CLASSES = {"red": (200, 30, 30), "green leaves": (30, 200, 30), "blåbär": (30, 30, 200)}
-
-
-def colour_folder(root, per_class: int = 10, seed: int = 0):
-    """``per_class`` noisy 12 x 12 images of one colour per class."""
-    rng = np.random.default_rng(seed)
-    for label, colour in CLASSES.items():
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
-    return root
-
-
-@pytest.fixture
-def output_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / "out"))
-    monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
-    return tmp_path / "out"
 
 
 def test_the_task_bank_draws_tasks_from_a_folders_classes_up_to_its_smallest_class(tmp_path):
