@@ -81,10 +81,12 @@ class TaskData:
         return len(self.classes)
 
     def pixels(self, split: Split) -> torch.Tensor:
-        """``split``'s images back in [0, 1] (this task's normalisation undone)."""
+        """``split``'s images back in [0, 1] (this task's normalisation undone: its own statistics,
+        or the catalog's for a built-in dataset), for networks that normalise their input their own way."""
         if self.mean is None:
-            return pixels(split, self.dataset)
-        mean, std = (torch.tensor(v, dtype=split.x.dtype).view(1, -1, 1, 1) for v in (self.mean, self.std))
+            mean, std = channel_stats(self.dataset, split.x.shape[1])
+        else:
+            mean, std = (torch.tensor(v, dtype=split.x.dtype).view(1, -1, 1, 1) for v in (self.mean, self.std))
         return (split.x * std + mean).clamp_(0.0, 1.0)
 
 
@@ -158,10 +160,3 @@ def per_class_draw(labels: torch.Tensor, num_classes: int, per_class: int, seed:
         members = torch.nonzero(labels == c).flatten()
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     return torch.sort(torch.cat(chosen)).values
-
-
-def pixels(split: Split, dataset: str) -> torch.Tensor:
-    """A split's images back in [0, 1] (the dataset's normalisation undone), for networks that
-    normalise their input their own way."""
-    mean, std = channel_stats(dataset, split.x.shape[1])
-    return (split.x * std + mean).clamp_(0.0, 1.0)
