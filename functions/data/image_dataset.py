@@ -20,12 +20,10 @@ from ..core.errors import DataError
 from ..core.paths import data_root
 from .catalog import SPECS
 from .files import SPLIT_SEED, TEST_FRACTION, Manifest, describe_changes, read_manifest
-from .image_cache import cached_images, stored_manifest
+from .image_cache import cached_images, cached_sums, stored_manifest
 from .tasks import Split, TaskData
 
-CHUNK = 256  # images per step when measuring the mean and std (memory stays small)
-FILL_CHUNK = 32  # images per step when filling a split: elementwise, so any size gives the same tensors,
-# and a small one stays in the processor's caches (three times faster at 224 px than 256 images)
+FILL_CHUNK = 32  # images per step when filling a split: elementwise, so any size gives the same tensors
 
 
 class ImageDataset:
@@ -110,26 +108,19 @@ class ImageDataset:
             if missing:
                 raise DataError(f"{self.name}{f' domain {domain}' if domain else ''}: class {missing[0]!r} has no "
                                 f"image in the {split} split; choose classes that have, or add images")
-        mean, std = channel_mean_std(images, np.array(rows["train"]))
-        mean_t, std_t = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (mean, std))
+        mean, std = channel_mean_std(cached_sums(self.manifest, size, channels, self.cache_root),
+                                     np.array(rows["train"], dtype=np.int64), size * size)
 
-        def split_of(index) -> Split:  # filled a chunk at a time, in place: no second copy of the split in memory
+        def split_of(index) -> Split:
             index = np.asarray(index, dtype=np.int64)
-            x = torch.empty((len(index), channels, size, size), memory_format=torch.channels_last)
-            for start in range(0, len(index), FILL_CHUNK):
-                part = x[start:start + FILL_CHUNK]
-                pixels = torch.from_numpy(np.ascontiguousarray(images[index[start:start + FILL_CHUNK]]))
-                part.copy_(pixels.permute(0, 3, 1, 2))
-                part.div_(255.0).sub_(mean_t).div_(std_t)
-            return Split(x, torch.from_numpy(labels[index]))
+            return Split(normalised(images, index, mean, std), torch.from_numpy(labels[index]))
 
-        train_full = split_of(rows["train"])
+        train_rows = np.array(rows["train"], dtype=np.int64)
         if rows["val"]:
-            train, val = train_full, split_of(rows["val"])
-        else:
-            in_val = validation_draw(train_full.y, len(classes), val_split, seed)
-            train = train_full.subset(torch.nonzero(~in_val).flatten())
-            val = train_full.subset(torch.nonzero(in_val).flatten())
+            train, val = split_of(train_rows), split_of(rows["val"])
+        else:  # the draw needs the labels only: each split is filled once, straight from the cache
+            in_val = validation_draw(torch.from_numpy(labels[train_rows]), len(classes), val_split, seed).numpy()
+            train, val = split_of(train_rows[~in_val]), split_of(train_rows[in_val])
         return TaskData(self.key, list(classes), train, val, split_of(rows["test"]), mean, std)
 
     def check_version(self, stored: dict, what: str = "the results file") -> None:
@@ -163,18 +154,32 @@ def validation_draw(labels: torch.Tensor, num_classes: int, fraction: float, see
     return mask
 
 
-def channel_mean_std(images: np.ndarray, rows: np.ndarray) -> tuple[tuple, tuple]:
-    """Per-channel mean and (population) std of ``images[rows]`` in [0, 1], read in chunks."""
-    channels = images.shape[-1]
-    total, squares, count = np.zeros(channels), np.zeros(channels), 0
-    for start in range(0, len(rows), CHUNK):
-        chunk = images[rows[start:start + CHUNK]].reshape(-1, channels).astype(np.float64) / 255.0
-        total += chunk.sum(0)
-        squares += np.square(chunk).sum(0)
-        count += len(chunk)
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+def channel_mean_std(sums: np.ndarray, rows: np.ndarray, pixels_per_image: int) -> tuple[tuple, tuple]:
+    """Per-channel mean and (population) std in [0, 1] of the images ``rows``, from their exact
+    pixel sums (:func:`functions.data.image_cache.cached_sums`)."""
+    total = sums[rows].sum(axis=0, dtype=np.uint64)  # (channels, 2), exact
+    count = float(len(rows) * pixels_per_image)
+    mean = total[:, 0].astype(np.float64) / (255.0 * count)
+    squares = total[:, 1].astype(np.float64) / (255.0 ** 2 * count)
+    std = np.sqrt(np.maximum(squares - np.square(mean), 0.0))
     return tuple(float(m) for m in mean), tuple(float(max(s, 1e-6)) for s in std)
+
+
+def normalised(images: np.ndarray, index: np.ndarray, mean: tuple, std: tuple) -> torch.Tensor:
+    """``images[index]`` (uint8, ``(N, H, W, C)``) as a channels-last float32 ``(N, C, H, W)``
+    tensor of ``v * (1 / (255 std)) - mean / std`` per channel: two elementwise passes (multiply,
+    then add: each rounded once, so every CPU and chunk size gives the same bits), filled
+    :data:`FILL_CHUNK` images at a time from the cache (no second copy of the split in memory)."""
+    channels, size = images.shape[-1], images.shape[1]
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32)
+    x = torch.empty((len(index), channels, size, size), memory_format=torch.channels_last)
+    out = x.permute(0, 2, 3, 1)  # the same memory, (N, H, W, C)
+    for start in range(0, len(index), FILL_CHUNK):
+        part = out[start:start + FILL_CHUNK]
+        part.copy_(torch.from_numpy(np.ascontiguousarray(images[index[start:start + FILL_CHUNK]])))
+        part.mul_(scale).add_(shift)
+    return x
 
 
 def resolve(path_or_name) -> Path:

@@ -76,14 +76,29 @@ def float64_steps(setup: Setup, cfg: Config, cut_point: int, percentage: float, 
     return trajectory.points
 
 
+def _references(setup: Setup, cfg: Config, profile: str) -> ResultsFile:
+    return ResultsFile(reference_path(setup, cfg.mode, profile),
+                       {**cfg.params(), "reference_steps": REFERENCE_STEPS, "reference_dtype": "float64"})
+
+
+def _run_key(cut_point: int, percentage: float, repeat: int) -> tuple:
+    return sweep_key({"sampled_percentage": percentage, "sampled_cut_point": cut_point, "repeat": repeat})
+
+
+def has_trajectory(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int, profile: str) -> bool:
+    """Whether the run's float64 reference steps are stored."""
+    key = _run_key(cut_point, percentage, repeat)
+    return reference_path(setup, cfg.mode, profile).exists() and \
+        any(sweep_key(r) == key for r in _references(setup, cfg, profile).records)
+
+
 def compare_trajectory(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int, profile: str,
                        float32_reproduced: bool) -> dict:
     """The run's float64 steps against its stored reference (recorded here when there is none and
     this machine reproduced the stored accuracy in float32)."""
-    references = ResultsFile(reference_path(setup, cfg.mode, profile),
-                             {**cfg.params(), "reference_steps": REFERENCE_STEPS, "reference_dtype": "float64"})
+    references = _references(setup, cfg, profile)
     run = {"sampled_percentage": percentage, "sampled_cut_point": cut_point, "repeat": repeat}
-    stored = [r["trajectory"] for r in references.records if sweep_key(r) == sweep_key(run)]
+    stored = [r["trajectory"] for r in references.records if sweep_key(r) == _run_key(cut_point, percentage, repeat)]
     if not stored and not float32_reproduced:
         raise DataError(f"{references.path} has no float64 steps of {cfg.mode} at cut {cut_point}, percentage "
                         f"{percentage}, repeat {repeat}, and this machine does not reproduce the stored accuracy "
@@ -96,14 +111,26 @@ def compare_trajectory(setup: Setup, cfg: Config, cut_point: int, percentage: fl
 
 
 def recheck(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int = 0,
-            tolerance: float = FLOAT32_TOLERANCE, device: str = "auto", profile: str = "quick") -> tuple:
+            tolerance: float = FLOAT32_TOLERANCE, device: str = "auto", profile: str = "quick",
+            model_wanted: bool = True) -> tuple:
     """``(model trained again, check)``: the check holds the stored and the new test accuracy and
-    ``reproduced``, decided as the module's docstring says."""
+    ``reproduced``, decided as the module's docstring says.  An aligning mode whose float64 steps
+    are stored is decided by them alone: without ``model_wanted`` its float32 run is not trained
+    (its accuracy would be shown, never compared), and the model and ``test_acc`` are None."""
+    aligning = cfg.strategy in ALIGNING_MODES and cut_point != BASELINE_CUT
+    if aligning and not model_wanted and has_trajectory(setup, cfg, cut_point, percentage, repeat, profile):
+        stored = stored_cell(setup, cfg, cut_point, percentage, profile).get(repeat)
+        if stored is None:
+            raise DataError(f"no stored {cfg.mode} run at cut {cut_point}, percentage {percentage}, repeat {repeat}")
+        check = {"cut_point": cut_point, "percentage": percentage, "repeat": repeat,
+                 "stored_test_acc": stored["test_acc"], "test_acc": None, "within_tolerance": None,
+                 **compare_trajectory(setup, cfg, cut_point, percentage, repeat, profile, False)}
+        return None, {**check, "reproduced": check["first_difference"] is None}
     model, result, stored = retrain_stored_run(setup, cfg, cut_point, percentage, repeat, device, profile)
     within = abs(result.test_acc - stored["test_acc"]) <= tolerance
     check = {"cut_point": cut_point, "percentage": percentage, "repeat": repeat,
              "stored_test_acc": stored["test_acc"], "test_acc": result.test_acc, "within_tolerance": within}
-    if cfg.strategy in ALIGNING_MODES and cut_point != BASELINE_CUT:
+    if aligning:
         check.update(compare_trajectory(setup, cfg, cut_point, percentage, repeat, profile, within))
         check["reproduced"] = check["first_difference"] is None
     else:

@@ -31,7 +31,7 @@ def test_images_are_decoded_once_then_read_from_the_cache(image_folder, tmp_path
     images = dataset.images(SIDE)
     assert images.shape == (14, SIDE, SIDE, 3) and len(counted_decodes) == 14
     cache = tmp_path / "cache" / "cache" / "images" / dataset.fingerprint
-    assert sorted(p.name for p in cache.iterdir()) == ["8px_3ch.npy", "manifest.json"]
+    assert sorted(p.name for p in cache.iterdir()) == ["8px_3ch.npy", "8px_3ch.sums.npy", "manifest.json"]
     again = load_dataset(folder, cache_root=tmp_path / "cache").images(SIDE)  # a new process would do this
     assert len(counted_decodes) == 14 and isinstance(again, np.memmap)
     np.testing.assert_array_equal(again, images)
@@ -39,6 +39,23 @@ def test_images_are_decoded_once_then_read_from_the_cache(image_folder, tmp_path
     assert grey.shape == (14, 4, 4, 1) and len(counted_decodes) == 28  # another size and channels: decoded once more
     row = [e.path for e in dataset.manifest.entries].index("cat/grey.png")
     assert int(grey[row, 0, 0, 0]) == 77
+
+
+def test_the_pixel_sums_are_exact_and_rebuilt_where_a_cache_lacks_them(image_folder, tmp_path):
+    folder, _ = image_folder
+    dataset = load_dataset(folder, cache_root=tmp_path / "cache")
+    sums = image_cache.cached_sums(dataset.manifest, SIDE, 3, tmp_path / "cache")
+    pixels = np.asarray(dataset.images(SIDE)).astype(np.int64)
+    np.testing.assert_array_equal(sums[..., 0], pixels.sum(axis=(1, 2)))
+    np.testing.assert_array_equal(sums[..., 1], np.square(pixels).sum(axis=(1, 2)))
+    stored = image_cache.cache_dir(dataset.fingerprint, tmp_path / "cache") / f"{SIDE}px_3ch.sums.npy"
+    stored.unlink()  # a cache written before the sums were kept
+    np.testing.assert_array_equal(image_cache.cached_sums(dataset.manifest, SIDE, 3, tmp_path / "cache"), sums)
+    rows = np.array([0, 3, 5])
+    mean, std = image_dataset.channel_mean_std(sums, rows, SIDE * SIDE)
+    chosen = pixels[rows].reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(mean, chosen.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, chosen.std(0), rtol=1e-9)
 
 
 def test_an_image_that_fails_to_decode_leaves_no_cache_file(image_folder, tmp_path):
@@ -81,10 +98,11 @@ def test_splits_are_the_normalised_images_bit_for_bit_whatever_the_chunk(image_f
     folder, _ = image_folder
     dataset = load_dataset(folder, cache_root=tmp_path / "cache")
     task = dataset.task(SIDE, val_split=0.2, seed=3)
-    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (task.mean, task.std))
+    scale = torch.tensor([1 / (255 * s) for s in task.std], dtype=torch.float32).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(task.mean, task.std)], dtype=torch.float32).view(1, -1, 1, 1)
     test_rows = [i for i, e in enumerate(dataset.manifest.entries) if e.split == "test"]
     pixels = torch.from_numpy(np.asarray(dataset.images(SIDE)[test_rows])).permute(0, 3, 1, 2)
-    assert torch.equal(task.test.x, (pixels.float() / 255.0 - mean) / std)
+    assert torch.equal(task.test.x, pixels.float() * scale + shift)
     assert task.test.x.is_contiguous(memory_format=torch.channels_last)
 
 
