@@ -8,6 +8,8 @@ notebook resumes what that command trained and the other way round.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -17,12 +19,15 @@ from ..analysis.plots import save_figure
 from ..analysis.transferability import hscore, logme
 from ..config import profile
 from ..config import get_setup
+from ..core.atomic import locked, write_json_atomic
+from ..core.paths import results_dir
 from ..data.image_dataset import ImageDataset, load_dataset
 from ..models.registry import REGISTRY, create_backbone
 from ..runs.features import extract
-from . import study
+from . import study, zoo
 
-__all__ = ["backbone_scores", "class_counts", "fe_vs_ft", "guideline", "load_dataset", "sample_grid"]
+__all__ = ["backbone_scores", "class_counts", "fe_vs_ft", "guideline", "load_dataset", "sample_grid",
+           "zoo_recommendation"]
 
 # the ImageNet networks whose weights ship as packages: scored without a download or a user's file
 OFFLINE_BACKBONES = tuple(name for name, r in REGISTRY.items() if r.pretrained_on == "ImageNet" and r.source == "package")
@@ -82,6 +87,27 @@ def backbone_scores(dataset: ImageDataset, input_size: int = 96, backbones=OFFLI
                       "hscore_shrinkage": hscore(features, labels, shrinkage=True)}
     table = pd.DataFrame.from_dict(rows, orient="index").sort_values("logme", ascending=False, kind="stable")
     table.insert(0, "rank", range(1, len(table) + 1))
+    return table
+
+
+def zoo_recommendation(data, folder: str = "MNIST", recommender: str = "gradient boosting") -> pd.DataFrame:
+    """The zoo's models ranked for the dataset's whole task by ``recommender`` (what ``python -m
+    functions recommend-model --data DATA`` prints), kept in
+    ``<folder>/results/recommendation_<dataset>.json`` with the dataset's version: a re-run reads
+    it, and a file made from another version of the folder is refused, naming what changed."""
+    dataset = load_dataset(data)
+    path = results_dir(folder) / f"recommendation_{dataset.name}.json"
+    with locked(path):
+        stored = json.loads(path.read_text()) if path.exists() else None
+        if stored is not None:
+            dataset.check_version(stored["data"], str(path))
+        if stored is None or stored["recommender"] != recommender:
+            table = zoo.recommend_model(None, recommender, data=data).drop(columns="measured_accuracy")
+            stored = {"data": table.attrs["data"], "task": table.attrs["task"], "recommender": recommender,
+                      "index": table.index.name, "rows": table.reset_index().to_dict("records")}
+            write_json_atomic(path, stored)
+    table = pd.DataFrame(stored["rows"]).set_index(stored["index"])
+    table.attrs.update(task=stored["task"], data=stored["data"])
     return table
 
 

@@ -125,6 +125,11 @@ def cells(folder: str, kind: str) -> list:
     values = {"folder": folder, "setup": default_setup(folder)}
     if kind in PARAMETERS:
         values["parameters"] = PARAMETERS[kind](folder)
+    # the folder's baselines are re-checked once, in its empirical notebook
+    values["recheck_call"] = "study.recheck_table(chosen, plans, cut_point=middle, percentage=grid.percentages[0], " \
+        "device=device" + (")" if kind == "empirical" else ", baseline=False)")
+    values["recheck_baseline_prose"] = " and one baseline" if kind == "empirical" else \
+        " (the baseline is re-checked in the empirical notebook)"
     parts = [kind, "sweep"] if kind in ("empirical", "truncation") else [kind]
     return [cell for part in parts for cell in _template(part, **values)]
 def build(folder: str, kind: str) -> nbformat.NotebookNode:

@@ -41,6 +41,14 @@ display(own_data.sample_grid(dataset, folder))
 display(own_data.backbone_scores(dataset, input_size, folder=folder).round(3))
 
 # %% [markdown]
+# ## What the model zoo recommends
+# The zoo's learned recommender (gradient boosting on the transferability scores of every network of the zoo, trained on the task bank's measured accuracies) ranks all its networks, ImageNet ones and the small study CNNs, for the dataset's whole task, each at its own input size; higher predicted means a better linear probe is expected. Kept in `results/recommendation_<dataset>.json` for this version of the dataset (`python -m functions recommend-model --data PATH --measure` also trains each probe to check the prediction).
+
+# %%
+recommendation = own_data.zoo_recommendation(data, folder)
+display(recommendation.head(8).round(4))
+
+# %% [markdown]
 # ## The runs
 # Results files are resumed: runs already in them are not trained again.
 
