@@ -63,3 +63,29 @@ def test_the_guideline_gives_the_accuracies_per_size_and_the_verdict(dataset):
     assert lines[3] == ("Feature extraction is as good as fine-tuning (within noise, or better) up to 1 images per "
                         "class; above that fine-tuning is better.")
     assert "seconds" not in words and "energy" not in words  # nothing that depends on the machine
+
+
+def test_the_zoo_recommendation_is_kept_per_dataset_version(dataset, tmp_path, monkeypatch):
+    import pandas as pd
+    from functions.core.errors import DataError
+    asked = []
+
+    def ranked(task, recommender, data):  # the zoo's own ranking is tested in tests/analysis; here, the keeping
+        asked.append(recommender)
+        table = pd.DataFrame({"model": ["a", "b"], "family": ["x", "x"], "predicted": [0.2, 0.1],
+                              "measured_accuracy": [float("nan")] * 2}).rename_axis("rank")
+        table.attrs.update(task="paints:0,1,2:6", data=dataset.version)
+        return table
+
+    monkeypatch.setattr(own_data.zoo, "recommend_model", ranked)
+    first = own_data.zoo_recommendation(tmp_path / "paints")
+    again = own_data.zoo_recommendation(tmp_path / "paints")
+    assert asked == ["gradient boosting"] and list(again["model"]) == ["a", "b"] and again.index.name == "rank"
+    pd.testing.assert_frame_equal(first, again)
+    assert again.attrs["data"]["fingerprint"] == dataset.fingerprint
+    own_data.zoo_recommendation(tmp_path / "paints", recommender="logme")  # another recommender: asked again
+    assert asked == ["gradient boosting", "logme"]
+    Image.new("RGB", (12, 12), (250, 250, 0)).save(tmp_path / "paints" / "red" / "new.png")
+    with pytest.raises(DataError, match=r"recommendation_paints.json was made from another version of paints: "
+                                        r"1 file added \(red/new.png\)"):
+        own_data.zoo_recommendation(tmp_path / "paints")
