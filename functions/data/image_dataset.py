@@ -68,21 +68,25 @@ class ImageDataset:
         return np.array([index[e.label] for e in self.manifest.entries], dtype=np.int64)
 
     def task(self, size: int, channels: int = 3, val_split: float = 0.1, seed: int = 0, classes=None,
-             domain: str | None = None, log=None) -> TaskData:
+             domain: str | None = None, log=None, pixels: bool = False) -> TaskData:
         """The task over ``classes`` (names; default all) of ``domain`` (default all) at ``size`` x
         ``size`` pixels, grey (1) or RGB (3).  The validation split is the given one (``val/``
         folders or rows), else drawn from the training images (:func:`validation_draw`).  Built
         once per dataset object and
-        arguments (the tensors are shared: index them, do not modify them in place)."""
+        arguments (the tensors are shared: index them, do not modify them in place).
+
+        With ``pixels`` the splits' images are :class:`CachedPixels`: in [0, 1], read from the
+        cache only when indexed, so a split of any size holds no pixels in memory (for networks
+        that normalise their input their own way: ``TaskData.pixels`` gives them back as they are)."""
         classes = self._check_classes(classes)
         if domain is not None and domain not in self.domains:
             raise DataError(f"{self.name} has no domain {domain!r}; its domains are "
                             f"{self.domains or 'none (no domain column)'}")
         if not 0 <= val_split < 1:
             raise DataError(f"val_split={val_split} must be in [0, 1)")
-        key = (size, channels, float(val_split), int(seed), tuple(classes), domain)
+        key = (size, channels, float(val_split), int(seed), tuple(classes), domain, bool(pixels))
         if key not in self._tasks:
-            self._tasks[key] = self._task(size, channels, float(val_split), int(seed), classes, domain, log)
+            self._tasks[key] = self._task(size, channels, float(val_split), int(seed), classes, domain, log, pixels)
         return self._tasks[key]
 
     def _check_classes(self, classes) -> list[str]:
@@ -95,7 +99,7 @@ class ImageDataset:
             raise DataError(f"{self.name} {problem}: choose two or more of {self.classes}")
         return classes
 
-    def _task(self, size, channels, val_split, seed, classes, domain, log) -> TaskData:
+    def _task(self, size, channels, val_split, seed, classes, domain, log, pixels) -> TaskData:
         images = self.images(size, channels, log)
         lookup = {c: i for i, c in enumerate(classes)}
         rows = {split: [] for split in ("train", "val", "test")}
@@ -108,13 +112,15 @@ class ImageDataset:
             if missing:
                 raise DataError(f"{self.name}{f' domain {domain}' if domain else ''}: class {missing[0]!r} has no "
                                 f"image in the {split} split; choose classes that have, or add images")
-        mean, std = channel_mean_std(cached_sums(self.manifest, size, channels, self.cache_root),
-                                     np.array(rows["train"], dtype=np.int64), size * size)
-
-        def split_of(index) -> Split:
-            index = np.asarray(index, dtype=np.int64)
-            return Split(normalised(images, index, mean, std), torch.from_numpy(labels[index]))
-
+        if pixels:
+            mean, std = (0.0,) * channels, (1.0,) * channels
+            split_of = lambda index: Split(CachedPixels(images.filename, np.asarray(index, dtype=np.int64)),
+                                           torch.from_numpy(labels[np.asarray(index, dtype=np.int64)]))
+        else:
+            mean, std = channel_mean_std(cached_sums(self.manifest, size, channels, self.cache_root),
+                                         np.array(rows["train"], dtype=np.int64), size * size)
+            split_of = lambda index: Split(normalised(images, np.asarray(index, dtype=np.int64), mean, std),
+                                           torch.from_numpy(labels[np.asarray(index, dtype=np.int64)]))
         train_rows = np.array(rows["train"], dtype=np.int64)
         if rows["val"]:
             train, val = split_of(train_rows), split_of(rows["val"])
@@ -139,6 +145,46 @@ class ImageDataset:
                        f"version's file list is not in the cache)")
         raise DataError(f"{what} was made from another version of {self.name}: {changes}; restore those files, or "
                         f"move {what} away to start afresh")
+
+
+class CachedPixels:
+    """Rows of a decoded-image cache file as float32 images in [0, 1], ``(N, C, H, W)``
+    channels-last, read when indexed (an int, a slice, or an array or tensor of rows): a split of
+    any size holds no pixels in memory, a batch or chunk costs its own rows.  Pickled as the file's
+    path and the rows, so a worker process opens the cache instead of receiving the pixels."""
+
+    device = torch.device("cpu")
+    dtype = torch.float32
+
+    def __init__(self, path, rows: np.ndarray):
+        self.path, self.rows = str(path), np.asarray(rows, dtype=np.int64)
+        self._images = np.load(self.path, mmap_mode="r")
+
+    def __reduce__(self):
+        return CachedPixels, (self.path, self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> torch.Size:
+        _, height, width, channels = self._images.shape
+        return torch.Size((len(self.rows), channels, height, width))
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, torch.Tensor):
+            index = index.cpu().numpy()
+        rows = self.rows[index]
+        if np.ndim(rows) == 0:
+            return self[np.array([index])][0]
+        pixels = torch.from_numpy(np.ascontiguousarray(self._images[rows]))  # (n, H, W, C) uint8
+        x = torch.empty((len(rows), *self.shape[1:]), memory_format=torch.channels_last)
+        x.permute(0, 2, 3, 1).copy_(pixels).div_(255.0)
+        return x
+
+    def to(self, device) -> "CachedPixels | torch.Tensor":
+        """Itself on the CPU; every image copied to ``device`` otherwise."""
+        return self if torch.device(device).type == "cpu" else self[:].to(device)
 
 
 def validation_draw(labels: torch.Tensor, num_classes: int, fraction: float, seed: int) -> torch.Tensor:

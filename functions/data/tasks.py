@@ -82,7 +82,10 @@ class TaskData:
 
     def pixels(self, split: Split) -> torch.Tensor:
         """``split``'s images back in [0, 1] (this task's normalisation undone: its own statistics,
-        or the catalog's for a built-in dataset), for networks that normalise their input their own way."""
+        or the catalog's for a built-in dataset), for networks that normalise their input their own way.
+        Images read lazily from a cache in [0, 1] (``ImageDataset.task(..., pixels=True)``) are returned as they are."""
+        if not isinstance(split.x, torch.Tensor):
+            return split.x
         if self.mean is None:
             mean, std = channel_stats(self.dataset, split.x.shape[1])
         else:

@@ -80,7 +80,8 @@ def backbone_scores(dataset: ImageDataset, input_size: int = 96, backbones=OFFLI
     rows = {}
     for name in backbones:
         backbone = create_backbone(name, input_size=input_size)
-        task = dataset.task(backbone.input_size, backbone.channels, cfg.val_split, cfg.generate_dataset_seed)
+        task = dataset.task(backbone.input_size, backbone.channels, cfg.val_split, cfg.generate_dataset_seed,
+                            pixels=True)
         features = extract(backbone, backbone.layer_names[-1:], task.pixels(task.train)).astype(np.float64)
         labels = task.train.y.numpy()
         rows[name] = {"features": features.shape[1], "logme": logme(features, labels),

@@ -199,9 +199,10 @@ class Experiment:
         self.layers = settings.layers_of(self.backbone)  # names and depth checked before any data is read
         settings.frozen_depth(self.backbone)
         cfg, _ = profile("quick", self.setup)
-        if self.dataset is not None:  # at the backbone's own input size and channels, decoded once
+        if self.dataset is not None:  # at the backbone's own input size and channels, decoded once,
+            # then read from the cache as each run or extraction needs its images
             task = self.dataset.task(self.backbone.input_size, self.backbone.channels, cfg.val_split,
-                                     cfg.generate_dataset_seed, log=log)
+                                     cfg.generate_dataset_seed, log=log, pixels=True)
         else:
             task = cfg.target_task() if target == "folder" else \
                 load_task("digits", list(range(10)), cfg.val_split, cfg.generate_dataset_seed)

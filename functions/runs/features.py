@@ -31,6 +31,10 @@ from ..models.backbones import Backbone
 
 FEATURE_FORMAT = 2  # bump when the way features are computed or stored changes: old cache files are then ignored
 FEATURES = "features"
+# images read and extracted at a time when filling a store: a multiple of every device's forward
+# chunk (so the network sees the same batches as in one call), and a lazily read split of any size
+# holds only these images' pixels at once
+EXTRACT_ROWS = 1024
 
 
 def feature_cache_dir() -> Path:
@@ -194,8 +198,11 @@ class FeatureStore:
         images = self._split()
         phase = meter.phase("feature_extraction") if meter is not None else nullcontext()
         began = time.perf_counter()
-        with phase as measured:
-            new = self.computation(images[torch.from_numpy(missing)])
+        with phase as measured:  # a chunk of images at a time: a lazily read split stays out of memory
+            parts = [self.computation(images[torch.from_numpy(missing[i:i + EXTRACT_ROWS])])
+                     for i in range(0, len(missing), EXTRACT_ROWS)]
+            new = {name: np.concatenate([part[name] for part in parts], axis=1 if self.crops else 0)
+                   for name in parts[0]}
         spent = measured.record() if measured is not None else {}
         self.totals = {"images": self.totals["images"] + len(missing),
                        "seconds": self.totals["seconds"] + time.perf_counter() - began,

@@ -165,3 +165,24 @@ def test_a_prepared_dataset_is_found_by_name(image_folder, monkeypatch):
     with pytest.raises(DataError, match="MNIST is a built-in dataset, not a folder of images: load it with "
                                         "functions.data.tasks.load_task"):
         load_dataset("MNIST")
+
+
+def test_a_pixels_task_reads_its_images_from_the_cache_only_when_indexed(image_folder, tmp_path):
+    import pickle
+    folder, _ = image_folder
+    dataset = load_dataset(folder, cache_root=tmp_path / "cache")
+    task = dataset.task(SIDE, val_split=0.2, seed=3, pixels=True)
+    normalised = dataset.task(SIDE, val_split=0.2, seed=3)
+    assert isinstance(task.train.x, image_dataset.CachedPixels) and task.pixels(task.train) is task.train.x
+    assert task.train.x.shape == normalised.train.x.shape and len(task.test) == len(normalised.test)
+    for split in ("train", "val", "test"):  # the same images and labels, in the same order, as the normalised task
+        lazy, whole = getattr(task, split), getattr(normalised, split)
+        assert torch.equal(lazy.y, whole.y)
+        torch.testing.assert_close(lazy.x[:], normalised.pixels(whole), atol=1e-6, rtol=0)
+    rows = torch.tensor([2, 0, 2])
+    batch = task.train.x[rows]
+    assert batch.is_contiguous(memory_format=torch.channels_last) and batch.dtype == torch.float32
+    assert torch.equal(batch, task.train.x[:][rows]) and torch.equal(task.train.x[1], task.train.x[:][1])
+    assert torch.equal(task.train.x[1:3], task.train.x[:][1:3])
+    shipped = pickle.dumps(task.train.x)  # a worker receives the cache's path and the rows, not the pixels
+    assert len(shipped) < 2000 and torch.equal(pickle.loads(shipped)[:], task.train.x[:])

@@ -40,6 +40,25 @@ def test_rows_and_extra_outputs_are_computed_once_per_image(tmp_path):
     assert len(list(tmp_path.glob("*.npz"))) == 1
 
 
+def test_missing_images_are_read_and_computed_a_chunk_at_a_time(tmp_path, monkeypatch):
+    from functions.runs import features
+    monkeypatch.setattr(features, "EXTRACT_ROWS", 3)
+    read = []
+
+    class Counted:  # images indexed by a tensor of rows, as a lazily read split is
+        def __len__(self):
+            return len(IMAGES)
+
+        def __getitem__(self, rows):
+            read.append(len(rows))
+            return IMAGES[rows]
+
+    whole = FeatureStore.of(Doubled(), {"data": "ramp"}, Counted(), tmp_path).split()
+    assert read == [3, 3, 3, 1]  # never more than a chunk of images at once
+    assert np.array_equal(whole["features"], 2 * IMAGES.flatten(1).numpy())
+    assert np.array_equal(whole["sums"], IMAGES.sum((1, 2, 3)).numpy())
+
+
 def test_a_whole_split_given_as_a_function_is_loaded_only_when_an_image_is_missing(tmp_path):
     loads = []
     images = lambda: loads.append(1) or IMAGES  # noqa: E731
