@@ -77,27 +77,46 @@ def _quartile_summary(frame: pd.DataFrame, by: list, metric: str) -> pd.DataFram
 
 # ----------------------------------------------------------------------------- accuracy figures
 
-def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc") -> Figure:
-    """The study's main figure: per percentage, box plots of ``metric`` per cut point (one dot per
-    repeat) with the baseline beside them."""
+FEW_REPEATS = 3  # at most this many runs per box: drawn as points and their mean, not as a box
+
+
+def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", title: str | None = None) -> Figure:
+    """The study's main figure: per percentage, ``metric`` per cut point (one dot per repeat, at
+    the same offset in every column) with the baseline beside them: box plots, or with at most
+    :data:`FEW_REPEATS` repeats the points and a line at their mean (a box of two or three runs
+    draws quartiles that are not there).  Each panel has its own y axis (the spread shrinks by
+    orders of magnitude from the smallest fraction to the whole data) and names its n; ``title``
+    (dataset, mode, profile) goes above them all."""
     frame = as_frame(records, baseline_records, metric)
     frame["cut"] = frame["sampled_cut_point"].map(cut_label)
     order = [cut_label(c) for c in sorted(frame["sampled_cut_point"].unique())]
     palette = _cut_palette(frame["sampled_cut_point"].unique())
     percentages = sorted(frame["sampled_percentage"].unique())
-    fig, axes = panels(len(percentages))
+    fig, axes = panels(len(percentages), sharey=False)
     for ax, percentage in zip(axes, percentages):
         runs = frame[frame["sampled_percentage"] == percentage]
-        with _quiet_seaborn():
-            sns.boxplot(data=runs, x="cut", y=metric, hue="cut", order=order, hue_order=order, palette=palette,
-                        legend=False, showfliers=False, ax=ax)
-        # one dot per run, repeat r at the same offset in every box (seaborn's jitter is random)
         repeats = sorted(runs["repeat"].unique())
+        columns = runs["cut"].map(order.index)
+        if len(repeats) > FEW_REPEATS:
+            with _quiet_seaborn():
+                sns.boxplot(data=runs, x="cut", y=metric, hue="cut", order=order, hue_order=order, palette=palette,
+                            legend=False, showfliers=False, ax=ax)
+        else:
+            means = runs.groupby("cut")[metric].mean()
+            for cut, mean in means.items():
+                ax.hlines(mean, order.index(cut) - 0.3, order.index(cut) + 0.3, color=palette[cut], linewidth=2.5)
+            ax.set_xticks(range(len(order)), order)
+            ax.set_xlim(-0.6, len(order) - 0.4)
+        # one dot per run, repeat r at the same offset in every column (seaborn's jitter is random)
         offsets = dict(zip(repeats, np.linspace(-0.2, 0.2, len(repeats)) if len(repeats) > 1 else [0.0]))
-        ax.scatter(runs["cut"].map(order.index) + runs["repeat"].map(offsets), runs[metric],
-                   s=6, color="black", zorder=3, linewidth=0)
-        ax.set(title=fraction_title(percentage), xlabel=CUT_LABEL, ylabel=_label(metric))
+        ax.scatter(columns + runs["repeat"].map(offsets), runs[metric], s=6 if len(repeats) > FEW_REPEATS else 14,
+                   color="black", zorder=3, linewidth=0)
+        counts = runs.groupby("cut").size()
+        n = f"n = {counts.min()}" if counts.min() == counts.max() else f"n = {counts.min()}-{counts.max()}"
+        ax.set(title=f"{fraction_title(percentage)}\n{n}", xlabel=CUT_LABEL, ylabel=_label(metric))
         ax.tick_params(axis="x", labelrotation=45)
+    if title:
+        fig.suptitle(title)
     return fig
 
 
@@ -259,5 +278,6 @@ def main_figure_from_files(setup, mode: str, profile: str = "quick") -> Path:
     baselines = results_path(setup.folder, "baselines", setup.name, profile=profile)
     name = f"test_accuracy_{setup.name}_{mode}"
     with locked(figure_path(setup.folder, name, profile)):  # the last figure written shows the newest files
-        fig = accuracy_boxplot(load_results(results)[1], load_results(baselines)[1] if baselines.exists() else None)
+        fig = accuracy_boxplot(load_results(results)[1], load_results(baselines)[1] if baselines.exists() else None,
+                               title=f"{setup.folder} ({setup.name}), mode {mode}, {profile} profile")
         return save_figure(fig, setup.folder, name, profile)

@@ -176,3 +176,96 @@ def rank_cut_points(records, baseline_records=None, metric: str = "test_acc") ->
                          "n_repeats": len(table)})
     result = pd.DataFrame(rows, columns=["sampled_percentage", "sampled_cut_point", "mean_rank", "mean", "n_repeats"])
     return result.sort_values(["sampled_percentage", "mean_rank"], kind="stable").reset_index(drop=True)
+
+
+def smallest_holm_p(repeats: int, family: int) -> float:
+    """The smallest Holm-adjusted p an exact two-sided Wilcoxon test of ``repeats`` paired runs can
+    give in a family of ``family`` tests: ``family * 2 / 2**repeats`` (every difference of one sign)."""
+    return min(1.0, family * 2.0 / 2 ** repeats)
+
+
+def repeats_to_detect(family: int, alpha: float = 0.05) -> int:
+    """The fewest paired repeats whose exact Wilcoxon test can stay below ``alpha`` after Holm's
+    correction over ``family`` tests."""
+    n = 1
+    while smallest_holm_p(n, family) >= alpha:
+        n += 1
+    return n
+
+
+def gains_over_baseline(records, baseline_records, metric: str = "test_acc", alpha: float = 0.05,
+                        resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """Does transfer help?  Each cut point against the baseline trained on the same subsets, per
+    percentage: the mean paired gain with a 95% bootstrap interval (percentile, resampling the
+    repeats), the exact Wilcoxon p, Holm-corrected over the cut points of the percentage (the
+    family of this question: one test per cut, not every pair), whether it is significant, and
+    the smallest corrected p the design can give at all (``detectable`` False: no gain, however
+    large, can be significant with these repeats)."""
+    frame = as_frame(records, baseline_records, metric)
+    if not (frame.sampled_cut_point == -1).any():
+        raise DataError("gains over the baseline need baseline records (cut -1) beside the cut points' records")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for percentage, runs in frame.groupby("sampled_percentage"):
+        table = runs.pivot(index="repeat", columns="sampled_cut_point", values=metric)
+        cuts = [c for c in sorted(table.columns) if c != -1]
+        family = []
+        for cut in cuts:
+            pair = table[[cut, -1]].dropna()
+            gains = (pair[cut] - pair[-1]).to_numpy()
+            _, p, _ = paired_wilcoxon(pair[cut], pair[-1], alpha)
+            if len(gains) >= 2:
+                means = gains[rng.integers(0, len(gains), (resamples, len(gains)))].mean(axis=1)
+                low, high = np.percentile(means, [2.5, 97.5])
+            else:
+                low = high = np.nan
+            family.append({"sampled_percentage": percentage, "cut": cut, "n": len(gains),
+                           "baseline": pair[-1].mean(), "mean": pair[cut].mean(), "gain": gains.mean(),
+                           "ci95_low": low, "ci95_high": high, "p": p})
+        for row, p_holm in zip(family, holm([row["p"] for row in family])):
+            smallest = smallest_holm_p(row["n"], len(family))
+            rows.append({**row, "p_holm": p_holm, "significant": bool(p_holm < alpha),
+                         "smallest_p_holm": smallest, "detectable": smallest < alpha})
+    return pd.DataFrame(rows)
+
+
+def gains_verdict(gains: pd.DataFrame, what: str, alpha: float = 0.05) -> str:
+    """One sentence per percentage on the best cut's gain over the baseline, made from
+    :func:`gains_over_baseline`'s table: its size and interval, and whether it is significant or
+    why the design cannot say."""
+    lines = []
+    for percentage, rows in gains.groupby("sampled_percentage"):
+        if rows["gain"].isna().all():  # no cut point shares a repeat with the baseline here
+            lines.append(f"{what} at {percentage * 100:g}% of the data: no run pairs with a baseline run.")
+            continue
+        best = rows.loc[rows["gain"].idxmax()]
+        family = len(rows)
+        head = (f"{what} at {percentage * 100:g}% of the data: the best cut ({int(best.cut)}) gains {best.gain:+.3f} over the "
+                f"baseline ({best.baseline:.3f} to {best['mean']:.3f}; 95% CI {best.ci95_low:+.3f} to "
+                f"{best.ci95_high:+.3f}, n = {int(best.n)} paired repeats)")
+        if best.significant:
+            lines.append(f"{head}: significant after Holm's correction over {family} cuts (p = {best.p_holm:.3g}).")
+        elif not best.detectable:
+            lines.append(f"{head}: the design cannot detect it: with {int(best.n)} repeats the smallest p an exact "
+                         f"Wilcoxon test gives is {2 / 2 ** int(best.n):.3g}, {best.smallest_p_holm:.3g} after Holm's "
+                         f"correction over {family} cuts, above {alpha}; {repeats_to_detect(family, alpha)} repeats "
+                         f"could.")
+        else:
+            lines.append(f"{head}: not significant after Holm's correction over {family} cuts (p = {best.p_holm:.3g}).")
+    return "\n".join(lines)
+
+
+def pairs_verdict(tests: pd.DataFrame, what: str, alpha: float = 0.05) -> str:
+    """One line when :func:`paired_tests` found no significant pair at any percentage, with why
+    (the repeats, the pairs per family, the smallest corrected p the design allows); empty when
+    some pair differs (then the groups table says which)."""
+    if tests.empty or tests["significant"].any():
+        return ""
+    families = tests.groupby("sampled_percentage").size()
+    repeats = int(tests["n"].max())
+    smallest = smallest_holm_p(repeats, int(families.max()))
+    why = (f"with at most {repeats} paired repeats the smallest p after Holm's correction over "
+           f"{int(families.max())} pairs is {smallest:.3g}, so no difference could be significant" if smallest >= alpha else
+           f"the smallest corrected p found is {tests['p_holm'].min():.3g}")
+    return (f"{what}: no two cut points (the baseline among them) differ significantly at any fraction "
+            f"(alpha {alpha}, Holm within each fraction); {why}.")

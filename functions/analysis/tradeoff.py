@@ -7,12 +7,13 @@ differences, not by comparing two overlapping intervals.
 from __future__ import annotations
 
 import tempfile
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from scipy import stats as scipy_stats
 
 from ..core.atomic import locked
@@ -99,11 +100,20 @@ def guideline(records) -> str:
     return "\n".join(lines)
 
 
+def figure_title(target: str, backbone: str) -> str:
+    """What a figure of one grid shows, in words: the target images and the network."""
+    network = "the folder's own source CNN" if backbone == "study" else f"{backbone} (ImageNet weights)"
+    return f"{target}: feature extraction (FE) or fine-tuning (FT) of {network}"
+
+
 def _finish(fig: Figure, title: str | None) -> Figure:
-    if title:
-        fig.suptitle(title)
+    if title:  # wrapped to the figure's width
+        fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 10)))
     for ax in fig.axes:
-        ax.xaxis.set_minor_formatter(NullFormatter())  # log axes: label the decades only
+        if ax.get_xscale() == "log":  # ticks at 1, 2 and 5 of each decade, written as plain numbers
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     return fig
 
@@ -174,7 +184,8 @@ def report(study, folder: str, figure_name: str | None = None) -> list[Path]:
 
     The file is read and drawn under its lock: of calls side by side (other N), the one drawing
     last reads every call's runs, so the figures left show them all."""
-    title = study.name.split(" ")[-1]
+    target, backbone = study.name.rsplit(" ", 1)
+    title = figure_title(target, backbone)
     figure_name = figure_name or study.path.stem.removeprefix("fe_vs_ft_")
     with locked(study.path):
         records = load_results(study.path)[1]

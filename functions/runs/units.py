@@ -64,7 +64,8 @@ def run_units(units: Iterable, work: Callable, save: Callable, *, args=(), execu
     executor = executor or InProcess()
     summary = Summary(describe)
     bar = tqdm(total=progress.total if progress else 0, desc=progress.desc if progress else None,
-               unit=progress.unit if progress else "unit", disable=not (progress and progress.show))
+               unit=progress.unit if progress else "unit",  # nothing to run: no empty bar
+               disable=not (progress and progress.show) or progress.total == 0)
 
     def finished(outcomes) -> None:
         for unit, outcome in outcomes:

@@ -269,3 +269,44 @@ def test_duplicates_are_named_three_at_most():
 def test_holm_takes_integer_p_values():
     np.testing.assert_array_equal(holm([0, 1]), [0.0, 1.0])
     assert holm(np.array([1, 0]))[0] == 1.0
+
+
+def test_the_smallest_corrected_p_and_the_repeats_that_can_reach_alpha():
+    from functions.analysis.stats import repeats_to_detect, smallest_holm_p
+    assert smallest_holm_p(8, 7) == pytest.approx(7 * 2 / 256) and smallest_holm_p(2, 7) == 1.0
+    assert repeats_to_detect(7) == 9  # 7 * 2 / 2**8 = 0.055, 7 * 2 / 2**9 = 0.027
+    assert repeats_to_detect(1) == 6  # without a correction: 2 / 2**5 = 0.0625, 2 / 2**6 = 0.031
+
+
+def test_gains_over_the_baseline_are_paired_with_an_interval_and_their_own_family():
+    from functions.analysis.stats import gains_over_baseline, gains_verdict
+    baseline = [0.50, 0.52, 0.49, 0.51, 0.50, 0.53, 0.48, 0.50, 0.51, 0.52]
+    better = [b + 0.10 + 0.001 * r for r, b in enumerate(baseline)]  # +0.10 to +0.109, every repeat
+    same = [b + (0.002 if r % 2 else -0.002) * (r + 1) for r, b in enumerate(baseline)]
+    table = gains_over_baseline(runs(1, better) + runs(2, same), runs(-1, baseline), resamples=2000)
+    gain = table.set_index("cut")
+    assert gain.loc[1, "gain"] == pytest.approx(0.1045) and gain.loc[1, "n"] == REPEATS
+    assert 0.10 <= gain.loc[1, "ci95_low"] < 0.1045 < gain.loc[1, "ci95_high"] <= 0.109
+    assert gain.loc[1, "p"] == pytest.approx(2 / 2 ** 10)  # every difference of one sign: the exact minimum
+    assert gain.loc[1, "p_holm"] == pytest.approx(2 * 2 / 2 ** 10) and gain.loc[1, "significant"]
+    assert not gain.loc[2, "significant"] and gain.loc[2, "ci95_low"] < 0 < gain.loc[2, "ci95_high"]
+    assert gain["detectable"].all() and gain.loc[1, "smallest_p_holm"] == pytest.approx(2 * 2 / 2 ** 10)
+    verdict = gains_verdict(table, "test")
+    assert verdict.startswith("test at 10% of the data: the best cut (1) gains +0.104 over the baseline")
+    assert "significant after Holm's correction over 2 cuts" in verdict
+    few = gains_over_baseline(runs(1, better[:3]), runs(-1, baseline[:3]), resamples=200)
+    assert not few.loc[0, "detectable"]
+    assert "the design cannot detect it: with 3 repeats the smallest p an exact Wilcoxon test gives is 0.25" \
+        in gains_verdict(few, "test")
+    with pytest.raises(DataError, match="need baseline records"):
+        gains_over_baseline(runs(1, better), None)
+
+
+def test_a_table_with_nothing_significant_becomes_one_line_saying_why(study):
+    from functions.analysis.stats import pairs_verdict
+    assert pairs_verdict(paired_tests(*study), "test") == ""  # cut 2 differs: the groups table says which
+    few = paired_tests(runs(1, [0.5, 0.6, 0.7]) + runs(-1, [0.4, 0.5, 0.6]))
+    assert pairs_verdict(few, "test") == (
+        "test: no two cut points (the baseline among them) differ significantly at any fraction (alpha 0.05, "
+        "Holm within each fraction); with at most 3 paired repeats the smallest p after Holm's correction over "
+        "1 pairs is 0.25, so no difference could be significant.")

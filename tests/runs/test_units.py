@@ -107,3 +107,5 @@ def test_the_progress_bar_counts_each_unit_by_its_size_and_shows_the_unit_in_fli
     bar, = bars
     assert bar.options == {"total": 6, "desc": "squares", "unit": "cell", "disable": False}
     assert bar.n == 6 and bar.postfix == ["unit 1", "unit 2"] and bar.closed
+    run_units([], square, lambda unit, out: None, progress=Progress("nothing pending", 0))
+    assert bars[-1].options["disable"]  # a resumed sweep with nothing left prints no empty bar

@@ -55,7 +55,7 @@ for backbone, runs in records.items():
 
 # %%
 for backbone, runs in records.items():
-    display(tradeoff.accuracy_curves(runs, title=backbone))
+    display(tradeoff.accuracy_curves(runs, title=tradeoff.figure_title(f'{folder}/{setup}', backbone)))
 
 # %% [markdown]
 # ## Accuracy against cost
@@ -63,7 +63,7 @@ for backbone, runs in records.items():
 
 # %%
 for backbone, runs in records.items():
-    display(tradeoff.pareto(runs, title=backbone))
+    display(tradeoff.pareto(runs, title=tradeoff.figure_title(f'{folder}/{setup}', backbone)))
 
 # %% [markdown]
 # ## The guideline

@@ -33,24 +33,38 @@ for mode in modes:
 
 # %% [markdown]
 # ## Which cut point transfers best?
-# One panel per fraction of target data; each box holds the repeats of one cut point, the grey box the baseline. Boxes above the baseline mean the transferred layers help; the cut with the highest box is the best place to cut.
+# One panel per fraction of target data, each with its own y axis and its number of repeats n; each box holds the repeats of one cut point (with three repeats or fewer: the points and a line at their mean), the grey one the baseline. Boxes above the baseline mean the transferred layers help; the cut with the highest box is the best place to cut.
 
 # %%
 for mode in modes:
     records, baselines = study.sweep_records(chosen, mode, grid.profile)
-    figure = plots.accuracy_boxplot(records, baselines)
+    figure = plots.accuracy_boxplot(records, baselines, title=f'{folder} ({setup}), mode {mode}, {grid.profile} profile')
     plots.save_figure(figure, folder, f'test_accuracy_{setup}_{mode}', grid.profile)
     display(figure)
 
 # %% [markdown]
 # ## Is the difference real?
-# Paired Wilcoxon signed-rank tests (pairing runs that trained on the same subset), Holm-corrected within each percentage. Cut points sharing a letter are not significantly different; `same_as_best` marks those indistinguishable from the best. With few repeats nothing can be significant: the quick profile shows the mechanics, the paper profile gives the answer.
+# Paired Wilcoxon signed-rank tests (pairing runs that trained on the same subset), Holm-corrected within each percentage. Cut points sharing a letter are not significantly different; `same_as_best` marks those indistinguishable from the best. This family (every pair of cut points) answers "which cut is best"; the next section answers "does transfer help".
 
 # %%
 for mode in modes:
     records, baselines = study.sweep_records(chosen, mode, grid.profile)
-    print(f'mode {mode}')
-    display(stats.best_groups(records, baselines).round(3))
+    tests = stats.paired_tests(records, baselines)
+    verdict = stats.pairs_verdict(tests, f'{folder} {mode} ({grid.profile} profile)')
+    print(verdict or f'mode {mode}')
+    if not verdict:  # the table only where some pair differs
+        display(stats.best_groups(records, baselines, tests=tests).round(3))
+
+# %% [markdown]
+# ## Does transfer help?
+# Each cut point against the baseline trained on the same subsets: the mean paired gain in test accuracy (cut minus baseline; the table, per fraction and cut point) with a 95% bootstrap interval over the repeats, and the exact Wilcoxon signed-rank test, Holm-corrected over the cut points of each fraction (one test per cut: the family of this question). The sentences, written from the numbers, give the best cut of each fraction and say whether its gain is significant, or why these repeats cannot show it: with n paired repeats the smallest p an exact test gives is 2 / 2^n before the correction.
+
+# %%
+for mode in modes:
+    records, baselines = study.sweep_records(chosen, mode, grid.profile)
+    gains = stats.gains_over_baseline(records, baselines)
+    print(stats.gains_verdict(gains, f'{folder} {mode} ({grid.profile} profile)'))
+    display(gains.pivot(index='sampled_percentage', columns='cut', values='gain').round(3))
 
 # %% [markdown]
 # ## Do the stored results still come out of the code?

@@ -29,7 +29,7 @@ for mode in modes:
 
 # %% [markdown]
 # ## Gain over the baseline
-# Each cell is the mean test accuracy of a cut point minus the baseline's at the same percentage: warm colours mean transfer helps.
+# Each cell is the mean test accuracy of a cut point minus the baseline's at the same percentage: blue means transfer helps, red that it hurts, white no difference.
 
 # %%
 for mode in modes:

@@ -76,10 +76,10 @@ display(tradeoff.summary(records)[['training_seconds', 'training_wh', 'training_
 # Bands are 95% confidence intervals over the splits. In the cost figure each point is the mean run of one pipeline at one size (labelled with N), and the dashed line joins the Pareto-optimal points: nothing else is both cheaper and more accurate. Both are saved under `results/figures/`.
 
 # %%
-display(tradeoff.accuracy_curves(records, title=f"{dataset.name}, {backbone}"))
+display(tradeoff.accuracy_curves(records, title=tradeoff.figure_title(dataset.name, backbone)))
 
 # %%
-display(tradeoff.pareto(records, title=f"{dataset.name}, {backbone}"))
+display(tradeoff.pareto(records, title=tradeoff.figure_title(dataset.name, backbone)))
 
 # %% [markdown]
 # ## The guideline
