@@ -183,9 +183,18 @@ def train_vs_test(records, baseline_records=None) -> Figure:
     return fig
 
 
-def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "test_acc") -> Figure:
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", "-.", ":")
+DODGE = 0.06  # cut points between neighbouring modes' lines, so that equal results stay visible
+
+
+def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "test_acc",
+                  title: str | None = None) -> Figure:
     """Transfer modes side by side (e.g. {"F": ..., "FR": ..., "FT": ...}): per percentage, mean
-    ``metric`` per cut point with inter-quartile bands, one line per mode; the baseline a grey band."""
+    ``metric`` per cut point with inter-quartile bands, one line per mode (each with its own
+    marker and dash, shifted a little along x so that modes with equal results, such as LoRA
+    ranks, do not hide each other); the baseline a grey band.  Each panel has its own y axis and
+    its n; the legend sits outside the panels, ``title`` above them."""
     if not records_by_mode:
         raise DataError("give records of at least one mode, e.g. {'FR': records}")
     frame = pd.concat([as_frame(records, metric=metric).assign(mode=mode) for mode, records in records_by_mode.items()],
@@ -193,22 +202,32 @@ def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "t
     frame = frame[frame["sampled_cut_point"] != BASELINE_CUT]
     baseline = as_frame(baseline_records, metric=metric) if baseline_records is not None else None
     summary = _quartile_summary(frame, ["mode", "sampled_percentage", "sampled_cut_point"], metric)
-    colors = dict(zip(records_by_mode, sns.color_palette("tab10", len(records_by_mode))))
+    modes = list(records_by_mode)
+    colors = dict(zip(modes, sns.color_palette("tab10", len(modes))))
+    shift = {mode: (i - (len(modes) - 1) / 2) * DODGE for i, mode in enumerate(modes)}
     percentages = sorted(frame["sampled_percentage"].unique())
-    fig, axes = panels(len(percentages))
+    # wider than the panels alone: the legend sits at the right
+    fig, axes = panels(len(percentages), sharey=False, size=(PANEL_WIDTH * len(percentages) + 2.5, PANEL_HEIGHT + 0.4))
     for ax, percentage in zip(axes, percentages):
-        for mode, color in colors.items():
+        for i, mode in enumerate(modes):
             line = summary[(summary["mode"] == mode) & (summary["sampled_percentage"] == percentage)]
-            ax.plot(line["sampled_cut_point"], line["mean"], marker="o", color=color, label=mode)
-            ax.fill_between(line["sampled_cut_point"], line["q1"], line["q3"], color=color, alpha=0.15, linewidth=0)
+            x = line["sampled_cut_point"] + shift[mode]
+            ax.plot(x, line["mean"], marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+                    markersize=4, color=colors[mode], label=mode)
+            ax.fill_between(x, line["q1"], line["q3"], color=colors[mode], alpha=0.12, linewidth=0)
         if baseline is not None:
             base = baseline.loc[baseline["sampled_percentage"] == percentage, metric]
             if len(base):
                 ax.axhline(base.mean(), color=BASELINE_COLOR, linestyle="--", label="baseline")
                 ax.axhspan(base.quantile(0.25), base.quantile(0.75), color=BASELINE_COLOR, alpha=0.15, linewidth=0)
-        ax.set(title=fraction_title(percentage), xlabel=CUT_LABEL, ylabel=f"mean {_label(metric)}")
+        counts = frame[frame["sampled_percentage"] == percentage].groupby(["mode", "sampled_cut_point"]).size()
+        n = f"n = {counts.min()}" if counts.min() == counts.max() else f"n = {counts.min()}-{counts.max()}"
+        ax.set(title=f"{fraction_title(percentage)}\n{n}", xlabel=CUT_LABEL, ylabel=f"mean {_label(metric)}")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[-1].legend(title=f"transfer mode\n({BAND_NOTE})", fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", title=f"transfer mode\n({BAND_NOTE})", fontsize="small")
+    if title:
+        fig.suptitle(title)
     return fig
 
 

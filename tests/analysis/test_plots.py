@@ -7,7 +7,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from functions.core.errors import DataError  # noqa: E402
-from functions.analysis.plots import (CUT_LABEL, FRACTION_LABEL, accuracy_boxplot, ari_boxplot, compare_modes,  # noqa: E402
+from functions.analysis.plots import (CUT_LABEL, DODGE, FRACTION_LABEL, accuracy_boxplot, ari_boxplot, compare_modes,  # noqa: E402
                              gain_heatmap, gain_matrix, main_figure_from_files, mean_curves, save_figure,
                              train_vs_test)
 
@@ -93,12 +93,16 @@ def test_train_versus_test_has_the_diagonal_and_a_legend(records, baselines):
 
 def test_modes_share_one_figure_with_the_baseline(records, baselines):
     shifted = [{**r, "test_acc": r["test_acc"] - 0.05} for r in records]
-    axes = labelled(compare_modes({"F": records, "FR": shifted, "FT": records}, baselines))
-    assert len(axes) == len(PERCENTAGES)
-    assert [t.get_text() for t in axes[-1].get_legend().get_texts()] == ["F", "FR", "FT", "baseline"]
-    f_line = axes[0].get_lines()[0]
-    np.testing.assert_allclose(f_line.get_xdata(), CUTS)
+    figure = compare_modes({"F": records, "FR": shifted, "FT": records}, baselines, title="MNIST, quick")
+    axes = labelled(figure)
+    assert len(axes) == len(PERCENTAGES) and figure._suptitle.get_text() == "MNIST, quick"
+    (legend,) = figure.legends  # outside the panels, not over the data
+    assert [t.get_text() for t in legend.get_texts()] == ["F", "FR", "FT", "baseline"]
+    f_line, _, ft_line = axes[0].get_lines()[:3]
+    np.testing.assert_allclose(f_line.get_xdata(), np.array(CUTS) - DODGE)  # F and FT are equal: shifted apart
+    np.testing.assert_allclose(ft_line.get_xdata(), np.array(CUTS) + DODGE)
     np.testing.assert_allclose(f_line.get_ydata(), [0.7 + 0.01 * c for c in CUTS])
+    assert f_line.get_marker() != ft_line.get_marker() and "n = " in axes[0].get_title()
 
 
 def test_ari_boxplot_orders_layers_and_has_a_panel_per_model(ari_records):

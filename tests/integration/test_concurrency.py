@@ -211,7 +211,8 @@ def test_fe_vs_ft_side_by_side_then_rerun_logs_each_saved_run_once(output_root, 
     assert saved() == _logged(tracker) == {(p, n, 0): 1 for p in ("FE", "FT") for n in (1, 2)}
     figures = output_root / "MNIST" / "results" / "figures"
     for draw, name in ((tradeoff.accuracy_curves, "accuracy"), (tradeoff.pareto, "cost")):  # both calls' N
-        expected = drawn_again(draw(load_results(path)[1], "study"), output_root, f"{name}.png")
+        expected = drawn_again(draw(load_results(path)[1], tradeoff.figure_title("MNIST/digits", "study")),
+                               output_root, f"{name}.png")
         assert (figures / f"fe_vs_ft_{name}_digits_study.png").read_bytes() == expected
     # a process stopped after saving a run and before logging it: the file has the run, MLflow not
     runs = tracker.runs("Fine-tuning")

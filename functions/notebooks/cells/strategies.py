@@ -41,7 +41,7 @@ frame = strategies.strategy_frame(records, trainable)
 # One panel per fraction of target data: mean test accuracy per cut point with inter-quartile bands, one line per strategy, the baseline a grey band. At cut 0 nothing is frozen, so the adapter strategies and BitFit coincide there.
 
 # %%
-figure = plots.compare_modes(records, baselines)
+figure = plots.compare_modes(records, baselines, title=f'{folder} ({setup}): fine-tuning strategies, {grid.profile} profile')
 plots.save_figure(figure, folder, f'strategies_{setup}')
 display(figure)
 

@@ -53,7 +53,8 @@ for mode in modes:
 # The three modes side by side: F keeps the later layers and fine-tunes them, FR re-initialises them, FT removes them.
 
 # %%
-figure = plots.compare_modes({mode: runs[mode][0] for mode in modes}, baselines)
+figure = plots.compare_modes({mode: runs[mode][0] for mode in modes}, baselines,
+                            title=f'{folder} ({setup}): transfer modes, {grid.profile} profile')
 plots.save_figure(figure, folder, f'modes_{setup}', grid.profile)
 display(figure)
 
