@@ -77,6 +77,12 @@ def _quartile_summary(frame: pd.DataFrame, by: list, metric: str) -> pd.DataFram
 
 # ----------------------------------------------------------------------------- accuracy figures
 
+def _repeats_label(counts: pd.Series) -> str:
+    """``n = 3``, or ``n = 2-3`` where the groups of a panel hold different numbers of runs."""
+    low, high = int(counts.min()), int(counts.max())
+    return f"n = {low}" if low == high else f"n = {low}-{high}"
+
+
 FEW_REPEATS = 3  # at most this many runs per box: drawn as points and their mean, not as a box
 
 
@@ -111,9 +117,8 @@ def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", t
         offsets = dict(zip(repeats, np.linspace(-0.2, 0.2, len(repeats)) if len(repeats) > 1 else [0.0]))
         ax.scatter(columns + runs["repeat"].map(offsets), runs[metric], s=6 if len(repeats) > FEW_REPEATS else 14,
                    color="black", zorder=3, linewidth=0)
-        counts = runs.groupby("cut").size()
-        n = f"n = {counts.min()}" if counts.min() == counts.max() else f"n = {counts.min()}-{counts.max()}"
-        ax.set(title=f"{fraction_title(percentage)}\n{n}", xlabel=CUT_LABEL, ylabel=_label(metric))
+        ax.set(title=f"{fraction_title(percentage)}\n{_repeats_label(runs.groupby('cut').size())}",
+               xlabel=CUT_LABEL, ylabel=_label(metric))
         ax.tick_params(axis="x", labelrotation=45)
     if title:
         fig.suptitle(title)
@@ -221,8 +226,8 @@ def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "t
                 ax.axhline(base.mean(), color=BASELINE_COLOR, linestyle="--", label="baseline")
                 ax.axhspan(base.quantile(0.25), base.quantile(0.75), color=BASELINE_COLOR, alpha=0.15, linewidth=0)
         counts = frame[frame["sampled_percentage"] == percentage].groupby(["mode", "sampled_cut_point"]).size()
-        n = f"n = {counts.min()}" if counts.min() == counts.max() else f"n = {counts.min()}-{counts.max()}"
-        ax.set(title=f"{fraction_title(percentage)}\n{n}", xlabel=CUT_LABEL, ylabel=f"mean {_label(metric)}")
+        ax.set(title=f"{fraction_title(percentage)}\n{_repeats_label(counts)}", xlabel=CUT_LABEL,
+               ylabel=f"mean {_label(metric)}")
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", title=f"transfer mode\n({BAND_NOTE})", fontsize="small")

@@ -114,13 +114,15 @@ class ImageDataset:
                                 f"image in the {split} split; choose classes that have, or add images")
         if pixels:
             mean, std = (0.0,) * channels, (1.0,) * channels
-            split_of = lambda index: Split(CachedPixels(images.filename, np.asarray(index, dtype=np.int64)),
-                                           torch.from_numpy(labels[np.asarray(index, dtype=np.int64)]))
         else:
             mean, std = channel_mean_std(cached_sums(self.manifest, size, channels, self.cache_root),
                                          np.array(rows["train"], dtype=np.int64), size * size)
-            split_of = lambda index: Split(normalised(images, np.asarray(index, dtype=np.int64), mean, std),
-                                           torch.from_numpy(labels[np.asarray(index, dtype=np.int64)]))
+
+        def split_of(index) -> Split:
+            index = np.asarray(index, dtype=np.int64)
+            x = CachedPixels(images.filename, index) if pixels else normalised(images, index, mean, std)
+            return Split(x, torch.from_numpy(labels[index]))
+
         train_rows = np.array(rows["train"], dtype=np.int64)
         if rows["val"]:
             train, val = split_of(train_rows), split_of(rows["val"])
