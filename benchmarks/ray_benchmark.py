@@ -1,16 +1,28 @@
-"""Ray benchmark: the same sweep in this process and as Ray tasks on a local instance of 1 and 2 CPUs.
+"""Ray benchmark: one grid of equal cells in this process and on a local Ray instance of 1 and 2 CPUs.
 
-Grid: MNIST regular FR with the quick profile, cut points 0-6 and the baseline at 1% of the
-target data, 2 repeats: 8 cells, so 8 Ray tasks of one CPU each.  Each configuration writes into
-its own empty output root, in one process, one after another; the results files of every Ray run
-are checked against the in-process ones (records equal apart from ``seconds``).  Overhead per task
-= (wall time on Ray with one CPU - wall time in process) / tasks: what scheduling, shipping the
-inputs through the object store and starting workers cost where nothing runs in parallel.
+Grid: MNIST regular FR on the range profile's network and step floor, cut point 3, 16 data sizes
+(1% to 16% of the target's training data, all below the floor of 100 steps per epoch) x 2
+repeats, early stopping off: 16 cells that each train 3 networks for 10 epochs of 100 steps
+(about 15 s on one CPU), so every cell is the same work and the grid is long enough (well over a
+minute on one CPU) that starting workers and shipping data are measured against real training.
 
-    .venv/bin/python benchmarks/ray_benchmark.py    # results/ray.json
+Each configuration writes into its own empty output root, one after another in this process:
+in process with 2 torch threads and with 1 (the same CPUs as Ray with 1 CPU); Ray with 1 CPU (one
+actor) and with 2 (two actors), this process staging with 1 thread.  Every Ray run's records are
+checked against the in-process ones at 1 thread (equal apart from ``seconds``; an actor trains
+with one thread per CPU, and sums split over another number of threads round differently).  Overhead per cell = (Ray with 1 CPU - in process with 1
+thread) / cells.  Object-store bytes per cell: what each remote cell received before workers
+kept their data (the task, and the cut point's whole staged training, validation and test
+inputs, for every cell), and now (its training rows, plus each shared value once per actor).
+Wall times include starting the local Ray instance and its actors and closing them; that alone
+is measured too (started and closed with no work: a one-off cost of each command, near zero on a
+running cluster).
+
+    .venv/bin/python benchmarks/ray_benchmark.py --note "quiet machine"    # results/ray.json
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -21,25 +33,37 @@ import torch
 
 from functions.core.atomic import write_json_atomic
 from functions.notebooks.study import plan
-from functions.runs.executors import InProcess, RayExecutor
-from functions.runs.sweep import run_sweep
+from functions.runs.executors import InProcess, RayExecutor, tensor_bytes
+from functions.runs.pretrained import load_pretrained
+from functions.runs.sweep import run_inputs, run_sweep
 from sample_efficiency import machine
 
 OUT = Path(__file__).resolve().parent / "results" / "ray.json"
+PERCENTAGES = [round(0.01 * k, 2) for k in range(1, 17)]
+REPEATS, CUT = 3, 3
+TARGETS = {"ray_1cpu_over_in_process_at_most": 1.25, "ray_2cpu_speedup_over_1cpu_at_least": 1.6,
+           "overhead_per_cell_s_below": 0.5}
 
 
-def timed_sweep(make_executor) -> tuple[float, dict]:
+def grid():
+    setup, cfg, grid = plan("MNIST", None, "range", "FR", PERCENTAGES, REPEATS, [CUT])
+    return setup, cfg.replace(early_stop_patience=cfg.num_train), grid
+
+
+def timed_sweep(make_executor) -> tuple[float, dict, object]:
+    """Wall time from starting the executor to closing it, the records, and the executor."""
     with tempfile.TemporaryDirectory() as root:
         os.environ["TRANSFER_OUTPUT_ROOT"] = root
-        setup, cfg, grid = plan("MNIST", None, "quick", "FR", [0.01], 2, list(range(7)))
+        setup, cfg, cells = grid()
         began = time.perf_counter()
         executor = make_executor()
         try:
-            paths = run_sweep(setup, cfg, grid, progress=False, log=lambda *_: None, executor=executor)
+            paths = run_sweep(setup, cfg, cells, baselines=False, progress=False, log=lambda *_: None,
+                              executor=executor)
         finally:
             executor.close()
         seconds = time.perf_counter() - began
-        return seconds, {kind: json.loads(path.read_text()) for kind, path in paths.items()}
+        return seconds, {kind: json.loads(path.read_text()) for kind, path in paths.items()}, executor
 
 
 def same_records(a: dict, b: dict) -> bool:
@@ -47,19 +71,58 @@ def same_records(a: dict, b: dict) -> bool:
     return all(a[k][0] == b[k][0] and strip(a[k][1:]) == strip(b[k][1:]) for k in a)
 
 
+def bytes_before() -> int:
+    """What one remote cell received when every cell got the task and its cut point's whole staged inputs."""
+    setup, cfg, _ = grid()
+    task = cfg.target_task()
+    _, *splits = run_inputs(cfg, task, load_pretrained(setup, cfg, log=lambda *_: None, device="cpu"), CUT, "cpu")
+    return tensor_bytes(task) + tensor_bytes(splits)
+
+
 def main() -> None:
-    tasks = 8
-    reference_seconds, reference = timed_sweep(InProcess)
-    rows = [{"executor": "in-process", "cpus": torch.get_num_threads(), "seconds": round(reference_seconds, 1)}]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--note", type=str, default="", help="what else ran on the machine")
+    note = parser.parse_args().note
+    cells = len(PERCENTAGES)
+    load = os.getloadavg()
+    rows = []
+    torch.set_num_threads(2)
+    seconds, _, _ = timed_sweep(InProcess)
+    rows.append({"executor": "in process, 2 torch threads", "cpus": 2, "seconds": round(seconds, 1)})
+    # the reference: a Ray worker trains with one torch thread per CPU, and float sums split over
+    # another number of threads round differently, so records are compared at one thread
+    torch.set_num_threads(1)
+    seconds, reference, _ = timed_sweep(InProcess)
+    rows.append({"executor": "in process, 1 torch thread", "cpus": 1, "seconds": round(seconds, 1)})
+    shipped, startup = {}, {}
     for cpus in (1, 2):
-        seconds, files = timed_sweep(lambda: RayExecutor("local", local_cpus=cpus))
-        rows.append({"executor": f"ray, local instance of {cpus} CPU(s)", "cpus": cpus, "seconds": round(seconds, 1),
+        began = time.perf_counter()
+        RayExecutor("local", local_cpus=cpus).close()
+        startup[cpus] = time.perf_counter() - began
+        seconds, files, executor = timed_sweep(lambda: RayExecutor("local", local_cpus=cpus))
+        shipped[cpus] = (executor.bytes_sent + executor.bytes_shared * executor.slots) / cells
+        rows.append({"executor": f"ray, local instance of {cpus} CPU(s) ({executor.slots} actor(s))", "cpus": cpus,
+                     "seconds": round(seconds, 1), "of_which_starting_and_closing_ray_s": round(startup[cpus], 1),
                      "same_records_as_in_process": same_records(reference, files)})
-    overhead = (rows[1]["seconds"] - rows[0]["seconds"]) / tasks
-    result = {"machine": {**machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()},
-              "grid": "MNIST regular FR quick, cuts 0-6 + baseline, 1%, 2 repeats (8 tasks)", "rows": rows,
-              "overhead_per_task_s": round(overhead, 2),
-              "note": "wall times include starting the local Ray instance"}
+    _, in_process_1, ray_1, ray_2 = (row["seconds"] for row in rows)
+    measured = {"ray_1cpu_over_in_process": round(ray_1 / in_process_1, 2),
+                "ray_2cpu_speedup_over_1cpu": round(ray_1 / ray_2, 2),
+                "overhead_per_cell_s": round((ray_1 - in_process_1) / cells, 2),
+                "ray_2cpu_speedup_over_in_process_2_threads": round(rows[0]["seconds"] / ray_2, 2)}
+    met = {"ray_1cpu_over_in_process": measured["ray_1cpu_over_in_process"] <= TARGETS["ray_1cpu_over_in_process_at_most"],
+           "ray_2cpu_speedup_over_1cpu": measured["ray_2cpu_speedup_over_1cpu"] >= TARGETS["ray_2cpu_speedup_over_1cpu_at_least"],
+           "overhead_per_cell_s": measured["overhead_per_cell_s"] < TARGETS["overhead_per_cell_s_below"]}
+    result = {"machine": {**machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                          "load_average_at_start": [round(v, 2) for v in load]},
+              "note": note,
+              "grid": f"MNIST regular FR, range network and step floor, cut {CUT}, {cells} data sizes "
+                      f"({PERCENTAGES[0]:g}..{PERCENTAGES[-1]:g}) x {REPEATS} repeats, early stopping off: "
+                      f"{cells} equal cells of 10 epochs x 100 steps per network",
+              "rows": rows, "measured": measured, "targets": TARGETS, "met": met,
+              "object_store_mb_per_cell": {"before: task and whole staged inputs per cell": round(bytes_before() / 1e6, 1),
+                                           "now, 1 actor": round(shipped[1] / 1e6, 1),
+                                           "now, 2 actors": round(shipped[2] / 1e6, 1)},
+              "wall_times_include": "starting and closing the local Ray instance and its actors"}
     print(json.dumps(result, indent=1))
     write_json_atomic(OUT, result)
     print(f"wrote {OUT}")

@@ -146,12 +146,12 @@ class RayOptions:
     constraints: ClassVar[dict] = {
         "address": Text(help="with --executor ray: 'local' (a Ray instance on this machine, dashboard off), 'auto' "
                              "(the cluster this machine joined), or host:port / ray://host:port"),
-        "task_cpus": Interval(float, 0.0, 1024.0, low_open=True, what="CPUs per task",
-                              help="with --executor ray: CPUs per task"),
-        "task_gpus": Interval(float, 0.0, 64.0, what="GPUs per task",
-                              help="with --executor ray: GPUs per task (0.25: four tasks share one GPU)"),
+        "task_cpus": Interval(float, 0.0, 1024.0, low_open=True, what="CPUs per worker",
+                              help="with --executor ray: CPUs per worker (one Ray actor per slot of this size)"),
+        "task_gpus": Interval(float, 0.0, 64.0, what="GPUs per worker",
+                              help="with --executor ray: GPUs per worker (0.25: four workers share one GPU)"),
         "max_retries": Interval(int, 0, 100, what="retries",
-                                help="with --executor ray: times a task is run again when its worker dies"),
+                                help="with --executor ray: times a unit is run again when its worker dies"),
     }
 
     address: str = "local"
@@ -165,7 +165,7 @@ DATA_HELP = ("a folder root/<label>/<image> or root/{train,val,test}/<label>/<im
              "or a prepared name (clipart, stamps)")
 
 EXECUTOR_ARGS = [arg("--executor", default="in-process", choices=["in-process", "ray"],
-                     help="where cells train: this process, or tasks on a Ray cluster"),
+                     help="where cells train: this process, or workers on a Ray cluster"),
                  *declared_args(RayOptions)]
 
 

@@ -60,6 +60,44 @@ class RowView:
 
 
 @dataclass
+class KeptRows:
+    """Some rows of a split, addressed by their positions in the whole split: what a remote cell
+    needs of a training split (its subsets' rows) instead of the whole of it.  ``index``: the
+    kept positions, sorted and distinct; asking for another row is an error."""
+
+    rows: Split
+    index: torch.Tensor
+
+    @classmethod
+    def of(cls, split: Split, index: torch.Tensor) -> "KeptRows":
+        index = torch.unique(index)  # sorted
+        return cls(split.subset(index), index)
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.rows.x
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self.rows.y
+
+    def _local(self, index: torch.Tensor) -> torch.Tensor:
+        local = torch.searchsorted(self.index, index).clamp_(max=len(self.index) - 1)
+        if not torch.equal(self.index[local], index):
+            raise DataError("rows asked for that were not sent with this cell; send every subset's rows")
+        return local
+
+    def subset(self, index: torch.Tensor) -> Split:
+        return self.rows.subset(self._local(index))
+
+    def view(self, index: torch.Tensor) -> RowView:
+        return RowView(self.rows, self._local(index))
+
+    def to(self, device) -> "KeptRows":
+        return KeptRows(self.rows.to(device), self.index.to(device))
+
+
+@dataclass
 class TaskData:
     """One classification task: a seeded train/val split of the official training data and the
     official test split, restricted to ``classes`` and relabelled ``0..len(classes)-1``.

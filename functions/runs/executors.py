@@ -1,10 +1,11 @@
-"""Where a sweep's units of work run: in this process (the default), or as tasks on a Ray cluster.
+"""Where a sweep's units of work run: in this process (the default), or on the actors of a Ray cluster.
 
 A unit is what the engine already trains as one batch (the repeats of one cell).  Either way the
 driver alone writes results: an executor hands back ``(unit, records)`` in completion order and
-the driver saves them.  On Ray, large shared inputs go to the object store once (``ray.put``) and
-tasks receive references; a task whose worker dies is retried (``max_retries``), and a task that
-raises comes back as a :class:`Failure` naming its unit while the others go on.
+the driver saves them.  On Ray, one long-lived actor per slot imports torch once; large shared
+inputs go to the object store once (``ray.put``) and each actor reads them once and keeps them;
+a unit whose actor dies goes to another (``max_retries``), and a unit that raises comes back as
+a :class:`Failure` naming it while the others go on.
 
 Whoever reaches a cluster's ports and holds its token can run code on it (a Ray 2.60 head started
 with ``RAY_AUTH_MODE=token`` requires one; other clusters have none).  A local instance (``address="local"``) is started
@@ -15,13 +16,21 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Callable, Iterator
 
 from ..core.errors import DataError
 
 EXECUTORS = ("in-process", "ray")
 CONNECT_TIMEOUT_S = 5.0
+# shared values an actor keeps: a sweep's task, source model and the current cut point's
+# validation and test inputs per kind (results, baselines) are six
+KEPT_PER_ACTOR = 6
+STARTUP_POLL_S = 1.0
+JOIN_ATTEMPTS, JOIN_BACKOFF_S = 3, 2.0
+ACTOR_START_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -67,18 +76,89 @@ def _check_reachable(address: str) -> None:
                         f"there, or use --address local for an instance on this machine") from err
 
 
-def _on_worker(work: Callable, unit, *args):
-    """Run ``work`` in a Ray worker with as many torch threads as CPUs Ray assigned it."""
-    import ray
-    import torch
+@dataclass(frozen=True)
+class Shared:
+    """A value put in Ray's object store by :meth:`RayExecutor.share`, as units receive it: an
+    actor reads it on first use and keeps it (a few at a time, the most recently used)."""
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    return work(unit, *args)
+    ref: Any
+
+
+def tensor_bytes(value) -> int:
+    """Bytes of the tensors and arrays in ``value`` (through tuples, lists, dicts and dataclasses):
+    what a unit's arguments weigh in the object store."""
+    if hasattr(value, "nbytes") and not isinstance(value, type):
+        return int(value.nbytes)
+    if isinstance(value, (tuple, list)):
+        return sum(tensor_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if is_dataclass(value) and not isinstance(value, type):
+        return sum(tensor_bytes(getattr(value, f.name)) for f in fields(value))
+    return 0
+
+
+class _Worker:
+    """One Ray actor: a process that imports torch once, runs units one after another with as
+    many torch threads as CPUs Ray assigned it, and keeps the shared values it has read."""
+
+    def __init__(self):
+        import ray
+        import torch
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        torch.set_num_threads(max(1, int(cpus)))
+        self._kept: OrderedDict = OrderedDict()
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def run(self, work: Callable, unit, *args):
+        return work(unit, *(self._resolved(a) for a in args))
+
+    def _resolved(self, value):
+        if isinstance(value, tuple):
+            return tuple(self._resolved(v) for v in value)
+        if not isinstance(value, Shared):
+            return value
+        import ray
+
+        key = value.ref.hex()
+        if key not in self._kept:
+            self._kept[key] = ray.get(value.ref)
+            while len(self._kept) > KEPT_PER_ACTOR:
+                self._kept.popitem(last=False)
+        self._kept.move_to_end(key)
+        return self._kept[key]
+
+
+def _join(ray, address: str, local_cpus: int | None) -> None:
+    """``ray.init`` on ``address``; a cluster that answers on its port but whose node lookup times
+    out (a head busy with a driver that just died) is asked again, ``JOIN_ATTEMPTS`` times in all."""
+    options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    if address == "local":  # local_cpus: how many of this machine's CPUs it may use (default all)
+        ray.init(num_cpus=local_cpus, **options)
+        return
+    for attempt in range(1, JOIN_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, **options)
+            return
+        except ConnectionError as err:
+            if attempt == JOIN_ATTEMPTS or "InvalidAuthToken" in f"{err} {err.__cause__}":
+                raise
+            time.sleep(JOIN_BACKOFF_S * attempt)
 
 
 class RayExecutor:
-    """Units as Ray tasks of ``task_cpus`` CPUs and ``task_gpus`` GPUs (0.25: four share one)."""
+    """Units on long-lived Ray actors, one per slot of ``task_cpus`` CPUs and ``task_gpus`` GPUs
+    (0.25: four share one GPU) that the cluster has room for.
+
+    An actor imports torch once and keeps what it was given through :meth:`share` (the task's
+    data, a source model, a cut point's validation and test inputs), so each unit ships only its
+    own arguments.  Units wait here and go to whichever actor is free.  A unit whose actor dies
+    (its process or its node killed) goes to another actor, up to ``max_retries`` times, and a
+    replacement actor is started where the cluster has room; a unit that raises comes back as a
+    :class:`Failure`."""
 
     name = "ray"
 
@@ -88,7 +168,7 @@ class RayExecutor:
             raise DataError("task CPUs must be positive, task GPUs and retries not negative")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         # Ray starts its workers at nice 15, so any other busy process on a node (a second sweep,
-        # a notebook) starves them (measured: cells 10x slower than in this process); sweep tasks
+        # a notebook) starves them (measured: cells 10x slower than in this process); sweep units
         # are the work itself, so they get a normal priority.  A local instance takes it from here,
         # a cluster from the environment of `ray start` (the Ray how-to of the documentation)
         os.environ.setdefault("RAY_worker_niceness", "0")
@@ -99,51 +179,116 @@ class RayExecutor:
             os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
 
-        options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
-            if address == "local":  # local_cpus: how many of this machine's CPUs it may use (default all)
-                ray.init(num_cpus=local_cpus, **options)
-            else:
-                ray.init(address=address, **options)
+            _join(ray, address, local_cpus)
         except ConnectionError as err:
             cause = f"{err}: {err.__cause__}" if err.__cause__ else str(err)
             hint = ("; the cluster's token is missing here: copy ~/.ray/auth_token from the head node, or set "
                     "RAY_AUTH_TOKEN" if "InvalidAuthToken" in cause else "")
             raise DataError(f"cannot join the Ray cluster at --address {address} ({str(err)}){hint}; start one with "
                             f"`ray start --head`, or use --address local") from err
-        gpus = ray.cluster_resources().get("GPU", 0)
-        if task_gpus > 0 and gpus == 0:
+        resources = ray.cluster_resources()
+        if task_gpus > 0 and resources.get("GPU", 0) == 0:
             ray.shutdown()
             raise DataError(f"--task-gpus {task_gpus} asked for, but the Ray cluster at {address} has no GPUs; "
                             f"leave --task-gpus at 0")
-        self._ray = ray
-        self._task = ray.remote(_on_worker).options(num_cpus=task_cpus, num_gpus=task_gpus, max_retries=max_retries,
-                                                    retry_exceptions=False)
-        self._pending: dict = {}
+        slots = int(resources.get("CPU", 0) // task_cpus)
+        if task_gpus > 0:
+            slots = min(slots, int(resources["GPU"] // task_gpus))
+        if slots < 1:
+            ray.shutdown()
+            raise DataError(f"--task-cpus {task_cpus} is more than the Ray cluster at {address} has "
+                            f"({resources.get('CPU', 0):g} CPUs); lower --task-cpus")
+        self._ray, self.slots, self.max_retries = ray, slots, max_retries
+        self._actor_class = ray.remote(_Worker).options(num_cpus=task_cpus, num_gpus=task_gpus, max_restarts=0,
+                                                        max_task_retries=0)
+        self._waiting: deque = deque()  # units not yet sent: [unit, work, args, attempts]
+        self._starting: dict = {}  # an actor's ready() reference -> the actor
+        self._idle: list = []
+        self._running: dict = {}  # a run() reference -> (actor, entry)
+        self._unplaced_since: float | None = None
+        self.bytes_shared = self.bytes_sent = self.retried = 0
+        for _ in range(slots):
+            self._start_actor()
 
-    def share(self, value):
-        """``value`` in the object store once; tasks get a reference."""
-        return self._ray.put(value)
+    def _start_actor(self) -> None:
+        actor = self._actor_class.remote()
+        self._starting[actor.ready.remote()] = actor
+
+    def share(self, value) -> Shared:
+        """``value`` in the object store once; each actor reads it once and keeps it."""
+        self.bytes_shared += tensor_bytes(value)
+        return Shared(self._ray.put(value))
 
     def submit(self, work: Callable, unit, *args) -> None:
-        self._pending[self._task.remote(work, unit, *args)] = unit
+        self.bytes_sent += tensor_bytes(args)
+        self._waiting.append([unit, work, args, 0])
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._waiting and self._idle:
+            actor, entry = self._idle.pop(), self._waiting.popleft()
+            unit, work, args, _ = entry
+            self._running[actor.run.remote(work, unit, *args)] = (actor, entry)
 
     def completed(self, wait: bool = False) -> Iterator[tuple]:
         """Finished units in completion order: all of them when ``wait``, else those done now."""
         from ray.exceptions import RayError, RayTaskError
 
-        while self._pending:
-            ready, _ = self._ray.wait(list(self._pending), num_returns=1, timeout=None if wait else 0)
+        while self._running or self._waiting:
+            self._dispatch()
+            pending = [*self._running, *self._starting]
+            ready, _ = self._ray.wait(pending, num_returns=1, timeout=STARTUP_POLL_S if wait else 0) \
+                if pending else ([], [])
             if not ready:
-                return
-            unit = self._pending.pop(ready[0])
+                if wait and self._no_actor_can_start():
+                    yield from self._fail_waiting()
+                if not wait or not (self._running or self._waiting):
+                    return
+                continue
+            if ready[0] in self._starting:
+                actor = self._starting.pop(ready[0])
+                try:
+                    self._ray.get(ready[0])
+                    self._idle.append(actor)
+                except RayError:  # it could not start (its node went away): another is asked for
+                    self._start_actor()
+                continue
+            actor, entry = self._running.pop(ready[0])
+            unit = entry[0]
             try:
-                yield unit, self._ray.get(ready[0])
+                value = self._ray.get(ready[0])
             except RayTaskError as err:
+                self._idle.append(actor)
                 cause = err.cause if getattr(err, "cause", None) is not None else err
                 yield unit, Failure(unit, f"{type(cause).__name__}: {cause}")
-            except RayError as err:  # the worker died more often than max_retries allows
-                yield unit, Failure(unit, f"{type(err).__name__}: {str(err).splitlines()[0]}")
+                continue
+            except RayError as err:  # the actor died: its process or its node was killed
+                self._start_actor()
+                entry[3] += 1
+                if entry[3] > self.max_retries:
+                    yield unit, Failure(unit, f"{type(err).__name__}: its worker died {entry[3]} times "
+                                              f"({str(err).splitlines()[0]})")
+                else:
+                    self.retried += 1
+                    self._waiting.appendleft(entry)
+                continue
+            self._idle.append(actor)
+            yield unit, value
+
+    def _no_actor_can_start(self) -> bool:
+        """True once no actor has been alive for ``ACTOR_START_TIMEOUT_S`` while units wait."""
+        if self._running or self._idle or not self._waiting:
+            self._unplaced_since = None
+            return False
+        self._unplaced_since = self._unplaced_since or time.monotonic()
+        return time.monotonic() - self._unplaced_since > ACTOR_START_TIMEOUT_S
+
+    def _fail_waiting(self) -> Iterator[tuple]:
+        while self._waiting:
+            unit = self._waiting.popleft()[0]
+            yield unit, Failure(unit, f"no Ray worker could start in {ACTOR_START_TIMEOUT_S:g} s: the cluster has no "
+                                      f"free slot of the CPUs and GPUs asked per worker")
 
     def close(self) -> None:
         self._ray.shutdown()

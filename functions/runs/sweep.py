@@ -16,7 +16,7 @@ from ..config import ADAPTATION_MODES, ALIGNING_MODES, CUT, LEGACY_VALUES, Confi
 from ..core.device import pick_device
 from ..core.errors import DataError
 from ..data.catalog import percentage_key
-from ..data.tasks import TaskData, balanced_subset, subset_seed
+from ..data.tasks import KeptRows, TaskData, balanced_subset, subset_seed
 from ..models.study_cnn import build, cut
 from ..train.engine import fit_group, staged_inputs
 from ..train.strategies import train_strategy
@@ -193,11 +193,13 @@ def _cells(kind: str, runs) -> list[Cell]:
 
 class _Staged:
     """The arguments of each cell's :func:`train_cell`: the cells come in increasing cut order per
-    kind, and each cut point's inputs are staged once, when its first cell is submitted (on the
-    CPU for remote tasks, which move them to their own device), and shared through the executor."""
+    kind, and each cut point's inputs are staged once, when its first cell is submitted.  In this
+    process a cell gets them whole; a remote cell gets its subsets' training rows, and the task,
+    the source model and the cut point's validation and test inputs through the executor's
+    :meth:`share` (staged on the CPU: a remote worker moves them to its own device)."""
 
     def __init__(self, cfg: Config, task: TaskData, sources: dict, cells: list[Cell], device, executor):
-        self.cfg, self.executor = cfg, executor
+        self.cfg, self.executor, self.whole_task = cfg, executor, task
         self.remote = not isinstance(executor, InProcess)
         self.device = "auto" if self.remote else None
         self.task = executor.share(task)
@@ -205,12 +207,18 @@ class _Staged:
         self.sources = {kind: None if source is None else executor.share(source) for kind, source in sources.items()}
         self.staging = {kind: inputs_per_cut(cfg, task, source, sorted({c.cut_point for c in cells if c.kind == kind}),
                                              stage_on) for kind, source in sources.items()}
-        self.current: dict = {}  # kind -> (cut point, shared inputs)
+        self.current: dict = {}  # kind -> (cut point, inputs: whole, or the shared validation and test ones)
 
     def args(self, cell: Cell) -> tuple:
         kind = cell.kind
         while self.current.get(kind, (None,))[0] != cell.cut_point:
-            cut_point, inputs = next(self.staging[kind])
+            cut_point, (start, train, val, test) = next(self.staging[kind])
             # staged inputs stay valid only until the next cut point is asked for
-            self.current[kind] = cut_point, self.executor.share(inputs)
-        return self.cfg, self.task, self.sources[kind], self.current[kind][1], self.device
+            shared = (start, train, self.executor.share(val), self.executor.share(test)) if self.remote \
+                else (start, train, val, test)
+            self.current[kind] = cut_point, shared
+        start, train, val, test = self.current[kind][1]
+        if self.remote:
+            rows = torch.cat([subset_index(self.cfg, self.whole_task, cell.percentage, r) for r in cell.repeats])
+            train = KeptRows.of(train, rows)
+        return self.cfg, self.task, self.sources[kind], (start, train, val, test), self.device

@@ -191,6 +191,19 @@ def test_a_row_view_moves_its_pool_and_rows_together(mnist_target):
     assert torch.equal(part.y, mnist_target.train.y[[7, 4]])
 
 
+def test_kept_rows_answer_by_position_in_the_whole_split_and_refuse_rows_not_kept(mnist_target):
+    whole = mnist_target.train
+    kept = tasks.KeptRows.of(whole, torch.tensor([9, 3, 9, 40]))
+    assert kept.index.tolist() == [3, 9, 40] and len(kept.rows) == 3
+    rows = torch.tensor([40, 3])
+    assert torch.equal(kept.subset(rows).x, whole.x[rows]) and torch.equal(kept.subset(rows).y, whole.y[rows])
+    assert torch.equal(kept.to("cpu").view(rows).subset(torch.tensor([1])).x, whole.x[[3]])
+    with pytest.raises(DataError, match="rows asked for that were not sent"):
+        kept.subset(torch.tensor([3, 4]))
+    with pytest.raises(DataError, match="not sent"):
+        kept.view(torch.tensor([41]))
+
+
 def test_subset_seeds_differ_per_seed_percentage_and_repeat_and_ignore_float_noise():
     seeds = {tasks.subset_seed(s, p, r) for s in (0, 1) for p in (0.01, 0.05) for r in (0, 1)}
     assert len(seeds) == 8
