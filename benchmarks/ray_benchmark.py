@@ -14,6 +14,12 @@ with one thread per CPU, and sums split over another number of threads round dif
 thread) / cells.  Object-store bytes per cell: what each remote cell received before workers
 kept their data (the task, and the cut point's whole staged training, validation and test
 inputs, for every cell), and now (its training rows, plus each shared value once per actor).
+The other grids on the same workers, measured the same way (in process at 1 thread, Ray with 1
+and 2 CPUs; records compared the same way, measured times and energy left out): the fe-vs-ft
+grid of MNIST with its own source CNN (1, 5 and 10 images per class x 3 splits: 36 runs) and the
+zoo build of 4 study CNNs over the bank's 16 smallest tasks (one unit per model), each with an
+empty feature cache.
+
 Wall times include starting the local Ray instance and its actors and closing them; that alone
 is measured too (started and closed with no work: a one-off cost of each command, near zero on a
 running cluster).
@@ -71,6 +77,58 @@ def same_records(a: dict, b: dict) -> bool:
     return all(a[k][0] == b[k][0] and strip(a[k][1:]) == strip(b[k][1:]) for k in a)
 
 
+MEASURED = ("_seconds", "_energy_kwh", "_emissions_kg", "_peak_memory_mb")
+
+
+def fe_vs_ft_grid(executor) -> list:
+    from functions.runs import fe_vs_ft
+    settings = fe_vs_ft.FeVsFtSettings(backbone="study")
+    records = fe_vs_ft.run_study("MNIST", None, settings, [1, 5, 10], 3, track=False, progress=False,
+                                 log=lambda *_: None, executor=executor).records
+    return sorted((json.dumps({k: v for k, v in r.items() if not k.endswith(MEASURED)}, sort_keys=True)
+                   for r in records))
+
+
+def zoo_grid(executor) -> list:
+    from functions.analysis.model_zoo import matrix
+    from functions.data.task_bank import bank
+    from functions.models.zoo_catalog import zoo_model
+    from functions.runs import zoo_matrix
+    models = [zoo_model(n) for n in ("mnist_0-4_d6_w16", "fashion_all_d6_w16", "mnist_all_d4_w16", "fashion_0-4_d2_w32")]
+    tasks = sorted(bank(), key=lambda t: t.n_train)[:16]
+    frame, _ = zoo_matrix.build(models, tasks, matrix.scores, seeds=2, log=lambda *_: None, executor=executor)
+    return frame.round(10).to_dict("records")
+
+
+def timed_grid(grid, make_executor) -> tuple[float, list]:
+    """``grid(executor)`` in empty output and feature-cache folders, timed from starting the executor to closing it."""
+    with tempfile.TemporaryDirectory() as root:
+        os.environ["TRANSFER_OUTPUT_ROOT"] = root
+        os.environ["TRANSFER_FEATURE_CACHE"] = str(Path(root) / "features")
+        began = time.perf_counter()
+        executor = make_executor()
+        try:
+            outcome = grid(executor)
+        finally:
+            executor.close()
+        return time.perf_counter() - began, outcome
+
+
+def other_grids() -> dict:
+    torch.set_num_threads(1)
+    table = {}
+    for name, grid in (("fe-vs-ft, MNIST, study CNN, 36 runs", fe_vs_ft_grid),
+                       ("zoo build, 4 models x 16 tasks", zoo_grid)):
+        seconds, reference = timed_grid(grid, InProcess)
+        rows = [{"executor": "in process, 1 torch thread", "seconds": round(seconds, 1)}]
+        for cpus in (1, 2):
+            seconds, outcome = timed_grid(grid, lambda: RayExecutor("local", local_cpus=cpus))
+            rows.append({"executor": f"ray, local instance of {cpus} CPU(s)", "seconds": round(seconds, 1),
+                         "same_records_as_in_process": outcome == reference})
+        table[name] = rows
+    return table
+
+
 def bytes_before() -> int:
     """What one remote cell received when every cell got the task and its cut point's whole staged inputs."""
     setup, cfg, _ = grid()
@@ -82,7 +140,17 @@ def bytes_before() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--note", type=str, default="", help="what else ran on the machine")
-    note = parser.parse_args().note
+    parser.add_argument("--only-other-grids", action="store_true",
+                        help="measure only the fe-vs-ft and zoo grids, keeping the sweep's rows of the results file")
+    args = parser.parse_args()
+    if args.only_other_grids:
+        result = json.loads(OUT.read_text())
+        result["other_grids"] = other_grids()
+        result["other_grids_note"] = args.note
+        print(json.dumps(result["other_grids"], indent=1))
+        write_json_atomic(OUT, result)
+        return
+    note = args.note
     cells = len(PERCENTAGES)
     load = os.getloadavg()
     rows = []
@@ -122,7 +190,8 @@ def main() -> None:
               "object_store_mb_per_cell": {"before: task and whole staged inputs per cell": round(bytes_before() / 1e6, 1),
                                            "now, 1 actor": round(shipped[1] / 1e6, 1),
                                            "now, 2 actors": round(shipped[2] / 1e6, 1)},
-              "wall_times_include": "starting and closing the local Ray instance and its actors"}
+              "wall_times_include": "starting and closing the local Ray instance and its actors",
+              "other_grids": other_grids()}
     print(json.dumps(result, indent=1))
     write_json_atomic(OUT, result)
     print(f"wrote {OUT}")

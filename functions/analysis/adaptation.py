@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from .plots import panels
+from .plots import panels, readable_log_ticks
 
 UNSUPERVISED = ("source_only", "adabn", "dann", "coral")
 LABELS = {"source_only": "source only", "adabn": "AdaBN", "dann": "DANN", "coral": "CORAL",
@@ -84,23 +86,35 @@ def comparison(records_by_mode: dict, fr_records, baseline_records, headline_cut
     return pd.DataFrame(rows)
 
 
-def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headline_cut: int) -> Figure:
-    """Test accuracy against the fraction of target training data: labelled curves as lines, the
-    unsupervised methods at their headline cut as markers over the fractions they saw unlabelled."""
-    curves = labelled_curves(fr_records, baseline_records)
-    figure, axes = panels(1, size=(7, 4.5))
+def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headline_cut: int, num_classes: int,
+                      title: str) -> Figure:
+    """Test accuracy against the fraction of target training data: labelled curves as solid lines,
+    the unsupervised methods at their headline cut as dashed ones over the fractions they saw
+    unlabelled, each point a mean with a bar of one standard deviation over repeats, and chance
+    (one class in ``num_classes``) as a dotted line."""
+    figure, axes = panels(1, size=(8, 4.5))
     ax = axes.flat[0]
-    for column, style in (("baseline", "k-o"), ("FR", "C0-o")):
-        ax.plot(curves.index, curves[column], style, label=LABELS[column])
+    fr = _frame(fr_records)
+    best = fr.groupby(["sampled_percentage", "sampled_cut_point"]).test_acc.mean().groupby(level=0).idxmax()
+    series = {"baseline": (_frame(baseline_records), "k", "-o"),
+              "FR": (pd.concat([fr[(fr.sampled_percentage == p) & (fr.sampled_cut_point == c)] for p, c in best]),
+                     "C0", "-o")}
     for k, mode in enumerate(m for m in UNSUPERVISED if records_by_mode.get(m)):
         frame = _frame(records_by_mode[mode])
         cut = frame.sampled_cut_point.max() if mode in ("source_only", "adabn") else headline_cut
-        means = frame[frame.sampled_cut_point == cut].groupby("sampled_percentage").test_acc.mean()
-        ax.plot(means.index, means.values, f"C{k + 1}--s", label=f"{LABELS[mode]} (unlabelled)")
+        series[mode] = frame[frame.sampled_cut_point == cut], f"C{k + 1}", "--s"
+    for name, (frame, colour, style) in series.items():
+        spread = frame.groupby("sampled_percentage").test_acc.agg(["mean", "std", "count"])
+        label = LABELS[name] if name in ("baseline", "FR") else f"{LABELS[name]} (unlabelled)"
+        ax.errorbar(spread.index, spread["mean"], yerr=spread["std"].fillna(0.0), fmt=style, color=colour, capsize=3,
+                    label=f"{label}, n = {int(spread['count'].min())}")
+    ax.axhline(1.0 / num_classes, color="0.5", linestyle=":", label=f"chance (1 in {num_classes})")
     ax.set_xscale("log")
-    ax.set_xlabel("fraction of the target training images")
-    ax.set_ylabel("target test accuracy")
-    ax.legend(fontsize=8)
+    readable_log_ticks(ax)
+    ax.set_xlabel("fraction of the target training images (log scale)")
+    ax.set_ylabel("target test accuracy (mean ± std over repeats)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    figure.suptitle(title)
     return figure
 
 
@@ -149,10 +163,11 @@ def embedding(features: dict, labels: dict, seed: int = 0) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def embedding_figure(points: pd.DataFrame) -> Figure:
-    """One panel per model: colour is the class, the marker the domain (o source, x target)."""
+def embedding_figure(points: pd.DataFrame, title: str) -> Figure:
+    """One panel per model: colour is the class (legend on the right), the marker the domain (o
+    source, x target)."""
     models = list(dict.fromkeys(points.model))
-    figure, axes = panels(len(models), sharey=False, size=(5 * len(models), 4.5))
+    figure, axes = panels(len(models), sharey=False, size=(5 * len(models) + 1.2, 4.5))
     for ax, model in zip(axes.flat, models):
         for domain, marker in zip(dict.fromkeys(points.domain), ("o", "x")):
             part = points[(points.model == model) & (points.domain == domain)]
@@ -161,7 +176,11 @@ def embedding_figure(points: pd.DataFrame) -> Figure:
         ax.set_title(model)
         ax.set_xticks([])
         ax.set_yticks([])
-        for handle in ax.legend(fontsize=8).legend_handles:
+        for handle in ax.legend(fontsize=8, title="domain").legend_handles:
             handle.set_color("grey")  # the markers tell the domains; colours are the classes
+    classes = sorted(int(c) for c in points["class"].unique())
+    swatches = [Line2D([], [], marker="o", linestyle="", color=colormaps["tab10"](c), label=str(c)) for c in classes]
+    figure.legend(handles=swatches, title="class", fontsize=8, loc="outside right center")
+    figure.suptitle(title)
     return figure
 

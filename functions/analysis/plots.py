@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..core.atomic import locked, write_png
 from ..core.errors import DataError
@@ -31,6 +32,13 @@ METRIC_LABELS = {"test_acc": "test accuracy", "train_acc": "train accuracy", "va
 BASELINE_COLOR = "0.45"
 PANEL_WIDTH, PANEL_HEIGHT = 3.8, 3.4
 BAND_NOTE = "bands: inter-quartile range"
+
+
+def readable_log_ticks(ax) -> None:
+    """A log x axis ticked at 1, 2 and 5 of each decade, written as plain numbers (0.01, not 10^-2)."""
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def cut_label(cut: int) -> str:

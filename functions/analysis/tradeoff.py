@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from scipy import stats as scipy_stats
 
 from ..core.atomic import locked
 from ..runs.tracking import EXPERIMENTS
 from ..runs.store import load_results
-from .plots import save_figure
+from .plots import readable_log_ticks, save_figure
 
 COSTS = {"training_seconds": "training time (s)", "total_seconds": "time with test evaluation (s)"}
 COLOURS = {"FE": "tab:blue", "FT": "tab:orange"}
@@ -110,10 +109,8 @@ def _finish(fig: Figure, title: str | None) -> Figure:
     if title:  # wrapped to the figure's width
         fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 10)))
     for ax in fig.axes:
-        if ax.get_xscale() == "log":  # ticks at 1, 2 and 5 of each decade, written as plain numbers
-            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
+        if ax.get_xscale() == "log":
+            readable_log_ticks(ax)
     fig.tight_layout()
     return fig
 

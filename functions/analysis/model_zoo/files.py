@@ -89,21 +89,33 @@ def load_records(path: Path | None = None) -> pd.DataFrame:
 
 
 def matrix_figure(records: pd.DataFrame, value: str = "accuracy") -> Figure:
-    """Models x tasks heatmap of ``value``, tasks grouped by dataset (separated by white lines),
-    models by family and pretraining accuracy."""
+    """Models x tasks: how far each model's ``value`` falls below the task's best model (0: the
+    winner, marked with a dot, as is every model of a tie), so a column shows which model wins rather than how easy the
+    task is.  Tasks are grouped by dataset (separated by white lines) and labelled by classes and
+    training size; models are ordered by family and pretraining accuracy."""
     matrix = score_matrix(records, value)
     order = records.drop_duplicates("model").sort_values(["family", "pretrain_accuracy"]).model
     matrix = matrix.loc[list(order)]
-    fig = Figure(figsize=(min(24, 3 + 0.12 * matrix.shape[1]), 1.5 + 0.3 * matrix.shape[0]), layout="constrained")
+    below_best = matrix.max(axis=0) - matrix
+    fig = Figure(figsize=(min(24, 3 + 0.13 * matrix.shape[1]), 2.2 + 0.3 * matrix.shape[0]), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(matrix.to_numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
+    image = ax.imshow(below_best.to_numpy(), aspect="auto", cmap="viridis_r", interpolation="nearest")
+    rows, columns = np.nonzero(below_best.to_numpy() == 0)
+    ax.plot(columns, rows, linestyle="", marker="o", markersize=2.5, color="black")
     ax.set_yticks(np.arange(len(matrix)), matrix.index, fontsize="small")
-    datasets = records.drop_duplicates("task").set_index("task").loc[matrix.columns, "source_dataset"]
+    tasks = records.drop_duplicates("task").set_index("task").loc[matrix.columns]
+    ax.set_xticks(np.arange(len(tasks)), [f"{k}c {n}" for k, n in zip(tasks.num_classes, tasks.n_train)],
+                  rotation=90, fontsize=4.5)
+    datasets = tasks.source_dataset
     starts = [i for i in range(len(datasets)) if i == 0 or datasets.iloc[i] != datasets.iloc[i - 1]]
     for start in starts[1:]:
         ax.axvline(start - 0.5, color="white", linewidth=2)
-    ax.set_xticks([(a + b) / 2 - 0.5 for a, b in zip(starts, [*starts[1:], len(datasets)])],
-                  [datasets.iloc[s] for s in starts])
-    ax.set_xlabel(f"target tasks ({len(datasets)}), grouped by dataset; within a dataset by classes and size")
-    fig.colorbar(image, ax=ax, label="linear-probe test accuracy" if value == "accuracy" else value)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([(a + b) / 2 - 0.5 for a, b in zip(starts, [*starts[1:], len(datasets)])],
+                   [datasets.iloc[s] for s in starts])
+    ax.set_xlabel(f"target tasks ({len(datasets)}): classes (c) and training images, grouped by dataset")
+    label = "linear-probe test accuracy" if value == "accuracy" else value
+    fig.colorbar(image, ax=ax, label=f"{label} below the task's best model")
+    fig.suptitle(f"Which model wins each task: {len(matrix)} models x {len(datasets)} tasks "
+                 f"(dot: the task's best model, every one of a tie)")
     return fig

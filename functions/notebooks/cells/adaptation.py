@@ -48,13 +48,14 @@ display(adaptation.per_cut({m: records[m] for m in adaptation.UNSUPERVISED}).rou
 
 # %% [markdown]
 # ## What the unlabelled images are worth in labelled ones
-# Each method at the headline cut (source only and AdaBN: the whole network) against the labelled curves: the baseline trained from scratch and FR at its best cut, both on the same fractions with labels. *Worth* is the labelled fraction (and number of images) at which FR reaches the method's accuracy, log-linear between measured fractions; `<` means below the smallest fraction measured. When source and target classes mean different things (digits against clothing), the source classifier's outputs are arbitrary on the target and every unsupervised method stays near chance: adaptation aligns features, it cannot learn which class is which.
+# Each method at the headline cut (source only and AdaBN: the whole network) against the labelled curves (bars: one standard deviation over repeats; dotted: chance): the baseline trained from scratch and FR at its best cut, both on the same fractions with labels. *Worth* is the labelled fraction (and number of images) at which FR reaches the method's accuracy, log-linear between measured fractions; `<` means below the smallest fraction measured. When source and target classes mean different things (digits against clothing), the source classifier's outputs are arbitrary on the target and every unsupervised method stays near chance: adaptation aligns features, it cannot learn which class is which.
 
 # %%
 task = cfg.target_task()
 table = adaptation.comparison(records, records['FR'], baselines, headline_cut, len(task.train), task.num_classes)
 display(table.round(3))
-figure = adaptation.comparison_figure(records, records['FR'], baselines, headline_cut)
+figure = adaptation.comparison_figure(records, records['FR'], baselines, headline_cut, task.num_classes,
+                                      f'{folder}: unlabelled (dashed) or labelled (solid) target images, {profile} profile')
 plots.save_figure(figure, folder, f'adaptation_{setup}')
 display(figure)
 
@@ -75,7 +76,8 @@ display(adaptation.distillation_gain(records['distill'], records['FR']).round(3)
 # (t-SNE's layout moves with float rounding between kinds of CPU)
 features, labels, dann_check, dann_float32 = study.adaptation_features(chosen, plans['dann'][1], headline_cut, grid.percentages[0], embedded_images, device=device)
 print(dann_float32)
-figure = adaptation.embedding_figure(adaptation.embedding(features, labels))
+figure = adaptation.embedding_figure(adaptation.embedding(features, labels),
+                                     f'{folder}: features at cut {headline_cut}, {embedded_images} test images per domain')
 plots.save_figure(figure, folder, f'adaptation_features_{setup}')
 display(figure)
 

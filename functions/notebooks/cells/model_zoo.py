@@ -20,7 +20,7 @@ display(records.drop_duplicates('model')[list(files.MODEL_COLUMNS)].set_index('m
 
 # %% [markdown]
 # ## The transferability matrix
-# Each cell is the linear-probe test accuracy of one model (row) on one task (column). Tasks are grouped by dataset and, within a dataset, by number of classes and training size; models by family and pretraining accuracy. Columns that are bright across all rows are easy tasks; what matters for recommendation is the order of the models within a column.
+# Each cell is how far one model's linear-probe test accuracy (row) falls below the best model's on one task (column); a dot marks the winner of each column. Tasks are grouped by dataset and labelled by number of classes (c) and training images; models are ordered by family and pretraining accuracy. A row of dots is a model that wins many tasks; what matters for recommendation is the order of the models within a column, which is what this picture shows (a task's difficulty is taken out).
 
 # %%
 figure = files.matrix_figure(records)
