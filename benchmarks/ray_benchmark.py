@@ -24,7 +24,7 @@ Wall times include starting the local Ray instance and its actors and closing th
 is measured too (started and closed with no work: a one-off cost of each command, near zero on a
 running cluster).
 
-    .venv/bin/python benchmarks/ray_benchmark.py --note "quiet machine"    # results/ray.json
+    .venv/bin/python benchmarks/ray_benchmark.py --note "quiet machine"    # results/ray_<machine>.json
 """
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ from functions.notebooks.study import plan
 from functions.runs.executors import InProcess, RayExecutor, tensor_bytes
 from functions.runs.pretrained import load_pretrained
 from functions.runs.sweep import run_inputs, run_sweep
-from sample_efficiency import machine
+from sample_efficiency import machine, machine_slug
 
-OUT = Path(__file__).resolve().parent / "results" / "ray.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 PERCENTAGES = [round(0.01 * k, 2) for k in range(1, 17)]
 REPEATS, CUT = 3, 3
 TARGETS = {"ray_1cpu_over_in_process_at_most": 1.25, "ray_2cpu_speedup_over_1cpu_at_least": 1.6,
@@ -70,6 +70,12 @@ def timed_sweep(make_executor) -> tuple[float, dict, object]:
             executor.close()
         seconds = time.perf_counter() - began
         return seconds, {kind: json.loads(path.read_text()) for kind, path in paths.items()}, executor
+
+
+def training_seconds(files: dict) -> float:
+    """The runs' own training time (their records' ``seconds``): what a cell spends training, so
+    that the rest of the wall time is starting, shipping and waiting."""
+    return round(sum(record["seconds"] for content in files.values() for record in content[1:]), 1)
 
 
 def same_records(a: dict, b: dict) -> bool:
@@ -140,15 +146,17 @@ def bytes_before() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--note", type=str, default="", help="what else ran on the machine")
+    parser.add_argument("--out", type=Path, default=RESULTS / f"ray_{machine_slug(machine())}.json",
+                        help="the results file (default: results/ray_<this machine>.json)")
     parser.add_argument("--only-other-grids", action="store_true",
                         help="measure only the fe-vs-ft and zoo grids, keeping the sweep's rows of the results file")
     args = parser.parse_args()
     if args.only_other_grids:
-        result = json.loads(OUT.read_text())
+        result = json.loads(args.out.read_text())
         result["other_grids"] = other_grids()
         result["other_grids_note"] = args.note
         print(json.dumps(result["other_grids"], indent=1))
-        write_json_atomic(OUT, result)
+        write_json_atomic(args.out, result)
         return
     note = args.note
     cells = len(PERCENTAGES)
@@ -161,7 +169,8 @@ def main() -> None:
     # another number of threads round differently, so records are compared at one thread
     torch.set_num_threads(1)
     seconds, reference, _ = timed_sweep(InProcess)
-    rows.append({"executor": "in process, 1 torch thread", "cpus": 1, "seconds": round(seconds, 1)})
+    rows.append({"executor": "in process, 1 torch thread", "cpus": 1, "seconds": round(seconds, 1),
+                 "runs_training_s": training_seconds(reference)})
     shipped, startup = {}, {}
     for cpus in (1, 2):
         began = time.perf_counter()
@@ -171,6 +180,7 @@ def main() -> None:
         shipped[cpus] = (executor.bytes_sent + executor.bytes_shared * executor.slots) / cells
         rows.append({"executor": f"ray, local instance of {cpus} CPU(s) ({executor.slots} actor(s))", "cpus": cpus,
                      "seconds": round(seconds, 1), "of_which_starting_and_closing_ray_s": round(startup[cpus], 1),
+                     "runs_training_s": training_seconds(files),
                      "same_records_as_in_process": same_records(reference, files)})
     _, in_process_1, ray_1, ray_2 = (row["seconds"] for row in rows)
     measured = {"ray_1cpu_over_in_process": round(ray_1 / in_process_1, 2),
@@ -193,8 +203,8 @@ def main() -> None:
               "wall_times_include": "starting and closing the local Ray instance and its actors",
               "other_grids": other_grids()}
     print(json.dumps(result, indent=1))
-    write_json_atomic(OUT, result)
-    print(f"wrote {OUT}")
+    write_json_atomic(args.out, result)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

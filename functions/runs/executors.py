@@ -108,6 +108,7 @@ class _Worker:
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         torch.set_num_threads(max(1, int(cpus)))
+        _ship_tensors_as_arrays(ray)  # what it sends back
         self._kept: OrderedDict = OrderedDict()
 
     def ready(self) -> int:
@@ -130,6 +131,47 @@ class _Worker:
                 self._kept.popitem(last=False)
         self._kept.move_to_end(key)
         return self._kept[key]
+
+
+def tensor_state(tensor) -> tuple:
+    """A tensor as Ray ships it: its bytes as a numpy array (which the object store passes without
+    pickling; torch's own pickling saves each tensor through ``torch.save``, measured at about 2 s
+    out and 1 s back for a cell's 175 MB of training rows), with its dtype, shape, device and
+    ``requires_grad``.  Tensors numpy cannot hold as bytes (sparse, quantized) keep torch's way."""
+    import io
+
+    import torch
+
+    requires_grad, tensor = tensor.requires_grad, tensor.detach()
+    if tensor.layout != torch.strided or tensor.is_quantized:
+        buffer = io.BytesIO()
+        torch.save(tensor, buffer)
+        return (buffer.getvalue(), requires_grad)
+    raw = tensor.resolve_conj().resolve_neg().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return raw, tensor.dtype, tuple(tensor.shape), str(tensor.device), requires_grad
+
+
+def tensor_from_state(state: tuple):
+    """The tensor :func:`tensor_state` shipped, in memory of its own (the object store's buffer is
+    read-only and lives only as long as its reference), on its device when this process has it."""
+    import io
+
+    import torch
+
+    if len(state) == 2:
+        tensor, requires_grad = torch.load(io.BytesIO(state[0]), weights_only=False), state[1]
+        return tensor.requires_grad_(requires_grad) if requires_grad else tensor
+    raw, dtype, shape, device, requires_grad = state
+    tensor = torch.from_numpy(raw.copy()).view(dtype).reshape(shape) if raw.size else torch.empty(shape, dtype=dtype)
+    if device != "cpu" and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        tensor = tensor.to(device)
+    return tensor.requires_grad_(requires_grad) if requires_grad else tensor
+
+
+def _ship_tensors_as_arrays(ray) -> None:
+    import torch
+
+    ray.util.register_serializer(torch.Tensor, serializer=tensor_state, deserializer=tensor_from_state)
 
 
 def _join(ray, address: str, local_cpus: int | None) -> None:
@@ -181,6 +223,7 @@ class RayExecutor:
 
         try:
             _join(ray, address, local_cpus)
+            _ship_tensors_as_arrays(ray)
         except ConnectionError as err:
             cause = f"{err}: {err.__cause__}" if err.__cause__ else str(err)
             hint = ("; the cluster's token is missing here: copy ~/.ray/auth_token from the head node, or set "
