@@ -16,11 +16,14 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.stats import wilcoxon
+from scipy.stats import nct, t as student_t, wilcoxon
 
 from ..core.errors import DataError
 
 KEYS = ("sampled_percentage", "sampled_cut_point", "repeat")
+# the Wilcoxon signed-rank test's efficiency relative to the t-test when differences are normal:
+# it needs about pi/3 times the repeats of a t-test for the same power
+WILCOXON_EFFICIENCY = 3 / np.pi
 
 
 def as_frame(records, baseline_records=None, metric: str = "test_acc") -> pd.DataFrame:
@@ -193,6 +196,30 @@ def repeats_to_detect(family: int, alpha: float = 0.05) -> int:
     return n
 
 
+def repeats_for_power(gains, family: int, alpha: float = 0.05, power: float = 0.8, most: int = 1000) -> float:
+    """How many paired repeats would detect a mean gain like ``gains`` with probability ``power``.
+
+    A power calculation from the measured spread: the paired t-test's exact power (noncentral t)
+    at the measured mean and standard deviation, at ``alpha / family`` (the bar Holm's correction
+    sets for a family's smallest p), scaled by the Wilcoxon test's efficiency under normal
+    differences, and never fewer than :func:`repeats_to_detect`.  NaN when the mean gain is not
+    positive (nothing to detect) or fewer than 2 gains are measured; inf above ``most``."""
+    gains = np.asarray(gains, dtype=np.float64)
+    if len(gains) < 2 or gains.mean() <= 0:
+        return np.nan
+    floor = repeats_to_detect(family, alpha)
+    spread = gains.std(ddof=1)
+    if spread == 0:
+        return float(floor)
+    bar = alpha / family
+    for n in range(2, most + 1):
+        critical = student_t.ppf(1 - bar / 2, n - 1)
+        shift = gains.mean() / spread * np.sqrt(n)
+        if nct.sf(critical, n - 1, shift) + nct.cdf(-critical, n - 1, shift) >= power:
+            return float(max(floor, int(np.ceil(n / WILCOXON_EFFICIENCY))))
+    return np.inf
+
+
 def gains_over_baseline(records, baseline_records, metric: str = "test_acc", alpha: float = 0.05,
                         resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """Does transfer help?  Each cut point against the baseline trained on the same subsets, per
@@ -200,7 +227,8 @@ def gains_over_baseline(records, baseline_records, metric: str = "test_acc", alp
     repeats), the exact Wilcoxon p, Holm-corrected over the cut points of the percentage (the
     family of this question: one test per cut, not every pair), whether it is significant, and
     the smallest corrected p the design can give at all (``detectable`` False: no gain, however
-    large, can be significant with these repeats)."""
+    large, can be significant with these repeats) and the repeats that would detect a gain of the
+    measured size and spread with 80% power (:func:`repeats_for_power`)."""
     frame = as_frame(records, baseline_records, metric)
     if not (frame.sampled_cut_point == -1).any():
         raise DataError("gains over the baseline need baseline records (cut -1) beside the cut points' records")
@@ -221,12 +249,22 @@ def gains_over_baseline(records, baseline_records, metric: str = "test_acc", alp
                 low = high = np.nan
             family.append({"sampled_percentage": percentage, "cut": cut, "n": len(gains),
                            "baseline": pair[-1].mean(), "mean": pair[cut].mean(), "gain": gains.mean(),
-                           "ci95_low": low, "ci95_high": high, "p": p})
+                           "ci95_low": low, "ci95_high": high, "p": p, "gains": gains})
         for row, p_holm in zip(family, holm([row["p"] for row in family])):
             smallest = smallest_holm_p(row["n"], len(family))
+            gains = row.pop("gains")
             rows.append({**row, "p_holm": p_holm, "significant": bool(p_holm < alpha),
-                         "smallest_p_holm": smallest, "detectable": smallest < alpha})
+                         "smallest_p_holm": smallest, "detectable": smallest < alpha,
+                         "repeats_for_power": repeats_for_power(gains, len(family), alpha)})
     return pd.DataFrame(rows)
+
+
+def _power_clause(repeats: float) -> str:
+    if np.isnan(repeats):
+        return ""
+    if np.isinf(repeats):
+        return "; a gain of this size and spread needs more than a thousand repeats to be detected"
+    return f"; about {int(repeats)} would detect a gain of this size and spread with 80% power"
 
 
 def gains_verdict(gains: pd.DataFrame, what: str, alpha: float = 0.05) -> str:
@@ -246,12 +284,14 @@ def gains_verdict(gains: pd.DataFrame, what: str, alpha: float = 0.05) -> str:
         if best.significant:
             lines.append(f"{head}: significant after Holm's correction over {family} cuts (p = {best.p_holm:.3g}).")
         elif not best.detectable:
-            lines.append(f"{head}: the design cannot detect it: with {int(best.n)} repeats the smallest p an exact "
+            repeats = f"{int(best.n)} repeat{'' if best.n == 1 else 's'}"
+            lines.append(f"{head}: the design cannot detect it: with {repeats} the smallest p an exact "
                          f"Wilcoxon test gives is {2 / 2 ** int(best.n):.3g}, {best.smallest_p_holm:.3g} after Holm's "
                          f"correction over {family} cuts, above {alpha}; {repeats_to_detect(family, alpha)} repeats "
-                         f"could.")
+                         f"could{_power_clause(best.repeats_for_power)}.")
         else:
-            lines.append(f"{head}: not significant after Holm's correction over {family} cuts (p = {best.p_holm:.3g}).")
+            lines.append(f"{head}: not significant after Holm's correction over {family} cuts (p = {best.p_holm:.3g})"
+                         f"{_power_clause(best.repeats_for_power)}.")
     return "\n".join(lines)
 
 

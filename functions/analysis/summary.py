@@ -32,3 +32,15 @@ def summary_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     table.index = ["baseline" if c == BASELINE_CUT else f"cut {c}" for c in table.index]
     table.columns = [f"{p:g}" for p in table.columns]
     return table
+
+
+def gains_table(gains: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Each cut point's mean paired gain over the baseline with its 95% interval, per cut point
+    (rows) and percentage (columns), from :func:`functions.analysis.stats.gains_over_baseline`."""
+    cell = gains.apply(lambda r: f"{r['gain']:+.{digits}f} [{r['ci95_low']:+.{digits}f}, {r['ci95_high']:+.{digits}f}]"
+                       if not np.isnan(r["ci95_low"]) else f"{r['gain']:+.{digits}f}", axis=1)
+    table = pd.DataFrame({"cut": gains["cut"], "percentage": gains["sampled_percentage"], "cell": cell})
+    table = table.pivot(index="cut", columns="percentage", values="cell")
+    table.index = [f"cut {c}" for c in table.index]
+    table.columns = [f"{p:g}" for p in table.columns]
+    return table

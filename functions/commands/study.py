@@ -117,7 +117,8 @@ def pretrain(args):
          arg("--no-progress", action="store_true"),
          arg("--plot", action="store_true", help="also save the box plot of test accuracy per cut"))
 def run(args):
-    from ..analysis.summary import records_frame, run_records, summary_table
+    from ..analysis import stats
+    from ..analysis.summary import gains_table, records_frame, run_records, summary_table
     from ..runs.store import BASELINE_CUT, results_path
     from ..runs.sweep import run_sweep
     setup, cfg, grid = experiment(args)
@@ -139,6 +140,12 @@ def run(args):
                   & frame.sampled_percentage.isin(grid.percentages)]
     print(f"\n{setup.folder}/{setup.name}, mode {cfg.mode}: test accuracy, mean ± std over repeats")
     print(summary_table(frame).to_string())
+    if (frame.sampled_cut_point == BASELINE_CUT).any():
+        gains = stats.gains_over_baseline(frame, None)
+        print("\nGain over the baseline trained on the same subsets (cut minus baseline; above 0: the pretrained "
+              "layers help), mean over repeats [95% bootstrap interval]")
+        print(gains_table(gains).to_string())
+        print(stats.gains_verdict(gains, f"{setup.folder} {cfg.mode} ({grid.profile} profile)"))
     for path in paths.values():
         print(f"wrote {path}")
     if args.plot:

@@ -49,6 +49,30 @@ def test_findings_test_both_upstream_claims_per_study():
     assert "+0.161 upstream (cut 4)" in text and "does not hold here (unlike upstream)" in text
 
 
+def test_the_differences_are_written_from_the_tables_and_follow_them():
+    fractions = (0.001, 0.01, 0.1, 0.5, 1.0)
+
+    def table(folder, mode, gains, baselines):
+        means = {**{(p, -1): b for p, b in zip(fractions, baselines)},
+                 **{(p, 2): b + g for p, b, g in zip(fractions, baselines, gains)},
+                 **{(p, 5): b - 0.03 for p, b in zip(fractions, baselines)}}
+        return reproduction.side_by_side(reproduction.our_frame(*_records(means)),
+                                         reproduction.upstream_frame(folder, "regular", mode))
+
+    converged = (0.70, 0.94, 0.978, 0.987, 0.989)
+    tables = {("MNIST", "regular", "FR"): table("MNIST", "FR", (0.12, 0.02, 0.004, 0.002, 0.001), converged)}
+    text = "\n".join(reproduction.differences_text(tables))
+    # upstream's MNIST baselines: 0.813 at 1%, 0.795 at 10% (below its 1%); its gains +0.120, +0.166
+    assert "0.813 against 0.940 at 1%, 0.795 against 0.978 at 10%), and at 10% below its own 1% value" in text
+    assert "(MNIST +0.120 and +0.166)" in text and "(MNIST +0.020 at 1%, +0.004 at 10%)" in text
+    assert "0.989 here and 0.991 upstream on MNIST, so the narrower network does not explain" in text
+    assert "Across datasets" not in text and "least data" not in text  # their studies are not in the tables
+    starved_too = {("MNIST", "regular", "FR"): table("MNIST", "FR", (0.12, 0.12, 0.17, 0.002, 0.001),
+                                                     (0.70, 0.81, 0.80, 0.987, 0.96))}
+    text = "\n".join(reproduction.differences_text(starved_too))
+    assert "starved" not in text and "may come from the narrower network" in text
+
+
 def test_studies_without_a_common_percentage_are_refused():
     ours = reproduction.our_frame(*_records({(0.05, -1): 0.9, (0.05, 2): 0.92}))
     with pytest.raises(DataError, match="share no percentage.*make range"):

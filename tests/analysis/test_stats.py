@@ -278,6 +278,19 @@ def test_the_smallest_corrected_p_and_the_repeats_that_can_reach_alpha():
     assert repeats_to_detect(1) == 6  # without a correction: 2 / 2**5 = 0.0625, 2 / 2**6 = 0.031
 
 
+def test_the_repeats_for_power_come_from_the_measured_spread():
+    from functions.analysis.stats import repeats_for_power
+    half = 1 / np.sqrt(2)  # gains of mean 1 and standard deviation 1
+    # a paired t-test of effect size 1 at alpha 0.05 reaches 80% power with 10 pairs (0.803 at 10,
+    # 0.76 at 9); the Wilcoxon test needs pi / 3 times as many: 10.5, so 11
+    assert repeats_for_power([1 - half, 1 + half], family=1) == 11
+    # a large, steady gain needs only the repeats that can reach alpha at all
+    assert repeats_for_power([0.10, 0.11, 0.12, 0.10], family=7) == 9
+    assert repeats_for_power([0.01, -0.01, 0.02], family=7) > repeats_for_power([0.01, 0.012, 0.011], family=7)
+    assert np.isnan(repeats_for_power([-0.01, 0.0], family=7)) and np.isnan(repeats_for_power([0.1], family=7))
+    assert np.isinf(repeats_for_power([0.001, -0.0009, 0.0011, -0.001], family=7))
+
+
 def test_gains_over_the_baseline_are_paired_with_an_interval_and_their_own_family():
     from functions.analysis.stats import gains_over_baseline, gains_verdict
     baseline = [0.50, 0.52, 0.49, 0.51, 0.50, 0.53, 0.48, 0.50, 0.51, 0.52]
@@ -298,6 +311,8 @@ def test_gains_over_the_baseline_are_paired_with_an_interval_and_their_own_famil
     assert not few.loc[0, "detectable"]
     assert "the design cannot detect it: with 3 repeats the smallest p an exact Wilcoxon test gives is 0.25" \
         in gains_verdict(few, "test")
+    assert gains_verdict(few, "test").endswith(
+        "6 repeats could; about 6 would detect a gain of this size and spread with 80% power.")
     with pytest.raises(DataError, match="need baseline records"):
         gains_over_baseline(runs(1, better), None)
 

@@ -34,6 +34,11 @@ def test_cli_runs_a_small_sweep_and_prints_the_summary(output_root, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert re.search(r"baseline\s+0\.\d{3} ± 0\.000 \(n=1\)", out) and re.search(r"cut 2\s+0\.\d{3}", out)
+    # then the gain over the baseline (one repeat: no interval) and what the design can say of it
+    gains = out[out.index("Gain over the baseline"):]
+    assert re.search(r"\ncut 2\s+[+-]0\.\d{3}\n", gains)
+    assert "MNIST FR (quick profile) at 0.2% of the data: the best cut (2) gains" in gains
+    assert "the design cannot detect it: with 1 repeat the smallest p" in gains
     assert (output_root / "MNIST" / "results" / "results_regular_FR.json").exists()
 
 

@@ -3,6 +3,7 @@ docs/how-to/profiles.md documents, and both reach a sweep unchanged from the com
 import pytest
 
 from functions.__main__ import main
+from functions.analysis.stats import repeats_to_detect
 from functions.config import SETUPS, Config, get_setup, profile
 from functions.core.errors import DataError
 from functions.notebooks.study import plan
@@ -82,6 +83,9 @@ def test_range_profile_runs_the_quick_network_over_the_upstream_fractions(folder
     assert grid.percentages == PAPER_PERCENTAGES and grid.cut_points == tuple(range(7))
     repeats = [grid.repeats_for(p) for p in grid.percentages]
     assert min(repeats) >= 3 and repeats == sorted(repeats, reverse=True) and repeats[0] > repeats[-1]
+    # where transfer gains most, each cut's test against the baseline, and each pair of arms, can be significant
+    arms = len(grid.cut_points) + 1
+    assert all(grid.repeats_for(p) > repeats_to_detect(arms * (arms - 1) // 2) for p in (0.001, 0.01))
     assert grid.profile == "range"
 
 

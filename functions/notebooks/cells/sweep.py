@@ -57,7 +57,7 @@ for mode in modes:
 
 # %% [markdown]
 # ## Does transfer help?
-# Each cut point against the baseline trained on the same subsets: the mean paired gain in test accuracy (cut minus baseline; the table, per fraction and cut point) with a 95% bootstrap interval over the repeats, and the exact Wilcoxon signed-rank test, Holm-corrected over the cut points of each fraction (one test per cut: the family of this question). The sentences, written from the numbers, give the best cut of each fraction and say whether its gain is significant, or why these repeats cannot show it: with n paired repeats the smallest p an exact test gives is 2 / 2^n before the correction.
+# Each cut point against the baseline trained on the same subsets: the mean paired gain in test accuracy (cut minus baseline; the table, per fraction and cut point) with a 95% bootstrap interval over the repeats, and the exact Wilcoxon signed-rank test, Holm-corrected over the cut points of each fraction (one test per cut: the family of this question). The sentences, written from the numbers, give the best cut of each fraction and say whether its gain is significant, or why these repeats cannot show it: with n paired repeats the smallest p an exact test gives is 2 / 2^n before the correction. Where it is not significant they add how many repeats would detect a gain of the measured size and spread with 80% power (a paired t-test's power at the Holm bar, scaled by the Wilcoxon test's efficiency).
 
 # %%
 for mode in modes:

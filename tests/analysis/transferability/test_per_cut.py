@@ -26,7 +26,9 @@ def test_cut_scores_give_one_finite_row_per_cut_point(tiny_model, n, max_dim):
     assert np.isfinite(scores.to_numpy(float)).all()
     with torch.no_grad():
         probs = torch.softmax(tiny_model(split.x).double(), 1).numpy()
-    assert (table["leep"] == leep(probs, split.y.numpy())).all()
+    # the scores' pass runs the network on chunks of 32: another batch size rounds float32 differently
+    # on some CPUs (an AVX-512 Xeon), so equal up to that rounding
+    np.testing.assert_allclose(table["leep"], leep(probs, split.y.numpy()), rtol=1e-6)
     assert (table["nce"] == nce(probs.argmax(1), split.y.numpy())).all()
 
 
