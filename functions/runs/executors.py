@@ -134,9 +134,9 @@ class _Worker:
 
 
 def tensor_state(tensor) -> tuple:
-    """A tensor as Ray ships it: its bytes as a numpy array (which the object store passes without
-    pickling; torch's own pickling saves each tensor through ``torch.save``, measured at about 2 s
-    out and 1 s back for a cell's 175 MB of training rows), with its dtype, shape, device and
+    """A tensor as Ray ships it: its bytes as a numpy array (which the object store passes out of
+    band, without pickling; torch's own pickling saves each tensor through ``torch.save``, copying
+    a cell's training rows several times on each side), with its dtype, shape, device and
     ``requires_grad``.  Tensors numpy cannot hold as bytes (sparse, quantized) keep torch's way."""
     import io
 
