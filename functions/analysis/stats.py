@@ -211,10 +211,10 @@ def repeats_for_power(gains, family: int, alpha: float = 0.05, power: float = 0.
     spread = gains.std(ddof=1)
     if spread == 0:
         return float(floor)
-    bar = alpha / family
+    bar, effect = alpha / family, gains.mean() / spread
     for n in range(2, most + 1):
         critical = student_t.ppf(1 - bar / 2, n - 1)
-        shift = gains.mean() / spread * np.sqrt(n)
+        shift = effect * np.sqrt(n)
         if nct.sf(critical, n - 1, shift) + nct.cdf(-critical, n - 1, shift) >= power:
             return float(max(floor, int(np.ceil(n / WILCOXON_EFFICIENCY))))
     return np.inf
@@ -249,13 +249,12 @@ def gains_over_baseline(records, baseline_records, metric: str = "test_acc", alp
                 low = high = np.nan
             family.append({"sampled_percentage": percentage, "cut": cut, "n": len(gains),
                            "baseline": pair[-1].mean(), "mean": pair[cut].mean(), "gain": gains.mean(),
-                           "ci95_low": low, "ci95_high": high, "p": p, "gains": gains})
+                           "ci95_low": low, "ci95_high": high, "p": p,
+                           "repeats_for_power": repeats_for_power(gains, len(cuts), alpha)})
         for row, p_holm in zip(family, holm([row["p"] for row in family])):
             smallest = smallest_holm_p(row["n"], len(family))
-            gains = row.pop("gains")
             rows.append({**row, "p_holm": p_holm, "significant": bool(p_holm < alpha),
-                         "smallest_p_holm": smallest, "detectable": smallest < alpha,
-                         "repeats_for_power": repeats_for_power(gains, len(family), alpha)})
+                         "smallest_p_holm": smallest, "detectable": smallest < alpha})
     return pd.DataFrame(rows)
 
 
