@@ -21,7 +21,8 @@ from .data.catalog import check_adaptable, check_percentage, spec, validate_clas
 SCHEMA_KEY, SCHEMA_VERSION = "schema_version", 2
 # Parameters added after results files existed, with the value the code used before them: a file
 # that lacks such a key is resumed when the value asked for equals this one (see functions.runs.store).
-LEGACY_VALUES: dict = {"min_steps_per_epoch": 1, "precision": "fp32", "batch_norm": False}
+LEGACY_VALUES: dict = {"min_steps_per_epoch": 1, "precision": "fp32", "batch_norm": False, "dann_weights": [],
+                       "coral_weights": [], "kd_temperatures": [], "kd_alphas": []}
 
 MODES = {
     "F": {"freeze": True, "reinit": False, "truncate": False},
@@ -45,23 +46,25 @@ STRATEGIES = {
     "ia3": {"keys": (), "prefix_cached": False, "flags": MODES["F"]},
     "bitfit": {"keys": (), "prefix_cached": False, "flags": MODES["F"]},
     "source_only": {"keys": (), "prefix_cached": False, "flags": WHOLE},
-    "dann": {"keys": ("dann_weight",), "prefix_cached": False, "flags": WHOLE},
-    "coral": {"keys": ("coral_weight",), "prefix_cached": False, "flags": WHOLE},
+    "dann": {"keys": ("dann_weight", "dann_weights"), "prefix_cached": False, "flags": WHOLE},
+    "coral": {"keys": ("coral_weight", "coral_weights"), "prefix_cached": False, "flags": WHOLE},
     "adabn": {"keys": (), "prefix_cached": False, "flags": WHOLE},
-    "distill": {"keys": ("kd_temperature", "kd_alpha", "teacher_channels"), "prefix_cached": False,
+    "distill": {"keys": ("kd_temperature", "kd_alpha", "teacher_channels", "kd_temperatures", "kd_alphas"), "prefix_cached": False,
                 "flags": MODES["FR"]},
 }
 # the modes that train on unlabelled target images; they use the BatchNorm variant of the network
 ADAPTATION_MODES = ("source_only", "dann", "coral", "adabn")
 # an adaptation epoch is a pass over the unlabelled target images, and 1% of a target makes it a
-# step or two: it makes at least this many (unless a config asks for more)
+# step or two: it makes at least this many.  Adaptation trains a fixed schedule (epochs of these
+# steps, no early stopping), so the fine-tuning modes' step floor, which lets a run converge before
+# early stopping ends it, is not its concern (a --set min_steps_per_epoch after the mode changes it)
 ADAPTATION_MIN_STEPS = 50
 # the adaptation modes that align features at the cut, which therefore lies after a block (1..depth)
 ALIGNING_MODES = ("dann", "coral")
 CUT = "cut"  # the strategy of modes F, FR and FT
 PRECISIONS = ("fp32", "bf16")
-STRATEGY_KEYS = ("strategy", "stage_epochs", "lr_decay", "lora_rank", "lora_alpha", "dann_weight", "coral_weight",
-                 "kd_temperature", "kd_alpha", "teacher_channels")
+# the parameters that only the modes above have (each in its own files)
+STRATEGY_KEYS = ("strategy", *dict.fromkeys(key for mode in STRATEGIES.values() for key in mode["keys"]))
 LORA_MODE = re.compile(r"lora_r([1-9][0-9]*)")
 # The side of the square images an ImageNet network is given, wherever a setting chooses it.
 INPUT_SIZE = Interval(int, 8, 1024, what="the input size in pixels", help="side of the square input in pixels")
@@ -177,9 +180,17 @@ class Config:
     lora_alpha: float = 8.0
     dann_weight: float = 1.0  # the gradient reversal's weight at the end of training (ramped up from 0)
     coral_weight: float = 1.0
+    # several weights: each run trains at each and keeps the one its target risk estimate, which
+    # needs no target label, ranks best (functions.train.adaptation.dev_risk); empty: the weight above
+    dann_weights: tuple = ()
+    coral_weights: tuple = ()
     kd_temperature: float = 4.0
     kd_alpha: float = 0.9  # the distillation term's share of the loss; 1 - kd_alpha is the cross-entropy's
     teacher_channels: int = 64  # the teacher: this wide a network (64: the paper's), fine-tuned whole
+    # several temperatures or shares: each run trains at every pair and keeps the one with the best
+    # validation accuracy; empty: the value above
+    kd_temperatures: tuple = ()
+    kd_alphas: tuple = ()
 
     # Each field's type and range (see functions.core.constraints): checked here, and read by the
     # command line's --set.  Dataset names and class lists are checked against the catalogue below.
@@ -202,9 +213,13 @@ class Config:
         "lr_decay": Interval(float, 0, 1, low_open=True, note="each block down from the head trains at lr_decay "
                                                              "times the learning rate of the block above it"),
         "lora_alpha": Interval(float, 0, low_open=True, note="e.g. 8"),
+        **dict.fromkeys(("dann_weights", "coral_weights"),
+                        Many(Interval(float, 0, low_open=True), noun="a list of weights, e.g. 0.1,0.3,1")),
         **dict.fromkeys(("dann_weight", "coral_weight", "kd_temperature"),
                         Interval(float, 0, low_open=True, note="defaults: dann_weight 1, coral_weight 1, "
                                                                "kd_temperature 4")),
+        "kd_temperatures": Many(Interval(float, 0, low_open=True), noun="a list of temperatures, e.g. 2,4"),
+        "kd_alphas": Many(Interval(float, 0, 1), noun="a list of shares in [0, 1], e.g. 0.5,0.9"),
         "kd_alpha": Interval(float, 0, 1, note="the share of the distillation term in the loss (0: cross-entropy "
                                                "alone)"),
     }
@@ -266,14 +281,20 @@ class Config:
         return "FT" if self.truncate else "FR" if self.reinit else "F"
 
     @property
+    def alignment_weights(self) -> tuple:
+        """The DANN or CORAL weights a run chooses between (one: no choice)."""
+        single, several = (self.coral_weight, self.coral_weights) if self.strategy == "coral" else \
+            (self.dann_weight, self.dann_weights)
+        return several or (single,)
+
+    @property
     def prefix_cached(self) -> bool:
         """Whether the blocks before the cut never change, so their output is computed once."""
         return self.freeze and (self.strategy == CUT or STRATEGIES[self.strategy]["prefix_cached"])
 
     def with_mode(self, mode: str) -> "Config":
-        """This config in ``mode``; the adaptation modes switch to the BatchNorm variant and, from
-        the old one step, to :data:`ADAPTATION_MIN_STEPS` steps per epoch; the others leave both as
-        they are."""
+        """This config in ``mode``; the adaptation modes switch to the BatchNorm variant and to
+        :data:`ADAPTATION_MIN_STEPS` steps per epoch; the others leave both as they are."""
         if mode in MODES:
             return dataclasses.replace(self, **MODES[mode], strategy=CUT)
         lora = LORA_MODE.fullmatch(mode)
@@ -281,9 +302,7 @@ class Config:
             strategy = "lora" if lora else mode
             extra = {"lora_rank": int(lora.group(1))} if lora else {}
             if strategy in ADAPTATION_MODES:
-                extra["batch_norm"] = True
-                if self.min_steps_per_epoch == LEGACY_VALUES["min_steps_per_epoch"]:
-                    extra["min_steps_per_epoch"] = ADAPTATION_MIN_STEPS
+                extra.update(batch_norm=True, min_steps_per_epoch=ADAPTATION_MIN_STEPS)
             return dataclasses.replace(self, **STRATEGIES[strategy]["flags"], strategy=strategy, **extra)
         raise DataError(f"unknown mode {mode!r}; choose one of {mode_names()} (or lora_r<rank>, e.g. lora_r2)")
 
@@ -400,17 +419,14 @@ def profile(name: str, setup: Setup) -> tuple[Config, Grid]:
         return base, Grid(PAPER_PERCENTAGES, depth_cuts, {p: paper_repeats(p) for p in PAPER_PERCENTAGES}, name)
     # a narrower net (16 channels) and small batches: same protocol, a 2-core CPU runs it in minutes
     quick = base.replace(num_channels=16, batch_size=64, num_train=10, early_stop_patience=3, num_train_pretrain=5)
+    # at 1% of a target task one pass is a few steps (at 0.1% a single one); 100 steps per epoch
+    # (what 25% of MNIST 5-9 takes in one pass) let every arm, the baseline included, converge
+    # before early stopping ends it, instead of stopping after a few dozen steps
+    quick = quick.replace(min_steps_per_epoch=100)
     if name == "quick":
-        if setup.target_dataset == "digits":
-            # 1,081 training images: 1% is one image per class and one pass a single step, so an
-            # epoch makes at least 100 steps (as in the range profile), and the grid reaches 100%
-            percentages = (0.01, 0.05, 1.0)
-            return quick.replace(min_steps_per_epoch=100), Grid(percentages, depth_cuts, {p: 2 for p in percentages}, name)
-        percentages = (0.01, 0.05)
+        # 1,081 digits training images: the grid reaches 100%
+        percentages = (0.01, 0.05, 1.0) if setup.target_dataset == "digits" else (0.01, 0.05)
         return quick, Grid(percentages, depth_cuts, {p: 2 for p in percentages}, name)
     if name == "range":
-        # at 0.1% of a target task one pass is a single step; 100 steps per epoch (what 25% of
-        # MNIST 5-9 takes in one pass) let every arm, the baseline included, converge before
-        # early stopping ends it, instead of stopping after a few dozen steps
-        return quick.replace(min_steps_per_epoch=100), Grid(PAPER_PERCENTAGES, depth_cuts, dict(RANGE_REPEATS), name)
+        return quick, Grid(PAPER_PERCENTAGES, depth_cuts, dict(RANGE_REPEATS), name)
     raise DataError(f"unknown profile {name!r}; choose one of {list(PROFILES)}")

@@ -7,6 +7,7 @@ notebook cell's last value (or ``display(fig)``) to see it, and :func:`save_figu
 from __future__ import annotations
 
 import contextlib
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,7 @@ METRIC_LABELS = {"test_acc": "test accuracy", "train_acc": "train accuracy", "va
                  "pair_recall": "pairwise recall"}
 BASELINE_COLOR = "0.45"
 PANEL_WIDTH, PANEL_HEIGHT = 3.8, 3.4
+TITLE_CHARS_PER_INCH = 10  # a figure title's characters per inch of width, at matplotlib's default size
 BAND_NOTE = "bands: inter-quartile range"
 
 
@@ -239,8 +241,9 @@ def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "t
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", title=f"transfer mode\n({BAND_NOTE})", fontsize="small")
-    if title:
-        fig.suptitle(title)
+    if title:  # over the panels only, wrapped to their width: the legend holds the right margin to the top
+        width = int(TITLE_CHARS_PER_INCH * PANEL_WIDTH * len(percentages))
+        fig.suptitle(textwrap.fill(title, width, break_on_hyphens=False), x=0.02, ha="left")
     return fig
 
 

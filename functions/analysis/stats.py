@@ -220,6 +220,29 @@ def repeats_for_power(gains, family: int, alpha: float = 0.05, power: float = 0.
     return np.inf
 
 
+def paired_gain(a, b, rng: np.random.Generator, resamples: int = 10_000) -> dict:
+    """``a`` against ``b``, paired: n, the mean difference with a 95% bootstrap interval
+    (percentile, resampling the pairs; NaN below 2 pairs) and the exact Wilcoxon p."""
+    gains = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    _, p, _ = paired_wilcoxon(a, b)
+    if len(gains) >= 2:
+        means = gains[rng.integers(0, len(gains), (resamples, len(gains)))].mean(axis=1)
+        low, high = np.percentile(means, [2.5, 97.5])
+    else:
+        low = high = np.nan
+    return {"n": len(gains), "gain": gains.mean() if len(gains) else np.nan, "ci95_low": low, "ci95_high": high,
+            "p": p}
+
+
+def holm_family(family: list[dict], alpha: float = 0.05) -> list[dict]:
+    """The rows of one family of :func:`paired_gain` comparisons with their Holm-adjusted p, whether
+    each is significant, the smallest adjusted p its repeats allow (``detectable``: below alpha)."""
+    return [{**row, "p_holm": p_holm, "significant": bool(p_holm < alpha),
+             "smallest_p_holm": smallest_holm_p(row["n"], len(family)),
+             "detectable": smallest_holm_p(row["n"], len(family)) < alpha}
+            for row, p_holm in zip(family, holm([row["p"] for row in family]))]
+
+
 def gains_over_baseline(records, baseline_records, metric: str = "test_acc", alpha: float = 0.05,
                         resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """Does transfer help?  Each cut point against the baseline trained on the same subsets, per
@@ -228,33 +251,27 @@ def gains_over_baseline(records, baseline_records, metric: str = "test_acc", alp
     family of this question: one test per cut, not every pair), whether it is significant, and
     the smallest corrected p the design can give at all (``detectable`` False: no gain, however
     large, can be significant with these repeats) and the repeats that would detect a gain of the
-    measured size and spread with 80% power (:func:`repeats_for_power`)."""
+    measured size and spread with 80% power (:func:`repeats_for_power`); ``validation``: the cut's
+    mean validation accuracy over those repeats, where the records have one (NaN otherwise)."""
     frame = as_frame(records, baseline_records, metric)
+    if "val_acc" not in frame:
+        frame["val_acc"] = np.nan
     if not (frame.sampled_cut_point == -1).any():
         raise DataError("gains over the baseline need baseline records (cut -1) beside the cut points' records")
     rng = np.random.default_rng(seed)
     rows = []
     for percentage, runs in frame.groupby("sampled_percentage"):
         table = runs.pivot(index="repeat", columns="sampled_cut_point", values=metric)
+        validation = runs.pivot(index="repeat", columns="sampled_cut_point", values="val_acc")
         cuts = [c for c in sorted(table.columns) if c != -1]
         family = []
         for cut in cuts:
             pair = table[[cut, -1]].dropna()
-            gains = (pair[cut] - pair[-1]).to_numpy()
-            _, p, _ = paired_wilcoxon(pair[cut], pair[-1], alpha)
-            if len(gains) >= 2:
-                means = gains[rng.integers(0, len(gains), (resamples, len(gains)))].mean(axis=1)
-                low, high = np.percentile(means, [2.5, 97.5])
-            else:
-                low = high = np.nan
-            family.append({"sampled_percentage": percentage, "cut": cut, "n": len(gains),
-                           "baseline": pair[-1].mean(), "mean": pair[cut].mean(), "gain": gains.mean(),
-                           "ci95_low": low, "ci95_high": high, "p": p,
-                           "repeats_for_power": repeats_for_power(gains, len(cuts), alpha)})
-        for row, p_holm in zip(family, holm([row["p"] for row in family])):
-            smallest = smallest_holm_p(row["n"], len(family))
-            rows.append({**row, "p_holm": p_holm, "significant": bool(p_holm < alpha),
-                         "smallest_p_holm": smallest, "detectable": smallest < alpha})
+            family.append({"sampled_percentage": percentage, "cut": cut,
+                           "validation": validation.loc[pair.index, cut].mean(), "baseline": pair[-1].mean(),
+                           "mean": pair[cut].mean(), **paired_gain(pair[cut], pair[-1], rng, resamples),
+                           "repeats_for_power": repeats_for_power(pair[cut] - pair[-1], len(cuts), alpha)})
+        rows += holm_family(family, alpha)
     return pd.DataFrame(rows)
 
 
@@ -267,17 +284,20 @@ def _power_clause(repeats: float) -> str:
 
 
 def gains_verdict(gains: pd.DataFrame, what: str, alpha: float = 0.05) -> str:
-    """One sentence per percentage on the best cut's gain over the baseline, made from
-    :func:`gains_over_baseline`'s table: its size and interval, and whether it is significant or
-    why the design cannot say."""
+    """One sentence per percentage on the gain over the baseline of the cut the validation
+    accuracy picks (the test split never picks it; without validation accuracies, the cut of the
+    largest gain), made from :func:`gains_over_baseline`'s table: its size and interval, and
+    whether it is significant or why the design cannot say."""
     lines = []
     for percentage, rows in gains.groupby("sampled_percentage"):
         if rows["gain"].isna().all():  # no cut point shares a repeat with the baseline here
             lines.append(f"{what} at {percentage * 100:g}% of the data: no run pairs with a baseline run.")
             continue
-        best = rows.loc[rows["gain"].idxmax()]
+        picked = rows["validation"].notna().any()
+        best = rows.loc[rows["validation"].idxmax() if picked else rows["gain"].idxmax()]
         family = len(rows)
-        head = (f"{what} at {percentage * 100:g}% of the data: the best cut ({int(best.cut)}) gains {best.gain:+.3f} over the "
+        which = "the cut validation picks" if picked else "the best cut"
+        head = (f"{what} at {percentage * 100:g}% of the data: {which} ({int(best.cut)}) gains {best.gain:+.3f} over the "
                 f"baseline ({best.baseline:.3f} to {best['mean']:.3f}; 95% CI {best.ci95_low:+.3f} to "
                 f"{best.ci95_high:+.3f}, n = {int(best.n)} paired repeats)")
         if best.significant:

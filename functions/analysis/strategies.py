@@ -1,21 +1,23 @@
 """Fine-tuning strategies side by side: accuracy per cut point and fraction of data, against
-trainable parameters and time, tested against FR run by run, and the answer in words."""
+trainable parameters and time, each at the cut its validation accuracy picks tested against FR at
+its own, and the answer in words."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..core.errors import DataError
 from .plots import fraction_title, panels
-from .stats import as_frame, holm, paired_wilcoxon
+from .stats import as_frame, holm_family, paired_gain, repeats_for_power, repeats_to_detect
 
 REFERENCE = "FR"
 
 
 def strategy_frame(records_by_mode: dict, trainable_by_mode: dict) -> pd.DataFrame:
     """One row per run of every mode (baselines excluded): mode, percentage, cut, repeat,
-    test accuracy, epochs, seconds, and the trainable parameters of that mode at that cut
+    validation and test accuracy, epochs, seconds, and the trainable parameters of that mode at that cut
     (``trainable_by_mode[mode][cut]``, for modes whose records lack them)."""
     if REFERENCE not in records_by_mode:
         raise DataError(f"the strategies are compared with {REFERENCE}: give its records too")
@@ -25,18 +27,19 @@ def strategy_frame(records_by_mode: dict, trainable_by_mode: dict) -> pd.DataFra
         if "trainable_params" not in frame:
             frame["trainable_params"] = frame["sampled_cut_point"].map(trainable_by_mode[mode])
         frames.append(frame.assign(mode=mode)[["mode", "sampled_percentage", "sampled_cut_point", "repeat",
-                                               "test_acc", "epochs", "seconds", "trainable_params"]])
+                                               "val_acc", "test_acc", "epochs", "seconds", "trainable_params"]])
     return pd.concat(frames, ignore_index=True)
 
 
 def best_cuts(frame: pd.DataFrame, baseline_records) -> pd.DataFrame:
-    """Per percentage and mode, the cut point with the highest mean test accuracy: its mean and
-    standard deviation, trainable parameters, mean epochs and seconds per run; the baseline beside
-    them."""
+    """Per percentage and mode, the cut point with the highest mean validation accuracy (the test
+    split never picks a setting): its mean test accuracy and standard deviation, trainable
+    parameters, mean epochs and seconds per run; the baseline beside them."""
     means = frame.groupby(["sampled_percentage", "mode", "sampled_cut_point"]).agg(
-        test_acc=("test_acc", "mean"), std=("test_acc", "std"), trainable_params=("trainable_params", "first"),
-        epochs=("epochs", "mean"), seconds=("seconds", "mean")).reset_index()
-    best = means.loc[means.groupby(["sampled_percentage", "mode"], sort=False)["test_acc"].idxmax()]
+        val_acc=("val_acc", "mean"), test_acc=("test_acc", "mean"), std=("test_acc", "std"),
+        trainable_params=("trainable_params", "first"), epochs=("epochs", "mean"),
+        seconds=("seconds", "mean")).reset_index()
+    best = means.loc[means.groupby(["sampled_percentage", "mode"], sort=False)["val_acc"].idxmax()]
     best = best.rename(columns={"sampled_cut_point": "best_cut"})
     base = as_frame(baseline_records).groupby("sampled_percentage")["test_acc"].agg(["mean", "std"])
     best["baseline"] = best["sampled_percentage"].map(base["mean"])
@@ -44,25 +47,36 @@ def best_cuts(frame: pd.DataFrame, baseline_records) -> pd.DataFrame:
     order = {mode: i for i, mode in enumerate(frame["mode"].unique())}
     best = best.sort_values(["sampled_percentage", "mode"], key=lambda c: c.map(order) if c.name == "mode" else c)
     return best.set_index(["sampled_percentage", "mode"])[
-        ["best_cut", "test_acc", "std", "baseline", "gain_over_baseline", "trainable_params", "epochs", "seconds"]]
+        ["best_cut", "val_acc", "test_acc", "std", "baseline", "gain_over_baseline", "trainable_params", "epochs",
+         "seconds"]]
 
 
-def against_reference(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Each strategy against FR at the same cut point and percentage, runs paired by repeat (they
-    trained on the same subset): mean difference, Wilcoxon p, Holm-adjusted within the percentage."""
+def against_reference(frame: pd.DataFrame, best: pd.DataFrame, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Is a strategy better than FR?  Per percentage, each strategy at its chosen cut (``best``, from
+    :func:`best_cuts`) against FR at FR's, runs paired by repeat (trained on the same subset): the
+    mean test-accuracy difference with a 95% bootstrap interval, the exact Wilcoxon p, Holm-adjusted
+    over the strategies of the percentage (the family of this question: one test per strategy, not
+    one per strategy and cut), and the repeats that would detect a difference of the measured size
+    and spread with 80% power."""
+    rng = np.random.default_rng(seed)
     rows = []
-    for percentage, runs in frame.groupby("sampled_percentage"):
-        table = runs.pivot_table(index=["sampled_cut_point", "repeat"], columns="mode", values="test_acc")
+    for percentage, chosen in best.groupby(level="sampled_percentage"):
+        chosen = chosen.droplevel("sampled_percentage")["best_cut"]
+        runs = frame[frame["sampled_percentage"] == percentage]
+        accuracy = {mode: runs[(runs["mode"] == mode) & (runs["sampled_cut_point"] == cut)].set_index("repeat")["test_acc"]
+                    for mode, cut in chosen.items()}
         family = []
-        for mode in (m for m in frame["mode"].unique() if m != REFERENCE):
-            for cut, pair in table[[mode, REFERENCE]].dropna().groupby(level="sampled_cut_point"):
-                statistic, p, note = paired_wilcoxon(pair[mode], pair[REFERENCE], alpha)
-                family.append({"sampled_percentage": percentage, "mode": mode, "cut": cut, "n": len(pair),
-                               "mean_diff": (pair[mode] - pair[REFERENCE]).mean(), "p": p, "note": note})
-        for row, p_holm in zip(family, holm([row["p"] for row in family])):
-            rows.append({**row, "p_holm": p_holm, "significant": bool(p_holm < alpha)})
-    return pd.DataFrame(rows, columns=["sampled_percentage", "mode", "cut", "n", "mean_diff", "p", "p_holm",
-                                       "significant", "note"])
+        for mode in (m for m in chosen.index if m != REFERENCE):
+            pair = pd.concat([accuracy[mode], accuracy[REFERENCE]], axis=1, keys=[mode, REFERENCE]).dropna()
+            difference = pair[mode] - pair[REFERENCE]  # the test is two-sided: power for either sign
+            family.append({"sampled_percentage": percentage, "mode": mode, "cut": int(chosen[mode]),
+                           "reference_cut": int(chosen[REFERENCE]), **paired_gain(pair[mode], pair[REFERENCE], rng),
+                           "repeats_for_power": repeats_for_power(np.sign(difference.mean()) * difference,
+                                                                  len(chosen) - 1, alpha)})
+        rows += holm_family(family, alpha)
+    return pd.DataFrame(rows, columns=["sampled_percentage", "mode", "cut", "reference_cut", "n", "gain", "ci95_low",
+                                       "ci95_high", "p", "p_holm", "significant", "smallest_p_holm", "detectable",
+                                       "repeats_for_power"])
 
 
 def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_params") -> Figure:
@@ -89,10 +103,10 @@ def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_
     return fig
 
 
-def verdict(frame: pd.DataFrame, best: pd.DataFrame, tests: pd.DataFrame) -> str:
-    """Per percentage: the strategy with the best cut point, its gain over FR's best cut and over
-    the baseline, the fewest trainable parameters of any (mode, cut point) reaching FR's best mean
-    accuracy, and how many strategy-vs-FR comparisons are significant."""
+def verdict(frame: pd.DataFrame, best: pd.DataFrame, tests: pd.DataFrame, alpha: float = 0.05) -> str:
+    """Per percentage: the strategy whose validation-chosen cut scores best on the test split, its
+    difference from FR with its interval, the fewest trainable parameters of any (mode, cut point)
+    reaching FR's accuracy, and what the tests against FR can conclude with these repeats."""
     means = frame.groupby(["sampled_percentage", "mode", "sampled_cut_point"]).agg(
         test_acc=("test_acc", "mean"), trainable_params=("trainable_params", "first")).reset_index()
     lines = []
@@ -103,14 +117,31 @@ def verdict(frame: pd.DataFrame, best: pd.DataFrame, tests: pd.DataFrame) -> str
         points = means[(means["sampled_percentage"] == percentage) & (means["test_acc"] >= reference["test_acc"])]
         cheapest = points.loc[points["trainable_params"].idxmin()]
         family = tests[tests["sampled_percentage"] == percentage]
-        better = family[family["significant"] & (family["mean_diff"] > 0)]
-        worse = family[family["significant"] & (family["mean_diff"] < 0)]
-        lines.append(
-            f"{percentage:g} of the data: {winner} is best (cut {int(top['best_cut'])}, {top['test_acc']:.3f}; "
-            f"{top['test_acc'] - reference['test_acc']:+.3f} over FR's best cut {int(reference['best_cut'])}, "
-            f"{top['gain_over_baseline']:+.3f} over the baseline, {int(top['trainable_params']):,} trainable "
-            f"parameters). The fewest trainable parameters reaching FR's best accuracy: {cheapest['mode']} at cut "
-            f"{int(cheapest['sampled_cut_point'])} ({int(cheapest['trainable_params']):,} against FR's "
-            f"{int(reference['trainable_params']):,}). Against FR at the same cut, {len(better)} of {len(family)} "
-            f"comparisons are significantly better and {len(worse)} significantly worse (Wilcoxon, Holm, alpha 0.05).")
+        line = (f"{percentage * 100:g}% of the data, each mode at the cut its validation accuracy picks: {winner} "
+                f"scores best (cut {int(top['best_cut'])}, {top['test_acc']:.3f}, "
+                f"{top['gain_over_baseline']:+.3f} over the baseline, {int(top['trainable_params']):,} trainable "
+                f"parameters)")
+        if winner != REFERENCE:
+            row = family[family["mode"] == winner].iloc[0]
+            line += (f", {row['gain']:+.3f} over FR at its cut {int(reference['best_cut'])} (95% CI "
+                     f"{row['ci95_low']:+.3f} to {row['ci95_high']:+.3f}, n = {int(row['n'])})")
+        line += (f". The fewest trainable parameters reaching FR's accuracy: {cheapest['mode']} at cut "
+                 f"{int(cheapest['sampled_cut_point'])} ({int(cheapest['trainable_params']):,} against FR's "
+                 f"{int(reference['trainable_params']):,}). ")
+        if family.empty:
+            lines.append(line.strip())
+            continue
+        better = family[family["significant"] & (family["gain"] > 0)]
+        worse = family[family["significant"] & (family["gain"] < 0)]
+        if family["detectable"].any():
+            line += (f"Against FR, {len(better)} of {len(family)} strategies are significantly better and "
+                     f"{len(worse)} significantly worse (Wilcoxon, Holm over the {len(family)} strategies, "
+                     f"alpha {alpha}).")
+        else:
+            repeats = int(family["n"].max())
+            line += (f"With {repeats} repeats no strategy can differ significantly from FR (an exact Wilcoxon "
+                     f"test's smallest p is {2 / 2 ** repeats:.3g}, {family['smallest_p_holm'].min():.3g} after "
+                     f"Holm's correction over {len(family)} strategies); {repeats_to_detect(len(family), alpha)} "
+                     f"repeats could.")
+        lines.append(line)
     return "\n".join(lines)

@@ -41,7 +41,7 @@ def plan(folder: str, setup: str | None = None, profile_name: str = "quick", mod
     changes = dict(overrides or {})
     if seed is not None:
         changes["generate_dataset_seed"] = int(seed)
-    cfg = cfg.replace(**changes).with_mode(mode)
+    cfg = cfg.with_mode(mode).replace(**changes)  # an override wins over what the mode sets
     percentages = tuple(percentages) if percentages else grid.percentages
     if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1):
         raise DataError(f"repeats={repeats!r} must be a positive integer (None: the profile's repeats)")
@@ -56,8 +56,8 @@ def parameter_table(cfg: Config, grid: Grid):
     """The experiment's parameters and grid as one table, for the record at the top of a notebook.
 
     A parameter added after results files existed is listed when it differs from the value that
-    everything before it used (``LEGACY_VALUES``): a quick-profile notebook reads as it did, and a
-    range-profile one shows its ``min_steps_per_epoch``."""
+    everything before it used (``LEGACY_VALUES``): ``min_steps_per_epoch`` shows, ``precision``
+    does not unless a run asks for bf16."""
     import pandas as pd
     fields = {k: v for k, v in cfg.params().items()
               if k != SCHEMA_KEY and not (k in LEGACY_VALUES and v == LEGACY_VALUES[k])}
@@ -211,17 +211,24 @@ def sweep_records(setup: Setup, mode: str, profile: str = "quick") -> tuple[list
 
 def strategy_records(setup: Setup, plans: dict) -> tuple[dict, list, dict]:
     """(records per mode, baseline records, trainable parameters per mode and cut) of the modes in
-    ``plans`` (mode -> (setup, config, grid)); counts for modes whose records lack them (F, FR, FT)
+    ``plans`` (mode -> (setup, config, grid)), only the runs of each plan's grid (its percentages
+    and cut points: a file may hold more); counts for modes whose records lack them (F, FR, FT)
     come from the networks the sweep builds."""
     from ..models.study_cnn import cut
     records, trainable, baselines = {}, {}, None
     for mode, (_, cfg, grid) in plans.items():
-        records[mode], baselines = sweep_records(setup, mode, grid.profile)
+        found, found_baselines = sweep_records(setup, mode, grid.profile)
+        records[mode] = [r for r in found if _in_grid(r, grid) and r["sampled_cut_point"] in grid.cut_points]
+        baselines = [r for r in found_baselines if _in_grid(r, grid)]
         if cfg.strategy == CUT:
             source, classes = load_pretrained(setup, cfg), len(cfg.fine_tune_classes)
             trainable[mode] = {c: sum(p.numel() for p in cut(source, c, cfg, classes, 0).parameters() if p.requires_grad)
                                for c in grid.cut_points}
     return records, baselines, trainable
+
+
+def _in_grid(record: dict, grid: Grid) -> bool:
+    return any(same_percentage(record["sampled_percentage"], p) for p in grid.percentages)
 
 
 def available_modes(setup: Setup, profile: str = "quick") -> list[str]:

@@ -65,14 +65,15 @@ def _template(name: str, **values: str) -> list:
             for cell_type, source in _percent_cells(file.read_text())]
 
 
-def _parameters(folder: str, profile: str = "quick", percentages: tuple | None = None, **extra) -> str:
+def _parameters(folder: str, profile: str = "quick", percentages: tuple | None = None,
+                which: str = "those scored in seconds", **extra) -> str:
     lines = [f"folder = {folder!r}", f"setup = {default_setup(folder)!r}  # the folder's class setup; others: "
              f"{setup_names(folder)}"]
     lines += [f"{k} = {v!r}" for k, v in extra.items()]
     lines += ['profile = "quick"  # "quick": a CPU runs it in minutes; "paper": the upstream grid' if profile == "quick"
               else f'profile = {profile!r}  # "range": 0.1% to 100% of the target data (`make range`); "quick": a CPU '
                    'runs it in minutes; "paper": the upstream grid',
-              f"percentages = {list(percentages)}  # of the profile's fractions, those scored in seconds"
+              f"percentages = {list(percentages)}  # of the profile's fractions, {which}"
               if percentages else "percentages = None  # None: the profile's fractions of the target training data",
               "repeats = None  # None: the profile's repeats per percentage",
               "cut_points = None  # None: every cut 0..depth",
@@ -92,6 +93,10 @@ def _transferability_parameters(folder: str) -> str:
     return _parameters(folder, profile, SCORED_RANGE_FRACTIONS if profile == "range" else None, mode="FR")
 
 
+# the quick profile's fraction the strategies' committed sweeps run: few labels, where they differ most
+STRATEGY_FRACTIONS = (0.01,)
+
+
 def strategy_modes(folder: str) -> list[str]:
     """FR and the strategies; the LoRA rank sweep on MNIST (rank 4 elsewhere)."""
     ranks = (1, 2, 4, 8) if folder == "MNIST" else (4,)
@@ -105,7 +110,9 @@ PARAMETERS = {
     "clustering": lambda folder: _parameters(folder, fine_tune_cut=3, max_images=300, per_channel=True),
     "visualizations": lambda folder: _parameters(folder, _default_profile(folder, ["FR"])),
     "transferability": _transferability_parameters,
-    "strategies": lambda folder: _parameters(folder, modes=strategy_modes(folder)),
+    "strategies": lambda folder: _parameters(folder, percentages=STRATEGY_FRACTIONS,
+                                             which="those the strategies' sweeps ran (`make strategies`)",
+                                             modes=strategy_modes(folder)),
     "adaptation": lambda folder: _parameters(folder, modes=ADAPTATION_NOTEBOOK_MODES + ["FR"]),
 }
 

@@ -7,6 +7,7 @@ process and reused across cut points: it does not depend on the cut.
 """
 from __future__ import annotations
 
+import itertools
 import json
 
 from ..config import ADAPTATION_MODES, Config, setup_for
@@ -30,20 +31,29 @@ def domain_runs(cfg: Config, task: TaskData, pretrained: StudyCNN, cut_point: in
         source = cfg.source_task()
         source_train, source_val = (s.to(train.y.device) for s in (source.train, source.val))
         return [adapt(cfg.strategy, pretrained, cut_point, source_train, source_val, train.subset(rows), test,
-                      weight=cfg.coral_weight if cfg.strategy == "coral" else cfg.dann_weight, lr=cfg.lr_fine_tune,
+                      weights=cfg.alignment_weights, lr=cfg.lr_fine_tune,
                       epochs=cfg.num_train, batch_size=cfg.batch_size, min_steps_per_epoch=cfg.min_steps_per_epoch,
                       seed=seed, trajectory=trajectory)
                 for rows, seed in zip(subsets, seeds)]
+    settings = list(itertools.product(cfg.kd_temperatures or (cfg.kd_temperature,), cfg.kd_alphas or (cfg.kd_alpha,)))
     runs = []
     for rows, seed, teacher_seed in zip(subsets, seeds, teacher_seeds):
         subset = train.subset(rows)
         teacher, measured = fine_tuned_teacher(cfg, task, subset, val, test, teacher_seed)
-        student = cut(pretrained, cut_point, cfg, task.num_classes, seed).to(train.x.device)
-        result = distil(student, teacher, subset, val, test, temperature=cfg.kd_temperature, alpha=cfg.kd_alpha,
-                        lr=cfg.lr_fine_tune, max_epochs=cfg.num_train, patience=cfg.early_stop_patience,
-                        batch_size=cfg.batch_size, seed=seed, min_steps_per_epoch=cfg.min_steps_per_epoch)
+        candidates = []
+        for temperature, alpha in settings:
+            student = cut(pretrained, cut_point, cfg, task.num_classes, seed).to(train.x.device)
+            result = distil(student, teacher, subset, val, test, temperature=temperature, alpha=alpha,
+                            lr=cfg.lr_fine_tune, max_epochs=cfg.num_train, patience=cfg.early_stop_patience,
+                            batch_size=cfg.batch_size, seed=seed, min_steps_per_epoch=cfg.min_steps_per_epoch)
+            candidates.append((result.val_acc, temperature, alpha, student, result))
+        # the first of equal validation accuracies: the order of the settings breaks ties
+        val_acc, temperature, alpha, student, result = max(candidates, key=lambda c: c[0])
+        chosen = {} if len(settings) == 1 else {
+            "chosen_temperature": temperature, "chosen_alpha": alpha,
+            **{f"val_acc_t{t:g}_a{a:g}": c_val for c_val, t, a, _, _ in candidates}}
         result.details = {**measured, "student_params": parameter_count(student),
-                          "student_ms_per_image": inference_ms(student, test)}
+                          "student_ms_per_image": inference_ms(student, test), **chosen}
         runs.append((student, result))
     return runs
 

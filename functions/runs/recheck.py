@@ -19,7 +19,7 @@ reproduces the stored accuracy, so that the trajectory stands for the code that 
 """
 from __future__ import annotations
 
-from ..config import ALIGNING_MODES, CUT, Config, Setup
+from ..config import ALIGNING_MODES, CUT, LEGACY_VALUES, Config, Setup
 from ..core.device import pick_device
 from ..core.errors import DataError
 from ..core.paths import results_dir
@@ -78,7 +78,8 @@ def float64_steps(setup: Setup, cfg: Config, cut_point: int, percentage: float, 
 
 def _references(setup: Setup, cfg: Config, profile: str) -> ResultsFile:
     return ResultsFile(reference_path(setup, cfg.mode, profile),
-                       {**cfg.params(), "reference_steps": REFERENCE_STEPS, "reference_dtype": "float64"})
+                       {**cfg.params(), "reference_steps": REFERENCE_STEPS, "reference_dtype": "float64"},
+                       legacy=LEGACY_VALUES)
 
 
 def _run_key(cut_point: int, percentage: float, repeat: int) -> tuple:

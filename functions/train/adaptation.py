@@ -15,7 +15,10 @@ the cut"):
 Features at the cut are average-pooled to at most 4 x 4 positions before they are aligned: the
 covariance of a block's full maps (up to 12,544 values) would not fit, and coarse positions keep
 what the pooled classifier input of the last block holds.  No target label is used for training
-or model selection: DANN and CORAL train a fixed number of epochs and keep their last weights.
+or model selection: DANN and CORAL train a fixed number of epochs and keep their last weights, and
+when given several alignment weights they keep the run whose deep embedded validation risk
+(:func:`dev_risk`, You et al. 2019: the source validation loss weighted towards the target by a
+domain classifier) is lowest.
 Their BatchNorm layers keep the source's statistics while they train (in training mode every
 batch would mix the two domains' statistics): what they change is weights only, and AdaBN is the
 method that changes statistics.  Both train through the project's trainer, the alignment term as
@@ -27,8 +30,10 @@ import copy
 import math
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from ..core.errors import DataError
@@ -185,36 +190,94 @@ def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, t
     return result.status
 
 
+DEV_IMAGES = 2000  # source training images the domain classifier of dev_risk sees at most
+
+
+@torch.no_grad()
+def embedding(model: StudyCNN, images: torch.Tensor, chunk: int = 1024) -> np.ndarray:
+    """The last block's activation as :func:`aligned_features` pools it, for every image (eval mode)."""
+    model.eval()
+    parts = [aligned_features(model.features(images[i:i + chunk])) for i in range(0, len(images), chunk)]
+    return torch.cat(parts).double().cpu().numpy()
+
+
+def dev_risk(model: StudyCNN, source: Split, source_val: Split, target: torch.Tensor, seed: int = 0) -> float:
+    """Deep embedded validation (You et al. 2019): an estimate of ``model``'s loss on the target
+    domain from labelled source validation images and unlabelled target images only.
+
+    A logistic domain classifier on the model's embedding (source training images against the
+    target images, classes balanced) gives each validation image the density ratio
+    ``w = p_target / p_source`` as ``d / (1 - d)``; the risk is the mean of ``w * loss`` with the
+    paper's control variate ``eta = -cov(w * loss, w) / var(w)`` added as ``eta * (mean(w) - 1)``,
+    which cancels most of the weights' variance."""
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(len(source))[:DEV_IMAGES]
+    source_features, target_features = embedding(model, source.x[rows]), embedding(model, target)
+    val_features = embedding(model, source_val.x)
+    both = np.concatenate([source_features, target_features])
+    centre, scale = both.mean(axis=0), both.std(axis=0) + 1e-8
+    critic = LogisticRegression(class_weight="balanced", max_iter=2000)
+    critic.fit((both - centre) / scale, np.r_[np.zeros(len(source_features)), np.ones(len(target_features))])
+    target_probability = np.clip(critic.predict_proba((val_features - centre) / scale)[:, 1], 1e-6, 1 - 1e-6)
+    weights = target_probability / (1 - target_probability)
+    with torch.no_grad():
+        logits = torch.cat([model(source_val.x[i:i + 1024]) for i in range(0, len(source_val), 1024)])
+        losses = F.cross_entropy(logits, source_val.y, reduction="none").double().cpu().numpy()
+    weighted = weights * losses
+    spread = weights.var(ddof=1)
+    eta = -np.cov(weighted, weights)[0, 1] / spread if spread > 0 else 0.0
+    return float(weighted.mean() + eta * (weights.mean() - 1.0))
+
+
 def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, source_val: Split, target: Split,
-          test: Split, *, weight: float = 1.0, lr: float = 1e-3, epochs: int = 10, batch_size: int = 64,
+          test: Split, *, weights: tuple = (1.0,), lr: float = 1e-3, epochs: int = 10, batch_size: int = 64,
           min_steps_per_epoch: int = 1, seed: int = 0,
           trajectory: Trajectory | None = None) -> tuple[StudyCNN, RunResult]:
     """One adaptation run from a copy of ``source_model``: ``source_only``, ``adabn``, ``dann`` or
     ``coral`` at ``cut_point``, with ``target``'s images (its labels are only scored, never used).
 
-    The result's ``test_acc`` is on the target's test split, ``train_acc`` on the target images
-    adapted to, ``val_acc`` on the source's validation split (the only labels a method may see).
-    With ``trajectory`` (DANN and CORAL only) the run is the trajectory's first steps in its dtype,
-    and nothing is scored (the accuracies are NaN): the steps are what it is for.
+    DANN and CORAL train at their alignment weight ``weights[0]``; given several, one run per
+    weight, and the one with the lowest :func:`dev_risk` is kept: its weight and every candidate's risk go into the result's
+    details.  The result's ``test_acc`` is on the target's test split, ``train_acc`` on the target
+    images adapted to, ``val_acc`` on the source's validation split (the only labels a method may
+    see).  With ``trajectory`` (DANN and CORAL only) the run is the trajectory's first steps in its
+    dtype, and nothing is scored (the accuracies are NaN): the steps are what it is for.
     """
     began = time.perf_counter()
     aligning = method in ("dann", "coral")
     if trajectory is not None and not aligning:
         raise DataError(f"{method!r} does not train: only dann and coral have a trajectory to record")
+    if len(weights) > 1 and (not aligning or trajectory is not None):
+        raise DataError(f"several weights {list(weights)} are chosen between for one dann or coral run; "
+                        f"{method!r} takes none" if not aligning else "a trajectory records one weight's run")
     dtype = trajectory.dtype if trajectory is not None else torch.float32
-    model = copy.deepcopy(source_model).to(dtype)
     source, target = as_dtype(source, dtype), as_dtype(target, dtype)
-    status = "ok"
+    status, details = "ok", None
     if method == "adabn":
-        adapt_batch_norm(model, target.x, cut_point)
+        model = adapt_batch_norm(copy.deepcopy(source_model), target.x, cut_point)
+    elif aligning and len(weights) > 1:
+        candidates = {}
+        for candidate in weights:
+            model = copy.deepcopy(source_model)
+            status = train_aligned(model, method, cut_point, source, target.x, weight=candidate, lr=lr,
+                                   epochs=epochs, batch_size=batch_size, min_steps_per_epoch=min_steps_per_epoch,
+                                   seed=seed)
+            risk = dev_risk(model, source, source_val, target.x, seed) if status == "ok" else float("inf")
+            candidates[candidate] = risk, model, status
+        chosen = min(candidates, key=lambda w: candidates[w][0])
+        _, model, status = candidates[chosen]
+        details = {"chosen_weight": chosen, **{f"dev_risk_{w:g}": risk for w, (risk, _, _) in candidates.items()}}
     elif aligning:
-        status = train_aligned(model, method, cut_point, source, target.x, weight=weight, lr=lr, epochs=epochs,
+        model = copy.deepcopy(source_model).to(dtype)
+        status = train_aligned(model, method, cut_point, source, target.x, weight=weights[0], lr=lr, epochs=epochs,
                                batch_size=batch_size, min_steps_per_epoch=min_steps_per_epoch, seed=seed,
                                trajectory=trajectory)
-    elif method != "source_only":
+    elif method == "source_only":
+        model = copy.deepcopy(source_model)
+    else:
         raise DataError(f"unknown adaptation method {method!r}; choose source_only, adabn, dann or coral")
     model.eval()
     score = (lambda split: float("nan")) if trajectory is not None else (lambda split: accuracy(model, split))
     return model, RunResult(train_acc=score(target), val_acc=score(source_val), test_acc=score(test),
                             epochs=epochs if aligning else 0, seconds=time.perf_counter() - began,
-                            n_train=len(target), status=status)
+                            n_train=len(target), status=status, details=details)

@@ -317,6 +317,17 @@ def test_gains_over_the_baseline_are_paired_with_an_interval_and_their_own_famil
         gains_over_baseline(runs(1, better), None)
 
 
+def test_the_verdict_reads_the_cut_that_validation_picks_not_the_largest_test_gain():
+    from functions.analysis.stats import gains_over_baseline, gains_verdict
+    baseline = [0.50, 0.52, 0.49, 0.51, 0.50, 0.53, 0.48, 0.50, 0.51, 0.52]
+    tested_best = [dict(r, val_acc=0.6) for r in runs(1, [b + 0.10 for b in baseline])]
+    validated = [dict(r, val_acc=0.7) for r in runs(2, [b + 0.05 + 0.001 * (i % 2) for i, b in enumerate(baseline)])]
+    table = gains_over_baseline(tested_best + validated, [dict(r, val_acc=0.5) for r in runs(-1, baseline)],
+                                resamples=200)
+    assert table.set_index("cut")["validation"].to_dict() == {1: pytest.approx(0.6), 2: pytest.approx(0.7)}
+    assert gains_verdict(table, "test").startswith("test at 10% of the data: the cut validation picks (2) gains +0.051 over")
+
+
 def test_a_table_with_nothing_significant_becomes_one_line_saying_why(study):
     from functions.analysis.stats import pairs_verdict
     assert pairs_verdict(paired_tests(*study), "test") == ""  # cut 2 differs: the groups table says which

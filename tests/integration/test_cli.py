@@ -37,7 +37,7 @@ def test_cli_runs_a_small_sweep_and_prints_the_summary(output_root, capsys):
     # then the gain over the baseline (one repeat: no interval) and what the design can say of it
     gains = out[out.index("Gain over the baseline"):]
     assert re.search(r"\ncut 2\s+[+-]0\.\d{3}\n", gains)
-    assert "MNIST FR (quick profile) at 0.2% of the data: the best cut (2) gains" in gains
+    assert "MNIST FR (quick profile) at 0.2% of the data: the cut validation picks (2) gains" in gains
     assert "the design cannot detect it: with 1 repeat the smallest p" in gains
     assert (output_root / "MNIST" / "results" / "results_regular_FR.json").exists()
 

@@ -222,16 +222,19 @@ def test_what_a_method_is_worth_is_read_off_the_labelled_curve_log_linearly():
 def test_the_distillation_table_sets_teacher_alone_and_distilled_side_by_side():
     from functions.analysis.adaptation import distillation_gain, distillation_table
     distilled = [{"sampled_percentage": 0.05, "sampled_cut_point": c, "repeat": r, "test_acc": 0.6 + 0.1 * c,
-                  "status": "ok", "teacher_test_acc": 0.9, "teacher_params": 1000, "teacher_ms_per_image": 0.2,
-                  "student_params": 100, "student_ms_per_image": 0.05} for c in (0, 1) for r in (0, 1)]
-    alone = [{"sampled_percentage": 0.05, "sampled_cut_point": c, "repeat": r, "test_acc": 0.65, "status": "ok"}
-             for c in (0, 1) for r in (0, 1)]
+                  "val_acc": 0.6 + 0.1 * c, "status": "ok", "teacher_test_acc": 0.9, "teacher_params": 1000,
+                  "teacher_ms_per_image": 0.2, "student_params": 100, "student_ms_per_image": 0.05}
+                 for c in (0, 1) for r in (0, 1)]
+    # validation picks cut 0 for the student alone, although its test accuracy is higher at cut 1
+    alone = [{"sampled_percentage": 0.05, "sampled_cut_point": c, "repeat": r, "test_acc": 0.65 + 0.05 * c,
+              "val_acc": 0.7 - 0.05 * c, "status": "ok"} for c in (0, 1) for r in (0, 1)]
     table = distillation_table(distilled, alone).set_index("model")
     assert table.loc["teacher (fine-tuned whole)", "test accuracy"] == pytest.approx(0.9)
     assert table.loc["student distilled", "cut"] == 1 and table.loc["student distilled", "test accuracy"] == pytest.approx(0.7)
+    assert table.loc["student alone (FR)", "cut"] == 0 and table.loc["student alone (FR)", "test accuracy"] == pytest.approx(0.65)
     assert table.loc["student alone (FR)", "parameters"] == 100
     gain = distillation_gain(distilled, alone)
-    assert gain.loc[0, 0.05] == pytest.approx(-0.05) and gain.loc[1, 0.05] == pytest.approx(0.05)
+    assert gain.loc[0, 0.05] == pytest.approx(-0.05) and gain.loc[1, 0.05] == pytest.approx(0.0)
 
 
 def test_alignment_trains_its_paired_steps_through_the_trainer_and_keeps_the_last_weights():
@@ -247,3 +250,84 @@ def test_alignment_trains_its_paired_steps_through_the_trainer_and_keeps_the_las
     assert all(torch.equal(value, statistics[name]) for name, value in model.named_buffers())  # source statistics
     last = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert trajectory.points[-1][1] == pytest.approx(last.sum().item(), rel=1e-12) and not model.training
+
+
+def confident_model(seed: int = 0):
+    """A small BatchNorm CNN whose head is scaled up, so that its losses are near 0 or large."""
+    model = build(Config(num_channels=4, depth=2, batch_norm=True), (1, 8, 8), 3, seed=seed).eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(200.0)
+    return model
+
+
+def two_regions(model, count: int, generator):
+    """Dark and bright noisy images; the dark ones labelled as ``model`` predicts them (loss near
+    0), the bright ones as it least expects (a large loss)."""
+    dark = 0.1 * torch.rand(count, 1, 8, 8, generator=generator)
+    bright = 0.9 + 0.1 * torch.rand(count, 1, 8, 8, generator=generator)
+    with torch.no_grad():
+        labels = torch.cat([model(dark).argmax(1), model(bright).argmin(1)])
+    return Split(torch.cat([dark, bright]), labels), dark, bright
+
+
+def test_dev_risk_weights_the_source_loss_towards_where_the_target_lies():
+    from functions.train.adaptation import dev_risk
+    generator = torch.Generator().manual_seed(0)
+    model = confident_model()
+    source, _, _ = two_regions(model, 300, generator)
+    val, dark, bright = two_regions(model, 200, generator)
+    with torch.no_grad():
+        losses = F.cross_entropy(model(val.x), val.y, reduction="none")
+    dark_loss, bright_loss = losses[:200].mean().item(), losses[200:].mean().item()
+    assert bright_loss > 5 * dark_loss + 1  # the two regions' losses are far apart
+    _, fresh_dark, fresh_bright = two_regions(model, 200, generator)
+    # a target like the source: the plain validation loss; a target of bright images: their loss
+    alike = dev_risk(model, source, val, torch.cat([fresh_dark, fresh_bright]), seed=0)
+    assert alike == pytest.approx(losses.mean().item(), rel=0.1)
+    shifted = dev_risk(model, source, val, fresh_bright, seed=0)
+    assert shifted == pytest.approx(bright_loss, rel=0.1)
+    assert dev_risk(model, source, val, fresh_dark, seed=0) < 0.2 * alike
+
+
+def test_several_alignment_weights_keep_the_run_with_the_lowest_target_risk_estimate():
+    generator = torch.Generator().manual_seed(1)
+    model = confident_model(seed=1)
+    source, _, _ = two_regions(model, 40, generator)
+    val, _, _ = two_regions(model, 30, generator)
+    _, _, target = two_regions(model, 20, generator)
+    test = Split(target, torch.zeros(len(target), dtype=torch.long))
+    _, result = adapt("coral", model, 1, source, val, Split(target, test.y), test, weights=(0.5, 4.0), epochs=1,
+                      batch_size=8, min_steps_per_epoch=2)
+    risks = {w: result.details[f"dev_risk_{w:g}"] for w in (0.5, 4.0)}
+    assert result.details["chosen_weight"] == min(risks, key=risks.get) and all(np.isfinite(list(risks.values())))
+    with pytest.raises(DataError, match="takes none"):
+        adapt("adabn", model, 1, source, val, Split(target, test.y), test, weights=(0.5, 4.0))
+
+
+def test_candidate_weights_are_typed_range_checked_and_resume_older_files():
+    from functions.commands.study import overrides
+    from functions.config import LEGACY_VALUES
+    from functions.runs.store import differing_keys
+    dann = Config().with_mode("dann")
+    assert dann.alignment_weights == (1.0,) and Config().with_mode("coral").replace(coral_weight=2.0).alignment_weights == (2.0,)
+    assert dann.replace(**overrides(["dann_weights=0.1,0.3,1"])).alignment_weights == (0.1, 0.3, 1)
+    with pytest.raises(DataError, match="dann_weights"):
+        dann.replace(dann_weights=(0.1, -1.0))
+    with pytest.raises(DataError, match="kd_alphas"):
+        Config().with_mode("distill").replace(kd_alphas=(0.5, 1.5))
+    assert "dann_weights" not in Config().params() and "kd_alphas" not in dann.params()  # each in its mode's files
+    before = {k: v for k, v in dann.params().items() if k != "dann_weights"}  # a file written before the list
+    assert differing_keys(before, dann.params(), LEGACY_VALUES) == []
+    assert differing_keys(before, dann.replace(dann_weights=(0.1, 1.0)).params(), LEGACY_VALUES) == ["dann_weights"]
+
+
+def test_distillation_keeps_the_temperature_and_share_with_the_best_validation_accuracy(output_root):
+    from functions.notebooks.study import plan
+    from functions.runs.store import load_results
+    from functions.runs.sweep import run_sweep
+    short = {"num_train": 1, "min_steps_per_epoch": 3, "kd_temperatures": (2.0, 4.0), "kd_alphas": (0.5,)}
+    setup, cfg, grid = plan("MNIST_to_digits", None, "quick", "distill", [0.05], 1, [6], overrides=short)
+    (record,) = load_results(run_sweep(setup, cfg, grid, progress=False, baselines=False)["results"])[1]
+    candidates = {t: record[f"val_acc_t{t:g}_a0.5"] for t in (2.0, 4.0)}
+    assert record["chosen_alpha"] == 0.5 and record["val_acc"] == max(candidates.values())
+    assert candidates[record["chosen_temperature"]] == record["val_acc"]

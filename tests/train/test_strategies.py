@@ -328,9 +328,10 @@ def test_strategy_analysis_finds_the_better_strategy_and_the_cheapest_point():
         out = []
         for cut in (1, 2):
             for repeat in range(8):
+                accuracy = 0.8 + 0.01 * cut + mode_gain + rng.normal(0, 0.002)
+                # validation prefers cut 1, the test split cut 2: the cut is chosen on validation
                 record = {"sampled_percentage": 0.01, "sampled_cut_point": cut, "repeat": repeat, "epochs": 5,
-                          "seconds": 1.0, "test_acc": 0.8 + 0.01 * cut + mode_gain + rng.normal(0, 0.002),
-                          "train_acc": 1.0}
+                          "seconds": 1.0, "test_acc": accuracy, "val_acc": accuracy - 0.03 * cut, "train_acc": 1.0}
                 if params is not None:
                     record["trainable_params"] = params[cut]
                 out.append(record)
@@ -341,12 +342,15 @@ def test_strategy_analysis_finds_the_better_strategy_and_the_cheapest_point():
                  for r in range(8)]
     frame = analysis.strategy_frame(records, {"FR": {1: 1000, 2: 500}})
     best = analysis.best_cuts(frame, baselines)
-    assert best.loc[(0.01, "bitfit"), "best_cut"] == 2 and best.loc[(0.01, "FR"), "trainable_params"] == 500
-    assert best.loc[(0.01, "FR"), "gain_over_baseline"] == pytest.approx(0.32, abs=0.01)
-    tests = analysis.against_reference(frame)
-    assert len(tests) == 2 and tests["significant"].all() and (tests["mean_diff"] > 0.04).all()
+    assert best.loc[(0.01, "bitfit"), "best_cut"] == 1 and best.loc[(0.01, "FR"), "trainable_params"] == 1000
+    assert best.loc[(0.01, "FR"), "gain_over_baseline"] == pytest.approx(0.31, abs=0.01)
+    tests = analysis.against_reference(frame, best)
+    assert len(tests) == 1 and tests["significant"].all() and tests["gain"].iloc[0] == pytest.approx(0.05, abs=0.005)
+    assert tests["ci95_low"].iloc[0] > 0.04 and tests["repeats_for_power"].iloc[0] == 6  # one test: 6 can reach p < 0.05
     text = analysis.verdict(frame, best, tests)
-    assert "bitfit is best (cut 2" in text and "bitfit at cut 2 (100 against FR's 500)" in text
-    assert "2 of 2 comparisons are significantly better" in text
+    assert "bitfit scores best (cut 1" in text and "bitfit at cut 2 (100 against FR's 1,000)" in text
+    assert "1 of 1 strategies are significantly better" in text
+    few = analysis.against_reference(frame[frame["repeat"] < 2], best)
+    assert "With 2 repeats no strategy can differ significantly from FR" in analysis.verdict(frame, best, few)
     with pytest.raises(DataError, match="compared with FR"):
         analysis.strategy_frame({"bitfit": records["bitfit"]}, {})

@@ -48,7 +48,7 @@ display(adaptation.per_cut({m: records[m] for m in adaptation.UNSUPERVISED}).rou
 
 # %% [markdown]
 # ## What the unlabelled images are worth in labelled ones
-# Each method at the headline cut (source only and AdaBN: the whole network) against the labelled curves (bars: one standard deviation over repeats; dotted: chance): the baseline trained from scratch and FR at its best cut, both on the same fractions with labels. *Worth* is the labelled fraction (and number of images) at which FR reaches the method's accuracy, log-linear between measured fractions; `<` means below the smallest fraction measured. When source and target classes mean different things (digits against clothing), the source classifier's outputs are arbitrary on the target and every unsupervised method stays near chance: adaptation aligns features, it cannot learn which class is which.
+# Each method at the headline cut (source only and AdaBN: the whole network) against the labelled curves (bars: one standard deviation over repeats; dotted: chance): the baseline trained from scratch and FR at the cut its validation accuracy picks, both on the same fractions with labels. *Worth* is the labelled fraction (and number of images) at which FR reaches the method's accuracy, log-linear between measured fractions; `<` means below the smallest fraction measured. When source and target classes mean different things (digits against clothing), the source classifier's outputs are arbitrary on the target and every unsupervised method stays near chance: adaptation aligns features, it cannot learn which class is which.
 
 # %%
 task = cfg.target_task()
@@ -61,7 +61,7 @@ display(figure)
 
 # %% [markdown]
 # ## Distillation: how small can the network be?
-# Per fraction, the teacher, the quick network trained alone (FR) and the same network distilled from the teacher, each student at its best cut; parameters and the milliseconds per test image that the sweep measured on its machine. Below, distilled minus alone at every cut point: positive where the teacher's soft labels helped.
+# Per fraction, the teacher, the quick network trained alone (FR) and the same network distilled from the teacher, each student at the cut its validation accuracy picks; parameters and the milliseconds per test image that the sweep measured on its machine. Below, distilled minus alone at every cut point: positive where the teacher's soft labels helped.
 
 # %%
 display(adaptation.distillation_table(records['distill'], records['FR']).round(4))
