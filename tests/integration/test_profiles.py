@@ -54,31 +54,29 @@ def test_paper_profile_on_cifar_trains_in_small_batches_for_fewer_epochs(folder,
 
 @pytest.mark.parametrize("folder, name", sorted(SETUPS))
 def test_quick_profile_is_the_documented_small_grid(folder, name):
-    """docs/how-to/profiles.md: depth 6, 16 channels, batch 64, at most 10 epochs, patience 3; 1% and 5%, 2 repeats."""
+    """docs/how-to/profiles.md: depth 6, 16 channels, batch 64, at most 10 epochs of at least 100 steps,
+    patience 3; 1% and 5%, 2 repeats."""
     setup = get_setup(folder, name)
     cfg, grid = profile("quick", setup)
     _classes_of(cfg, setup)
     assert _fields(cfg, NETWORK) == NETWORK and _fields(cfg, PROTOCOL) == PROTOCOL
     assert (cfg.num_channels, cfg.batch_size, cfg.num_train, cfg.early_stop_patience) == (16, 64, 10, 3)
-    # the 8 x 8 digits' 1,081 training images: epochs of 100 steps, and the grid reaches the whole target
-    small = setup.target_dataset == "digits"
-    percentages = (0.01, 0.05, 1.0) if small else (0.01, 0.05)
-    assert grid.percentages == percentages and cfg.min_steps_per_epoch == (100 if small else 1)
+    # the 8 x 8 digits' 1,081 training images: the grid reaches the whole target
+    percentages = (0.01, 0.05, 1.0) if setup.target_dataset == "digits" else (0.01, 0.05)
+    assert grid.percentages == percentages and cfg.min_steps_per_epoch == 100
     assert {p: grid.repeats_for(p) for p in grid.percentages} == {p: 2 for p in percentages}
     assert grid.cut_points == tuple(range(7))
 
 
 @pytest.mark.parametrize("folder, name", NOT_CIFAR)
 def test_range_profile_runs_the_quick_network_over_the_upstream_fractions(folder, name):
-    """The quick network and protocol, the upstream percentages, at least 3 repeats (more at the
-    small fractions), and epochs of at least 100 optimiser steps; it reuses the quick source model."""
+    """The quick network and protocol (epochs of at least 100 optimiser steps), the upstream
+    percentages, at least 3 repeats (more at the small fractions); it reuses the quick source model."""
     from functions.config import source_params
     setup = get_setup(folder, name)
     (cfg, grid), (quick, _) = profile("range", setup), profile("quick", setup)
     _classes_of(cfg, setup)
-    # (the digits target's quick profile makes 100 steps per epoch already)
-    differ = set() if setup.target_dataset == "digits" else {"min_steps_per_epoch"}
-    assert {k for k, v in cfg.params().items() if quick.params()[k] != v} == differ
+    assert cfg.params() == quick.params()
     assert cfg.min_steps_per_epoch == 100 and source_params(cfg) == source_params(quick)
     assert grid.percentages == PAPER_PERCENTAGES and grid.cut_points == tuple(range(7))
     repeats = [grid.repeats_for(p) for p in grid.percentages]
@@ -97,11 +95,12 @@ def test_results_of_a_profile_other_than_quick_live_in_its_own_folder(output_roo
     assert plan("MNIST", None, "range", "F")[2].profile == "range"
 
 
-def test_quick_and_paper_differ_only_in_width_batch_and_epochs():
+def test_quick_and_paper_differ_only_in_width_batch_and_epochs_and_their_length():
     setup = get_setup("MNIST")
     (quick, _), (paper, _) = profile("quick", setup), profile("paper", setup)
     differing = {k for k, v in paper.params().items() if quick.params()[k] != v}
-    assert differing == {"num_channels", "batch_size", "num_train", "num_train_pretrain", "early_stop_patience"}
+    assert differing == {"num_channels", "batch_size", "num_train", "num_train_pretrain", "early_stop_patience",
+                         "min_steps_per_epoch"}
     with pytest.raises(DataError, match="unknown profile 'huge'"):
         profile("huge", setup)
 
