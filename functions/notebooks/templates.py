@@ -103,6 +103,20 @@ def strategy_modes(folder: str) -> list[str]:
     return ["FR", "progressive", "discriminative", *(f"lora_r{r}" for r in ranks), "ia3", "bitfit"]
 
 
+# the pairs whose source and target classes mean different things (digits against clothing): no
+# alignment can tell there which class is which, so their DANN and CORAL sweeps keep the papers'
+# single weight instead of choosing between candidates (as `make adaptation` runs them)
+PAPER_WEIGHT_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
+PAPER_WEIGHTS = {"dann_weights": [], "coral_weights": []}
+
+
+def _adaptation_parameters(folder: str) -> str:
+    settings = PAPER_WEIGHTS if folder in PAPER_WEIGHT_FOLDERS else {}
+    text = _parameters(folder, modes=ADAPTATION_NOTEBOOK_MODES + ["FR"], settings=settings)
+    return text.replace(f"settings = {settings!r}", f"settings = {settings!r}  # overrides of every mode's "
+                        "parameters ({}: the profile's and each mode's own)")
+
+
 # the parameters cell ({{parameters}}) of the study templates that have one
 PARAMETERS = {
     "empirical": lambda folder: _parameters(folder, _default_profile(folder, ["F", "FR"]), modes=["F", "FR"]),
@@ -113,7 +127,7 @@ PARAMETERS = {
     "strategies": lambda folder: _parameters(folder, percentages=STRATEGY_FRACTIONS,
                                              which="those the strategies' sweeps ran (`make strategies`)",
                                              modes=strategy_modes(folder)),
-    "adaptation": lambda folder: _parameters(folder, modes=ADAPTATION_NOTEBOOK_MODES + ["FR"]),
+    "adaptation": lambda folder: _adaptation_parameters(folder),
 }
 
 
@@ -133,7 +147,7 @@ def cells(folder: str, kind: str) -> list:
     if kind in PARAMETERS:
         values["parameters"] = PARAMETERS[kind](folder)
     # the folder's baselines are re-checked once, in its empirical notebook
-    values["recheck_call"] = "study.recheck_table(chosen, plans, cut_point=middle, percentage=grid.percentages[0], " \
+    values["recheck_call"] = "study.recheck_table(chosen, plans, cut_point=middle, percentage=cheapest, " \
         "device=device" + (")" if kind == "empirical" else ", baseline=False)")
     values["recheck_baseline_prose"] = " and one baseline" if kind == "empirical" else \
         " (the baseline is re-checked in the empirical notebook)"
