@@ -40,9 +40,9 @@ def recommend(args):
     print(f"wrote {out / 'transferability_recommender.json'}")
 
 
-@command("zoo", "the model zoo: pretrain its study CNNs, or measure the model x task matrix over the task bank and "
-                "evaluate the recommenders",
-         arg("action", choices=["pretrain", "build"]),
+@command("zoo", "the model zoo: pretrain its study CNNs, measure the model x task matrix over the task bank and "
+                "evaluate the recommenders, or evaluate them again on the stored matrix",
+         arg("action", choices=["pretrain", "build", "evaluate"]),
          arg("--models", nargs="+", action=Distinct, metavar="NAME", help="only these zoo models (default: all)"),
          declared_arg("--seeds", Interval(int, 1, 100, what="seeds"),
                       help="build: training draws per task whose linear-probe accuracies are averaged (default 3)"),
@@ -50,19 +50,25 @@ def recommend(args):
 def zoo(args):
     import pandas as pd
     from ..notebooks import zoo as models
-    if args.action == "pretrain":
+    if args.action != "build":
         ignored = [option_name(name) for name in given(args, ("seeds", *RayOptions.constraints))]
         ignored += ["--executor"] if args.executor != "in-process" else []
+        ignored += ["--models"] if args.action == "evaluate" and args.models else []
         if ignored:
-            raise DataError(f"{', '.join(ignored)}: options of zoo build, which zoo pretrain would ignore; drop them")
+            raise DataError(f"{', '.join(ignored)}: options of zoo build, which zoo {args.action} would ignore; "
+                            f"drop them")
+    if args.action == "pretrain":
         for name in models.pretrain(args.models):
             print(f"{name}: ready")
         return
-    executor = executor_for(args)
-    try:
-        records = models.build(args.models, executor=executor, **given(args, ("seeds",)))
-    finally:
-        executor.close()
+    if args.action == "evaluate":
+        records = models.evaluate_files()
+    else:
+        executor = executor_for(args)
+        try:
+            records = models.build(args.models, executor=executor, **given(args, ("seeds",)))
+        finally:
+            executor.close()
     with pd.option_context("display.width", 200):
         print(models.evaluation(records).round(3).to_string())
 
@@ -76,7 +82,7 @@ def zoo(args):
                                                      "prediction"),
          arg("--recommender", default="gradient boosting",
              help="gradient boosting, linear regression, a score (logme, leep, nce, hscore, hscore_shrinkage, sfda, "
-                  "nleep) or pretrain_accuracy"))
+                  "nleep), pretrain_accuracy or params"))
 def recommend_model(args):
     import pandas as pd
     from ..notebooks import zoo

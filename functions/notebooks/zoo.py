@@ -38,20 +38,28 @@ def build(names=None, seeds: int = zoo_matrix.SEEDS, log=print, executor=None) -
     machine = describe_machine()
     records, timing = zoo_matrix.build(models, bank(), matrix.scores, seeds, log, executor)
     paths = files.save(records)
-    # evaluated as stored (six significant digits, as the notebook reads them): the same numbers
-    # on every machine, and scores equal to rounding count as ties; read under the file's lock, so
-    # the figure and evaluation written last cover the rows of builds side by side
-    with locked(paths["records"]):
-        records = files.load_records(paths["records"])
-        save_figure(files.matrix_figure(records), ZOO_FOLDER, "transferability_matrix")
-        table = recommenders.evaluate(records)
-        write_json_atomic(files.zoo_dir() / "recommenders.json", json.loads(table.round(4).to_json(orient="index")))
+    records = evaluate_files(paths["records"])
     write_json_atomic(files.zoo_dir() / "timing.json", {"machine": machine, "models": len(models),
                                                         "tasks": records["task"].nunique(), "seeds": seeds,
                                                         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
                                                         **timing.as_dict()})
     for path in paths.values():
         log(f"wrote {path}")
+    return records
+
+
+def evaluate_files(path=None) -> pd.DataFrame:
+    """The zoo's matrix figure and recommenders' evaluation (``recommenders.json``) written again
+    from its records file; returns the records.  Evaluated as stored (six significant digits, as
+    the notebook reads them): the same numbers on every machine, and scores equal to rounding
+    count as ties; read under the file's lock, so the figure and evaluation written last cover the
+    rows of builds side by side."""
+    path = path or files.records_path()
+    with locked(path):
+        records = files.load_records(path)
+        save_figure(files.matrix_figure(records), ZOO_FOLDER, "transferability_matrix")
+        table = recommenders.evaluate(records)
+        write_json_atomic(files.zoo_dir() / "recommenders.json", json.loads(table.round(4).to_json(orient="index")))
     return records
 
 
@@ -93,14 +101,18 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
 
 
 def verdict(table: pd.DataFrame, protocol: str = "leave one dataset out", ours: str = "gradient boosting") -> str:
-    """Whether the learned recommender beats LogME alone and the pretraining-accuracy baseline in
-    mean weighted tau under ``protocol``, in one sentence with the numbers."""
+    """Whether the learned recommender beats LogME alone and the baselines (pretraining accuracy,
+    parameter count) in mean weighted tau under ``protocol``: one sentence with the numbers, each
+    difference paired by task with its 95% bootstrap interval over tasks."""
     tau = table[(protocol, "weighted_tau")]
     best_score = tau[list(matrix.SCORES)].idxmax()
-    beats = [name for name in ("logme", "pretrain_accuracy") if tau[ours] > tau[name]]
-    loses = [name for name in ("logme", "pretrain_accuracy") if name not in beats]
-    return (f"{protocol}: {ours} reaches a mean weighted tau of {tau[ours]:.2f}, against {tau['logme']:.2f} for "
-            f"LogME alone and {tau['pretrain_accuracy']:.2f} for the pretraining accuracy; it "
-            + (f"beats {' and '.join(beats)}" if beats else "beats neither")
-            + (f" and does not beat {' or '.join(loses)}" if beats and loses else "")
-            + f". The best single score is {best_score} ({tau[best_score]:.2f}).")
+    rivals = {"logme": "LogME alone", "pretrain_accuracy": "the pretraining accuracy", "params": "the parameter count"}
+    parts = []
+    for name, label in rivals.items():
+        gain = recommenders.tau_difference(table, ours, name, protocol)
+        word = "above" if gain["ci95_low"] > 0 else "below" if gain["ci95_high"] < 0 else "not distinguishable from"
+        parts.append(f"{word} {label} ({tau[name]:.2f}; difference {gain['difference']:+.2f}, 95% CI "
+                     f"{gain['ci95_low']:+.2f} to {gain['ci95_high']:+.2f} over {gain['tasks']} tasks)")
+    return (f"{protocol}: {ours} reaches a mean weighted tau of {tau[ours]:.2f} (95% CI "
+            f"{table.loc[ours, (protocol, 'tau_ci95_low')]:.2f} to {table.loc[ours, (protocol, 'tau_ci95_high')]:.2f}), "
+            + "; ".join(parts) + f". The best single score is {best_score} ({tau[best_score]:.2f}).")

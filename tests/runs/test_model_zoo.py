@@ -1,6 +1,7 @@
 """The model zoo, the task bank, the model x task matrix and the recommenders: real pools of
 MNIST, FashionMNIST and the 8 x 8 digits, the committed study source models, and records the
 tests make themselves."""
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -154,6 +155,26 @@ def test_recommenders_are_scored_per_task_and_a_monotone_score_ranks_perfectly()
         assert table.loc["logme", (protocol, "top1_hit")] == 1.0 and table.loc["logme", (protocol, "regret")] == 0
         assert table.loc["leep", (protocol, "weighted_tau")] < 0 and table.loc["leep", (protocol, "regret")] > 0
     assert table.loc["gradient boosting"].notna().all()
+    assert table.loc["logme", ("leave one task out", "tau_ci95_low")] == pytest.approx(1.0)  # every task ranked right
+    assert table.loc["params", ("leave one task out", "weighted_tau")] == pytest.approx(1.0)  # bigger is better here
+    spread = table.loc["gradient boosting", "leave one dataset out"]
+    assert spread["tau_ci95_low"] <= spread["weighted_tau"] <= spread["tau_ci95_high"]
+    gain = recommenders.tau_difference(table, "logme", "leep")
+    tasks = _synthetic()["task"].nunique()
+    assert gain["tasks"] == tasks and gain["difference"] == pytest.approx(1.0 - table.loc["leep", ("leave one dataset out",
+                                                                                                   "weighted_tau")])
+    assert gain["ci95_low"] > 0
+
+
+def test_zoo_evaluate_writes_the_evaluation_again_from_the_stored_matrix(small_records, output_root, capsys):
+    records, _ = small_records
+    files.save(records)
+    assert main(["zoo", "evaluate", "--models", STUDY_MODELS[0]]) == 2
+    assert "--models: options of zoo build, which zoo evaluate would ignore" in capsys.readouterr().err
+    assert main(["zoo", "evaluate"]) == 0
+    written = json.loads((files.zoo_dir() / "recommenders.json").read_text())
+    assert set(written) == set(recommenders.RECOMMENDERS)
+    assert "('leave one dataset out', 'tau_ci95_low')" in written["logme"]
 
 
 def test_leave_one_dataset_out_never_trains_on_the_held_out_dataset(monkeypatch):

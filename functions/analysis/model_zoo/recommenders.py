@@ -3,8 +3,9 @@ tasks (leave one task out) and held-out datasets (leave one dataset out).
 
 * ``linear regression``: the model-recommendation baseline, a least-squares fit of the measured
   accuracy on model metadata, task metadata and the raw scores;
-* each score alone, and the model's accuracy on its own pretraining task alone (a strong naive
-  baseline: better models tend to transfer better);
+* each score alone, and two baselines every score must beat: the model's accuracy on its own
+  pretraining task (ImageNet top-1 for the ImageNet networks: better models tend to transfer
+  better) and its parameter count (bigger ranks higher);
 * ``gradient boosting`` (ours): gradient-boosted trees that predict how far a model lands above
   or below the task's mean over models, from the same metadata and each score standardised
   within the task.  Raw scores live on scales that change from task to task (LogME with the
@@ -24,7 +25,8 @@ MODEL_FEATURES = ("log_params", "log_flops", "depth", "width", "input_size", "fe
                   "pretrain_accuracy", "imagenet")
 TASK_FEATURES = ("num_classes", "log_n_train")
 PROTOCOLS = {"leave one task out": "task", "leave one dataset out": "source_dataset"}
-BASELINE_SCORES = ("pretrain_accuracy",)
+BASELINE_SCORES = ("pretrain_accuracy", "params")
+RESAMPLES = 10_000  # bootstrap resamples of the tasks
 
 
 def design(records: pd.DataFrame) -> pd.DataFrame:
@@ -97,19 +99,45 @@ def predictions(records: pd.DataFrame, protocol: str = "leave one dataset out") 
     return out
 
 
-def evaluate(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean weighted Kendall tau, top-1 hit rate and regret per recommender (rows) under each
-    protocol (column groups), over the tasks."""
-    tables = {}
+def evaluate(records: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Mean weighted Kendall tau with its 95% bootstrap interval over tasks, top-1 hit rate and
+    regret per recommender (rows) under each protocol (column groups).  The table's
+    ``attrs["tau"]`` holds each protocol's tau per task and recommender, for paired comparisons
+    (:func:`tau_difference`)."""
+    tables, taus = {}, {}
     for protocol in PROTOCOLS:
         predicted = predictions(records, protocol)
+        scored = {name: _scored(predicted, name).set_index("task") for name in RECOMMENDERS}
+        taus[protocol] = pd.DataFrame({name: table["weighted_tau"] for name, table in scored.items()})
         rows = {}
-        for name in RECOMMENDERS:
-            per_task = _scored(predicted, name)
-            rows[name] = {"weighted_tau": per_task["weighted_tau"].mean(), "top1_hit": per_task["top1_hit"].mean(),
-                          "regret": per_task["regret"].mean()}
+        for name, per_task in scored.items():
+            low, high = _interval(per_task["weighted_tau"].dropna().to_numpy()[:, None], seed)[0]
+            rows[name] = {"weighted_tau": per_task["weighted_tau"].mean(), "tau_ci95_low": low, "tau_ci95_high": high,
+                          "top1_hit": per_task["top1_hit"].mean(), "regret": per_task["regret"].mean()}
         tables[protocol] = pd.DataFrame.from_dict(rows, orient="index")
-    return pd.concat(tables, axis=1)
+    table = pd.concat(tables, axis=1)
+    table.attrs["tau"] = taus
+    return table
+
+
+def _interval(values: np.ndarray, seed: int) -> np.ndarray:
+    """95% percentile intervals of the column means of ``values`` (tasks x columns), resampling
+    the tasks (rows) with replacement: ``[[low, high] per column]``."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(values), (RESAMPLES, len(values)))
+    means = values[rows].mean(axis=1)
+    return np.percentile(means, [2.5, 97.5], axis=0).T
+
+
+def tau_difference(table: pd.DataFrame, first: str, second: str, protocol: str = "leave one dataset out",
+                   seed: int = 0) -> dict:
+    """``first`` minus ``second`` in weighted tau, paired by task (the tasks where both rank
+    something): the mean difference over ``tasks`` and its 95% bootstrap interval over tasks."""
+    pair = table.attrs["tau"][protocol][[first, second]].dropna()
+    difference = (pair[first] - pair[second]).to_numpy()
+    low, high = _interval(difference[:, None], seed)[0]
+    return {"difference": float(difference.mean()), "ci95_low": float(low), "ci95_high": float(high),
+            "tasks": len(difference)}
 
 
 def _scored(predicted: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -29,7 +29,7 @@ display(figure)
 
 # %% [markdown]
 # ## Recommenders
-# Each recommender ranks the models of a task; the ranking is compared with the measured one by the weighted Kendall tau (disagreements among the best models weigh most), the top-1 hit rate (the recommended model is a measured best) and the regret (accuracy lost by taking the recommended model instead of the best). The learned recommenders are trained without the task (leave one task out) or without its whole dataset (leave one dataset out); scores and the pretraining accuracy need no training.
+# Each recommender ranks the models of a task; the ranking is compared with the measured one by the weighted Kendall tau (disagreements among the best models weigh most), the top-1 hit rate (the recommended model is a measured best) and the regret (accuracy lost by taking the recommended model instead of the best). The learned recommenders are trained without the task (leave one task out) or without its whole dataset (leave one dataset out); the scores and the two baselines every score must beat, the model's pretraining accuracy (ImageNet top-1 for the ImageNet networks) and its parameter count (bigger ranks higher), need no training. Each mean tau has a 95% bootstrap interval over tasks; the sentence compares the learned recommender with LogME and the baselines task by task, each difference with its interval.
 
 # %%
 table = zoo.evaluation(records)  # two decimals: float rounding differs between kinds of CPU
