@@ -243,6 +243,16 @@ def holm_family(family: list[dict], alpha: float = 0.05) -> list[dict]:
             for row, p_holm in zip(family, holm([row["p"] for row in family]))]
 
 
+TEST_COLUMNS = ["p", "p_holm", "significant", "smallest_p_holm", "detectable"]
+
+
+def shown_tests(tests: pd.DataFrame) -> pd.DataFrame:
+    """A family's tests (:func:`holm_family` rows) as a notebook shows them: where none is
+    significant, the effects and their intervals alone, since a column of p values that all fail
+    says less than the verdict's one line on why (with the smallest p these repeats can give)."""
+    return tests if tests["significant"].any() else tests.drop(columns=TEST_COLUMNS)
+
+
 def gains_over_baseline(records, baseline_records, metric: str = "test_acc", alpha: float = 0.05,
                         resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """Does transfer help?  Each cut point against the baseline trained on the same subsets, per

@@ -322,6 +322,7 @@ def test_finetuner_refuses_bad_settings_naming_the_fix(source):
 
 def test_strategy_analysis_finds_the_better_strategy_and_the_cheapest_point():
     from functions.analysis import strategies as analysis
+    from functions.analysis.stats import shown_tests
     rng = np.random.default_rng(0)
 
     def runs(mode_gain, params=None):
@@ -352,5 +353,7 @@ def test_strategy_analysis_finds_the_better_strategy_and_the_cheapest_point():
     assert "1 of 1 strategies are significantly better" in text
     few = analysis.against_reference(frame[frame["repeat"] < 2], best)
     assert "With 2 repeats no strategy can differ significantly from FR" in analysis.verdict(frame, best, few)
+    assert "p_holm" in shown_tests(tests) and "p_holm" not in shown_tests(few)
+    assert {"gain", "ci95_low", "ci95_high", "repeats_for_power"} <= set(shown_tests(few).columns)
     with pytest.raises(DataError, match="compared with FR"):
         analysis.strategy_frame({"bitfit": records["bitfit"]}, {})

@@ -72,11 +72,11 @@ display(best['seconds'].unstack().round(2))
 
 # %% [markdown]
 # ## Better than FR?
-# Each strategy at its chosen cut against FR at FR's, runs paired by repeat (both trained on the same subsets): the mean difference in test accuracy with a 95% bootstrap interval, the exact Wilcoxon p, Holm-corrected over the strategies of a percentage (one test per strategy answers "is it better than FR"), and the repeats a power calculation from the measured spread asks to detect a difference of that size (80% power).
+# Each strategy at its chosen cut against FR at FR's, runs paired by repeat (both trained on the same subsets): the mean difference in test accuracy with a 95% bootstrap interval, the exact Wilcoxon p, Holm-corrected over the strategies of a percentage (one test per strategy answers "is it better than FR"), and the repeats a power calculation from the measured spread asks to detect a difference of that size (80% power). Where no strategy differs significantly the p values are left out of the table, and the sentence below says why.
 
 # %%
 tests = strategies.against_reference(frame, best)
-display(tests.round(3))
+display(stats.shown_tests(tests).round(3))
 
 # %% [markdown]
 # ## The answer in words
