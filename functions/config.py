@@ -61,6 +61,20 @@ ADAPTATION_MODES = ("source_only", "dann", "coral", "adabn")
 ADAPTATION_MIN_STEPS = 50
 # the adaptation modes that align features at the cut, which therefore lies after a block (1..depth)
 ALIGNING_MODES = ("dann", "coral")
+# What each run of these modes chooses between (with_mode sets them; a --set after the mode
+# changes them): DANN's and CORAL's weight by the target risk estimate, which needs no target
+# label, the distillation's share of the soft-label term by validation accuracy.  The papers'
+# value and one a step of about 3x to 10x towards the side where it would matter: a gentler
+# gradient reversal than Ganin & Lempitsky's 1, which is unstable on small targets; a stronger
+# CORAL term than 1, since Deep CORAL's loss, divided by 4d^2, is far below the cross-entropy;
+# more of the labels' cross-entropy beside Hinton et al.'s soft labels, where the teacher is weak.
+TUNED_SETTINGS = {"dann": {"dann_weights": (0.3, 1.0)}, "coral": {"coral_weights": (1.0, 10.0)},
+                  "distill": {"kd_alphas": (0.5, 0.9)}}
+# the record's keys that name what a run of a tuned mode chose, and the single setting each fixes
+CHOSEN_KEYS = {"dann": {"chosen_weight": ("dann_weight", "dann_weights")},
+               "coral": {"chosen_weight": ("coral_weight", "coral_weights")},
+               "distill": {"chosen_temperature": ("kd_temperature", "kd_temperatures"),
+                           "chosen_alpha": ("kd_alpha", "kd_alphas")}}
 CUT = "cut"  # the strategy of modes F, FR and FT
 PRECISIONS = ("fp32", "bf16")
 # the parameters that only the modes above have (each in its own files)
@@ -294,7 +308,8 @@ class Config:
 
     def with_mode(self, mode: str) -> "Config":
         """This config in ``mode``; the adaptation modes switch to the BatchNorm variant and to
-        :data:`ADAPTATION_MIN_STEPS` steps per epoch; the others leave both as they are."""
+        :data:`ADAPTATION_MIN_STEPS` steps per epoch (the others leave both as they are), and the
+        modes of :data:`TUNED_SETTINGS` get the candidates each run chooses between."""
         if mode in MODES:
             return dataclasses.replace(self, **MODES[mode], strategy=CUT)
         lora = LORA_MODE.fullmatch(mode)
@@ -303,8 +318,19 @@ class Config:
             extra = {"lora_rank": int(lora.group(1))} if lora else {}
             if strategy in ADAPTATION_MODES:
                 extra.update(batch_norm=True, min_steps_per_epoch=ADAPTATION_MIN_STEPS)
+            extra.update(TUNED_SETTINGS.get(strategy, {}))
             return dataclasses.replace(self, **STRATEGIES[strategy]["flags"], strategy=strategy, **extra)
         raise DataError(f"unknown mode {mode!r}; choose one of {mode_names()} (or lora_r<rank>, e.g. lora_r2)")
+
+    def as_chosen(self, record: dict) -> "Config":
+        """This config with the one setting that ``record``'s run chose in place of the candidates:
+        a chosen candidate trains exactly as it would alone (each from the same seeds), so a
+        stored run is trained again without its rivals."""
+        fixed = {}
+        for key, (single, several) in CHOSEN_KEYS.get(self.strategy, {}).items():
+            if key in record:
+                fixed.update({single: record[key], several: ()})
+        return self.replace(**fixed)
 
     def replace(self, **changes) -> "Config":
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .plots import panels, readable_log_ticks
+from .stats import holm_family, paired_gain, repeats_for_power, repeats_to_detect
 
 UNSUPERVISED = ("source_only", "adabn", "dann", "coral")
 LABELS = {"source_only": "source only", "adabn": "AdaBN", "dann": "DANN", "coral": "CORAL",
@@ -72,6 +73,13 @@ def labelled_images(fraction: float, n_target_train: int, num_classes: int) -> i
     return max(1, int(fraction * n_target_train / num_classes)) * num_classes
 
 
+def _headline(records, mode: str, headline_cut: int) -> pd.DataFrame:
+    """A method's runs at its headline cut (source only and AdaBN: the whole network)."""
+    frame = _frame(records)
+    cut = frame.sampled_cut_point.max() if mode in ("source_only", "adabn") else headline_cut
+    return frame[frame.sampled_cut_point == cut]
+
+
 def comparison(records_by_mode: dict, fr_records, baseline_records, headline_cut: int, n_target_train: int,
                num_classes: int, reference: str = "FR") -> pd.DataFrame:
     """Per unsupervised method and fraction: mean test accuracy at ``headline_cut`` (source only
@@ -80,19 +88,79 @@ def comparison(records_by_mode: dict, fr_records, baseline_records, headline_cut
     curves = labelled_curves(fr_records, baseline_records)
     rows = []
     for mode in (m for m in UNSUPERVISED if records_by_mode.get(m)):
-        frame = _frame(records_by_mode[mode])
-        cut = frame.sampled_cut_point.max() if mode in ("source_only", "adabn") else headline_cut
-        for percentage, group in frame[frame.sampled_cut_point == cut].groupby("sampled_percentage"):
+        runs = _headline(records_by_mode[mode], mode, headline_cut)
+        for percentage, group in runs.groupby("sampled_percentage"):
             accuracy = group.test_acc.mean()
             relation, fraction = labelled_worth(accuracy, curves[reference])
             # between measured fractions the count is interpolated too; at an end, a subset's own count
             worth_images = round(fraction * n_target_train) if relation == "=" else \
                 labelled_images(fraction, n_target_train, num_classes)
-            rows.append({"method": LABELS[mode], "cut": int(cut), "target fraction (unlabelled)": percentage,
+            rows.append({"method": LABELS[mode], "cut": int(group.sampled_cut_point.iloc[0]),
+                         "target fraction (unlabelled)": percentage,
                          "test accuracy": accuracy, "std": group.test_acc.std(),
                          f"worth ({reference} labelled fraction)": f"{relation} {fraction:.3g}",
                          "worth (labelled images)": f"{relation} {worth_images}"})
     return pd.DataFrame(rows)
+
+
+def against_source_only(records_by_mode: dict, headline_cut: int, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Does adapting help?  Per fraction, each method at its headline cut against the source
+    network tested as it is, runs paired by repeat (each repeat adapts to its own subset of target
+    images): the mean difference with a 95% bootstrap interval, the exact Wilcoxon p Holm-corrected
+    over the methods of the fraction, the method's standard deviation over repeats (a gain below
+    it is one that another seed can undo) and the repeats a power calculation asks for."""
+    rng = np.random.default_rng(seed)
+    methods = [m for m in UNSUPERVISED[1:] if records_by_mode.get(m)]
+    source = _headline(records_by_mode["source_only"], "source_only", headline_cut)
+    rows = []
+    for percentage, reference in source.groupby("sampled_percentage"):
+        reference = reference.set_index("repeat")["test_acc"]
+        family = []
+        for mode in methods:
+            runs = _headline(records_by_mode[mode], mode, headline_cut)
+            runs = runs[runs.sampled_percentage == percentage]
+            pair = pd.concat([runs.set_index("repeat")["test_acc"], reference], axis=1, keys=["method", "source"])
+            pair = pair.dropna()
+            if pair.empty:
+                continue
+            difference = pair["method"] - pair["source"]
+            family.append({"target fraction (unlabelled)": percentage, "method": LABELS[mode],
+                           "cut": int(runs.sampled_cut_point.iloc[0]), **paired_gain(pair["method"], pair["source"], rng),
+                           "std": pair["method"].std(),
+                           "repeats_for_power": repeats_for_power(np.sign(difference.mean()) * difference,
+                                                                  len(methods), alpha)})
+        rows += holm_family(family, alpha)
+    table = pd.DataFrame(rows)
+    table["spread exceeds gain"] = table["std"] > table["gain"].abs()
+    return table
+
+
+def adaptation_verdict(table: pd.DataFrame, alpha: float = 0.05) -> str:
+    """Per fraction, each method's gain over source only in words, with its interval and what its
+    repeats can conclude: significant or not after Holm's correction, or why the design cannot
+    tell; a gain smaller than the method's spread over seeds is called that, not a gain."""
+    lines = []
+    for percentage, family in table.groupby("target fraction (unlabelled)"):
+        parts = []
+        for _, row in family.iterrows():
+            text = (f"{row['method']} {row['gain']:+.3f} (95% CI {row['ci95_low']:+.3f} to {row['ci95_high']:+.3f}, "
+                    f"sd over repeats {row['std']:.3f})")
+            if row["significant"]:
+                text += f", significant (Holm p = {row['p_holm']:.3g})"
+            elif row["detectable"]:
+                text += f", not significant (Holm p = {row['p_holm']:.3g})"
+            if row["spread exceeds gain"]:
+                text += ", within its own spread over seeds"
+            parts.append(text)
+        n = int(family["n"].min())
+        line = f"{percentage * 100:g}% of the target images, unlabelled, n = {n} paired repeats, against source only: " + \
+            "; ".join(parts) + "."
+        if not family["detectable"].any():
+            line += (f" With {n} repeats no method can differ significantly (an exact Wilcoxon test's smallest p "
+                     f"is {2 / 2 ** n:.3g}, {family['smallest_p_holm'].min():.3g} after Holm's correction over "
+                     f"{len(family)} methods); {repeats_to_detect(len(family), alpha)} repeats could.")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headline_cut: int, num_classes: int,
@@ -109,9 +177,7 @@ def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headl
               "FR": (pd.concat([fr[(fr.sampled_percentage == p) & (fr.sampled_cut_point == c)] for p, c in chosen.items()]),
                      "C0", "-o")}
     for k, mode in enumerate(m for m in UNSUPERVISED if records_by_mode.get(m)):
-        frame = _frame(records_by_mode[mode])
-        cut = frame.sampled_cut_point.max() if mode in ("source_only", "adabn") else headline_cut
-        series[mode] = frame[frame.sampled_cut_point == cut], f"C{k + 1}", "--s"
+        series[mode] = _headline(records_by_mode[mode], mode, headline_cut), f"C{k + 1}", "--s"
     for name, (frame, colour, style) in series.items():
         spread = frame.groupby("sampled_percentage").test_acc.agg(["mean", "std", "count"])
         label = LABELS[name] if name in ("baseline", "FR") else f"{LABELS[name]} (unlabelled)"

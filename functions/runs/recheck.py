@@ -55,6 +55,7 @@ def retrain_stored_run(setup: Setup, cfg: Config, cut_point: int, percentage: fl
                         f"{cut_point}, percentage {percentage}, repeat {repeat}")
     # the engine trains a cell's repeats as one group; a strategy trains its runs one by one
     cell = sorted(stored) if cfg.strategy == CUT or cut_point == BASELINE_CUT else [repeat]
+    cfg = cfg.as_chosen(stored[repeat])  # a tuned mode's run trains again at the setting it chose
     task = cfg.target_task()
     source = None if cut_point == BASELINE_CUT else load_pretrained(setup, cfg)
     inputs = run_inputs(cfg, task, source, max(cut_point, 0), pick_device(device))

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from ..core.device import forward_chunk
 from ..core.errors import DataError
 from ..data.tasks import Split
 from ..models.study_cnn import StudyCNN
@@ -194,11 +195,16 @@ DEV_IMAGES = 2000  # source training images the domain classifier of dev_risk se
 
 
 @torch.no_grad()
-def embedding(model: StudyCNN, images: torch.Tensor, chunk: int = 1024) -> np.ndarray:
-    """The last block's activation as :func:`aligned_features` pools it, for every image (eval mode)."""
+def embedding(model: StudyCNN, images: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """The last block's activation as :func:`aligned_features` pools it, and the logits, for every
+    image in one pass (eval mode)."""
     model.eval()
-    parts = [aligned_features(model.features(images[i:i + chunk])) for i in range(0, len(images), chunk)]
-    return torch.cat(parts).double().cpu().numpy()
+    chunk, features, logits = forward_chunk(images.device), [], []
+    for i in range(0, len(images), chunk):
+        h = model.features(images[i:i + chunk])
+        features.append(aligned_features(h))
+        logits.append(model.head(h))
+    return torch.cat(features).double().cpu().numpy(), torch.cat(logits)
 
 
 def dev_risk(model: StudyCNN, source: Split, source_val: Split, target: torch.Tensor, seed: int = 0) -> float:
@@ -212,17 +218,15 @@ def dev_risk(model: StudyCNN, source: Split, source_val: Split, target: torch.Te
     which cancels most of the weights' variance."""
     rng = np.random.default_rng(seed)
     rows = rng.permutation(len(source))[:DEV_IMAGES]
-    source_features, target_features = embedding(model, source.x[rows]), embedding(model, target)
-    val_features = embedding(model, source_val.x)
+    (source_features, _), (target_features, _) = embedding(model, source.x[rows]), embedding(model, target)
+    val_features, val_logits = embedding(model, source_val.x)
     both = np.concatenate([source_features, target_features])
     centre, scale = both.mean(axis=0), both.std(axis=0) + 1e-8
     critic = LogisticRegression(class_weight="balanced", max_iter=2000)
     critic.fit((both - centre) / scale, np.r_[np.zeros(len(source_features)), np.ones(len(target_features))])
     target_probability = np.clip(critic.predict_proba((val_features - centre) / scale)[:, 1], 1e-6, 1 - 1e-6)
     weights = target_probability / (1 - target_probability)
-    with torch.no_grad():
-        logits = torch.cat([model(source_val.x[i:i + 1024]) for i in range(0, len(source_val), 1024)])
-        losses = F.cross_entropy(logits, source_val.y, reduction="none").double().cpu().numpy()
+    losses = F.cross_entropy(val_logits, source_val.y, reduction="none").double().cpu().numpy()
     weighted = weights * losses
     spread = weights.var(ddof=1)
     eta = -np.cov(weighted, weights)[0, 1] / spread if spread > 0 else 0.0
@@ -255,23 +259,21 @@ def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, so
     status, details = "ok", None
     if method == "adabn":
         model = adapt_batch_norm(copy.deepcopy(source_model), target.x, cut_point)
-    elif aligning and len(weights) > 1:
-        candidates = {}
-        for candidate in weights:
-            model = copy.deepcopy(source_model)
-            status = train_aligned(model, method, cut_point, source, target.x, weight=candidate, lr=lr,
-                                   epochs=epochs, batch_size=batch_size, min_steps_per_epoch=min_steps_per_epoch,
-                                   seed=seed)
-            risk = dev_risk(model, source, source_val, target.x, seed) if status == "ok" else float("inf")
-            candidates[candidate] = risk, model, status
-        chosen = min(candidates, key=lambda w: candidates[w][0])
-        _, model, status = candidates[chosen]
-        details = {"chosen_weight": chosen, **{f"dev_risk_{w:g}": risk for w, (risk, _, _) in candidates.items()}}
     elif aligning:
-        model = copy.deepcopy(source_model).to(dtype)
-        status = train_aligned(model, method, cut_point, source, target.x, weight=weights[0], lr=lr, epochs=epochs,
-                               batch_size=batch_size, min_steps_per_epoch=min_steps_per_epoch, seed=seed,
-                               trajectory=trajectory)
+        runs = {}
+        for weight in weights:
+            model = copy.deepcopy(source_model).to(dtype)
+            runs[weight] = model, train_aligned(model, method, cut_point, source, target.x, weight=weight, lr=lr,
+                                                epochs=epochs, batch_size=batch_size,
+                                                min_steps_per_epoch=min_steps_per_epoch, seed=seed,
+                                                trajectory=trajectory)
+        chosen = weights[0]
+        if len(runs) > 1:
+            risks = {w: dev_risk(m, source, source_val, target.x, seed) if status == "ok" else float("inf")
+                     for w, (m, status) in runs.items()}
+            chosen = min(risks, key=risks.get)
+            details = {"chosen_weight": chosen, **{f"dev_risk_{w:g}": risk for w, risk in risks.items()}}
+        model, status = runs[chosen]
     elif method == "source_only":
         model = copy.deepcopy(source_model)
     else:

@@ -306,10 +306,13 @@ def test_several_alignment_weights_keep_the_run_with_the_lowest_target_risk_esti
 
 def test_candidate_weights_are_typed_range_checked_and_resume_older_files():
     from functions.commands.study import overrides
-    from functions.config import LEGACY_VALUES
+    from functions.config import LEGACY_VALUES, TUNED_SETTINGS
     from functions.runs.store import differing_keys
-    dann = Config().with_mode("dann")
-    assert dann.alignment_weights == (1.0,) and Config().with_mode("coral").replace(coral_weight=2.0).alignment_weights == (2.0,)
+    tuned = Config().with_mode("dann")
+    assert tuned.alignment_weights == TUNED_SETTINGS["dann"]["dann_weights"]
+    dann = tuned.replace(dann_weights=())
+    coral = Config().with_mode("coral").replace(coral_weights=(), coral_weight=2.0)
+    assert dann.alignment_weights == (1.0,) and coral.alignment_weights == (2.0,)
     assert dann.replace(**overrides(["dann_weights=0.1,0.3,1"])).alignment_weights == (0.1, 0.3, 1)
     with pytest.raises(DataError, match="dann_weights"):
         dann.replace(dann_weights=(0.1, -1.0))
@@ -331,3 +334,29 @@ def test_distillation_keeps_the_temperature_and_share_with_the_best_validation_a
     candidates = {t: record[f"val_acc_t{t:g}_a0.5"] for t in (2.0, 4.0)}
     assert record["chosen_alpha"] == 0.5 and record["val_acc"] == max(candidates.values())
     assert candidates[record["chosen_temperature"]] == record["val_acc"]
+
+
+# what trains one candidate of each tuned mode, where the mode's run looks it up
+CANDIDATE_TRAINER = {"dann": ("functions.train.adaptation", "train_aligned"), "distill": ("functions.runs.domain", "distil")}
+
+
+@pytest.mark.parametrize("mode, short", [
+    ("dann", {"dann_weights": (0.1, 1.0)}),
+    ("distill", {"kd_temperatures": (2.0, 4.0), "kd_alphas": (0.5,)})])
+def test_a_tuned_run_trained_again_at_its_chosen_setting_alone_comes_back_exactly(mode, short, output_root,
+                                                                                 monkeypatch):
+    import importlib
+    from functions.notebooks.study import plan
+    from functions.runs import recheck
+    from functions.runs.store import load_results
+    from functions.runs.sweep import run_sweep
+    overrides = {"num_train": 1, "min_steps_per_epoch": 3, **short}
+    setup, cfg, grid = plan("MNIST_to_digits", None, "quick", mode, [0.05], 1, [6], overrides=overrides)
+    (record,) = load_results(run_sweep(setup, cfg, grid, progress=False, baselines=False)["results"])[1]
+    module, name = CANDIDATE_TRAINER[mode]
+    module = importlib.import_module(module)
+    trained, train = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args, **kwargs: trained.append(1) or train(*args, **kwargs))
+    model, check = recheck.recheck(setup, cfg, 6, 0.05, 0, tolerance=0.0, device="cpu")
+    assert len(trained) == (2 if mode == "dann" else 1)  # DANN's float64 steps train once more
+    assert check["test_acc"] == record["test_acc"] and check["reproduced"]
