@@ -110,8 +110,13 @@ PAPER_WEIGHT_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
 PAPER_WEIGHTS = {"dann_weights": [], "coral_weights": []}
 
 
+def folder_settings(folder: str) -> dict:
+    """The overrides of every mode's parameters that the folder's sweeps and notebooks run with."""
+    return dict(PAPER_WEIGHTS) if folder in PAPER_WEIGHT_FOLDERS else {}
+
+
 def _adaptation_parameters(folder: str) -> str:
-    settings = PAPER_WEIGHTS if folder in PAPER_WEIGHT_FOLDERS else {}
+    settings = folder_settings(folder)
     text = _parameters(folder, modes=ADAPTATION_NOTEBOOK_MODES + ["FR"], settings=settings)
     return text.replace(f"settings = {settings!r}", f"settings = {settings!r}  # overrides of every mode's "
                         "parameters ({}: the profile's and each mode's own)")

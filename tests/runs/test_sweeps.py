@@ -135,13 +135,15 @@ def test_file_written_before_a_parameter_existed_resumes_when_its_old_value_is_a
 
 
 def test_committed_results_files_resume_under_the_current_parameters():
-    """Every committed sweep file still matches the parameters its profile gives today."""
+    """Every committed sweep file still matches the parameters its profile gives today, with the
+    folder's own settings (those its notebooks and `make` run with)."""
     from functions.core.paths import REPO_ROOT
     from functions.notebooks.study import plan
+    from functions.notebooks.templates import folder_settings
     checked = 0
     for path in sorted(REPO_ROOT.glob("*/results/results_*_*.json")):
         folder, (_, setup, mode) = path.parts[-3], path.stem.split("_", 2)
-        _, cfg, _ = plan(folder, setup, "quick", mode)
+        _, cfg, _ = plan(folder, setup, "quick", mode, overrides=folder_settings(folder))
         found, _ = store.load_results(path)
         store.refuse_other_parameters(path, found, cfg.params(), sweep.LEGACY_VALUES)
         checked += 1
