@@ -192,8 +192,9 @@ def summary(args):
          arg("--device", default="auto", choices=["auto", "cpu", "cuda"]))
 def recheck(args):
     from ..notebooks.study import plan, recheck_run, shown_check
+    from ..notebooks.templates import folder_settings
     from ..runs.store import BASELINE_CUT
-    setup, cfg, grid = plan(args.folder, args.setup, args.profile, args.mode)
+    setup, cfg, grid = plan(args.folder, args.setup, args.profile, args.mode, overrides=folder_settings(args.folder))
     if args.baseline and args.cut is not None:
         raise DataError("give --cut or --baseline, not both: a baseline has no cut point")
     middle = grid.cut_points[len(grid.cut_points) // 2]

@@ -140,3 +140,10 @@ def test_a_changed_dann_fails_under_another_cpus_rounding_too():
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] != "None"
+
+
+def test_the_command_line_rechecks_a_run_with_its_folders_own_settings(capsys):
+    from functions.__main__ import main
+    # the MNIST <-> FashionMNIST pairs run DANN at the paper's single weight, not the tuned candidates
+    assert main(["recheck", "MNIST_to_FashionMNIST", "--mode", "dann", "--cut", "6"]) == 0
+    assert "first 100 steps in float64 as stored (reproduced" in capsys.readouterr().out
