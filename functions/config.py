@@ -116,6 +116,16 @@ SETUPS = {
     )
 }
 FOLDERS = sorted({folder for folder, _ in SETUPS})
+# the pairs whose source and target classes mean different things (digits against clothing): no
+# alignment can tell there which class is which, so their DANN and CORAL sweeps keep the papers'
+# single weight instead of choosing between candidates (as `make adaptation` runs them)
+PAPER_WEIGHT_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
+PAPER_WEIGHTS = {"dann_weights": [], "coral_weights": []}
+
+
+def folder_settings(folder: str) -> dict:
+    """The overrides of every mode's parameters that the folder's sweeps and notebooks run with."""
+    return dict(PAPER_WEIGHTS) if folder in PAPER_WEIGHT_FOLDERS else {}
 
 
 def default_setup(folder: str) -> str:

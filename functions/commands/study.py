@@ -7,7 +7,7 @@ import ast
 import time
 from pathlib import Path
 
-from ..config import FOLDERS, PROFILES, SETUPS, Config, get_setup, mode_names, profile
+from ..config import FOLDERS, PROFILES, SETUPS, Config, folder_settings, get_setup, mode_names, profile
 from ..core.constraints import Interval, Many, parse_field
 from ..core.errors import DataError
 from ..data.catalog import SPECS, dataset_names
@@ -192,7 +192,6 @@ def summary(args):
          arg("--device", default="auto", choices=["auto", "cpu", "cuda"]))
 def recheck(args):
     from ..notebooks.study import plan, recheck_run, shown_check
-    from ..notebooks.templates import folder_settings
     from ..runs.store import BASELINE_CUT
     setup, cfg, grid = plan(args.folder, args.setup, args.profile, args.mode, overrides=folder_settings(args.folder))
     if args.baseline and args.cut is not None:

@@ -62,15 +62,15 @@ def zoo(args):
             print(f"{name}: ready")
         return
     if args.action == "evaluate":
-        records = models.evaluate_files()
+        _, table = models.evaluate_files()
     else:
         executor = executor_for(args)
         try:
-            records = models.build(args.models, executor=executor, **given(args, ("seeds",)))
+            _, table = models.build(args.models, executor=executor, **given(args, ("seeds",)))
         finally:
             executor.close()
     with pd.option_context("display.width", 200):
-        print(models.evaluation(records).round(3).to_string())
+        print(table.round(3).to_string())
 
 
 @command("recommend-model", "rank the zoo's models for a target task before any fine-tuning",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 
-from ..config import ADAPTATION_MODES, FOLDERS, default_setup, setup_names
+from ..config import ADAPTATION_MODES, FOLDERS, default_setup, folder_settings, setup_names
 from ..core.paths import REPO_ROOT
 from ..runs.papermill_grid import execute as execute_notebook
 
@@ -101,18 +101,6 @@ def strategy_modes(folder: str) -> list[str]:
     """FR and the strategies; the LoRA rank sweep on MNIST (rank 4 elsewhere)."""
     ranks = (1, 2, 4, 8) if folder == "MNIST" else (4,)
     return ["FR", "progressive", "discriminative", *(f"lora_r{r}" for r in ranks), "ia3", "bitfit"]
-
-
-# the pairs whose source and target classes mean different things (digits against clothing): no
-# alignment can tell there which class is which, so their DANN and CORAL sweeps keep the papers'
-# single weight instead of choosing between candidates (as `make adaptation` runs them)
-PAPER_WEIGHT_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
-PAPER_WEIGHTS = {"dann_weights": [], "coral_weights": []}
-
-
-def folder_settings(folder: str) -> dict:
-    """The overrides of every mode's parameters that the folder's sweeps and notebooks run with."""
-    return dict(PAPER_WEIGHTS) if folder in PAPER_WEIGHT_FOLDERS else {}
 
 
 def _adaptation_parameters(folder: str) -> str:

@@ -30,37 +30,37 @@ def pretrain(names=None, log=print) -> list[str]:
     return done
 
 
-def build(names=None, seeds: int = zoo_matrix.SEEDS, log=print, executor=None) -> pd.DataFrame:
+def build(names=None, seeds: int = zoo_matrix.SEEDS, log=print, executor=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Measure the matrix over the task bank (one unit per model, on ``executor``: default this
     process), merge it into the zoo's files, and write the matrix figure, the timing and the
-    recommenders' evaluation; returns the records of every model the files hold."""
+    recommenders' evaluation; returns the records of every model the files hold and the evaluation."""
     models = [zoo_model(n) for n in names] if names else list(ZOO)
     machine = describe_machine()
     records, timing = zoo_matrix.build(models, bank(), matrix.scores, seeds, log, executor)
     paths = files.save(records)
-    records = evaluate_files(paths["records"])
+    records, table = evaluate_files(paths["records"])
     write_json_atomic(files.zoo_dir() / "timing.json", {"machine": machine, "models": len(models),
                                                         "tasks": records["task"].nunique(), "seeds": seeds,
                                                         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
                                                         **timing.as_dict()})
     for path in paths.values():
         log(f"wrote {path}")
-    return records
+    return records, table
 
 
-def evaluate_files(path=None) -> pd.DataFrame:
+def evaluate_files(path=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The zoo's matrix figure and recommenders' evaluation (``recommenders.json``) written again
-    from its records file; returns the records.  Evaluated as stored (six significant digits, as
-    the notebook reads them): the same numbers on every machine, and scores equal to rounding
-    count as ties; read under the file's lock, so the figure and evaluation written last cover the
-    rows of builds side by side."""
+    from its records file; returns the records and the evaluation.  Evaluated as stored (six
+    significant digits, as the notebook reads them): the same numbers on every machine, and scores
+    equal to rounding count as ties; read under the file's lock, so the figure and evaluation
+    written last cover the rows of builds side by side."""
     path = path or files.records_path()
     with locked(path):
         records = files.load_records(path)
         save_figure(files.matrix_figure(records), ZOO_FOLDER, "transferability_matrix")
         table = recommenders.evaluate(records)
         write_json_atomic(files.zoo_dir() / "recommenders.json", json.loads(table.round(4).to_json(orient="index")))
-    return records
+    return records, table
 
 
 def evaluation(records: pd.DataFrame | None = None) -> pd.DataFrame:

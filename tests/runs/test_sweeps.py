@@ -139,7 +139,7 @@ def test_committed_results_files_resume_under_the_current_parameters():
     folder's own settings (those its notebooks and `make` run with)."""
     from functions.core.paths import REPO_ROOT
     from functions.notebooks.study import plan
-    from functions.notebooks.templates import folder_settings
+    from functions.config import folder_settings
     checked = 0
     for path in sorted(REPO_ROOT.glob("*/results/results_*_*.json")):
         folder, (_, setup, mode) = path.parts[-3], path.stem.split("_", 2)
