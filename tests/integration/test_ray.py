@@ -154,6 +154,22 @@ def test_a_unit_whose_worker_dies_is_retried_and_one_that_raises_is_reported(clu
     assert isinstance(finished[2], Failure) and "ValueError: bad unit" in finished[2].error
 
 
+def test_an_actor_holds_its_next_unit_and_losing_both_starts_one_replacement(cluster, tmp_path):
+    executor = RayExecutor(cluster, task_cpus=2, max_retries=2)  # one slot: both units go to one actor
+    import ray.cloudpickle
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        executor.submit(_dies_once, 7, str(tmp_path / "marker"))
+        executor.submit(_raises_for_two, 8)
+        finished = dict(executor.completed(wait=True))
+        # the second unit was queued on the actor behind the first, so both were lost with it;
+        # one actor (not one per unit) replaced it
+        assert finished == {7: 70, 8: 80} and executor.retried == 2
+        assert len(executor._held) + len(executor._starting) == 1
+    finally:
+        executor.close()
+
+
 # last: the workers and drivers these tests kill leave the shared cluster busy for a while
 def _restore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)

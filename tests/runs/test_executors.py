@@ -39,3 +39,13 @@ def test_gradients_flags_and_other_layouts_are_kept():
     sparse = torch.randn(3, 3).to_sparse()
     back, buffers = _shipped(sparse)
     assert back.is_sparse and torch.equal(back.to_dense(), sparse.to_dense()) and not buffers
+
+
+def test_a_channels_last_tensor_comes_back_channels_last_without_a_copy_on_either_side():
+    tensor = torch.randn(8, 3, 5, 6).contiguous(memory_format=torch.channels_last)
+    back, buffers = _shipped(tensor)
+    assert torch.equal(back, tensor) and back.stride() == tensor.stride()
+    assert len(buffers) == 1 and buffers[0].raw().nbytes == tensor.numel() * 4
+    a_view = torch.randn(8, 3, 5, 6).contiguous(memory_format=torch.channels_last)[::2]  # not dense: default layout
+    back, _ = _shipped(a_view)
+    assert torch.equal(back, a_view) and back.is_contiguous()
