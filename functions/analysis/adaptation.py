@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .plots import panels, readable_log_ticks
-from .stats import holm_family, paired_gain, repeats_for_power, repeats_to_detect
+from .stats import chosen_cuts, holm_family, paired_gain, repeats_for_power, repeats_to_detect
 
 UNSUPERVISED = ("source_only", "adabn", "dann", "coral")
 LABELS = {"source_only": "source only", "adabn": "AdaBN", "dann": "DANN", "coral": "CORAL",
@@ -28,12 +28,12 @@ def _frame(records) -> pd.DataFrame:
     return frame[frame.status == "ok"] if "status" in frame else frame
 
 
-def chosen_cuts(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per fraction, the cut point with the highest mean validation accuracy (the test split never
-    picks it) and the mean test accuracy there."""
-    means = frame.groupby(["sampled_percentage", "sampled_cut_point"])[["val_acc", "test_acc"]].mean()
-    picked = means["val_acc"].groupby(level=0).idxmax()
-    return pd.DataFrame({"cut": [cut for _, cut in picked], "test_acc": means.loc[list(picked), "test_acc"].to_numpy()},
+def accuracy_at_chosen_cut(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per fraction, the cut point :func:`~functions.analysis.stats.chosen_cuts` picks on
+    validation and the mean test accuracy there (over all its repeats)."""
+    picked = chosen_cuts(frame)
+    means = frame.groupby(["sampled_percentage", "sampled_cut_point"])["test_acc"].mean()
+    return pd.DataFrame({"cut": picked.to_numpy(), "test_acc": means.loc[list(picked.items())].to_numpy()},
                         index=picked.index)
 
 
@@ -48,7 +48,7 @@ def per_cut(records_by_mode: dict) -> pd.DataFrame:
 def labelled_curves(fr_records, baseline_records) -> pd.DataFrame:
     """Per fraction: the baseline's mean test accuracy, FR's at the cut its validation accuracy
     picks, and that cut."""
-    chosen = chosen_cuts(_frame(fr_records))
+    chosen = accuracy_at_chosen_cut(_frame(fr_records))
     return pd.DataFrame({"baseline": _frame(baseline_records).groupby("sampled_percentage").test_acc.mean(),
                          "FR": chosen["test_acc"], "FR chosen cut": chosen["cut"]}).sort_index()
 
@@ -172,7 +172,7 @@ def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headl
     figure, axes = panels(1, size=(8, 4.5))
     ax = axes.flat[0]
     fr = _frame(fr_records)
-    chosen = chosen_cuts(fr)["cut"]
+    chosen = accuracy_at_chosen_cut(fr)["cut"]
     series = {"baseline": (_frame(baseline_records), "k", "-o"),
               "FR": (pd.concat([fr[(fr.sampled_percentage == p) & (fr.sampled_cut_point == c)] for p, c in chosen.items()]),
                      "C0", "-o")}
@@ -197,7 +197,7 @@ def distillation_table(distill_records, fr_records) -> pd.DataFrame:
     """Per fraction: the teacher, the student trained alone (FR) and the distilled student, each
     student at the cut its validation accuracy picks, with parameters and inference time per image."""
     distilled, alone = _frame(distill_records), _frame(fr_records)
-    picked = {"alone": chosen_cuts(alone), "distilled": chosen_cuts(distilled)}
+    picked = {"alone": accuracy_at_chosen_cut(alone), "distilled": accuracy_at_chosen_cut(distilled)}
     rows = []
     for percentage, group in distilled.groupby("sampled_percentage"):
         fr, by_cut = picked["alone"].loc[percentage], picked["distilled"].loc[percentage]

@@ -181,6 +181,24 @@ def rank_cut_points(records, baseline_records=None, metric: str = "test_acc") ->
     return result.sort_values(["sampled_percentage", "mean_rank"], kind="stable").reset_index(drop=True)
 
 
+def chosen_cuts(frame: pd.DataFrame, by=("sampled_percentage",)) -> pd.Series:
+    """Per group of ``by`` (a fraction of the data; with a mode, per mode too), the cut point with
+    the highest mean validation accuracy (the test split never picks a setting) over the repeats
+    that every cut point of the group has: a cut run to more repeats afterwards is judged on the
+    same seeds as the others, so its extra runs neither help nor hurt its chance of being picked.
+    ``frame``: one row per run with the ``by`` columns, ``sampled_cut_point``, ``repeat`` and
+    ``val_acc``."""
+    keys = list(by)
+    cuts = frame.groupby(keys)["sampled_cut_point"].transform("nunique")
+    shared = frame[frame.groupby([*keys, "repeat"])["sampled_cut_point"].transform("nunique") == cuts]
+    if shared.empty:
+        raise DataError("no repeat was run at every cut point, so none can be picked on the same seeds; "
+                        "run every cut point at the same repeats first")
+    means = shared.groupby([*keys, "sampled_cut_point"])["val_acc"].mean().reset_index()
+    best = means.loc[means.groupby(keys, sort=False)["val_acc"].idxmax()]
+    return best.set_index(keys)["sampled_cut_point"].rename("best_cut")
+
+
 def smallest_holm_p(repeats: int, family: int) -> float:
     """The smallest Holm-adjusted p an exact two-sided Wilcoxon test of ``repeats`` paired runs can
     give in a family of ``family`` tests: ``family * 2 / 2**repeats`` (every difference of one sign)."""

@@ -10,7 +10,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..core.errors import DataError
 from .plots import fraction_title, panels
-from .stats import as_frame, holm_family, paired_gain, repeats_for_power, repeats_to_detect
+from .stats import as_frame, chosen_cuts, holm_family, paired_gain, repeats_for_power, repeats_to_detect
 
 REFERENCE = "FR"
 
@@ -32,23 +32,24 @@ def strategy_frame(records_by_mode: dict, trainable_by_mode: dict) -> pd.DataFra
 
 
 def best_cuts(frame: pd.DataFrame, baseline_records) -> pd.DataFrame:
-    """Per percentage and mode, the cut point with the highest mean validation accuracy (the test
-    split never picks a setting): its mean test accuracy and standard deviation, trainable
-    parameters, mean epochs and seconds per run; the baseline beside them."""
+    """Per percentage and mode, the cut point :func:`~functions.analysis.stats.chosen_cuts` picks: its mean validation and
+    test accuracy and test standard deviation over all its repeats, trainable parameters, mean
+    epochs and seconds per run; the baseline beside them."""
     means = frame.groupby(["sampled_percentage", "mode", "sampled_cut_point"]).agg(
         val_acc=("val_acc", "mean"), test_acc=("test_acc", "mean"), std=("test_acc", "std"),
         trainable_params=("trainable_params", "first"), epochs=("epochs", "mean"),
-        seconds=("seconds", "mean")).reset_index()
-    best = means.loc[means.groupby(["sampled_percentage", "mode"], sort=False)["val_acc"].idxmax()]
-    best = best.rename(columns={"sampled_cut_point": "best_cut"})
+        seconds=("seconds", "mean"), repeats=("repeat", "count")).reset_index()
+    chosen = chosen_cuts(frame, by=("sampled_percentage", "mode"))
+    picked = [chosen[(p, m)] == c for p, m, c in zip(means["sampled_percentage"], means["mode"], means["sampled_cut_point"])]
+    best = means[picked].rename(columns={"sampled_cut_point": "best_cut"})
     base = as_frame(baseline_records).groupby("sampled_percentage")["test_acc"].agg(["mean", "std"])
     best["baseline"] = best["sampled_percentage"].map(base["mean"])
     best["gain_over_baseline"] = best["test_acc"] - best["baseline"]
     order = {mode: i for i, mode in enumerate(frame["mode"].unique())}
     best = best.sort_values(["sampled_percentage", "mode"], key=lambda c: c.map(order) if c.name == "mode" else c)
     return best.set_index(["sampled_percentage", "mode"])[
-        ["best_cut", "val_acc", "test_acc", "std", "baseline", "gain_over_baseline", "trainable_params", "epochs",
-         "seconds"]]
+        ["best_cut", "repeats", "val_acc", "test_acc", "std", "baseline", "gain_over_baseline", "trainable_params",
+         "epochs", "seconds"]]
 
 
 def against_reference(frame: pd.DataFrame, best: pd.DataFrame, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:

@@ -114,6 +114,9 @@ def pretrain(args):
 @command("run", "baselines + cut-point sweep of one mode, then a summary table",
          experiment_args(), EXECUTOR_ARGS,
          arg("--no-baselines", action="store_true"),
+         arg("--at-chosen-cut", action="store_true",
+             help="run only at the cut point that the saved runs' validation accuracy picks for each percentage "
+                  "(with --repeats: more repeats where a comparison is made)"),
          arg("--no-progress", action="store_true"),
          arg("--plot", action="store_true", help="also save the box plot of test accuracy per cut"))
 def run(args):
@@ -122,21 +125,23 @@ def run(args):
     from ..runs.store import BASELINE_CUT, results_path
     from ..runs.sweep import run_sweep
     setup, cfg, grid = experiment(args)
-    for path in (results_path(setup.folder, "baselines", setup.name, profile=grid.profile),
-                 results_path(setup.folder, "results", setup.name, cfg.mode, grid.profile)):
+    results = results_path(setup.folder, "results", setup.name, cfg.mode, grid.profile)
+    for path in (results_path(setup.folder, "baselines", setup.name, profile=grid.profile), results):
         check_writable(path, "results file")
         if path.is_file():
             run_records(path)  # a damaged file is refused now, not after training
+    grids = _at_chosen_cuts(args, cfg, grid, results) if args.at_chosen_cut else [grid]
     executor = executor_for(args)
     began = time.perf_counter()
     try:
-        paths = run_sweep(setup, cfg, grid, baselines=not args.no_baselines, progress=not args.no_progress,
-                          executor=executor)
+        for one in grids:
+            paths = run_sweep(setup, cfg, one, baselines=not args.no_baselines, progress=not args.no_progress,
+                              executor=executor)
     finally:
         executor.close()
     seconds = time.perf_counter() - began
     frame = records_frame(*paths.values())
-    frame = frame[frame.sampled_cut_point.isin([BASELINE_CUT, *grid.cut_points])
+    frame = frame[frame.sampled_cut_point.isin([BASELINE_CUT, *(c for one in grids for c in one.cut_points)])
                   & frame.sampled_percentage.isin(grid.percentages)]
     print(f"\n{setup.folder}/{setup.name}, mode {cfg.mode}: test accuracy, mean ± std over repeats")
     print(summary_table(frame).to_string())
@@ -152,6 +157,27 @@ def run(args):
         from ..analysis.plots import main_figure_from_files
         print(f"wrote {main_figure_from_files(setup, cfg.mode, grid.profile)}")
     print(f"sweep took {seconds:.0f} s")
+
+
+def _at_chosen_cuts(args, cfg: Config, grid, results: Path) -> list:
+    """One grid per percentage, at the cut point :func:`~functions.analysis.stats.chosen_cuts`
+    picks from the runs already in ``results`` (the validation accuracy of the repeats every cut has)."""
+    import dataclasses
+
+    from ..analysis.stats import chosen_cuts
+    from ..analysis.summary import records_frame
+    if args.cuts:
+        raise DataError("--at-chosen-cut picks the cut point from the saved runs: drop --cuts")
+    frame = records_frame(results) if results.is_file() else None
+    if frame is not None:
+        frame = frame[(frame.sampled_cut_point >= 0) & frame.sampled_percentage.isin(grid.percentages)]
+    missing = [p for p in grid.percentages if frame is None or p not in set(frame.sampled_percentage)]
+    if missing:
+        raise DataError(f"--at-chosen-cut: {results} has no runs at {missing} to pick a cut point from; run the "
+                        f"cut points there first (the same command without --at-chosen-cut)")
+    chosen = chosen_cuts(frame)
+    return [dataclasses.replace(grid, percentages=(p,), cut_points=(int(chosen[p]),),
+                                repeats={p: grid.repeats_for(p)}) for p in grid.percentages]
 
 
 @command("summary", "summary table of a folder's results files (--cuts, --percentages: only those)",

@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -40,6 +41,24 @@ def test_cli_runs_a_small_sweep_and_prints_the_summary(output_root, capsys):
     assert "MNIST FR (quick profile) at 0.2% of the data: the cut validation picks (2) gains" in gains
     assert "the design cannot detect it: with 1 repeat the smallest p" in gains
     assert (output_root / "MNIST" / "results" / "results_regular_FR.json").exists()
+
+
+def test_more_repeats_go_to_the_cut_the_saved_runs_validation_picks(output_root, capsys):
+    small = ["MNIST", "--percentages", "0.002", "--no-progress", "--set", "num_channels=4", "--set", "depth=2",
+             "--set", "num_train=1", "--set", "num_train_pretrain=1"]
+    assert main(["run", *small, "--repeats", "1", "--cuts", "1", "2", "--no-baselines"]) == 0
+    path = output_root / "MNIST" / "results" / "results_regular_FR.json"
+    first = json.loads(path.read_text())[1:]
+    picked = max(first, key=lambda r: r["val_acc"])["sampled_cut_point"]
+    capsys.readouterr()
+    assert main(["run", *small, "--repeats", "3", "--at-chosen-cut", "--no-baselines"]) == 0
+    runs = json.loads(path.read_text())[1:]
+    assert sorted((r["sampled_cut_point"], r["repeat"]) for r in runs) == sorted(
+        [(1, 0), (2, 0), (picked, 1), (picked, 2)])
+    assert main(["run", *small, "--at-chosen-cut", "--cuts", "1"]) == 2
+    assert "--at-chosen-cut picks the cut point from the saved runs: drop --cuts" in capsys.readouterr().err
+    assert main(["run", *small[:1], "--percentages", "0.005", *small[3:], "--at-chosen-cut"]) == 2
+    assert "has no runs at [0.005] to pick a cut point from" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -3,6 +3,7 @@ at which learning rate, what the adapters add and cost, and the errors users mee
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
@@ -357,3 +358,17 @@ def test_strategy_analysis_finds_the_better_strategy_and_the_cheapest_point():
     assert {"gain", "ci95_low", "ci95_high", "repeats_for_power"} <= set(shown_tests(few).columns)
     with pytest.raises(DataError, match="compared with FR"):
         analysis.strategy_frame({"bitfit": records["bitfit"]}, {})
+
+
+def test_a_cut_run_to_more_repeats_is_picked_on_the_seeds_every_cut_has():
+    from functions.analysis import stats
+    # cut 1 leads on repeats 0 and 1, which both cuts have; cut 2's extra repeats 2-7 would lift its
+    # mean above cut 1's, but a cut is not picked for having been run more often
+    rows = [(1, 0, 0.90), (1, 1, 0.90), (2, 0, 0.89), (2, 1, 0.89), *((2, r, 0.99) for r in range(2, 8))]
+    frame = pd.DataFrame([{"sampled_percentage": 0.01, "mode": "FR", "sampled_cut_point": c, "repeat": r,
+                           "val_acc": v} for c, r, v in rows])
+    assert stats.chosen_cuts(frame, by=("sampled_percentage", "mode")).to_dict() == {(0.01, "FR"): 1}
+    assert stats.chosen_cuts(frame).to_dict() == {0.01: 1}
+    with pytest.raises(DataError, match="no repeat was run at every cut point"):
+        stats.chosen_cuts(frame[~((frame["sampled_cut_point"] == 1) & (frame["repeat"] == 0))
+                                   & ~((frame["sampled_cut_point"] == 2) & (frame["repeat"] == 1))])
