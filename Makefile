@@ -103,6 +103,7 @@ strategies: pretrained
 # MNIST -> digits, where the classes are the same, also runs 8 repeats at the headline cut (the last
 # block), enough for an exact test over the three methods against source only; the MNIST <->
 # FashionMNIST pairs, whose classes mean different things, run DANN and CORAL at the papers' weight
+# (their folder settings in functions/config.py, which every command applies to them)
 ADAPTATION_MODES := source_only adabn dann coral distill
 adaptation: pretrained
 	for mode in $(ADAPTATION_MODES); do $(PY) -m functions run MNIST_to_digits --mode $$mode --no-progress || exit 1; done
@@ -110,8 +111,7 @@ adaptation: pretrained
 	for mode in adabn dann coral; do \
 	  $(PY) -m functions run MNIST_to_digits --mode $$mode --cuts 6 --repeats 8 --no-progress || exit 1; done
 	for folder in MNIST_to_FashionMNIST FashionMNIST_to_MNIST; do for mode in $(ADAPTATION_MODES); do \
-	  $(PY) -m functions run $$folder --mode $$mode --set 'dann_weights=[]' --set 'coral_weights=[]' \
-	    --no-progress || exit 1; done; done
+	  $(PY) -m functions run $$folder --mode $$mode --no-progress || exit 1; done; done
 
 # feature extraction against fine-tuning: the default few-shot grid of each offline folder, for
 # EfficientNet-Lite0 and the folder's source CNN (what the fe_vs_ft notebooks resume)

@@ -67,10 +67,12 @@ def experiment_args(with_grid: bool = True, trains: bool = True) -> list:
 
 
 def experiment(args):
+    """The folder's experiment with its own settings (:func:`~functions.config.folder_settings`, as
+    its notebooks and committed results files have them), then ``--set`` over them."""
     from ..notebooks.study import plan
     return plan(args.folder, args.setup, args.profile, getattr(args, "mode", None) or "FR",
                 getattr(args, "percentages", None), getattr(args, "repeats", None), getattr(args, "cuts", None),
-                overrides=overrides(args.set))
+                overrides={**folder_settings(args.folder), **overrides(args.set)})
 
 
 @command("prepare-data", "fetch and verify datasets under the data root (clipart and stamps: image folders "

@@ -292,3 +292,15 @@ def test_sample_efficiency_command_prints_the_table_of_the_file_it_wrote(output_
     assert any(r["milestone"] is not None for r in records)
     for figure in ("curves", "milestones"):
         assert (path.parent / "figures" / f"{path.stem}_{figure}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_commands_run_a_folder_with_its_own_settings_and_set_overrides_them():
+    from functions.commands import parser as build_parser
+    from functions.commands.study import experiment
+    from functions.config import PAPER_WEIGHTS
+    args = build_parser().parse_args(["run", "MNIST_to_FashionMNIST", "--mode", "dann"])
+    assert list(experiment(args)[1].dann_weights) == PAPER_WEIGHTS["dann_weights"] == []  # as its committed files
+    args = build_parser().parse_args(["run", "MNIST_to_FashionMNIST", "--mode", "dann", "--set", "dann_weights=0.3,1"])
+    assert list(experiment(args)[1].dann_weights) == [0.3, 1.0]
+    args = build_parser().parse_args(["run", "MNIST_to_digits", "--mode", "dann"])
+    assert list(experiment(args)[1].dann_weights) == [0.3, 1.0]  # the tuned default elsewhere
