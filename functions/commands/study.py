@@ -72,7 +72,7 @@ def experiment(args):
     from ..notebooks.study import plan
     return plan(args.folder, args.setup, args.profile, getattr(args, "mode", None) or "FR",
                 getattr(args, "percentages", None), getattr(args, "repeats", None), getattr(args, "cuts", None),
-                overrides={**folder_settings(args.folder), **overrides(args.set)})
+                overrides={**folder_settings(args.folder), **overrides(getattr(args, "set", None))})
 
 
 @command("prepare-data", "fetch and verify datasets under the data root (clipart and stamps: image folders "
@@ -219,9 +219,9 @@ def summary(args):
          declared_arg("--repeat", Interval(int, 0), default=0),
          arg("--device", default="auto", choices=["auto", "cpu", "cuda"]))
 def recheck(args):
-    from ..notebooks.study import plan, recheck_run, shown_check
+    from ..notebooks.study import recheck_run, shown_check
     from ..runs.store import BASELINE_CUT
-    setup, cfg, grid = plan(args.folder, args.setup, args.profile, args.mode, overrides=folder_settings(args.folder))
+    setup, cfg, grid = experiment(args)
     if args.baseline and args.cut is not None:
         raise DataError("give --cut or --baseline, not both: a baseline has no cut point")
     middle = grid.cut_points[len(grid.cut_points) // 2]

@@ -176,11 +176,13 @@ def tensor_from_state(state: tuple):
     raw, dtype, shape, device, requires_grad, channels_last = state
     if not raw.size:
         tensor = torch.empty(shape, dtype=dtype)
-    elif channels_last:
-        n, c, h, w = shape
-        tensor = torch.from_numpy(raw.copy()).view(dtype).reshape(n, h, w, c).permute(0, 3, 1, 2)
     else:
-        tensor = torch.from_numpy(raw.copy()).view(dtype).reshape(shape)
+        tensor = torch.from_numpy(raw.copy()).view(dtype)
+        if channels_last:
+            n, c, h, w = shape
+            tensor = tensor.reshape(n, h, w, c).permute(0, 3, 1, 2)
+        else:
+            tensor = tensor.reshape(shape)
     if device != "cpu" and torch.device(device).type == "cuda" and torch.cuda.is_available():
         tensor = tensor.to(device)
     return tensor.requires_grad_(requires_grad) if requires_grad else tensor
