@@ -5,14 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # folders whose notebooks carry executed outputs (see README: the others are not executed yet), and
 # the notebooks over all folders at the top level
-NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST MNIST_to_digits
+NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST MNIST_to_digits Clipart
 TOP_NOTEBOOKS := reproduction.ipynb model_zoo.ipynb your_data.ipynb
 export MPLBACKEND := Agg
 # mkdocs' plugins print a notice about a future MkDocs 2 on every build; the pins above keep 1.6.1
 export DISABLE_MKDOCS_2_WARNING := true
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test docs docs-serve chromium lint mutation data pretrained results range zoo strategies adaptation fe-vs-ft notebooks serve lab mlflow clean
+.PHONY: demo test docs docs-serve chromium lint mutation data pretrained results range zoo strategies adaptation real fe-vs-ft notebooks serve lab mlflow clean
 
 # the pinned packages, then this package installed editable: `import functions` and
 # `python -m functions` work from any folder and any kernel of the venv
@@ -112,6 +112,13 @@ adaptation: pretrained
 	  $(PY) -m functions run MNIST_to_digits --mode $$mode --cuts 6 --repeats 8 --no-progress || exit 1; done
 	for folder in MNIST_to_FashionMNIST FashionMNIST_to_MNIST; do for mode in $(ADAPTATION_MODES); do \
 	  $(PY) -m functions run $$folder --mode $$mode --no-progress || exit 1; done; done
+
+# the cut-point study of ImageNet EfficientNet-Lite0 on the clipart images (Clipart/), real profile:
+# the baselines with FR, then F and FT on the same subsets; resumable like every sweep
+real: data
+	$(PY) -m functions run --data clipart --mode FR --no-progress
+	$(PY) -m functions run --data clipart --mode F --no-baselines --no-progress
+	$(PY) -m functions run --data clipart --mode FT --no-baselines --no-progress
 
 # feature extraction against fine-tuning: the default few-shot grid of each offline folder, for
 # EfficientNet-Lite0 and the folder's source CNN (what the fe_vs_ft notebooks resume)

@@ -11,7 +11,8 @@ from ..config import FOLDERS, PROFILES, SETUPS, Config, folder_settings, get_set
 from ..core.constraints import Interval, Many, parse_field
 from ..core.errors import DataError
 from ..data.catalog import SPECS, dataset_names
-from . import EXECUTOR_ARGS, Distinct, arg, check_writable, command, declared_arg, key_values
+from ..models.registry import names as network_names
+from . import DATA_HELP, EXECUTOR_ARGS, Distinct, arg, check_writable, command, declared_arg, key_values
 from . import executor as executor_for
 
 FRACTION = Interval(float, 0.0, 1.0, low_open=True, what="a fraction of the training data",
@@ -120,12 +121,24 @@ def pretrain(args):
              help="run only at the cut point that the saved runs' validation accuracy picks for each percentage "
                   "(with --repeats: more repeats where a comparison is made)"),
          arg("--no-progress", action="store_true"),
-         arg("--plot", action="store_true", help="also save the box plot of test accuracy per cut"))
+         arg("--plot", action="store_true", help="also save the box plot of test accuracy per cut"),
+         arg("--data", metavar="PATH", help="the study on your own images with a pretrained backbone instead of a "
+                                            "folder: " + DATA_HELP + "; results go to a folder named after them"),
+         arg("--backbone", choices=network_names(), help="with --data: the pretrained network cut at its stage "
+                                                          "boundaries (default efficientnet_lite0)"),
+         arg("--weights", type=Path, help="with --data: a state-dict file for the backbone"),
+         declared_arg("--per-class", Many(Interval(int, 1)),
+                      help="with --data: data sizes in images per class (with --percentages: fractions too)"))
 def run(args):
-    from ..analysis import stats
-    from ..analysis.summary import gains_table, records_frame, run_records, summary_table
+    from ..analysis.summary import records_frame, run_records
     from ..runs.store import BASELINE_CUT, results_path
     from ..runs.sweep import run_sweep
+    if args.data is not None or args.backbone is not None:
+        return _run_cut_study(args)
+    for option in ("weights", "per_class"):
+        if getattr(args, option) is not None:
+            raise DataError(f"--{option.replace('_', '-')} is an option of the study on your own images: add "
+                            f"--data PATH, or drop it")
     setup, cfg, grid = experiment(args)
     results = results_path(setup.folder, "results", setup.name, cfg.mode, grid.profile)
     for path in (results_path(setup.folder, "baselines", setup.name, profile=grid.profile), results):
@@ -145,20 +158,65 @@ def run(args):
     frame = records_frame(*paths.values())
     frame = frame[frame.sampled_cut_point.isin([BASELINE_CUT, *(c for one in grids for c in one.cut_points)])
                   & frame.sampled_percentage.isin(grid.percentages)]
-    print(f"\n{setup.folder}/{setup.name}, mode {cfg.mode}: test accuracy, mean ± std over repeats")
+    _report(frame, f"{setup.folder}/{setup.name}, mode {cfg.mode}: test accuracy, mean ± std over repeats",
+            f"{setup.folder} {cfg.mode} ({grid.profile} profile)", paths)
+    if args.plot:
+        from ..analysis.plots import main_figure_from_files
+        print(f"wrote {main_figure_from_files(setup, cfg.mode, grid.profile)}")
+    print(f"sweep took {seconds:.0f} s")
+
+
+def _run_cut_study(args):
+    """``run --data PATH [--backbone NAME]``: the cut-point study of a pretrained backbone on a
+    user's images (:mod:`functions.runs.backbone_study`), printed as the folders' sweeps are."""
+    from ..analysis.summary import records_frame
+    from ..models.cuts import CUT_MODES
+    from ..runs import backbone_study as cut_study
+    if args.data is None:
+        raise DataError("--backbone names the network of the study on your own images: add --data PATH")
+    refused = [name for name, given_ in (("a folder", args.folder), ("--setup", args.setup),
+                                          ("--at-chosen-cut", args.at_chosen_cut), ("--plot", args.plot),
+                                          ("--executor ray", args.executor != "in-process"),
+                                          (f"--profile {args.profile}", args.profile != "quick")) if given_]
+    if refused:
+        raise DataError(f"{refused[0]} is not an option of the study on your own images (--data), which runs in "
+                        f"this process on its own grid profile ({cut_study.PROFILE}): drop it")
+    if args.mode not in CUT_MODES:
+        raise DataError(f"--mode {args.mode} is not a cut mode of the study on your own images; choose one of "
+                        f"{list(CUT_MODES)}")
+    settings = cut_study.CutStudySettings(**{**({"backbone": args.backbone} if args.backbone else {}),
+                                             **key_values(args.set, lambda key, text: parse_field(
+        cut_study.CutStudySettings, key, text, f"--set {key}={text!r}"))})
+    study = cut_study.CutStudy(args.data, args.mode, settings, weights=args.weights)
+    sweep = cut_study.real_grid(study, args.per_class, args.percentages, args.cuts, args.repeats)
+    began = time.perf_counter()
+    paths = study.run(sweep, baselines=not args.no_baselines, progress=not args.no_progress)
+    seconds = time.perf_counter() - began
+    frame = records_frame(*paths.values())
+    repeats = frame.sampled_percentage.map({study.fraction(size): sweep.repeats_for(size) for size in sweep.sizes})
+    frame = frame[frame.sampled_cut_point.isin([-1, *sweep.cut_points]) & repeats.notna() & (frame.repeat < repeats)]
+    _report(frame, f"{study.folder}: {settings.backbone} at {settings.input_size} px, mode {args.mode}: test "
+                   f"accuracy, mean ± std over repeats (columns: share of the training pool; "
+                   f"{', '.join(f'{study.fraction(z):g} = {z.describe()}' for z in sweep.sizes)})",
+            f"{study.folder} {args.mode}", paths)
+    print(f"sweep took {seconds:.0f} s")
+
+
+def _report(frame, heading: str, what: str, paths: dict) -> None:
+    """A sweep's summary table, its gains over the baseline with their verdict, and its files."""
+    from ..analysis import stats
+    from ..analysis.summary import gains_table, summary_table
+    from ..runs.store import BASELINE_CUT
+    print(f"\n{heading}")
     print(summary_table(frame).to_string())
     if (frame.sampled_cut_point == BASELINE_CUT).any():
         gains = stats.gains_over_baseline(frame, None)
         print("\nGain over the baseline trained on the same subsets (cut minus baseline; above 0: the pretrained "
               "layers help), mean over repeats [95% bootstrap interval]")
         print(gains_table(gains).to_string())
-        print(stats.gains_verdict(gains, f"{setup.folder} {cfg.mode} ({grid.profile} profile)"))
+        print(stats.gains_verdict(gains, what))
     for path in paths.values():
         print(f"wrote {path}")
-    if args.plot:
-        from ..analysis.plots import main_figure_from_files
-        print(f"wrote {main_figure_from_files(setup, cfg.mode, grid.profile)}")
-    print(f"sweep took {seconds:.0f} s")
 
 
 def _at_chosen_cuts(args, cfg: Config, grid, results: Path) -> list:

@@ -41,6 +41,9 @@ ADAPTATION_NOTEBOOK_MODES = [*_NOTEBOOK_FIRST_MODES,
                              *(mode for mode in ADAPTATION_MODES if mode not in _NOTEBOOK_FIRST_MODES), "distill"]
 # notebooks over every folder, at the repository's top level
 TOP_LEVEL = ("reproduction", "model_zoo", "your_data")
+# folders of the cut-point study of a pretrained backbone on a folder of images (``run --data``):
+# folder -> (the images, the backbone); their empirical notebook covers F, FR and FT
+IMAGE_FOLDERS = {"Clipart": ("clipart", "efficientnet_lite0")}
 
 
 def _percent_cells(text: str) -> list:
@@ -124,7 +127,23 @@ PARAMETERS = {
 }
 
 
+def _cut_study_parameters(folder: str) -> str:
+    data, backbone = IMAGE_FOLDERS[folder]
+    return "\n".join([
+        f"folder = {folder!r}  # where the results files and figures go",
+        f"data = {data!r}  # a prepared image folder's name, or the path of your folder or CSV",
+        f"backbone = {backbone!r}  # any registered pretrained network",
+        'modes = ["F", "FR", "FT"]',
+        "per_class = None  # None: the real profile's sizes (1, 5, 10 images per class and the whole pool)",
+        "fractions = None  # fractions of the training pool, beside or instead of per_class",
+        "cut_points = None  # None: every cut point of each mode",
+        "repeats = None  # None: the real profile's repeats",
+        "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's folders"])
+
+
 def kinds(folder: str) -> list[str]:
+    if folder in IMAGE_FOLDERS:
+        return ["empirical"]
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of the folders whose datasets are
     # available offline and whose targets are large enough for its grid
@@ -136,6 +155,9 @@ def kinds(folder: str) -> list[str]:
 def cells(folder: str, kind: str) -> list:
     if kind in TOP_LEVEL:
         return _template(kind)
+    if folder in IMAGE_FOLDERS:
+        return _template("cut_study", folder=folder, data=IMAGE_FOLDERS[folder][0],
+                         parameters=_cut_study_parameters(folder))
     values = {"folder": folder, "setup": default_setup(folder)}
     if kind in PARAMETERS:
         values["parameters"] = PARAMETERS[kind](folder)
@@ -164,7 +186,8 @@ def path(folder: str, kind: str) -> Path:
 
 def all_notebooks() -> list[tuple[str, str]]:
     """(folder, kind) of every notebook; the notebooks over all folders sit at the top level (".")."""
-    return [(folder, kind) for folder in FOLDERS for kind in kinds(folder)] + [(".", kind) for kind in TOP_LEVEL]
+    return [(folder, kind) for folder in [*FOLDERS, *IMAGE_FOLDERS] for kind in kinds(folder)] + \
+        [(".", kind) for kind in TOP_LEVEL]
 
 
 def same_cells(a: nbformat.NotebookNode, b: nbformat.NotebookNode) -> bool:

@@ -30,7 +30,7 @@ from ..core.errors import DataError
 from ..data.tasks import Split
 from ..models.backbones import POOLINGS, Backbone, pool
 from .evaluation import crop_scores, ranked_scores, scores
-from .trainer import RunResult, accuracy, fit
+from .trainer import RunResult, ShuffledBatches, accuracy, fit
 
 OPTIMIZERS = ("adam", "sgd")
 HEAD = "head"
@@ -113,6 +113,12 @@ class FineTuneNet(nn.Module):
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def trains_batch_norm(self) -> bool:
+        """Whether a BatchNorm layer updates its statistics in training (one outside the frozen stages)."""
+        frozen = [self.backbone.stages[name] for name in self.frozen_stages]
+        inside = {id(m) for stage in frozen for m in stage.modules()}
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in inside for m in self.modules())
 
 
 @torch.no_grad()
@@ -384,10 +390,13 @@ class Finetuner:
                 callback.on_epoch_end(self, epoch, val_acc)
 
         forward = lambda h: net.from_stage(h, start)  # adapters sit inside the network's own layers
+        # a batch of one image cannot train a BatchNorm layer: a pass's last batch of one joins the one before
+        min_batch = 2 if net.trains_batch_norm() else 1
         result = fit(net, train, val, None, lr=self.lr, max_epochs=epochs,
+                     batches=ShuffledBatches(batch_size, min_steps_per_epoch, min_batch),
                      patience=min(stops) if stops else epochs, batch_size=batch_size, seed=seed, forward=forward,
                      optimizer=self.optimizer, momentum=self.momentum, param_groups=self.param_groups(),
-                     after_epoch=after_epoch, min_steps_per_epoch=min_steps_per_epoch)
+                     after_epoch=after_epoch)
         for callback in callbacks:
             if callback.on_fit_end(self):  # other weights than the trainer ended on: score them
                 result.train_acc = accuracy(net, train, forward=forward)

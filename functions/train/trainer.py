@@ -110,10 +110,12 @@ def as_dtype(split: Split | None, dtype: torch.dtype) -> Split | None:
 class ShuffledBatches:
     """The batches of ordinary training: an epoch passes over the training rows in a new seeded
     order as many times as it takes to make ``min_steps`` optimiser steps (see
-    :func:`passes_per_epoch`); the last batch of a pass may be smaller."""
+    :func:`passes_per_epoch`); the last batch of a pass may be smaller, and joins the one before
+    it when it would hold fewer than ``min_batch`` rows (a BatchNorm layer cannot train on one
+    image whose feature map is 1 x 1)."""
 
-    def __init__(self, batch_size: int, min_steps: int = 1):
-        self.batch_size, self.min_steps = batch_size, min_steps
+    def __init__(self, batch_size: int, min_steps: int = 1, min_batch: int = 1):
+        self.batch_size, self.min_steps, self.min_batch = batch_size, min_steps, min_batch
 
     def __call__(self, train: Split, generator: torch.Generator) -> Epochs:
         """Each epoch's ``(rows, inputs)`` batches, drawn from ``generator`` as the epoch runs."""
@@ -122,8 +124,11 @@ class ShuffledBatches:
         def epoch():
             for _ in range(passes):
                 order = torch.randperm(len(train), generator=generator)
-                for i in range(0, len(train), self.batch_size):
-                    rows = order[i:i + self.batch_size]
+                starts = list(range(0, len(train), self.batch_size))
+                if len(starts) > 1 and len(train) - starts[-1] < self.min_batch:
+                    starts.pop()
+                for i, start in enumerate(starts):
+                    rows = order[start:starts[i + 1] if i + 1 < len(starts) else len(train)]
                     yield rows, train.x[rows]
         while True:
             yield epoch()

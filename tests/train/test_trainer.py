@@ -311,3 +311,14 @@ def test_paired_batches_put_as_many_unlabelled_images_after_each_labelled_batch(
         assert all(len(set(images)) == 6 for images in passes)  # a pass over the unlabelled images
     rows = torch.cat([r for epoch in steps for r, _ in epoch]).tolist()
     assert all(len(set(rows[9 * k:9 * k + 9])) == 9 for k in range(4))  # labelled passes of 3 whole batches
+
+
+def test_a_pass_never_ends_on_one_row_when_batch_norm_trains():
+    from functions.train.trainer import ShuffledBatches
+    train = Split(torch.arange(9.0).reshape(9, 1), torch.zeros(9, dtype=torch.long))
+    sizes = lambda batches: [len(rows) for rows, _ in next(batches(train, torch.Generator().manual_seed(0)))]
+    assert sizes(ShuffledBatches(4)) == [4, 4, 1]
+    assert sizes(ShuffledBatches(4, min_batch=2)) == [4, 5]  # the row alone joins the batch before it
+    epoch = next(ShuffledBatches(4, min_batch=2)(train, torch.Generator().manual_seed(0)))
+    assert sorted(int(r) for rows, _ in epoch for r in rows) == list(range(9))  # every row, once
+    assert sizes(ShuffledBatches(16, min_batch=2)) == [9]

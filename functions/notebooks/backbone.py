@@ -1,0 +1,117 @@
+"""What the cut-point notebooks of a pretrained backbone on a folder of images ask for, one call each.
+
+The folders of these studies (``Clipart/``) are the command line's ``run --data PATH --backbone
+NAME`` written out: the notebook and the command build the same :class:`CutStudy` objects and
+read and write the same results files.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..analysis import stats
+from ..analysis.summary import summary_table
+from ..core.errors import DataError
+from ..runs.backbone_study import CutStudy, CutStudySettings, Size, real_grid
+from ..runs.store import BASELINE_CUT
+
+__all__ = ["studies", "grids", "sizes_table", "frames", "summary", "gains", "chosen_cuts", "recheck_table"]
+
+
+def studies(data, backbone: str, modes, folder: str | None = None) -> dict[str, CutStudy]:
+    """One study per mode of ``backbone`` on ``data`` (a folder, a CSV or a prepared name)."""
+    settings = CutStudySettings(backbone=backbone)
+    return {mode: CutStudy(data, mode, settings, folder) for mode in modes}
+
+
+def grids(cut_studies: dict, per_class=None, fractions=None, cut_points=None, repeats=None) -> dict:
+    """Each mode's grid: the real profile's, narrowed by what is given (see :func:`real_grid`)."""
+    return {mode: real_grid(study, per_class, fractions, cut_points, repeats) for mode, study in cut_studies.items()}
+
+
+def size_label(study: CutStudy, size: Size) -> str:
+    return f"{size.per_class} / class" if size.per_class is not None else \
+        ("all" if size.fraction == 1.0 else f"{size.fraction:g} of the pool")
+
+
+def _labels(study: CutStudy, grid) -> dict:
+    """The sampled share of the training pool -> the size's name (``2 / class``, ``all``)."""
+    return {study.fraction(size): size_label(study, size) for size in grid.sizes}
+
+
+def sizes_table(study: CutStudy, grid) -> pd.DataFrame:
+    """The grid's data sizes: images per class, training images and their share of the pool."""
+    rows = [{"size": size_label(study, size), "training images": len(study.subset(size, 0)),
+             "share of the pool": study.fraction(size)} for size in grid.sizes]
+    return pd.DataFrame(rows).set_index("size")
+
+
+def frames(study: CutStudy, grid) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cut-point records, baseline records) of the grid's sizes, cut points and repeats."""
+    repeats = {study.fraction(size): grid.repeats_for(size) for size in grid.sizes}
+    parts = []
+    for kind, cuts in (("results", grid.cut_points), ("baselines", [BASELINE_CUT])):
+        frame = pd.DataFrame(study.files[kind].refresh())
+        if frame.empty:
+            raise DataError(f"{study.files[kind].path} holds no runs yet: run the notebook's sweep cell, or "
+                            f"python -m functions run --data {study.dataset.name} --mode {study.mode}")
+        wanted = frame.sampled_percentage.map(repeats)
+        parts.append(frame[frame.sampled_cut_point.isin(cuts) & wanted.notna() & (frame.repeat < wanted)])
+    return parts[0], parts[1]
+
+
+def _relabelled(table: pd.DataFrame, study: CutStudy, grid, axis: str) -> pd.DataFrame:
+    labels = {f"{share:g}": name for share, name in _labels(study, grid).items()}
+    return table.rename(columns=labels) if axis == "columns" else table.rename(index=labels)
+
+
+def summary(study: CutStudy, grid) -> pd.DataFrame:
+    """Mean ± std test accuracy per cut point (rows, named by the stage kept last) and size (columns)."""
+    records, baselines = frames(study, grid)
+    table = _relabelled(summary_table(pd.concat([baselines, records])), study, grid, "columns")
+    stages = {f"cut {c}": f"cut {c} ({s})" for c, s in records.groupby("sampled_cut_point")["stage"].first().items()}
+    return table.rename(index=stages)
+
+
+def gains(study: CutStudy, grid) -> pd.DataFrame:
+    """Each cut point's paired gain over the baseline per size, with its interval and Holm-corrected p
+    (:func:`~functions.analysis.stats.gains_over_baseline`), sizes named."""
+    records, baselines = frames(study, grid)
+    table = stats.gains_over_baseline(records, baselines)
+    table.insert(0, "size", table.sampled_percentage.map(_labels(study, grid)))
+    return table
+
+
+def chosen_cuts(cut_studies: dict, cut_grids: dict) -> pd.DataFrame:
+    """Per mode and size, the cut point validation picks (over the repeats every cut has), its
+    test accuracy and its gain over the baseline with the 95% interval and corrected p."""
+    rows = []
+    for mode, study in cut_studies.items():
+        table = gains(study, cut_grids[mode])
+        records, _ = frames(study, cut_grids[mode])
+        for share, cut in stats.chosen_cuts(records).items():
+            row = table[(table.sampled_percentage == share) & (table.cut == cut)].iloc[0]
+            rows.append({"mode": mode, "size": row["size"], "cut": int(cut),
+                         "stage": study.backbone.layer_names[int(cut) - 1] if cut else "input",
+                         "test accuracy": round(row["mean"], 3), "baseline": round(row["baseline"], 3),
+                         "gain": round(row["gain"], 3), "95% CI": f"{row['ci95_low']:+.3f} to {row['ci95_high']:+.3f}",
+                         "p (Holm)": round(row["p_holm"], 4), "n": int(row["n"])})
+    return pd.DataFrame(rows).set_index(["size", "mode"]).sort_index(
+        key=lambda index: index.map(_size_order) if index.name == "size" else index)
+
+
+def _size_order(label: str) -> float:
+    return float("inf") if label == "all" else float(label.split(" ")[0]) if "/" in label else float(label.split()[0])
+
+
+def recheck_table(cut_studies: dict, cut_point: int, size: Size, repeat: int = 0) -> pd.DataFrame:
+    """One stored run of each mode at ``cut_point`` (-1: the baseline, once), trained again from
+    scratch: the stored test accuracy beside the new one (shown as the stored value when within
+    the float rounding of other CPUs, so the notebook's check holds on any of them)."""
+    if cut_point == BASELINE_CUT:
+        cut_studies = dict([next(iter(cut_studies.items()))])
+    checks = {f"{mode} cut {cut_point}" if cut_point != BASELINE_CUT else "baseline": study.recheck(cut_point, size, repeat)
+              for mode, study in cut_studies.items()}
+    return pd.DataFrame.from_dict({label: {"stored test accuracy": f"{c['stored_test_acc']:.3f}",
+                                           "trained again": f"{c['stored_test_acc']:.3f}" if c["reproduced"]
+                                           else f"{c['test_acc']:.3f}"} for label, c in checks.items()},
+                                  orient="index")

@@ -1,0 +1,299 @@
+"""The cut-point study on a pretrained backbone and a folder of images: sizes x cut points x repeats.
+
+The question of the study folders (reuse the stages before a cut point; freeze, re-initialise
+or remove the rest: :mod:`functions.models.cuts`), asked of an ImageNet network on anyone's
+images.  Data sizes are images per class (small image folders) or fractions of the training
+pool; every size and repeat draws one subset, shared by the baseline and every cut point, so
+runs pair by repeat as in the study.
+
+Fast in the engine's way: the first k stages are frozen, so their output for every image is
+computed once per cut point and input size (:func:`~functions.train.finetune.staged`) and every
+run and repeat at that cut point trains and is scored from it; only the stages after the cut
+run per step.  Records keep the study's contract (``sampled_percentage``, ``sampled_cut_point``,
+``repeat``, the accuracies), with the images per class and the stage name beside them, in
+``<Folder>/results/<profile>/results_<backbone>_<mode>.json`` and ``baselines_<backbone>.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from ..config import SCHEMA_KEY, SCHEMA_VERSION
+from ..config import INPUT_SIZE
+from ..core.constraints import Interval, Text, check_fields, declared
+from ..core.device import configure_threads
+from ..core.errors import DataError
+from ..data.catalog import percentage_key
+from ..data.fewshot import few_shot_index
+from ..data.image_dataset import load_dataset
+from ..data.tasks import Split, balanced_subset, subset_seed
+from ..models.cuts import CUT_MODES, check_cut, cut_backbone, random_backbone, stage_at
+from ..models.registry import create_backbone
+from ..train.finetune import EarlyStopping, Finetuner, staged
+from .recheck import FLOAT32_TOLERANCE
+from .store import BASELINE_CUT, ResultsFile, results_path
+from .sweep import run_seed
+from .units import Progress, run_units
+
+PROFILE = "real"
+VAL_SPLIT, SPLIT_SEED = 0.1, 0  # the validation images drawn from the training folder, as fe-vs-ft draws them
+
+
+@declared
+@dataclass(frozen=True)
+class CutStudySettings:
+    """What decides a run besides its mode, cut point, size and repeat (the results file's parameters)."""
+
+    constraints: ClassVar[dict] = {
+        "backbone": Text(help="a registered pretrained network (see python -m functions recommend-model --help)"),
+        "input_size": dataclasses.replace(INPUT_SIZE, help="pixels the images are resized to"),
+        "lr": Interval(float, 0, low_open=True, what="a learning rate", help="Adam's learning rate"),
+        "weight_decay": Interval(float, 0, help="weight decay"),
+        "max_epochs": Interval(int, 1, help="at most this many epochs"),
+        "patience": Interval(int, 1, help="early stopping patience in epochs"),
+        "batch_size": Interval(int, 1, help="images per training step"),
+        "min_steps_per_epoch": Interval(int, 1, help="optimiser steps per epoch at least (small subsets)"),
+        "seed": Interval(int, 0, help="seeds the subsets, the new weights and the batch orders"),
+    }
+
+    backbone: str = "efficientnet_lite0"
+    input_size: int = 96           # chosen by measurement: benchmarks/cut_study.py
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 30
+    patience: int = 5
+    batch_size: int = 16
+    min_steps_per_epoch: int = 10  # a run on 12 images still makes 10 steps between validations
+    seed: int = 0
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class Size:
+    """A data size: ``per_class`` images of each class, or ``fraction`` of the training pool
+    (class-balanced, as the study draws it)."""
+
+    per_class: int | None = None
+    fraction: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.per_class} per class" if self.per_class is not None else f"{self.fraction:g} of the pool"
+
+
+@dataclass(frozen=True)
+class CutGrid:
+    """Which runs a sweep makes: sizes x cut points x repeats (one number of repeats per size)."""
+
+    sizes: tuple
+    cut_points: tuple
+    repeats: tuple
+    profile: str = PROFILE
+
+    def __post_init__(self):
+        if not self.sizes or not self.cut_points:
+            raise DataError("a cut-point grid needs at least one data size and one cut point")
+        if len(self.repeats) != len(self.sizes):
+            raise DataError(f"give one number of repeats per size: {len(self.sizes)} sizes, {len(self.repeats)} "
+                            f"numbers of repeats")
+        for repeats in self.repeats:
+            Interval(int, 1, what="the number of repeats").check("repeats", repeats)
+
+    def repeats_for(self, size: Size) -> int:
+        return self.repeats[self.sizes.index(size)]
+
+
+def grid(per_class=(), fractions=(), cut_points=(), repeats=5, profile: str = PROFILE) -> CutGrid:
+    """``repeats``: one number for every size, or one per size (the per-class sizes first)."""
+    sizes = tuple(Size(per_class=int(n)) for n in per_class) + tuple(Size(fraction=float(f)) for f in fractions)
+    repeats = (repeats,) * len(sizes) if isinstance(repeats, int) else tuple(repeats)
+    return CutGrid(sizes, tuple(int(c) for c in cut_points), repeats, profile)
+
+
+# The real profile, sized so that a folder's three modes finish in about an hour on 2 cores: 1, 5
+# and 10 images per class (the smallest clipart class has 12 training images) at 8 repeats, where
+# an exact Wilcoxon test can stay below 0.05 after Holm's correction over 5 cut points (5 * 2 /
+# 2**8 = 0.039); the whole training pool, 3 to 4 times the cost of a run, at 3 repeats, reported
+# with intervals.  Every other stage boundary: stem, block2, block4, block6, head (and in F all
+# stages training, cut 0).
+REAL_PER_CLASS, REAL_FRACTIONS, REAL_CUTS = (1, 5, 10), (1.0,), (1, 3, 5, 7, 9)
+REAL_REPEATS = {"per_class": 8, "fraction": 3}
+
+
+def real_grid(study: "CutStudy", per_class=None, fractions=None, cut_points=None, repeats=None) -> CutGrid:
+    """The real profile's grid for ``study``, narrowed where sizes, cut points or repeats are given
+    (sizes given in one unit only leave out the other's defaults)."""
+    if per_class is None and fractions is None:
+        per_class, fractions = REAL_PER_CLASS, REAL_FRACTIONS
+    per_class, fractions = per_class or (), fractions or ()
+    if repeats is None:
+        repeats = (REAL_REPEATS["per_class"],) * len(per_class) + (REAL_REPEATS["fraction"],) * len(fractions)
+    return grid(per_class, fractions, study.default_cuts() if cut_points is None else cut_points, repeats)
+
+
+def output_folder(dataset_name: str) -> str:
+    """The study folder a dataset's results go to: its name, capitalised as the study folders are
+    (``clipart`` -> ``Clipart``)."""
+    return dataset_name[:1].upper() + dataset_name[1:]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The pending repeats of one (kind, cut point, size), trained one after another on the same
+    staged inputs and saved together."""
+
+    kind: str  # "results" or "baselines"
+    cut_point: int
+    size: Size
+    repeats: tuple
+
+    def describe(self) -> str:
+        what = "baseline" if self.kind == "baselines" else f"cut {self.cut_point}"
+        return f"{what}, {self.size.describe()}, repeats {list(self.repeats)}"
+
+
+class CutStudy:
+    """One dataset, one backbone, one mode: the task, the pretrained network, the results files."""
+
+    def __init__(self, data, mode: str, settings: CutStudySettings = CutStudySettings(), folder: str | None = None,
+                 weights=None, profile: str = PROFILE, log=print):
+        configure_threads()
+        if mode not in CUT_MODES:
+            raise DataError(f"mode {mode!r} is not a cut mode of the backbone study; choose one of {list(CUT_MODES)}")
+        self.mode, self.settings, self.log = mode, settings, log
+        self.dataset = load_dataset(data)
+        self.folder = folder or output_folder(self.dataset.name)
+        self.backbone = create_backbone(settings.backbone, weights, settings.input_size)
+        self.task = self.dataset.task(self.backbone.input_size, self.backbone.channels, VAL_SPLIT, SPLIT_SEED,
+                                      log=log, pixels=True)
+        self.classes = [str(c) for c in self.task.classes]
+        params = {**{k: v for k, v in dataclasses.asdict(settings).items()},
+                  "weights_sha256": self.backbone.identity()["weights_sha256"], "stages": self.backbone.layer_names,
+                  "data": self.dataset.version, "classes": self.classes, SCHEMA_KEY: SCHEMA_VERSION}
+        self.files = {
+            "results": ResultsFile(results_path(self.folder, "results", settings.backbone, mode, profile),
+                                   {**params, "mode": mode}),
+            "baselines": ResultsFile(results_path(self.folder, "baselines", settings.backbone, profile=profile),
+                                     {**params, "mode": "baseline"}),
+        }
+        self._staged: tuple | None = None  # (cut point, (train, val, test) through its frozen stages)
+
+    # ----------------------------------------------------------------- the grid
+
+    def default_cuts(self) -> tuple:
+        """The real profile's cut points that the backbone has (every one if it has fewer stages
+        than the profile names), and in F cut 0 too (all stages train; FR at 0 is the baseline,
+        FT at 0 leaves nothing)."""
+        depth = len(self.backbone.layer_names)
+        cuts = tuple(c for c in REAL_CUTS if c <= depth) if depth >= max(REAL_CUTS) else tuple(range(1, depth + 1))
+        return ((0,) if self.mode == "F" else ()) + cuts
+
+    def subset(self, size: Size, repeat: int) -> torch.Tensor:
+        """The training images of one size and repeat: the same for the baseline and every cut point."""
+        y = self.task.train.y
+        if size.fraction == 1.0:  # the whole pool, unbalanced as it is (a balanced draw would cap every class)
+            return torch.arange(len(y))
+        if size.per_class is not None:
+            return few_shot_index(y, self.task.num_classes, size.per_class, self.settings.seed, repeat, self.classes)
+        return balanced_subset(y, self.task.num_classes, size.fraction,
+                               subset_seed(self.settings.seed, size.fraction, repeat))
+
+    def fraction(self, size: Size) -> float:
+        """The share of the training pool a size draws (the study's ``sampled_percentage``)."""
+        return round(len(self.subset(size, 0)) / len(self.task.train), 6)
+
+    def cells(self, grid: CutGrid, baselines: bool = True) -> list[Cell]:
+        for c in grid.cut_points:
+            check_cut(self.backbone, c, self.mode)
+        for size in grid.sizes:
+            self.subset(size, 0)  # an impossible size is refused before any training
+        cells = []
+        for kind, cuts in (("baselines", [BASELINE_CUT] if baselines else []), ("results", sorted(grid.cut_points))):
+            done = self.files[kind].done()
+            for cut_point in cuts:
+                for size in grid.sizes:
+                    key = percentage_key(self.fraction(size))
+                    pending = tuple(r for r in range(grid.repeats_for(size)) if (key, cut_point, r) not in done)
+                    if pending:
+                        cells.append(Cell(kind, cut_point, size, pending))
+        return cells
+
+    # ----------------------------------------------------------------- one cell
+
+    def inputs(self, cut_point: int) -> tuple[Split, Split, Split]:
+        """The training pool, validation and test images through the first ``cut_point`` pretrained
+        stages, computed once per cut point (0: the adapted images, which the baseline reads too)."""
+        start = max(cut_point, 0)
+        if self._staged is None or self._staged[0] != start:
+            self._staged = None  # the previous cut point's tensors are freed before the next are made
+            splits = [self.task.train, self.task.val, self.task.test]
+            self._staged = start, tuple(Split(staged(self.backbone, s.x[torch.arange(len(s))], start), s.y)
+                                        for s in splits)
+        return self._staged[1]
+
+    def train_cell(self, cell: Cell) -> list[dict]:
+        train, val, test = self.inputs(cell.cut_point)
+        fraction = self.fraction(cell.size)
+        return [self.train_run(cell, train, val, test, fraction, repeat) for repeat in cell.repeats]
+
+    def train_run(self, cell: Cell, train: Split, val: Split, test: Split, fraction: float, repeat: int) -> dict:
+        """One run: the network of the cell's mode and cut point (the baseline: every stage new),
+        trained by the one fine-tuning trainer on the subset of ``repeat``."""
+        s, began = self.settings, time.perf_counter()
+        cut_point = max(cell.cut_point, 0)
+        seed = run_seed(s.seed, fraction, cell.cut_point, repeat)
+        network = random_backbone(self.backbone, seed) if cell.kind == "baselines" else \
+            cut_backbone(self.backbone, cut_point, self.mode, seed)
+        tuner = Finetuner(network, self.task.num_classes, freeze_layers=network.layer_names[:cut_point],
+                          lr=s.lr, weight_decay=s.weight_decay, seed=seed)
+        result = tuner.fit(train.subset(self.subset(cell.size, repeat)), val, epochs=s.max_epochs,
+                           batch_size=s.batch_size, callbacks=[EarlyStopping(s.patience)], seed=seed,
+                           inputs_at=cut_point, min_steps_per_epoch=s.min_steps_per_epoch)
+        result.test_acc = float(tuner.evaluate(test, inputs_at=cut_point)["test_acc"])
+        result.trainable_params = tuner.trainable_parameters()
+        result.seconds = time.perf_counter() - began
+        return {"lr": s.lr, "sampled_percentage": fraction, "samples_per_class": cell.size.per_class,
+                "sampled_cut_point": cell.cut_point,
+                "stage": "baseline" if cell.kind == "baselines" else stage_at(self.backbone, cut_point),
+                "repeat": repeat, **result.record()}
+
+    def recheck(self, cut_point: int, size: Size, repeat: int = 0) -> dict:
+        """One stored run (``cut_point`` -1: the baseline) trained again from scratch beside its
+        stored test accuracy; ``reproduced`` within the float rounding that differs between kinds
+        of CPU (:data:`~functions.runs.recheck.FLOAT32_TOLERANCE`)."""
+        kind = "baselines" if cut_point == BASELINE_CUT else "results"
+        key = (percentage_key(self.fraction(size)), cut_point, repeat)
+        stored = [r for r in self.files[kind].refresh() if self.files[kind].key(r) == key]
+        if not stored:
+            raise DataError(f"{self.files[kind].path} has no run at cut {cut_point}, {size.describe()}, repeat "
+                            f"{repeat} to train again")
+        train, val, test = self.inputs(cut_point)
+        again = self.train_run(Cell(kind, cut_point, size, (repeat,)), train, val, test, self.fraction(size),
+                               repeat)
+        return {"stored_test_acc": stored[0]["test_acc"], "test_acc": again["test_acc"],
+                "reproduced": abs(again["test_acc"] - stored[0]["test_acc"]) <= FLOAT32_TOLERANCE}
+
+    # ----------------------------------------------------------------- the sweep
+
+    def run(self, grid: CutGrid, baselines: bool = True, progress: bool = True, on_run=None) -> dict[str, Path]:
+        """Every pending cell of ``grid``, saved as it ends; an interrupted sweep resumes where it stopped."""
+        cells = self.cells(grid, baselines)
+
+        def save(cell: Cell, records: list[dict]) -> None:
+            added = self.files[cell.kind].add(*records)
+            for record in added if on_run else ():
+                on_run(record)
+
+        summary = run_units(cells, lambda cell: self.train_cell(cell), save, describe=Cell.describe,
+                            size=lambda cell: len(cell.repeats), files=list(self.files.values()),
+                            progress=Progress(f"{self.folder} {self.settings.backbone} {self.mode}",
+                                              sum(len(c.repeats) for c in cells), show=progress))
+        summary.raise_failures("cell(s) failed and are not saved",
+                               "the other runs are saved, and re-running the same command retries the failed ones")
+        return {kind: f.path for kind, f in self.files.items() if kind == "results" or baselines}

@@ -1,0 +1,99 @@
+"""The cut-point study on a backbone and a folder of images: the grid, the records, the shared
+frozen prefix, resuming, and the command line."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from functions.__main__ import main
+from functions.runs import backbone_study
+from functions.runs.backbone_study import CutStudy, CutStudySettings, grid
+from functions.runs.store import load_results
+
+SETTINGS = CutStudySettings(input_size=32, max_epochs=2, patience=2, min_steps_per_epoch=2, batch_size=4)
+
+
+@pytest.fixture
+def paints(tmp_path, monkeypatch):
+    """Three classes of noisy one-colour 12 x 12 PNGs, 10 each; results beside them."""
+    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / "out"))
+    monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
+    rng = np.random.default_rng(0)
+    for label, colour in {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}.items():
+        (tmp_path / "paints" / label).mkdir(parents=True)
+        for i in range(10):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "paints" / label / f"{i}.png")
+    return tmp_path / "paints"
+
+
+def test_a_sweep_writes_the_studys_records_with_paired_subsets_and_resumes(paints, monkeypatch):
+    staged_at = []
+    real_staged = backbone_study.staged
+    monkeypatch.setattr(backbone_study, "staged", lambda b, x, k: staged_at.append(k) or real_staged(b, x, k))
+    study = CutStudy(paints, "FR", SETTINGS, log=lambda *_: None)
+    assert study.folder == "Paints"
+    sweep = grid(per_class=(2,), fractions=(1.0,), cut_points=(9, 1), repeats=2)
+    trained = []
+    paths = study.run(sweep, progress=False, on_run=trained.append)
+    assert len(trained) == 2 * 2 * 3  # (baseline, cut 1, cut 9) x 2 sizes x 2 repeats
+    # each cut point's frozen prefix is computed once for the training, validation and test images
+    assert staged_at == [0] * 3 + [1] * 3 + [9] * 3
+    params, records = load_results(paths["results"])
+    assert params["mode"] == "FR" and params["stages"][0] == "stem" and params["input_size"] == 32
+    assert {(r["sampled_cut_point"], r["stage"]) for r in records} == {(1, "stem"), (9, "head")}
+    _, baselines = load_results(paths["baselines"])
+    assert {r["sampled_cut_point"] for r in baselines} == {-1}
+    for record in records + baselines:
+        assert {"sampled_percentage", "sampled_cut_point", "repeat", "test_acc", "val_acc", "samples_per_class",
+                "trainable_params", "epochs", "n_train"} <= set(record)
+        assert 0.0 <= record["test_acc"] <= 1.0
+    pool = len(study.task.train)
+    whole = [r for r in records + baselines if r["samples_per_class"] is None]
+    assert {r["n_train"] for r in whole} == {pool} and {r["sampled_percentage"] for r in whole} == {1.0}
+    two = [r for r in records + baselines if r["samples_per_class"] == 2]
+    assert {r["n_train"] for r in two} == {6}
+    # the head alone trains at the last cut; the whole network, new, in the baseline
+    assert {r["trainable_params"] for r in records if r["sampled_cut_point"] == 9} == {1281 * 3}
+    assert min(r["trainable_params"] for r in baselines) > 3_000_000
+    # resumed: nothing trains again; a lost run is trained again alone, the same as before
+    again = []
+    assert study.run(sweep, progress=False, on_run=again.append) == paths and again == []
+    kept = [r for r in records if not (r["sampled_cut_point"] == 9 and r["repeat"] == 1
+                                       and r["samples_per_class"] == 2)]
+    import json
+    paths["results"].write_text(json.dumps([params, *kept]))
+    fresh = CutStudy(paints, "FR", SETTINGS, log=lambda *_: None)
+    fresh.run(sweep, progress=False, on_run=again.append)
+    lost = next(r for r in records if r not in kept)
+    assert len(again) == 1 and again[0]["test_acc"] == lost["test_acc"] and again[0]["val_acc"] == lost["val_acc"]
+
+
+def test_other_settings_or_another_version_of_the_images_are_refused(paints):
+    CutStudy(paints, "FT", SETTINGS, log=lambda *_: None).run(grid((1,), (), (9,), 1), progress=False)
+    with pytest.raises(Exception, match="lr"):
+        CutStudy(paints, "FT", CutStudySettings(**{**SETTINGS.__dict__, "lr": 0.01}), log=lambda *_: None)
+    with pytest.raises(Exception, match=r"cut point 0 is outside 1\.\.9 for mode FT"):
+        CutStudy(paints, "FT", SETTINGS, log=lambda *_: None).cells(grid((1,), (), (0,), 1))
+    with pytest.raises(Exception, match=r"at most"):
+        CutStudy(paints, "FT", SETTINGS, log=lambda *_: None).cells(grid((50,), (), (9,), 1))
+
+
+def test_the_command_line_runs_the_study_on_a_folder_and_refuses_what_it_does_not_take(paints, capsys):
+    options = ["--set", "input_size=32", "--set", "max_epochs=1", "--set", "min_steps_per_epoch=1"]
+    assert main(["run", "--data", str(paints), "--mode", "F", "--cuts", "0", "9", "--per-class", "2",
+                 "--repeats", "2", "--no-progress", *options]) == 0
+    out = capsys.readouterr().out
+    assert "Paints: efficientnet_lite0 at 32 px, mode F" in out and "Gain over the baseline" in out
+    assert "results/real/results_efficientnet_lite0_F.json" in out
+    for argv, message in [
+        (["--mode", "lora"], "--mode lora is not a cut mode"),
+        (["--profile", "range"], "--profile range is not an option of the study on your own images"),
+        (["--set", "depth=3"], "depth"),
+        (["--set", "max_epochs=0"], "max_epochs"),
+    ]:
+        assert main(["run", "--data", str(paints), *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["run", "--backbone", "efficientnet_lite0"]) == 2
+    assert "add --data PATH" in capsys.readouterr().err
+    assert main(["run", "MNIST", "--per-class", "2"]) == 2
+    assert "--per-class is an option of the study on your own images" in capsys.readouterr().err
