@@ -17,9 +17,10 @@ from ..runs.store import BASELINE_CUT
 __all__ = ["studies", "grids", "sizes_table", "frames", "summary", "gains", "chosen_cuts", "recheck_table"]
 
 
-def studies(data, backbone: str, modes, folder: str | None = None) -> dict[str, CutStudy]:
-    """One study per mode of ``backbone`` on ``data`` (a folder, a CSV or a prepared name)."""
-    settings = CutStudySettings(backbone=backbone)
+def studies(data, backbone: str, modes, folder: str | None = None, input_size: int | None = None) -> dict[str, CutStudy]:
+    """One study per mode of ``backbone`` on ``data`` (a folder, a CSV or a prepared name), at
+    ``input_size`` pixels (default the real profile's)."""
+    settings = CutStudySettings(backbone=backbone, **({"input_size": input_size} if input_size else {}))
     return {mode: CutStudy(data, mode, settings, folder) for mode in modes}
 
 

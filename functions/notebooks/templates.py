@@ -69,10 +69,11 @@ def _template(name: str, **values: str) -> list:
 
 
 def _parameters(folder: str, profile: str = "quick", percentages: tuple | None = None,
-                which: str = "those scored in seconds", **extra) -> str:
+                which: str = "those scored in seconds", comments: dict | None = None, **extra) -> str:
+    """The study notebooks' parameters cell; ``extra`` adds parameters (``comments``: their comments)."""
     lines = [f"folder = {folder!r}", f"setup = {default_setup(folder)!r}  # the folder's class setup; others: "
              f"{setup_names(folder)}"]
-    lines += [f"{k} = {v!r}" for k, v in extra.items()]
+    lines += [f"{k} = {v!r}" + (f"  # {comments[k]}" if k in (comments or {}) else "") for k, v in extra.items()]
     lines += ['profile = "quick"  # "quick": a CPU runs it in minutes; "paper": the upstream grid' if profile == "quick"
               else f'profile = {profile!r}  # "range": 0.1% to 100% of the target data (`make range`); "quick": a CPU '
                    'runs it in minutes; "paper": the upstream grid',
@@ -107,10 +108,9 @@ def strategy_modes(folder: str) -> list[str]:
 
 
 def _adaptation_parameters(folder: str) -> str:
-    settings = folder_settings(folder)
-    text = _parameters(folder, modes=ADAPTATION_NOTEBOOK_MODES + ["FR"], settings=settings)
-    return text.replace(f"settings = {settings!r}", f"settings = {settings!r}  # overrides of every mode's "
-                        "parameters ({}: the profile's and each mode's own)")
+    return _parameters(folder, modes=ADAPTATION_NOTEBOOK_MODES + ["FR"], settings=folder_settings(folder),
+                       comments={"settings": "overrides of every mode's parameters ({}: the profile's and each "
+                                             "mode's own)"})
 
 
 # the parameters cell ({{parameters}}) of the study templates that have one

@@ -11,6 +11,7 @@ samples_per_class = [1, 5, 10]  # labelled training images per class
 splits = 3  # seeded class-balanced training splits per size
 val_per_class = 1  # images per class of the fixed validation set (the smallest class's share caps it)
 max_epochs = 10  # FT: at most this many epochs (early stopping on the validation set)
+cut_modes = ["FR"]  # the study's modes for where to cut the network (F, FR, FT)
 track = True  # log new runs to MLflow (sqlite:///<output root>/mlflow.db, or $MLFLOW_TRACKING_URI)
 output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's study folders
 
@@ -95,3 +96,18 @@ print(own_data.guideline(records, dataset, backbone))
 # NBVAL_IGNORE_OUTPUT
 # (the cost ratios differ between machines)
 print(tradeoff.guideline(records))
+
+# %% [markdown]
+# ## Where to cut the network
+# The study's question on these images (`python -m functions run --data PATH --mode FR`): cut point k keeps the first k stages of the ImageNet network with their weights, frozen; the stages after them are re-initialised and train (**FR**). Per data size, the cut point that validation accuracy picks, its test accuracy and its gain over the same network trained from its random initialisation on the same images, with a 95% bootstrap interval over the repeats and the Holm-corrected p over the cut points. The real profile's grid; resumed from its results files under `<Name>/results/real/` (for `clipart`: the committed `Clipart/` study, whose notebook shows every cut point and the modes F and FT too).
+
+# %%
+# NBVAL_IGNORE_OUTPUT: progress bars show rates and times
+from functions.notebooks import backbone as cut_study
+cut_studies = cut_study.studies(data, backbone, cut_modes, input_size=input_size)
+cut_grids = cut_study.grids(cut_studies)
+for mode, one in cut_studies.items():
+    one.run(cut_grids[mode], progress=False)
+
+# %%
+display(cut_study.chosen_cuts(cut_studies, cut_grids))
