@@ -90,3 +90,20 @@ def pytest_collectstart(collector):
     # nbval compares stderr too; warnings and progress bars there are not results
     if collector.fspath and collector.fspath.ext == ".ipynb":
         collector.skip_compare += ("stderr",)
+
+
+@pytest.fixture
+def paints(tmp_path, monkeypatch):
+    """A folder of your own images: three classes of noisy one-colour 12 x 12 PNGs, 10 each; results
+    and features beside it."""
+    import numpy as np
+    from PIL import Image
+    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / "out"))
+    monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
+    rng = np.random.default_rng(0)
+    for label, colour in {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}.items():
+        (tmp_path / "paints" / label).mkdir(parents=True)
+        for i in range(10):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "paints" / label / f"{i}.png")
+    return tmp_path / "paints"

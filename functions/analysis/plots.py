@@ -96,13 +96,15 @@ def _repeats_label(counts: pd.Series) -> str:
 FEW_REPEATS = 3  # at most this many runs per box: drawn as points and their mean, not as a box
 
 
-def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", title: str | None = None) -> Figure:
+def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", title: str | None = None,
+                     sizes: dict | None = None) -> Figure:
     """The study's main figure: per percentage, ``metric`` per cut point (one dot per repeat, at
     the same offset in every column) with the baseline beside them: box plots, or with at most
     :data:`FEW_REPEATS` repeats the points and a line at their mean (a box of two or three runs
     draws quartiles that are not there).  Each panel has its own y axis (the spread shrinks by
     orders of magnitude from the smallest fraction to the whole data) and names its n; ``title``
-    (dataset, mode, profile) goes above them all."""
+    (dataset, mode, profile) goes above them all; ``sizes`` names a panel's data size in words
+    (fraction -> "5 / class") where a fraction alone would not say it."""
     frame = as_frame(records, baseline_records, metric)
     frame["cut"] = frame["sampled_cut_point"].map(cut_label)
     order = [cut_label(c) for c in sorted(frame["sampled_cut_point"].unique())]
@@ -127,7 +129,8 @@ def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", t
         offsets = dict(zip(repeats, np.linspace(-0.2, 0.2, len(repeats)) if len(repeats) > 1 else [0.0]))
         ax.scatter(columns + runs["repeat"].map(offsets), runs[metric], s=6 if len(repeats) > FEW_REPEATS else 14,
                    color="black", zorder=3, linewidth=0)
-        ax.set(title=f"{fraction_title(percentage)}\n{_repeats_label(runs.groupby('cut').size())}",
+        named = (sizes or {}).get(percentage) or fraction_title(percentage)
+        ax.set(title=f"{named}\n{_repeats_label(runs.groupby('cut').size())}",
                xlabel=CUT_LABEL, ylabel=_label(metric))
         ax.tick_params(axis="x", labelrotation=45)
     if title:

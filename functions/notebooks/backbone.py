@@ -14,7 +14,8 @@ from ..core.errors import DataError
 from ..runs.backbone_study import CutStudy, CutStudySettings, Size, real_grid
 from ..runs.store import BASELINE_CUT
 
-__all__ = ["studies", "grids", "sizes_table", "frames", "summary", "gains", "chosen_cuts", "recheck_table"]
+__all__ = ["studies", "grids", "sizes_table", "frames", "summary", "gains", "chosen_cuts", "panel_titles",
+           "recheck_table"]
 
 
 def studies(data, backbone: str, modes, folder: str | None = None, input_size: int | None = None) -> dict[str, CutStudy]:
@@ -37,6 +38,12 @@ def size_label(study: CutStudy, size: Size) -> str:
 def _labels(study: CutStudy, grid) -> dict:
     """The sampled share of the training pool -> the size's name (``2 / class``, ``all``)."""
     return {study.fraction(size): size_label(study, size) for size in grid.sizes}
+
+
+def panel_titles(study: CutStudy, grid) -> dict:
+    """The figures' panel titles: each size's name and its training images."""
+    return {study.fraction(size): f"{size_label(study, size)} ({len(study.subset(size, 0))} images)"
+            for size in grid.sizes}
 
 
 def sizes_table(study: CutStudy, grid) -> pd.DataFrame:

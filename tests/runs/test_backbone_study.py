@@ -1,8 +1,6 @@
 """The cut-point study on a backbone and a folder of images: the grid, the records, the shared
 frozen prefix, resuming, and the command line."""
-import numpy as np
 import pytest
-from PIL import Image
 
 from functions.__main__ import main
 from functions.runs import backbone_study
@@ -10,20 +8,6 @@ from functions.runs.backbone_study import CutStudy, CutStudySettings, grid
 from functions.runs.store import load_results
 
 SETTINGS = CutStudySettings(input_size=32, max_epochs=2, patience=2, min_steps_per_epoch=2, batch_size=4)
-
-
-@pytest.fixture
-def paints(tmp_path, monkeypatch):
-    """Three classes of noisy one-colour 12 x 12 PNGs, 10 each; results beside them."""
-    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / "out"))
-    monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
-    rng = np.random.default_rng(0)
-    for label, colour in {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}.items():
-        (tmp_path / "paints" / label).mkdir(parents=True)
-        for i in range(10):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "paints" / label / f"{i}.png")
-    return tmp_path / "paints"
 
 
 def test_a_sweep_writes_the_studys_records_with_paired_subsets_and_resumes(paints, monkeypatch):

@@ -39,7 +39,8 @@ for mode, cut_study in studies.items():
 # %%
 for mode, cut_study in studies.items():
     records, baselines = study.frames(cut_study, grids[mode])
-    figure = plots.accuracy_boxplot(records, baselines, title=f"{folder}: {backbone} on {data}, mode {mode}")
+    figure = plots.accuracy_boxplot(records, baselines, title=f"{folder}: {backbone} on {data}, mode {mode}",
+                                    sizes=study.panel_titles(cut_study, grids[mode]))
     plots.save_figure(figure, folder, f"test_accuracy_{backbone}_{mode}", "real")
     display(figure)
 
