@@ -133,7 +133,7 @@ zoo: data
 	$(PY) -m functions zoo build
 
 # the study folders' notebooks, then the top-level ones over all folders
-notebooks: results fe-vs-ft strategies adaptation range zoo
+notebooks: results fe-vs-ft strategies adaptation range real zoo
 	$(PY) -m functions notebooks --execute $(NOTEBOOK_FOLDERS) .
 
 # the sample-efficiency service on 127.0.0.1:$PORT (default 8000); OpenAPI page at /docs

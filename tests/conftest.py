@@ -92,18 +92,30 @@ def pytest_collectstart(collector):
         collector.skip_compare += ("stderr",)
 
 
-@pytest.fixture
-def paints(tmp_path, monkeypatch):
-    """A folder of your own images: three classes of noisy one-colour 12 x 12 PNGs, 10 each; results
-    and features beside it."""
+def _paint(root, monkeypatch):
+    """Three classes of noisy one-colour 12 x 12 PNGs, 10 each, in ``root/paints``; results and
+    features under ``root`` beside them."""
     import numpy as np
     from PIL import Image
-    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / "out"))
-    monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(tmp_path / "features"))
+    monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(root / "out"))
+    monkeypatch.setenv("TRANSFER_FEATURE_CACHE", str(root / "features"))
     rng = np.random.default_rng(0)
     for label, colour in {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}.items():
-        (tmp_path / "paints" / label).mkdir(parents=True)
+        (root / "paints" / label).mkdir(parents=True)
         for i in range(10):
             pixels = np.clip(np.array(colour) + rng.normal(0, 25, (12, 12, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp_path / "paints" / label / f"{i}.png")
-    return tmp_path / "paints"
+            Image.fromarray(pixels).save(root / "paints" / label / f"{i}.png")
+    return root / "paints"
+
+
+@pytest.fixture
+def paints(tmp_path, monkeypatch):
+    """A folder of your own images (see :func:`_paint`), for one test."""
+    return _paint(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_paints(tmp_path_factory):
+    """The same folder shared by a module's tests, with their results."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _paint(tmp_path_factory.mktemp("paints"), monkeypatch)

@@ -85,7 +85,9 @@ def gains(study: CutStudy, grid) -> pd.DataFrame:
     (:func:`~functions.analysis.stats.gains_over_baseline`), sizes named."""
     records, baselines = frames(study, grid)
     table = stats.gains_over_baseline(records, baselines)
-    table.insert(0, "size", table.sampled_percentage.map(_labels(study, grid)))
+    labels = _labels(study, grid)
+    order = [labels[share] for share in sorted(labels)]  # the sizes in increasing order, in every table
+    table.insert(0, "size", pd.Categorical(table.sampled_percentage.map(labels), categories=order, ordered=True))
     return table
 
 
@@ -103,12 +105,9 @@ def chosen_cuts(cut_studies: dict, cut_grids: dict) -> pd.DataFrame:
                          "test accuracy": round(row["mean"], 3), "baseline": round(row["baseline"], 3),
                          "gain": round(row["gain"], 3), "95% CI": f"{row['ci95_low']:+.3f} to {row['ci95_high']:+.3f}",
                          "p (Holm)": round(row["p_holm"], 4), "n": int(row["n"])})
-    return pd.DataFrame(rows).set_index(["size", "mode"]).sort_index(
-        key=lambda index: index.map(_size_order) if index.name == "size" else index)
-
-
-def _size_order(label: str) -> float:
-    return float("inf") if label == "all" else float(label.split(" ")[0]) if "/" in label else float(label.split()[0])
+    frame = pd.DataFrame(rows)
+    frame["size"] = pd.Categorical(frame["size"], categories=table["size"].cat.categories, ordered=True)
+    return frame.set_index(["size", "mode"]).sort_index()
 
 
 def recheck_table(cut_studies: dict, cut_point: int, size: Size, repeat: int = 0) -> pd.DataFrame:

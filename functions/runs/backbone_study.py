@@ -84,7 +84,9 @@ class Size:
     fraction: float | None = None
 
     def describe(self) -> str:
-        return f"{self.per_class} per class" if self.per_class is not None else f"{self.fraction:g} of the pool"
+        if self.per_class is not None:
+            return f"{self.per_class} per class"
+        return "the whole pool" if self.fraction == 1.0 else f"{self.fraction:g} of the pool"
 
 
 @dataclass(frozen=True)

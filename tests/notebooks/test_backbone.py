@@ -9,10 +9,11 @@ from functions.runs.backbone_study import CutStudySettings, Size
 SMALL = dict(input_size=32, max_epochs=2, patience=2, min_steps_per_epoch=2, batch_size=4)
 
 
-@pytest.fixture
-def studies(paints, monkeypatch):
-    monkeypatch.setattr(backbone, "CutStudySettings", lambda **given: CutStudySettings(**{**SMALL, **given}))
-    studies = backbone.studies(paints, "efficientnet_lite0", ["F", "FT"])
+@pytest.fixture(scope="module")
+def studies(module_paints):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(backbone, "CutStudySettings", lambda **given: CutStudySettings(**{**SMALL, **given}))
+        studies = backbone.studies(module_paints, "efficientnet_lite0", ["F", "FT"])
     grids = backbone.grids(studies, per_class=(1, 2), fractions=(1.0,), cut_points=(7, 9), repeats=(3, 3, 2))
     for mode, study in studies.items():
         study.run(grids[mode], progress=False)
