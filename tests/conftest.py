@@ -25,13 +25,14 @@ def _digests(paths) -> dict:
 
 
 def _copy_of_committed_results() -> Path:
-    """A temporary output root holding copies of every study folder's results, the model zoo's and
-    the top-level notebooks' (``.``), so the executed notebooks resume them as they would in the
+    """A temporary output root holding copies of every study folder's results (the image folders'
+    too), the model zoo's and the top-level notebooks' (``.``), so the executed notebooks resume them as they would in the
     repository, and write beside them there."""
     from functions.config import FOLDERS
     from functions.models.zoo_catalog import ZOO_FOLDER
+    from functions.notebooks.templates import IMAGE_FOLDERS
     root = Path(tempfile.mkdtemp(prefix="transfer-test-output-"))
-    for folder in (*FOLDERS, ZOO_FOLDER, "."):
+    for folder in (*FOLDERS, *IMAGE_FOLDERS, ZOO_FOLDER, "."):
         if (ROOT / folder / "results").is_dir():
             shutil.copytree(ROOT / folder / "results", root / folder / "results")
     return root
