@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # folders whose notebooks carry executed outputs (see README: the others are not executed yet), and
 # the notebooks over all folders at the top level
-NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST MNIST_to_digits Clipart
+NOTEBOOK_FOLDERS := MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST MNIST_to_digits Clipart Clipart_to_Stamps
 TOP_NOTEBOOKS := reproduction.ipynb model_zoo.ipynb your_data.ipynb
 export MPLBACKEND := Agg
 # mkdocs' plugins print a notice about a future MkDocs 2 on every build; the pins above keep 1.6.1
@@ -24,7 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 data: $(STAMP)
-	$(PY) -m functions prepare-data MNIST FashionMNIST clipart
+	$(PY) -m functions prepare-data MNIST FashionMNIST clipart stamps
 
 # trains into demo/ (the committed MNIST results stay as they are) the quick grid's 1% of the target
 # data, where transfer matters most; its numbers equal the committed ones
@@ -114,11 +114,18 @@ adaptation: pretrained
 	  $(PY) -m functions run $$folder --mode $$mode --no-progress || exit 1; done; done
 
 # the cut-point study of ImageNet EfficientNet-Lite0 on the clipart images (Clipart/), real profile:
-# the baselines with FR, then F and FT on the same subsets; resumable like every sweep
+# the baselines with FR, then F and FT on the same subsets; the same on the stamps images at 1, 2
+# and 5 per class and all of them, and its adaptation from clipart to the unlabelled stamps
+# (Clipart_to_Stamps/); resumable like every sweep
+STAMPS := --data stamps --output Clipart_to_Stamps --per-class 1 2 5 --percentages 1.0 --no-progress
 real: data
 	$(PY) -m functions run --data clipart --mode FR --no-progress
 	$(PY) -m functions run --data clipart --mode F --no-baselines --no-progress
 	$(PY) -m functions run --data clipart --mode FT --no-baselines --no-progress
+	$(PY) -m functions run $(STAMPS) --mode F
+	$(PY) -m functions run $(STAMPS) --mode FR --no-baselines
+	$(PY) -m functions run $(STAMPS) --mode FT --no-baselines
+	$(PY) -m functions run --data stamps --source clipart --no-progress
 
 # feature extraction against fine-tuning: the default few-shot grid of each offline folder, for
 # EfficientNet-Lite0 and the folder's source CNN (what the fe_vs_ft notebooks resume)

@@ -20,7 +20,12 @@ from .stats import chosen_cuts, holm_family, paired_gain, repeats_for_power, rep
 
 UNSUPERVISED = ("source_only", "adabn", "dann", "coral")
 LABELS = {"source_only": "source only", "adabn": "AdaBN", "dann": "DANN", "coral": "CORAL",
-          "baseline": "baseline (labelled, from scratch)", "FR": "FR, cut chosen on validation (labelled)"}
+          "baseline": "baseline (labelled, from scratch)"}
+
+
+def labelled_label(mode: str) -> str:
+    """The legend of a labelled mode's curve (FR for the study CNN, F for a backbone)."""
+    return f"{mode}, cut chosen on validation (labelled)"
 
 
 def _frame(records) -> pd.DataFrame:
@@ -45,12 +50,12 @@ def per_cut(records_by_mode: dict) -> pd.DataFrame:
                              values="test_acc", aggfunc="mean")
 
 
-def labelled_curves(fr_records, baseline_records) -> pd.DataFrame:
-    """Per fraction: the baseline's mean test accuracy, FR's at the cut its validation accuracy
-    picks, and that cut."""
+def labelled_curves(fr_records, baseline_records, labelled: str = "FR") -> pd.DataFrame:
+    """Per fraction: the baseline's mean test accuracy, the ``labelled`` mode's (``fr_records``)
+    at the cut its validation accuracy picks, and that cut."""
     chosen = accuracy_at_chosen_cut(_frame(fr_records))
     return pd.DataFrame({"baseline": _frame(baseline_records).groupby("sampled_percentage").test_acc.mean(),
-                         "FR": chosen["test_acc"], "FR chosen cut": chosen["cut"]}).sort_index()
+                         labelled: chosen["test_acc"], f"{labelled} chosen cut": chosen["cut"]}).sort_index()
 
 
 def labelled_worth(accuracy: float, curve: pd.Series) -> tuple[str, float]:
@@ -83,9 +88,10 @@ def _headline(records, mode: str, headline_cut: int) -> pd.DataFrame:
 def comparison(records_by_mode: dict, fr_records, baseline_records, headline_cut: int, n_target_train: int,
                num_classes: int, reference: str = "FR") -> pd.DataFrame:
     """Per unsupervised method and fraction: mean test accuracy at ``headline_cut`` (source only
-    and AdaBN: the whole network) and what it is worth on the ``reference`` curve, in labelled
-    fraction and images (of a class-balanced subset of that fraction)."""
-    curves = labelled_curves(fr_records, baseline_records)
+    and AdaBN: the whole network) and what it is worth on the ``reference`` curve (``fr_records``:
+    that labelled mode's runs; or ``baseline``), in labelled fraction and images (of a
+    class-balanced subset of that fraction)."""
+    curves = labelled_curves(fr_records, baseline_records, "baseline" if reference == "baseline" else reference)
     rows = []
     for mode in (m for m in UNSUPERVISED if records_by_mode.get(m)):
         runs = _headline(records_by_mode[mode], mode, headline_cut)
@@ -164,7 +170,7 @@ def adaptation_verdict(table: pd.DataFrame, alpha: float = 0.05) -> str:
 
 
 def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headline_cut: int, num_classes: int,
-                      title: str) -> Figure:
+                      title: str, labelled: str = "FR") -> Figure:
     """Test accuracy against the fraction of target training data: labelled curves as solid lines,
     the unsupervised methods at their headline cut as dashed ones over the fractions they saw
     unlabelled, each point a mean with a bar of one standard deviation over repeats, and chance
@@ -174,13 +180,14 @@ def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headl
     fr = _frame(fr_records)
     chosen = accuracy_at_chosen_cut(fr)["cut"]
     series = {"baseline": (_frame(baseline_records), "k", "-o"),
-              "FR": (pd.concat([fr[(fr.sampled_percentage == p) & (fr.sampled_cut_point == c)] for p, c in chosen.items()]),
+              labelled: (pd.concat([fr[(fr.sampled_percentage == p) & (fr.sampled_cut_point == c)] for p, c in chosen.items()]),
                      "C0", "-o")}
     for k, mode in enumerate(m for m in UNSUPERVISED if records_by_mode.get(m)):
         series[mode] = _headline(records_by_mode[mode], mode, headline_cut), f"C{k + 1}", "--s"
     for name, (frame, colour, style) in series.items():
         spread = frame.groupby("sampled_percentage").test_acc.agg(["mean", "std", "count"])
-        label = LABELS[name] if name in ("baseline", "FR") else f"{LABELS[name]} (unlabelled)"
+        label = labelled_label(name) if name == labelled else LABELS[name] if name == "baseline" else \
+            f"{LABELS[name]} (unlabelled)"
         ax.errorbar(spread.index, spread["mean"], yerr=spread["std"].fillna(0.0), fmt=style, color=colour, capsize=3,
                     label=f"{label}, n = {int(spread['count'].min())}")
     ax.axhline(1.0 / num_classes, color="0.5", linestyle=":", label=f"chance (1 in {num_classes})")

@@ -23,14 +23,15 @@ def records_frame(*paths: Path) -> pd.DataFrame:
     return pd.DataFrame([rec for path in paths for rec in run_records(path)])
 
 
-def summary_table(frame: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Mean +- std test accuracy per cut point (rows; baseline first) and percentage (columns)."""
-    stats = frame.groupby(["sampled_cut_point", "sampled_percentage"])["test_acc"].agg(["mean", "std", "count"])
+def summary_table(frame: pd.DataFrame, digits: int = 3, columns: str = "sampled_percentage") -> pd.DataFrame:
+    """Mean +- std test accuracy per cut point (rows; baseline first) and percentage (columns; or
+    another of the records' keys, such as an adaptation method)."""
+    stats = frame.groupby(["sampled_cut_point", columns])["test_acc"].agg(["mean", "std", "count"])
     cell = stats.apply(lambda r: f"{r['mean']:.{digits}f} ± {0 if np.isnan(r['std']) else r['std']:.{digits}f}"
                        f" (n={int(r['count'])})", axis=1)
-    table = cell.unstack("sampled_percentage")
+    table = cell.unstack(columns)
     table.index = ["baseline" if c == BASELINE_CUT else f"cut {c}" for c in table.index]
-    table.columns = [f"{p:g}" for p in table.columns]
+    table.columns = [f"{p:g}" if isinstance(p, float) else str(p) for p in table.columns]
     return table
 
 

@@ -45,10 +45,10 @@ def grid_values(pairs) -> dict:
     return key_values(pairs, literal)
 
 
-def experiment_args(with_grid: bool = True, trains: bool = True) -> list:
+def experiment_args(with_grid: bool = True, trains: bool = True, mode_default: str | None = "FR") -> list:
     """A folder's experiment; ``trains``: the options that decide what is trained (``--set``,
     ``--repeats``): a command that only reads results has none of them, rather than options it
-    would ignore."""
+    would ignore.  ``mode_default`` None: a command that tells a mode given from none (FR for a folder)."""
     args = [arg("folder", nargs="?", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}"),
             arg("--setup", help="class setup of the folder (regular, random, reverse, cross)"),
             arg("--profile", default="quick", choices=PROFILES,
@@ -58,7 +58,7 @@ def experiment_args(with_grid: bool = True, trains: bool = True) -> list:
         args.append(arg("--set", action="append", metavar="KEY=VALUE",
                         help="override one parameter (typed and range-checked against the config's declaration)"))
     if with_grid:
-        args += [arg("--mode", default="FR", type=mode, metavar="MODE",
+        args += [arg("--mode", default=mode_default, type=mode, metavar="MODE",
                      help=f"one of {mode_names()}, or lora_r<rank> (e.g. lora_r2)"),
                  declared_arg("--percentages", Many(FRACTION))]
         if trains:
@@ -115,7 +115,7 @@ def pretrain(args):
 
 
 @command("run", "baselines + cut-point sweep of one mode, then a summary table",
-         experiment_args(), EXECUTOR_ARGS,
+         experiment_args(mode_default=None), EXECUTOR_ARGS,
          arg("--no-baselines", action="store_true"),
          arg("--at-chosen-cut", action="store_true",
              help="run only at the cut point that the saved runs' validation accuracy picks for each percentage "
@@ -127,6 +127,11 @@ def pretrain(args):
          arg("--backbone", choices=network_names(), help="with --data: the pretrained network cut at its stage "
                                                           "boundaries (default efficientnet_lite0)"),
          arg("--weights", type=Path, help="with --data: a state-dict file for the backbone"),
+         arg("--source", metavar="PATH", help="with --data: domain adaptation of the backbone from these labelled "
+                                              "images to --data's images, unlabelled (the same classes): source "
+                                              "only, AdaBN, DANN and CORAL, or the one --mode names"),
+         arg("--output", metavar="FOLDER", help="with --data: the study folder its results go to (default: named "
+                                                "after the data, or <Source>_to_<Target> with --source)"),
          declared_arg("--per-class", Many(Interval(int, 1)),
                       help="with --data: data sizes in images per class (with --percentages: fractions too)"))
 def run(args):
@@ -135,7 +140,7 @@ def run(args):
     from ..runs.sweep import run_sweep
     if args.data is not None or args.backbone is not None:
         return _run_cut_study(args)
-    for option in ("weights", "per_class"):
+    for option in ("weights", "per_class", "source", "output"):
         if getattr(args, option) is not None:
             raise DataError(f"--{option.replace('_', '-')} is an option of the study on your own images: add "
                             f"--data PATH, or drop it")
@@ -181,13 +186,14 @@ def _run_cut_study(args):
     if refused:
         raise DataError(f"{refused[0]} is not an option of the study on your own images (--data), which runs in "
                         f"this process on its own grid profile ({cut_study.PROFILE}): drop it")
-    if args.mode not in CUT_MODES:
-        raise DataError(f"--mode {args.mode} is not a cut mode of the study on your own images; choose one of "
-                        f"{list(CUT_MODES)}")
-    settings = cut_study.CutStudySettings(**{**({"backbone": args.backbone} if args.backbone else {}),
-                                             **key_values(args.set, lambda key, text: parse_field(
-        cut_study.CutStudySettings, key, text, f"--set {key}={text!r}"))})
-    study = cut_study.CutStudy(args.data, args.mode, settings, weights=args.weights)
+    if args.source is not None:
+        return _run_adaptation(args)
+    mode = args.mode or "FR"
+    if mode not in CUT_MODES:
+        raise DataError(f"--mode {mode} is not a cut mode of the study on your own images; choose one of "
+                        f"{list(CUT_MODES)}, or give --source PATH for an adaptation method")
+    settings = _backbone_settings(args, cut_study.CutStudySettings)
+    study = cut_study.CutStudy(args.data, mode, settings, folder=args.output, weights=args.weights)
     sweep = cut_study.real_grid(study, args.per_class, args.percentages, args.cuts, args.repeats)
     began = time.perf_counter()
     paths = study.run(sweep, baselines=not args.no_baselines, progress=not args.no_progress)
@@ -195,10 +201,48 @@ def _run_cut_study(args):
     frame = records_frame(*paths.values())
     repeats = frame.sampled_percentage.map({study.fraction(size): sweep.repeats_for(size) for size in sweep.sizes})
     frame = frame[frame.sampled_cut_point.isin([-1, *sweep.cut_points]) & repeats.notna() & (frame.repeat < repeats)]
-    _report(frame, f"{study.folder}: {settings.backbone} at {settings.input_size} px, mode {args.mode}: test "
+    _report(frame, f"{study.folder}: {settings.backbone} at {settings.input_size} px, mode {mode}: test "
                    f"accuracy, mean ± std over repeats (columns: share of the training pool; "
                    f"{', '.join(f'{study.fraction(z):g} = {z.describe()}' for z in sweep.sizes)})",
-            f"{study.folder} {args.mode}", paths)
+            f"{study.folder} {mode}", paths)
+    print(f"sweep took {seconds:.0f} s")
+
+
+def _backbone_settings(args, settings_class):
+    """The backbone studies' settings: ``--backbone``, then ``--set`` typed and checked against their declaration."""
+    return settings_class(**{**({"backbone": args.backbone} if args.backbone else {}),
+                             **key_values(args.set, lambda key, text: parse_field(
+                                 settings_class, key, text, f"--set {key}={text!r}"))})
+
+
+def _run_adaptation(args):
+    """``run --data TARGET --source SOURCE``: domain adaptation of a cut backbone
+    (:mod:`functions.runs.backbone_adaptation`), one results file per method, and its table."""
+    from ..analysis.summary import records_frame, summary_table
+    from ..config import ADAPTATION_MODES
+    from ..runs import backbone_adaptation as adaptation
+    refused = [name for name, given_ in (("--per-class", args.per_class), ("--percentages", args.percentages),
+                                          ("--no-baselines", args.no_baselines)) if given_]
+    if refused:
+        raise DataError(f"{refused[0]} is not an option of adaptation (--source), which uses every training image of "
+                        f"the target, unlabelled: drop it")
+    if args.mode is not None and args.mode not in ADAPTATION_MODES:
+        raise DataError(f"--mode {args.mode} is not an adaptation method; choose one of {list(ADAPTATION_MODES)}, "
+                        f"or drop --mode for all of them")
+    study = adaptation.AdaptationStudy(args.source, args.data, (args.mode,) if args.mode else ADAPTATION_MODES,
+                                       _backbone_settings(args, adaptation.AdaptationSettings), folder=args.output,
+                                       weights=args.weights)
+    began = time.perf_counter()
+    paths = study.run(tuple(args.cuts) if args.cuts else adaptation.ADAPTATION_CUTS,
+                      args.repeats or adaptation.ADAPTATION_REPEATS, progress=not args.no_progress)
+    seconds = time.perf_counter() - began
+    import pandas as pd
+    frame = pd.concat([records_frame(path).assign(method=method) for method, path in paths.items()])
+    print(f"\n{study.folder}: {study.settings.backbone}, test accuracy on the target images by method, mean ± std "
+          f"over repeats (no target label seen)")
+    print(summary_table(frame, columns="method").to_string())
+    for path in paths.values():
+        print(f"wrote {path}")
     print(f"sweep took {seconds:.0f} s")
 
 

@@ -13,12 +13,14 @@ Every folder's notebooks are written by ``python -m functions notebooks`` (and e
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
 from ..config import ADAPTATION_MODES, FOLDERS, default_setup, folder_settings, setup_names
 from ..core.paths import REPO_ROOT
+from ..runs.backbone_adaptation import ADAPTATION_CUTS, ADAPTATION_REPEATS
 from ..runs.papermill_grid import execute as execute_notebook
 
 TEMPLATES = Path(__file__).with_name("cells")
@@ -41,9 +43,26 @@ ADAPTATION_NOTEBOOK_MODES = [*_NOTEBOOK_FIRST_MODES,
                              *(mode for mode in ADAPTATION_MODES if mode not in _NOTEBOOK_FIRST_MODES), "distill"]
 # notebooks over every folder, at the repository's top level
 TOP_LEVEL = ("reproduction", "model_zoo", "your_data")
-# folders of the cut-point study of a pretrained backbone on a folder of images (``run --data``):
-# folder -> (the images, the backbone); their empirical notebook covers F, FR and FT
-IMAGE_FOLDERS = {"Clipart": ("clipart", "efficientnet_lite0")}
+
+
+@dataclass(frozen=True)
+class ImageFolderStudy:
+    """A folder of the cut-point study of a pretrained backbone on a folder of images (``run
+    --data``): the images, the backbone and the sizes (None: the real profile's); with ``source``,
+    also the adaptation of that backbone from the ``source`` images to these (``--source``)."""
+
+    data: str
+    backbone: str = "efficientnet_lite0"
+    per_class: tuple | None = None
+    fractions: tuple | None = None
+    source: str | None = None
+
+
+# each folder's empirical notebook covers F, FR and FT; the stamps have 11 images in their smallest
+# classes, so their sizes stop at 5 per class
+IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart"),
+                 "Clipart_to_Stamps": ImageFolderStudy("stamps", per_class=(1, 2, 5), fractions=(1.0,),
+                                                       source="clipart")}
 
 
 def _percent_cells(text: str) -> list:
@@ -127,23 +146,44 @@ PARAMETERS = {
 }
 
 
+def _sizes(study: ImageFolderStudy) -> list[str]:
+    if study.per_class is None and study.fractions is None:
+        return ["per_class = None  # None: the real profile's sizes (1, 5, 10 images per class and the whole pool)",
+                "fractions = None  # fractions of the training pool, beside or instead of per_class"]
+    return [f"per_class = {list(study.per_class or ())!r}  # images per class",
+            f"fractions = {list(study.fractions or ())!r}  # fractions of the training pool (1.0: all of it)"]
+
+
 def _cut_study_parameters(folder: str) -> str:
-    data, backbone = IMAGE_FOLDERS[folder]
+    study = IMAGE_FOLDERS[folder]
     return "\n".join([
         f"folder = {folder!r}  # where the results files and figures go",
-        f"data = {data!r}  # a prepared image folder's name, or the path of your folder or CSV",
-        f"backbone = {backbone!r}  # any registered pretrained network",
-        'modes = ["F", "FR", "FT"]',
-        "per_class = None  # None: the real profile's sizes (1, 5, 10 images per class and the whole pool)",
-        "fractions = None  # fractions of the training pool, beside or instead of per_class",
+        f"data = {study.data!r}  # a prepared image folder's name, or the path of your folder or CSV",
+        f"backbone = {study.backbone!r}  # any registered pretrained network",
+        'modes = ["F", "FR", "FT"]', *_sizes(study),
         "cut_points = None  # None: every cut point of each mode",
         "repeats = None  # None: the real profile's repeats",
         "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's folders"])
 
 
+def _backbone_adaptation_parameters(folder: str) -> str:
+    study = IMAGE_FOLDERS[folder]
+    return "\n".join([
+        f"folder = {folder!r}  # where the results files and figures go",
+        f"source = {study.source!r}  # the labelled images (a prepared name, or a folder or CSV)",
+        f"data = {study.data!r}  # the unlabelled images of the same classes, tested on",
+        f"backbone_name = {study.backbone!r}  # any registered pretrained network",
+        'methods = ["source_only", "adabn", "dann", "coral"]',
+        f"cut_points = {list(ADAPTATION_CUTS)!r}  # where the source model's frozen stages end",
+        f"repeats = {ADAPTATION_REPEATS}",
+        'labelled_mode = "F"  # the labelled comparison: the cut-point study on the same images', *_sizes(study),
+        "labelled_repeats = None  # None: the real profile's repeats",
+        "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's folders"])
+
+
 def kinds(folder: str) -> list[str]:
     if folder in IMAGE_FOLDERS:
-        return ["empirical"]
+        return ["empirical"] + (["adaptation"] if IMAGE_FOLDERS[folder].source else [])
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of the folders whose datasets are
     # available offline and whose targets are large enough for its grid
@@ -156,8 +196,11 @@ def cells(folder: str, kind: str) -> list:
     if kind in TOP_LEVEL:
         return _template(kind)
     if folder in IMAGE_FOLDERS:
-        return _template("cut_study", folder=folder, data=IMAGE_FOLDERS[folder][0],
-                         parameters=_cut_study_parameters(folder))
+        study = IMAGE_FOLDERS[folder]
+        if kind == "adaptation":
+            return _template("backbone_adaptation", folder=folder, data=study.data, source=study.source,
+                             labelled_mode="F", parameters=_backbone_adaptation_parameters(folder))
+        return _template("cut_study", folder=folder, data=study.data, parameters=_cut_study_parameters(folder))
     values = {"folder": folder, "setup": default_setup(folder)}
     if kind in PARAMETERS:
         values["parameters"] = PARAMETERS[kind](folder)

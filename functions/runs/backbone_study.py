@@ -35,6 +35,7 @@ from ..data.tasks import Split, balanced_subset, subset_seed
 from ..models.cuts import CUT_MODES, check_cut, cut_backbone, random_backbone, stage_at
 from ..models.registry import create_backbone
 from ..train.finetune import EarlyStopping, Finetuner, staged
+from ..train.trainer import RunResult
 from .recheck import FLOAT32_TOLERANCE
 from .store import BASELINE_CUT, ResultsFile, results_path
 from .sweep import run_seed
@@ -137,6 +138,20 @@ def real_grid(study: "CutStudy", per_class=None, fractions=None, cut_points=None
     if repeats is None:
         repeats = (REAL_REPEATS["per_class"],) * len(per_class) + (REAL_REPEATS["fraction"],) * len(fractions)
     return grid(per_class, fractions, study.default_cuts() if cut_points is None else cut_points, repeats)
+
+
+def fine_tune(network, num_classes: int, cut_point: int, train: Split, val: Split, settings: CutStudySettings,
+              seed: int) -> tuple[Finetuner, RunResult]:
+    """``network`` with a new head, its first ``cut_point`` stages frozen, trained by the one
+    fine-tuning trainer on ``train`` (the output of those stages) with early stopping on ``val``."""
+    s = settings
+    tuner = Finetuner(network, num_classes, freeze_layers=network.layer_names[:cut_point], lr=s.lr,
+                      weight_decay=s.weight_decay, seed=seed)
+    result = tuner.fit(train, val, epochs=s.max_epochs, batch_size=s.batch_size,
+                       callbacks=[EarlyStopping(s.patience)], seed=seed, inputs_at=cut_point,
+                       min_steps_per_epoch=s.min_steps_per_epoch)
+    result.trainable_params = tuner.trainable_parameters()
+    return tuner, result
 
 
 def output_folder(dataset_name: str) -> str:
@@ -252,13 +267,9 @@ class CutStudy:
         seed = run_seed(s.seed, fraction, cell.cut_point, repeat)
         network = random_backbone(self.backbone, seed) if cell.kind == "baselines" else \
             cut_backbone(self.backbone, cut_point, self.mode, seed)
-        tuner = Finetuner(network, self.task.num_classes, freeze_layers=network.layer_names[:cut_point],
-                          lr=s.lr, weight_decay=s.weight_decay, seed=seed)
-        result = tuner.fit(train.subset(self.subset(cell.size, repeat)), val, epochs=s.max_epochs,
-                           batch_size=s.batch_size, callbacks=[EarlyStopping(s.patience)], seed=seed,
-                           inputs_at=cut_point, min_steps_per_epoch=s.min_steps_per_epoch)
+        subset = train.subset(self.subset(cell.size, repeat))
+        tuner, result = fine_tune(network, self.task.num_classes, cut_point, subset, val, s, seed)
         result.test_acc = float(tuner.evaluate(test, inputs_at=cut_point)["test_acc"])
-        result.trainable_params = tuner.trainable_parameters()
         result.seconds = time.perf_counter() - began
         return {"lr": s.lr, "sampled_percentage": fraction, "samples_per_class": cell.size.per_class,
                 "sampled_cut_point": cell.cut_point,

@@ -1,7 +1,9 @@
 """Unsupervised domain adaptation of the study CNN: labelled source images, unlabelled target images.
 
 Three methods, each placed at a cut point k of the source network (its blocks 0..k-1 are "below
-the cut"):
+the cut"); the network is the study CNN or anything with its blocks (``blocks``, ``features``,
+``head``, ``forward_from``): the trainable stages of a cut ImageNet backbone are seen that way
+by :class:`~functions.models.stage_view.StageView`, so the same code adapts them:
 
 * DANN (Ganin & Lempitsky 2015): a domain classifier on the features entering block k, trained
   through a gradient-reversal layer, so that the blocks below learn features the classifier

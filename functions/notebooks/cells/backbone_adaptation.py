@@ -1,0 +1,71 @@
+# %% [markdown]
+# # {{folder}}: what are unlabelled {{data}} images worth to an ImageNet network trained on {{source}}?
+# EfficientNet-Lite0, pretrained on ImageNet, is transferred to the `{{source}}` images as the cut-point study's mode **F** trains it (first k stages frozen with their ImageNet statistics, the later stages and a new head fine-tuned on every labelled training image, the epoch chosen on the `{{source}}` validation images). The `{{data}}` images share the classes but not the look. Their training images come without labels:
+#
+# - **source only**: the `{{source}}` network tested on the `{{data}}` test images as it is;
+# - **AdaBN**: the BatchNorm statistics of the stages that trained estimated again on the `{{data}}` images, no training;
+# - **DANN**: training on with a domain classifier on the pooled features the classifier reads, behind a gradient-reversal layer whose weight ramps up as in Ganin & Lempitsky (2015);
+# - **CORAL**: training on with the distance between the two domains' feature covariances added to the loss (Sun & Saenko 2016).
+#
+# No `{{data}}` label trains a method or picks its settings: DANN and CORAL train a fixed schedule at each of two weights and keep the one with the lower target risk estimated by deep embedded validation (You et al. 2019). The same network fine-tuned on a few labelled `{{data}}` images per class (the cut-point study on `{{data}}`, in this folder) says what the unlabelled images are worth in labelled ones.
+
+# %%
+{{parameters}}
+
+# %%
+from IPython.display import display
+from functions.analysis import plots, stats
+from functions.notebooks import backbone, backbone_adaptation as study
+from functions.notebooks.study import use_output_root
+use_output_root(output_root)
+adapted = study.adaptation_study(source, data, backbone_name, methods, folder)
+labelled = backbone.studies(data, backbone_name, [labelled_mode], folder)[labelled_mode]
+labelled_grid = backbone.grids({labelled_mode: labelled}, per_class, fractions, None, labelled_repeats)[labelled_mode]
+print(f"{source}: {len(adapted.source.train)} training, {len(adapted.source.val)} validation, {len(adapted.source.test)} "
+      f"test images; {data}: {len(adapted.target.train)} training images (unlabelled here) and "
+      f"{len(adapted.target.test)} test images; {len(adapted.classes)} classes at {adapted.backbone.input_size} px")
+
+# %% [markdown]
+# ## Sweeps
+# Results files are resumed: runs already in them are not trained again (`make real` trains them; see the README for its time).
+
+# %%
+# NBVAL_IGNORE_OUTPUT: progress bars show rates and times
+adapted.run(cut_points, repeats, progress=False)
+labelled.run(labelled_grid, progress=False)
+runs = study.records(adapted, cut_points, repeats)
+
+# %% [markdown]
+# ## Every method at each cut point
+# Mean ± standard deviation of test accuracy on the `{{data}}` test images over repeats; each repeat trains its own source model, which every method of that repeat starts from.
+
+# %%
+display(study.summary(adapted, runs))
+
+# %% [markdown]
+# ## Does adapting help, beyond what a seed can undo?
+# Each method against source only at the same cut point, paired by repeat: the mean difference in test accuracy with a 95% bootstrap interval, the exact Wilcoxon p Holm-corrected over the three methods of a cut point, each method's standard deviation over repeats and the repeats a power calculation from the measured spread asks for. The sentences are written from the numbers.
+
+# %%
+gains = study.against_source_only(runs)
+print(study.verdict(adapted, gains))
+display(stats.shown_tests(gains).round(3))
+
+# %% [markdown]
+# ## What the unlabelled images are worth in labelled ones
+# The labelled curves: the network fine-tuned in mode {{labelled_mode}} on 1, 2 and 5 labelled `{{data}}` images per class and on all of them (at the cut its validation accuracy picks at each size), and the baseline trained from its random initialisation on the same images. *Worth* is the labelled share of the training images (and number of images) at which the {{labelled_mode}} curve reaches a method's accuracy, log-linear between measured sizes; `<` means below the smallest size measured, `>` above the largest.
+
+# %%
+display(study.worth(adapted, runs, labelled, labelled_grid).round(3))
+for cut in cut_points:
+    figure = study.worth_figure(adapted, runs, labelled, labelled_grid, cut,
+                                f"{folder}: {data} test accuracy, unlabelled (dashed, cut {cut}) or labelled (solid)")
+    plots.save_figure(figure, folder, f"adaptation_{backbone_name}_cut{cut}", "real")
+    display(figure)
+
+# %% [markdown]
+# ## Do the stored results still come out of the code?
+# Source only and AdaBN at the last cut point, repeat 0, trained again from scratch (the source model included) beside their stored test accuracy; a value within 0.01 (the float rounding between kinds of CPU) is printed as the stored one. DANN and CORAL are left out: their float32 runs end elsewhere on each kind of CPU.
+
+# %%
+display(study.recheck_table(adapted, cut_point=max(cut_points)))
