@@ -218,3 +218,89 @@ def differences_text(tables: dict, small: float = 0.001, full: float = 1.0) -> l
             + (", so the narrower network does not explain the differences above." if abs(here - there) <= 0.01
                else ", so part of the differences above may come from the narrower network."))
     return [f"- {b}" for b in bullets]
+
+
+# ---------------------------------------------------------------------------- across networks
+
+SMALL_CNN, IMAGENET = "small CNN", "ImageNet EfficientNet-Lite0"
+
+
+def across_networks(headlines: dict, margin: float = 0.01) -> pd.DataFrame:
+    """The study's answers per study, for the small CNN and the ImageNet network side by side.
+
+    ``headlines``: ``(network, folder, mode) -> (headline table, depth, images)`` (:func:`headline`
+    of one study's results, indexed by the share of the training data; ``depth`` its number of
+    cut points; ``images`` the training images of its smallest and largest sizes).  Per study: the gain of the best cut point over the baseline with the least and with
+    all the data, where that cut sits (as a share of the network's depth), and the two findings
+    of the upstream study, with a margin of ``margin``."""
+    rows = []
+    for (network, folder, mode), (table, depth, (fewest, images)) in headlines.items():
+        least, full = table.index.min(), table.index.max()
+        small_gain, full_gain = float(table.loc[least, "gain"]), float(table.loc[full, "gain"])
+        rows.append({"network": network, "folder": folder, "mode": mode, "least data": least, "least images": fewest, "all images": images,
+                     "gain with least data": small_gain, "best cut with least data": int(table.loc[least, "best_cut"]),
+                     "gain with all data": full_gain, "best cut with all data": int(table.loc[full, "best_cut"]),
+                     "depth": depth,
+                     "helps most with least data": small_gain > margin and small_gain > full_gain,
+                     "stops helping with all data": full_gain <= margin})
+    return pd.DataFrame(rows)
+
+
+def _studies(group: pd.DataFrame, column: str) -> str:
+    named = [f"{r.folder} {r.mode}" for r in group.itertuples() if r._asdict()[column]]
+    return ", ".join(named) if named else "none"
+
+
+def _depth_share(group: pd.DataFrame, column: str) -> float:
+    return float((group[column] / group["depth"]).mean())
+
+
+def across_networks_text(table: pd.DataFrame) -> list[str]:
+    """Where the two networks agree and where they do not, as markdown bullets written from
+    :func:`across_networks`'s table."""
+    helps, stops = "helps most with least data", "stops helping with all data"
+    bullets = []
+    for network, group in table.groupby("network", sort=False):
+        bullets.append(
+            f"**{network}** ({len(group)} studies): transfer helps most with the least data in "
+            f"{int(group[helps].sum())} ({_studies(group.rename(columns={helps: 'h'}), 'h')}); with all the data it "
+            f"stops helping in {int(group[stops].sum())} ({_studies(group.rename(columns={stops: 's'}), 's')}). "
+            f"The best cut point keeps on average {_depth_share(group, 'best cut with least data'):.0%} of the "
+            f"network's depth with the least data and {_depth_share(group, 'best cut with all data'):.0%} with all of "
+            f"it; the best gain with the least data ({group['least images'].min():,} to {group['least images'].max():,} "
+            f"training images) ranges from {group['gain with least data'].min():+.3f} to "
+            f"{group['gain with least data'].max():+.3f}, with all of it ({group['all images'].min():,} to "
+            f"{group['all images'].max():,} training images) from {group['gain with all data'].min():+.3f} "
+            f"to {group['gain with all data'].max():+.3f}.")
+    networks = list(table.groupby("network", sort=False))
+    if len(networks) == 2:
+        (first, a), (second, b) = networks
+        for column, finding in ((helps, "transfer helps most with the least data"),
+                                (stops, "with all the data transfer stops helping")):
+            share_a, share_b = a[column].mean(), b[column].mean()
+            verdict = "agree" if (share_a > 0.5) == (share_b > 0.5) else "do not agree"
+            bullets.append(f"**'{finding.capitalize()}': the networks {verdict}** ({share_a:.0%} of the {first} "
+                           f"studies, {share_b:.0%} of the {second} studies).")
+        small, large = sorted([(first, a), (second, b)], key=lambda item: item[1]["all images"].max())
+        if small[1]["all images"].max() < large[1]["all images"].min() and small[1][stops].mean() < 0.5:
+            bullets.append(
+                f"**Why: 'all the data' is not the same amount.** The {small[0]} studies' largest size is "
+                f"{small[1]['all images'].max():,} training images, below the {large[0]} studies' smallest largest size "
+                f"({large[1]['all images'].min():,}); a network trained from its random initialisation on that few "
+                f"images is still far from what it can reach, so pretrained layers go on helping at every size measured "
+                f"there. The finding that transfer stops helping belongs to targets large enough to train the "
+                f"network from scratch.")
+    return bullets
+
+
+def reinitialising_cost(table: pd.DataFrame) -> pd.DataFrame:
+    """Per network and folder with both modes: the best cut's gain in F minus FR's, with the least
+    and with all the data (above 0: keeping the later layers' pretrained weights beats drawing them anew)."""
+    rows = []
+    for (network, folder), group in table.groupby(["network", "folder"], sort=False):
+        modes = group.set_index("mode")
+        if {"F", "FR"} <= set(modes.index):
+            rows.append({"network": network, "folder": folder,
+                         **{f"F minus FR, {which}": modes.loc["F", f"gain with {which}"] - modes.loc["FR", f"gain with {which}"]
+                            for which in ("least data", "all data")}})
+    return pd.DataFrame(rows)

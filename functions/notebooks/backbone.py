@@ -11,11 +11,11 @@ import pandas as pd
 from ..analysis import stats
 from ..analysis.summary import summary_table
 from ..core.errors import DataError
-from ..runs.backbone_study import CutStudy, CutStudySettings, Size, real_grid
-from ..runs.store import BASELINE_CUT
+from ..runs.backbone_study import PROFILE, CutStudy, CutStudySettings, Size, real_grid
+from ..runs.store import BASELINE_CUT, load_results, results_path
 
 __all__ = ["studies", "grids", "sizes_table", "frames", "summary", "gains", "chosen_cuts", "panel_titles",
-           "recheck_table"]
+           "recheck_table", "backbone_headlines"]
 
 
 def studies(data, backbone: str, modes, folder: str | None = None, input_size: int | None = None) -> dict[str, CutStudy]:
@@ -122,3 +122,21 @@ def recheck_table(cut_studies: dict, cut_point: int, size: Size, repeat: int = 0
                                            "trained again": f"{c['stored_test_acc']:.3f}" if c["reproduced"]
                                            else f"{c['test_acc']:.3f}"} for label, c in checks.items()},
                                   orient="index")
+
+
+def backbone_headlines(folders: dict, modes=("F", "FR", "FT"), profile: str = PROFILE) -> dict:
+    """``(ImageNet network, folder, mode) -> (headline, depth, images)`` of the committed cut-point studies
+    of ``folders`` (folder -> its backbone), read from their results files, for
+    :func:`functions.analysis.reproduction.across_networks`."""
+    from ..analysis import reproduction as compare
+    headlines = {}
+    for folder, backbone in folders.items():
+        base = results_path(folder, "baselines", backbone, profile=profile)
+        for mode in modes:
+            results = results_path(folder, "results", backbone, mode, profile)
+            if results.exists() and base.exists():
+                params, records = load_results(results)
+                headlines[(compare.IMAGENET, folder, mode)] = (
+                    compare.headline(compare.our_frame(records, load_results(base)[1])), len(params["stages"]),
+                    (min(r["n_train"] for r in records), max(r["n_train"] for r in records)))
+    return headlines

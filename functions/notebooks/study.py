@@ -66,6 +66,44 @@ def parameter_table(cfg: Config, grid: Grid):
     return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
 
 
+def _complete_sweep(folder: str, setup_name: str, mode: str, profile: str, log) -> tuple | None:
+    """(records, baselines) of a folder's sweep of ``profile`` when it is complete (a sweep still
+    running would move the best cut points); None, said through ``log`` when it is incomplete."""
+    _, _, grid = plan(folder, setup_name, profile, mode)
+    results = results_path(folder, "results", setup_name, mode, profile)
+    base = results_path(folder, "baselines", setup_name, profile=profile)
+    if not results.exists():
+        return None
+    records, baselines = load_results(results)[1], load_results(base)[1] if base.exists() else []
+    missing = missing_runs(grid, records, baselines)
+    if missing:
+        log(f"{folder} {setup_name} {mode}: {missing} runs of the {profile} profile are still to train "
+            f"(`make range` resumes them); left out")
+        return None
+    return records, baselines
+
+
+def _image_range(records: list[dict]) -> tuple[int, int]:
+    return min(r["n_train"] for r in records), max(r["n_train"] for r in records)
+
+
+def study_headlines(modes: dict, profile: str = "range", log=print) -> dict:
+    """``(small CNN, folder, mode) -> (headline, depth, images)`` of each complete ``profile`` sweep of
+    ``modes`` (folder -> modes; the folders' default class setups), for
+    :func:`functions.analysis.reproduction.across_networks`."""
+    from ..analysis import reproduction as compare
+    headlines = {}
+    for folder, folder_modes in modes.items():
+        for mode in folder_modes:
+            setup_name = get_setup(folder, None).name
+            complete = _complete_sweep(folder, setup_name, mode, profile, log)
+            if complete is not None:
+                cfg = plan(folder, setup_name, profile, mode)[1]
+                headlines[(compare.SMALL_CNN, folder, mode)] = (compare.headline(compare.our_frame(*complete)),
+                                                                cfg.depth, _image_range(complete[0]))
+    return headlines
+
+
 def reproduction(profile: str = "range", log=print) -> dict:
     """(folder, setup, mode) -> our results beside the upstream study's, per percentage (see
     :func:`functions.analysis.reproduction.side_by_side`), for every upstream table whose sweep of
@@ -74,19 +112,10 @@ def reproduction(profile: str = "range", log=print) -> dict:
     from ..analysis import reproduction as compare
     tables = {}
     for folder, setup_name, mode in compare.UPSTREAM_FILES:
-        setup = get_setup(folder, setup_name)
-        _, cfg, grid = plan(folder, setup_name, profile, mode)
-        results = results_path(folder, "results", setup_name, mode, profile)
-        base = results_path(folder, "baselines", setup_name, profile=profile)
-        if not results.exists():
+        complete = _complete_sweep(folder, setup_name, mode, profile, log)
+        if complete is None:
             continue
-        records, baselines = load_results(results)[1], load_results(base)[1] if base.exists() else []
-        missing = missing_runs(grid, records, baselines)
-        if missing:
-            log(f"{folder} {setup_name} {mode}: {missing} runs of the {profile} profile are still to train "
-                f"(`make range` resumes them); left out")
-            continue
-        ours = compare.our_frame(records, baselines)
+        ours = compare.our_frame(*complete)
         tables[(folder, setup_name, mode)] = compare.side_by_side(ours, compare.upstream_frame(folder, setup_name, mode))
     if not tables:
         raise DataError(f"no complete results of the {profile} profile to compare with the upstream study; "

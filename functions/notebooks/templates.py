@@ -154,31 +154,32 @@ def _sizes(study: ImageFolderStudy) -> list[str]:
             f"fractions = {list(study.fractions or ())!r}  # fractions of the training pool (1.0: all of it)"]
 
 
+def _image_folder_parameters(folder: str, *lines: str) -> str:
+    """An image folder's parameters cell: where its files go, ``lines``, and the output root."""
+    return "\n".join([f"folder = {folder!r}  # where the results files and figures go", *lines,
+                      "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's folders"])
+
+
 def _cut_study_parameters(folder: str) -> str:
     study = IMAGE_FOLDERS[folder]
-    return "\n".join([
-        f"folder = {folder!r}  # where the results files and figures go",
-        f"data = {study.data!r}  # a prepared image folder's name, or the path of your folder or CSV",
-        f"backbone = {study.backbone!r}  # any registered pretrained network",
-        'modes = ["F", "FR", "FT"]', *_sizes(study),
-        "cut_points = None  # None: every cut point of each mode",
-        "repeats = None  # None: the real profile's repeats",
-        "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's folders"])
+    return _image_folder_parameters(
+        folder, f"data = {study.data!r}  # a prepared image folder's name, or the path of your folder or CSV",
+        f"backbone = {study.backbone!r}  # any registered pretrained network", 'modes = ["F", "FR", "FT"]',
+        *_sizes(study), "cut_points = None  # None: every cut point of each mode",
+        "repeats = None  # None: the real profile's repeats")
 
 
 def _backbone_adaptation_parameters(folder: str) -> str:
     study = IMAGE_FOLDERS[folder]
-    return "\n".join([
-        f"folder = {folder!r}  # where the results files and figures go",
-        f"source = {study.source!r}  # the labelled images (a prepared name, or a folder or CSV)",
+    return _image_folder_parameters(
+        folder, f"source = {study.source!r}  # the labelled images (a prepared name, or a folder or CSV)",
         f"data = {study.data!r}  # the unlabelled images of the same classes, tested on",
         f"backbone_name = {study.backbone!r}  # any registered pretrained network",
         'methods = ["source_only", "adabn", "dann", "coral"]',
         f"cut_points = {list(ADAPTATION_CUTS)!r}  # where the source model's frozen stages end",
         f"repeats = {ADAPTATION_REPEATS}",
         'labelled_mode = "F"  # the labelled comparison: the cut-point study on the same images', *_sizes(study),
-        "labelled_repeats = None  # None: the real profile's repeats",
-        "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's folders"])
+        "labelled_repeats = None  # None: the real profile's repeats")
 
 
 def kinds(folder: str) -> list[str]:

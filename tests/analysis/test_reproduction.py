@@ -95,3 +95,35 @@ def test_a_sweep_still_running_is_left_out_and_named(output_root):
     with pytest.raises(DataError, match="no complete results of the range profile"):
         study.reproduction("range", log=said.append)
     assert len(said) == 1 and said[0].startswith("MNIST regular FR: ") and "still to train" in said[0]
+
+
+def _headline(means: dict):
+    return reproduction.headline(reproduction.our_frame(*_records(means)))
+
+
+def test_the_networks_findings_are_compared_and_why_they_differ_is_said_from_the_numbers():
+    small = _headline({(0.001, -1): 0.60, (0.001, 2): 0.70, (0.001, 4): 0.65,
+                       (1.0, -1): 0.99, (1.0, 2): 0.985, (1.0, 4): 0.992})
+    small_fr = _headline({(0.001, -1): 0.60, (0.001, 2): 0.66, (0.001, 4): 0.62,
+                          (1.0, -1): 0.99, (1.0, 2): 0.98, (1.0, 4): 0.99})
+    real = _headline({(0.02, -1): 0.20, (0.02, 7): 0.30, (0.02, 9): 0.28,
+                      (1.0, -1): 0.30, (1.0, 7): 0.65, (1.0, 9): 0.60})
+    table = reproduction.across_networks({
+        (reproduction.SMALL_CNN, "MNIST", "F"): (small, 6, (15, 30_000)),
+        (reproduction.SMALL_CNN, "MNIST", "FR"): (small_fr, 6, (15, 30_000)),
+        (reproduction.IMAGENET, "Clipart", "F"): (real, 9, (12, 535))})
+    mnist = table.iloc[0]
+    assert mnist["gain with least data"] == pytest.approx(0.10) and mnist["best cut with least data"] == 2
+    assert mnist["helps most with least data"] and mnist["stops helping with all data"]
+    clipart = table.iloc[2]
+    assert clipart["gain with all data"] == pytest.approx(0.35) and not clipart["helps most with least data"]
+    text = reproduction.across_networks_text(table)
+    assert text[0].startswith("**small CNN** (2 studies): transfer helps most with the least data in 2")
+    assert "from +0.350 to +0.350" in text[1] and "(535 to 535 training images)" in text[1]
+    assert "the networks do not agree** (100% of the small CNN studies, 0% of the" in text[2]
+    assert text[-1].startswith("**Why: 'all the data' is not the same amount.** The ImageNet EfficientNet-Lite0 "
+                               "studies' largest size is 535 training images, below the small CNN studies' smallest "
+                               "largest size (30,000)")
+    cost = reproduction.reinitialising_cost(table)
+    assert list(cost["folder"]) == ["MNIST"]  # Clipart has no FR here
+    assert cost["F minus FR, least data"].iloc[0] == pytest.approx(0.04)

@@ -60,3 +60,23 @@ Markdown('\n'.join(reproduction.differences_text(tables)))
 
 # %% [markdown]
 # - **The evaluation split.** Upstream's accuracy at 100% includes the images its runs trained on, so it is not a held-out accuracy; ours is. That matters at full data, not at the small fractions, where nearly every image upstream evaluated on was unseen by the run.
+
+# %% [markdown]
+# ## On a real network: ImageNet EfficientNet-Lite0 on clipart drawings and stamps
+# The same questions asked of the study folders of an ImageNet network (`Clipart/`, `Clipart_to_Stamps/`: `make real`), set beside our small-CNN studies of the `range` profile. Per study: the best cut point's gain over the baseline with the least and with all the data, where that cut sits, and the two findings above with the same margin. The bullets are written from the table.
+
+# %%
+from functions.analysis.reproduction import across_networks, across_networks_text, reinitialising_cost
+from functions.notebooks import backbone
+from functions.notebooks.templates import IMAGE_FOLDERS, RANGE_MODES
+headlines = {**study.study_headlines(RANGE_MODES, profile),
+             **backbone.backbone_headlines({folder: spec.backbone for folder, spec in IMAGE_FOLDERS.items()})}
+networks = across_networks(headlines)
+display(networks.round(3))
+display(Markdown('\n'.join(f'- {line}' for line in across_networks_text(networks))))
+
+# %% [markdown]
+# Re-initialising the layers after the cut (FR) against keeping their pretrained weights (F), per folder that has both: the best cut's gain in F minus FR's (above 0: the pretrained weights of the later layers are worth keeping).
+
+# %%
+display(reinitialising_cost(networks).round(3))
