@@ -12,11 +12,15 @@ from ..runs.clustering import GROUP_KEYS, POOLED
 
 
 def layer_order(names) -> list[str]:
-    """``input`` < ``conv0`` < ``conv1`` < ... < ``fc``, whatever the models' depths."""
+    """``input`` < ``conv0`` < ``conv1`` < ... < ``fc``, whatever the models' depths; other names
+    (a backbone's stages) keep the order they first appear in, which is the network's in records."""
+    first = {name: i for i, name in enumerate(dict.fromkeys(names))}
+
     def rank(name):
         match = re.fullmatch(r"conv(\d+)", name)
-        return (0, 0) if name == "input" else (1, int(match.group(1))) if match else (2, 0)
-    return sorted(set(names), key=rank)
+        return (0, 0) if name == "input" else (2, 0) if name == "fc" else \
+            (1, int(match.group(1))) if match else (1, first[name])
+    return sorted(first, key=rank)
 
 
 def layer_scores(records, split: str, score: str = "ari", channels: str = "pooled") -> pd.DataFrame:

@@ -7,13 +7,16 @@ first k stages, is computed once.  This view presents those stages, then the poo
 and the network's classifier as the head, so that the same adaptation code runs on an ImageNet
 network: features aligned after the last block are the pooled vector the classifier reads
 (the bottleneck where DANN and CORAL align), and AdaBN re-estimates the BatchNorm statistics of
-the stages that trained on the source.  The view shares its modules with the network it shows.
+the stages that trained on the source; and so that the clustering of each layer's activations
+reads a backbone's stages as it reads the study CNN's blocks.  The view shares its modules with
+the network it shows.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..core.errors import DataError
 from .backbones import pool
 
 
@@ -29,19 +32,31 @@ class Pool(nn.Module):
 
 
 class StageView(nn.Module):
-    """Stages ``start..`` of a fine-tuned backbone network and its pooling as ``blocks``, its
-    classifier as ``head``; inputs are the output of its first ``start`` stages."""
+    """Stages of a backbone network as ``blocks`` (named ``block_names``) and its classifier as
+    ``head``; inputs are the output of the stages before the first one shown.  With
+    ``pool_block`` the pooling is a last block (what adaptation aligns), else the head pools."""
 
-    def __init__(self, stages, pooling: str, classifier: nn.Module):
+    def __init__(self, stages: dict, pooling: str, classifier: nn.Module, pool_block: bool = True):
         super().__init__()
-        self.blocks = nn.ModuleList([*stages, Pool(pooling)])
-        self.classifier = classifier
+        self.block_names = [*stages, *(["pool"] if pool_block else [])]
+        self.blocks = nn.ModuleList([*stages.values(), *([Pool(pooling)] if pool_block else [])])
+        self.classifier, self.pool = classifier, None if pool_block else Pool(pooling)
 
     @classmethod
-    def of(cls, network, start: int) -> "StageView":
+    def of(cls, network, start: int, pool_block: bool = True) -> "StageView":
         """The view of ``network`` (a backbone with ``pooling`` and ``head``: the fine-tuned
         network) from stage ``start`` on."""
-        return cls(list(network.backbone.stages.values())[start:], network.pooling, network.head)
+        stages = dict(list(network.backbone.stages.items())[start:])
+        return cls(stages, network.pooling, network.head, pool_block)
+
+    @classmethod
+    def pretrained(cls, backbone) -> "StageView":
+        """A pretrained backbone whole, with the classifier it was trained with (timm's
+        ``get_classifier``: ImageNet's 1,000 classes), its head pooling the last stage."""
+        network = getattr(backbone, "network", None)
+        if network is None or not hasattr(network, "get_classifier"):
+            raise DataError(f"{backbone.name} keeps no pretrained classifier to show as the head")
+        return cls(dict(backbone.stages.items()), "avg", network.get_classifier(), pool_block=False)
 
     def features(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         for block in self.blocks[start:stop]:
@@ -49,7 +64,7 @@ class StageView(nn.Module):
         return x
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.classifier(h)
+        return self.classifier(h if self.pool is None else self.pool(h))
 
     def forward_from(self, h: torch.Tensor, start: int) -> torch.Tensor:
         return self.head(self.features(h, start))

@@ -15,7 +15,7 @@ from ..runs.backbone_study import PROFILE, CutStudy, CutStudySettings, Size, rea
 from ..runs.store import BASELINE_CUT, load_results, results_path
 
 __all__ = ["studies", "grids", "sizes_table", "frames", "summary", "gains", "chosen_cuts", "panel_titles",
-           "recheck_table", "backbone_headlines"]
+           "recheck_table", "backbone_headlines", "clustering", "clustering_table"]
 
 
 def studies(data, backbone: str, modes, folder: str | None = None, input_size: int | None = None) -> dict[str, CutStudy]:
@@ -140,3 +140,45 @@ def backbone_headlines(folders: dict, modes=("F", "FR", "FT"), profile: str = PR
                     compare.headline(compare.our_frame(records, load_results(base)[1])), len(params["stages"]),
                     (min(r["n_train"] for r in records), max(r["n_train"] for r in records)))
     return headlines
+
+
+def clustering(study: CutStudy, cut_point: int | None = None, max_images: int = 1000, repeat: int = 0):
+    """K-means (k = the classes) on every stage's pooled output for the test images (which no
+    network here trained on; at most ``max_images``, class-balanced), scored against their labels
+    (:mod:`functions.runs.clustering`), for the ImageNet network (its ImageNet classifier as the
+    last layer) and the network of ``study``'s mode fine-tuned on the whole pool at ``cut_point``
+    (None: the cut validation picks there), its stored run trained again.  Saved to and resumed
+    from ``<Folder>/results/real/ari_<backbone>.json``."""
+    import torch
+
+    from ..core.paths import results_dir
+    from ..data.tasks import Split
+    from ..models.stage_view import StageView
+    from ..runs.clustering import run_clustering
+    from ..train.finetune import staged
+    whole = Size(fraction=1.0)
+    if cut_point is None:
+        records = pd.DataFrame(study.files["results"].refresh())
+        if records.empty or not (records.sampled_percentage == 1.0).any():
+            raise DataError(f"{study.files['results'].path} has no run on the whole pool to pick a cut point from: "
+                            f"give cut_point, or run python -m functions run --data {study.dataset.name} --mode "
+                            f"{study.mode} --percentages 1.0")
+        cut_point = int(stats.chosen_cuts(records[records.sampled_percentage == 1.0]).iloc[0])
+    network, _ = study.fine_tuned(cut_point, whole, repeat)
+    label = f"fine-tuned ({study.mode}, cut {cut_point})"
+    models = {"pretrained (ImageNet)": StageView.pretrained(study.backbone),
+              label: StageView.of(network, 0, pool_block=False)}
+    test = study.task.test
+    images = Split(staged(study.backbone, test.x[torch.arange(len(test))], 0), test.y)
+    params = {**study.files["results"].params, "fine_tuned_cut": cut_point, "fine_tuned_repeat": repeat}
+    return run_clustering(results_dir(study.folder, PROFILE) / f"ari_{study.settings.backbone}.json", params, models,
+                          {"target": images}, [1.0], 1, seed=study.settings.seed, max_images=max_images,
+                          per_channel=False)
+
+
+def clustering_table(records: list, score: str = "ari") -> pd.DataFrame:
+    """``score`` of the pooled output per model (rows) and layer (columns, in network order)."""
+    from ..analysis.clustering import layer_order, layer_scores
+    frame = layer_scores(records, "target", score)
+    table = frame.pivot_table(index="model", columns="layer", values=score, aggfunc="mean", sort=False)
+    return table[layer_order(frame["layer"])]

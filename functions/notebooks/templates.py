@@ -184,7 +184,7 @@ def _backbone_adaptation_parameters(folder: str) -> str:
 
 def kinds(folder: str) -> list[str]:
     if folder in IMAGE_FOLDERS:
-        return ["empirical"] + (["adaptation"] if IMAGE_FOLDERS[folder].source else [])
+        return ["empirical", "clustering"] + (["adaptation"] if IMAGE_FOLDERS[folder].source else [])
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of the folders whose datasets are
     # available offline and whose targets are large enough for its grid
@@ -201,6 +201,13 @@ def cells(folder: str, kind: str) -> list:
         if kind == "adaptation":
             return _template("backbone_adaptation", folder=folder, data=study.data, source=study.source,
                              labelled_mode="F", parameters=_backbone_adaptation_parameters(folder))
+        if kind == "clustering":
+            return _template("backbone_clustering", folder=folder, data=study.data,
+                             parameters=_image_folder_parameters(
+                                 folder, f"data = {study.data!r}  # a prepared image folder's name, or a folder or CSV",
+                                 f"backbone = {study.backbone!r}  # any registered pretrained network",
+                                 "fine_tune_cut = None  # None: the cut F's validation picks on the whole pool",
+                                 "max_images = 1000  # test images clustered at most (class-balanced)"))
         return _template("cut_study", folder=folder, data=study.data, parameters=_cut_study_parameters(folder))
     values = {"folder": folder, "setup": default_setup(folder)}
     if kind in PARAMETERS:

@@ -34,7 +34,7 @@ from ..data.image_dataset import load_dataset
 from ..data.tasks import Split, balanced_subset, subset_seed
 from ..models.cuts import CUT_MODES, check_cut, cut_backbone, random_backbone, stage_at
 from ..models.registry import create_backbone
-from ..train.finetune import EarlyStopping, Finetuner, staged
+from ..train.finetune import EarlyStopping, Finetuner, FineTuneNet, staged
 from ..train.trainer import RunResult
 from .recheck import FLOAT32_TOLERANCE
 from .store import BASELINE_CUT, ResultsFile, results_path
@@ -262,6 +262,17 @@ class CutStudy:
     def train_run(self, cell: Cell, train: Split, val: Split, test: Split, fraction: float, repeat: int) -> dict:
         """One run: the network of the cell's mode and cut point (the baseline: every stage new),
         trained by the one fine-tuning trainer on the subset of ``repeat``."""
+        return self._train(cell, train, val, test, fraction, repeat)[1]
+
+    def fine_tuned(self, cut_point: int, size: Size, repeat: int = 0) -> tuple[FineTuneNet, dict]:
+        """The network of one run of this mode (the sweep's seeds: the stored run's) trained
+        again, and its record."""
+        tuner, record = self._train(Cell("results", cut_point, size, (repeat,)), *self.inputs(cut_point),
+                                    self.fraction(size), repeat)
+        return tuner.net, record
+
+    def _train(self, cell: Cell, train: Split, val: Split, test: Split, fraction: float,
+               repeat: int) -> tuple[Finetuner, dict]:
         s, began = self.settings, time.perf_counter()
         cut_point = max(cell.cut_point, 0)
         seed = run_seed(s.seed, fraction, cell.cut_point, repeat)
@@ -271,10 +282,10 @@ class CutStudy:
         tuner, result = fine_tune(network, self.task.num_classes, cut_point, subset, val, s, seed)
         result.test_acc = float(tuner.evaluate(test, inputs_at=cut_point)["test_acc"])
         result.seconds = time.perf_counter() - began
-        return {"lr": s.lr, "sampled_percentage": fraction, "samples_per_class": cell.size.per_class,
-                "sampled_cut_point": cell.cut_point,
-                "stage": "baseline" if cell.kind == "baselines" else stage_at(self.backbone, cut_point),
-                "repeat": repeat, **result.record()}
+        return tuner, {"lr": s.lr, "sampled_percentage": fraction, "samples_per_class": cell.size.per_class,
+                       "sampled_cut_point": cell.cut_point,
+                       "stage": "baseline" if cell.kind == "baselines" else stage_at(self.backbone, cut_point),
+                       "repeat": repeat, **result.record()}
 
     def recheck(self, cut_point: int, size: Size, repeat: int = 0) -> dict:
         """One stored run (``cut_point`` -1: the baseline) trained again from scratch beside its

@@ -97,8 +97,10 @@ def kmeans_clusters(features: np.ndarray, k: int, n_init: int, seed: int) -> np.
 # ----------------------------------------------------------------------------- activations
 
 def layer_names(model: StudyCNN) -> list[str]:
-    """``input``, ``conv0`` .. ``conv{n-1}`` (n = the model's blocks), ``fc`` (the logits)."""
-    return ["input", *(f"conv{i}" for i in range(len(model.blocks))), "fc"]
+    """``input``, ``conv0`` .. ``conv{n-1}`` (n = the model's blocks; a backbone's view names its
+    stages), ``fc`` (the logits)."""
+    blocks = getattr(model, "block_names", None) or [f"conv{i}" for i in range(len(model.blocks))]
+    return ["input", *blocks, "fc"]
 
 
 @torch.no_grad()
@@ -144,6 +146,10 @@ def clustering_subset(split: Split, percentage: float, repeat: int, seed: int, m
 
 def _key(model: str, split: str, percentage: float, repeat: int) -> tuple:
     return model, split, percentage_key(percentage), int(repeat)
+
+
+def _group(record: dict) -> tuple:
+    return _key(*(record[k] for k in GROUP_KEYS))
 
 
 def _repeat_counts(percentages, repeats) -> dict:
@@ -239,14 +245,17 @@ def run_clustering(path: Path, params: dict, models: dict, data: dict, percentag
     """
     params = {**params, "clustering_seed": seed, "max_images": max_images, "n_init": n_init,
               "per_channel": per_channel}
-    # loads what is there; refuses other parameters, naming them
-    file = ResultsFile(path, params, key=lambda r: _key(*(r[k] for k in GROUP_KEYS)), legacy=LEGACY_VALUES)
+    # loads what is there; refuses other parameters, naming them.  A record is one layer and
+    # channel of a group, and a group is saved whole in one write, so a group is done when any of
+    # its records is on disk
+    file = ResultsFile(path, params, key=lambda r: (*_group(r), r["layer"], r["channel"]), legacy=LEGACY_VALUES)
 
     def save(group):
         file.add(*group)
         if progress:
             progress(group)
 
+    done = {_group(r) for r in file.refresh()}
     cluster_records(models, data, percentages, repeats, seed=seed, max_images=max_images, n_init=n_init,
-                    per_channel=per_channel, done=file.done(), on_group=save, files=[file])
+                    per_channel=per_channel, done=done, on_group=save, files=[file])
     return file.records

@@ -57,3 +57,16 @@ def test_a_stored_run_comes_out_of_the_code_again_and_the_figure_names_its_sizes
     figure = plots.accuracy_boxplot(records, baselines, sizes=backbone.panel_titles(f, grids["F"]))
     titles = [ax.get_title() for ax in figure.axes]
     assert titles[0].startswith("1 / class (3 images)") and titles[-1].startswith(f"all ({len(f.task.train)} images)")
+
+
+def test_clustering_scores_every_stage_of_both_networks_in_network_order(studies):
+    studies, _ = studies
+    records = backbone.clustering(studies["F"], cut_point=7)
+    table = backbone.clustering_table(records)
+    assert list(table.index) == ["pretrained (ImageNet)", "fine-tuned (F, cut 7)"]
+    assert list(table.columns) == ["input", *studies["F"].backbone.layer_names, "fc"]
+    # the frozen stages are the same in both networks; the images are the test split's
+    assert (table.loc[:, "input":"block5"].nunique() == 1).all()
+    assert {r["n_images"] for r in records} == {len(studies["F"].task.test)}
+    # saved and resumed: a second call trains the network again but clusters nothing new
+    assert backbone.clustering(studies["F"], cut_point=7) == records

@@ -145,6 +145,10 @@ def test_records_round_trip_and_resume_skips_finished_groups(model, separable, t
     records = run_clustering(path, {"depth": 3}, *args, n_init=1, per_channel=False, progress=saved.append)
     params, loaded = load_results(path)
     assert loaded == records and len(saved) == 2
+    # every layer of every group is kept, not one record per group
+    assert len(records) == 2 * len(layer_names(model))
+    assert {(r["sampled_percentage"], r["layer"]) for r in records} == \
+        {(p, layer) for p in (0.5, 1.0) for layer in layer_names(model)}
     assert params == {"depth": 3, "clustering_seed": 42, "max_images": 1000, "n_init": 1, "per_channel": False}
     assert json.loads(path.read_text())[0] == params
     assert not list(path.parent.glob("*.tmp")), "writes go through a temporary file"
