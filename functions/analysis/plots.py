@@ -274,6 +274,19 @@ def ari_boxplot(ari_records, split: str = "target", score: str = "ari", channels
     return fig
 
 
+def ari_profile(table: pd.DataFrame, title: str, score: str = "ari") -> Figure:
+    """One line per model (``table``'s rows) of a clustering score over its layers (its columns,
+    in network order): where the lines part, the networks' features part."""
+    fig, axes = panels(1, size=(8, 4))
+    ax = axes[0]
+    for i, (model, row) in enumerate(table.iterrows()):
+        ax.plot(range(len(row)), row.to_numpy(), marker="os^"[i % 3], color=f"C{i}", label=model)
+    ax.set_xticks(range(len(table.columns)), table.columns, rotation=45)
+    ax.set(xlabel="layer (pooled output)", ylabel=_label(score), title=title)
+    ax.legend(fontsize="small")
+    return fig
+
+
 def reproduction_figure(tables: dict) -> Figure:
     """Both studies per (folder, setup, mode) of ``tables`` (as :func:`functions.analysis.reproduction.side_by_side`
     gives them): the baseline's mean test accuracy (top) and the best cut point's gain over it

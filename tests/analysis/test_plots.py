@@ -165,3 +165,15 @@ def test_figures_of_another_profile_go_beside_its_results(records, baselines, tm
     ranged = main_figure_from_files(setup, "FR", "range")
     assert ranged == tmp_path / "MNIST" / "results" / "range" / "figures" / "test_accuracy_regular_FR.png"
     assert quick != ranged and quick.exists() and ranged.exists()
+
+
+def test_the_ari_profile_draws_one_line_per_model_over_the_layers_in_order():
+    import pandas as pd
+    table = pd.DataFrame([[0.1, 0.2, 0.3], [0.1, 0.2, 0.6]], index=["pretrained", "fine-tuned"],
+                         columns=["input", "stem", "fc"])
+    from functions.analysis.plots import ari_profile
+    figure = ari_profile(table, "X: a title")
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["input", "stem", "fc"]
+    assert [list(line.get_ydata()) for line in ax.get_lines()] == [[0.1, 0.2, 0.3], [0.1, 0.2, 0.6]]
+    assert ax.get_legend_handles_labels()[1] == ["pretrained", "fine-tuned"]

@@ -20,8 +20,9 @@ print(len(records), "clustering records")
 # Rising values mean deeper stages separate the classes better; where the fine-tuned row rises above the ImageNet one, fine-tuning has made the features of this task's classes.
 
 # %%
-display(study.clustering_table(records).round(3))
-figure = plots.ari_boxplot(records, split="target")
+table = study.clustering_table(records)
+display(table.round(3))
+figure = plots.ari_profile(table, f"{folder}: K-means on the {data} test images, per stage")
 plots.save_figure(figure, folder, f"ari_{backbone}", "real")
 display(figure)
 
