@@ -173,7 +173,8 @@ def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headl
                       title: str, labelled: str = "FR") -> Figure:
     """Test accuracy against the fraction of target training data: labelled curves as solid lines,
     the unsupervised methods at their headline cut as dashed ones over the fractions they saw
-    unlabelled, each point a mean with a bar of one standard deviation over repeats, and chance
+    unlabelled (a method that saw one fraction: a dashed level across the axis, its band one
+    standard deviation), each point a mean with a bar of one standard deviation over repeats, and chance
     (one class in ``num_classes``) as a dotted line."""
     figure, axes = panels(1, size=(8, 4.5))
     ax = axes.flat[0]
@@ -188,8 +189,16 @@ def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headl
         spread = frame.groupby("sampled_percentage").test_acc.agg(["mean", "std", "count"])
         label = labelled_label(name) if name == labelled else LABELS[name] if name == "baseline" else \
             f"{LABELS[name]} (unlabelled)"
+        label = f"{label}, n = {int(spread['count'].min())}"
+        if style.startswith("--") and len(spread) == 1:
+            # a method that saw one fraction (all the target images): a level across the axis, so
+            # where it meets a labelled curve reads as what it is worth
+            mean, std = spread["mean"].iloc[0], np.nan_to_num(spread["std"].iloc[0])
+            ax.axhline(mean, color=colour, linestyle="--", label=label.replace("(unlabelled)", "(unlabelled, band ± std)"))
+            ax.axhspan(mean - std, mean + std, color=colour, alpha=0.08)
+            continue
         ax.errorbar(spread.index, spread["mean"], yerr=spread["std"].fillna(0.0), fmt=style, color=colour, capsize=3,
-                    label=f"{label}, n = {int(spread['count'].min())}")
+                    label=label)
     ax.axhline(1.0 / num_classes, color="0.5", linestyle=":", label=f"chance (1 in {num_classes})")
     ax.set_xscale("log")
     readable_log_ticks(ax)

@@ -206,7 +206,8 @@ def cells(folder: str, kind: str) -> list:
                              parameters=_image_folder_parameters(
                                  folder, f"data = {study.data!r}  # a prepared image folder's name, or a folder or CSV",
                                  f"backbone = {study.backbone!r}  # any registered pretrained network",
-                                 "fine_tune_cut = None  # None: the cut F's validation picks on the whole pool",
+                                 "fine_tune_cut = 7  # block6, the cut F's validation picks at most sizes; None: "
+                                 "the one it picks on the whole pool",
                                  "max_images = 1000  # test images clustered at most (class-balanced)"))
         return _template("cut_study", folder=folder, data=study.data, parameters=_cut_study_parameters(folder))
     values = {"folder": folder, "setup": default_setup(folder)}

@@ -1,6 +1,6 @@
 # %% [markdown]
 # # {{folder}}: which stages separate the `{{data}}` classes?
-# K-means (k = the number of classes) on each stage's output of EfficientNet-Lite0, averaged over space, for the `{{data}}` test images (which no network here trained on), scored against their labels: adjusted Rand index (ARI: 0 is chance, 1 a perfect match), normalised mutual information, cluster accuracy and pairwise precision and recall. Two networks: the ImageNet network as it is (its last layer the ImageNet classifier's 1,000 logits), and the same network fine-tuned in mode F on every training image at a cut point (by default the one validation picks there), its stored run trained again. The stages before the cut are the same frozen ones in both, so the rows part where fine-tuning starts.
+# K-means (k = the number of classes) on each stage's output of EfficientNet-Lite0, averaged over space, for the `{{data}}` test images (which no network here trained on), scored against their labels: adjusted Rand index (ARI: 0 is chance, 1 a perfect match), normalised mutual information, cluster accuracy and pairwise precision and recall. Two networks: the ImageNet network as it is (its last layer the ImageNet classifier's 1,000 logits), and the same network fine-tuned in mode F on every training image at a cut point (`fine_tune_cut`), its stored run trained again. The stages before the cut are the same frozen ones in both, so the rows part where fine-tuning starts.
 
 # %%
 {{parameters}}
