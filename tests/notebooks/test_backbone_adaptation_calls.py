@@ -60,7 +60,7 @@ def test_what_the_unlabelled_images_are_worth_is_read_off_the_labelled_curve(ada
     figure = backbone_adaptation.worth_figure(study, runs, labelled, grid, 7, "Both: a title")
     labels = figure.axes[0].get_legend_handles_labels()[1]
     assert any(label.startswith("F, cut chosen on validation (labelled)") for label in labels)
-    assert any(label.startswith("DANN (unlabelled)") for label in labels)
+    assert any(label.startswith("DANN (unlabelled, band ± std), n = 3") for label in labels)
 
 
 def test_source_only_and_adabn_come_out_of_the_code_again(adapted):
