@@ -190,7 +190,7 @@ class CutStudy:
         self.task = self.dataset.task(self.backbone.input_size, self.backbone.channels, VAL_SPLIT, SPLIT_SEED,
                                       log=log, pixels=True)
         self.classes = [str(c) for c in self.task.classes]
-        params = {**{k: v for k, v in dataclasses.asdict(settings).items()},
+        params = {**dataclasses.asdict(settings),
                   "weights_sha256": self.backbone.identity()["weights_sha256"], "stages": self.backbone.layer_names,
                   "data": self.dataset.version, "classes": self.classes, SCHEMA_KEY: SCHEMA_VERSION}
         self.files = {
@@ -200,6 +200,7 @@ class CutStudy:
                                      {**params, "mode": "baseline"}),
         }
         self._staged: tuple | None = None  # (cut point, (train, val, test) through its frozen stages)
+        self._fractions: dict[Size, float] = {}
 
     # ----------------------------------------------------------------- the grid
 
@@ -222,8 +223,11 @@ class CutStudy:
                                subset_seed(self.settings.seed, size.fraction, repeat))
 
     def fraction(self, size: Size) -> float:
-        """The share of the training pool a size draws (the study's ``sampled_percentage``)."""
-        return round(len(self.subset(size, 0)) / len(self.task.train), 6)
+        """The share of the training pool a size draws (the study's ``sampled_percentage``; drawn
+        once per size: the grid asks it for every cell)."""
+        if size not in self._fractions:
+            self._fractions[size] = round(len(self.subset(size, 0)) / len(self.task.train), 6)
+        return self._fractions[size]
 
     def cells(self, grid: CutGrid, baselines: bool = True) -> list[Cell]:
         for c in grid.cut_points:
