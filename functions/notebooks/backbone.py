@@ -156,7 +156,6 @@ def clustering(study: CutStudy, cut_point: int | None = None, max_images: int = 
     from ..models.stage_view import StageView
     from ..runs.clustering import run_clustering
     from ..train.finetune import staged
-    whole = Size(fraction=1.0)
     if cut_point is None:
         records = pd.DataFrame(study.files["results"].refresh())
         if records.empty or not (records.sampled_percentage == 1.0).any():
@@ -164,16 +163,26 @@ def clustering(study: CutStudy, cut_point: int | None = None, max_images: int = 
                             f"give cut_point, or run python -m functions run --data {study.dataset.name} --mode "
                             f"{study.mode} --percentages 1.0")
         cut_point = int(stats.chosen_cuts(records[records.sampled_percentage == 1.0]).iloc[0])
-    network, _ = study.fine_tuned(cut_point, whole, repeat)
-    label = f"fine-tuned ({study.mode}, cut {cut_point})"
-    models = {"pretrained (ImageNet)": StageView.pretrained(study.backbone),
-              label: StageView.of(network, 0, pool_block=False)}
     test = study.task.test
-    images = Split(staged(study.backbone, test.x[torch.arange(len(test))], 0), test.y)
+    # built only for a group still to cluster: stored groups need neither the training nor the images
+    models = _Made({"pretrained (ImageNet)": lambda: StageView.pretrained(study.backbone),
+                    f"fine-tuned ({study.mode}, cut {cut_point})": lambda: StageView.of(
+                        study.fine_tuned(cut_point, Size(fraction=1.0), repeat)[0], 0, pool_block=False)})
+    images = _Made({"target": lambda: Split(staged(study.backbone, test.x[torch.arange(len(test))], 0), test.y)})
     params = {**study.files["results"].params, "fine_tuned_cut": cut_point, "fine_tuned_repeat": repeat}
     return run_clustering(results_dir(study.folder, PROFILE) / f"ari_{study.settings.backbone}.json", params, models,
-                          {"target": images}, [1.0], 1, seed=study.settings.seed, max_images=max_images,
-                          per_channel=False)
+                          images, [1.0], 1, seed=study.settings.seed, max_images=max_images, per_channel=False)
+
+
+class _Made(dict):
+    """name -> a function making the value, made at the first lookup and kept."""
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if callable(value):
+            value = value()
+            self[key] = value
+        return value
 
 
 def clustering_table(records: list, score: str = "ari") -> pd.DataFrame:
