@@ -149,13 +149,11 @@ def clustering(study: CutStudy, cut_point: int | None = None, max_images: int = 
     last layer) and the network of ``study``'s mode fine-tuned on the whole pool at ``cut_point``
     (None: the cut validation picks there), its stored run trained again.  Saved to and resumed
     from ``<Folder>/results/real/ari_<backbone>.json``."""
-    import torch
 
     from ..core.paths import results_dir
-    from ..data.tasks import Split
     from ..models.stage_view import StageView
     from ..runs.clustering import run_clustering
-    from ..train.finetune import staged
+    from ..train.finetune import staged_split
     if cut_point is None:
         records = pd.DataFrame(study.files["results"].refresh())
         if records.empty or not (records.sampled_percentage == 1.0).any():
@@ -168,7 +166,7 @@ def clustering(study: CutStudy, cut_point: int | None = None, max_images: int = 
     models = _Made({"pretrained (ImageNet)": lambda: StageView.pretrained(study.backbone),
                     f"fine-tuned ({study.mode}, cut {cut_point})": lambda: StageView.of(
                         study.fine_tuned(cut_point, Size(fraction=1.0), repeat)[0], 0, pool_block=False)})
-    images = _Made({"target": lambda: Split(staged(study.backbone, test.x[torch.arange(len(test))], 0), test.y)})
+    images = _Made({"target": lambda: staged_split(study.backbone, test, 0)})
     params = {**study.files["results"].params, "fine_tuned_cut": cut_point, "fine_tuned_repeat": repeat}
     return run_clustering(results_dir(study.folder, PROFILE) / f"ari_{study.settings.backbone}.json", params, models,
                           images, [1.0], 1, seed=study.settings.seed, max_images=max_images, per_channel=False)

@@ -34,7 +34,7 @@ from ..models.cuts import check_cut, cut_backbone, stage_at
 from ..models.registry import create_backbone
 from ..models.stage_view import StageView
 from ..train.adaptation import adapt
-from ..train.finetune import staged
+from ..train.finetune import staged_split
 from .backbone_study import PROFILE, SPLIT_SEED, VAL_SPLIT, CutStudySettings, fine_tune, output_folder
 from .recheck import FLOAT32_TOLERANCE
 from .store import ResultsFile, results_path
@@ -134,7 +134,7 @@ class AdaptationStudy:
             splits = {"source_train": self.source.train, "source_val": self.source.val,
                       "source_test": self.source.test, "target_train": self.target.train,
                       "target_test": self.target.test}
-            self._staged = cut_point, {name: Split(staged(self.backbone, s.x[list(range(len(s)))], cut_point), s.y)
+            self._staged = cut_point, {name: staged_split(self.backbone, s, cut_point)
                                        for name, s in splits.items()}
         return self._staged[1]
 

@@ -34,7 +34,7 @@ from ..data.image_dataset import load_dataset
 from ..data.tasks import Split, balanced_subset, subset_seed
 from ..models.cuts import CUT_MODES, check_cut, cut_backbone, random_backbone, stage_at
 from ..models.registry import create_backbone
-from ..train.finetune import EarlyStopping, Finetuner, FineTuneNet, staged
+from ..train.finetune import EarlyStopping, Finetuner, FineTuneNet, staged_split
 from ..train.trainer import RunResult
 from .recheck import FLOAT32_TOLERANCE
 from .store import BASELINE_CUT, ResultsFile, results_path
@@ -254,7 +254,7 @@ class CutStudy:
         if self._staged is None or self._staged[0] != start:
             self._staged = None  # the previous cut point's tensors are freed before the next are made
             splits = [self.task.train, self.task.val, self.task.test]
-            self._staged = start, tuple(Split(staged(self.backbone, s.x[torch.arange(len(s))], start), s.y)
+            self._staged = start, tuple(staged_split(self.backbone, s, start)
                                         for s in splits)
         return self._staged[1]
 

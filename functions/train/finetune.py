@@ -131,6 +131,11 @@ def staged(backbone: Backbone, images: torch.Tensor, frozen: int) -> torch.Tenso
     return torch.cat(parts).contiguous(memory_format=torch.channels_last)
 
 
+def staged_split(backbone: Backbone, split: Split, frozen: int) -> Split:
+    """A split's images (read whole from a pixel cache) through the first ``frozen`` stages, labels kept."""
+    return Split(staged(backbone, split.x[torch.arange(len(split))], frozen), split.y)
+
+
 @torch.no_grad()
 def predict(net: FineTuneNet, x: torch.Tensor, crops: bool = False, start: int | None = None) -> list[np.ndarray]:
     """Class probabilities of every image, one array per view.  ``x``: images in [0, 1] (``start``

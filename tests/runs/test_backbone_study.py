@@ -3,7 +3,7 @@ frozen prefix, resuming, and the command line."""
 import pytest
 
 from functions.__main__ import main
-from functions.runs import backbone_study
+from functions.train import finetune
 from functions.runs.backbone_study import CutStudy, CutStudySettings, grid
 from functions.runs.store import load_results
 
@@ -12,8 +12,8 @@ SETTINGS = CutStudySettings(input_size=32, max_epochs=2, patience=2, min_steps_p
 
 def test_a_sweep_writes_the_studys_records_with_paired_subsets_and_resumes(paints, monkeypatch):
     staged_at = []
-    real_staged = backbone_study.staged
-    monkeypatch.setattr(backbone_study, "staged", lambda b, x, k: staged_at.append(k) or real_staged(b, x, k))
+    real_staged = finetune.staged
+    monkeypatch.setattr(finetune, "staged", lambda b, x, k: staged_at.append(k) or real_staged(b, x, k))
     study = CutStudy(paints, "FR", SETTINGS, log=lambda *_: None)
     assert study.folder == "Paints"
     sweep = grid(per_class=(2,), fractions=(1.0,), cut_points=(9, 1), repeats=2)
