@@ -114,14 +114,18 @@ adaptation: pretrained
 	  $(PY) -m functions run $$folder --mode $$mode --no-progress || exit 1; done; done
 
 # the cut-point study of ImageNet EfficientNet-Lite0 on the clipart images (Clipart/), real profile:
-# the baselines with FR, then F and FT on the same subsets; the same on the stamps images at 1, 2
+# the baselines with FR, then F and FT on the same subsets, and the fine-tuning strategies at 5 images
+# per class (paired with F's runs there); the same on the stamps images at 1, 2
 # and 5 per class and all of them, and its adaptation from clipart to the unlabelled stamps
 # (Clipart_to_Stamps/); resumable like every sweep
+CLIPART_STRATEGIES := --per-class 5 --cuts 3 5 7 --repeats 8 --no-baselines --no-progress
 STAMPS := --data stamps --output Clipart_to_Stamps --per-class 1 2 5 --percentages 1.0 --no-progress
 real: data
 	$(PY) -m functions run --data clipart --mode FR --no-progress
 	$(PY) -m functions run --data clipart --mode F --no-baselines --no-progress
 	$(PY) -m functions run --data clipart --mode FT --no-baselines --no-progress
+	for mode in $(STRATEGY_MODES); do $(PY) -m functions run --data clipart --mode $$mode $(CLIPART_STRATEGIES) \
+	  || exit 1; done
 	$(PY) -m functions run $(STAMPS) --mode F
 	$(PY) -m functions run $(STAMPS) --mode FR --no-baselines
 	$(PY) -m functions run $(STAMPS) --mode FT --no-baselines

@@ -52,6 +52,8 @@ STRATEGIES = {
     "distill": {"keys": ("kd_temperature", "kd_alpha", "teacher_channels", "kd_temperatures", "kd_alphas"), "prefix_cached": False,
                 "flags": MODES["FR"]},
 }
+# the strategies that fine-tune on labelled target images (the others adapt to unlabelled ones or distil)
+FINE_TUNING = ("progressive", "discriminative", "lora", "ia3", "bitfit")
 # the modes that train on unlabelled target images; they use the BatchNorm variant of the network
 ADAPTATION_MODES = ("source_only", "dann", "coral", "adabn")
 # an adaptation epoch is a pass over the unlabelled target images, and 1% of a target makes it a

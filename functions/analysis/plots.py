@@ -25,6 +25,7 @@ from .clustering import layer_order, layer_scores
 from .stats import as_frame
 
 CUT_LABEL = "cut point (conv layers kept)"
+STAGE_CUT_LABEL = "cut point (stages kept)"  # on a pretrained backbone, cut at its stage boundaries
 FRACTION_LABEL = "fraction of target training data"
 METRIC_LABELS = {"test_acc": "test accuracy", "train_acc": "train accuracy", "val_acc": "validation accuracy",
                  "ari": "adjusted Rand index", "nmi": "normalised mutual information",
@@ -97,14 +98,15 @@ FEW_REPEATS = 3  # at most this many runs per box: drawn as points and their mea
 
 
 def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", title: str | None = None,
-                     sizes: dict | None = None) -> Figure:
+                     sizes: dict | None = None, cut_axis: str = CUT_LABEL) -> Figure:
     """The study's main figure: per percentage, ``metric`` per cut point (one dot per repeat, at
     the same offset in every column) with the baseline beside them: box plots, or with at most
     :data:`FEW_REPEATS` repeats the points and a line at their mean (a box of two or three runs
     draws quartiles that are not there).  Each panel has its own y axis (the spread shrinks by
     orders of magnitude from the smallest fraction to the whole data) and names its n; ``title``
     (dataset, mode, profile) goes above them all; ``sizes`` names a panel's data size in words
-    (fraction -> "5 / class") where a fraction alone would not say it."""
+    (fraction -> "5 / class") where a fraction alone would not say it; ``cut_axis`` names the x axis
+    (:data:`STAGE_CUT_LABEL` for a backbone)."""
     frame = as_frame(records, baseline_records, metric)
     frame["cut"] = frame["sampled_cut_point"].map(cut_label)
     order = [cut_label(c) for c in sorted(frame["sampled_cut_point"].unique())]
@@ -131,7 +133,7 @@ def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", t
                    color="black", zorder=3, linewidth=0)
         named = (sizes or {}).get(percentage) or fraction_title(percentage)
         ax.set(title=f"{named}\n{_repeats_label(runs.groupby('cut').size())}",
-               xlabel=CUT_LABEL, ylabel=_label(metric))
+               xlabel=cut_axis, ylabel=_label(metric))
         ax.tick_params(axis="x", labelrotation=45)
     if title:
         fig.suptitle(title)
@@ -207,12 +209,13 @@ DODGE = 0.06  # cut points between neighbouring modes' lines, so that equal resu
 
 
 def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "test_acc",
-                  title: str | None = None) -> Figure:
+                  title: str | None = None, sizes: dict | None = None, cut_axis: str = CUT_LABEL) -> Figure:
     """Transfer modes side by side (e.g. {"F": ..., "FR": ..., "FT": ...}): per percentage, mean
     ``metric`` per cut point with inter-quartile bands, one line per mode (each with its own
     marker and dash, shifted a little along x so that modes with equal results, such as LoRA
     ranks, do not hide each other); the baseline a grey band.  Each panel has its own y axis and
-    its n; the legend sits outside the panels, ``title`` above them."""
+    its n; the legend sits outside the panels, ``title`` above them; ``sizes`` and ``cut_axis`` as
+    in :func:`accuracy_boxplot`."""
     if not records_by_mode:
         raise DataError("give records of at least one mode, e.g. {'FR': records}")
     frame = pd.concat([as_frame(records, metric=metric).assign(mode=mode) for mode, records in records_by_mode.items()],
@@ -239,7 +242,8 @@ def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "t
                 ax.axhline(base.mean(), color=BASELINE_COLOR, linestyle="--", label="baseline")
                 ax.axhspan(base.quantile(0.25), base.quantile(0.75), color=BASELINE_COLOR, alpha=0.15, linewidth=0)
         counts = frame[frame["sampled_percentage"] == percentage].groupby(["mode", "sampled_cut_point"]).size()
-        ax.set(title=f"{fraction_title(percentage)}\n{_repeats_label(counts)}", xlabel=CUT_LABEL,
+        named = (sizes or {}).get(percentage) or fraction_title(percentage)
+        ax.set(title=f"{named}\n{_repeats_label(counts)}", xlabel=cut_axis,
                ylabel=f"mean {_label(metric)}")
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -1,6 +1,7 @@
 """Fine-tuning strategies side by side: accuracy per cut point and fraction of data, against
-trainable parameters and time, each at the cut its validation accuracy picks tested against FR at
-its own, and the answer in words."""
+trainable parameters and time, each at the cut its validation accuracy picks tested against a
+reference mode at its own (FR on the study CNN; F, plain fine-tuning, on an ImageNet backbone), and
+the answer in words."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,12 +16,12 @@ from .stats import as_frame, chosen_cuts, holm_family, paired_gain, repeats_for_
 REFERENCE = "FR"
 
 
-def strategy_frame(records_by_mode: dict, trainable_by_mode: dict) -> pd.DataFrame:
+def strategy_frame(records_by_mode: dict, trainable_by_mode: dict, reference: str = REFERENCE) -> pd.DataFrame:
     """One row per run of every mode (baselines excluded): mode, percentage, cut, repeat,
     validation and test accuracy, epochs, seconds, and the trainable parameters of that mode at that cut
     (``trainable_by_mode[mode][cut]``, for modes whose records lack them)."""
-    if REFERENCE not in records_by_mode:
-        raise DataError(f"the strategies are compared with {REFERENCE}: give its records too")
+    if reference not in records_by_mode:
+        raise DataError(f"the strategies are compared with {reference}: give its records too")
     frames = []
     for mode, records in records_by_mode.items():
         frame = pd.DataFrame([r for r in records if r["sampled_cut_point"] >= 0])
@@ -52,9 +53,10 @@ def best_cuts(frame: pd.DataFrame, baseline_records) -> pd.DataFrame:
          "epochs", "seconds"]]
 
 
-def against_reference(frame: pd.DataFrame, best: pd.DataFrame, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
-    """Is a strategy better than FR?  Per percentage, each strategy at its chosen cut (``best``, from
-    :func:`best_cuts`) against FR at FR's, runs paired by repeat (trained on the same subset): the
+def against_reference(frame: pd.DataFrame, best: pd.DataFrame, alpha: float = 0.05, seed: int = 0,
+                      reference: str = REFERENCE) -> pd.DataFrame:
+    """Is a strategy better than the ``reference`` mode?  Per percentage, each strategy at its chosen
+    cut (``best``, from :func:`best_cuts`) against the reference at its own, runs paired by repeat (trained on the same subset): the
     mean test-accuracy difference with a 95% bootstrap interval, the exact Wilcoxon p, Holm-adjusted
     over the strategies of the percentage (the family of this question: one test per strategy, not
     one per strategy and cut), and the repeats that would detect a difference of the measured size
@@ -67,11 +69,11 @@ def against_reference(frame: pd.DataFrame, best: pd.DataFrame, alpha: float = 0.
         accuracy = {mode: runs[(runs["mode"] == mode) & (runs["sampled_cut_point"] == cut)].set_index("repeat")["test_acc"]
                     for mode, cut in chosen.items()}
         family = []
-        for mode in (m for m in chosen.index if m != REFERENCE):
-            pair = pd.concat([accuracy[mode], accuracy[REFERENCE]], axis=1, keys=[mode, REFERENCE]).dropna()
-            difference = pair[mode] - pair[REFERENCE]  # the test is two-sided: power for either sign
+        for mode in (m for m in chosen.index if m != reference):
+            pair = pd.concat([accuracy[mode], accuracy[reference]], axis=1, keys=[mode, reference]).dropna()
+            difference = pair[mode] - pair[reference]  # the test is two-sided: power for either sign
             family.append({"sampled_percentage": percentage, "mode": mode, "cut": int(chosen[mode]),
-                           "reference_cut": int(chosen[REFERENCE]), **paired_gain(pair[mode], pair[REFERENCE], rng),
+                           "reference_cut": int(chosen[reference]), **paired_gain(pair[mode], pair[reference], rng),
                            "repeats_for_power": repeats_for_power(np.sign(difference.mean()) * difference,
                                                                   len(chosen) - 1, alpha)})
         rows += holm_family(family, alpha)
@@ -104,43 +106,46 @@ def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_
     return fig
 
 
-def verdict(frame: pd.DataFrame, best: pd.DataFrame, tests: pd.DataFrame, alpha: float = 0.05) -> str:
+def verdict(frame: pd.DataFrame, best: pd.DataFrame, tests: pd.DataFrame, alpha: float = 0.05,
+            reference: str = REFERENCE, size_names: dict | None = None) -> str:
     """Per percentage: the strategy whose validation-chosen cut scores best on the test split, its
-    difference from FR with its interval, the fewest trainable parameters of any (mode, cut point)
-    reaching FR's accuracy, and what the tests against FR can conclude with these repeats."""
+    difference from the ``reference`` mode with its interval, the fewest trainable parameters of any
+    (mode, cut point) reaching the reference's accuracy, and what the tests against it can conclude
+    with these repeats.  ``size_names`` names a percentage in words (default: "1% of the data")."""
     means = frame.groupby(["sampled_percentage", "mode", "sampled_cut_point"]).agg(
         test_acc=("test_acc", "mean"), trainable_params=("trainable_params", "first")).reset_index()
     lines = []
     for percentage, table in best.groupby(level="sampled_percentage"):
         table = table.droplevel("sampled_percentage")
         winner = table["test_acc"].idxmax()
-        top, reference = table.loc[winner], table.loc[REFERENCE]
-        points = means[(means["sampled_percentage"] == percentage) & (means["test_acc"] >= reference["test_acc"])]
+        top, own = table.loc[winner], table.loc[reference]
+        points = means[(means["sampled_percentage"] == percentage) & (means["test_acc"] >= own["test_acc"])]
         cheapest = points.loc[points["trainable_params"].idxmin()]
         family = tests[tests["sampled_percentage"] == percentage]
-        line = (f"{percentage * 100:g}% of the data, each mode at the cut its validation accuracy picks: {winner} "
+        size = (size_names or {}).get(percentage, f"{percentage * 100:g}% of the data")
+        line = (f"{size}, each mode at the cut its validation accuracy picks: {winner} "
                 f"scores best (cut {int(top['best_cut'])}, {top['test_acc']:.3f}, "
                 f"{top['gain_over_baseline']:+.3f} over the baseline, {int(top['trainable_params']):,} trainable "
                 f"parameters)")
-        if winner != REFERENCE:
+        if winner != reference:
             row = family[family["mode"] == winner].iloc[0]
-            line += (f", {row['gain']:+.3f} over FR at its cut {int(reference['best_cut'])} (95% CI "
+            line += (f", {row['gain']:+.3f} over {reference} at its cut {int(own['best_cut'])} (95% CI "
                      f"{row['ci95_low']:+.3f} to {row['ci95_high']:+.3f}, n = {int(row['n'])})")
-        line += (f". The fewest trainable parameters reaching FR's accuracy: {cheapest['mode']} at cut "
-                 f"{int(cheapest['sampled_cut_point'])} ({int(cheapest['trainable_params']):,} against FR's "
-                 f"{int(reference['trainable_params']):,}). ")
+        line += (f". The fewest trainable parameters reaching {reference}'s accuracy: {cheapest['mode']} at cut "
+                 f"{int(cheapest['sampled_cut_point'])} ({int(cheapest['trainable_params']):,} against "
+                 f"{reference}'s {int(own['trainable_params']):,}). ")
         if family.empty:
             lines.append(line.strip())
             continue
         better = family[family["significant"] & (family["gain"] > 0)]
         worse = family[family["significant"] & (family["gain"] < 0)]
         if family["detectable"].any():
-            line += (f"Against FR, {len(better)} of {len(family)} strategies are significantly better and "
+            line += (f"Against {reference}, {len(better)} of {len(family)} strategies are significantly better and "
                      f"{len(worse)} significantly worse (Wilcoxon, Holm over the {len(family)} strategies, "
                      f"alpha {alpha}).")
         else:
             repeats = int(family["n"].max())
-            line += (f"With {repeats} repeats no strategy can differ significantly from FR (an exact Wilcoxon "
+            line += (f"With {repeats} repeats no strategy can differ significantly from {reference} (an exact Wilcoxon "
                      f"test's smallest p is {2 / 2 ** repeats:.3g}, {family['smallest_p_holm'].min():.3g} after "
                      f"Holm's correction over {len(family)} strategies); {repeats_to_detect(len(family), alpha)} "
                      f"repeats could.")

@@ -175,7 +175,7 @@ def _run_cut_study(args):
     """``run --data PATH [--backbone NAME]``: the cut-point study of a pretrained backbone on a
     user's images (:mod:`functions.runs.backbone_study`), printed as the folders' sweeps are."""
     from ..analysis.summary import records_frame
-    from ..models.cuts import CUT_MODES
+    from ..config import ADAPTATION_MODES
     from ..runs import backbone_study as cut_study
     if args.data is None:
         raise DataError("--backbone names the network of the study on your own images: add --data PATH")
@@ -188,11 +188,11 @@ def _run_cut_study(args):
                         f"this process on its own grid profile ({cut_study.PROFILE}): drop it")
     if args.source is not None:
         return _run_adaptation(args)
-    mode = args.mode or "FR"
-    if mode not in CUT_MODES:
-        raise DataError(f"--mode {mode} is not a cut mode of the study on your own images; choose one of "
-                        f"{list(CUT_MODES)}, or give --source PATH for an adaptation method")
-    settings = _backbone_settings(args, cut_study.CutStudySettings)
+    if args.mode in ADAPTATION_MODES:
+        raise DataError(f"--mode {args.mode} is an adaptation method: give --source PATH, the labelled images it "
+                        f"adapts from")
+    mode, strategy, _ = cut_study.parse_mode(args.mode or "FR")
+    settings = _backbone_settings(args, cut_study.StrategySettings if strategy else cut_study.CutStudySettings)
     study = cut_study.CutStudy(args.data, mode, settings, folder=args.output, weights=args.weights)
     sweep = cut_study.real_grid(study, args.per_class, args.percentages, args.cuts, args.repeats)
     began = time.perf_counter()

@@ -14,7 +14,7 @@ from ..core.errors import DataError
 from ..runs.backbone_study import PROFILE, CutStudy, CutStudySettings, Size, real_grid
 from ..runs.store import BASELINE_CUT, load_results, results_path
 
-__all__ = ["studies", "grids", "sizes_table", "frames", "summary", "gains", "chosen_cuts", "panel_titles",
+__all__ = ["studies", "grids", "sizes_table", "frames", "size_names", "strategy_runs", "summary", "gains", "chosen_cuts", "panel_titles",
            "recheck_table", "backbone_headlines", "clustering", "clustering_table"]
 
 
@@ -65,6 +65,22 @@ def frames(study: CutStudy, grid) -> tuple[pd.DataFrame, pd.DataFrame]:
         wanted = frame.sampled_percentage.map(repeats)
         parts.append(frame[frame.sampled_cut_point.isin(cuts) & wanted.notna() & (frame.repeat < wanted)])
     return parts[0], parts[1]
+
+
+def size_names(study: CutStudy, grid) -> dict:
+    """The sampled share of the training pool -> the size in words (``5 images per class``)."""
+    return {study.fraction(size): f"{size.per_class} images per class" if size.per_class is not None
+            else size.describe() for size in grid.sizes}
+
+
+def strategy_runs(cut_studies: dict, cut_grids: dict) -> tuple[dict, list]:
+    """(records per mode, baseline records) of each mode's grid, as the strategies' analysis
+    (:mod:`functions.analysis.strategies`) reads them; the records carry their trainable parameters."""
+    records, baselines = {}, []
+    for mode, study in cut_studies.items():
+        found, baselines = frames(study, cut_grids[mode])
+        records[mode] = found.to_dict("records")
+    return records, baselines.to_dict("records")
 
 
 def _relabelled(table: pd.DataFrame, study: CutStudy, grid, axis: str) -> pd.DataFrame:

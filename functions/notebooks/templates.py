@@ -56,11 +56,17 @@ class ImageFolderStudy:
     per_class: tuple | None = None
     fractions: tuple | None = None
     source: str | None = None
+    strategy_per_class: tuple = ()
 
 
+# The fine-tuning strategies on a backbone (`make real`): at the middle size of the real profile, at
+# the cut points where freezing or adapting a prefix is a choice (block2, block4, block6: the clipart
+# study's validation picks block4 or block6), 8 repeats as F's runs there, with which they pair
+BACKBONE_STRATEGY_MODES = ("F", "progressive", "discriminative", "lora_r4", "ia3", "bitfit")
+BACKBONE_STRATEGY_CUTS, BACKBONE_STRATEGY_REPEATS = (3, 5, 7), 8
 # each folder's empirical notebook covers F, FR and FT; the stamps have 11 images in their smallest
 # classes, so their sizes stop at 5 per class
-IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart"),
+IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,)),
                  "Clipart_to_Stamps": ImageFolderStudy("stamps", per_class=(1, 2, 5), fractions=(1.0,),
                                                        source="clipart")}
 
@@ -184,7 +190,9 @@ def _backbone_adaptation_parameters(folder: str) -> str:
 
 def kinds(folder: str) -> list[str]:
     if folder in IMAGE_FOLDERS:
-        return ["empirical", "clustering"] + (["adaptation"] if IMAGE_FOLDERS[folder].source else [])
+        study = IMAGE_FOLDERS[folder]
+        return ["empirical", "clustering"] + (["strategies"] if study.strategy_per_class else []) + \
+            (["adaptation"] if study.source else [])
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of the folders whose datasets are
     # available offline and whose targets are large enough for its grid
@@ -201,6 +209,15 @@ def cells(folder: str, kind: str) -> list:
         if kind == "adaptation":
             return _template("backbone_adaptation", folder=folder, data=study.data, source=study.source,
                              labelled_mode="F", parameters=_backbone_adaptation_parameters(folder))
+        if kind == "strategies":
+            return _template("backbone_strategies", folder=folder, data=study.data, parameters=_image_folder_parameters(
+                folder, f"data = {study.data!r}  # a prepared image folder's name, or the path of your folder or CSV",
+                f"backbone = {study.backbone!r}  # any registered pretrained network",
+                f"modes = {list(BACKBONE_STRATEGY_MODES)!r}  # the first is the reference",
+                f"per_class = {list(study.strategy_per_class)!r}  # images per class",
+                "fractions = []  # fractions of the training pool (1.0: all of it)",
+                f"cut_points = {list(BACKBONE_STRATEGY_CUTS)!r}",
+                f"repeats = {BACKBONE_STRATEGY_REPEATS}"))
         if kind == "clustering":
             return _template("backbone_clustering", folder=folder, data=study.data,
                              parameters=_image_folder_parameters(

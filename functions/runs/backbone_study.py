@@ -23,8 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from ..config import SCHEMA_KEY, SCHEMA_VERSION
-from ..config import INPUT_SIZE
+from ..config import FINE_TUNING, INPUT_SIZE, LORA_MODE, SCHEMA_KEY, SCHEMA_VERSION
 from ..core.constraints import Interval, Text, check_fields, declared
 from ..core.device import configure_threads
 from ..core.errors import DataError
@@ -35,6 +34,7 @@ from ..data.tasks import Split, balanced_subset, subset_seed
 from ..models.cuts import CUT_MODES, check_cut, cut_backbone, random_backbone, stage_at
 from ..models.registry import create_backbone
 from ..train.finetune import EarlyStopping, Finetuner, FineTuneNet, staged_split
+from ..train.strategies import fit_strategy, input_stage, strategy_finetuner
 from ..train.trainer import RunResult
 from .recheck import FLOAT32_TOLERANCE
 from .store import BASELINE_CUT, ResultsFile, results_path
@@ -74,6 +74,44 @@ class CutStudySettings:
 
     def __post_init__(self):
         check_fields(self)
+
+
+@declared
+@dataclass(frozen=True)
+class StrategySettings(CutStudySettings):
+    """The cut-point study's settings and what the fine-tuning strategies add (the study CNN's defaults)."""
+
+    constraints: ClassVar[dict] = {
+        **CutStudySettings.constraints,
+        "lr_decay": Interval(float, 0, 1, low_open=True, help="discriminative: each stage down from the top "
+                                                               "trains at lr_decay times the rate of the one above"),
+        "stage_epochs": Interval(int, 1, help="progressive: at most this many epochs per unfrozen stage"),
+        "lora_alpha": Interval(float, 0, low_open=True, help="LoRA's scale (alpha / rank)"),
+    }
+
+    lr_decay: float = 0.5
+    stage_epochs: int = 3
+    lora_alpha: float = 8.0
+
+
+def study_modes() -> list[str]:
+    """The modes the study on a backbone takes (a LoRA rank as ``lora_r<rank>``)."""
+    return [*CUT_MODES, *("lora_r4" if s == "lora" else s for s in FINE_TUNING)]
+
+
+def parse_mode(mode: str) -> tuple[str, str | None, int | None]:
+    """``mode`` as (its name in results files, its fine-tuning strategy or None for a cut mode,
+    its LoRA rank or None), or one line naming the modes there are."""
+    if mode in CUT_MODES:
+        return mode, None, None
+    lora = LORA_MODE.fullmatch(mode)
+    if lora or mode == "lora":
+        rank = int(lora.group(1)) if lora else 4
+        return f"lora_r{rank}", "lora", rank
+    if mode in FINE_TUNING:
+        return mode, mode, None
+    raise DataError(f"mode {mode!r} is not a mode of the study on a backbone; choose one of {study_modes()} "
+                    f"(or lora_r<rank>, e.g. lora_r2)")
 
 
 @dataclass(frozen=True)
@@ -181,9 +219,11 @@ class CutStudy:
     def __init__(self, data, mode: str, settings: CutStudySettings = CutStudySettings(), folder: str | None = None,
                  weights=None, profile: str = PROFILE, log=print):
         configure_threads()
-        if mode not in CUT_MODES:
-            raise DataError(f"mode {mode!r} is not a cut mode of the backbone study; choose one of {list(CUT_MODES)}")
-        self.mode, self.settings, self.log = mode, settings, log
+        self.mode, self.strategy, self.lora_rank = parse_mode(mode)
+        # a cut mode's files keep the cut study's settings alone; a strategy's add its own
+        own = {f.name: getattr(settings, f.name) for f in dataclasses.fields(CutStudySettings)}
+        settings = CutStudySettings(**own) if self.strategy is None else StrategySettings(**dataclasses.asdict(settings))
+        self.settings, self.log = settings, log
         self.dataset = load_dataset(data)
         self.folder = folder or output_folder(self.dataset.name)
         self.backbone = create_backbone(settings.backbone, weights, settings.input_size)
@@ -194,8 +234,10 @@ class CutStudy:
                   "weights_sha256": self.backbone.identity()["weights_sha256"], "stages": self.backbone.layer_names,
                   "data": self.dataset.version, "classes": self.classes, SCHEMA_KEY: SCHEMA_VERSION}
         self.files = {
-            "results": ResultsFile(results_path(self.folder, "results", settings.backbone, mode, profile),
-                                   {**params, "mode": mode}),
+            "results": ResultsFile(results_path(self.folder, "results", settings.backbone, self.mode, profile),
+                                   {**params, "mode": self.mode,
+                                    **({"strategy": self.strategy} if self.strategy else {}),
+                                    **({"lora_rank": self.lora_rank} if self.lora_rank else {})}),
             "baselines": ResultsFile(results_path(self.folder, "baselines", settings.backbone, profile=profile),
                                      {**params, "mode": "baseline"}),
         }
@@ -231,7 +273,7 @@ class CutStudy:
 
     def cells(self, grid: CutGrid, baselines: bool = True) -> list[Cell]:
         for c in grid.cut_points:
-            check_cut(self.backbone, c, self.mode)
+            check_cut(self.backbone, c, "F" if self.strategy else self.mode)  # a strategy cuts where F does
         for size in grid.sizes:
             self.subset(size, 0)  # an impossible size is refused before any training
         cells = []
@@ -247,15 +289,20 @@ class CutStudy:
 
     # ----------------------------------------------------------------- one cell
 
+    def input_stage(self, cut_point: int) -> int:
+        """The stage a run at ``cut_point`` (-1: the baseline) reads its inputs after: the cut, or 0
+        (the adapted images) for the baseline and the strategies that adapt the stages before the cut."""
+        cut_point = max(cut_point, 0)
+        return cut_point if self.strategy is None else input_stage(self.strategy, cut_point)
+
     def inputs(self, cut_point: int) -> tuple[Split, Split, Split]:
-        """The training pool, validation and test images through the first ``cut_point`` pretrained
-        stages, computed once per cut point (0: the adapted images, which the baseline reads too)."""
-        start = max(cut_point, 0)
+        """The training pool, validation and test images through the pretrained stages a run at
+        ``cut_point`` leaves frozen (:meth:`input_stage`), computed once for every run that reads them."""
+        start = self.input_stage(cut_point)
         if self._staged is None or self._staged[0] != start:
             self._staged = None  # the previous cut point's tensors are freed before the next are made
             splits = [self.task.train, self.task.val, self.task.test]
-            self._staged = start, tuple(staged_split(self.backbone, s, start)
-                                        for s in splits)
+            self._staged = start, tuple(staged_split(self.backbone, s, start) for s in splits)
         return self._staged[1]
 
     def train_cell(self, cell: Cell) -> list[dict]:
@@ -280,11 +327,20 @@ class CutStudy:
         s, began = self.settings, time.perf_counter()
         cut_point = max(cell.cut_point, 0)
         seed = run_seed(s.seed, fraction, cell.cut_point, repeat)
-        network = random_backbone(self.backbone, seed) if cell.kind == "baselines" else \
-            cut_backbone(self.backbone, cut_point, self.mode, seed)
         subset = train.subset(self.subset(cell.size, repeat))
-        tuner, result = fine_tune(network, self.task.num_classes, cut_point, subset, val, s, seed)
-        result.test_acc = float(tuner.evaluate(test, inputs_at=cut_point)["test_acc"])
+        if self.strategy is not None and cell.kind == "results":
+            tuner = strategy_finetuner(self.backbone, self.strategy, cut_point, self.task.num_classes, seed, lr=s.lr,
+                                       lr_decay=s.lr_decay, lora_rank=self.lora_rank or 4, lora_alpha=s.lora_alpha,
+                                       weight_decay=s.weight_decay)
+            start = self.input_stage(cell.cut_point)
+            result = fit_strategy(tuner, self.strategy, cut_point, subset, val, test, start, seed, epochs=s.max_epochs,
+                                  stage_epochs=s.stage_epochs, patience=s.patience, batch_size=s.batch_size,
+                                  min_steps_per_epoch=s.min_steps_per_epoch)
+        else:
+            network = random_backbone(self.backbone, seed) if cell.kind == "baselines" else \
+                cut_backbone(self.backbone, cut_point, self.mode, seed)
+            tuner, result = fine_tune(network, self.task.num_classes, cut_point, subset, val, s, seed)
+            result.test_acc = float(tuner.evaluate(test, inputs_at=cut_point)["test_acc"])
         result.seconds = time.perf_counter() - began
         return tuner, {"lr": s.lr, "sampled_percentage": fraction, "samples_per_class": cell.size.per_class,
                        "sampled_cut_point": cell.cut_point,

@@ -5,8 +5,8 @@ through peft).
 
 A :class:`Finetuner` owns one :class:`FineTuneNet` and trains it with the general trainer, so
 early stopping, seeded batch orders and best-weight restoring are the project's own protocol.
-Layer names are the backbone's stage names (``block1``.., ``stem``..); ``head`` names the new
-head in ``layer_learning_rates``.  The study's fine-tuning strategies and the fe-vs-ft grid's
+Layer names are the backbone's stage names (``block1``.., ``stem``..); ``classifier`` names the
+new head in ``layer_learning_rates``.  The study's fine-tuning strategies and the fe-vs-ft grid's
 fine-tuning are built on it.
 
 Frozen stages keep their BatchNorm statistics (they stay in eval mode while the rest trains), so
@@ -33,7 +33,7 @@ from .evaluation import crop_scores, ranked_scores, scores
 from .trainer import RunResult, ShuffledBatches, accuracy, fit
 
 OPTIMIZERS = ("adam", "sgd")
-HEAD = "head"
+HEAD = "classifier"  # the new head's name among the layers (a network may have a stage named "head")
 
 
 class FineTuneNet(nn.Module):
@@ -226,8 +226,8 @@ class Finetuner:
     """A pretrained ``model`` (a :class:`~functions.models.backbones.Backbone`) with a new head of
     ``head_hidden_sizes`` for ``num_classes``, ``freeze_layers`` frozen, trained by :meth:`fit`.
 
-    ``layer_learning_rates`` maps layer names (and ``head``) to their own learning rate; the others
-    train at ``lr``.  ``optimizer`` is ``adam`` or ``sgd`` (with ``momentum``); ``weight_decay``
+    ``layer_learning_rates`` maps layer names (and ``classifier``, the new head) to their own
+    learning rate; the others train at ``lr``.  ``optimizer`` is ``adam`` or ``sgd`` (with ``momentum``); ``weight_decay``
     applies to every group.  ``pooling`` (``avg``, ``max``, ``flatten``; default the model's own) turns the
     last stage's output into the head's input.  The head's initial weights follow ``seed``.
     """

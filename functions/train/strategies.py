@@ -18,9 +18,10 @@ import time
 
 import numpy as np
 
-from ..config import STRATEGIES, Config
+from ..config import FINE_TUNING, STRATEGIES, Config
 from ..core.errors import DataError
 from ..data.tasks import Split
+from ..models.backbones import Backbone
 from ..models.registry import STUDY, create_backbone
 from ..models.study_cnn import StudyCNN
 from .finetune import HEAD, EarlyStopping, Finetuner, ModelCheckpoint
@@ -28,59 +29,86 @@ from .trainer import RunResult
 
 
 def finetuner_for(cfg: Config, pretrained: StudyCNN, cut_point: int, num_classes: int, seed: int) -> Finetuner:
-    """The strategy's network at ``cut_point``, its trainable parts set; the head seeded by ``seed``."""
-    if cfg.strategy not in STRATEGIES:
-        raise DataError(f"{cfg.strategy!r} is not a fine-tuning strategy; choose one of {list(STRATEGIES)}")
+    """The strategy's network at ``cut_point`` on the study CNN ``pretrained``, its trainable parts
+    set; the head seeded by ``seed``."""
     cfg.check_cut(cut_point)
     backbone = create_backbone(STUDY, pretrained, mean=0.0, std=1.0)  # the study's tensors are normalised already
+    hidden = (cfg.hidden_dim_lin,) if cfg.two_linear_layers else ()
+    return strategy_finetuner(backbone, cfg.strategy, cut_point, num_classes, seed, lr=cfg.lr_fine_tune,
+                              lr_decay=cfg.lr_decay, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                              head_hidden_sizes=hidden, pooling="flatten")
+
+
+def strategy_finetuner(backbone: Backbone, strategy: str, cut_point: int, num_classes: int, seed: int, *, lr: float,
+                       lr_decay: float = 0.5, lora_rank: int = 4, lora_alpha: float = 8.0, weight_decay: float = 0.0,
+                       head_hidden_sizes=(), pooling: str | None = None) -> Finetuner:
+    """``strategy``'s network at ``cut_point`` on any pretrained ``backbone`` (the study CNN, an
+    ImageNet network): a new head seeded by ``seed``, the stages before the cut frozen or adapted."""
+    if strategy not in FINE_TUNING:
+        raise DataError(f"{strategy!r} is not a fine-tuning strategy; choose one of {list(FINE_TUNING)}")
     names = backbone.layer_names
     below = names[:cut_point]
     rates = {}
-    if cfg.strategy == "discriminative":
-        rates = {HEAD: cfg.lr_fine_tune, **{name: cfg.lr_fine_tune * cfg.lr_decay ** (len(names) - i)
-                                           for i, name in enumerate(names) if i >= cut_point}}
-    hidden = (cfg.hidden_dim_lin,) if cfg.two_linear_layers else ()
-    tuner = Finetuner(backbone, num_classes, freeze_layers=names if cfg.strategy == "progressive" else below,
-                      head_hidden_sizes=hidden, layer_learning_rates=rates, lr=cfg.lr_fine_tune, pooling="flatten",
-                      seed=seed)
-    if cfg.strategy == "bitfit":
+    if strategy == "discriminative":
+        rates = {HEAD: lr, **{name: lr * lr_decay ** (len(names) - i) for i, name in enumerate(names) if i >= cut_point}}
+    tuner = Finetuner(backbone, num_classes, freeze_layers=names if strategy == "progressive" else below,
+                      head_hidden_sizes=head_hidden_sizes, layer_learning_rates=rates, lr=lr,
+                      weight_decay=weight_decay, pooling=pooling, seed=seed)
+    if strategy == "bitfit":
         tuner.train_biases(below)
-    elif cfg.strategy == "lora" and below:
-        tuner.add_lora(below, cfg.lora_rank, cfg.lora_alpha)
-    elif cfg.strategy == "ia3" and below:
+    elif strategy == "lora" and below:
+        tuner.add_lora(below, lora_rank, lora_alpha)
+    elif strategy == "ia3" and below:
         tuner.add_ia3(below)
     return tuner
 
 
 def train_strategy(cfg: Config, pretrained: StudyCNN, cut_point: int, num_classes: int, train: Split, val: Split,
                    test: Split, start: int, seed: int) -> tuple[Finetuner, RunResult]:
-    """One run of ``cfg.strategy`` at ``cut_point``; the splits enter at block ``start`` (the cut
-    for the strategies with a frozen prefix, 0 for the adapters).  Adapters are merged into the
-    weights before the test (the merged network computes what the adapted one did)."""
+    """One run of ``cfg.strategy`` at ``cut_point`` on the study CNN; the splits enter at block
+    ``start`` (:func:`input_stage`)."""
     began = time.perf_counter()
     tuner = finetuner_for(cfg, pretrained, cut_point, num_classes, seed)
+    result = fit_strategy(tuner, cfg.strategy, cut_point, train, val, test, start, seed, epochs=cfg.num_train,
+                          stage_epochs=cfg.stage_epochs, patience=cfg.early_stop_patience, batch_size=cfg.batch_size,
+                          min_steps_per_epoch=cfg.min_steps_per_epoch)
+    # in float32, as the stored runs were scored: a run trained again records the same number
+    result.test_acc = float(np.float32(result.test_acc))
+    result.seconds = time.perf_counter() - began
+    return tuner, result
+
+
+def input_stage(strategy: str, cut_point: int) -> int:
+    """Where a strategy's inputs enter: at the cut for the strategies whose prefix stays frozen
+    (its output is computed once), at the first stage for those that adapt it."""
+    return cut_point if STRATEGIES[strategy]["prefix_cached"] else 0
+
+
+def fit_strategy(tuner: Finetuner, strategy: str, cut_point: int, train: Split, val: Split, test: Split, start: int,
+                 seed: int, *, epochs: int, stage_epochs: int, patience: int, batch_size: int,
+                 min_steps_per_epoch: int) -> RunResult:
+    """Train ``tuner`` (made by :func:`strategy_finetuner`) the strategy's way and score it on
+    ``test``.  Adapters are merged into the weights before the test (the merged network computes
+    what the adapted one did)."""
     trainable = tuner.trainable_parameters()
     names = tuner.layer_names
-    fit = dict(batch_size=cfg.batch_size, inputs_at=start, min_steps_per_epoch=cfg.min_steps_per_epoch)
-    if cfg.strategy == "progressive":
-        best, epochs, stop = ModelCheckpoint(), 0, EarlyStopping(cfg.early_stop_patience)
+    fit = dict(batch_size=batch_size, inputs_at=start, min_steps_per_epoch=min_steps_per_epoch)
+    if strategy == "progressive":
+        best, total, stop = ModelCheckpoint(), 0, EarlyStopping(patience)
         stages = len(names) - cut_point + 1
         for stage in range(stages):
             if stage:
                 tuner.unfreeze_layers([names[-stage]])
             # each stage but the last lasts at most stage_epochs; the last one, where every block
             # from the cut up trains, has the whole budget, as the other modes' runs do
-            budget = cfg.num_train if stage == stages - 1 else cfg.stage_epochs
+            budget = epochs if stage == stages - 1 else stage_epochs
             result = tuner.fit(train, val, epochs=budget, callbacks=[stop, best], seed=seed + stage, **fit)
-            epochs += result.epochs
-        result.epochs = epochs
+            total += result.epochs
+        result.epochs = total
         trainable = tuner.trainable_parameters()
     else:
-        result = tuner.fit(train, val, epochs=cfg.num_train, callbacks=[EarlyStopping(cfg.early_stop_patience)],
-                           seed=seed, **fit)
+        result = tuner.fit(train, val, epochs=epochs, callbacks=[EarlyStopping(patience)], seed=seed, **fit)
     tuner.merge()
-    # in float32, as the stored runs were scored: a run trained again records the same number
-    result.test_acc = float(np.float32(tuner.evaluate(test, inputs_at=start)["test_acc"]))
+    result.test_acc = tuner.evaluate(test, inputs_at=start)["test_acc"]
     result.n_train, result.trainable_params = len(train), trainable
-    result.seconds = time.perf_counter() - began
-    return tuner, result
+    return result

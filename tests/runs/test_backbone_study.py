@@ -4,7 +4,7 @@ import pytest
 
 from functions.__main__ import main
 from functions.train import finetune
-from functions.runs.backbone_study import CutStudy, CutStudySettings, grid
+from functions.runs.backbone_study import CutStudy, CutStudySettings, Size, StrategySettings, grid
 from functions.runs.store import load_results
 
 SETTINGS = CutStudySettings(input_size=32, max_epochs=2, patience=2, min_steps_per_epoch=2, batch_size=4)
@@ -70,7 +70,10 @@ def test_the_command_line_runs_the_study_on_a_folder_and_refuses_what_it_does_no
     assert "Paints: efficientnet_lite0 at 32 px, mode F" in out and "Gain over the baseline" in out
     assert "results/real/results_efficientnet_lite0_F.json" in out
     for argv, message in [
-        (["--mode", "lora"], "--mode lora is not a cut mode"),
+        (["--mode", "dann"], "--mode dann is an adaptation method: give --source PATH"),
+        (["--mode", "distill"], "mode 'distill' is not a mode of the study on a backbone; choose one of ['F', 'FR', 'FT', "
+                              "'progressive', 'discriminative', 'lora_r4', 'ia3', 'bitfit']"),
+        (["--mode", "lora", "--set", "lr_decay=2"], "lr_decay"),
         (["--profile", "range"], "--profile range is not an option of the study on your own images"),
         (["--set", "depth=3"], "depth"),
         (["--set", "max_epochs=0"], "max_epochs"),
@@ -81,3 +84,45 @@ def test_the_command_line_runs_the_study_on_a_folder_and_refuses_what_it_does_no
     assert "add --data PATH" in capsys.readouterr().err
     assert main(["run", "MNIST", "--per-class", "2"]) == 2
     assert "--per-class is an option of the study on your own images" in capsys.readouterr().err
+
+
+STRATEGY_SETTINGS = StrategySettings(**SETTINGS.__dict__, stage_epochs=1)
+
+
+@pytest.mark.parametrize("mode", ["progressive", "discriminative", "lora_r2", "ia3", "bitfit"])
+def test_each_fine_tuning_strategy_runs_on_the_backbone_from_the_stage_it_leaves_frozen(paints, mode, monkeypatch):
+    staged_at = []
+    real_staged = finetune.staged
+    monkeypatch.setattr(finetune, "staged", lambda b, x, k: staged_at.append(k) or real_staged(b, x, k))
+    study = CutStudy(paints, mode, STRATEGY_SETTINGS, log=lambda *_: None)
+    paths = study.run(grid(per_class=(2,), cut_points=(5,), repeats=1), baselines=False, progress=False)
+    params, (record,) = load_results(paths["results"])
+    assert paths["results"].name == f"results_efficientnet_lite0_{mode}.json"
+    assert params["mode"] == mode and params["strategy"] == mode.split("_")[0] and params["lr_decay"] == 0.5
+    assert params.get("lora_rank") == (2 if mode == "lora_r2" else None)
+    assert record["sampled_cut_point"] == 5 and record["stage"] == "block4" and 0 <= record["test_acc"] <= 1
+    # progressive and discriminative never change the first 5 stages: they train from their output
+    assert staged_at == [5 if mode in ("progressive", "discriminative") else 0] * 3
+    # F at the same cut trains every stage after it; the adapters add a few weights before it
+    f_trainable = CutStudy(paints, "F", SETTINGS, log=lambda *_: None).fine_tuned(5, Size(per_class=2))[1][
+        "trainable_params"]
+    if mode in ("progressive", "discriminative"):
+        assert record["trainable_params"] == f_trainable
+    else:
+        assert record["trainable_params"] > f_trainable
+    again = study.recheck(5, Size(per_class=2))
+    assert again["reproduced"] and again["test_acc"] == record["test_acc"]
+
+
+def test_a_cut_modes_files_keep_only_the_cut_studys_settings(paints):
+    study = CutStudy(paints, "F", STRATEGY_SETTINGS, log=lambda *_: None)
+    assert not hasattr(study.settings, "lr_decay") and "strategy" not in study.files["results"].params
+
+
+def test_the_new_head_has_its_own_rate_beside_a_stage_named_head():
+    from functions.models.registry import create_backbone
+    from functions.train.strategies import strategy_finetuner
+    backbone = create_backbone("efficientnet_lite0", input_size=32)
+    tuner = strategy_finetuner(backbone, "discriminative", 7, 3, 0, lr=1e-3, lr_decay=0.5)
+    rates = {group["name"]: group["lr"] for group in tuner.param_groups()}
+    assert rates == {"block7": 1e-3 * 0.5 ** 2, "head": 1e-3 * 0.5, "classifier": 1e-3}

@@ -99,7 +99,7 @@ def test_discriminative_learning_rates_decay_from_the_head_down(source):
     tuner = strategies.finetuner_for(cfg, source, 2, 5, seed=0)
     rates = {g["name"]: g["lr"] for g in tuner.param_groups()}
     lr = cfg.lr_fine_tune
-    assert rates == pytest.approx({"head": lr, "block6": lr / 2, "block5": lr / 4, "block4": lr / 8,
+    assert rates == pytest.approx({"classifier": lr, "block6": lr / 2, "block5": lr / 4, "block4": lr / 8,
                                    "block3": lr / 16})
     assert {stage_of(n) for n in trainable(tuner)} == {"block3", "block4", "block5", "block6", "head"}
 
@@ -305,10 +305,10 @@ def test_finetuner_refuses_bad_settings_naming_the_fix(source):
         Finetuner(backbone, 1)
     with pytest.raises(DataError, match="optimizer='rmsprop' is unknown; choose one of \\['adam', 'sgd'\\]"):
         Finetuner(backbone, 5, optimizer="rmsprop")
-    with pytest.raises(DataError, match="unknown layer\\(s\\) \\['fc'\\].*'head'"):
+    with pytest.raises(DataError, match="unknown layer\\(s\\) \\['fc'\\].*'classifier'"):
         Finetuner(backbone, 5, layer_learning_rates={"fc": 1e-3})
     with pytest.raises(DataError, match="must all be positive"):
-        Finetuner(backbone, 5, layer_learning_rates={"head": 0.0})
+        Finetuner(backbone, 5, layer_learning_rates={"classifier": 0.0})
     with pytest.raises(DataError, match="unknown pooling 'sum'"):
         Finetuner(backbone, 5, pooling="sum")
     tuner = Finetuner(backbone, 5, freeze_layers=["block1"])

@@ -40,7 +40,7 @@ for mode, cut_study in studies.items():
 for mode, cut_study in studies.items():
     records, baselines = study.frames(cut_study, grids[mode])
     figure = plots.accuracy_boxplot(records, baselines, title=f"{folder}: {backbone} on {data}, mode {mode}",
-                                    sizes=study.panel_titles(cut_study, grids[mode]))
+                                    sizes=study.panel_titles(cut_study, grids[mode]), cut_axis=plots.STAGE_CUT_LABEL)
     plots.save_figure(figure, folder, f"test_accuracy_{backbone}_{mode}", "real")
     display(figure)
 
