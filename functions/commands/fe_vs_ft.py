@@ -13,11 +13,14 @@ from . import DATA_HELP, EXECUTOR_ARGS, arg, command, declared_arg, declared_arg
 
 @command("fe-vs-ft", "feature extraction or fine-tuning? both pipelines over a few-shot grid, with accuracy, time, "
                      "FLOPs, memory and energy per run (tracked in MLflow)",
-         arg("folder", choices=FOLDERS, metavar="folder", help=f"one of {FOLDERS}: its target classes"),
+         arg("folder", nargs="?", choices=FOLDERS, metavar="folder",
+             help=f"one of {FOLDERS}: its target classes (with --data: where the results go)"),
          arg("--setup"),
          arg("--target", default="folder", choices=list(TARGETS),
              help="the folder's target classes, or scikit-learn's 8 x 8 digits (offline; use --val-per-class 10)"),
          arg("--data", metavar="PATH", help="your own images instead: " + DATA_HELP),
+         arg("--output", metavar="FOLDER", help="with --data and no folder: the folder its results go to (default: "
+                                                "named after the data, e.g. Clipart)"),
          arg("--weights", type=Path, help="state-dict file (required for resnet50 / mobilenet_v2)"),
          declared_arg("--samples-per-class", Many(Interval(int, 1)), default=[1, 5, 10], help=""),
          declared_arg("--splits", Interval(int, 1, 100, what="the number of splits"), default=5,
@@ -39,12 +42,13 @@ def fe_vs_ft(args):
     from ..analysis import tradeoff
     from ..runs.fe_vs_ft import refuse_idle_settings, run_study
     from . import executor as executor_for
+    folder = _results_folder(args)
     chosen = given(args, FeVsFtSettings.constraints)
     refuse_idle_settings(list(chosen), args.pipelines, args.select)
     settings = FeVsFtSettings(**chosen)
     executor = executor_for(args)
     try:
-        study = run_study(args.folder, args.setup, settings, args.samples_per_class, args.splits, args.pipelines,
+        study = run_study(folder, args.setup, settings, args.samples_per_class, args.splits, args.pipelines,
                           args.weights, track=not args.no_track, tracking_uri=args.tracking_uri, country=args.country,
                           select=args.select, target=args.target, progress=not args.no_progress, executor=executor,
                           data=args.data)
@@ -59,6 +63,23 @@ def fe_vs_ft(args):
                   f"test scored once for the chosen candidate of each pipeline:")
             print(tradeoff.selection_table(study.selection).to_string())
     print(f"energy: {study.energy_source}")
-    for path in tradeoff.report(study, args.folder):
+    for path in tradeoff.report(study, folder):
         print(f"wrote {path}")
     print(f"wrote {study.path}")
+
+
+def _results_folder(args) -> str:
+    """The study folder named, or with ``--data`` alone the image folder's own (``--output``, or
+    named after the data as ``run --data`` names it)."""
+    from ..core.errors import DataError
+    if args.folder is not None and args.output is not None:
+        raise DataError("--output names the folder of --data's results when no study folder is given: drop one")
+    if args.folder is not None:
+        return args.folder
+    if args.data is None:
+        raise DataError(f"give a study folder ({', '.join(FOLDERS)}) or your images (--data PATH)")
+    if args.setup is not None:
+        raise DataError("--setup chooses a study folder's classes: name the folder too, or drop --setup")
+    from ..data.image_dataset import load_dataset
+    from ..runs.backbone_study import output_folder
+    return args.output or output_folder(load_dataset(args.data).name)

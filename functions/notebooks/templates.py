@@ -188,10 +188,41 @@ def _backbone_adaptation_parameters(folder: str) -> str:
         "labelled_repeats = None  # None: the real profile's repeats")
 
 
+def _fe_vs_ft_parameters(folder: str) -> str:
+    """The parameters of a feature extraction or fine-tuning notebook: a study folder's target classes
+    with its source CNN beside EfficientNet-Lite0, or an image folder's images with the ImageNet network."""
+    image = IMAGE_FOLDERS.get(folder)
+    if image is None:
+        head = [f"folder = {folder!r}",
+                f"setup = {default_setup(folder)!r}  # whose target classes (and source CNN) are used",
+                'backbones = ["efficientnet_lite0", "study"]  # ImageNet EfficientNet-Lite0, and the folder\'s own '
+                'source CNN']
+    else:
+        head = [f"folder = {folder!r}  # where the results files and figures go",
+                f"data = {image.data!r}  # a prepared image folder's name, or the path of your folder or CSV",
+                "setup = None  # the images' own classes (a study folder's class setup is for its digits or clothing)",
+                f"backbones = [{image.backbone!r}]  # any registered ImageNet network"]
+    return "\n".join(head + [
+        "samples_per_class = [1, 5, 10]  # labelled training images per class",
+        "splits = 5  # seeded class-balanced training splits per size",
+        "input_size = 96  # pixels for the ImageNet backbone (native: 224; the study CNN keeps its 28)",
+        'classifier = "linear_svc"  # FE: linear_svc, logistic, svc, knn or ridge',
+        "frozen = None  # FT: stages kept frozen; None: all but the last two",
+        "track = True  # log new runs to MLflow (sqlite:///<output root>/mlflow.db, or $MLFLOW_TRACKING_URI)",
+        "output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's study folders"])
+
+
+def _fe_vs_ft_cells(folder: str) -> list:
+    image = folder in IMAGE_FOLDERS
+    return _template("fe_vs_ft", folder=folder, parameters=_fe_vs_ft_parameters(folder),
+                     data_argument=", data=data" if image else "",
+                     title="f'{folder}/{data}'" if image else "f'{folder}/{setup}'")
+
+
 def kinds(folder: str) -> list[str]:
     if folder in IMAGE_FOLDERS:
         study = IMAGE_FOLDERS[folder]
-        return ["empirical", "clustering"] + (["strategies"] if study.strategy_per_class else []) + \
+        return ["empirical", "clustering", "fe_vs_ft"] + (["strategies"] if study.strategy_per_class else []) + \
             (["adaptation"] if study.source else [])
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of the folders whose datasets are
@@ -209,6 +240,8 @@ def cells(folder: str, kind: str) -> list:
         if kind == "adaptation":
             return _template("backbone_adaptation", folder=folder, data=study.data, source=study.source,
                              labelled_mode="F", parameters=_backbone_adaptation_parameters(folder))
+        if kind == "fe_vs_ft":
+            return _fe_vs_ft_cells(folder)
         if kind == "strategies":
             return _template("backbone_strategies", folder=folder, data=study.data, parameters=_image_folder_parameters(
                 folder, f"data = {study.data!r}  # a prepared image folder's name, or the path of your folder or CSV",
@@ -235,6 +268,8 @@ def cells(folder: str, kind: str) -> list:
         "device=device" + (")" if kind == "empirical" else ", baseline=False)")
     values["recheck_baseline_prose"] = " and one baseline" if kind == "empirical" else \
         " (the baseline is re-checked in the empirical notebook)"
+    if kind == "fe_vs_ft":
+        return _fe_vs_ft_cells(folder)
     parts = [kind, "sweep"] if kind in ("empirical", "truncation") else [kind]
     return [cell for part in parts for cell in _template(part, **values)]
 def build(folder: str, kind: str) -> nbformat.NotebookNode:

@@ -224,20 +224,20 @@ class CutStudy:
         own = {f.name: getattr(settings, f.name) for f in dataclasses.fields(CutStudySettings)}
         settings = CutStudySettings(**own) if self.strategy is None else StrategySettings(**dataclasses.asdict(settings))
         self.settings, self.log = settings, log
+        strategy = {"strategy": self.strategy, **{k: v for k, v in dataclasses.asdict(settings).items() if k not in own},
+                    **({"lora_rank": self.lora_rank} if self.lora_rank else {})} if self.strategy else {}
         self.dataset = load_dataset(data)
         self.folder = folder or output_folder(self.dataset.name)
         self.backbone = create_backbone(settings.backbone, weights, settings.input_size)
         self.task = self.dataset.task(self.backbone.input_size, self.backbone.channels, VAL_SPLIT, SPLIT_SEED,
                                       log=log, pixels=True)
         self.classes = [str(c) for c in self.task.classes]
-        params = {**dataclasses.asdict(settings),
+        params = {**own,
                   "weights_sha256": self.backbone.identity()["weights_sha256"], "stages": self.backbone.layer_names,
                   "data": self.dataset.version, "classes": self.classes, SCHEMA_KEY: SCHEMA_VERSION}
         self.files = {
             "results": ResultsFile(results_path(self.folder, "results", settings.backbone, self.mode, profile),
-                                   {**params, "mode": self.mode,
-                                    **({"strategy": self.strategy} if self.strategy else {}),
-                                    **({"lora_rank": self.lora_rank} if self.lora_rank else {})}),
+                                   {**params, "mode": self.mode, **strategy}),
             "baselines": ResultsFile(results_path(self.folder, "baselines", settings.backbone, profile=profile),
                                      {**params, "mode": "baseline"}),
         }

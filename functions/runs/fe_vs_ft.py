@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ..config import SCHEMA_KEY, SCHEMA_VERSION, Setup, get_setup, profile
+from ..config import FOLDERS, SCHEMA_KEY, SCHEMA_VERSION, Config, Setup, get_setup, profile
 from ..config import INPUT_SIZE
 from ..core.atomic import locked
 from ..core.constraints import Boolean, Interval, Many, Maybe, Options, Text, check_fields, declared
@@ -169,8 +169,11 @@ def target_of(task: TaskData, val_per_class: int, seed: int) -> TaskData:
                     Split(task.pixels(task.test), task.test.y))
 
 
-def backbone_for(setup: Setup, settings: FeVsFtSettings, weights=None, log=print) -> Backbone:
+def backbone_for(setup: Setup | None, settings: FeVsFtSettings, weights=None, log=print) -> Backbone:
     """The ImageNet backbone named in ``settings``, or the folder's own source CNN ("study")."""
+    if settings.backbone == STUDY and setup is None:
+        raise DataError(f"backbone {STUDY!r} is a study folder's source CNN, and a folder of images has none: "
+                        f"choose an ImageNet backbone, or name a study folder ({FOLDERS})")
     if settings.backbone == STUDY:
         if weights is not None:
             raise DataError(f"a weights file is for the ImageNet backbones; backbone {STUDY!r} is {setup.folder}'s "
@@ -192,13 +195,17 @@ class Experiment:
             raise DataError(f"--data {data} and --target {target} both name the target images; give one of them")
         # a user's images (a folder, a CSV or a prepared name): listed and hashed now, decoded below
         self.dataset = load_dataset(data) if data is not None else None
-        self.setup = get_setup(folder, setup)
+        if folder not in FOLDERS and data is None:
+            raise DataError(f"{folder} is not a study folder ({FOLDERS}); give the images it is for (--data PATH)")
+        # results go to a study folder (its setup's source CNN at hand) or to an image folder's own
+        self.folder = folder
+        self.setup = get_setup(folder, setup) if folder in FOLDERS else None
         self.settings, self.meter, self.tracker, self.log = settings, meter, tracker, log
         self.country = meter.country_iso_code if meter is not None else "FRA"
         self.backbone = backbone_for(self.setup, settings, weights, log)
         self.layers = settings.layers_of(self.backbone)  # names and depth checked before any data is read
         settings.frozen_depth(self.backbone)
-        cfg, _ = profile("quick", self.setup)
+        cfg = profile("quick", self.setup)[0] if self.setup else Config()  # the same validation split and seed
         if self.dataset is not None:  # at the backbone's own input size and channels, decoded once,
             # then read from the cache as each run or extraction needs its images
             task = self.dataset.task(self.backbone.input_size, self.backbone.channels, cfg.val_split,
@@ -208,7 +215,8 @@ class Experiment:
                 load_task("digits", list(range(10)), cfg.val_split, cfg.generate_dataset_seed)
         self.target = target_of(task, settings.val_per_class, settings.seed)
         self.params = settings.params(self.backbone, self.target.dataset, self.target.classes)
-        path = results_file_path(self.setup.folder, self.setup.name, settings.backbone,
+        self.setup_name = self.setup.name if self.setup else self.dataset.name
+        path = results_file_path(folder, self.setup_name, settings.backbone,
                                  target if self.dataset is None else self.dataset.name)
         if self.dataset is not None:
             self.params["data"] = self.dataset.version
@@ -407,10 +415,10 @@ class Experiment:
         if self.tracker is None:
             return
         experiment = EXPERIMENTS[record["pipeline"]]
-        name = f"{self.setup.folder}/{self.setup.name} {record['pipeline']} n={record['samples_per_class']} " \
+        name = f"{self.folder}/{self.setup_name} {record['pipeline']} n={record['samples_per_class']} " \
                f"split={record['split']}"
-        params = {**{k: v for k, v in self.params.items() if k != SCHEMA_KEY}, "folder": self.setup.folder,
-                  "setup": self.setup.name, "pipeline": record["pipeline"],
+        params = {**{k: v for k, v in self.params.items() if k != SCHEMA_KEY}, "folder": self.folder,
+                  "setup": self.setup_name, "pipeline": record["pipeline"],
                   "samples_per_class": record["samples_per_class"], "split": record["split"]}
         metrics = {k: float(v) for k, v in record.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in params
@@ -469,7 +477,7 @@ def run_grid(experiment: Experiment, samples_per_class, splits: int, pipelines=P
 
     summary = run_units(todo, _run_unit, save, args=(shared,), executor=executor, describe=_describe,
                         files=[experiment.results],
-                        progress=Progress(f"{experiment.setup.folder} FE vs FT", len(todo), show=progress))
+                        progress=Progress(f"{experiment.folder} FE vs FT", len(todo), show=progress))
     summary.raise_failures("run(s) failed and are not saved",
                            "the others are saved, and re-running the same command retries the failed ones")
     return experiment.results.path
@@ -512,7 +520,7 @@ def run_study(folder: str, setup: str | None = None, settings: FeVsFtSettings = 
         selection = model_selection(experiment, max(samples_per_class)) if select else None
     asked = {(p, n, s) for p in pipelines for n in samples_per_class for s in range(splits)}
     shown = experiment.dataset.name if experiment.dataset is not None else \
-        experiment.setup.name if target == "folder" else target
-    name = f"{experiment.setup.folder}/{shown} {settings.backbone}"
+        experiment.setup_name if target == "folder" else target
+    name = f"{experiment.folder}/{shown} {settings.backbone}"
     return Study(path, [r for r in experiment.results.records if run_key(r) in asked],
                  len(trained), selection, tracker, name, meter.energy_source)

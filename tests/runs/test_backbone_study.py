@@ -114,9 +114,12 @@ def test_each_fine_tuning_strategy_runs_on_the_backbone_from_the_stage_it_leaves
     assert again["reproduced"] and again["test_acc"] == record["test_acc"]
 
 
-def test_a_cut_modes_files_keep_only_the_cut_studys_settings(paints):
+def test_a_cut_modes_files_keep_only_the_cut_studys_settings_and_every_mode_shares_the_baselines(paints):
     study = CutStudy(paints, "F", STRATEGY_SETTINGS, log=lambda *_: None)
     assert not hasattr(study.settings, "lr_decay") and "strategy" not in study.files["results"].params
+    lora = CutStudy(paints, "lora_r2", SETTINGS, log=lambda *_: None)
+    assert lora.files["baselines"].params == study.files["baselines"].params
+    assert lora.files["results"].params["lr_decay"] == 0.5 and lora.files["results"].params["lora_rank"] == 2
 
 
 def test_the_new_head_has_its_own_rate_beside_a_stage_named_head():

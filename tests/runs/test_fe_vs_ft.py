@@ -287,3 +287,17 @@ def test_scikit_learn_digits_are_a_third_offline_target(tmp_path, monkeypatch):
                                         r"the validation split"):
         fe_vs_ft.run_study("MNIST", None, fe_vs_ft.FeVsFtSettings(backbone="study"), [1], 1, track=False,
                            target="digits", progress=False, log=lambda *_: None)
+
+
+def test_a_folder_of_images_alone_gets_its_own_results_folder(paints, capsys):
+    assert main(["fe-vs-ft", "--data", str(paints), "--pipelines", "FE", "--samples-per-class", "2", "--splits", "1",
+                 "--input-size", "32", "--val-per-class", "1", "--no-track", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Paints/results/fe_vs_ft_paints_efficientnet_lite0.json" in out
+    assert "Paints/results/figures/fe_vs_ft_accuracy_paints_efficientnet_lite0.png" in out
+    for argv, message in [([], "give a study folder"),
+                          (["--data", str(paints), "--backbone", "study"], "a folder of images has none"),
+                          (["--data", str(paints), "--setup", "regular"], "--setup chooses a study folder's classes"),
+                          (["MNIST", "--data", str(paints), "--output", "Mine"], "drop one")]:
+        assert main(["fe-vs-ft", *argv, "--no-track"]) == 2
+        assert message in capsys.readouterr().err

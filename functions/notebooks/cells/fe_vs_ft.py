@@ -3,16 +3,7 @@
 # With N labelled images per class, is a frozen pretrained network feeding a classical classifier (**FE**: pooled features, standardised on the training images only, then a linear SVM) good enough, or is fine-tuning (**FT**: a new head, the last stages trained with Adam, early stopping on a fixed validation set) worth its cost? Both run on the same seeded training splits and are scored on the official test split; each run is charged for its time, counted FLOPs, peak memory and energy (codecarbon).
 
 # %%
-folder = '{{folder}}'
-setup = '{{setup}}'  # whose target classes (and source CNN) are used
-backbones = ["efficientnet_lite0", "study"]  # ImageNet EfficientNet-Lite0, and the folder's own source CNN
-samples_per_class = [1, 5, 10]  # labelled training images per class
-splits = 5  # seeded class-balanced training splits per size
-input_size = 96  # pixels for the ImageNet backbone (native: 224; the study CNN keeps its 28)
-classifier = "linear_svc"  # FE: linear_svc, logistic, svc, knn or ridge
-frozen = None  # FT: stages kept frozen; None: all but the last two
-track = True  # log new runs to MLflow (sqlite:///<output root>/mlflow.db, or $MLFLOW_TRACKING_URI)
-output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository's study folders
+{{parameters}}
 
 # %%
 # %matplotlib inline
@@ -29,7 +20,7 @@ study.use_output_root(output_root)
 # NBVAL_IGNORE_OUTPUT
 # (progress bars show rates and times)
 records = {backbone: study.fe_vs_ft(folder, setup, backbone, samples_per_class, splits, track=track,
-                                    input_size=input_size, classifier=classifier, frozen=frozen)
+                                    input_size=input_size, classifier=classifier, frozen=frozen{{data_argument}})
            for backbone in backbones}
 
 # %% [markdown]
@@ -55,7 +46,7 @@ for backbone, runs in records.items():
 
 # %%
 for backbone, runs in records.items():
-    display(tradeoff.accuracy_curves(runs, title=tradeoff.figure_title(f'{folder}/{setup}', backbone)))
+    display(tradeoff.accuracy_curves(runs, title=tradeoff.figure_title({{title}}, backbone)))
 
 # %% [markdown]
 # ## Accuracy against cost
@@ -63,7 +54,7 @@ for backbone, runs in records.items():
 
 # %%
 for backbone, runs in records.items():
-    display(tradeoff.pareto(runs, title=tradeoff.figure_title(f'{folder}/{setup}', backbone)))
+    display(tradeoff.pareto(runs, title=tradeoff.figure_title({{title}}, backbone)))
 
 # %% [markdown]
 # ## The guideline
