@@ -132,10 +132,12 @@ real: data
 	$(PY) -m functions run --data stamps --source clipart --no-progress
 
 # feature extraction against fine-tuning: the default few-shot grid of each offline folder, for
-# EfficientNet-Lite0 and the folder's source CNN (what the fe_vs_ft notebooks resume)
+# EfficientNet-Lite0 and the folder's source CNN, and for EfficientNet-Lite0 on the clipart images
+# (whose smallest class has one validation image) (what the fe_vs_ft notebooks resume)
 fe-vs-ft: pretrained
 	for folder in MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST; do for backbone in efficientnet_lite0 study; do \
 	  $(PY) -m functions fe-vs-ft $$folder --backbone $$backbone --no-progress || exit 1; done; done
+	$(PY) -m functions fe-vs-ft --data clipart --backbone efficientnet_lite0 --val-per-class 1 --no-progress
 
 # the model zoo: its study CNNs (the quick profile's pretraining), then the model x task matrix over
 # the task bank, the recommenders' evaluation and the zoo's files under zoo/results/

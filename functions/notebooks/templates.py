@@ -57,6 +57,7 @@ class ImageFolderStudy:
     fractions: tuple | None = None
     source: str | None = None
     strategy_per_class: tuple = ()
+    fe_vs_ft: bool = False  # a feature extraction or fine-tuning notebook (its classes have 10 training images)
 
 
 # The fine-tuning strategies on a backbone (`make real`): at the middle size of the real profile, at
@@ -66,7 +67,7 @@ BACKBONE_STRATEGY_MODES = ("F", "progressive", "discriminative", "lora_r4", "ia3
 BACKBONE_STRATEGY_CUTS, BACKBONE_STRATEGY_REPEATS = (3, 5, 7), 8
 # each folder's empirical notebook covers F, FR and FT; the stamps have 11 images in their smallest
 # classes, so their sizes stop at 5 per class
-IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,)),
+IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,), fe_vs_ft=True),
                  "Clipart_to_Stamps": ImageFolderStudy("stamps", per_class=(1, 2, 5), fractions=(1.0,),
                                                        source="clipart")}
 
@@ -201,7 +202,9 @@ def _fe_vs_ft_parameters(folder: str) -> str:
         head = [f"folder = {folder!r}  # where the results files and figures go",
                 f"data = {image.data!r}  # a prepared image folder's name, or the path of your folder or CSV",
                 "setup = None  # the images' own classes (a study folder's class setup is for its digits or clothing)",
-                f"backbones = [{image.backbone!r}]  # any registered ImageNet network"]
+                f"backbones = [{image.backbone!r}]  # any registered ImageNet network",
+                "val_per_class = 1  # images per class of the fixed validation set (the validation split of the "
+                "smallest class caps it)"]
     return "\n".join(head + [
         "samples_per_class = [1, 5, 10]  # labelled training images per class",
         "splits = 5  # seeded class-balanced training splits per size",
@@ -215,15 +218,15 @@ def _fe_vs_ft_parameters(folder: str) -> str:
 def _fe_vs_ft_cells(folder: str) -> list:
     image = folder in IMAGE_FOLDERS
     return _template("fe_vs_ft", folder=folder, parameters=_fe_vs_ft_parameters(folder),
-                     data_argument=", data=data" if image else "",
+                     data_argument=", data=data, val_per_class=val_per_class" if image else "",
                      title="f'{folder}/{data}'" if image else "f'{folder}/{setup}'")
 
 
 def kinds(folder: str) -> list[str]:
     if folder in IMAGE_FOLDERS:
         study = IMAGE_FOLDERS[folder]
-        return ["empirical", "clustering", "fe_vs_ft"] + (["strategies"] if study.strategy_per_class else []) + \
-            (["adaptation"] if study.source else [])
+        return ["empirical", "clustering"] + (["fe_vs_ft"] if study.fe_vs_ft else []) + \
+            (["strategies"] if study.strategy_per_class else []) + (["adaptation"] if study.source else [])
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of the folders whose datasets are
     # available offline and whose targets are large enough for its grid
