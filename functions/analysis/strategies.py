@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..core.errors import DataError
 from .plots import fraction_title, panels
@@ -82,9 +82,11 @@ def against_reference(frame: pd.DataFrame, best: pd.DataFrame, alpha: float = 0.
                                        "repeats_for_power"])
 
 
-def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_params") -> Figure:
+def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_params",
+                     sizes: dict | None = None) -> Figure:
     """Mean test accuracy of each (mode, cut point) against ``x`` (trainable parameters, or seconds
-    per run), log scale, one panel per percentage; the baseline's mean a dashed line."""
+    per run), log scale where the values span a decade or more, one panel per percentage (``sizes``
+    names one in words); the baseline's mean a dashed line."""
     labels = {"trainable_params": "trainable parameters", "seconds": "seconds per run"}
     if x not in labels:
         raise DataError(f"x={x!r}: choose one of {list(labels)}")
@@ -99,11 +101,25 @@ def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_
             ax.scatter(points[x], points["test_acc"], marker=marker, label=mode, alpha=0.8)
         if percentage in base.index:
             ax.axhline(base[percentage], color="0.4", linestyle="--", label="baseline")
-        ax.set(xscale="log", title=fraction_title(percentage), xlabel=labels[x], ylabel="mean test accuracy")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
+        shown = means[means["sampled_percentage"] == percentage][x]
+        spread = shown.max() / shown.min()
+        ax.set(xscale="log" if spread >= 10 else "linear", xlabel=labels[x],
+               title=(sizes or {}).get(percentage) or fraction_title(percentage), ylabel="mean test accuracy")
+        if 10 <= spread < 100:  # under two decades the powers of ten alone leave the axis nearly bare
+            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_compact))
         ax.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels overlap
     axes[-1].legend(title="mode (one point per cut)", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
     return fig
+
+
+def _compact(value: float, _position=None) -> str:
+    """An axis label short enough for a narrow panel: 2.5M, 300k, 1,200, 0.5."""
+    if value >= 1e6:
+        return f"{value / 1e6:g}M"
+    if value >= 1e4:
+        return f"{value / 1e3:g}k"
+    return f"{value:,.0f}" if value >= 1 else f"{value:g}"
 
 
 def verdict(frame: pd.DataFrame, best: pd.DataFrame, tests: pd.DataFrame, alpha: float = 0.05,
@@ -131,9 +147,13 @@ def verdict(frame: pd.DataFrame, best: pd.DataFrame, tests: pd.DataFrame, alpha:
             row = family[family["mode"] == winner].iloc[0]
             line += (f", {row['gain']:+.3f} over {reference} at its cut {int(own['best_cut'])} (95% CI "
                      f"{row['ci95_low']:+.3f} to {row['ci95_high']:+.3f}, n = {int(row['n'])})")
-        line += (f". The fewest trainable parameters reaching {reference}'s accuracy: {cheapest['mode']} at cut "
-                 f"{int(cheapest['sampled_cut_point'])} ({int(cheapest['trainable_params']):,} against "
-                 f"{reference}'s {int(own['trainable_params']):,}). ")
+        if cheapest["mode"] == reference:
+            line += (f". No strategy reaches {reference}'s accuracy with fewer trainable parameters than {reference} "
+                     f"at cut {int(cheapest['sampled_cut_point'])} ({int(cheapest['trainable_params']):,}). ")
+        else:
+            line += (f". The fewest trainable parameters reaching {reference}'s accuracy: {cheapest['mode']} at cut "
+                     f"{int(cheapest['sampled_cut_point'])} ({int(cheapest['trainable_params']):,} against "
+                     f"{reference}'s {int(own['trainable_params']):,}). ")
         if family.empty:
             lines.append(line.strip())
             continue

@@ -218,7 +218,7 @@ def _fe_vs_ft_parameters(folder: str) -> str:
 def _fe_vs_ft_cells(folder: str) -> list:
     image = folder in IMAGE_FOLDERS
     return _template("fe_vs_ft", folder=folder, parameters=_fe_vs_ft_parameters(folder),
-                     data_argument=", data=data, val_per_class=val_per_class" if image else "",
+                     data_argument="data, val_per_class=val_per_class" if image else "None",
                      title="f'{folder}/{data}'" if image else "f'{folder}/{setup}'")
 
 

@@ -358,6 +358,16 @@ def test_strategy_analysis_finds_the_better_strategy_and_the_cheapest_point():
     assert {"gain", "ci95_low", "ci95_high", "repeats_for_power"} <= set(shown_tests(few).columns)
     with pytest.raises(DataError, match="compared with FR"):
         analysis.strategy_frame({"bitfit": records["bitfit"]}, {})
+    # against another reference (F on a backbone), sizes named in words; a strategy worse than the
+    # reference everywhere leaves the reference as the cheapest way to its accuracy
+    worse = {"F": runs(0.0, {1: 1000, 2: 500}), "ia3": runs(-0.05, {1: 2000, 2: 900})}
+    frame = analysis.strategy_frame(worse, {}, reference="F")
+    best = analysis.best_cuts(frame, baselines)
+    text = analysis.verdict(frame, best, analysis.against_reference(frame, best, reference="F"), reference="F",
+                            size_names={0.01: "5 images per class"})
+    assert text.startswith("5 images per class, each mode at the cut its validation accuracy picks: F scores best")
+    assert "No strategy reaches F's accuracy with fewer trainable parameters than F at cut 2 (500)" in text
+    assert "1 significantly worse" in text
 
 
 def test_a_cut_run_to_more_repeats_is_picked_on_the_seeds_every_cut_has():

@@ -20,7 +20,8 @@ study.use_output_root(output_root)
 # NBVAL_IGNORE_OUTPUT
 # (progress bars show rates and times)
 records = {backbone: study.fe_vs_ft(folder, setup, backbone, samples_per_class, splits, track=track,
-                                    input_size=input_size, classifier=classifier, frozen=frozen{{data_argument}})
+                                    input_size=input_size, classifier=classifier, frozen=frozen,
+                                    data={{data_argument}})
            for backbone in backbones}
 
 # %% [markdown]
