@@ -69,9 +69,10 @@ def reference_path(setup: Setup, mode: str, profile: str):
 
 
 def float64_steps(setup: Setup, cfg: Config, cut_point: int, percentage: float, repeat: int, profile: str,
-                  steps: int = REFERENCE_STEPS) -> list:
-    """The run's first ``steps`` optimiser steps in float64 on the CPU, deterministic algorithms on."""
-    trajectory = Trajectory(steps)
+                  steps: int = REFERENCE_STEPS, reference: list | None = None) -> list:
+    """The run's first ``steps`` optimiser steps in float64 on the CPU, deterministic algorithms on;
+    with a ``reference``, only up to the first step that leaves it."""
+    trajectory = Trajectory(steps, reference=reference)
     with deterministic():
         retrain_stored_run(setup, cfg, cut_point, percentage, repeat, "cpu", profile, trajectory)
     return trajectory.points
@@ -105,7 +106,7 @@ def compare_trajectory(setup: Setup, cfg: Config, cut_point: int, percentage: fl
         raise DataError(f"{references.path} has no float64 steps of {cfg.mode} at cut {cut_point}, percentage "
                         f"{percentage}, repeat {repeat}, and this machine does not reproduce the stored accuracy "
                         f"to record them: run the re-check on the kind of CPU that wrote the results file")
-    again = float64_steps(setup, cfg, cut_point, percentage, repeat, profile)
+    again = float64_steps(setup, cfg, cut_point, percentage, repeat, profile, reference=stored[0] if stored else None)
     if not stored:
         references.add({**run, "trajectory": again})
     return {"compared": "float64 steps", "steps": len(again),

@@ -6,7 +6,8 @@ float32 sums.  Its stored accuracy cannot be re-checked across kinds of CPU, but
 can: in float64 with deterministic algorithms two CPUs agree to about 1e-11 over the first hundred
 steps, while a changed sign, weight or skipped step moves them by orders of magnitude more.  A
 :class:`Trajectory` rides along such a run, records the loss and the trainable parameters' sum
-and sum of squares after each step, and stops it after ``steps``.
+and sum of squares after each step, and stops it after ``steps``, or at the first step that leaves
+a ``reference`` trajectory (the rest could only repeat that the run has changed).
 """
 from __future__ import annotations
 
@@ -27,20 +28,30 @@ class Trajectory:
     steps: int
     points: list = field(default_factory=list)
     dtype: torch.dtype = torch.float64
+    reference: list | None = None
 
     def record(self, loss: float, params) -> bool:
-        """Keep one step's values; False once ``steps`` are kept (the run stops there)."""
+        """Keep one step's values; False once ``steps`` are kept or the step leaves the reference
+        (the run stops there)."""
         with torch.no_grad():
             flat = torch.cat([p.detach().reshape(-1) for p in params])
-            self.points.append([float(loss), float(flat.sum()), float(flat.square().sum())])
+            point = [float(loss), float(flat.sum()), float(flat.square().sum())]
+        self.points.append(point)
+        step = len(self.points) - 1
+        if self.reference is not None and step < len(self.reference) and _differs(self.reference[step], point):
+            return False
         return len(self.points) < self.steps
+
+
+def _differs(old: list, new: list, tolerance: float = TOLERANCE) -> bool:
+    return any(abs(a - b) > tolerance * max(1.0, abs(a)) for a, b in zip(old, new))
 
 
 def first_difference(stored: list, again: list, tolerance: float = TOLERANCE) -> int | None:
     """The first step (0-based) at which ``again`` leaves ``stored``; None when they agree
     (a trajectory cut short or run longer differs at the step where one of them ends)."""
     for step, (old, new) in enumerate(zip(stored, again)):
-        if any(abs(a - b) > tolerance * max(1.0, abs(a)) for a, b in zip(old, new)):
+        if _differs(old, new, tolerance):
             return step
     return None if len(stored) == len(again) else min(len(stored), len(again))
 

@@ -42,6 +42,17 @@ def test_a_trajectory_stops_training_after_its_steps():
     assert trajectory.points[0] == [0.5, 2.0, 2.0]
 
 
+def test_a_trajectory_with_a_reference_stops_at_the_first_step_that_leaves_it():
+    params = [torch.ones(2, dtype=torch.float64)]
+    reference = [[0.5, 2.0, 2.0], [0.4, 2.0, 2.0], [0.3, 2.0, 2.0]]
+    trajectory = Trajectory(3, reference=reference)
+    assert [trajectory.record(loss, params) for loss in (0.5, 0.41)] == [True, False]  # step 1 leaves it
+    assert first_difference(reference, trajectory.points) == 1
+    same = Trajectory(3, reference=reference)
+    assert [same.record(loss, params) for loss in (0.5, 0.4, 0.3)] == [True, True, False]
+    assert first_difference(reference, same.points) is None
+
+
 def test_the_stored_dann_steps_come_back():
     chosen, cfg, cut, percentage = dann_plan()
     check = recheck.compare_trajectory(chosen, cfg, cut, percentage, 0, "quick", float32_reproduced=False)
@@ -143,8 +154,20 @@ def test_a_changed_dann_fails_under_another_cpus_rounding_too():
     assert done.stdout.strip().splitlines()[-1] != "None"
 
 
-def test_the_command_line_rechecks_a_run_with_its_folders_own_settings(capsys):
+def test_the_command_line_rechecks_a_run_with_its_folders_own_settings(capsys, monkeypatch):
+    """The command's wiring (the adaptation notebook of MNIST_to_FashionMNIST re-checks that very
+    run end to end, and the tests above the float64 steps themselves)."""
     from functions.__main__ import main
+    asked = []
+
+    def checked(setup, cfg, cut_point, percentage, repeat, **_):
+        asked.append((setup.folder, tuple(cfg.alignment_weights), cut_point, percentage, repeat))
+        return {"stored_test_acc": 0.5, "compared": "float64 steps", "steps": recheck.REFERENCE_STEPS,
+                "first_difference": None, "reproduced": True}
+
+    monkeypatch.setattr(study, "recheck_run", checked)
     # the MNIST <-> FashionMNIST pairs run DANN at the paper's single weight, not the tuned candidates
     assert main(["recheck", "MNIST_to_FashionMNIST", "--mode", "dann", "--cut", "6"]) == 0
     assert "first 100 steps in float64 as stored (reproduced" in capsys.readouterr().out
+    assert main(["recheck", DIGITS, "--mode", "dann", "--cut", "6"]) == 0
+    assert asked == [("MNIST_to_FashionMNIST", (1.0,), 6, 0.01, 0), (DIGITS, (0.3, 1.0), 6, 0.01, 0)]
