@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from ..config import FINE_TUNING, INPUT_SIZE, LORA_MODE, SCHEMA_KEY, SCHEMA_VERSION
+from ..config import FINE_TUNING, INPUT_SIZE, LORA_MODE, SCHEMA_KEY, SCHEMA_VERSION, Config
 from ..core.constraints import Interval, Text, check_fields, declared
 from ..core.device import configure_threads
 from ..core.errors import DataError
@@ -89,14 +89,14 @@ class StrategySettings(CutStudySettings):
         "lora_alpha": Interval(float, 0, low_open=True, help="LoRA's scale (alpha / rank)"),
     }
 
-    lr_decay: float = 0.5
-    stage_epochs: int = 3
-    lora_alpha: float = 8.0
+    lr_decay: float = Config.lr_decay
+    stage_epochs: int = Config.stage_epochs
+    lora_alpha: float = Config.lora_alpha
 
 
 def study_modes() -> list[str]:
     """The modes the study on a backbone takes (a LoRA rank as ``lora_r<rank>``)."""
-    return [*CUT_MODES, *("lora_r4" if s == "lora" else s for s in FINE_TUNING)]
+    return [*CUT_MODES, *(f"lora_r{Config.lora_rank}" if s == "lora" else s for s in FINE_TUNING)]
 
 
 def parse_mode(mode: str) -> tuple[str, str | None, int | None]:
@@ -106,7 +106,7 @@ def parse_mode(mode: str) -> tuple[str, str | None, int | None]:
         return mode, None, None
     lora = LORA_MODE.fullmatch(mode)
     if lora or mode == "lora":
-        rank = int(lora.group(1)) if lora else 4
+        rank = int(lora.group(1)) if lora else Config.lora_rank
         return f"lora_r{rank}", "lora", rank
     if mode in FINE_TUNING:
         return mode, mode, None
@@ -330,7 +330,7 @@ class CutStudy:
         subset = train.subset(self.subset(cell.size, repeat))
         if self.strategy is not None and cell.kind == "results":
             tuner = strategy_finetuner(self.backbone, self.strategy, cut_point, self.task.num_classes, seed, lr=s.lr,
-                                       lr_decay=s.lr_decay, lora_rank=self.lora_rank or 4, lora_alpha=s.lora_alpha,
+                                       lr_decay=s.lr_decay, lora_rank=self.lora_rank, lora_alpha=s.lora_alpha,
                                        weight_decay=s.weight_decay)
             start = self.input_stage(cell.cut_point)
             result = fit_strategy(tuner, self.strategy, cut_point, subset, val, test, start, seed, epochs=s.max_epochs,

@@ -40,7 +40,8 @@ def finetuner_for(cfg: Config, pretrained: StudyCNN, cut_point: int, num_classes
 
 
 def strategy_finetuner(backbone: Backbone, strategy: str, cut_point: int, num_classes: int, seed: int, *, lr: float,
-                       lr_decay: float = 0.5, lora_rank: int = 4, lora_alpha: float = 8.0, weight_decay: float = 0.0,
+                       lr_decay: float = Config.lr_decay, lora_rank: int | None = Config.lora_rank,
+                       lora_alpha: float = Config.lora_alpha, weight_decay: float = 0.0,
                        head_hidden_sizes=(), pooling: str | None = None) -> Finetuner:
     """``strategy``'s network at ``cut_point`` on any pretrained ``backbone`` (the study CNN, an
     ImageNet network): a new head seeded by ``seed``, the stages before the cut frozen or adapted."""
