@@ -27,6 +27,7 @@ from .stats import as_frame
 CUT_LABEL = "cut point (conv layers kept)"
 STAGE_CUT_LABEL = "cut point (stages kept)"  # on a pretrained backbone, cut at its stage boundaries
 FRACTION_LABEL = "fraction of target training data"
+SIZE_LABEL = "training data"  # an axis whose ticks name each size in words (5 / class, all)
 METRIC_LABELS = {"test_acc": "test accuracy", "train_acc": "train accuracy", "val_acc": "validation accuracy",
                  "ari": "adjusted Rand index", "nmi": "normalised mutual information",
                  "cluster_acc": "cluster accuracy", "pair_precision": "pairwise precision",
@@ -50,6 +51,11 @@ def cut_label(cut: int) -> str:
 
 def _label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
+
+
+def _size_tick(percentage: float, sizes: dict | None) -> str:
+    """A data size's tick: its name in ``sizes`` (fraction -> words), else the fraction."""
+    return (sizes or {}).get(percentage) or f"{percentage:g}"
 
 
 def fraction_title(percentage: float) -> str:
@@ -140,9 +146,11 @@ def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", t
     return fig
 
 
-def mean_curves(records, baseline_records=None, metric: str = "test_acc") -> Figure:
+def mean_curves(records, baseline_records=None, metric: str = "test_acc", sizes: dict | None = None,
+                cut_axis: str = CUT_LABEL, title: str | None = None) -> Figure:
     """Mean ``metric`` versus the fraction of training data (log scale), one line per cut point,
-    with the inter-quartile range as a band; the baseline dashed."""
+    with the inter-quartile range as a band; the baseline dashed.  ``sizes`` names the fractions'
+    ticks in words (fraction -> "5 / class"), ``cut_axis`` the cut points, ``title`` the figure."""
     frame = as_frame(records, baseline_records, metric)
     summary = _quartile_summary(frame, ["sampled_cut_point", "sampled_percentage"], metric)
     palette = _cut_palette(summary["sampled_cut_point"].unique())
@@ -153,9 +161,11 @@ def mean_curves(records, baseline_records=None, metric: str = "test_acc") -> Fig
                 linestyle="--" if cut == BASELINE_CUT else "-", label=cut_label(cut))
         ax.fill_between(line["sampled_percentage"], line["q1"], line["q3"], color=color, alpha=0.15, linewidth=0)
     percentages = sorted(summary["sampled_percentage"].unique())
-    ax.set(xscale="log", xlabel=f"{FRACTION_LABEL} (log scale)", ylabel=f"mean {_label(metric)}")
-    ax.set_xticks(percentages, [f"{p:g}" for p in percentages])
-    ax.legend(title=f"{CUT_LABEL}\n({BAND_NOTE})", fontsize="small")
+    ax.set(xscale="log", xlabel=f"{FRACTION_LABEL if sizes is None else SIZE_LABEL} (log scale)",
+           ylabel=f"mean {_label(metric)}", title=title)
+    ax.set_xticks(percentages, [_size_tick(p, sizes) for p in percentages], rotation=0 if sizes is None else 30)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(title=f"{cut_axis}\n({BAND_NOTE})", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
     return fig
 
 
@@ -168,22 +178,27 @@ def gain_matrix(records, baseline_records=None, metric: str = "test_acc") -> pd.
     return means.drop(index=BASELINE_CUT) - means.loc[BASELINE_CUT]
 
 
-def gain_heatmap(records, baseline_records=None, metric: str = "test_acc") -> Figure:
-    """Cut point x percentage heatmap of the mean gain over the baseline (blue: transfer helps)."""
+def gain_heatmap(records, baseline_records=None, metric: str = "test_acc", sizes: dict | None = None,
+                 cut_axis: str = CUT_LABEL, title: str | None = None) -> Figure:
+    """Cut point x percentage heatmap of the mean gain over the baseline (blue: transfer helps);
+    ``sizes``, ``cut_axis`` and ``title`` as in :func:`mean_curves`."""
     gain = gain_matrix(records, baseline_records, metric)
     fig, (ax,) = panels(1, size=(1.2 * len(gain.columns) + 3.0, 0.45 * len(gain.index) + 1.8))
     with _quiet_seaborn():
         sns.heatmap(gain, ax=ax, annot=True, fmt="+.3f", cmap="RdBu", center=0,
-                    xticklabels=[f"{p:g}" for p in gain.columns], yticklabels=[cut_label(c) for c in gain.index],
+                    xticklabels=[_size_tick(p, sizes) for p in gain.columns],
+                    yticklabels=[cut_label(c) for c in gain.index],
                     cbar_kws={"label": f"gain in mean {_label(metric)}\nover the baseline"})
-    ax.set(xlabel=FRACTION_LABEL, ylabel=CUT_LABEL)
+    ax.set(xlabel=FRACTION_LABEL if sizes is None else SIZE_LABEL, ylabel=cut_axis, title=title)
     ax.tick_params(axis="y", labelrotation=0)
     return fig
 
 
-def train_vs_test(records, baseline_records=None) -> Figure:
+def train_vs_test(records, baseline_records=None, sizes: dict | None = None, cut_axis: str = CUT_LABEL,
+                  title: str | None = None) -> Figure:
     """Train against test accuracy of every run, per percentage, coloured by cut point; runs below
-    the diagonal generalise worse than they fit."""
+    the diagonal generalise worse than they fit.  ``sizes`` names the panels (fraction -> words),
+    ``cut_axis`` the legend, ``title`` the figure."""
     frame = as_frame(records, baseline_records, "test_acc")
     if "train_acc" not in frame.columns or frame["train_acc"].isna().all():
         raise DataError("records lack 'train_acc'; give results records with train and test accuracy")
@@ -198,8 +213,11 @@ def train_vs_test(records, baseline_records=None) -> Figure:
                         s=18, legend=i == len(axes) - 1, ax=ax)
         low = min(runs["train_acc"].min(), runs["test_acc"].min())
         ax.plot([low, 1], [low, 1], color="0.6", linewidth=0.8, linestyle=":", label="train = test")
-        ax.set(title=fraction_title(percentage), xlabel=_label("train_acc"), ylabel=_label("test_acc"))
-    axes[-1].legend(title=CUT_LABEL, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
+        ax.set(title=(sizes or {}).get(percentage) or fraction_title(percentage), xlabel=_label("train_acc"),
+               ylabel=_label("test_acc"))
+    axes[-1].legend(title=cut_axis, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
+    if title:
+        fig.suptitle(title, x=0.02, ha="left")
     return fig
 
 

@@ -14,7 +14,8 @@ from ..core.errors import DataError
 from ..runs.backbone_study import PROFILE, CutStudy, CutStudySettings, Size, real_grid
 from ..runs.store import BASELINE_CUT, load_results, results_path
 
-__all__ = ["studies", "grids", "sizes_table", "frames", "size_names", "strategy_runs", "summary", "gains", "chosen_cuts", "panel_titles",
+__all__ = ["studies", "grids", "sizes_table", "frames", "size_labels", "size_names", "strategy_runs", "summary", "gains",
+           "ranking", "chosen_cuts", "panel_titles",
            "recheck_table", "backbone_headlines", "clustering", "clustering_table"]
 
 
@@ -35,7 +36,7 @@ def size_label(study: CutStudy, size: Size) -> str:
         ("all" if size.fraction == 1.0 else f"{size.fraction:g} of the pool")
 
 
-def _labels(study: CutStudy, grid) -> dict:
+def size_labels(study: CutStudy, grid) -> dict:
     """The sampled share of the training pool -> the size's name (``2 / class``, ``all``)."""
     return {study.fraction(size): size_label(study, size) for size in grid.sizes}
 
@@ -84,7 +85,7 @@ def strategy_runs(cut_studies: dict, cut_grids: dict) -> tuple[dict, list]:
 
 
 def _relabelled(table: pd.DataFrame, study: CutStudy, grid, axis: str) -> pd.DataFrame:
-    labels = {f"{share:g}": name for share, name in _labels(study, grid).items()}
+    labels = {f"{share:g}": name for share, name in size_labels(study, grid).items()}
     return table.rename(columns=labels) if axis == "columns" else table.rename(index=labels)
 
 
@@ -101,10 +102,28 @@ def gains(study: CutStudy, grid) -> pd.DataFrame:
     (:func:`~functions.analysis.stats.gains_over_baseline`), sizes named."""
     records, baselines = frames(study, grid)
     table = stats.gains_over_baseline(records, baselines)
-    labels = _labels(study, grid)
+    labels = size_labels(study, grid)
     order = [labels[share] for share in sorted(labels)]  # the sizes in increasing order, in every table
     table.insert(0, "size", pd.Categorical(table.sampled_percentage.map(labels), categories=order, ordered=True))
     return table
+
+
+def ranking(study: CutStudy, grid) -> pd.DataFrame:
+    """Each cut point's mean rank (1 = best; rows, named by the last stage kept) per size (columns,
+    with the repeats every cut point of the size has, over which it is taken): a compact view of
+    :func:`~functions.analysis.stats.rank_cut_points`."""
+    records, baselines = frames(study, grid)
+    table = stats.rank_cut_points(records, baselines)
+    stages = {**records.groupby("sampled_cut_point")["stage"].first().to_dict(), BASELINE_CUT: "from scratch"}
+    labels = size_labels(study, grid)
+    counts = table.groupby("sampled_percentage")["n_repeats"].first()
+    table["size"] = table["sampled_percentage"].map(lambda share: f"{labels[share]} (n = {counts[share]})")
+    table["cut"] = table["sampled_cut_point"].map(lambda c: "baseline" if c == BASELINE_CUT else f"{int(c)} ({stages[c]})")
+    ranks = table.pivot(index="cut", columns="size", values="mean_rank")
+    cuts = sorted(table["sampled_cut_point"].unique(), key=lambda c: (c == BASELINE_CUT, c))
+    order = [table.loc[table.sampled_cut_point == c, "cut"].iloc[0] for c in cuts]
+    sizes = [table.loc[table.sampled_percentage == share, "size"].iloc[0] for share in sorted(counts.index)]
+    return ranks.loc[order, sizes].round(2)
 
 
 def chosen_cuts(cut_studies: dict, cut_grids: dict) -> pd.DataFrame:

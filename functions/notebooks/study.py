@@ -19,7 +19,7 @@ from ..core.paths import results_dir
 from ..data.catalog import same_percentage
 from ..runs.cut_passes import cut_shapes, pass_per_cut
 from ..runs.pretrained import load_pretrained, pretrained_info
-from ..runs.recheck import FLOAT32_TOLERANCE, recheck
+from ..runs.recheck import FLOAT32_TOLERANCE, recheck, retrain_stored_run
 from ..runs.fe_vs_ft import FeVsFtSettings
 from ..runs.fe_vs_ft import run_study as run_fe_vs_ft
 from ..runs.store import BASELINE_CUT, load_results, results_path
@@ -190,15 +190,14 @@ def fine_tuned_model(setup: Setup, cfg: Config, cut_point: int, percentage: floa
 
 
 def adaptation_features(setup: Setup, cfg: Config, cut_point: int, percentage: float, count: int,
-                        tolerance: float = FLOAT32_TOLERANCE, device: str = "auto", profile: str = "quick") -> tuple:
+                        device: str = "auto", profile: str = "quick") -> tuple:
     """Features at ``cut_point`` (as they are aligned) of ``count`` test images per domain, from
-    the source network and from the stored ``cfg`` run (repeat 0) at ``percentage`` trained again:
-    ``({(model, domain): array}, {(model, domain): labels}, check, float32)``, where ``check`` is
-    the run's re-check as :func:`recheck_table` shows it and ``float32`` the test accuracy this
-    CPU's float32 run reached, beside the stored one (a chaotic run's lands elsewhere on each CPU)."""
-    import pandas as pd
+    the source network and from the stored ``cfg`` run (repeat 0) at ``percentage`` trained again
+    in float32: ``({(model, domain): array}, {(model, domain): labels}, float32)``, where
+    ``float32`` says the test accuracy this CPU's run reached beside the stored one (a chaotic
+    run's lands elsewhere on each CPU: :func:`recheck_table` compares its float64 steps instead)."""
     from ..train.adaptation import aligned_features
-    adapted, check = recheck(setup, cfg, cut_point, percentage, 0, tolerance, device, profile)
+    adapted, result, stored = retrain_stored_run(setup, cfg, cut_point, percentage, 0, device, profile)
     networks = {"before: the source network": load_pretrained(setup, cfg), f"after: {cfg.mode}": adapted}
     generator = torch.Generator().manual_seed(cfg.generate_dataset_seed)
     splits = {}
@@ -211,10 +210,9 @@ def adaptation_features(setup: Setup, cfg: Config, cut_point: int, percentage: f
             for domain, split in splits.items():
                 features[(name, domain)] = aligned_features(model.features(split.x, 0, cut_point)).numpy()
                 labels[(name, domain)] = split.y.numpy()
-    shown = pd.DataFrame.from_dict({f"{cfg.mode} cut {cut_point}": shown_check(check)}, orient="index")
     float32 = f"{cfg.mode} at cut {cut_point} trained again in float32 on this CPU: test accuracy " \
-              f"{check['test_acc']:.3f} (stored: {check['stored_test_acc']:.3f})"
-    return features, labels, shown, float32
+              f"{result.test_acc:.3f} (stored: {stored['test_acc']:.3f})"
+    return features, labels, float32
 
 
 def cut_scores(model, split, *, chunk_size: int = 512, max_dim: int = 4096, progress: bool = True) -> pd.DataFrame:

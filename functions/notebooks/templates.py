@@ -225,7 +225,7 @@ def _fe_vs_ft_cells(folder: str) -> list:
 def kinds(folder: str) -> list[str]:
     if folder in IMAGE_FOLDERS:
         study = IMAGE_FOLDERS[folder]
-        return ["empirical", "clustering"] + (["fe_vs_ft"] if study.fe_vs_ft else []) + \
+        return ["empirical", "clustering", "visualizations"] + (["fe_vs_ft"] if study.fe_vs_ft else []) + \
             (["strategies"] if study.strategy_per_class else []) + (["adaptation"] if study.source else [])
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of the folders whose datasets are
@@ -262,12 +262,13 @@ def cells(folder: str, kind: str) -> list:
                                  "fine_tune_cut = 7  # block6, the cut F's validation picks at most sizes; None: "
                                  "the one it picks on the whole pool",
                                  "max_images = 1000  # test images clustered at most (class-balanced)"))
-        return _template("cut_study", folder=folder, data=study.data, parameters=_cut_study_parameters(folder))
+        return _template("backbone_visualizations" if kind == "visualizations" else "cut_study", folder=folder,
+                         data=study.data, parameters=_cut_study_parameters(folder))
     values = {"folder": folder, "setup": default_setup(folder)}
     if kind in PARAMETERS:
         values["parameters"] = PARAMETERS[kind](folder)
     # the folder's baselines are re-checked once, in its empirical notebook
-    values["recheck_call"] = "study.recheck_table(chosen, plans, cut_point=middle, percentage=cheapest, " \
+    values["recheck_call"] = "study.recheck_table(chosen, plans, cut_point=middle, percentage=smallest, " \
         "device=device" + (")" if kind == "empirical" else ", baseline=False)")
     values["recheck_baseline_prose"] = " and one baseline" if kind == "empirical" else \
         " (the baseline is re-checked in the empirical notebook)"

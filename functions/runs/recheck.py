@@ -19,7 +19,7 @@ reproduces the stored accuracy, so that the trajectory stands for the code that 
 """
 from __future__ import annotations
 
-from ..config import ALIGNING_MODES, CUT, LEGACY_VALUES, Config, Setup
+from ..config import ALIGNING_MODES, LEGACY_VALUES, Config, Setup
 from ..core.device import pick_device
 from ..core.errors import DataError
 from ..core.paths import results_dir
@@ -45,22 +45,20 @@ def retrain_stored_run(setup: Setup, cfg: Config, cut_point: int, percentage: fl
                        device: str = "auto", profile: str = "quick", trajectory: Trajectory | None = None) -> tuple:
     """One stored run trained again from scratch: ``(model, result, stored record)``.
 
-    The run's cell (every stored repeat of its cut point and percentage) trains together, as the
-    sweep trained it, so on the CPU that wrote the file the accuracy comes back exactly.  With
-    ``trajectory`` (aligning modes) only its first steps train, in its dtype."""
+    The run trains alone, at the cost of one run: the sweep trained its cell's repeats as one
+    group, whose grouped convolutions round float32 sums in another order, so it comes back to
+    within the float rounding between kinds of CPU (:data:`FLOAT32_TOLERANCE`), not bit for bit.
+    With ``trajectory`` (aligning modes) only its first steps train, in its dtype."""
     stored = stored_cell(setup, cfg, cut_point, percentage, profile)
     if repeat not in stored:
         kind = "baselines" if cut_point == BASELINE_CUT else "results"
         raise DataError(f"{results_path(setup.folder, kind, setup.name, cfg.mode, profile)} has no run at cut "
                         f"{cut_point}, percentage {percentage}, repeat {repeat}")
-    # the engine trains a cell's repeats as one group; a strategy trains its runs one by one
-    cell = sorted(stored) if cfg.strategy == CUT or cut_point == BASELINE_CUT else [repeat]
     cfg = cfg.as_chosen(stored[repeat])  # a tuned mode's run trains again at the setting it chose
     task = cfg.target_task()
     source = None if cut_point == BASELINE_CUT else load_pretrained(setup, cfg)
     inputs = run_inputs(cfg, task, source, max(cut_point, 0), pick_device(device))
-    trained = train_group(cfg, task, source, cut_point, [(percentage, r) for r in cell], inputs, trajectory)
-    model, result = trained[cell.index(repeat)]
+    ((model, result),) = train_group(cfg, task, source, cut_point, [(percentage, repeat)], inputs, trajectory)
     return model, result, stored[repeat]
 
 

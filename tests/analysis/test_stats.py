@@ -70,6 +70,23 @@ def test_ties_from_float_noise_count_as_ties():
     assert statistic == 1.5 and p == 1.0
 
 
+def test_tied_or_zero_differences_give_scipys_exact_permutation_p():
+    import warnings
+    from scipy.stats import wilcoxon
+    rng = np.random.default_rng(3)
+    checked = 0
+    while checked < 12:  # scipy takes about 0.2 s per tied test
+        n = int(rng.integers(3, 14))
+        diff = np.round(rng.integers(-3, 4, size=n) / 100.0, 12)  # few values: ties and zeros
+        if not np.count_nonzero(diff):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = wilcoxon(diff)
+        assert paired_wilcoxon(diff, np.zeros(n))[:2] == (expected.statistic, expected.pvalue), diff
+        checked += 1
+
+
 def test_identical_data_is_not_significant():
     same = np.linspace(0.7, 0.9, REPEATS)
     tests = paired_tests(runs(1, same) + runs(2, same), runs(-1, same))

@@ -68,9 +68,9 @@ for mode in modes:
 
 # %% [markdown]
 # ## Do the stored results still come out of the code?
-# Results files are resumed, so the cells above read them. Here stored runs of the fraction with the fewest repeats (the cheapest cell to train again; the smallest such fraction) are trained again from scratch: the middle one of the notebook's cut points in each mode of this notebook{{recheck_baseline_prose}}, each printed beside its stored test accuracy. Float rounding differs between kinds of CPU and moved these accuracies by up to 0.008 between the machines we measured, so a value trained again within 0.01 of the stored one is printed as the stored value; a code change that moves a result further prints the new number, and the notebook check fails.
+# Results files are resumed, so the cells above read them. Here stored runs of the smallest fraction (the cheapest to train again: each trains alone, as one run) are trained again from scratch: the middle one of the notebook's cut points in each mode of this notebook{{recheck_baseline_prose}}, each printed beside its stored test accuracy. Float rounding differs between kinds of CPU, and between a run trained alone and the sweep's group of repeats, and moved these accuracies by up to 0.008 between the machines we measured, so a value trained again within 0.01 of the stored one is printed as the stored value; a code change that moves a result further prints the new number, and the notebook check fails.
 
 # %%
 middle = grid.cut_points[len(grid.cut_points) // 2]  # cut 3 of 0..6
-cheapest = min(grid.percentages, key=grid.repeats_for)
+smallest = min(grid.percentages)
 {{recheck_call}}
