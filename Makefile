@@ -32,9 +32,11 @@ demo: data
 	TRANSFER_OUTPUT_ROOT=$(CURDIR)/demo $(PY) -m functions run MNIST --setup regular --mode FR --profile quick \
 		--percentages 0.01 --plot
 
-# the import layers (pyproject.toml), the documentation site, unit tests on both cores (the site's
-# browser test among them), then every notebook under nbval (one thread per process: two at once)
-test: data lint docs chromium
+# the data, the import layers (pyproject.toml), the documentation site and its test's browser side by
+# side once .venv is there, then unit tests on both cores (the site's browser test among them) and
+# every notebook under nbval (one thread per process: two at once)
+test:
+	$(MAKE) -j3 data lint docs chromium
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadscope --durations=20 tests \
 		--nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOK_FOLDERS) $(TOP_NOTEBOOKS)
 
@@ -116,28 +118,34 @@ adaptation: pretrained
 # the cut-point study of ImageNet EfficientNet-Lite0 on the clipart images (Clipart/), real profile:
 # the baselines with FR, then F and FT on the same subsets, and the fine-tuning strategies at 5 images
 # per class (paired with F's runs there); the same on the stamps images at 1, 2
-# and 5 per class and all of them, and its adaptation from clipart to the unlabelled stamps
-# (Clipart_to_Stamps/); resumable like every sweep
-CLIPART_STRATEGIES := --per-class 5 --cuts 3 5 7 --repeats 8 --no-baselines --no-progress
-STAMPS := --data stamps --output Clipart_to_Stamps --per-class 1 2 5 --percentages 1.0 --no-progress
+# and 5 per class and all of them (the strategies at 5 per class), and its adaptation from clipart
+# to the unlabelled stamps (Clipart_to_Stamps/); resumable like every sweep
+STRATEGIES_AT_5 := --per-class 5 --cuts 3 5 7 --repeats 8 --no-baselines --no-progress
+STAMPS_FOLDER := --data stamps --output Clipart_to_Stamps
+STAMPS := $(STAMPS_FOLDER) --per-class 1 2 5 --percentages 1.0 --no-progress
 real: data
 	$(PY) -m functions run --data clipart --mode FR --no-progress
 	$(PY) -m functions run --data clipart --mode F --no-baselines --no-progress
 	$(PY) -m functions run --data clipart --mode FT --no-baselines --no-progress
-	for mode in $(STRATEGY_MODES); do $(PY) -m functions run --data clipart --mode $$mode $(CLIPART_STRATEGIES) \
+	for mode in $(STRATEGY_MODES); do $(PY) -m functions run --data clipart --mode $$mode $(STRATEGIES_AT_5) \
 	  || exit 1; done
 	$(PY) -m functions run $(STAMPS) --mode F
 	$(PY) -m functions run $(STAMPS) --mode FR --no-baselines
 	$(PY) -m functions run $(STAMPS) --mode FT --no-baselines
+	for mode in $(STRATEGY_MODES); do $(PY) -m functions run $(STAMPS_FOLDER) --mode $$mode $(STRATEGIES_AT_5) \
+	  || exit 1; done
 	$(PY) -m functions run --data stamps --source clipart --no-progress
 
 # feature extraction against fine-tuning: the default few-shot grid of each offline folder, for
-# EfficientNet-Lite0 and the folder's source CNN, and for EfficientNet-Lite0 on the clipart images
-# (whose smallest class has one validation image) (what the fe_vs_ft notebooks resume)
+# EfficientNet-Lite0 and the folder's source CNN, and for EfficientNet-Lite0 on the clipart and the
+# stamps images (whose smallest classes have one validation image; the stamps' 11 images in all,
+# so their sizes stop at 5 per class) (what the fe_vs_ft notebooks resume)
 fe-vs-ft: pretrained
 	for folder in MNIST FashionMNIST MNIST_to_FashionMNIST FashionMNIST_to_MNIST; do for backbone in efficientnet_lite0 study; do \
 	  $(PY) -m functions fe-vs-ft $$folder --backbone $$backbone --no-progress || exit 1; done; done
 	$(PY) -m functions fe-vs-ft --data clipart --backbone efficientnet_lite0 --val-per-class 1 --no-progress
+	$(PY) -m functions fe-vs-ft $(STAMPS_FOLDER) --backbone efficientnet_lite0 --val-per-class 1 \
+	  --samples-per-class 1 2 5 --no-progress
 
 # the model zoo: its study CNNs (the quick profile's pretraining), then the model x task matrix over
 # the task bank, the recommenders' evaluation and the zoo's files under zoo/results/

@@ -57,7 +57,7 @@ class ImageFolderStudy:
     fractions: tuple | None = None
     source: str | None = None
     strategy_per_class: tuple = ()
-    fe_vs_ft: bool = False  # a feature extraction or fine-tuning notebook (its classes have 10 training images)
+    fe_vs_ft_per_class: tuple = ()  # a feature extraction or fine-tuning notebook at these sizes
 
 
 # The fine-tuning strategies on a backbone (`make real`): at the middle size of the real profile, at
@@ -67,9 +67,10 @@ BACKBONE_STRATEGY_MODES = ("F", "progressive", "discriminative", "lora_r4", "ia3
 BACKBONE_STRATEGY_CUTS, BACKBONE_STRATEGY_REPEATS = (3, 5, 7), 8
 # each folder's empirical notebook covers F, FR and FT; the stamps have 11 images in their smallest
 # classes, so their sizes stop at 5 per class
-IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,), fe_vs_ft=True),
+IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,), fe_vs_ft_per_class=(1, 5, 10)),
                  "Clipart_to_Stamps": ImageFolderStudy("stamps", per_class=(1, 2, 5), fractions=(1.0,),
-                                                       source="clipart")}
+                                                       source="clipart", strategy_per_class=(5,),
+                                                       fe_vs_ft_per_class=(1, 2, 5))}
 
 
 def _percent_cells(text: str) -> list:
@@ -205,8 +206,9 @@ def _fe_vs_ft_parameters(folder: str) -> str:
                 f"backbones = [{image.backbone!r}]  # any registered ImageNet network",
                 "val_per_class = 1  # images per class of the fixed validation set (the validation split of the "
                 "smallest class caps it)"]
+    sizes = list(image.fe_vs_ft_per_class) if image else [1, 5, 10]
     return "\n".join(head + [
-        "samples_per_class = [1, 5, 10]  # labelled training images per class",
+        f"samples_per_class = {sizes!r}  # labelled training images per class",
         "splits = 5  # seeded class-balanced training splits per size",
         "input_size = 96  # pixels for the ImageNet backbone (native: 224; the study CNN keeps its 28)",
         'classifier = "linear_svc"  # FE: linear_svc, logistic, svc, knn or ridge',
@@ -225,7 +227,7 @@ def _fe_vs_ft_cells(folder: str) -> list:
 def kinds(folder: str) -> list[str]:
     if folder in IMAGE_FOLDERS:
         study = IMAGE_FOLDERS[folder]
-        return ["empirical", "clustering", "visualizations"] + (["fe_vs_ft"] if study.fe_vs_ft else []) + \
+        return ["empirical", "clustering", "visualizations"] + (["fe_vs_ft"] if study.fe_vs_ft_per_class else []) + \
             (["strategies"] if study.strategy_per_class else []) + (["adaptation"] if study.source else [])
     study_kinds = ["empirical", "truncation", "clustering", "visualizations", "transferability"]
     # the sample-efficiency study streams the target data of the folders whose datasets are

@@ -97,9 +97,10 @@ def test_package_imports_from_any_folder(tmp_path):
     assert out.returncode == 0 and Path(out.stdout.strip()) == REPO_ROOT / "functions" / "__init__.py"
 
 
+# the quick profile's floor of 100 steps per epoch cut to 20: the sweep still runs long enough to be interrupted
 SMALL_SWEEP = ["run", "MNIST", "--percentages", "0.002", "0.004", "0.006", "0.008", "--repeats", "2",
                "--cuts", "0", "1", "2", "--no-progress", "--set", "num_channels=4", "--set", "depth=2",
-               "--set", "num_train=2", "--set", "num_train_pretrain=1"]
+               "--set", "num_train=2", "--set", "num_train_pretrain=1", "--set", "min_steps_per_epoch=20"]
 
 
 def _restore_sigint():

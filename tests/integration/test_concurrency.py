@@ -174,7 +174,7 @@ def test_two_run_commands_on_one_results_file_keep_every_run(output_root):
     """What a user meets: two sweeps of other cut points into one file (the committed source model
     is reused; one thread each, as two processes on two cores would get)."""
     common = ["--no-baselines", "--no-progress", "--percentages", "0.01", "0.02", "--repeats", "1",
-              "--set", "num_train=1"]
+              "--set", "num_train=1", "--set", "min_steps_per_epoch=20"]
     commands_side_by_side(output_root, *(["run", "MNIST", "--cuts", cut, *common] for cut in ("0", "1")))
     _, records = load_results(output_root / "MNIST" / "results" / "results_regular_FR.json")
     cells = Counter((r["sampled_cut_point"], r["sampled_percentage"], r["repeat"]) for r in records)

@@ -110,14 +110,14 @@ def test_bad_addresses_and_resources_are_refused_in_seconds(cluster):
 
 
 def test_a_papermill_grid_runs_its_points_on_ray_workers(cluster, tmp_path):
-    command = [sys.executable, "-m", "functions", "sweep", "MNIST/truncation.ipynb", "--no-progress",
-               "--grid", 'modes=[["FT"], ["XY"]]', "--param", "profile=quick", "--param", "percentages=[0.002]",
+    command = [sys.executable, "-m", "functions", "sweep", "MNIST_to_digits/truncation.ipynb", "--no-progress",
+               "--grid", 'modes=[["FT"], ["XY"]]', "--param", "profile=quick", "--param", "percentages=[0.05]",
                "--param", "repeats=1", "--param", "cut_points=[6]", "--out", str(tmp_path), "--executor", "ray", "--address", cluster]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 passed, 1 failed" in done.stdout and "unknown mode 'XY'" in done.stdout
-    params, *runs = json.loads((tmp_path / "modes=FT" / "MNIST" / "results" / "results_regular_FT.json").read_text())
+    params, *runs = json.loads((tmp_path / "modes=FT" / "MNIST_to_digits" / "results" / "results_cross_FT.json").read_text())
     assert params["truncate"] and [r["sampled_cut_point"] for r in runs] == [6]
 
 

@@ -53,16 +53,16 @@ def test_grid_points_and_names():
 
 @pytest.mark.slow
 def test_sweep_runs_each_point_and_reports_the_failed_one(tmp_path):
-    """A grid of the MNIST truncation notebook (the empirical one's cells, re-checking no baseline):
-    one good point and one bad, over papermill."""
-    command = [sys.executable, "-m", "functions", "sweep", "MNIST/truncation.ipynb", "--no-progress",
+    """A grid of the 8 x 8 digits' truncation notebook (the empirical one's cells on the smallest
+    images, re-checking no baseline): one good point and one bad, over papermill."""
+    command = [sys.executable, "-m", "functions", "sweep", "MNIST_to_digits/truncation.ipynb", "--no-progress",
                "--grid", 'modes=[["FT"], ["XY"]]', "--param", "profile=quick",
-               "--param", "percentages=[0.002]", "--param", "repeats=1", "--param", "cut_points=[6]",
+               "--param", "percentages=[0.05]", "--param", "repeats=1", "--param", "cut_points=[6]",
                "--out", str(tmp_path)]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 passed, 1 failed" in done.stdout and "unknown mode 'XY'" in done.stdout
     folder = tmp_path / "modes=FT"
     assert (folder / "truncation.ipynb").exists()
-    params, *runs = json.loads((folder / "MNIST" / "results" / "results_regular_FT.json").read_text())
+    params, *runs = json.loads((folder / "MNIST_to_digits" / "results" / "results_cross_FT.json").read_text())
     assert params["truncate"] and [r["sampled_cut_point"] for r in runs] == [6]

@@ -193,7 +193,8 @@ def test_a_results_file_of_another_rank_is_refused_naming_the_keys(tmp_path):
 
 @pytest.mark.slow
 def test_a_strategy_sweep_writes_resumes_and_records_parameters_counts(output_root, mnist_target):
-    setup, cfg, grid = plan("MNIST", mode="bitfit", percentages=[0.01], repeats=1, cut_points=[5, 6])
+    setup, cfg, grid = plan("MNIST", mode="bitfit", percentages=[0.01], repeats=1, cut_points=[5, 6],
+                            overrides={"num_train": 2, "min_steps_per_epoch": 20})  # short runs: the sweep is checked
     paths = run_sweep(setup, cfg, grid, baselines=False, progress=False)
     params, *records = json.loads(paths["results"].read_text())
     assert params["strategy"] == "bitfit" and paths["results"].name == "results_regular_bitfit.json"
