@@ -14,7 +14,7 @@ from ..core.errors import DataError
 from ..runs.backbone_study import PROFILE, CutStudy, CutStudySettings, Size, real_grid
 from ..runs.store import BASELINE_CUT, load_results, results_path
 
-__all__ = ["studies", "grids", "sizes_table", "frames", "size_labels", "size_names", "strategy_runs", "summary", "gains",
+__all__ = ["studies", "grids", "describe", "sizes_table", "frames", "size_labels", "size_names", "strategy_runs", "summary", "gains",
            "ranking", "chosen_cuts", "panel_titles",
            "recheck_table", "backbone_headlines", "clustering", "clustering_table"]
 
@@ -34,6 +34,13 @@ def grids(cut_studies: dict, per_class=None, fractions=None, cut_points=None, re
 def size_label(study: CutStudy, size: Size) -> str:
     return f"{size.per_class} / class" if size.per_class is not None else \
         ("all" if size.fraction == 1.0 else f"{size.fraction:g} of the pool")
+
+
+def describe(study: CutStudy) -> str:
+    """One line on the study's images: classes, split sizes and input size."""
+    task = study.task
+    return (f"{study.dataset.name}: {len(study.classes)} classes, {len(task.train)} training, {len(task.val)} "
+            f"validation and {len(task.test)} test images, at {study.backbone.input_size} px")
 
 
 def size_labels(study: CutStudy, grid) -> dict:

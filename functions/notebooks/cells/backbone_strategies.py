@@ -22,6 +22,7 @@ use_output_root(output_root)
 studies = study.studies(data, backbone, modes, folder)
 grids = study.grids(studies, per_class, fractions, cut_points, repeats)
 reference = studies[modes[0]]
+print(study.describe(reference))
 display(study.sizes_table(reference, grids[modes[0]]))
 
 # %% [markdown]

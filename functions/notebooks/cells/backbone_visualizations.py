@@ -17,6 +17,7 @@ runs = {mode: study.frames(cut_study, grids[mode]) for mode, cut_study in studie
 first = studies[modes[0]]
 sizes = study.size_labels(first, grids[modes[0]])
 baselines = runs[modes[0]][1]
+print(study.describe(first))
 display(study.sizes_table(first, grids[modes[0]]))
 
 # %% [markdown]

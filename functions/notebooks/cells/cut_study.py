@@ -14,8 +14,7 @@ use_output_root(output_root)
 studies = study.studies(data, backbone, modes, folder)
 grids = study.grids(studies, per_class, fractions, cut_points, repeats)
 first = studies[modes[0]]
-print(f"{first.dataset.name}: {len(first.classes)} classes, {len(first.task.train)} training, "
-      f"{len(first.task.val)} validation and {len(first.task.test)} test images, at {first.backbone.input_size} px")
+print(study.describe(first))
 display(study.sizes_table(first, grids[modes[0]]))
 
 # %% [markdown]
