@@ -121,16 +121,14 @@ def ranking(study: CutStudy, grid) -> pd.DataFrame:
     :func:`~functions.analysis.stats.rank_cut_points`."""
     records, baselines = frames(study, grid)
     table = stats.rank_cut_points(records, baselines)
-    stages = {**records.groupby("sampled_cut_point")["stage"].first().to_dict(), BASELINE_CUT: "from scratch"}
-    labels = size_labels(study, grid)
-    counts = table.groupby("sampled_percentage")["n_repeats"].first()
-    table["size"] = table["sampled_percentage"].map(lambda share: f"{labels[share]} (n = {counts[share]})")
-    table["cut"] = table["sampled_cut_point"].map(lambda c: "baseline" if c == BASELINE_CUT else f"{int(c)} ({stages[c]})")
-    ranks = table.pivot(index="cut", columns="size", values="mean_rank")
-    cuts = sorted(table["sampled_cut_point"].unique(), key=lambda c: (c == BASELINE_CUT, c))
-    order = [table.loc[table.sampled_cut_point == c, "cut"].iloc[0] for c in cuts]
-    sizes = [table.loc[table.sampled_percentage == share, "size"].iloc[0] for share in sorted(counts.index)]
-    return ranks.loc[order, sizes].round(2)
+    ranks = table.pivot(index="sampled_cut_point", columns="sampled_percentage", values="mean_rank")
+    ranks = ranks.loc[sorted(ranks.index, key=lambda cut: (cut == BASELINE_CUT, cut))]  # the baseline last
+    stages = records.groupby("sampled_cut_point")["stage"].first()
+    labels, counts = size_labels(study, grid), table.groupby("sampled_percentage")["n_repeats"].first()
+    ranks.index = ["baseline" if c == BASELINE_CUT else f"{int(c)} ({stages[c]})" for c in ranks.index]
+    ranks.columns = [f"{labels[share]} (n = {counts[share]})" for share in ranks.columns]
+    ranks.index.name, ranks.columns.name = "cut", "size"
+    return ranks.round(2)
 
 
 def chosen_cuts(cut_studies: dict, cut_grids: dict) -> pd.DataFrame:
