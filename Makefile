@@ -88,7 +88,8 @@ range: pretrained
 # whose notebooks are executed (what the strategies notebooks show): LoRA at ranks 1, 2, 4 and 8 on
 # MNIST, rank 4 elsewhere.  Every cut point at the quick profile's 2 repeats, then each mode (FR
 # too) to the repeats its test against FR needs at the cut those runs' validation accuracy picks:
-# 9 on MNIST (8 strategies), 8 elsewhere (5)
+# 9 on MNIST (8 strategies), 8 elsewhere (5); then the same repeats at that cut with every run
+# choosing its learning rate on validation (modes <mode>-tuned)
 STRATEGY_MODES := progressive discriminative lora_r4 ia3 bitfit
 strategies: pretrained
 	for spec in "MNIST regular 9 lora_r1 lora_r2 lora_r8" "FashionMNIST regular 8" \
@@ -97,23 +98,24 @@ strategies: pretrained
 	    $(PY) -m functions run $$folder --setup $$setup --mode $$mode --percentages 0.01 --no-progress || exit 1; \
 	    $(PY) -m functions run $$folder --setup $$setup --mode $$mode --percentages 0.01 --repeats $$repeats \
 	      --at-chosen-cut --no-baselines --no-progress || exit 1; \
+	    $(PY) -m functions run $$folder --setup $$setup --mode $$mode-tuned --percentages 0.01 --repeats $$repeats \
+	      --at-chosen-cut --no-baselines --no-progress || exit 1; \
 	  done; done
 
 # domain adaptation (source only, AdaBN, DANN, CORAL: unlabelled target images) and distillation
 # from a 64-channel teacher, as modes of the quick study of each cross-dataset folder (what the
 # adaptation notebooks resume); the BatchNorm source models and the teachers are trained when missing.
-# MNIST -> digits, where the classes are the same, also runs 8 repeats at the headline cut (the last
-# block), enough for an exact test over the three methods against source only; the MNIST <->
-# FashionMNIST pairs, whose classes mean different things, run DANN and CORAL at the papers' weight
-# (their folder settings in functions/config.py, which every command applies to them)
+# Each folder also runs 8 repeats at the headline cut (the last block), enough for an exact test
+# over the three methods against source only; the MNIST <-> FashionMNIST pairs, whose classes mean
+# different things, run DANN and CORAL at the papers' weight (their folder settings in
+# functions/config.py, which every command applies to them)
 ADAPTATION_MODES := source_only adabn dann coral distill
 adaptation: pretrained
-	for mode in $(ADAPTATION_MODES); do $(PY) -m functions run MNIST_to_digits --mode $$mode --no-progress || exit 1; done
-	$(PY) -m functions run MNIST_to_digits --mode source_only --repeats 8 --no-progress
-	for mode in adabn dann coral; do \
-	  $(PY) -m functions run MNIST_to_digits --mode $$mode --cuts 6 --repeats 8 --no-progress || exit 1; done
-	for folder in MNIST_to_FashionMNIST FashionMNIST_to_MNIST; do for mode in $(ADAPTATION_MODES); do \
-	  $(PY) -m functions run $$folder --mode $$mode --no-progress || exit 1; done; done
+	for folder in MNIST_to_digits MNIST_to_FashionMNIST FashionMNIST_to_MNIST; do \
+	  for mode in $(ADAPTATION_MODES); do $(PY) -m functions run $$folder --mode $$mode --no-progress || exit 1; done; \
+	  $(PY) -m functions run $$folder --mode source_only --repeats 8 --no-progress || exit 1; \
+	  for mode in adabn dann coral; do \
+	    $(PY) -m functions run $$folder --mode $$mode --cuts 6 --repeats 8 --no-progress || exit 1; done; done
 
 # the cut-point study of ImageNet EfficientNet-Lite0 on the clipart images (Clipart/), real profile:
 # the baselines with FR, then F and FT on the same subsets, and the fine-tuning strategies at 5 images

@@ -22,7 +22,7 @@ SCHEMA_KEY, SCHEMA_VERSION = "schema_version", 2
 # Parameters added after results files existed, with the value the code used before them: a file
 # that lacks such a key is resumed when the value asked for equals this one (see functions.runs.store).
 LEGACY_VALUES: dict = {"min_steps_per_epoch": 1, "precision": "fp32", "batch_norm": False, "dann_weights": [],
-                       "coral_weights": [], "kd_temperatures": [], "kd_alphas": []}
+                       "coral_weights": [], "kd_temperatures": [], "kd_alphas": [], "lr_fine_tunes": []}
 
 MODES = {
     "F": {"freeze": True, "reinit": False, "truncate": False},
@@ -72,7 +72,14 @@ ALIGNING_MODES = ("dann", "coral")
 # more of the labels' cross-entropy beside Hinton et al.'s soft labels, where the teacher is weak.
 TUNED_SETTINGS = {"dann": {"dann_weights": (0.3, 1.0)}, "coral": {"coral_weights": (1.0, 10.0)},
                   "distill": {"kd_alphas": (0.5, 0.9)}}
+# A learning rate chosen per run: mode ``<mode>-tuned`` (F, FR, FT or a fine-tuning strategy) trains
+# each run at every rate here and keeps the one with the best validation accuracy; the default rate
+# and one half a decade either side of it, the range over which Adam's best rate for a small
+# network moves between tasks and strategies (adapters favour a higher one, whole blocks a lower)
+TUNED_SUFFIX = "-tuned"
+TUNED_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 # the record's keys that name what a run of a tuned mode chose, and the single setting each fixes
+LR_CHOSEN_KEY = {"chosen_lr": ("lr_fine_tune", "lr_fine_tunes")}
 CHOSEN_KEYS = {"dann": {"chosen_weight": ("dann_weight", "dann_weights")},
                "coral": {"chosen_weight": ("coral_weight", "coral_weights")},
                "distill": {"chosen_temperature": ("kd_temperature", "kd_temperatures"),
@@ -88,7 +95,7 @@ INPUT_SIZE = Interval(int, 8, 1024, what="the input size in pixels", help="side 
 
 def mode_names() -> list[str]:
     """Every name ``--mode`` takes (a LoRA rank other than the default as ``lora_r<rank>``)."""
-    return [*MODES, *STRATEGIES]
+    return [*MODES, *STRATEGIES, *(f"{mode}{TUNED_SUFFIX}" for mode in (*MODES, *FINE_TUNING))]
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,9 @@ class Config:
     # validation accuracy; empty: the value above
     kd_temperatures: tuple = ()
     kd_alphas: tuple = ()
+    # several learning rates: each run trains at each and keeps the one with the best validation
+    # accuracy (modes <mode>-tuned); empty: lr_fine_tune alone
+    lr_fine_tunes: tuple = ()
 
     # Each field's type and range (see functions.core.constraints): checked here, and read by the
     # command line's --set.  Dataset names and class lists are checked against the catalogue below.
@@ -244,6 +254,7 @@ class Config:
         **dict.fromkeys(("dann_weight", "coral_weight", "kd_temperature"),
                         Interval(float, 0, low_open=True, note="defaults: dann_weight 1, coral_weight 1, "
                                                                "kd_temperature 4")),
+        "lr_fine_tunes": Many(Interval(float, 0, low_open=True), noun="a list of learning rates, e.g. 0.0003,0.001"),
         "kd_temperatures": Many(Interval(float, 0, low_open=True), noun="a list of temperatures, e.g. 2,4"),
         "kd_alphas": Many(Interval(float, 0, 1), noun="a list of shares in [0, 1], e.g. 0.5,0.9"),
         "kd_alpha": Interval(float, 0, 1, note="the share of the distillation term in the loss (0: cross-entropy "
@@ -293,18 +304,29 @@ class Config:
                 raise DataError(f"mode {self.strategy!r} needs {wanted} (use --mode {self.strategy})")
         if self.strategy == "adabn" and not self.batch_norm:
             raise DataError("mode 'adabn' re-estimates BatchNorm statistics: it needs batch_norm=true")
+        if self.lr_fine_tunes and self.strategy not in (CUT, *FINE_TUNING):
+            raise DataError(f"mode {self.strategy!r} does not choose its learning rate: set lr_fine_tunes=[] "
+                            f"(F, FR, FT and the fine-tuning strategies {list(FINE_TUNING)} do)")
         if self.strategy == "progressive" and self.stage_epochs > self.num_train:
             raise DataError(f"stage_epochs={self.stage_epochs} must be in 1..num_train={self.num_train}: a "
                             f"progressive stage cannot be longer than the epoch budget")
 
     @property
     def mode(self) -> str:
-        """The name in results files and plots: F, FR, FT, a strategy, or ``lora_r<rank>``."""
+        """The name in results files and plots: F, FR, FT, a strategy, or ``lora_r<rank>``; with
+        ``-tuned`` after it where each run chooses its learning rate."""
         if self.strategy == "lora":
-            return f"lora_r{self.lora_rank}"
-        if self.strategy != CUT:
-            return self.strategy
-        return "FT" if self.truncate else "FR" if self.reinit else "F"
+            name = f"lora_r{self.lora_rank}"
+        elif self.strategy != CUT:
+            name = self.strategy
+        else:
+            name = "FT" if self.truncate else "FR" if self.reinit else "F"
+        return name + TUNED_SUFFIX if self.lr_fine_tunes else name
+
+    @property
+    def learning_rates(self) -> tuple:
+        """The learning rates a run chooses between (one: no choice)."""
+        return self.lr_fine_tunes or (self.lr_fine_tune,)
 
     @property
     def alignment_weights(self) -> tuple:
@@ -321,7 +343,14 @@ class Config:
     def with_mode(self, mode: str) -> "Config":
         """This config in ``mode``; the adaptation modes switch to the BatchNorm variant and to
         :data:`ADAPTATION_MIN_STEPS` steps per epoch (the others leave both as they are), and the
-        modes of :data:`TUNED_SETTINGS` get the candidates each run chooses between."""
+        modes of :data:`TUNED_SETTINGS` get the candidates each run chooses between, and a mode
+        named ``<mode>-tuned`` the learning rates of :data:`TUNED_LEARNING_RATES`."""
+        if mode.endswith(TUNED_SUFFIX):
+            untuned = mode[:-len(TUNED_SUFFIX)]
+            if untuned not in MODES and untuned not in FINE_TUNING and not LORA_MODE.fullmatch(untuned):
+                raise DataError(f"mode {mode!r}: only F, FR, FT and the fine-tuning strategies {list(FINE_TUNING)} "
+                                f"choose their learning rate (e.g. ia3{TUNED_SUFFIX})")
+            return self.with_mode(untuned).replace(lr_fine_tunes=TUNED_LEARNING_RATES)
         if mode in MODES:
             return dataclasses.replace(self, **MODES[mode], strategy=CUT)
         lora = LORA_MODE.fullmatch(mode)
@@ -339,7 +368,7 @@ class Config:
         a chosen candidate trains exactly as it would alone (each from the same seeds), so a
         stored run is trained again without its rivals."""
         fixed = {}
-        for key, (single, several) in CHOSEN_KEYS.get(self.strategy, {}).items():
+        for key, (single, several) in {**CHOSEN_KEYS.get(self.strategy, {}), **LR_CHOSEN_KEY}.items():
             if key in record:
                 fixed.update({single: record[key], several: ()})
         return self.replace(**fixed)
@@ -397,7 +426,8 @@ MODE_KEYS = ("freeze", "reinit", "truncate", "reinit_both_dense")
 
 def baseline_params(cfg: Config) -> dict:
     """A baseline trains from scratch: the source model and the mode do not affect it."""
-    skip = {"source_dataset", "pre_train_classes", "lr_pretrain", "num_train_pretrain", *MODE_KEYS, *STRATEGY_KEYS}
+    skip = {"source_dataset", "pre_train_classes", "lr_pretrain", "num_train_pretrain", "lr_fine_tunes", *MODE_KEYS,
+            *STRATEGY_KEYS}
     return {k: v for k, v in cfg.params().items() if k not in skip}
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ..config import LORA_MODE
 from ..core.errors import DataError
 from .plots import fraction_title, panels
 from .stats import as_frame, chosen_cuts, holm_family, paired_gain, repeats_for_power, repeats_to_detect
@@ -169,5 +170,76 @@ def verdict(frame: pd.DataFrame, best: pd.DataFrame, tests: pd.DataFrame, alpha:
                      f"test's smallest p is {2 / 2 ** repeats:.3g}, {family['smallest_p_holm'].min():.3g} after "
                      f"Holm's correction over {len(family)} strategies); {repeats_to_detect(len(family), alpha)} "
                      f"repeats could.")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def chosen_rates(records_by_mode: dict) -> pd.DataFrame:
+    """How often each mode's runs chose each learning rate on validation (modes ``<mode>-tuned``:
+    rows modes, columns the rates, cells counts of runs)."""
+    rows = [{"mode": mode, "learning rate": record["chosen_lr"]}
+            for mode, records in records_by_mode.items() for record in records if "chosen_lr" in record]
+    if not rows:
+        raise DataError("no run chose a learning rate: give the records of modes <mode>-tuned")
+    table = pd.crosstab(pd.DataFrame(rows)["mode"], pd.DataFrame(rows)["learning rate"])
+    return table.reindex(index=[m for m in records_by_mode if m in table.index]).rename(columns="{:g}".format)
+
+
+def chosen_lora_rank(best: pd.DataFrame) -> str:
+    """Per percentage where ``best`` (:func:`best_cuts`) holds several LoRA ranks (modes
+    ``lora_r<rank>``, tuned or not), the one with the highest mean validation accuracy at its
+    chosen cut: the rank a researcher would pick without looking at the test split, in words."""
+    lines = []
+    for percentage, table in best.groupby(level="sampled_percentage"):
+        table = table.droplevel("sampled_percentage")
+        ranks = {int(found[1]): mode for mode in table.index if (found := LORA_MODE.match(mode))}
+        if len(ranks) > 1:
+            validation = {rank: table.loc[mode, "val_acc"] for rank, mode in ranks.items()}
+            rank = max(validation, key=validation.get)
+            others = ", ".join(f"{r}: {v:.3f}" for r, v in validation.items() if r != rank)
+            lines.append(f"{percentage * 100:g}% of the data: LoRA's rank chosen on validation is {rank} (mean "
+                         f"validation accuracy {validation[rank]:.3f}; other ranks {others}), test accuracy "
+                         f"{table.loc[ranks[rank], 'test_acc']:.3f}.")
+    return "\n".join(lines)
+
+
+def spread_against_gain(frame: pd.DataFrame, tests: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per percentage and strategy: its difference from the ``reference`` mode (``tests``, from
+    :func:`against_reference`) beside its spread across seeds (the standard deviation of its test
+    accuracy over repeats at its chosen cut, and of the paired differences); ``within_spread``
+    where the difference is smaller than the paired differences' spread, so one seed to the next
+    can reverse it."""
+    rows = []
+    for _, test in tests.iterrows():
+        percentage = test["sampled_percentage"]
+        runs = frame[frame["sampled_percentage"] == percentage]
+        mine = runs[(runs["mode"] == test["mode"]) & (runs["sampled_cut_point"] == test["cut"])].set_index("repeat")
+        theirs = runs[(runs["mode"] == reference) & (runs["sampled_cut_point"] == test["reference_cut"])]
+        difference = (mine["test_acc"] - theirs.set_index("repeat")["test_acc"]).dropna()
+        rows.append({"sampled_percentage": percentage, "mode": test["mode"], "gain": test["gain"],
+                     "std_across_seeds": mine["test_acc"].std(), "std_of_differences": difference.std(),
+                     "within_spread": abs(test["gain"]) < difference.std()})
+    return pd.DataFrame(rows).set_index(["sampled_percentage", "mode"])
+
+
+def spread_verdict(spread: pd.DataFrame, reference: str = REFERENCE, size_names: dict | None = None) -> str:
+    """One line per percentage from :func:`spread_against_gain`: which strategies differ from
+    ``reference`` by less than their paired differences vary from seed to seed (``size_names``
+    names a percentage in words, as :func:`verdict` does)."""
+    lines = []
+    for percentage, table in spread.groupby(level="sampled_percentage"):
+        table = table.droplevel("sampled_percentage")
+        noisy = table[table["within_spread"]]
+        clear = table[~table["within_spread"]]
+        named = "; ".join(f"{mode} {row['gain']:+.3f} (spread {row['std_of_differences']:.3f})"
+                          for mode, row in noisy.iterrows())
+        line = f"{(size_names or {}).get(percentage, f'{percentage * 100:g}% of the data')}: "
+        line += (f"{len(noisy)} of {len(table)} strategies differ from {reference} by less than their paired "
+                 f"differences vary across seeds (standard deviation), so their sign is noise at these repeats: "
+                 f"{named}." if len(noisy) else f"every strategy differs from {reference} by more than its spread "
+                                                f"across seeds.")
+        if len(noisy) and len(clear):
+            line += " Beyond their spread: " + "; ".join(
+                f"{mode} {row['gain']:+.3f} (spread {row['std_of_differences']:.3f})" for mode, row in clear.iterrows()) + "."
         lines.append(line)
     return "\n".join(lines)

@@ -119,7 +119,8 @@ def pretrain(args):
          arg("--no-baselines", action="store_true"),
          arg("--at-chosen-cut", action="store_true",
              help="run only at the cut point that the saved runs' validation accuracy picks for each percentage "
-                  "(with --repeats: more repeats where a comparison is made)"),
+                  "(with --repeats: more repeats where a comparison is made; a -tuned mode: the runs of the mode "
+                  "without -tuned)"),
          arg("--no-progress", action="store_true"),
          arg("--plot", action="store_true", help="also save the box plot of test accuracy per cut"),
          arg("--data", metavar="PATH", help="the study on your own images with a pretrained backbone instead of a "
@@ -150,7 +151,9 @@ def run(args):
         check_writable(path, "results file")
         if path.is_file():
             run_records(path)  # a damaged file is refused now, not after training
-    grids = _at_chosen_cuts(args, cfg, grid, results) if args.at_chosen_cut else [grid]
+    # a mode that tunes its learning rate runs at the cut its untuned runs (every cut point) pick
+    picking = results_path(setup.folder, "results", setup.name, cfg.replace(lr_fine_tunes=()).mode, grid.profile)
+    grids = _at_chosen_cuts(args, cfg, grid, picking) if args.at_chosen_cut else [grid]
     executor = executor_for(args)
     began = time.perf_counter()
     try:
@@ -179,8 +182,7 @@ def _run_cut_study(args):
     from ..runs import backbone_study as cut_study
     if args.data is None:
         raise DataError("--backbone names the network of the study on your own images: add --data PATH")
-    refused = [name for name, given_ in (("a folder", args.folder), ("--setup", args.setup),
-                                          ("--at-chosen-cut", args.at_chosen_cut), ("--plot", args.plot),
+    refused = [name for name, given_ in (("a folder", args.folder), ("--setup", args.setup), ("--plot", args.plot),
                                           ("--executor ray", args.executor != "in-process"),
                                           (f"--profile {args.profile}", args.profile != "quick")) if given_]
     if refused:
@@ -195,17 +197,44 @@ def _run_cut_study(args):
     settings = _backbone_settings(args, cut_study.StrategySettings if strategy else cut_study.CutStudySettings)
     study = cut_study.CutStudy(args.data, mode, settings, folder=args.output, weights=args.weights)
     sweep = cut_study.real_grid(study, args.per_class, args.percentages, args.cuts, args.repeats)
+    grids = _backbone_chosen_cuts(args, study, sweep) if args.at_chosen_cut else [sweep]
     began = time.perf_counter()
-    paths = study.run(sweep, baselines=not args.no_baselines, progress=not args.no_progress)
+    for one in grids:
+        paths = study.run(one, baselines=not args.no_baselines, progress=not args.no_progress)
     seconds = time.perf_counter() - began
     frame = records_frame(*paths.values())
     repeats = frame.sampled_percentage.map({study.fraction(size): sweep.repeats_for(size) for size in sweep.sizes})
-    frame = frame[frame.sampled_cut_point.isin([-1, *sweep.cut_points]) & repeats.notna() & (frame.repeat < repeats)]
-    _report(frame, f"{study.folder}: {settings.backbone} at {settings.input_size} px, mode {mode}: test "
+    cuts = [-1, *(c for one in grids for c in one.cut_points)]
+    frame = frame[frame.sampled_cut_point.isin(cuts) & repeats.notna() & (frame.repeat < repeats)]
+    _report(frame, f"{study.folder}: {settings.backbone} at {settings.input_size} px, mode {study.mode}: test "
                    f"accuracy, mean ± std over repeats (columns: share of the training pool; "
                    f"{', '.join(f'{study.fraction(z):g} = {z.describe()}' for z in sweep.sizes)})",
-            f"{study.folder} {mode}", paths)
+            f"{study.folder} {study.mode}", paths)
     print(f"sweep took {seconds:.0f} s")
+
+
+def _backbone_chosen_cuts(args, study, sweep) -> list:
+    """``--at-chosen-cut`` on a backbone: one grid per size, at the cut point the validation
+    accuracy of the mode's saved runs picks (a -tuned mode: the runs of the mode without -tuned)."""
+    from ..analysis.stats import chosen_cuts
+    from ..analysis.summary import records_frame
+    from ..runs import backbone_study as cut_study
+    from ..runs.store import results_path
+    if args.cuts:
+        raise DataError("--at-chosen-cut picks the cut point from the saved runs: drop --cuts")
+    picking = results_path(study.folder, "results", study.settings.backbone, study.cut_mode, cut_study.PROFILE)
+    frame = records_frame(picking) if picking.is_file() else None
+    grids = []
+    for size, repeats in zip(sweep.sizes, sweep.repeats):
+        runs = None if frame is None else frame[(frame.sampled_cut_point >= 0)
+                                                & (frame.sampled_percentage == study.fraction(size))]
+        if runs is None or runs.empty:
+            raise DataError(f"--at-chosen-cut: {picking} has no runs at {size.describe()} to pick a cut point from; "
+                            f"run the cut points there first (the same command with --mode {study.cut_mode} and "
+                            f"without --at-chosen-cut)")
+        cut_point = int(chosen_cuts(runs).iloc[0])
+        grids.append(cut_study.CutGrid((size,), (cut_point,), (repeats,), sweep.profile))
+    return grids
 
 
 def _backbone_settings(args, settings_class):

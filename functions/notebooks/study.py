@@ -28,8 +28,8 @@ from ..runs.sweep import run_inputs, run_sweep, subset_index, train_run
 # what a notebook needs from the layers below, under one name
 __all__ = ["available_modes", "reproduction", "collected_records", "fe_vs_ft", "fine_tuned_model", "load_pretrained", "plan",
            "parameter_table", "pretrained_info", "recheck_run", "recheck_table", "records_frame", "run_sweep", "save_transferability_records",
-           "strategy_records", "summary_table", "sweep_records", "training_subset", "transferability_verdict", "use_output_root",
-           "validate_scores"]
+           "strategy_records", "summary_table", "sweep_records", "training_subset", "transferability_verdict", "tuned_plans",
+           "tuned_records", "use_output_root", "validate_scores"]
 
 
 def plan(folder: str, setup: str | None = None, profile_name: str = "quick", mode: str = "FR",
@@ -252,6 +252,35 @@ def strategy_records(setup: Setup, plans: dict) -> tuple[dict, list, dict]:
             trainable[mode] = {c: sum(p.numel() for p in cut(source, c, cfg, classes, 0).parameters() if p.requires_grad)
                                for c in grid.cut_points}
     return records, baselines, trainable
+
+
+def tuned_plans(plans: dict, best, repeats: int) -> dict:
+    """Each mode of ``plans`` (mode -> (setup, config, grid)) as ``<mode>-tuned``, whose every run
+    chooses its learning rate on validation: one plan per percentage, at the cut point the mode's
+    own runs picked there (``best``, from :func:`functions.analysis.strategies.best_cuts`), with
+    ``repeats`` repeats (what `make strategies` runs)."""
+    import dataclasses
+    from ..config import TUNED_SUFFIX
+    tuned = {}
+    for mode, (setup, cfg, grid) in plans.items():
+        tuned[mode + TUNED_SUFFIX] = [
+            (setup, cfg.with_mode(mode + TUNED_SUFFIX),
+             dataclasses.replace(grid, percentages=(p,), cut_points=(int(best.loc[(p, mode), "best_cut"]),),
+                                 repeats={p: repeats}))
+            for p in grid.percentages]
+    return tuned
+
+
+def tuned_records(setup: Setup, tuned: dict) -> tuple[dict, dict]:
+    """(records per tuned mode, trainable parameters per tuned mode and cut) of :func:`tuned_plans`'s
+    plans, each percentage's runs at its own cut."""
+    records, trainable = {}, {}
+    for mode, per_percentage in tuned.items():
+        for plan_ in per_percentage:
+            found, _, counts = strategy_records(setup, {mode: plan_})
+            records.setdefault(mode, []).extend(found[mode])
+            trainable.setdefault(mode, {}).update(counts.get(mode, {}))
+    return records, trainable
 
 
 def _in_grid(record: dict, grid: Grid) -> bool:

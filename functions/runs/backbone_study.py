@@ -23,8 +23,9 @@ from typing import ClassVar
 
 import torch
 
-from ..config import FINE_TUNING, INPUT_SIZE, LORA_MODE, SCHEMA_KEY, SCHEMA_VERSION, Config
-from ..core.constraints import Interval, Text, check_fields, declared
+from ..config import (FINE_TUNING, INPUT_SIZE, LORA_MODE, SCHEMA_KEY, SCHEMA_VERSION, TUNED_LEARNING_RATES,
+                      TUNED_SUFFIX, Config)
+from ..core.constraints import Interval, Many, Text, check_fields, declared
 from ..core.device import configure_threads
 from ..core.errors import DataError
 from ..data.catalog import percentage_key
@@ -35,7 +36,7 @@ from ..models.cuts import CUT_MODES, check_cut, cut_backbone, random_backbone, s
 from ..models.registry import create_backbone
 from ..train.finetune import EarlyStopping, Finetuner, FineTuneNet, staged_split
 from ..train.strategies import fit_strategy, input_stage, strategy_finetuner
-from ..train.trainer import RunResult
+from ..train.trainer import RunResult, best_learning_rate
 from .recheck import FLOAT32_TOLERANCE
 from .store import BASELINE_CUT, ResultsFile, results_path
 from .sweep import run_seed
@@ -60,6 +61,8 @@ class CutStudySettings:
         "batch_size": Interval(int, 1, help="images per training step"),
         "min_steps_per_epoch": Interval(int, 1, help="optimiser steps per epoch at least (small subsets)"),
         "seed": Interval(int, 0, help="seeds the subsets, the new weights and the batch orders"),
+        "lrs": Many(Interval(float, 0, low_open=True), noun="a list of learning rates, e.g. 0.0003,0.001",
+                    help="several: each run trains at each and keeps the best validation accuracy (mode <mode>-tuned)"),
     }
 
     backbone: str = "efficientnet_lite0"
@@ -71,9 +74,14 @@ class CutStudySettings:
     batch_size: int = 16
     min_steps_per_epoch: int = 10  # a run on 12 images still makes 10 steps between validations
     seed: int = 0
+    lrs: tuple = ()  # several learning rates a run chooses between on validation (empty: lr alone)
 
     def __post_init__(self):
         check_fields(self)
+
+    @property
+    def learning_rates(self) -> tuple:
+        return self.lrs or (self.lr,)
 
 
 @declared
@@ -95,13 +103,18 @@ class StrategySettings(CutStudySettings):
 
 
 def study_modes() -> list[str]:
-    """The modes the study on a backbone takes (a LoRA rank as ``lora_r<rank>``)."""
-    return [*CUT_MODES, *(f"lora_r{Config.lora_rank}" if s == "lora" else s for s in FINE_TUNING)]
+    """The modes the study on a backbone takes (a LoRA rank as ``lora_r<rank>``; each with
+    ``-tuned`` after it, where every run chooses its learning rate on validation)."""
+    modes = [*CUT_MODES, *(f"lora_r{Config.lora_rank}" if s == "lora" else s for s in FINE_TUNING)]
+    return modes + [mode + TUNED_SUFFIX for mode in modes]
 
 
 def parse_mode(mode: str) -> tuple[str, str | None, int | None]:
     """``mode`` as (its name in results files, its fine-tuning strategy or None for a cut mode,
     its LoRA rank or None), or one line naming the modes there are."""
+    if mode.endswith(TUNED_SUFFIX):
+        name, strategy, rank = parse_mode(mode[:-len(TUNED_SUFFIX)])
+        return name + TUNED_SUFFIX, strategy, rank
     if mode in CUT_MODES:
         return mode, None, None
     lora = LORA_MODE.fullmatch(mode)
@@ -220,6 +233,11 @@ class CutStudy:
                  weights=None, profile: str = PROFILE, log=print):
         configure_threads()
         self.mode, self.strategy, self.lora_rank = parse_mode(mode)
+        if self.mode.endswith(TUNED_SUFFIX) and not settings.lrs:
+            settings = dataclasses.replace(settings, lrs=TUNED_LEARNING_RATES)
+        elif settings.lrs and not self.mode.endswith(TUNED_SUFFIX):
+            self.mode += TUNED_SUFFIX  # its runs choose their learning rate: their own files
+        self.cut_mode = self.mode.removesuffix(TUNED_SUFFIX)  # F, FR, FT or the strategy's name
         # a cut mode's files keep the cut study's settings alone; a strategy's add its own
         own = {f.name: getattr(settings, f.name) for f in dataclasses.fields(CutStudySettings)}
         settings = CutStudySettings(**own) if self.strategy is None else StrategySettings(**dataclasses.asdict(settings))
@@ -232,7 +250,8 @@ class CutStudy:
         self.task = self.dataset.task(self.backbone.input_size, self.backbone.channels, VAL_SPLIT, SPLIT_SEED,
                                       log=log, pixels=True)
         self.classes = [str(c) for c in self.task.classes]
-        params = {**own,
+        # the rates a tuned mode's runs choose between, in its files alone (the others' predate them)
+        params = {**{k: list(v) if isinstance(v, tuple) else v for k, v in own.items() if k != "lrs" or v},
                   "weights_sha256": self.backbone.identity()["weights_sha256"], "stages": self.backbone.layer_names,
                   "data": self.dataset.version, "classes": self.classes, SCHEMA_KEY: SCHEMA_VERSION}
         self.files = {
@@ -252,7 +271,7 @@ class CutStudy:
         FT at 0 leaves nothing)."""
         depth = len(self.backbone.layer_names)
         cuts = tuple(c for c in REAL_CUTS if c <= depth) if depth >= max(REAL_CUTS) else tuple(range(1, depth + 1))
-        return ((0,) if self.mode == "F" else ()) + cuts
+        return ((0,) if self.cut_mode == "F" else ()) + cuts
 
     def subset(self, size: Size, repeat: int) -> torch.Tensor:
         """The training images of one size and repeat: the same for the baseline and every cut point."""
@@ -273,7 +292,7 @@ class CutStudy:
 
     def cells(self, grid: CutGrid, baselines: bool = True) -> list[Cell]:
         for c in grid.cut_points:
-            check_cut(self.backbone, c, "F" if self.strategy else self.mode)  # a strategy cuts where F does
+            check_cut(self.backbone, c, "F" if self.strategy else self.cut_mode)  # a strategy cuts where F does
         for size in grid.sizes:
             self.subset(size, 0)  # an impossible size is refused before any training
         cells = []
@@ -322,9 +341,22 @@ class CutStudy:
                                     self.fraction(size), repeat)
         return tuner.net, record
 
-    def _train(self, cell: Cell, train: Split, val: Split, test: Split, fraction: float,
-               repeat: int) -> tuple[Finetuner, dict]:
-        s, began = self.settings, time.perf_counter()
+    def _train(self, cell: Cell, train: Split, val: Split, test: Split, fraction: float, repeat: int,
+               rates: tuple | None = None) -> tuple[Finetuner, dict]:
+        """One run at each learning rate of ``rates`` (default: the settings'; a baseline trains at
+        ``lr``), the one with the best validation accuracy kept."""
+        rates = (self.settings.lr,) if cell.kind == "baselines" else rates or self.settings.learning_rates
+        candidates = [self._train_at(cell, train, val, test, fraction, repeat, lr) for lr in rates]
+        tuner, result = best_learning_rate(rates, candidates) if self.settings.lrs and cell.kind == "results" \
+            else candidates[0]
+        return tuner, {"lr": (result.details or {}).get("chosen_lr", rates[0]), "sampled_percentage": fraction,
+                       "samples_per_class": cell.size.per_class, "sampled_cut_point": cell.cut_point,
+                       "stage": "baseline" if cell.kind == "baselines" else stage_at(self.backbone, max(cell.cut_point, 0)),
+                       "repeat": repeat, **result.record()}
+
+    def _train_at(self, cell: Cell, train: Split, val: Split, test: Split, fraction: float, repeat: int,
+                  lr: float) -> tuple[Finetuner, RunResult]:
+        s, began = dataclasses.replace(self.settings, lr=lr, lrs=()), time.perf_counter()
         cut_point = max(cell.cut_point, 0)
         seed = run_seed(s.seed, fraction, cell.cut_point, repeat)
         subset = train.subset(self.subset(cell.size, repeat))
@@ -338,14 +370,11 @@ class CutStudy:
                                   min_steps_per_epoch=s.min_steps_per_epoch)
         else:
             network = random_backbone(self.backbone, seed) if cell.kind == "baselines" else \
-                cut_backbone(self.backbone, cut_point, self.mode, seed)
+                cut_backbone(self.backbone, cut_point, self.cut_mode, seed)
             tuner, result = fine_tune(network, self.task.num_classes, cut_point, subset, val, s, seed)
             result.test_acc = float(tuner.evaluate(test, inputs_at=cut_point)["test_acc"])
         result.seconds = time.perf_counter() - began
-        return tuner, {"lr": s.lr, "sampled_percentage": fraction, "samples_per_class": cell.size.per_class,
-                       "sampled_cut_point": cell.cut_point,
-                       "stage": "baseline" if cell.kind == "baselines" else stage_at(self.backbone, cut_point),
-                       "repeat": repeat, **result.record()}
+        return tuner, result
 
     def recheck(self, cut_point: int, size: Size, repeat: int = 0) -> dict:
         """One stored run (``cut_point`` -1: the baseline) trained again from scratch beside its
@@ -357,9 +386,9 @@ class CutStudy:
         if not stored:
             raise DataError(f"{self.files[kind].path} has no run at cut {cut_point}, {size.describe()}, repeat "
                             f"{repeat} to train again")
-        train, val, test = self.inputs(cut_point)
-        again = self.train_run(Cell(kind, cut_point, size, (repeat,)), train, val, test, self.fraction(size),
-                               repeat)
+        chosen = stored[0].get("chosen_lr")  # a tuned run trains again at the rate it chose alone
+        _, again = self._train(Cell(kind, cut_point, size, (repeat,)), *self.inputs(cut_point), self.fraction(size),
+                               repeat, (chosen,) if chosen else None)
         return {"stored_test_acc": stored[0]["test_acc"], "test_acc": again["test_acc"],
                 "reproduced": abs(again["test_acc"] - stored[0]["test_acc"]) <= FLOAT32_TOLERANCE}
 

@@ -20,6 +20,7 @@ from ..data.tasks import KeptRows, TaskData, balanced_subset, subset_seed
 from ..models.study_cnn import build, cut
 from ..train.engine import fit_group, staged_inputs
 from ..train.strategies import train_strategy
+from ..train.trainer import best_learning_rate
 from .domain import domain_runs
 from .executors import InProcess
 from .pretrained import load_pretrained
@@ -40,7 +41,7 @@ def subset_index(cfg: Config, task: TaskData, percentage: float, repeat: int) ->
 
 
 def _record(cfg: Config, percentage: float, cut_point: int, repeat: int, result) -> dict:
-    return {"lr": cfg.lr_fine_tune, "sampled_percentage": percentage, "sampled_cut_point": cut_point,
+    return {"lr": (result.details or {}).get("chosen_lr", cfg.lr_fine_tune), "sampled_percentage": percentage, "sampled_cut_point": cut_point,
             "repeat": repeat, **result.record()}
 
 
@@ -72,6 +73,11 @@ def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, i
     Returns ``(model, result)`` per run, each model holding its best weights.  ``trajectory``
     records the first steps of one run of an aligning mode instead
     (:mod:`functions.train.reference`)."""
+    if pretrained is not None and cfg.lr_fine_tunes:
+        # every rate trains each run from the same seeds; per run, the best on validation is kept
+        per_rate = [train_group(cfg.replace(lr_fine_tune=lr, lr_fine_tunes=()), task, pretrained, cut_point, runs, inputs)
+                    for lr in cfg.lr_fine_tunes]
+        return [best_learning_rate(cfg.lr_fine_tunes, candidates) for candidates in zip(*per_rate)]
     start, train, val, test = inputs
     seeds = [run_seed(cfg.generate_dataset_seed, p, cut_point, r) for p, r in runs]
     if trajectory is not None and (cfg.strategy not in ALIGNING_MODES or len(runs) != 1 or pretrained is None):

@@ -48,6 +48,20 @@ class RunResult:
         return {**fields, **(self.details or {})}
 
 
+def best_learning_rate(learning_rates, candidates: list[tuple]) -> tuple:
+    """Of one run's ``candidates`` (``(model, RunResult)``, one per rate of ``learning_rates``, each
+    from the same seeds), the one with the best validation accuracy (the first of equal ones): its
+    result notes the rate it chose and each rate's validation accuracy, and its seconds become all
+    the rates' (what a run that chooses costs; its own in ``seconds_chosen_lr``)."""
+    best = max(range(len(candidates)), key=lambda i: candidates[i][1].val_acc)
+    model, result = candidates[best]
+    result.details = {**(result.details or {}), "chosen_lr": learning_rates[best],
+                      **{f"val_acc_lr{lr:g}": run.val_acc for lr, (_, run) in zip(learning_rates, candidates)},
+                      "seconds_chosen_lr": result.seconds}
+    result.seconds = sum(run.seconds for _, run in candidates)
+    return model, result
+
+
 def study_forward(model: StudyCNN, start: int) -> Forward:
     """The study CNN's logits for inputs entering at block ``start`` (0: images; k: the cached
     output of a frozen prefix of k blocks), refused when block ``start - 1`` still trains."""

@@ -72,7 +72,7 @@ def test_the_command_line_runs_the_study_on_a_folder_and_refuses_what_it_does_no
     for argv, message in [
         (["--mode", "dann"], "--mode dann is an adaptation method: give --source PATH"),
         (["--mode", "distill"], "mode 'distill' is not a mode of the study on a backbone; choose one of ['F', 'FR', 'FT', "
-                              "'progressive', 'discriminative', 'lora_r4', 'ia3', 'bitfit']"),
+                              "'progressive', 'discriminative', 'lora_r4', 'ia3', 'bitfit', 'F-tuned', "),
         (["--mode", "lora", "--set", "lr_decay=2"], "lr_decay"),
         (["--profile", "range"], "--profile range is not an option of the study on your own images"),
         (["--set", "depth=3"], "depth"),
@@ -129,3 +129,29 @@ def test_the_new_head_has_its_own_rate_beside_a_stage_named_head():
     tuner = strategy_finetuner(backbone, "discriminative", 7, 3, 0, lr=1e-3, lr_decay=0.5)
     rates = {group["name"]: group["lr"] for group in tuner.param_groups()}
     assert rates == {"block7": 1e-3 * 0.5 ** 2, "head": 1e-3 * 0.5, "classifier": 1e-3}
+
+
+def test_a_tuned_mode_runs_at_the_cut_its_untuned_runs_pick_and_keeps_the_best_rate_on_validation(paints, capsys):
+    options = ["--set", "input_size=32", "--set", "max_epochs=1", "--set", "min_steps_per_epoch=1", "--no-progress",
+               "--per-class", "2", "--no-baselines"]
+    assert main(["run", "--data", str(paints), "--mode", "bitfit-tuned", "--at-chosen-cut", *options]) == 2
+    assert "run the cut points there first (the same command with --mode bitfit" in capsys.readouterr().err
+    assert main(["run", "--data", str(paints), "--mode", "bitfit", "--cuts", "3", "7", "--repeats", "1", *options]) == 0
+    _, untuned = load_results(paints.parent / "out/Paints/results/real/results_efficientnet_lite0_bitfit.json")
+    picked = max(untuned, key=lambda r: r["val_acc"])["sampled_cut_point"]
+    capsys.readouterr()
+    assert main(["run", "--data", str(paints), "--mode", "bitfit-tuned", "--at-chosen-cut", "--repeats", "2",
+                 "--set", "lrs=0.0003,0.003", *options]) == 0
+    assert "mode bitfit-tuned" in capsys.readouterr().out
+    params, records = load_results(paints.parent / "out/Paints/results/real/results_efficientnet_lite0_bitfit-tuned.json")
+    assert params["lrs"] == [0.0003, 0.003] and "lrs" not in load_results(
+        paints.parent / "out/Paints/results/real/results_efficientnet_lite0_bitfit.json")[0]
+    assert {r["sampled_cut_point"] for r in records} == {picked} and len(records) == 2
+    for record in records:
+        rates = {lr: record[f"val_acc_lr{lr:g}"] for lr in (0.0003, 0.003)}
+        assert record["val_acc"] == max(rates.values()) and rates[record["chosen_lr"]] == record["val_acc"]
+        assert record["lr"] == record["chosen_lr"]
+    settings = StrategySettings(input_size=32, max_epochs=1, min_steps_per_epoch=1, lrs=(0.0003, 0.003))
+    study = CutStudy(paints, "bitfit-tuned", settings, log=lambda *_: None)
+    again = study.recheck(picked, Size(per_class=2))
+    assert again["reproduced"] and again["test_acc"] == records[0]["test_acc"]

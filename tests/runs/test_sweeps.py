@@ -269,3 +269,41 @@ def test_source_model_is_pretrained_on_the_source_classes(output_root):
     assert info["test_acc"] == pytest.approx(measured, abs=1e-9)
     assert info["n_train"] == len(source.train) != len(CFG.target_task().train)
 
+
+
+@pytest.mark.parametrize("mode", ["FR-tuned", "bitfit-tuned"])
+def test_a_tuned_mode_keeps_per_run_the_learning_rate_with_the_best_validation_accuracy(mode, output_root):
+    cfg = CFG.with_mode(mode)
+    assert cfg.mode == mode and len(cfg.learning_rates) == 3
+    grid = Grid((0.002,), (1,), {0.002: 2})
+    path = sweep.run_sweep(SETUP, cfg, grid, baselines=False, progress=False, log=lambda *_: None)["results"]
+    params, records = store.load_results(path)
+    assert path.name == f"results_regular_{mode}.json" and params["lr_fine_tunes"] == list(cfg.learning_rates)
+    for record in records:
+        candidates = {lr: record[f"val_acc_lr{lr:g}"] for lr in cfg.learning_rates}
+        assert record["val_acc"] == max(candidates.values()) and record["lr"] == record["chosen_lr"]
+        assert record["chosen_lr"] == next(lr for lr, acc in candidates.items() if acc == record["val_acc"])
+        # the chosen candidate is the run its rate alone makes: same seeds, same subset
+        alone = cfg.as_chosen(record)
+        assert alone.learning_rates == (record["chosen_lr"],) and alone.mode == mode.removesuffix("-tuned")
+        task = alone.target_task()
+        source = pretrained.load_pretrained(SETUP, alone, log=lambda *_: None)
+        (_, again), = sweep.train_group(alone, task, source, 1, [(0.002, record["repeat"])],
+                                        sweep.run_inputs(alone, task, source, 1, "cpu"))
+        assert again.val_acc == record["val_acc"] and again.test_acc == pytest.approx(record["test_acc"], abs=0.01)
+
+
+def test_only_the_fine_tuning_modes_choose_a_learning_rate_and_older_files_resume():
+    from functions.config import LEGACY_VALUES
+    assert Config().with_mode("lora_r2-tuned").mode == "lora_r2-tuned"
+    for mode in ("dann-tuned", "distill-tuned", "nothing-tuned"):
+        with pytest.raises(DataError, match="choose their learning rate"):
+            Config().with_mode(mode)
+    with pytest.raises(DataError, match="does not choose its learning rate"):
+        Config().with_mode("coral").replace(lr_fine_tunes=(0.001, 0.01))
+    with pytest.raises(DataError, match="lr_fine_tunes"):
+        Config().replace(lr_fine_tunes=(0.001, 0.0))
+    untuned = Config().with_mode("FR").params()
+    older = {k: v for k, v in untuned.items() if k != "lr_fine_tunes"}  # a file written before the list
+    assert store.differing_keys(older, untuned, LEGACY_VALUES) == []
+    assert "lr_fine_tunes" not in sweep.baseline_params(Config().with_mode("FR-tuned"))

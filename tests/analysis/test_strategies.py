@@ -1,0 +1,53 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from functions.analysis import strategies
+from functions.core.errors import DataError
+
+
+def _records(mode_accuracies: dict, cut: int = 2, chosen_lrs=None) -> dict:
+    """Records of one cut per mode at 1%: repeat r has test accuracy accuracies[r] and a
+    validation accuracy 0.01 below it."""
+    return {mode: [{"sampled_percentage": 0.01, "sampled_cut_point": cut, "repeat": r, "test_acc": a,
+                    "val_acc": a - 0.01, "epochs": 5, "seconds": 1.0, "trainable_params": 100 * (i + 1),
+                    **({"chosen_lr": chosen_lrs[r]} if chosen_lrs else {})} for r, a in enumerate(accuracies)]
+            for i, (mode, accuracies) in enumerate(mode_accuracies.items())}
+
+
+BASELINES = [{"sampled_percentage": 0.01, "sampled_cut_point": -1, "repeat": r, "test_acc": 0.5} for r in range(8)]
+
+
+def test_a_strategy_whose_gain_is_smaller_than_its_spread_is_reported_as_noise():
+    rng = np.random.default_rng(0)
+    reference = 0.80 + rng.normal(0, 0.01, 8)
+    steady = reference + 0.05  # always 0.05 better: beyond its spread (0)
+    noisy = reference + np.array([0.06, -0.05, 0.07, -0.06, 0.05, -0.04, 0.06, -0.05])  # +0.005 on average
+    records = _records({"FR-tuned": reference, "steady-tuned": steady, "noisy-tuned": noisy})
+    frame = strategies.strategy_frame(records, {}, reference="FR-tuned")
+    best = strategies.best_cuts(frame, BASELINES)
+    tests = strategies.against_reference(frame, best, reference="FR-tuned")
+    spread = strategies.spread_against_gain(frame, tests, reference="FR-tuned")
+    assert not spread.loc[(0.01, "steady-tuned"), "within_spread"]
+    assert spread.loc[(0.01, "noisy-tuned"), "within_spread"]
+    assert spread.loc[(0.01, "noisy-tuned"), "std_of_differences"] == pytest.approx(np.std(noisy - reference, ddof=1))
+    line = strategies.spread_verdict(spread, reference="FR-tuned")
+    assert "1 of 2 strategies" in line and "noisy-tuned +0.005" in line and "Beyond their spread: steady-tuned +0.050" in line
+
+
+def test_chosen_rates_count_the_runs_per_learning_rate_and_need_tuned_runs():
+    lrs = [0.001, 0.003, 0.003, 0.0003]
+    table = strategies.chosen_rates(_records({"FR-tuned": [0.8] * 4, "ia3-tuned": [0.9] * 4}, chosen_lrs=lrs))
+    assert list(table.index) == ["FR-tuned", "ia3-tuned"] and list(table.columns) == ["0.0003", "0.001", "0.003"]
+    assert table.loc["ia3-tuned"].tolist() == [1, 1, 2]
+    with pytest.raises(DataError, match="chose a learning rate"):
+        strategies.chosen_rates(_records({"FR": [0.8] * 4}))
+
+
+def test_lora_rank_is_the_one_with_the_best_validation_accuracy_not_the_best_test():
+    best = pd.DataFrame({"val_acc": [0.90, 0.95, 0.92], "test_acc": [0.99, 0.91, 0.93]},
+                        index=pd.MultiIndex.from_tuples([(0.01, "lora_r1"), (0.01, "lora_r4-tuned"), (0.01, "ia3")],
+                                                        names=["sampled_percentage", "mode"]))
+    line = strategies.chosen_lora_rank(best)
+    assert line.startswith("1% of the data: LoRA's rank chosen on validation is 4") and "test accuracy 0.910" in line
+    assert strategies.chosen_lora_rank(best.drop(index=(0.01, "lora_r1"))) == ""  # one rank: nothing to choose
