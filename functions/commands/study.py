@@ -183,12 +183,14 @@ def _run_cut_study(args):
     if args.data is None:
         raise DataError("--backbone names the network of the study on your own images: add --data PATH")
     refused = [name for name, given_ in (("a folder", args.folder), ("--setup", args.setup), ("--plot", args.plot),
-                                          ("--executor ray", args.executor != "in-process"),
                                           (f"--profile {args.profile}", args.profile != "quick")) if given_]
     if refused:
-        raise DataError(f"{refused[0]} is not an option of the study on your own images (--data), which runs in "
-                        f"this process on its own grid profile ({cut_study.PROFILE}): drop it")
+        raise DataError(f"{refused[0]} is not an option of the study on your own images (--data), which runs on "
+                        f"its own grid profile ({cut_study.PROFILE}): drop it")
     if args.source is not None:
+        if args.executor != "in-process":
+            raise DataError("--executor ray is not an option of adaptation (--source), which runs in this process: "
+                            "drop it")
         return _run_adaptation(args)
     if args.mode in ADAPTATION_MODES:
         raise DataError(f"--mode {args.mode} is an adaptation method: give --source PATH, the labelled images it "
@@ -198,9 +200,13 @@ def _run_cut_study(args):
     study = cut_study.CutStudy(args.data, mode, settings, folder=args.output, weights=args.weights)
     sweep = cut_study.real_grid(study, args.per_class, args.percentages, args.cuts, args.repeats)
     grids = _backbone_chosen_cuts(args, study, sweep) if args.at_chosen_cut else [sweep]
+    executor = executor_for(args)
     began = time.perf_counter()
-    for one in grids:
-        paths = study.run(one, baselines=not args.no_baselines, progress=not args.no_progress)
+    try:
+        for one in grids:
+            paths = study.run(one, baselines=not args.no_baselines, progress=not args.no_progress, executor=executor)
+    finally:
+        executor.close()
     seconds = time.perf_counter() - began
     frame = records_frame(*paths.values())
     repeats = frame.sampled_percentage.map({study.fraction(size): sweep.repeats_for(size) for size in sweep.sizes})

@@ -40,6 +40,7 @@ from ..train.trainer import RunResult, best_learning_rate
 from .recheck import FLOAT32_TOLERANCE
 from .store import BASELINE_CUT, ResultsFile, results_path
 from .sweep import run_seed
+from .executors import InProcess
 from .units import Progress, run_units
 
 PROFILE = "real"
@@ -394,19 +395,34 @@ class CutStudy:
 
     # ----------------------------------------------------------------- the sweep
 
-    def run(self, grid: CutGrid, baselines: bool = True, progress: bool = True, on_run=None) -> dict[str, Path]:
-        """Every pending cell of ``grid``, saved as it ends; an interrupted sweep resumes where it stopped."""
+    def run(self, grid: CutGrid, baselines: bool = True, progress: bool = True, on_run=None,
+            executor=None) -> dict[str, Path]:
+        """Every pending cell of ``grid``, saved as it ends; an interrupted sweep resumes where it
+        stopped.  With a Ray ``executor`` the cells are its units: each actor receives this study
+        once (the images, the pretrained network) and stages a cut point's frozen prefix itself."""
+        executor = executor or InProcess()
         cells = self.cells(grid, baselines)
+        shared = self if isinstance(executor, InProcess) or not cells else executor.share(self)
 
         def save(cell: Cell, records: list[dict]) -> None:
             added = self.files[cell.kind].add(*records)
             for record in added if on_run else ():
                 on_run(record)
 
-        summary = run_units(cells, lambda cell: self.train_cell(cell), save, describe=Cell.describe,
+        summary = run_units(cells, _train_cell, save, args=(shared,), executor=executor, describe=Cell.describe,
                             size=lambda cell: len(cell.repeats), files=list(self.files.values()),
                             progress=Progress(f"{self.folder} {self.settings.backbone} {self.mode}",
                                               sum(len(c.repeats) for c in cells), show=progress))
         summary.raise_failures("cell(s) failed and are not saved",
                                "the other runs are saved, and re-running the same command retries the failed ones")
         return {kind: f.path for kind, f in self.files.items() if kind == "results" or baselines}
+
+    def __getstate__(self) -> dict:
+        """What a Ray actor needs to train cells: no staged prefix (it stages its own), no results
+        files (only the driver saves) and no log function."""
+        return {**self.__dict__, "_staged": None, "files": None, "log": None}
+
+
+def _train_cell(cell: Cell, study: CutStudy) -> list[dict]:
+    """One cell's records, in this process or on a Ray actor holding the shared study."""
+    return study.train_cell(cell)

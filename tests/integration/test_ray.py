@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from functions.core.errors import DataError
 from functions.notebooks.study import plan
@@ -200,3 +201,29 @@ def test_a_driver_stopped_mid_sweep_resumes_with_nothing_lost_or_doubled(cluster
     keys = [(r["sampled_percentage"], r["sampled_cut_point"], r["repeat"]) for r in runs_of(results)]
     assert sorted(keys) == [(p, c, r) for p in (0.01, 0.05) for c in range(3, 7) for r in range(2)]  # complete, once
 
+
+
+def test_a_study_on_a_backbone_and_your_images_writes_on_ray_what_it_writes_in_process(cluster, paints, tmp_path,
+                                                                                       monkeypatch):
+    from functions.runs.backbone_study import CutStudy, CutStudySettings, grid
+    settings = CutStudySettings(input_size=32, max_epochs=2, patience=2, min_steps_per_epoch=2, batch_size=4)
+    sweep_grid = grid(per_class=(2,), cut_points=(5, 9), repeats=2)
+    written = {}
+    # one thread here, as on each one-CPU actor: oneDNN splits a convolution's sums by threads, and
+    # on six test images one rounding apart can flip a prediction
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for where, executor in (("in-process", InProcess()), ("ray", RayExecutor(cluster))):
+            monkeypatch.setenv("TRANSFER_OUTPUT_ROOT", str(tmp_path / where))
+            try:
+                written[where] = CutStudy(paints, "F", settings, log=lambda *_: None).run(
+                    sweep_grid, progress=False, executor=executor)
+            finally:
+                executor.close()
+    finally:
+        torch.set_num_threads(threads)
+    for kind in ("results", "baselines"):
+        local, remote = (json.loads(written[where][kind].read_text()) for where in ("in-process", "ray"))
+        assert local[0] == remote[0] and len(remote) - 1 == (4 if kind == "results" else 2)
+        assert without_seconds(local[1:]) == without_seconds(remote[1:])

@@ -75,6 +75,7 @@ def test_the_command_line_runs_the_study_on_a_folder_and_refuses_what_it_does_no
                               "'progressive', 'discriminative', 'lora_r4', 'ia3', 'bitfit', 'F-tuned', "),
         (["--mode", "lora", "--set", "lr_decay=2"], "lr_decay"),
         (["--profile", "range"], "--profile range is not an option of the study on your own images"),
+        (["--source", str(paints), "--executor", "ray"], "--executor ray is not an option of adaptation (--source)"),
         (["--set", "depth=3"], "depth"),
         (["--set", "max_epochs=0"], "max_epochs"),
     ]:
