@@ -185,21 +185,38 @@ def chosen_rates(records_by_mode: dict) -> pd.DataFrame:
     return table.reindex(index=[m for m in records_by_mode if m in table.index]).rename(columns="{:g}".format)
 
 
-def chosen_lora_rank(best: pd.DataFrame) -> str:
+def chosen_lora_modes(best: pd.DataFrame) -> dict:
     """Per percentage where ``best`` (:func:`best_cuts`) holds several LoRA ranks (modes
-    ``lora_r<rank>``, tuned or not), the one with the highest mean validation accuracy at its
-    chosen cut: the rank a researcher would pick without looking at the test split, in words."""
-    lines = []
+    ``lora_r<rank>``), the one with the highest mean validation accuracy at its chosen cut: the
+    rank a researcher would pick without looking at the test split."""
+    picked = {}
     for percentage, table in best.groupby(level="sampled_percentage"):
-        table = table.droplevel("sampled_percentage")
-        ranks = {int(found[1]): mode for mode in table.index if (found := LORA_MODE.match(mode))}
+        ranks = table.droplevel("sampled_percentage").filter(regex=LORA_MODE.pattern, axis=0)
         if len(ranks) > 1:
-            validation = {rank: table.loc[mode, "val_acc"] for rank, mode in ranks.items()}
-            rank = max(validation, key=validation.get)
-            others = ", ".join(f"{r}: {v:.3f}" for r, v in validation.items() if r != rank)
-            lines.append(f"{percentage * 100:g}% of the data: LoRA's rank chosen on validation is {rank} (mean "
-                         f"validation accuracy {validation[rank]:.3f}; other ranks {others}), test accuracy "
-                         f"{table.loc[ranks[rank], 'test_acc']:.3f}.")
+            picked[percentage] = ranks["val_acc"].idxmax()
+    return picked
+
+
+def modes_to_tune(best: pd.DataFrame) -> list[str]:
+    """The modes of ``best`` in its order, LoRA only at the rank validation picks (at some
+    percentage) where it holds several: the modes whose learning rate is then chosen."""
+    chosen = set(chosen_lora_modes(best).values())
+    modes = list(dict.fromkeys(best.index.get_level_values("mode")))
+    return [mode for mode in modes if not chosen or not LORA_MODE.fullmatch(mode) or mode in chosen]
+
+
+def chosen_lora_rank(best: pd.DataFrame) -> str:
+    """:func:`chosen_lora_modes` in words, with every rank's validation accuracy beside it."""
+    lines = []
+    for percentage, mode in chosen_lora_modes(best).items():
+        table = best.loc[percentage]
+        validation = {int(LORA_MODE.fullmatch(m)[1]): table.loc[m, "val_acc"] for m in table.index
+                      if LORA_MODE.fullmatch(m)}
+        rank = int(LORA_MODE.fullmatch(mode)[1])
+        others = ", ".join(f"{r}: {v:.4f}" for r, v in validation.items() if r != rank)
+        lines.append(f"{percentage * 100:g}% of the data: LoRA's rank chosen on validation is {rank} (mean "
+                     f"validation accuracy {validation[rank]:.4f}; other ranks {others}); its learning rate is "
+                     f"chosen next, at that rank.")
     return "\n".join(lines)
 
 
@@ -207,8 +224,8 @@ def spread_against_gain(frame: pd.DataFrame, tests: pd.DataFrame, reference: str
     """Per percentage and strategy: its difference from the ``reference`` mode (``tests``, from
     :func:`against_reference`) beside its spread across seeds (the standard deviation of its test
     accuracy over repeats at its chosen cut, and of the paired differences); ``within_spread``
-    where the difference is smaller than the paired differences' spread, so one seed to the next
-    can reverse it."""
+    where the mean difference is smaller than the paired differences' spread, so the next single
+    run can reverse it."""
     rows = []
     for _, test in tests.iterrows():
         percentage = test["sampled_percentage"]
@@ -224,8 +241,9 @@ def spread_against_gain(frame: pd.DataFrame, tests: pd.DataFrame, reference: str
 
 def spread_verdict(spread: pd.DataFrame, reference: str = REFERENCE, size_names: dict | None = None) -> str:
     """One line per percentage from :func:`spread_against_gain`: which strategies differ from
-    ``reference`` by less than their paired differences vary from seed to seed (``size_names``
-    names a percentage in words, as :func:`verdict` does)."""
+    ``reference`` by less than their paired differences vary from seed to seed, so that one run
+    says nothing of the sign (whether the mean difference holds is the tests' question);
+    ``size_names`` names a percentage in words, as :func:`verdict` does."""
     lines = []
     for percentage, table in spread.groupby(level="sampled_percentage"):
         table = table.droplevel("sampled_percentage")
@@ -234,10 +252,10 @@ def spread_verdict(spread: pd.DataFrame, reference: str = REFERENCE, size_names:
         named = "; ".join(f"{mode} {row['gain']:+.3f} (spread {row['std_of_differences']:.3f})"
                           for mode, row in noisy.iterrows())
         line = f"{(size_names or {}).get(percentage, f'{percentage * 100:g}% of the data')}: "
-        line += (f"{len(noisy)} of {len(table)} strategies differ from {reference} by less than their paired "
-                 f"differences vary across seeds (standard deviation), so their sign is noise at these repeats: "
-                 f"{named}." if len(noisy) else f"every strategy differs from {reference} by more than its spread "
-                                                f"across seeds.")
+        line += (f"{len(noisy)} of {len(table)} strategies differ from {reference} on average by less than their "
+                 f"paired differences vary from one seed to the next (standard deviation), so a single run of them "
+                 f"can land on either side of {reference}: {named}." if len(noisy)
+                 else f"every strategy differs from {reference} by more than its spread across seeds.")
         if len(noisy) and len(clear):
             line += " Beyond their spread: " + "; ".join(
                 f"{mode} {row['gain']:+.3f} (spread {row['std_of_differences']:.3f})" for mode, row in clear.iterrows()) + "."

@@ -44,10 +44,13 @@ def test_chosen_rates_count_the_runs_per_learning_rate_and_need_tuned_runs():
         strategies.chosen_rates(_records({"FR": [0.8] * 4}))
 
 
-def test_lora_rank_is_the_one_with_the_best_validation_accuracy_not_the_best_test():
-    best = pd.DataFrame({"val_acc": [0.90, 0.95, 0.92], "test_acc": [0.99, 0.91, 0.93]},
-                        index=pd.MultiIndex.from_tuples([(0.01, "lora_r1"), (0.01, "lora_r4-tuned"), (0.01, "ia3")],
-                                                        names=["sampled_percentage", "mode"]))
+def test_lora_rank_is_the_one_with_the_best_validation_accuracy_not_the_best_test_and_alone_is_tuned():
+    best = pd.DataFrame({"val_acc": [0.95, 0.90, 0.95, 0.92], "test_acc": [0.90, 0.99, 0.91, 0.93]},
+                        index=pd.MultiIndex.from_tuples([(0.01, "FR"), (0.01, "lora_r1"), (0.01, "lora_r4"),
+                                                         (0.01, "ia3")], names=["sampled_percentage", "mode"]))
+    assert strategies.chosen_lora_modes(best) == {0.01: "lora_r4"}
+    assert strategies.modes_to_tune(best) == ["FR", "lora_r4", "ia3"]
     line = strategies.chosen_lora_rank(best)
-    assert line.startswith("1% of the data: LoRA's rank chosen on validation is 4") and "test accuracy 0.910" in line
-    assert strategies.chosen_lora_rank(best.drop(index=(0.01, "lora_r1"))) == ""  # one rank: nothing to choose
+    assert line.startswith("1% of the data: LoRA's rank chosen on validation is 4") and "other ranks 1: 0.9000" in line
+    one_rank = best.drop(index=(0.01, "lora_r1"))  # nothing to choose: every mode is tuned, nothing said
+    assert strategies.chosen_lora_rank(one_rank) == "" and strategies.modes_to_tune(one_rank) == ["FR", "lora_r4", "ia3"]
