@@ -106,9 +106,9 @@ FEW_REPEATS = 3  # at most this many runs per box: drawn as points and their mea
 def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", title: str | None = None,
                      sizes: dict | None = None, cut_axis: str = CUT_LABEL) -> Figure:
     """The study's main figure: per percentage, ``metric`` per cut point (one dot per repeat, at
-    the same offset in every column) with the baseline beside them: box plots, or with at most
-    :data:`FEW_REPEATS` repeats the points and a line at their mean (a box of two or three runs
-    draws quartiles that are not there).  Each panel has its own y axis (the spread shrinks by
+    the same offset in every column) with the baseline beside them: a box plot per cut point, or
+    where it has at most :data:`FEW_REPEATS` repeats the points and a line at their mean (a box of
+    two or three runs draws quartiles that are not there).  Each panel has its own y axis (the spread shrinks by
     orders of magnitude from the smallest fraction to the whole data) and names its n; ``title``
     (dataset, mode, profile) goes above them all; ``sizes`` names a panel's data size in words
     (fraction -> "5 / class") where a fraction alone would not say it; ``cut_axis`` names the x axis
@@ -123,19 +123,20 @@ def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", t
         runs = frame[frame["sampled_percentage"] == percentage]
         repeats = sorted(runs["repeat"].unique())
         columns = runs["cut"].map(order.index)
-        if len(repeats) > FEW_REPEATS:
+        # a box per cut point with more than FEW_REPEATS runs, the mean's line for the others (a
+        # panel may hold both: a cut run to more repeats where a comparison is made)
+        boxed = runs.groupby("cut")[metric].transform("size") > FEW_REPEATS
+        if boxed.any():
             with _quiet_seaborn():
-                sns.boxplot(data=runs, x="cut", y=metric, hue="cut", order=order, hue_order=order, palette=palette,
-                            legend=False, showfliers=False, ax=ax)
-        else:
-            means = runs.groupby("cut")[metric].mean()
-            for cut, mean in means.items():
-                ax.hlines(mean, order.index(cut) - 0.3, order.index(cut) + 0.3, color=palette[cut], linewidth=2.5)
-            ax.set_xticks(range(len(order)), order)
-            ax.set_xlim(-0.6, len(order) - 0.4)
+                sns.boxplot(data=runs[boxed], x="cut", y=metric, hue="cut", order=order, hue_order=order,
+                            palette=palette, legend=False, showfliers=False, ax=ax)
+        for cut, mean in runs[~boxed].groupby("cut")[metric].mean().items():
+            ax.hlines(mean, order.index(cut) - 0.3, order.index(cut) + 0.3, color=palette[cut], linewidth=2.5)
+        ax.set_xticks(range(len(order)), order)
+        ax.set_xlim(-0.6, len(order) - 0.4)
         # one dot per run, repeat r at the same offset in every column (seaborn's jitter is random)
         offsets = dict(zip(repeats, np.linspace(-0.2, 0.2, len(repeats)) if len(repeats) > 1 else [0.0]))
-        ax.scatter(columns + runs["repeat"].map(offsets), runs[metric], s=6 if len(repeats) > FEW_REPEATS else 14,
+        ax.scatter(columns + runs["repeat"].map(offsets), runs[metric], s=np.where(boxed, 6, 14),
                    color="black", zorder=3, linewidth=0)
         named = (sizes or {}).get(percentage) or fraction_title(percentage)
         ax.set(title=f"{named}\n{_repeats_label(runs.groupby('cut').size())}",

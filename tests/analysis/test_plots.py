@@ -59,6 +59,15 @@ def test_boxplot_has_a_panel_per_percentage_with_the_baseline_first(records, bas
     assert FRACTION_LABEL in axes[1].get_title() and "0.1" in axes[1].get_title()
 
 
+def test_a_cut_run_to_more_repeats_gets_a_box_and_the_others_keep_their_mean_line(records, baselines):
+    more = [{**r, "repeat": r["repeat"] + 3 * k} for r in records if r["sampled_cut_point"] == 2
+            and r["sampled_percentage"] == 0.01 for k in (0, 1)]  # cut 2 at 1%: 6 repeats
+    axes = accuracy_boxplot([r for r in records if r not in more] + more, baselines).axes
+    mean_lines = axes[0].collections[:-1]  # the hlines; the last collection is the runs' dots
+    assert len(axes[0].patches) == 1 and len(mean_lines) == 4  # one box (seaborn: a patch); baseline, cuts 0, 1, 3
+    assert "n = 3-6" in axes[0].get_title() and not axes[1].patches  # 3 repeats everywhere at 10%
+
+
 def test_mean_curves_use_a_log_axis_and_one_line_per_cut(records, baselines):
     (ax,) = labelled(mean_curves(records, baselines))
     assert ax.get_xscale() == "log" and FRACTION_LABEL in ax.get_xlabel() and ax.get_ylabel() == "mean test accuracy"
