@@ -15,7 +15,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .plots import panels, readable_log_ticks
+from .plots import panels, readable_log_ticks, repeats_label
 from .stats import chosen_cuts, holm_family, paired_gain, repeats_for_power, repeats_to_detect
 
 UNSUPERVISED = ("source_only", "adabn", "dann", "coral")
@@ -189,7 +189,7 @@ def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headl
         spread = frame.groupby("sampled_percentage").test_acc.agg(["mean", "std", "count"])
         label = labelled_label(name) if name == labelled else LABELS[name] if name == "baseline" else \
             f"{LABELS[name]} (unlabelled)"
-        label = f"{label}, n = {int(spread['count'].min())}"
+        label = f"{label}, {repeats_label(spread['count'])}"
         if style.startswith("--") and len(spread) == 1:
             # a method that saw one fraction (all the target images): a level across the axis, so
             # where it meets a labelled curve reads as what it is worth

@@ -94,7 +94,7 @@ def _quartile_summary(frame: pd.DataFrame, by: list, metric: str) -> pd.DataFram
 
 # ----------------------------------------------------------------------------- accuracy figures
 
-def _repeats_label(counts: pd.Series) -> str:
+def repeats_label(counts: pd.Series) -> str:
     """``n = 3``, or ``n = 2-3`` where the groups of a panel hold different numbers of runs."""
     low, high = int(counts.min()), int(counts.max())
     return f"n = {low}" if low == high else f"n = {low}-{high}"
@@ -139,7 +139,7 @@ def accuracy_boxplot(records, baseline_records=None, metric: str = "test_acc", t
         ax.scatter(columns + runs["repeat"].map(offsets), runs[metric], s=np.where(boxed, 6, 14),
                    color="black", zorder=3, linewidth=0)
         named = (sizes or {}).get(percentage) or fraction_title(percentage)
-        ax.set(title=f"{named}\n{_repeats_label(runs.groupby('cut').size())}",
+        ax.set(title=f"{named}\n{repeats_label(runs.groupby('cut').size())}",
                xlabel=cut_axis, ylabel=_label(metric))
         ax.tick_params(axis="x", labelrotation=45)
     if title:
@@ -262,7 +262,7 @@ def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "t
                 ax.axhspan(base.quantile(0.25), base.quantile(0.75), color=BASELINE_COLOR, alpha=0.15, linewidth=0)
         counts = frame[frame["sampled_percentage"] == percentage].groupby(["mode", "sampled_cut_point"]).size()
         named = (sizes or {}).get(percentage) or fraction_title(percentage)
-        ax.set(title=f"{named}\n{_repeats_label(counts)}", xlabel=cut_axis,
+        ax.set(title=f"{named}\n{repeats_label(counts)}", xlabel=cut_axis,
                ylabel=f"mean {_label(metric)}")
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -17,7 +17,6 @@ training image of the target, unlabelled).
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,11 @@ class AdaptationSettings(CutStudySettings):
     adapt_epochs: int = 10
     adapt_min_steps: int = 20  # 200 steps in all: about 15 batches of 16 make a pass over a few hundred images
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.lrs:
+            raise DataError(f"lrs={list(self.lrs)}: adaptation trains at one learning rate (lr); drop lrs")
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -99,7 +103,7 @@ class AdaptationStudy:
             raise DataError(f"{target_data.name}'s classes {list(self.target.classes)} are not {source_data.name}'s "
                             f"{self.classes}: adaptation transfers one set of classes to another domain; give two "
                             f"datasets with the same class names")
-        params = {**dataclasses.asdict(settings), "weights_sha256": self.backbone.identity()["weights_sha256"],
+        params = {**settings.params(), "weights_sha256": self.backbone.identity()["weights_sha256"],
                   "stages": self.backbone.layer_names, "source_data": source_data.version,
                   "data": target_data.version, "classes": self.classes, SCHEMA_KEY: SCHEMA_VERSION}
         self.files = {m: ResultsFile(results_path(self.folder, "results", settings.backbone, m, profile),

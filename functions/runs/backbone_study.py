@@ -84,6 +84,12 @@ class CutStudySettings:
     def learning_rates(self) -> tuple:
         return self.lrs or (self.lr,)
 
+    def params(self) -> dict:
+        """The settings as a results file keeps them: lists for tuples, and the rates a tuned
+        mode's runs choose between only in its own files (the others' predate them)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if k != "lrs" or v}
+
 
 @declared
 @dataclass(frozen=True)
@@ -251,8 +257,7 @@ class CutStudy:
         self.task = self.dataset.task(self.backbone.input_size, self.backbone.channels, VAL_SPLIT, SPLIT_SEED,
                                       log=log, pixels=True)
         self.classes = [str(c) for c in self.task.classes]
-        # the rates a tuned mode's runs choose between, in its files alone (the others' predate them)
-        params = {**{k: list(v) if isinstance(v, tuple) else v for k, v in own.items() if k != "lrs" or v},
+        params = {**CutStudySettings(**own).params(),
                   "weights_sha256": self.backbone.identity()["weights_sha256"], "stages": self.backbone.layer_names,
                   "data": self.dataset.version, "classes": self.classes, SCHEMA_KEY: SCHEMA_VERSION}
         self.files = {
