@@ -128,10 +128,10 @@ def _transferability_parameters(folder: str) -> str:
 STRATEGY_FRACTIONS = (0.01,)
 
 
-# the repeats of each strategy's runs at its chosen cut that choose their learning rate (`make
-# strategies`): an exact test over the folder's strategies can then reach 0.05 after Holm's correction
-TUNED_REPEATS = {"MNIST": 9}
-TUNED_REPEATS_ELSEWHERE = 8
+# the folders whose strategies ran again at their chosen cuts choosing their learning rates (`make
+# strategies`), with those runs' repeats: an exact test over the folder's strategies can then reach
+# 0.05 after Holm's correction
+TUNED_REPEATS = {"MNIST": 9, "FashionMNIST": 8, "MNIST_to_FashionMNIST": 8, "FashionMNIST_to_MNIST": 8}
 
 
 def strategy_modes(folder: str) -> list[str]:
@@ -156,7 +156,8 @@ PARAMETERS = {
     "strategies": lambda folder: _parameters(folder, percentages=STRATEGY_FRACTIONS,
                                              which="those the strategies' sweeps ran (`make strategies`)",
                                              modes=strategy_modes(folder),
-                                             tuned_repeats=TUNED_REPEATS.get(folder, TUNED_REPEATS_ELSEWHERE),
+                                             **({"tuned_repeats": TUNED_REPEATS[folder]} if folder in TUNED_REPEATS
+                                                else {}),
                                              comments={"tuned_repeats": "runs per mode at its chosen cut that "
                                                                         "choose their learning rate"}),
     "adaptation": lambda folder: _adaptation_parameters(folder),
@@ -286,6 +287,8 @@ def cells(folder: str, kind: str) -> list:
     if kind == "fe_vs_ft":
         return _fe_vs_ft_cells(folder)
     parts = [kind, "sweep"] if kind in ("empirical", "truncation") else [kind]
+    if kind == "strategies":  # the learning rates chosen on validation where their runs are committed
+        parts = [kind, *(["strategies_tuned"] if folder in TUNED_REPEATS else []), "strategies_recheck"]
     return [cell for part in parts for cell in _template(part, **values)]
 def build(folder: str, kind: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()

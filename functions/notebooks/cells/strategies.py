@@ -72,50 +72,9 @@ display(best['seconds'].unstack().round(2))
 
 # %% [markdown]
 # ## Better than FR, at the default learning rate?
-# Each strategy at its chosen cut against FR at FR's, runs paired by repeat (both trained on the same subsets): the mean difference in test accuracy with a 95% bootstrap interval, the exact Wilcoxon p, Holm-corrected over the strategies of a percentage (one test per strategy answers "is it better than FR"), and the repeats a power calculation from the measured spread asks to detect a difference of that size (80% power). Where no strategy differs significantly the p values are left out of the table, and the verdict below says why. Every run here trains at the study's learning rate (0.001), which suits some strategies better than others: the next section gives each its own.
+# Each strategy at its chosen cut against FR at FR's, runs paired by repeat (both trained on the same subsets): the mean difference in test accuracy with a 95% bootstrap interval, the exact Wilcoxon p, Holm-corrected over the strategies of a percentage (one test per strategy answers "is it better than FR"), and the repeats a power calculation from the measured spread asks to detect a difference of that size (80% power). Where no strategy differs significantly the p values are left out of the table, and the verdict below says why. Every run here trains at the study's learning rate (0.001).
 
 # %%
 tests = strategies.against_reference(frame, best)
 display(stats.shown_tests(tests).round(3))
 print(strategies.verdict(frame, best, tests))
-
-# %% [markdown]
-# ## With the learning rate chosen on validation
-# Each mode again at the cut its runs above picked, with `tuned_repeats` repeats, every run trained at three learning rates (0.0003, 0.001, 0.003) keeping the one with the best validation accuracy: modes `<mode>-tuned`, which `make strategies` ran. The test split chooses nothing. FR chooses its rate the same way, so the comparison stays even. Where several LoRA ranks ran, the rank with the best validation accuracy above is the one tuned. The counts show which rate the runs chose.
-
-# %%
-print(strategies.chosen_lora_rank(best))
-tuned = study.tuned_plans({mode: plans[mode] for mode in strategies.modes_to_tune(best)}, best, tuned_repeats)
-for mode_plans in tuned.values():
-    for tuned_plan in mode_plans:
-        study.run_sweep(*tuned_plan, progress=False, device=device)
-tuned_runs, tuned_trainable = study.tuned_records(chosen, tuned)
-tuned_frame = strategies.strategy_frame(tuned_runs, tuned_trainable, reference='FR-tuned')
-tuned_best = strategies.best_cuts(tuned_frame, baselines)
-display(tuned_best.drop(columns=['seconds', 'val_acc']).round(3))
-display(strategies.chosen_rates(tuned_runs))
-
-# %% [markdown]
-# Each tuned strategy against tuned FR, paired by repeat as above, and each one's spread across seeds: the standard deviation of its test accuracy over the repeats and of its paired differences from FR. A mean difference smaller than the spread of the differences is one the next single run can reverse; whether the mean itself holds is what the test answers.
-
-# %%
-tuned_tests = strategies.against_reference(tuned_frame, tuned_best, reference='FR-tuned')
-display(stats.shown_tests(tuned_tests).round(3))
-spread = strategies.spread_against_gain(tuned_frame, tuned_tests, reference='FR-tuned')
-display(spread.round(3))
-
-# %% [markdown]
-# ## The answer in words
-
-# %%
-print(strategies.verdict(tuned_frame, tuned_best, tuned_tests, reference='FR-tuned'))
-print(strategies.spread_verdict(spread, reference='FR-tuned'))
-
-# %% [markdown]
-# ## Do the stored results still come out of the code?
-# One stored run of the strategy whose runs are the fastest (their recorded seconds at the smallest fraction), at the cut its validation accuracy picks, trained again from scratch beside its stored test accuracy; a value within 0.01 of the stored one (float rounding differs between kinds of CPU) prints as stored. The strategies share one trainer; the test suite trains stored runs of progressive unfreezing and LoRA again under another CPU's rounding (`tests/runs/test_recheck.py`), and this folder's empirical notebook the baseline.
-
-# %%
-smallest = best.loc[grid.percentages[0]].drop(index='FR')
-fastest = smallest['seconds'].idxmin()
-study.recheck_table(chosen, {fastest: plans[fastest]}, cut_point=int(smallest.loc[fastest, 'best_cut']), percentage=grid.percentages[0], device=device, baseline=False)
