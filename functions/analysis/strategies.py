@@ -182,7 +182,10 @@ def chosen_rates(records_by_mode: dict) -> pd.DataFrame:
     if not rows:
         raise DataError("no run chose a learning rate: give the records of modes <mode>-tuned")
     table = pd.crosstab(pd.DataFrame(rows)["mode"], pd.DataFrame(rows)["learning rate"])
-    return table.reindex(index=[m for m in records_by_mode if m in table.index]).rename(columns="{:g}".format)
+    candidates = sorted({float(key.removeprefix("val_acc_lr")) for records in records_by_mode.values()
+                         for record in records for key in record if key.startswith("val_acc_lr")})
+    table = table.reindex(index=[m for m in records_by_mode if m in table.index], columns=candidates, fill_value=0)
+    return table.rename(columns="{:g}".format)
 
 
 def chosen_lora_modes(best: pd.DataFrame) -> dict:

@@ -11,7 +11,8 @@ def _records(mode_accuracies: dict, cut: int = 2, chosen_lrs=None) -> dict:
     validation accuracy 0.01 below it."""
     return {mode: [{"sampled_percentage": 0.01, "sampled_cut_point": cut, "repeat": r, "test_acc": a,
                     "val_acc": a - 0.01, "epochs": 5, "seconds": 1.0, "trainable_params": 100 * (i + 1),
-                    **({"chosen_lr": chosen_lrs[r]} if chosen_lrs else {})} for r, a in enumerate(accuracies)]
+                    **({"chosen_lr": chosen_lrs[r], **{f"val_acc_lr{lr:g}": a for lr in (0.0003, 0.001, 0.003, 0.01)}}
+                       if chosen_lrs else {})} for r, a in enumerate(accuracies)]
             for i, (mode, accuracies) in enumerate(mode_accuracies.items())}
 
 
@@ -38,8 +39,9 @@ def test_a_strategy_whose_gain_is_smaller_than_its_spread_is_reported_as_noise()
 def test_chosen_rates_count_the_runs_per_learning_rate_and_need_tuned_runs():
     lrs = [0.001, 0.003, 0.003, 0.0003]
     table = strategies.chosen_rates(_records({"FR-tuned": [0.8] * 4, "ia3-tuned": [0.9] * 4}, chosen_lrs=lrs))
-    assert list(table.index) == ["FR-tuned", "ia3-tuned"] and list(table.columns) == ["0.0003", "0.001", "0.003"]
-    assert table.loc["ia3-tuned"].tolist() == [1, 1, 2]
+    assert list(table.index) == ["FR-tuned", "ia3-tuned"]
+    assert list(table.columns) == ["0.0003", "0.001", "0.003", "0.01"]  # a rate no run chose counts 0
+    assert table.loc["ia3-tuned"].tolist() == [1, 1, 2, 0]
     with pytest.raises(DataError, match="chose a learning rate"):
         strategies.chosen_rates(_records({"FR": [0.8] * 4}))
 
