@@ -113,16 +113,26 @@ strategies: pretrained
 # from a 64-channel teacher, as modes of the quick study of each cross-dataset folder (what the
 # adaptation notebooks resume); the BatchNorm source models and the teachers are trained when missing.
 # Each folder also runs 8 repeats at the headline cut (the last block), enough for an exact test
-# over the three methods against source only; the MNIST <-> FashionMNIST pairs, whose classes mean
-# different things, run DANN and CORAL at the papers' weight (their folder settings in
-# functions/config.py, which every command applies to them)
+# over the three methods against source only, and at 1% (the fewest labels, where a teacher can
+# matter most) distillation and FR 8 repeats each at the cut its validation accuracy picks (the
+# paired test of teacher against none; each repeat fine-tunes a teacher of its own); the MNIST <->
+# FashionMNIST pairs, whose classes mean different things, run DANN and CORAL at the papers'
+# weight (their folder settings in functions/config.py, which every command applies to them).
+# Last, the digits folder's DANN and CORAL choose their learning rate with their weight, without
+# target labels, at the last block with 1% and 5% of the target images (8 repeats)
 ADAPTATION_MODES := source_only adabn dann coral distill
 adaptation: pretrained
 	for folder in MNIST_to_digits MNIST_to_FashionMNIST FashionMNIST_to_MNIST; do \
 	  for mode in $(ADAPTATION_MODES); do $(PY) -m functions run $$folder --mode $$mode --no-progress || exit 1; done; \
 	  $(PY) -m functions run $$folder --mode source_only --repeats 8 --no-progress || exit 1; \
 	  for mode in adabn dann coral; do \
-	    $(PY) -m functions run $$folder --mode $$mode --cuts 6 --repeats 8 --no-progress || exit 1; done; done
+	    $(PY) -m functions run $$folder --mode $$mode --cuts 6 --repeats 8 --no-progress || exit 1; done; \
+	  for mode in distill FR; do \
+	    $(PY) -m functions run $$folder --mode $$mode --percentages 0.01 --repeats 8 --at-chosen-cut --no-baselines \
+	      --no-progress || exit 1; done; done
+	for mode in dann coral; do \
+	  $(PY) -m functions run MNIST_to_digits --mode $$mode-tuned --cuts 6 --percentages 0.01 0.05 --repeats 8 \
+	    --no-baselines --no-progress || exit 1; done
 
 # the cut-point study of ImageNet EfficientNet-Lite0 on the clipart images (Clipart/), real profile:
 # the baselines with FR, then F and FT on the same subsets, and the fine-tuning strategies at 5 images

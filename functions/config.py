@@ -65,19 +65,24 @@ ADAPTATION_MIN_STEPS = 50
 ALIGNING_MODES = ("dann", "coral")
 # What each run of these modes chooses between (with_mode sets them; a --set after the mode
 # changes them): DANN's and CORAL's weight by the target risk estimate, which needs no target
-# label, the distillation's share of the soft-label term by validation accuracy.  The papers'
+# label, the distillation's temperature and share of the soft-label term by validation accuracy.  The papers'
 # value and one a step of about 3x to 10x towards the side where it would matter: a gentler
 # gradient reversal than Ganin & Lempitsky's 1, which is unstable on small targets; a stronger
 # CORAL term than 1, since Deep CORAL's loss, divided by 4d^2, is far below the cross-entropy;
-# more of the labels' cross-entropy beside Hinton et al.'s soft labels, where the teacher is weak.
+# more of the labels' cross-entropy beside Hinton et al.'s soft labels, where the teacher is weak,
+# and a softer temperature than the usual 4 (2: less weight on the teacher's small probabilities,
+# which a teacher fine-tuned on a few hundred images has not learned well).
 TUNED_SETTINGS = {"dann": {"dann_weights": (0.3, 1.0)}, "coral": {"coral_weights": (1.0, 10.0)},
-                  "distill": {"kd_alphas": (0.5, 0.9)}}
+                  "distill": {"kd_temperatures": (2.0, 4.0), "kd_alphas": (0.5, 0.9)}}
 # A learning rate chosen per run: mode ``<mode>-tuned`` (F, FR, FT or a fine-tuning strategy) trains
 # each run at every rate here and keeps the one with the best validation accuracy; the default rate
 # and one half a decade either side of it, the range over which Adam's best rate for a small
 # network moves between tasks and strategies (adapters favour a higher one, whole blocks a lower)
 TUNED_SUFFIX = "-tuned"
 TUNED_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
+# the modes that have a ``-tuned`` form; DANN and CORAL choose their rate with their weight, by the
+# target risk estimate (no target label), the others by validation accuracy
+RATE_CHOOSING = (*MODES, *FINE_TUNING, *ALIGNING_MODES)
 # the record's keys that name what a run of a tuned mode chose, and the single setting each fixes
 LR_CHOSEN_KEY = {"chosen_lr": ("lr_fine_tune", "lr_fine_tunes")}
 CHOSEN_KEYS = {"dann": {"chosen_weight": ("dann_weight", "dann_weights")},
@@ -95,7 +100,7 @@ INPUT_SIZE = Interval(int, 8, 1024, what="the input size in pixels", help="side 
 
 def mode_names() -> list[str]:
     """Every name ``--mode`` takes (a LoRA rank other than the default as ``lora_r<rank>``)."""
-    return [*MODES, *STRATEGIES, *(f"{mode}{TUNED_SUFFIX}" for mode in (*MODES, *FINE_TUNING))]
+    return [*MODES, *STRATEGIES, *(f"{mode}{TUNED_SUFFIX}" for mode in RATE_CHOOSING)]
 
 
 @dataclass(frozen=True)
@@ -304,9 +309,10 @@ class Config:
                 raise DataError(f"mode {self.strategy!r} needs {wanted} (use --mode {self.strategy})")
         if self.strategy == "adabn" and not self.batch_norm:
             raise DataError("mode 'adabn' re-estimates BatchNorm statistics: it needs batch_norm=true")
-        if self.lr_fine_tunes and self.strategy not in (CUT, *FINE_TUNING):
+        if self.lr_fine_tunes and self.strategy not in (CUT, *FINE_TUNING, *ALIGNING_MODES):
             raise DataError(f"mode {self.strategy!r} does not choose its learning rate: set lr_fine_tunes=[] "
-                            f"(F, FR, FT and the fine-tuning strategies {list(FINE_TUNING)} do)")
+                            f"(F, FR, FT, the fine-tuning strategies {list(FINE_TUNING)} and "
+                            f"{list(ALIGNING_MODES)} do)")
         if self.strategy == "progressive" and self.stage_epochs > self.num_train:
             raise DataError(f"stage_epochs={self.stage_epochs} must be in 1..num_train={self.num_train}: a "
                             f"progressive stage cannot be longer than the epoch budget")
@@ -347,9 +353,9 @@ class Config:
         named ``<mode>-tuned`` the learning rates of :data:`TUNED_LEARNING_RATES`."""
         if mode.endswith(TUNED_SUFFIX):
             untuned = mode[:-len(TUNED_SUFFIX)]
-            if untuned not in MODES and untuned not in FINE_TUNING and not LORA_MODE.fullmatch(untuned):
-                raise DataError(f"mode {mode!r}: only F, FR, FT and the fine-tuning strategies {list(FINE_TUNING)} "
-                                f"choose their learning rate (e.g. ia3{TUNED_SUFFIX})")
+            if untuned not in RATE_CHOOSING and not LORA_MODE.fullmatch(untuned):
+                raise DataError(f"mode {mode!r}: only F, FR, FT, the fine-tuning strategies {list(FINE_TUNING)} "
+                                f"and {list(ALIGNING_MODES)} choose their learning rate (e.g. ia3{TUNED_SUFFIX})")
             return self.with_mode(untuned).replace(lr_fine_tunes=TUNED_LEARNING_RATES)
         if mode in MODES:
             return dataclasses.replace(self, **MODES[mode], strategy=CUT)

@@ -9,6 +9,8 @@ labelled modes (FR, distillation) are read at the cut their validation accuracy 
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
@@ -18,8 +20,13 @@ from matplotlib.lines import Line2D
 from .plots import panels, readable_log_ticks, repeats_label
 from .stats import chosen_cuts, holm_family, paired_gain, repeats_for_power, repeats_to_detect
 
-UNSUPERVISED = ("source_only", "adabn", "dann", "coral")
+# a distillation record's validation accuracy at one (temperature, share) candidate
+CANDIDATE_KEY = re.compile(r"val_acc_t([0-9.e+-]+)_a([0-9.e+-]+)")
+# the unsupervised methods in the order tables show them; ``<method>-tuned``: its learning rate
+# chosen with its weight by the target risk estimate (where a folder ran it)
+UNSUPERVISED = ("source_only", "adabn", "dann", "coral", "dann-tuned", "coral-tuned")
 LABELS = {"source_only": "source only", "adabn": "AdaBN", "dann": "DANN", "coral": "CORAL",
+          "dann-tuned": "DANN, rate chosen", "coral-tuned": "CORAL, rate chosen",
           "baseline": "baseline (labelled, from scratch)"}
 
 
@@ -235,6 +242,69 @@ def distillation_gain(distill_records, fr_records) -> pd.DataFrame:
     distilled = _frame(distill_records).groupby(key).test_acc.mean()
     alone = _frame(fr_records).groupby(key).test_acc.mean()
     return (distilled - alone).dropna().unstack("sampled_percentage")
+
+
+def distillation_against_alone(distill_records, fr_records, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Does the teacher help?  Per fraction, the distilled student at the cut its validation
+    accuracy picks against the student trained alone (FR) at its own, runs paired by repeat (the
+    same labelled subset and seed): the mean difference with a 95% bootstrap interval, the exact
+    Wilcoxon p Holm-corrected over the fractions (one question asked at every size), the standard
+    deviation of the paired differences (a mean gain below it is one the next seed can reverse)
+    and the repeats a power calculation from the measured spread asks for."""
+    rng = np.random.default_rng(seed)
+    distilled, alone = _frame(distill_records), _frame(fr_records)
+    cuts = {"distilled": chosen_cuts(distilled), "alone": chosen_cuts(alone)}
+    fractions = [p for p in cuts["distilled"].index if p in cuts["alone"].index]
+    family = []
+    for percentage in fractions:
+        runs = {name: frame[(frame.sampled_percentage == percentage)
+                            & (frame.sampled_cut_point == cuts[name][percentage])].set_index("repeat")["test_acc"]
+                for name, frame in (("distilled", distilled), ("alone", alone))}
+        pair = pd.concat(runs, axis=1).dropna()
+        difference = pair["distilled"] - pair["alone"]
+        family.append({"fraction": percentage, "cut": int(cuts["distilled"][percentage]),
+                       "alone cut": int(cuts["alone"][percentage]),
+                       **paired_gain(pair["distilled"], pair["alone"], rng), "std of differences": difference.std(),
+                       "repeats_for_power": repeats_for_power(np.sign(difference.mean()) * difference,
+                                                              len(fractions), alpha)})
+    table = pd.DataFrame(holm_family(family, alpha))
+    table["spread exceeds gain"] = table["std of differences"] > table["gain"].abs()
+    return table
+
+
+def distillation_verdict(table: pd.DataFrame, alpha: float = 0.05) -> str:
+    """:func:`distillation_against_alone` in words, one line per fraction: the gain with its
+    interval, whether it is significant after Holm's correction or why the repeats cannot tell,
+    and a gain smaller than the seed-to-seed spread of the differences called that."""
+    lines = []
+    for _, row in table.iterrows():
+        n = int(row["n"])
+        text = (f"{row['fraction'] * 100:g}% of the target images, labelled, n = {n} paired repeats: distilled "
+                f"minus alone {row['gain']:+.3f} (95% CI {row['ci95_low']:+.3f} to {row['ci95_high']:+.3f}; cuts "
+                f"{row['cut']} and {row['alone cut']})")
+        if row["significant"]:
+            text += f", significant (Holm p = {row['p_holm']:.3g} over {len(table)} fractions)"
+        elif row["detectable"]:
+            text += f", not significant (Holm p = {row['p_holm']:.3g} over {len(table)} fractions)"
+        else:
+            text += (f"; {n} repeats cannot reach significance (smallest Holm p {row['smallest_p_holm']:.3g}), "
+                     f"{repeats_to_detect(len(table), alpha)} could")
+        if row["spread exceeds gain"]:
+            text += f", and within the spread of the paired differences ({row['std of differences']:.3f})"
+        lines.append(text + ".")
+    return "\n".join(lines)
+
+
+def chosen_distillation_settings(distill_records) -> pd.DataFrame:
+    """How often the runs of each fraction chose each (temperature, share) pair on validation
+    (rows fractions; a column for every pair the runs tried, chosen or not)."""
+    frame = _frame(distill_records).dropna(subset=["chosen_temperature"])
+    tried = sorted({tuple(float(v) for v in match.groups()) for key in frame.columns
+                    if (match := CANDIDATE_KEY.fullmatch(key))})
+    table = pd.crosstab(frame["sampled_percentage"], [frame["chosen_temperature"], frame["chosen_alpha"]])
+    table = table.reindex(columns=pd.MultiIndex.from_tuples(tried), fill_value=0)
+    table.columns = [f"T {t:g}, share {a:g}" for t, a in table.columns]
+    return table.rename_axis("fraction")
 
 
 def embedding(features: dict, labels: dict, seed: int = 0) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from ..config import ADAPTATION_MODES, FOLDERS, default_setup, folder_settings, setup_names
+from ..config import ADAPTATION_MODES, ALIGNING_MODES, FOLDERS, default_setup, folder_settings, setup_names
 from ..core.paths import REPO_ROOT
 from ..runs.backbone_adaptation import ADAPTATION_CUTS, ADAPTATION_REPEATS
 from ..runs.papermill_grid import execute as execute_notebook
@@ -41,6 +41,12 @@ ADAPTATION_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST", "MNIST_t
 _NOTEBOOK_FIRST_MODES = ("source_only", "adabn")
 ADAPTATION_NOTEBOOK_MODES = [*_NOTEBOOK_FIRST_MODES,
                              *(mode for mode in ADAPTATION_MODES if mode not in _NOTEBOOK_FIRST_MODES), "distill"]
+# the folders whose DANN and CORAL also choose their learning rate (mode <mode>-tuned, `make
+# adaptation`), at the headline cut with this many repeats at these fractions: those where the
+# classes of source and target mean the same, so that an alignment can help and its settings matter
+TUNED_ALIGNMENT = {"MNIST_to_digits": ALIGNING_MODES}
+TUNED_ALIGNMENT_REPEATS = 8
+TUNED_ALIGNMENT_FRACTIONS = (0.01, 0.05)
 # notebooks over every folder, at the repository's top level
 TOP_LEVEL = ("reproduction", "model_zoo", "your_data")
 
@@ -142,8 +148,14 @@ def strategy_modes(folder: str) -> list[str]:
 
 def _adaptation_parameters(folder: str) -> str:
     return _parameters(folder, modes=ADAPTATION_NOTEBOOK_MODES + ["FR"], settings=folder_settings(folder),
+                       tuned_modes=list(TUNED_ALIGNMENT.get(folder, ())),
+                       tuned_percentages=list(TUNED_ALIGNMENT_FRACTIONS), tuned_repeats=TUNED_ALIGNMENT_REPEATS,
                        comments={"settings": "overrides of every mode's parameters ({}: the profile's and each "
-                                             "mode's own)"})
+                                             "mode's own)",
+                                 "tuned_modes": "also run as <mode>-tuned at the headline cut, choosing their "
+                                                "learning rate without target labels",
+                                 "tuned_percentages": "the fractions each <mode>-tuned ran",
+                                 "tuned_repeats": "runs per fraction of each <mode>-tuned"})
 
 
 # the parameters cell ({{parameters}}) of the study templates that have one

@@ -156,7 +156,7 @@ class AdaptationStudy:
         for method in cell.methods:
             _, result = adapt(method, view, len(view.blocks), splits["source_train"], splits["source_val"],
                               splits["target_train"], splits["target_test"],
-                              weights=ALIGNMENT_WEIGHTS.get(method, (1.0,)), lr=s.lr, epochs=s.adapt_epochs,
+                              weights=ALIGNMENT_WEIGHTS.get(method, (1.0,)), lrs=(s.lr,), epochs=s.adapt_epochs,
                               batch_size=s.batch_size, min_steps_per_epoch=s.adapt_min_steps, seed=seed)
             records.append((method, {
                 "lr": s.lr, "sampled_percentage": 1.0, "samples_per_class": None, "sampled_cut_point": k,

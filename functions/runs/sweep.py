@@ -73,8 +73,9 @@ def train_group(cfg: Config, task: TaskData, pretrained, cut_point: int, runs, i
     Returns ``(model, result)`` per run, each model holding its best weights.  ``trajectory``
     records the first steps of one run of an aligning mode instead
     (:mod:`functions.train.reference`)."""
-    if pretrained is not None and cfg.lr_fine_tunes:
+    if pretrained is not None and cfg.lr_fine_tunes and cfg.strategy not in ALIGNING_MODES:
         # every rate trains each run from the same seeds; per run, the best on validation is kept
+        # (DANN and CORAL choose theirs with their weight, without target labels: domain_runs)
         per_rate = [train_group(cfg.replace(lr_fine_tune=lr, lr_fine_tunes=()), task, pretrained, cut_point, runs, inputs)
                     for lr in cfg.lr_fine_tunes]
         return [best_learning_rate(cfg.lr_fine_tunes, candidates) for candidates in zip(*per_rate)]

@@ -29,6 +29,7 @@ its extra loss and the source/target pairs from its paired batch sampler.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 
@@ -235,27 +236,37 @@ def dev_risk(model: StudyCNN, source: Split, source_val: Split, target: torch.Te
     return float(weighted.mean() + eta * (weights.mean() - 1.0))
 
 
+def risk_key(weight: float, lr: float, several_rates: bool) -> str:
+    """The record's key of one candidate's :func:`dev_risk` (its rate named only where rates were
+    chosen between, so that files written before that keep their keys)."""
+    return f"dev_risk_{weight:g}_lr{lr:g}" if several_rates else f"dev_risk_{weight:g}"
+
+
 def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, source_val: Split, target: Split,
-          test: Split, *, weights: tuple = (1.0,), lr: float = 1e-3, epochs: int = 10, batch_size: int = 64,
+          test: Split, *, weights: tuple = (1.0,), lrs: tuple = (1e-3,), epochs: int = 10, batch_size: int = 64,
           min_steps_per_epoch: int = 1, seed: int = 0,
           trajectory: Trajectory | None = None) -> tuple[StudyCNN, RunResult]:
     """One adaptation run from a copy of ``source_model``: ``source_only``, ``adabn``, ``dann`` or
     ``coral`` at ``cut_point``, with ``target``'s images (its labels are only scored, never used).
 
-    DANN and CORAL train at their alignment weight ``weights[0]``; given several, one run per
-    weight, and the one with the lowest :func:`dev_risk` is kept: its weight and every candidate's risk go into the result's
-    details.  The result's ``test_acc`` is on the target's test split, ``train_acc`` on the target
-    images adapted to, ``val_acc`` on the source's validation split (the only labels a method may
-    see).  With ``trajectory`` (DANN and CORAL only) the run is the trajectory's first steps in its
-    dtype, and nothing is scored (the accuracies are NaN): the steps are what it is for.
+    DANN and CORAL train at alignment weight ``weights[0]`` and learning rate ``lrs[0]``; given
+    several of either, one run per (weight, rate) pair from the same seed, and the one with the
+    lowest :func:`dev_risk` is kept: what it chose and every candidate's risk go into the result's
+    details, and its seconds are all the candidates' (what a run that chooses costs).  The result's
+    ``test_acc`` is on the target's test split, ``train_acc`` on the target images adapted to,
+    ``val_acc`` on the source's validation split (the only labels a method may see).  With
+    ``trajectory`` (DANN and CORAL only) the run is the trajectory's first steps in its dtype, and
+    nothing is scored (the accuracies are NaN): the steps are what it is for.
     """
     began = time.perf_counter()
     aligning = method in ("dann", "coral")
+    candidates = list(itertools.product(weights, lrs))
     if trajectory is not None and not aligning:
         raise DataError(f"{method!r} does not train: only dann and coral have a trajectory to record")
-    if len(weights) > 1 and (not aligning or trajectory is not None):
-        raise DataError(f"several weights {list(weights)} are chosen between for one dann or coral run; "
-                        f"{method!r} takes none" if not aligning else "a trajectory records one weight's run")
+    if len(candidates) > 1 and (not aligning or trajectory is not None):
+        raise DataError(f"several weights {list(weights)} or learning rates {list(lrs)} are chosen between for one "
+                        f"dann or coral run; {method!r} takes none" if not aligning else
+                        "a trajectory records one weight's and one rate's run")
     dtype = trajectory.dtype if trajectory is not None else torch.float32
     source, target = as_dtype(source, dtype), as_dtype(target, dtype)
     status, details = "ok", None
@@ -263,18 +274,21 @@ def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, so
         model = adapt_batch_norm(copy.deepcopy(source_model), target.x, cut_point)
     elif aligning:
         runs = {}
-        for weight in weights:
+        for weight, lr in candidates:
             model = copy.deepcopy(source_model).to(dtype)
-            runs[weight] = model, train_aligned(model, method, cut_point, source, target.x, weight=weight, lr=lr,
-                                                epochs=epochs, batch_size=batch_size,
-                                                min_steps_per_epoch=min_steps_per_epoch, seed=seed,
-                                                trajectory=trajectory)
-        chosen = weights[0]
+            runs[weight, lr] = model, train_aligned(model, method, cut_point, source, target.x, weight=weight, lr=lr,
+                                                    epochs=epochs, batch_size=batch_size,
+                                                    min_steps_per_epoch=min_steps_per_epoch, seed=seed,
+                                                    trajectory=trajectory)
+        chosen = candidates[0]
         if len(runs) > 1:
-            risks = {w: dev_risk(m, source, source_val, target.x, seed) if status == "ok" else float("inf")
-                     for w, (m, status) in runs.items()}
+            risks = {pair: dev_risk(m, source, source_val, target.x, seed) if status == "ok" else float("inf")
+                     for pair, (m, status) in runs.items()}
             chosen = min(risks, key=risks.get)
-            details = {"chosen_weight": chosen, **{f"dev_risk_{w:g}": risk for w, risk in risks.items()}}
+            several_rates = len(lrs) > 1
+            details = {**({"chosen_weight": chosen[0]} if len(weights) > 1 else {}),
+                       **({"chosen_lr": chosen[1]} if several_rates else {}),
+                       **{risk_key(w, lr, several_rates): risk for (w, lr), risk in risks.items()}}
         model, status = runs[chosen]
     elif method == "source_only":
         model = copy.deepcopy(source_model)

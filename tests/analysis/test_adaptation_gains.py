@@ -27,3 +27,35 @@ def test_each_method_is_paired_with_source_only_by_repeat_and_tested_within_its_
     assert "significant (Holm p = 0.0156)" in lines[0] and "DANN +0.000" in lines[0]
     assert "within its own spread over seeds" in lines[0]
     assert "With 2 repeats no method can differ significantly" in lines[1] and "7 repeats could" in lines[1]
+
+
+def distill_runs(accuracies: dict, cut: int, validation: float, chosen=(4.0, 0.9)) -> list[dict]:
+    """Distilled runs at ``cut`` with one validation accuracy, each having chosen ``chosen``
+    (temperature, share) out of the four candidates."""
+    candidates = {f"val_acc_t{t:g}_a{a:g}": 0.5 for t in (2.0, 4.0) for a in (0.5, 0.9)}
+    return [{**run, "val_acc": validation, "chosen_temperature": chosen[0], "chosen_alpha": chosen[1], **candidates}
+            for run in runs(accuracies, cut)]
+
+
+def test_the_distilled_student_is_paired_with_the_student_alone_each_at_its_chosen_cut():
+    alone = [0.70 + 0.001 * r for r in range(8)]
+    better = [a + 0.02 + 0.001 * (r % 3) for r, a in enumerate(alone)]
+    # the distilled student's validation picks cut 2 (test accuracy 0.0 at cut 1 is never read);
+    # FR's picks cut 1, whose runs are better on validation though worse on test than cut 3
+    distilled = distill_runs({0.01: better, 0.05: alone[:2]}, 2, 0.9) + \
+        distill_runs({0.01: [0.0] * 8, 0.05: [0.0] * 2}, 1, 0.8, chosen=(2.0, 0.5))
+    fr = [{**r, "val_acc": 0.9} for r in runs({0.01: alone, 0.05: alone[:2]}, 1)] + \
+        [{**r, "val_acc": 0.8} for r in runs({0.01: [1.0] * 8, 0.05: [1.0] * 2}, 3)]
+    table = adaptation.distillation_against_alone(distilled, fr).set_index("fraction")
+    assert list(table.loc[0.01, ["cut", "alone cut", "n"]]) == [2, 1, 8]
+    assert table.loc[0.01, "gain"] == pytest.approx(0.02 + 0.001 * sum(r % 3 for r in range(8)) / 8)
+    assert table.loc[0.01, "ci95_low"] > 0.02 and table.loc[0.01, "significant"]
+    assert table.loc[0.01, "p_holm"] == pytest.approx(2 * 2 / 2 ** 8)  # Holm over the two fractions
+    assert table.loc[0.05, "gain"] == pytest.approx(0.0) and not table.loc[0.05, "detectable"]
+    lines = adaptation.distillation_verdict(table.reset_index()).splitlines()
+    assert lines[0].startswith("1% of the target images, labelled, n = 8 paired repeats: distilled minus alone +0.")
+    assert "significant (Holm p = 0.0156 over 2 fractions)" in lines[0] and "cuts 2 and 1" in lines[0]
+    assert "2 repeats cannot reach significance" in lines[1] and "7 could" in lines[1]
+    settings = adaptation.chosen_distillation_settings(distilled)
+    assert list(settings.columns) == ["T 2, share 0.5", "T 2, share 0.9", "T 4, share 0.5", "T 4, share 0.9"]
+    assert settings.loc[0.01].tolist() == [8, 0, 0, 8] and settings.loc[0.05].tolist() == [2, 0, 0, 2]

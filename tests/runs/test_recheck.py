@@ -113,9 +113,11 @@ def test_the_command_line_refuses_a_cut_point_for_a_baseline(capsys):
 # profile: the engine from a frozen prefix (F; FR and FT train the same way) and from the images
 # (the baseline) on the range profile's 0.1%, the fine-tuning trainer through peft adapters merged
 # after training (lora_r4; progressive, discriminative, IA3 and BitFit share its loop), distillation
-# and DANN on the quick profile's 1%
+# and DANN on the quick profile's 1%; and two runs that chose their learning rate on validation,
+# trained again at the rate they chose (FR through the engine, BitFit through the trainer)
 RECHECKS = [("MNIST", "range", "F", None), ("MNIST", "range", "FR", -1), ("MNIST", "quick", "lora_r4", None),
-            (DIGITS, "quick", "distill", None), (DIGITS, "quick", "dann", 6)]
+            (DIGITS, "quick", "distill", None), (DIGITS, "quick", "dann", 6), ("MNIST", "quick", "FR-tuned", 3),
+            ("MNIST", "quick", "bitfit-tuned", 5)]
 CHAOS_SCRIPT = """
 import json, sys
 from functions.notebooks import study

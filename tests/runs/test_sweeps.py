@@ -293,14 +293,16 @@ def test_a_tuned_mode_keeps_per_run_the_learning_rate_with_the_best_validation_a
         assert again.val_acc == record["val_acc"] and again.test_acc == pytest.approx(record["test_acc"], abs=0.01)
 
 
-def test_only_the_fine_tuning_modes_choose_a_learning_rate_and_older_files_resume():
-    from functions.config import LEGACY_VALUES
+def test_only_the_fine_tuning_and_aligning_modes_choose_a_learning_rate_and_older_files_resume():
+    from functions.config import LEGACY_VALUES, TUNED_LEARNING_RATES
     assert Config().with_mode("lora_r2-tuned").mode == "lora_r2-tuned"
-    for mode in ("dann-tuned", "distill-tuned", "nothing-tuned"):
+    dann = Config().with_mode("dann-tuned")
+    assert dann.mode == "dann-tuned" and dann.learning_rates == TUNED_LEARNING_RATES and dann.batch_norm
+    for mode in ("adabn-tuned", "distill-tuned", "nothing-tuned"):
         with pytest.raises(DataError, match="choose their learning rate"):
             Config().with_mode(mode)
     with pytest.raises(DataError, match="does not choose its learning rate"):
-        Config().with_mode("coral").replace(lr_fine_tunes=(0.001, 0.01))
+        Config().with_mode("source_only").replace(lr_fine_tunes=(0.001, 0.01))
     with pytest.raises(DataError, match="lr_fine_tunes"):
         Config().replace(lr_fine_tunes=(0.001, 0.0))
     untuned = Config().with_mode("FR").params()

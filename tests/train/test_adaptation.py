@@ -289,19 +289,43 @@ def test_dev_risk_weights_the_source_loss_towards_where_the_target_lies():
     assert dev_risk(model, source, val, fresh_dark, seed=0) < 0.2 * alike
 
 
-def test_several_alignment_weights_keep_the_run_with_the_lowest_target_risk_estimate():
+def shifted_domains() -> tuple:
+    """(model, source, source validation, target, target test) for choosing between candidate runs:
+    the target images lie in the bright region the source classifier gets wrong."""
     generator = torch.Generator().manual_seed(1)
     model = confident_model(seed=1)
     source, _, _ = two_regions(model, 40, generator)
     val, _, _ = two_regions(model, 30, generator)
     _, _, target = two_regions(model, 20, generator)
     test = Split(target, torch.zeros(len(target), dtype=torch.long))
+    return model, source, val, target, test
+
+
+def test_several_alignment_weights_keep_the_run_with_the_lowest_target_risk_estimate():
+    model, source, val, target, test = shifted_domains()
     _, result = adapt("coral", model, 1, source, val, Split(target, test.y), test, weights=(0.5, 4.0), epochs=1,
                       batch_size=8, min_steps_per_epoch=2)
     risks = {w: result.details[f"dev_risk_{w:g}"] for w in (0.5, 4.0)}
     assert result.details["chosen_weight"] == min(risks, key=risks.get) and all(np.isfinite(list(risks.values())))
     with pytest.raises(DataError, match="takes none"):
         adapt("adabn", model, 1, source, val, Split(target, test.y), test, weights=(0.5, 4.0))
+
+
+def test_several_rates_and_weights_are_chosen_together_by_the_target_risk_estimate():
+    model, source, val, target, test = shifted_domains()
+    common = dict(epochs=1, batch_size=8, min_steps_per_epoch=2)
+    _, result = adapt("dann", model, 1, source, val, Split(target, test.y), test, weights=(0.5, 4.0),
+                      lrs=(1e-4, 1e-2), **common)
+    risks = {(w, lr): result.details[f"dev_risk_{w:g}_lr{lr:g}"] for w in (0.5, 4.0) for lr in (1e-4, 1e-2)}
+    chosen = (result.details["chosen_weight"], result.details["chosen_lr"])
+    assert chosen == min(risks, key=risks.get) and all(np.isfinite(list(risks.values())))
+    # the chosen pair is the run that pair makes alone, from the same seed
+    _, alone = adapt("dann", model, 1, source, val, Split(target, test.y), test, weights=(chosen[0],),
+                     lrs=(chosen[1],), **common)
+    assert alone.test_acc == result.test_acc and alone.val_acc == result.val_acc and alone.details is None
+    # one weight, several rates: the rate alone is recorded as chosen
+    _, by_rate = adapt("coral", model, 1, source, val, Split(target, test.y), test, lrs=(1e-4, 1e-2), **common)
+    assert "chosen_weight" not in by_rate.details and by_rate.details["chosen_lr"] in (1e-4, 1e-2)
 
 
 def test_candidate_weights_are_typed_range_checked_and_resume_older_files():
@@ -338,10 +362,12 @@ def test_distillation_keeps_the_temperature_and_share_with_the_best_validation_a
 
 # what trains one candidate of each tuned mode, where the mode's run looks it up
 CANDIDATE_TRAINER = {"dann": ("functions.train.adaptation", "train_aligned"), "distill": ("functions.runs.domain", "distil")}
+CANDIDATE_TRAINER["coral-tuned"] = CANDIDATE_TRAINER["dann"]
 
 
 @pytest.mark.parametrize("mode, short", [
     ("dann", {"dann_weights": (0.1, 1.0)}),
+    ("coral-tuned", {"coral_weights": (), "lr_fine_tunes": (1e-4, 3e-3)}),
     ("distill", {"kd_temperatures": (2.0, 4.0), "kd_alphas": (0.5,)})])
 def test_a_tuned_run_trained_again_at_its_chosen_setting_alone_comes_back_exactly(mode, short, output_root,
                                                                                  monkeypatch):
@@ -358,5 +384,8 @@ def test_a_tuned_run_trained_again_at_its_chosen_setting_alone_comes_back_exactl
     trained, train = [], getattr(module, name)
     monkeypatch.setattr(module, name, lambda *args, **kwargs: trained.append(1) or train(*args, **kwargs))
     model, check = recheck.recheck(setup, cfg, 6, 0.05, 0, tolerance=0.0, device="cpu")
-    assert len(trained) == (2 if mode == "dann" else 1)  # DANN's float64 steps train once more
+    assert len(trained) == (1 if mode == "distill" else 2)  # an alignment's float64 steps train once more
     assert check["test_acc"] == record["test_acc"] and check["reproduced"]
+    if mode == "coral-tuned":  # the rate chosen without target labels is the record's rate
+        risks = {lr: record[f"dev_risk_1_lr{lr:g}"] for lr in (1e-4, 3e-3)}
+        assert record["lr"] == record["chosen_lr"] == min(risks, key=risks.get)

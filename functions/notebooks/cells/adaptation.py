@@ -7,7 +7,7 @@
 # - **DANN**: training on with a domain classifier on the features at cut k behind a gradient-reversal layer, its weight ramped up as in Ganin & Lempitsky (2015);
 # - **CORAL**: training on with the distance between source and target feature covariances at cut k added to the loss (Sun & Saenko 2016).
 #
-# These four use the network's BatchNorm variant (`batch_norm = True` in their parameters), pretrained on the same source. No target label trains them or picks their settings: each DANN and CORAL run trains a fixed number of epochs at each of its candidate weights (`dann_weights`, `coral_weights` below) and keeps the one with the lowest target risk estimated by deep embedded validation (You et al. 2019: the source's validation loss, each image weighted by how target-like a domain classifier finds its features). A fifth mode, **distill**, does use the labels: the quick network cut as in FR learns from a teacher 64 channels wide (the paper's width), pretrained on the source and fine-tuned whole on the same labelled subset; each run tries every temperature and share of `kd_temperatures` x `kd_alphas` and keeps the pair with the best validation accuracy. Where source and target classes mean different things (digits against clothing), `settings` empties `dann_weights` and `coral_weights`: DANN and CORAL then train at the papers' single weight (`dann_weight`, `coral_weight`), since no weight can tell which class is which.
+# These four use the network's BatchNorm variant (`batch_norm = True` in their parameters), pretrained on the same source. No target label trains them or picks their settings: each DANN and CORAL run trains a fixed number of epochs at each of its candidate weights (`dann_weights`, `coral_weights` below) and keeps the one with the lowest target risk estimated by deep embedded validation (You et al. 2019: the source's validation loss, each image weighted by how target-like a domain classifier finds its features). A fifth mode, **distill**, does use the labels: the quick network cut as in FR learns from a teacher 64 channels wide (the paper's width), pretrained on the source and fine-tuned whole on the same labelled subset; each run tries every temperature and share of `kd_temperatures` x `kd_alphas` and keeps the pair with the best validation accuracy. The modes of `tuned_modes` also run as `<mode>-tuned` at the headline cut (`tuned_repeats` repeats at each of `tuned_percentages`): each run trains at every candidate weight and at the learning rates 0.0003, 0.001 and 0.003, and the same target risk estimate picks the pair, so the rate too is chosen without a target label. Where source and target classes mean different things (digits against clothing), `settings` empties `dann_weights` and `coral_weights`: DANN and CORAL then train at the papers' single weight (`dann_weight`, `coral_weight`), since no weight can tell which class is which.
 
 # %%
 {{parameters}}
@@ -27,6 +27,8 @@ chosen, cfg, grid = plans[modes[0]]
 display(study.parameter_table(cfg, grid))
 headline_cut = headline_cut or cfg.depth
 display(study.parameter_table(plans['dann'][1], plans['dann'][2]))
+plans.update({f'{mode}-tuned': study.plan(folder, setup, profile, f'{mode}-tuned', tuned_percentages, tuned_repeats,
+                                          [headline_cut], seed, overrides=settings) for mode in tuned_modes})
 
 # %% [markdown]
 # ## Sweeps
@@ -35,8 +37,8 @@ display(study.parameter_table(plans['dann'][1], plans['dann'][2]))
 # %%
 # NBVAL_IGNORE_OUTPUT
 # (progress bars show rates and times)
-paths = {mode: study.run_sweep(*plans[mode], device=device) for mode in modes}
-records = {mode: study.sweep_records(chosen, mode, grid.profile)[0] for mode in modes}
+paths = {mode: study.run_sweep(*plans[mode], device=device) for mode in plans}
+records = {mode: study.sweep_records(chosen, mode, grid.profile)[0] for mode in plans}
 baselines = study.sweep_records(chosen, 'FR', grid.profile)[1]
 
 # %% [markdown]
@@ -44,7 +46,7 @@ baselines = study.sweep_records(chosen, 'FR', grid.profile)[1]
 # Mean target test accuracy per method and cut point (columns: the fraction of target training images the method saw).
 
 # %%
-display(adaptation.per_cut({m: records[m] for m in adaptation.UNSUPERVISED}).round(3))
+display(adaptation.per_cut({m: records[m] for m in adaptation.UNSUPERVISED if m in records}).round(3))
 
 # %% [markdown]
 # ## What the unlabelled images are worth in labelled ones
@@ -70,10 +72,14 @@ display(stats.shown_tests(gains).round(3))
 
 # %% [markdown]
 # ## Distillation: how small can the network be?
-# Per fraction, the teacher, the quick network trained alone (FR) and the same network distilled from the teacher, each student at the cut its validation accuracy picks; parameters and the milliseconds per test image that the sweep measured on its machine. Below, distilled minus alone at every cut point: positive where the teacher's soft labels helped.
+# Per fraction, the teacher, the quick network trained alone (FR) and the same network distilled from the teacher, each student at the cut its validation accuracy picks; parameters and the milliseconds per test image that the sweep measured on its machine. Then the paired test: the distilled student against the student alone, each at its chosen cut, runs paired by repeat (the same labelled subset and seed; `make adaptation` runs both to 8 repeats there at 1%), with a 95% bootstrap interval and the exact Wilcoxon p Holm-corrected over the fractions. Then how often validation chose each temperature and share, and distilled minus alone at every cut point (positive where the teacher's soft labels helped).
 
 # %%
 display(adaptation.distillation_table(records['distill'], records['FR']).round(4))
+distillation = adaptation.distillation_against_alone(records['distill'], records['FR'])
+print(adaptation.distillation_verdict(distillation))
+display(stats.shown_tests(distillation).round(3))
+display(adaptation.chosen_distillation_settings(records['distill']))
 display(adaptation.distillation_gain(records['distill'], records['FR']).round(3))
 
 # %% [markdown]
