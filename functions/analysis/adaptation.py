@@ -280,15 +280,14 @@ def distillation_verdict(table: pd.DataFrame, alpha: float = 0.05) -> str:
     for _, row in table.iterrows():
         n = int(row["n"])
         text = (f"{row['fraction'] * 100:g}% of the target images, labelled, n = {n} paired repeats: distilled "
-                f"minus alone {row['gain']:+.3f} (95% CI {row['ci95_low']:+.3f} to {row['ci95_high']:+.3f}; cuts "
-                f"{row['cut']} and {row['alone cut']})")
-        if row["significant"]:
-            text += f", significant (Holm p = {row['p_holm']:.3g} over {len(table)} fractions)"
-        elif row["detectable"]:
-            text += f", not significant (Holm p = {row['p_holm']:.3g} over {len(table)} fractions)"
-        else:
-            text += (f"; {n} repeats cannot reach significance (smallest Holm p {row['smallest_p_holm']:.3g}), "
-                     f"{repeats_to_detect(len(table), alpha)} could")
+                f"minus alone {row['gain']:+.3f} (cuts {row['cut']} and {row['alone cut']}")
+        if row["detectable"]:
+            text += f"; 95% CI {row['ci95_low']:+.3f} to {row['ci95_high']:+.3f})"
+            text += f", {'' if row['significant'] else 'not '}significant (Holm p = {row['p_holm']:.3g} over " \
+                    f"{len(table)} fractions)"
+        else:  # a bootstrap over a handful of pairs is no 95% interval: none is given
+            text += (f"); {n} repeats are too few for an interval or a test (smallest Holm p "
+                     f"{row['smallest_p_holm']:.3g}), {repeats_to_detect(len(table), alpha)} could")
         if row["spread exceeds gain"]:
             text += f", and within the spread of the paired differences ({row['std of differences']:.3f})"
         lines.append(text + ".")

@@ -54,8 +54,9 @@ def test_the_distilled_student_is_paired_with_the_student_alone_each_at_its_chos
     assert table.loc[0.05, "gain"] == pytest.approx(0.0) and not table.loc[0.05, "detectable"]
     lines = adaptation.distillation_verdict(table.reset_index()).splitlines()
     assert lines[0].startswith("1% of the target images, labelled, n = 8 paired repeats: distilled minus alone +0.")
-    assert "significant (Holm p = 0.0156 over 2 fractions)" in lines[0] and "cuts 2 and 1" in lines[0]
-    assert "2 repeats cannot reach significance" in lines[1] and "7 could" in lines[1]
+    assert "significant (Holm p = 0.0156 over 2 fractions)" in lines[0] and "(cuts 2 and 1; 95% CI +0.0" in lines[0]
+    assert "2 repeats are too few for an interval or a test" in lines[1] and "7 could" in lines[1]
+    assert "CI" not in lines[1]
     settings = adaptation.chosen_distillation_settings(distilled)
     assert list(settings.columns) == ["T 2, share 0.5", "T 2, share 0.9", "T 4, share 0.5", "T 4, share 0.9"]
     assert settings.loc[0.01].tolist() == [8, 0, 0, 8] and settings.loc[0.05].tolist() == [2, 0, 0, 2]
