@@ -131,14 +131,15 @@ def accuracy_curves(records, title: str | None = None) -> Figure:
     return _finish(fig, title)
 
 
-def _front(points: pd.DataFrame, cost: str) -> pd.DataFrame:
-    """The Pareto front: no other point is at most as costly and more accurate."""
-    ordered = points.sort_values([cost, "test_acc"], ascending=[True, False])
+def pareto_front(points: pd.DataFrame, cost: str, value: str = "test_acc") -> pd.DataFrame:
+    """The Pareto front, cheapest first: the points that no other point matches in ``value`` at
+    most their ``cost``."""
+    ordered = points.sort_values([cost, value], ascending=[True, False])
     best, keep = -np.inf, []
     for index, row in ordered.iterrows():
-        if row.test_acc > best:
+        if row[value] > best:
             keep.append(index)
-            best = row.test_acc
+            best = row[value]
     return ordered.loc[keep]
 
 
@@ -154,7 +155,7 @@ def pareto(records, title: str | None = None) -> Figure:
             for _, row in rows.iterrows():
                 ax.annotate(f"{row.samples_per_class}", (row[cost], row.test_acc), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
-        front = _front(table, cost)
+        front = pareto_front(table, cost)
         ax.plot(front[cost], front.test_acc, color="grey", linestyle="--", label="Pareto front")
         ax.set(xscale="log", xlabel=f"cost of a run: {label}", ylabel="test accuracy")
         ax.grid(alpha=0.3)

@@ -82,25 +82,51 @@ def zoo(args):
                                                      "prediction"),
          arg("--recommender", default="gradient boosting",
              help="gradient boosting, linear regression, a score (logme, leep, nce, hscore, hscore_shrinkage, sfda, "
-                  "nleep), pretrain_accuracy or params"))
+                  "nleep, knn), pretrain_accuracy or params"),
+         declared_arg("--level", Interval(float, 0, 1, low_open=True, high_open=True, what="the interval's level"),
+                      default=0.9, help="coverage the accuracy intervals aim at (default 0.9)"),
+         declared_arg("--budget-gflops", Interval(float, 0, low_open=True, what="the budget"),
+                      help="also say which model to take at most this many GFLOPs per image"))
 def recommend_model(args):
     import pandas as pd
     from ..notebooks import zoo
     if args.measure and args.data is None:
         raise DataError("--measure trains probes on your images; a bank task's accuracies are measured already: "
                         "give --data PATH, or drop --measure")
-    table = zoo.recommend_model(args.task, args.recommender, data=args.data, measure=args.measure)
+    table = zoo.recommend_model(args.task, args.recommender, data=args.data, measure=args.measure, level=args.level)
     with pd.option_context("display.width", 200):
         if args.data is None:
             print(f"models for {args.task}, ranked by {args.recommender} (trained on the bank's other tasks):")
-            print(table.round(4).to_string())
-            return
-        version = table.attrs["data"]
-        print(f"models for {version['name']} (fingerprint {version['fingerprint'][:12]}, classes "
-              f"{', '.join(version['classes'])}; task {table.attrs['task']}), ranked by {args.recommender} "
-              f"(trained on the bank's tasks; " + ("measured_accuracy: each model's linear probe on your task)"
-                                                     if args.measure else "accuracies on your images are not measured):"))
-        print((table if args.measure else table.drop(columns="measured_accuracy")).round(4).to_string())
+        else:
+            version = table.attrs["data"]
+            print(f"models for {version['name']} (fingerprint {version['fingerprint'][:12]}, classes "
+                  f"{', '.join(version['classes'])}; task {table.attrs['task']}), ranked by {args.recommender} "
+                  f"(trained on the bank's tasks; " + ("measured_accuracy: each model's linear probe on your task)"
+                                                         if args.measure else "accuracies on your images are not "
+                                                                              "measured):"))
+            table = table if args.measure else table.drop(columns="measured_accuracy")
+        print(table.round(4).to_string())
+        _print_choice(table, args.level, args.budget_gflops)
+
+
+def _print_choice(table, level: float, budget_gflops: float | None) -> None:
+    """The Pareto set of predicted accuracy against cost, and the choice under a budget."""
+    from ..notebooks.zoo import choose_within
+    front = table[table["pareto"]].sort_values("gflops")
+    print(f"\nlinear-probe accuracy predicted with {level:.0%} conformal intervals (calibrated leaving whole "
+          f"datasets out); the Pareto set, cheapest first (no cheaper model is predicted more accurate):")
+    if table.attrs.get("outside"):
+        print(f"  the task has {' and '.join(table.attrs['outside'])}: the predictions extrapolate, and the intervals' "
+              f"coverage was not measured on tasks like it")
+    for _, row in front.iterrows():
+        print(f"  {row['model']:<24} {row['gflops']:8.3f} GFLOPs/image  accuracy {row['accuracy_predicted']:.3f} "
+              f"[{row['low']:.3f}, {row['high']:.3f}]")
+    if budget_gflops is not None:
+        chosen = choose_within(table, budget_gflops)
+        print(f"within {budget_gflops:g} GFLOPs per image: " + (
+            f"{chosen['model']} (accuracy {chosen['accuracy_predicted']:.3f} [{chosen['low']:.3f}, "
+            f"{chosen['high']:.3f}], {chosen['gflops']:.3f} GFLOPs)" if chosen is not None else
+            f"no model; the cheapest costs {table['gflops'].min():.3f} GFLOPs per image"))
 
 
 @command("classify", "top ImageNet labels of images: check that a pretrained backbone loaded",

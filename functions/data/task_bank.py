@@ -234,6 +234,12 @@ def pool_counts(dataset: str) -> np.ndarray:
     return np.bincount(pool(dataset).train_y.numpy(), minlength=spec(dataset).num_classes)
 
 
+# how task_rows splits, in the words a record keeps beside the accuracies it gave
+SPLIT_PROTOCOL = ("train: n_train / classes images per class (the remainder to the first classes) drawn from the "
+                  "pool's training split by numpy default_rng([seed, *classes, n_train]); test: every pool test "
+                  "image of the classes")
+
+
 def task_rows(task: TaskSpec, seed: int, data=None) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, test rows) of ``task`` in its pool (``data``, default its dataset's):
     ``n_train // k`` training images per class drawn with ``seed`` (the remainder to the first

@@ -6,8 +6,9 @@ import os
 
 import pandas as pd
 
-from ..analysis.model_zoo import files, matrix, recommenders
+from ..analysis.model_zoo import files, intervals, matrix, recommenders
 from ..analysis.plots import save_figure
+from ..analysis.tradeoff import pareto_front
 from ..core.atomic import locked, write_json_atomic
 from ..core.device import describe_machine
 from ..core.errors import DataError
@@ -17,7 +18,7 @@ from ..runs import zoo_matrix
 from ..models.zoo_catalog import ZOO, ZOO_FOLDER, zoo_model
 from ..runs.zoo import study_network
 
-__all__ = ["build", "evaluation", "pretrain", "recommend_model"]
+__all__ = ["build", "choose_within", "evaluation", "pretrain", "recommend_model"]
 
 
 def pretrain(names=None, log=print) -> list[str]:
@@ -68,14 +69,19 @@ def evaluation(records: pd.DataFrame | None = None) -> pd.DataFrame:
 
 
 def recommend_model(task: str | None = None, recommender: str = "gradient boosting", log=print,
-                    data=None, measure: bool = False) -> pd.DataFrame:
+                    data=None, measure: bool = False, level: float = intervals.LEVEL) -> pd.DataFrame:
     """The zoo ranked for ``task`` (``<dataset>:<classes>:<n>``) by ``recommender`` trained on every
     other task of the bank; the measured accuracy is shown when the bank holds the task.  ``data``
     (a folder, CSV or prepared name) instead: the user's whole task (:func:`dataset_task`), scored
     on its images at each model's input size; its accuracies are unknown (NaN) unless ``measure``:
     then each model's linear probe is trained on the task as the zoo matrix trains it (mean of its
     seeds), to set beside the prediction.  The table's ``attrs`` name the task, and for ``data``
-    the dataset's version (fingerprint and classes)."""
+    the dataset's version (fingerprint and classes).  Beside the ranking, each model's predicted
+    accuracy with its ``level`` conformal interval (calibrated leaving whole datasets out, fitted
+    without the task) and its cost per image, in GFLOPs and in the milliseconds its features took
+    on the machine that extracted them; ``pareto`` marks the models that no
+    cheaper model is predicted to beat (:func:`choose_within` picks among them); ``attrs["outside"]``
+    says where the task lies beyond the bank's tasks (there the intervals extrapolate)."""
     recommenders.check_recommender(recommender)
     if (task is None) == (data is None):
         raise DataError("recommend-model needs a target: give a bank task (--task <dataset>:<classes>:<n>) or your "
@@ -93,11 +99,26 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
             m, [spec], matrix.scores, seeds=zoo_matrix.SEEDS if measure else 0, log=log, data=source)])
     else:
         task_records = known
-    table = recommenders.recommend(records, task_records.reset_index(drop=True), recommender)
-    table.attrs["task"] = spec.name
+    task_records = task_records.reset_index(drop=True)
+    table = recommenders.recommend(records, task_records, recommender)
+    predicted = intervals.predict_with_interval(records[records["task"] != spec.name], task_records, level)
+    predicted["gflops"] = task_records["flops"].to_numpy() / 1e9
+    predicted["ms_per_image"] = task_records["extraction_ms_per_image"].to_numpy()
+    table = table.merge(predicted, on="model", how="left").rename_axis("rank")
+    front = pareto_front(table, "gflops", "accuracy_predicted")
+    table["pareto"] = table.index.isin(front.index)
+    table.attrs["task"], table.attrs["level"] = spec.name, level
+    table.attrs["outside"] = intervals.outside_the_bank(records, task_records)
     if source is not None:
         table.attrs["data"] = source.data.version
     return table
+
+
+def choose_within(table: pd.DataFrame, budget_gflops: float) -> pd.Series | None:
+    """The model of :func:`recommend_model`'s table with the highest predicted accuracy at most
+    ``budget_gflops`` per image (None when every model costs more)."""
+    affordable = table[table["gflops"] <= budget_gflops]
+    return None if affordable.empty else affordable.loc[affordable["accuracy_predicted"].idxmax()]
 
 
 def verdict(table: pd.DataFrame, protocol: str = "leave one dataset out", ours: str = "gradient boosting") -> str:
@@ -106,7 +127,8 @@ def verdict(table: pd.DataFrame, protocol: str = "leave one dataset out", ours: 
     difference paired by task with its 95% bootstrap interval over tasks."""
     tau = table[(protocol, "weighted_tau")]
     best_score = tau[list(matrix.SCORES)].idxmax()
-    rivals = {"logme": "LogME alone", "pretrain_accuracy": "the pretraining accuracy", "params": "the parameter count"}
+    rivals = {"logme": "LogME alone", "knn": "the k-NN baseline", "pretrain_accuracy": "the pretraining accuracy",
+              "params": "the parameter count"}
     parts = []
     for name, label in rivals.items():
         gain = recommenders.tau_difference(table, ours, name, protocol)

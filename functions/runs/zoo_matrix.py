@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..data.task_bank import TaskSpec, pool, task_labels, task_metadata, task_rows
+from ..data.task_bank import SPLIT_PROTOCOL, TaskSpec, pool, task_labels, task_metadata, task_rows
 from ..train.classifiers import FeatureClassifier
 from .executors import InProcess
 from .units import run_units
@@ -27,14 +27,25 @@ from .zoo import PoolFeatures, metadata, network, pool_features
 SEEDS = 3
 
 
-def linear_probe(feats: PoolFeatures, task: TaskSpec, seed: int, data=None) -> float:
+PROBE = "logistic"  # the head whose accuracy is a model's empirical transferability
+
+
+def linear_probe(feats: PoolFeatures, task: TaskSpec, seed: int, data=None) -> tuple[float, int]:
     """Test accuracy of a logistic-regression head on the task's training draw ``seed`` (``data``:
-    the task's pool, default its bank dataset's)."""
+    the task's pool, default its bank dataset's), and the iterations its solver took."""
     data = data or pool(task.dataset)
     train, test = task_rows(task, seed, data)
-    head = FeatureClassifier("logistic", seed=seed).fit(feats.train[train],
-                                                        task_labels(task, data.train_y[train], data))
-    return float((head.predict(feats.test[test]) == task_labels(task, data.test_y[test], data)).mean())
+    head = FeatureClassifier(PROBE, seed=seed).fit(feats.train[train], task_labels(task, data.train_y[train], data))
+    accuracy = float((head.predict(feats.test[test]) == task_labels(task, data.test_y[test], data)).mean())
+    return accuracy, int(np.max(head.model.n_iter_))
+
+
+def protocol(seeds: int) -> dict:
+    """How a record's accuracy and scores were obtained, kept beside them so that anyone can
+    measure a ranking again: the split, the draws' seeds, the head and its solver's settings."""
+    head = ", ".join(f"{k} {v}" for k, v in FeatureClassifier(PROBE).protocol().items())
+    return {"split": SPLIT_PROTOCOL, "probe": head, "probe_seeds": " ".join(map(str, range(seeds))),
+            "scores_on": "draw 0's training images (LEEP and NCE: with the source head's probabilities)"}
 
 
 @dataclass
@@ -73,15 +84,18 @@ def model_records(model: ZooModel, tasks: list[TaskSpec], score: Callable, seeds
         labels = source.train_y
         for task in (t for t in tasks if t.dataset == dataset):
             began = time.perf_counter()
-            accuracies = [linear_probe(feats, task, seed, source) for seed in range(seeds)]
+            probes = [linear_probe(feats, task, seed, source) for seed in range(seeds)]
+            accuracies = [accuracy for accuracy, _ in probes]
             timing.fits_s += time.perf_counter() - began
             began = time.perf_counter()
             train = task_rows(task, 0, source)[0]
             measured = score(feats.train[train], feats.train_probs[train], task_labels(task, labels[train], source))
             timing.scores_s += time.perf_counter() - began
             records.append({**row, **task_metadata(task, source), **measured,
+                            "extraction_ms_per_image": round(feats.seconds_per_image * 1000, 3),
                             "accuracy": float(np.mean(accuracies)) if seeds else float("nan"),
                             "accuracy_std": float(np.std(accuracies)) if seeds else float("nan"), "seeds": seeds,
+                            "probe_iterations": max((n for _, n in probes), default=0), **protocol(seeds),
                             "zoo_version": ZOO_VERSION})
     return records
 

@@ -74,6 +74,15 @@ class FeatureClassifier:
             raise DataError(f"C={C} must be positive (inverse regularisation strength)")
         self.head, self.C, self.embedding, self.seed, self.neighbours = head, float(C), embedding, seed, neighbours
 
+    def protocol(self) -> dict:
+        """What a fit of this classifier does, for records that must say how an accuracy was
+        obtained: the head, its post-processing and the estimator's settings that change the fit."""
+        estimator = _estimator(self.head, self.C, self.seed, 1, self.neighbours).get_params()
+        settings = {k: estimator[k] for k in ("solver", "max_iter", "tol", "kernel", "alpha") if k in estimator}
+        post = {"standard": "standardised on the training images",
+                "fne": "standardised on the training images, then ternary (full-network embedding)"}
+        return {"head": self.head, "features": post[self.embedding], "C": self.C, **settings}
+
     def _post(self, x: np.ndarray) -> np.ndarray:
         z = self.standardiser(x)
         return ternary(z) if self.embedding == "fne" else z

@@ -116,6 +116,19 @@ def test_matrix_records_every_pair_with_scores_and_measured_accuracy(small_recor
     assert records["accuracy"].between(0, 1).all() and (records["zoo_version"] == zoo_catalog.ZOO_VERSION).all()
     assert set(timing.as_dict()["feature_extraction_s_per_model"]) == set(STUDY_MODELS)
     assert matrix.score_matrix(records).shape == (len(STUDY_MODELS), tasks)
+    # how each accuracy was obtained, kept beside it
+    assert (records["split"] == task_bank.SPLIT_PROTOCOL).all() and (records["probe_seeds"] == "0 1").all()
+    assert records["probe"].str.contains("head logistic.*solver lbfgs, max_iter 2000").all()
+    assert records["probe_iterations"].between(1, 2000).all() and (records["extraction_ms_per_image"] >= 0).all()
+
+
+def test_stored_rows_of_older_code_are_measured_again_not_kept(small_records, output_root):
+    records, _ = small_records
+    files.save(records.drop(columns="knn").assign(accuracy=0.0))  # a file from before the k-NN score
+    stored = pd.read_csv(files.save(records)["records"])
+    assert stored["knn"].notna().all() and (stored["accuracy"] > 0).all()
+    files.save(records.assign(accuracy=0.0).iloc[:1])  # rows measured as this code measures stay
+    assert (pd.read_csv(files.records_path())["accuracy"] > 0).all()
 
 
 def test_files_are_written_in_the_seed_layout_and_another_zoo_version_is_refused(small_records, output_root):
@@ -195,12 +208,23 @@ def test_recommend_model_ranks_the_zoo_for_a_bank_task_and_a_new_one(small_recor
     records, _ = small_records
     files.save(records)
     known = records["task"].iloc[0]
-    assert main(["recommend-model", "--task", known]) == 0
+    assert main(["recommend-model", "--task", known, "--budget-gflops", "1e-9"]) == 0
     out = capsys.readouterr().out
     assert f"models for {known}" in out and all(name in out for name in STUDY_MODELS)
+    assert "90% conformal intervals" in out and "within 1e-09 GFLOPs per image: no model; the cheapest costs" in out
+    assert main(["recommend-model", "--task", known, "--level", "1"]) == 2
+    assert "--level" in capsys.readouterr().err
     from functions.notebooks import zoo as zoo_steps
     fresh = zoo_steps.recommend_model("MNIST:1,7:60", "logme", log=lambda *_: None)
     assert list(fresh["predicted"]) == sorted(fresh["predicted"], reverse=True) and fresh["measured_accuracy"].isna().all()
+    assert ((fresh["low"] <= fresh["accuracy_predicted"]) & (fresh["accuracy_predicted"] <= fresh["high"])).all()
+    front = fresh[fresh["pareto"]].sort_values("gflops")  # cheapest first, each more accurate than the last
+    assert front["accuracy_predicted"].is_monotonic_increasing and fresh["pareto"].any()
+    cheapest = fresh.loc[fresh["gflops"].idxmin()]
+    assert zoo_steps.choose_within(fresh, cheapest["gflops"])["model"] == cheapest["model"] or \
+        (fresh["gflops"] == cheapest["gflops"]).sum() > 1
+    best = zoo_steps.choose_within(fresh, fresh["gflops"].max())
+    assert best["accuracy_predicted"] == fresh["accuracy_predicted"].max()
     with pytest.raises(DataError, match="unknown recommender"):
         zoo_steps.recommend_model(known, "oracle")
     assert main(["recommend-model", "--task", "MNIST:0,10:20"]) == 2

@@ -63,6 +63,8 @@ def _merged(records: pd.DataFrame, path: Path) -> pd.DataFrame:
     stored = pd.read_csv(path) if path.exists() else pd.DataFrame()
     if not set(MEASURED_WITH) <= set(stored):  # no file, or rows that do not say how they were measured
         return records
+    if not set(records) <= set(stored):  # rows of older code, without a score or record that this code keeps
+        return records
     stored = stored[_keys(stored, MEASURED_WITH).isin(_keys(records, MEASURED_WITH))]
     fresh = records[~_keys(records, RECORD_KEY).isin(_keys(stored, RECORD_KEY))]
     # an empty part would turn every column's type to object (and floats lose their format)

@@ -5,12 +5,13 @@
 # %%
 recommender = "gradient boosting"  # the learned recommender; or "linear regression", a score
 example_task = "digits:1,2,3,4,7:200"  # <dataset>:<classes>:<n> (a task of the bank: measured too)
+budget_gflops = 0.1  # the cost per image a choice may spend
 output_root = None  # None: $TRANSFER_OUTPUT_ROOT, else this repository
 
 # %%
 # %matplotlib inline
 from IPython.display import display
-from functions.analysis.model_zoo import files, recommenders
+from functions.analysis.model_zoo import files, intervals, recommenders
 from functions.analysis import plots
 from functions.notebooks import study, zoo
 study.use_output_root(output_root)
@@ -46,8 +47,21 @@ display(failures.groupby(['source_dataset', 'num_classes'])[['weighted_tau', 'to
 display(failures.sort_values(['weighted_tau', 'task']).head(5).round(2))
 
 # %% [markdown]
-# ## A recommendation
-# The zoo ranked for one task by the recommender trained on every other task of the bank, with the measured accuracy where the bank holds the task.
+# ## How sure is a predicted accuracy?
+# Gradient-boosted trees predict each model's linear-probe accuracy on a task from the same metadata and scores, and split conformal prediction gives it an interval: the half-width is the rank-(n + 1) x level error among the errors the same fit made on tasks it never saw. The coverage below is measured on held-out groups: each fold of tasks (or each dataset) is predicted by a fit without it and checked against a half-width calibrated on the other groups' errors only.
 
 # %%
-zoo.recommend_model(example_task, recommender).round(3)
+coverage = intervals.coverage(records)
+display(coverage.round(3))
+print(intervals.coverage_verdict(coverage))
+
+# %% [markdown]
+# ## A recommendation
+# The zoo ranked for one task by the recommender trained on every other task of the bank, with the measured accuracy where the bank holds the task; beside it each model's predicted accuracy with its 90% interval (calibrated leaving whole datasets out, as a user's own images are a new dataset), its cost in GFLOPs per image, and whether it is on the Pareto set (no cheaper model is predicted more accurate). `python -m functions recommend-model --data PATH --budget-gflops <GFLOPs>` prints the same for your images and the choice under a budget.
+
+# %%
+recommendation = zoo.recommend_model(example_task, recommender)
+display(recommendation.round(3))
+choice = zoo.choose_within(recommendation, budget_gflops)
+print(f"Within {budget_gflops:g} GFLOPs per image: {choice['model']} (predicted {choice['accuracy_predicted']:.3f}, "
+      f"measured {choice['measured_accuracy']:.3f})")
