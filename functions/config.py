@@ -22,7 +22,8 @@ SCHEMA_KEY, SCHEMA_VERSION = "schema_version", 2
 # Parameters added after results files existed, with the value the code used before them: a file
 # that lacks such a key is resumed when the value asked for equals this one (see functions.runs.store).
 LEGACY_VALUES: dict = {"min_steps_per_epoch": 1, "precision": "fp32", "batch_norm": False, "dann_weights": [],
-                       "coral_weights": [], "kd_temperatures": [], "kd_alphas": [], "lr_fine_tunes": []}
+                       "coral_weights": [], "kd_temperatures": [], "kd_alphas": [], "lr_fine_tunes": [],
+                       "dann_schedule": "ramp", "dann_schedules": []}
 
 MODES = {
     "F": {"freeze": True, "reinit": False, "truncate": False},
@@ -46,7 +47,8 @@ STRATEGIES = {
     "ia3": {"keys": (), "prefix_cached": False, "flags": MODES["F"]},
     "bitfit": {"keys": (), "prefix_cached": False, "flags": MODES["F"]},
     "source_only": {"keys": (), "prefix_cached": False, "flags": WHOLE},
-    "dann": {"keys": ("dann_weight", "dann_weights"), "prefix_cached": False, "flags": WHOLE},
+    "dann": {"keys": ("dann_weight", "dann_weights", "dann_schedule", "dann_schedules"), "prefix_cached": False,
+             "flags": WHOLE},
     "coral": {"keys": ("coral_weight", "coral_weights"), "prefix_cached": False, "flags": WHOLE},
     "adabn": {"keys": (), "prefix_cached": False, "flags": WHOLE},
     "distill": {"keys": ("kd_temperature", "kd_alpha", "teacher_channels", "kd_temperatures", "kd_alphas"), "prefix_cached": False,
@@ -80,12 +82,19 @@ TUNED_SETTINGS = {"dann": {"dann_weights": (0.3, 1.0)}, "coral": {"coral_weights
 # network moves between tasks and strategies (adapters favour a higher one, whole blocks a lower)
 TUNED_SUFFIX = "-tuned"
 TUNED_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
+# How DANN's reversal weight reaches its value: Ganin & Lempitsky's ramp from 0, or the value from
+# the first step.  Its ``-tuned`` form chooses between them too (with its weight and rate, by the
+# target risk estimate): the ramp protects features from an untrained critic, but a run of a few
+# hundred steps on a few target images spends most of them barely aligning.
+DANN_SCHEDULES = ("ramp", "constant")
+TUNED_WITH_RATE = {"dann": {"dann_schedules": DANN_SCHEDULES}}
 # the modes that have a ``-tuned`` form; DANN and CORAL choose their rate with their weight, by the
 # target risk estimate (no target label), the others by validation accuracy
 RATE_CHOOSING = (*MODES, *FINE_TUNING, *ALIGNING_MODES)
 # the record's keys that name what a run of a tuned mode chose, and the single setting each fixes
 LR_CHOSEN_KEY = {"chosen_lr": ("lr_fine_tune", "lr_fine_tunes")}
-CHOSEN_KEYS = {"dann": {"chosen_weight": ("dann_weight", "dann_weights")},
+CHOSEN_KEYS = {"dann": {"chosen_weight": ("dann_weight", "dann_weights"),
+                        "chosen_schedule": ("dann_schedule", "dann_schedules")},
                "coral": {"chosen_weight": ("coral_weight", "coral_weights")},
                "distill": {"chosen_temperature": ("kd_temperature", "kd_temperatures"),
                            "chosen_alpha": ("kd_alpha", "kd_alphas")}}
@@ -222,6 +231,9 @@ class Config:
     # needs no target label, ranks best (functions.train.adaptation.dev_risk); empty: the weight above
     dann_weights: tuple = ()
     coral_weights: tuple = ()
+    # how the reversal weight reaches dann_weight (see DANN_SCHEDULES); several: chosen like the weights
+    dann_schedule: str = "ramp"
+    dann_schedules: tuple = ()
     kd_temperature: float = 4.0
     kd_alpha: float = 0.9  # the distillation term's share of the loss; 1 - kd_alpha is the cross-entropy's
     teacher_channels: int = 64  # the teacher: this wide a network (64: the paper's), fine-tuned whole
@@ -260,6 +272,8 @@ class Config:
                         Interval(float, 0, low_open=True, note="defaults: dann_weight 1, coral_weight 1, "
                                                                "kd_temperature 4")),
         "lr_fine_tunes": Many(Interval(float, 0, low_open=True), noun="a list of learning rates, e.g. 0.0003,0.001"),
+        "dann_schedule": Options(DANN_SCHEDULES, note="ramp: from 0 as Ganin & Lempitsky; constant: from the start"),
+        "dann_schedules": Many(Options(DANN_SCHEDULES), noun=f"a list of schedules, e.g. {','.join(DANN_SCHEDULES)}"),
         "kd_temperatures": Many(Interval(float, 0, low_open=True), noun="a list of temperatures, e.g. 2,4"),
         "kd_alphas": Many(Interval(float, 0, 1), noun="a list of shares in [0, 1], e.g. 0.5,0.9"),
         "kd_alpha": Interval(float, 0, 1, note="the share of the distillation term in the loss (0: cross-entropy "
@@ -335,6 +349,11 @@ class Config:
         return self.lr_fine_tunes or (self.lr_fine_tune,)
 
     @property
+    def reversal_schedules(self) -> tuple:
+        """The DANN reversal schedules a run chooses between (one: no choice)."""
+        return self.dann_schedules or (self.dann_schedule,)
+
+    @property
     def alignment_weights(self) -> tuple:
         """The DANN or CORAL weights a run chooses between (one: no choice)."""
         single, several = (self.coral_weight, self.coral_weights) if self.strategy == "coral" else \
@@ -350,13 +369,15 @@ class Config:
         """This config in ``mode``; the adaptation modes switch to the BatchNorm variant and to
         :data:`ADAPTATION_MIN_STEPS` steps per epoch (the others leave both as they are), and the
         modes of :data:`TUNED_SETTINGS` get the candidates each run chooses between, and a mode
-        named ``<mode>-tuned`` the learning rates of :data:`TUNED_LEARNING_RATES`."""
+        named ``<mode>-tuned`` the learning rates of :data:`TUNED_LEARNING_RATES` (and DANN's
+        the schedules of :data:`TUNED_WITH_RATE`)."""
         if mode.endswith(TUNED_SUFFIX):
             untuned = mode[:-len(TUNED_SUFFIX)]
             if untuned not in RATE_CHOOSING and not LORA_MODE.fullmatch(untuned):
                 raise DataError(f"mode {mode!r}: only F, FR, FT, the fine-tuning strategies {list(FINE_TUNING)} "
                                 f"and {list(ALIGNING_MODES)} choose their learning rate (e.g. ia3{TUNED_SUFFIX})")
-            return self.with_mode(untuned).replace(lr_fine_tunes=TUNED_LEARNING_RATES)
+            return self.with_mode(untuned).replace(lr_fine_tunes=TUNED_LEARNING_RATES,
+                                                   **TUNED_WITH_RATE.get(untuned, {}))
         if mode in MODES:
             return dataclasses.replace(self, **MODES[mode], strategy=CUT)
         lora = LORA_MODE.fullmatch(mode)

@@ -17,16 +17,17 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..config import DANN_SCHEDULES
 from .plots import panels, readable_log_ticks, repeats_label
-from .stats import chosen_cuts, holm_family, paired_gain, repeats_for_power, repeats_to_detect
+from .stats import GAIN_COLUMNS, TEST_COLUMNS, chosen_cuts, holm_family, paired_comparison, repeats_to_detect
 
 # a distillation record's validation accuracy at one (temperature, share) candidate
 CANDIDATE_KEY = re.compile(r"val_acc_t([0-9.e+-]+)_a([0-9.e+-]+)")
 # the unsupervised methods in the order tables show them; ``<method>-tuned``: its learning rate
-# chosen with its weight by the target risk estimate (where a folder ran it)
+# (DANN's reversal schedule too) chosen with its weight by the target risk estimate (where a folder ran it)
 UNSUPERVISED = ("source_only", "adabn", "dann", "coral", "dann-tuned", "coral-tuned")
 LABELS = {"source_only": "source only", "adabn": "AdaBN", "dann": "DANN", "coral": "CORAL",
-          "dann-tuned": "DANN, rate chosen", "coral-tuned": "CORAL, rate chosen",
+          "dann-tuned": "DANN, rate and schedule chosen", "coral-tuned": "CORAL, rate chosen",
           "baseline": "baseline (labelled, from scratch)"}
 
 
@@ -131,19 +132,15 @@ def against_source_only(records_by_mode: dict, headline_cut: int, alpha: float =
         family = []
         for mode in methods:
             runs = _headline(records_by_mode[mode], mode, headline_cut)
-            runs = runs[runs.sampled_percentage == percentage]
-            pair = pd.concat([runs.set_index("repeat")["test_acc"], reference], axis=1, keys=["method", "source"])
-            pair = pair.dropna()
-            if pair.empty:
-                continue
-            difference = pair["method"] - pair["source"]
-            family.append({"target fraction (unlabelled)": percentage, "method": LABELS[mode],
-                           "cut": int(runs.sampled_cut_point.iloc[0]), **paired_gain(pair["method"], pair["source"], rng),
-                           "std": pair["method"].std(),
-                           "repeats_for_power": repeats_for_power(np.sign(difference.mean()) * difference,
-                                                                  len(methods), alpha)})
+            runs = runs[runs.sampled_percentage == percentage].set_index("repeat")
+            test = paired_comparison(runs["test_acc"], reference, rng, len(methods), alpha)
+            if test is not None:
+                family.append({"target fraction (unlabelled)": percentage, "method": LABELS[mode],
+                               "cut": int(runs.sampled_cut_point.iloc[0]), **test,
+                               "std": runs["test_acc"][runs.index.isin(reference.index)].std()})
         rows += holm_family(family, alpha)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["target fraction (unlabelled)", "method", "cut", *GAIN_COLUMNS, "std",
+                                        "repeats_for_power", "p_holm", *TEST_COLUMNS[2:]])
     table["spread exceeds gain"] = table["std"] > table["gain"].abs()
     return table
 
@@ -260,13 +257,9 @@ def distillation_against_alone(distill_records, fr_records, alpha: float = 0.05,
         runs = {name: frame[(frame.sampled_percentage == percentage)
                             & (frame.sampled_cut_point == cuts[name][percentage])].set_index("repeat")["test_acc"]
                 for name, frame in (("distilled", distilled), ("alone", alone))}
-        pair = pd.concat(runs, axis=1).dropna()
-        difference = pair["distilled"] - pair["alone"]
         family.append({"fraction": percentage, "cut": int(cuts["distilled"][percentage]),
                        "alone cut": int(cuts["alone"][percentage]),
-                       **paired_gain(pair["distilled"], pair["alone"], rng), "std of differences": difference.std(),
-                       "repeats_for_power": repeats_for_power(np.sign(difference.mean()) * difference,
-                                                              len(fractions), alpha)})
+                       **paired_comparison(runs["distilled"], runs["alone"], rng, len(fractions), alpha)})
     table = pd.DataFrame(holm_family(family, alpha))
     table["spread exceeds gain"] = table["std of differences"] > table["gain"].abs()
     return table
@@ -304,6 +297,33 @@ def chosen_distillation_settings(distill_records) -> pd.DataFrame:
     table = table.reindex(columns=pd.MultiIndex.from_tuples(tried), fill_value=0)
     table.columns = [f"T {t:g}, share {a:g}" for t, a in table.columns]
     return table.rename_axis("fraction")
+
+
+# what an aligning run chose by the target risk estimate, and the key of each candidate's risk
+ALIGNMENT_CHOICES = {"chosen_weight": "weight", "chosen_lr": "rate", "chosen_schedule": "schedule"}
+RISK_KEY = re.compile(rf"dev_risk_(?P<weight>[0-9.e+-]+?)(?:_lr(?P<rate>[0-9.e+-]+?))?"
+                      rf"(?:_(?P<schedule>{'|'.join(DANN_SCHEDULES)}))?")
+
+
+def chosen_alignment_settings(records_by_mode: dict) -> pd.DataFrame:
+    """How often the runs of each method and fraction chose each candidate by the target risk
+    estimate: one row per (method, fraction), one column per setting chosen between, each
+    candidate with its count (``0.3 x5, 1 x3``; a candidate never chosen counts 0)."""
+    rows = []
+    for mode, records in records_by_mode.items():
+        frame = _frame(records) if records else pd.DataFrame()
+        choices = {c: name for c, name in ALIGNMENT_CHOICES.items() if c in frame}
+        tried = [m.groupdict() for key in frame.columns if (m := RISK_KEY.fullmatch(key))]
+        for percentage, runs in frame.groupby("sampled_percentage") if choices else ():
+            row = {"method": LABELS.get(mode, mode), "fraction": percentage}
+            for choice, name in choices.items():
+                counts = runs[choice].map(str).value_counts()
+                values = sorted({c[name] for c in tried}, key=lambda v: DANN_SCHEDULES.index(v)
+                                if v in DANN_SCHEDULES else float(v))
+                row[name] = ", ".join(f"{v} x{counts.get(str(float(v)) if v not in DANN_SCHEDULES else v, 0)}"
+                                      for v in values)
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["method", "fraction"]).fillna("") if rows else pd.DataFrame()
 
 
 def embedding(features: dict, labels: dict, seed: int = 0) -> pd.DataFrame:

@@ -276,6 +276,20 @@ def paired_gain(a, b, rng: np.random.Generator, resamples: int = 10_000) -> dict
             "p": p}
 
 
+def paired_comparison(first: pd.Series, second: pd.Series, rng: np.random.Generator, family: int,
+                      alpha: float = 0.05) -> dict | None:
+    """``first`` against ``second``, paired by index (the repeat: the same subset and seed), one
+    test of a ``family``: :func:`paired_gain`, the standard deviation of the paired differences
+    and the repeats a power calculation from them asks for (two-sided: power for either sign).
+    None where no index has both."""
+    pair = pd.concat([first, second], axis=1, keys=["first", "second"]).dropna()
+    if pair.empty:
+        return None
+    difference = pair["first"] - pair["second"]
+    return {**paired_gain(pair["first"], pair["second"], rng), "std of differences": difference.std(),
+            "repeats_for_power": repeats_for_power(np.sign(difference.mean()) * difference, family, alpha)}
+
+
 def holm_family(family: list[dict], alpha: float = 0.05) -> list[dict]:
     """The rows of one family of :func:`paired_gain` comparisons with their Holm-adjusted p, whether
     each is significant, the smallest adjusted p its repeats allow (``detectable``: below alpha)."""
@@ -285,6 +299,7 @@ def holm_family(family: list[dict], alpha: float = 0.05) -> list[dict]:
             for row, p_holm in zip(family, holm([row["p"] for row in family]))]
 
 
+GAIN_COLUMNS = ["n", "gain", "ci95_low", "ci95_high", "p"]  # what paired_gain gives
 TEST_COLUMNS = ["p", "p_holm", "significant", "smallest_p_holm", "detectable"]
 
 

@@ -12,7 +12,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from ..config import LORA_MODE
 from ..core.errors import DataError
 from .plots import fraction_title, panels
-from .stats import as_frame, chosen_cuts, holm_family, paired_gain, repeats_for_power, repeats_to_detect
+from .stats import GAIN_COLUMNS, TEST_COLUMNS, as_frame, chosen_cuts, holm_family, paired_comparison, repeats_to_detect
 
 REFERENCE = "FR"
 
@@ -69,18 +69,13 @@ def against_reference(frame: pd.DataFrame, best: pd.DataFrame, alpha: float = 0.
         runs = frame[frame["sampled_percentage"] == percentage]
         accuracy = {mode: runs[(runs["mode"] == mode) & (runs["sampled_cut_point"] == cut)].set_index("repeat")["test_acc"]
                     for mode, cut in chosen.items()}
-        family = []
-        for mode in (m for m in chosen.index if m != reference):
-            pair = pd.concat([accuracy[mode], accuracy[reference]], axis=1, keys=[mode, reference]).dropna()
-            difference = pair[mode] - pair[reference]  # the test is two-sided: power for either sign
-            family.append({"sampled_percentage": percentage, "mode": mode, "cut": int(chosen[mode]),
-                           "reference_cut": int(chosen[reference]), **paired_gain(pair[mode], pair[reference], rng),
-                           "repeats_for_power": repeats_for_power(np.sign(difference.mean()) * difference,
-                                                                  len(chosen) - 1, alpha)})
+        family = [{"sampled_percentage": percentage, "mode": mode, "cut": int(chosen[mode]),
+                   "reference_cut": int(chosen[reference]),
+                   **paired_comparison(accuracy[mode], accuracy[reference], rng, len(chosen) - 1, alpha)}
+                  for mode in chosen.index if mode != reference]
         rows += holm_family(family, alpha)
-    return pd.DataFrame(rows, columns=["sampled_percentage", "mode", "cut", "reference_cut", "n", "gain", "ci95_low",
-                                       "ci95_high", "p", "p_holm", "significant", "smallest_p_holm", "detectable",
-                                       "repeats_for_power"])
+    return pd.DataFrame(rows, columns=["sampled_percentage", "mode", "cut", "reference_cut", *GAIN_COLUMNS,
+                                       *TEST_COLUMNS[1:], "repeats_for_power"])
 
 
 def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_params",

@@ -202,13 +202,13 @@ class Many(Constraint):
     def problem(self, value) -> str:
         if not self.is_type(value):
             return f"is not {self.noun}"
-        return "" if self.within(value) else f"must all be {self.each.bounds()}"
+        return "" if self.within(value) else f"must all be {self.each.bounds() or self.each.noun}"
 
     def parse(self, text: str):
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            value = [part.strip() for part in text.split(",")] if isinstance(self.each, Text) else None
+            value = [part.strip() for part in text.split(",")] if isinstance(self.each, (Text, Options)) else None
         value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         if not self.is_type(value):
             raise ValueError(self.noun)

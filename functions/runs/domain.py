@@ -31,7 +31,7 @@ def domain_runs(cfg: Config, task: TaskData, pretrained: StudyCNN, cut_point: in
         source = cfg.source_task()
         source_train, source_val = (s.to(train.y.device) for s in (source.train, source.val))
         return [adapt(cfg.strategy, pretrained, cut_point, source_train, source_val, train.subset(rows), test,
-                      weights=cfg.alignment_weights, lrs=cfg.learning_rates,
+                      weights=cfg.alignment_weights, lrs=cfg.learning_rates, schedules=cfg.reversal_schedules,
                       epochs=cfg.num_train, batch_size=cfg.batch_size, min_steps_per_epoch=cfg.min_steps_per_epoch,
                       seed=seed, trajectory=trajectory)
                 for rows, seed in zip(subsets, seeds)]

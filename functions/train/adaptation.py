@@ -8,7 +8,8 @@ by :class:`~functions.models.stage_view.StageView`, so the same code adapts them
 * DANN (Ganin & Lempitsky 2015): a domain classifier on the features entering block k, trained
   through a gradient-reversal layer, so that the blocks below learn features the classifier
   cannot tell apart by domain.  The reversal weight ramps from 0 to ``dann_weight`` as
-  ``2 / (1 + exp(-10 p)) - 1`` over the training progress p, as in the paper.
+  ``2 / (1 + exp(-10 p)) - 1`` over the training progress p, as in the paper (schedule ``ramp``),
+  or holds ``dann_weight`` from the first step (schedule ``constant``).
 * CORAL (Sun & Saenko 2016, the deep form): the squared Frobenius distance between the source and
   target feature covariances at the cut, over ``4 d^2``, added to the source cross-entropy.
 * AdaBN (Li et al. 2016): no training; the BatchNorm statistics of blocks 0..k-1 are estimated
@@ -18,7 +19,8 @@ Features at the cut are average-pooled to at most 4 x 4 positions before they ar
 covariance of a block's full maps (up to 12,544 values) would not fit, and coarse positions keep
 what the pooled classifier input of the last block holds.  No target label is used for training
 or model selection: DANN and CORAL train a fixed number of epochs and keep their last weights, and
-when given several alignment weights they keep the run whose deep embedded validation risk
+when given several alignment weights, learning rates or (DANN) schedules they keep the run whose
+deep embedded validation risk
 (:func:`dev_risk`, You et al. 2019: the source validation loss weighted towards the target by a
 domain classifier) is lowest.
 Their BatchNorm layers keep the source's statistics while they train (in training mode every
@@ -39,6 +41,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from ..config import DANN_SCHEDULES
 from ..core.device import forward_chunk
 from ..core.errors import DataError
 from ..data.tasks import Split
@@ -68,9 +71,15 @@ def reverse_gradient(x: torch.Tensor, weight: float) -> torch.Tensor:
     return _ReverseGradient.apply(x, float(weight))
 
 
-def reversal_weight(progress: float, final: float) -> float:
-    """The reversal weight after ``progress`` (0..1) of training: 0 at the start, near ``final``
-    at the end, so that the domain classifier's noisy early signal does not disturb the features."""
+def reversal_weight(progress: float, final: float, schedule: str = "ramp") -> float:
+    """The reversal weight after ``progress`` (0..1) of training.  ``ramp``: 0 at the start, near
+    ``final`` at the end, so that the domain classifier's noisy early signal does not disturb the
+    features; ``constant``: ``final`` throughout, which aligns from the first step, where a short
+    run on a few target images may need it."""
+    if schedule == "constant":
+        return final
+    if schedule != "ramp":
+        raise DataError(f"unknown reversal schedule {schedule!r}; choose one of {list(DANN_SCHEDULES)}")
     return final * (2.0 / (1.0 + math.exp(-RAMP_GAMMA * progress)) - 1.0)
 
 
@@ -138,10 +147,12 @@ class Aligned(nn.Module):
     of both halves are kept for :meth:`alignment_loss`, the trainer's extra loss.  In training mode
     its BatchNorm layers keep the source's statistics: AdaBN is the method that changes them."""
 
-    def __init__(self, model: StudyCNN, cut_point: int, critic: nn.Module | None, weight: float, steps: int):
+    def __init__(self, model: StudyCNN, cut_point: int, critic: nn.Module | None, weight: float, steps: int,
+                 schedule: str = "ramp"):
         super().__init__()
         self.model, self.critic = model, critic  # in this order: the optimiser's order of parameters
         self.cut_point, self.weight, self.steps, self.step = cut_point, weight, steps, 0
+        self.schedule = schedule
         self.features: torch.Tensor | None = None
 
     def train(self, mode: bool = True):
@@ -157,23 +168,25 @@ class Aligned(nn.Module):
         return logits
 
     def alignment_loss(self, model, rows, inputs, logits, labels) -> torch.Tensor:
-        """DANN's domain classification through the reversed gradient (its weight ramped over the
-        training progress), or CORAL's covariance distance times ``weight``, on the last batch."""
+        """DANN's domain classification through the reversed gradient (its weight following the
+        schedule over the training progress), or CORAL's covariance distance times ``weight``, on
+        the last batch."""
         half = len(self.features) // 2
         progress, self.step = self.step / self.steps, self.step + 1
         if self.critic is None:
             return self.weight * coral_loss(self.features[:half], self.features[half:])
         domains = torch.cat([torch.zeros(half), torch.ones(half)]).unsqueeze(1).to(self.features.dtype)
-        reversed_ = reverse_gradient(self.features, reversal_weight(progress, self.weight))
+        reversed_ = reverse_gradient(self.features, reversal_weight(progress, self.weight, self.schedule))
         return F.binary_cross_entropy_with_logits(self.critic(reversed_), domains)
 
 
 def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, target: torch.Tensor, *, weight: float,
-                  lr: float, epochs: int, batch_size: int, min_steps_per_epoch: int, seed: int,
+                  lr: float, epochs: int, batch_size: int, min_steps_per_epoch: int, seed: int, schedule: str = "ramp",
                   trajectory: Trajectory | None = None) -> str:
     """DANN or CORAL in place through the trainer: each step pairs a source batch with a batch of
     the target images (:class:`Aligned`).  An epoch is a pass over the target images (at least
-    ``min_steps_per_epoch`` steps); no label of the target is seen, so there is no validation: the
+    ``min_steps_per_epoch`` steps; DANN's reversal weight follows ``schedule``, see
+    :func:`reversal_weight`); no label of the target is seen, so there is no validation: the
     run lasts ``epochs`` and keeps its last weights.  With ``trajectory``, the run is in its dtype
     (``model``, ``source`` and ``target`` come in it), each step is recorded, and training stops
     where the trajectory ends.  Returns the status: ``ok`` or ``diverged``."""
@@ -185,7 +198,7 @@ def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, t
     with torch.no_grad():
         width = aligned_features(model.eval().features(target[:1], 0, cut_point)).shape[1]
     critic = domain_classifier(width, seed).to(target.dtype) if method == "dann" else None
-    aligned = Aligned(model, cut_point, critic, weight, epochs * batches.steps_per_epoch)
+    aligned = Aligned(model, cut_point, critic, weight, epochs * batches.steps_per_epoch, schedule)
     params = [p for p in aligned.parameters() if p.requires_grad]
     record = None if trajectory is None else (lambda loss: trajectory.record(loss, params))
     result = fit(aligned, source, None, None, lr=lr, max_epochs=epochs, patience=epochs,
@@ -236,22 +249,23 @@ def dev_risk(model: StudyCNN, source: Split, source_val: Split, target: torch.Te
     return float(weighted.mean() + eta * (weights.mean() - 1.0))
 
 
-def risk_key(weight: float, lr: float, several_rates: bool) -> str:
-    """The record's key of one candidate's :func:`dev_risk` (its rate named only where rates were
-    chosen between, so that files written before that keep their keys)."""
-    return f"dev_risk_{weight:g}_lr{lr:g}" if several_rates else f"dev_risk_{weight:g}"
+def _risk_key(weight: float, lr: float | None, schedule: str | None) -> str:
+    """The record's key of one candidate's :func:`dev_risk` (its rate and schedule named only where
+    they were chosen between (else None), so that files written before that keep their keys)."""
+    return f"dev_risk_{weight:g}" + (f"_lr{lr:g}" if lr is not None else "") + (f"_{schedule}" if schedule else "")
 
 
 def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, source_val: Split, target: Split,
-          test: Split, *, weights: tuple = (1.0,), lrs: tuple = (1e-3,), epochs: int = 10, batch_size: int = 64,
-          min_steps_per_epoch: int = 1, seed: int = 0,
+          test: Split, *, weights: tuple = (1.0,), lrs: tuple = (1e-3,), schedules: tuple = ("ramp",),
+          epochs: int = 10, batch_size: int = 64, min_steps_per_epoch: int = 1, seed: int = 0,
           trajectory: Trajectory | None = None) -> tuple[StudyCNN, RunResult]:
     """One adaptation run from a copy of ``source_model``: ``source_only``, ``adabn``, ``dann`` or
     ``coral`` at ``cut_point``, with ``target``'s images (its labels are only scored, never used).
 
-    DANN and CORAL train at alignment weight ``weights[0]`` and learning rate ``lrs[0]``; given
-    several of either, one run per (weight, rate) pair from the same seed, and the one with the
-    lowest :func:`dev_risk` is kept: what it chose and every candidate's risk go into the result's
+    DANN and CORAL train at alignment weight ``weights[0]`` and learning rate ``lrs[0]`` (DANN's
+    reversal weight on schedule ``schedules[0]``); given several of any, one run per combination
+    from the same seed, and the one with the lowest :func:`dev_risk` is kept: what it chose and
+    every candidate's risk go into the result's
     details, and its seconds are all the candidates' (what a run that chooses costs).  The result's
     ``test_acc`` is on the target's test split, ``train_acc`` on the target images adapted to,
     ``val_acc`` on the source's validation split (the only labels a method may see).  With
@@ -260,13 +274,15 @@ def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, so
     """
     began = time.perf_counter()
     aligning = method in ("dann", "coral")
-    candidates = list(itertools.product(weights, lrs))
+    candidates = list(itertools.product(weights, lrs, schedules))
     if trajectory is not None and not aligning:
         raise DataError(f"{method!r} does not train: only dann and coral have a trajectory to record")
+    if len(schedules) > 1 and method != "dann":
+        raise DataError(f"schedules {list(schedules)} are DANN's reversal weight's; {method!r} has none to choose")
     if len(candidates) > 1 and (not aligning or trajectory is not None):
         raise DataError(f"several weights {list(weights)} or learning rates {list(lrs)} are chosen between for one "
                         f"dann or coral run; {method!r} takes none" if not aligning else
-                        "a trajectory records one weight's and one rate's run")
+                        "a trajectory records one weight's, rate's and schedule's run")
     dtype = trajectory.dtype if trajectory is not None else torch.float32
     source, target = as_dtype(source, dtype), as_dtype(target, dtype)
     status, details = "ok", None
@@ -274,21 +290,22 @@ def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, so
         model = adapt_batch_norm(copy.deepcopy(source_model), target.x, cut_point)
     elif aligning:
         runs = {}
-        for weight, lr in candidates:
+        for weight, lr, schedule in candidates:
             model = copy.deepcopy(source_model).to(dtype)
-            runs[weight, lr] = model, train_aligned(model, method, cut_point, source, target.x, weight=weight, lr=lr,
-                                                    epochs=epochs, batch_size=batch_size,
-                                                    min_steps_per_epoch=min_steps_per_epoch, seed=seed,
-                                                    trajectory=trajectory)
+            runs[weight, lr, schedule] = model, train_aligned(
+                model, method, cut_point, source, target.x, weight=weight, lr=lr, epochs=epochs,
+                batch_size=batch_size, min_steps_per_epoch=min_steps_per_epoch, seed=seed, schedule=schedule,
+                trajectory=trajectory)
         chosen = candidates[0]
         if len(runs) > 1:
-            risks = {pair: dev_risk(m, source, source_val, target.x, seed) if status == "ok" else float("inf")
-                     for pair, (m, status) in runs.items()}
+            risks = {key: dev_risk(m, source, source_val, target.x, seed) if status == "ok" else float("inf")
+                     for key, (m, status) in runs.items()}
             chosen = min(risks, key=risks.get)
-            several_rates = len(lrs) > 1
-            details = {**({"chosen_weight": chosen[0]} if len(weights) > 1 else {}),
-                       **({"chosen_lr": chosen[1]} if several_rates else {}),
-                       **{risk_key(w, lr, several_rates): risk for (w, lr), risk in risks.items()}}
+            several = [len(choices) > 1 for choices in (weights, lrs, schedules)]
+            details = {**{name: value for name, value, chose in zip(("chosen_weight", "chosen_lr", "chosen_schedule"),
+                                                                    chosen, several) if chose},
+                       **{_risk_key(w, lr if several[1] else None, schedule if several[2] else None): risk
+                          for (w, lr, schedule), risk in risks.items()}}
         model, status = runs[chosen]
     elif method == "source_only":
         model = copy.deepcopy(source_model)

@@ -60,3 +60,20 @@ def test_the_distilled_student_is_paired_with_the_student_alone_each_at_its_chos
     settings = adaptation.chosen_distillation_settings(distilled)
     assert list(settings.columns) == ["T 2, share 0.5", "T 2, share 0.9", "T 4, share 0.5", "T 4, share 0.9"]
     assert settings.loc[0.01].tolist() == [8, 0, 0, 8] and settings.loc[0.05].tolist() == [2, 0, 0, 2]
+
+
+def test_the_settings_chosen_without_labels_are_counted_with_every_candidate_tried():
+    def run(percentage, weight, lr, schedule):
+        risks = {f"dev_risk_{w:g}_lr{r:g}_{s}": 0.5 for w in (0.3, 1.0) for r in (3e-4, 1e-3) for s in ("ramp", "constant")}
+        return {"sampled_percentage": percentage, "sampled_cut_point": 6, "status": "ok", "test_acc": 0.5,
+                "chosen_weight": weight, "chosen_lr": lr, "chosen_schedule": schedule, **risks}
+    dann = [run(0.01, 0.3, 1e-3, "constant"), run(0.01, 0.3, 3e-4, "constant"), run(0.05, 1.0, 1e-3, "ramp")]
+    coral = [{"sampled_percentage": 0.01, "status": "ok", "test_acc": 0.4, "chosen_weight": 10.0,
+              "dev_risk_1": 0.2, "dev_risk_10": 0.1}]
+    source = [{"sampled_percentage": 0.01, "status": "ok", "test_acc": 0.3}]
+    table = adaptation.chosen_alignment_settings({"source_only": source, "dann-tuned": dann, "coral": coral})
+    assert list(table.columns) == ["weight", "rate", "schedule"]
+    row = table.loc[("DANN, rate and schedule chosen", 0.01)]
+    assert (row["weight"], row["rate"], row["schedule"]) == ("0.3 x2, 1 x0", "0.0003 x1, 0.001 x1", "ramp x0, constant x2")
+    assert table.loc[("DANN, rate and schedule chosen", 0.05), "weight"] == "0.3 x0, 1 x1"
+    assert tuple(table.loc[("CORAL", 0.01)]) == ("1 x0, 10 x1", "", "")  # it chose its weight alone

@@ -72,7 +72,8 @@ CHANGES = {
     "gradient not reversed": (adaptation, "reverse_gradient",
                               lambda x, weight: adaptation._ReverseGradient.apply(x, -weight)),
     "reversal weight 1% higher": (adaptation, "reversal_weight",
-                                  lambda p, final, ramp=adaptation.reversal_weight: 1.01 * ramp(p, final)),
+                                  lambda p, final, schedule, ramp=adaptation.reversal_weight:
+                                  1.01 * ramp(p, final, schedule)),
     "one step skipped": (torch.optim, "Adam", _SkippingAdam),
 }
 

@@ -35,6 +35,12 @@ def test_reversal_weight_ramps_from_zero_to_its_final_value():
     assert steps == sorted(steps) and steps[-1] < 1.0
 
 
+def test_a_constant_reversal_weight_holds_its_value_from_the_first_step():
+    assert [reversal_weight(p, 0.3, "constant") for p in (0.0, 0.5, 1.0)] == [0.3, 0.3, 0.3]
+    with pytest.raises(DataError, match="unknown reversal schedule 'flat'"):
+        reversal_weight(0.5, 1.0, "flat")
+
+
 def test_coral_is_zero_for_identical_batches_and_matches_a_direct_computation():
     generator = torch.Generator().manual_seed(0)
     source = torch.randn(40, 6, generator=generator, dtype=torch.float64)
@@ -328,6 +334,22 @@ def test_several_rates_and_weights_are_chosen_together_by_the_target_risk_estima
     assert "chosen_weight" not in by_rate.details and by_rate.details["chosen_lr"] in (1e-4, 1e-2)
 
 
+def test_dann_chooses_its_reversal_schedule_by_the_target_risk_estimate_and_only_dann_has_one():
+    model, source, val, target, test = shifted_domains()
+    common = dict(epochs=1, batch_size=8, min_steps_per_epoch=2)
+    _, result = adapt("dann", model, 1, source, val, Split(target, test.y), test, weights=(4.0,),
+                      schedules=("ramp", "constant"), **common)
+    risks = {s: result.details[f"dev_risk_4_{s}"] for s in ("ramp", "constant")}
+    assert result.details["chosen_schedule"] == min(risks, key=risks.get) and set(result.details) == {
+        "chosen_schedule", *(f"dev_risk_4_{s}" for s in risks)}
+    assert risks["ramp"] != risks["constant"]  # the schedule changes what was trained
+    _, alone = adapt("dann", model, 1, source, val, Split(target, test.y), test, weights=(4.0,),
+                     schedules=(result.details["chosen_schedule"],), **common)
+    assert alone.test_acc == result.test_acc and alone.val_acc == result.val_acc
+    with pytest.raises(DataError, match="DANN's reversal weight's; 'coral' has none"):
+        adapt("coral", model, 1, source, val, Split(target, test.y), test, schedules=("ramp", "constant"))
+
+
 def test_candidate_weights_are_typed_range_checked_and_resume_older_files():
     from functions.commands.study import overrides
     from functions.config import LEGACY_VALUES, TUNED_SETTINGS
@@ -348,6 +370,23 @@ def test_candidate_weights_are_typed_range_checked_and_resume_older_files():
     assert differing_keys(before, dann.replace(dann_weights=(0.1, 1.0)).params(), LEGACY_VALUES) == ["dann_weights"]
 
 
+def test_dann_tuned_chooses_its_reversal_schedule_and_files_written_before_schedules_resume():
+    from functions.commands.study import overrides
+    from functions.config import DANN_SCHEDULES, LEGACY_VALUES
+    from functions.runs.store import differing_keys
+    tuned = Config().with_mode("dann-tuned")
+    assert tuned.reversal_schedules == DANN_SCHEDULES and Config().with_mode("dann").reversal_schedules == ("ramp",)
+    assert "dann_schedules" not in Config().with_mode("coral-tuned").params()
+    assert tuned.replace(**overrides(["dann_schedules=constant"])).reversal_schedules == ("constant",)
+    with pytest.raises(DataError, match=r"dann_schedules=\('ramp', 'flat'\) must all be one of \['ramp', 'constant'\]"):
+        tuned.replace(**overrides(["dann_schedules=ramp,flat"]))
+    dann = Config().with_mode("dann")
+    before = {k: v for k, v in dann.params().items() if not k.startswith("dann_schedule")}
+    assert differing_keys(before, dann.params(), LEGACY_VALUES) == []
+    assert differing_keys(before, tuned.params(), LEGACY_VALUES) == ["dann_schedules", "lr_fine_tunes"]
+    assert tuned.as_chosen({"chosen_schedule": "constant", "chosen_lr": 1e-3}).reversal_schedules == ("constant",)
+
+
 def test_distillation_keeps_the_temperature_and_share_with_the_best_validation_accuracy(output_root):
     from functions.notebooks.study import plan
     from functions.runs.store import load_results
@@ -362,12 +401,13 @@ def test_distillation_keeps_the_temperature_and_share_with_the_best_validation_a
 
 # what trains one candidate of each tuned mode, where the mode's run looks it up
 CANDIDATE_TRAINER = {"dann": ("functions.train.adaptation", "train_aligned"), "distill": ("functions.runs.domain", "distil")}
-CANDIDATE_TRAINER["coral-tuned"] = CANDIDATE_TRAINER["dann"]
+CANDIDATE_TRAINER["coral-tuned"] = CANDIDATE_TRAINER["dann-tuned"] = CANDIDATE_TRAINER["dann"]
 
 
 @pytest.mark.parametrize("mode, short", [
     ("dann", {"dann_weights": (0.1, 1.0)}),
     ("coral-tuned", {"coral_weights": (), "lr_fine_tunes": (1e-4, 3e-3)}),
+    ("dann-tuned", {"dann_weights": (), "lr_fine_tunes": (1e-3,), "dann_schedules": ("ramp", "constant")}),
     ("distill", {"kd_temperatures": (2.0, 4.0), "kd_alphas": (0.5,)})])
 def test_a_tuned_run_trained_again_at_its_chosen_setting_alone_comes_back_exactly(mode, short, output_root,
                                                                                  monkeypatch):
@@ -389,3 +429,6 @@ def test_a_tuned_run_trained_again_at_its_chosen_setting_alone_comes_back_exactl
     if mode == "coral-tuned":  # the rate chosen without target labels is the record's rate
         risks = {lr: record[f"dev_risk_1_lr{lr:g}"] for lr in (1e-4, 3e-3)}
         assert record["lr"] == record["chosen_lr"] == min(risks, key=risks.get)
+    if mode == "dann-tuned":  # and so is the schedule
+        risks = {s: record[f"dev_risk_1_{s}"] for s in ("ramp", "constant")}
+        assert record["chosen_schedule"] == min(risks, key=risks.get)
