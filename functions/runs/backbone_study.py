@@ -263,8 +263,9 @@ class CutStudy:
         self.files = {
             "results": ResultsFile(results_path(self.folder, "results", settings.backbone, self.mode, profile),
                                    {**params, "mode": self.mode, **strategy}),
+            # the baselines train at the one rate whatever the mode chooses: every mode shares them
             "baselines": ResultsFile(results_path(self.folder, "baselines", settings.backbone, profile=profile),
-                                     {**params, "mode": "baseline"}),
+                                     {**{k: v for k, v in params.items() if k != "lrs"}, "mode": "baseline"}),
         }
         self._staged: tuple | None = None  # (cut point, (train, val, test) through its frozen stages)
         self._fractions: dict[Size, float] = {}
