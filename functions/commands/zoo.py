@@ -113,8 +113,9 @@ def _print_choice(table, level: float, budget_gflops: float | None) -> None:
     """The Pareto set of predicted accuracy against cost, and the choice under a budget."""
     from ..notebooks.zoo import choose_within
     front = table[table["pareto"]].sort_values("gflops")
-    print(f"\nlinear-probe accuracy predicted with {level:.0%} conformal intervals (calibrated leaving whole "
-          f"datasets out); the Pareto set, cheapest first (no cheaper model is predicted more accurate):")
+    print(f"\nlinear-probe accuracy predicted with {level:.0%} conformal intervals (calibrated "
+          f"{table.attrs['calibration']}); the Pareto set, cheapest first (no cheaper model is predicted more "
+          f"accurate):")
     if table.attrs.get("outside"):
         print(f"  the task has {' and '.join(table.attrs['outside'])}: the predictions extrapolate, and the intervals' "
               f"coverage was not measured on tasks like it")

@@ -77,8 +77,8 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
     then each model's linear probe is trained on the task as the zoo matrix trains it (mean of its
     seeds), to set beside the prediction.  The table's ``attrs`` name the task, and for ``data``
     the dataset's version (fingerprint and classes).  Beside the ranking, each model's predicted
-    accuracy with its ``level`` conformal interval (calibrated leaving whole datasets out, fitted
-    without the task) and its cost per image, in GFLOPs and in the milliseconds its features took
+    accuracy with its ``level`` conformal interval (calibrated leaving whole datasets out where the
+    records hold several, fitted without the task) and its cost per image, in GFLOPs and in the milliseconds its features took
     on the machine that extracted them; ``pareto`` marks the models that no
     cheaper model is predicted to beat (:func:`choose_within` picks among them); ``attrs["outside"]``
     says where the task lies beyond the bank's tasks (there the intervals extrapolate)."""
@@ -108,6 +108,7 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
     front = pareto_front(table, "gflops", "accuracy_predicted")
     table["pareto"] = table.index.isin(front.index)
     table.attrs["task"], table.attrs["level"] = spec.name, level
+    table.attrs["calibration"] = predicted.attrs["calibration"]
     table.attrs["outside"] = intervals.outside_the_bank(records, task_records)
     if source is not None:
         table.attrs["data"] = source.data.version

@@ -90,3 +90,15 @@ def test_a_task_beyond_the_bank_is_named_as_such():
     assert intervals.outside_the_bank(frame, inside.assign(num_classes=2, n_train=2000)) == [
         f"1000 training images per class (the bank's tasks have {(frame.n_train / frame.num_classes).min():g} to "
         f"{(frame.n_train / frame.num_classes).max():g})"]
+
+
+def test_records_of_one_dataset_calibrate_on_folds_of_tasks_and_too_few_give_no_interval():
+    frame = records()
+    digits = frame[frame["source_dataset"] == "digits"]
+    new = records(tasks_per_dataset=1, seed=1).query("source_dataset == 'MNIST'").assign(task="new:0")
+    predicted = intervals.predict_with_interval(digits, new, 0.8)
+    assert predicted.attrs["calibration"] == "leaving tasks out (the records hold one dataset)"
+    assert (predicted["high"] - predicted["low"] < 1).all()
+    assert intervals.predict_with_interval(frame, new).attrs["calibration"] == "leaving whole datasets out"
+    lonely = intervals.predict_with_interval(digits[digits["task"] == "digits:0"], new)
+    assert (lonely["low"] == 0).all() and (lonely["high"] == 1).all()  # one task: nothing to calibrate on

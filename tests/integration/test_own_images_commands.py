@@ -47,10 +47,12 @@ def test_recommend_model_ranks_the_zoo_on_a_folder(tmp_path, output_root, capsys
     assert main(["recommend-model", "--data", str(folder), "--recommender", "logme", "--measure"]) == 0
     out = capsys.readouterr().out
     assert "measured_accuracy" in out
-    rows = [line.split() for line in out.splitlines() if any(m.name in line.split() for m in models)]
-    column = next(line.split() for line in out.splitlines() if "measured_accuracy" in line.split())
+    table, choice = out.split("\n\n")  # the ranking, then the Pareto set
+    rows = [line.split() for line in table.splitlines() if any(m.name in line.split() for m in models)]
+    column = next(line.split() for line in table.splitlines() if "measured_accuracy" in line.split())
     accuracies = [float(r[len(r) - len(column) + column.index("measured_accuracy")]) for r in rows]
     assert len(rows) == 2 and all(0.0 <= a <= 1.0 for a in accuracies), out  # each probe's accuracy beside it
+    assert "calibrated leaving tasks out (the records hold one dataset)" in choice
     assert main(["recommend-model"]) == 2
     assert "give a bank task (--task" in capsys.readouterr().err
     assert main(["recommend-model", "--task", "digits:0,1:10", "--measure"]) == 2

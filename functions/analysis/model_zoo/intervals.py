@@ -91,19 +91,28 @@ def coverage(records: pd.DataFrame, levels=(0.8, 0.9), folds: int = TASK_FOLDS, 
 
 
 def predict_with_interval(records: pd.DataFrame, task_records: pd.DataFrame, level: float = LEVEL,
-                          by: str = "source_dataset", seed: int = 0) -> pd.DataFrame:
+                          seed: int = 0) -> pd.DataFrame:
     """Each of ``task_records``' models (one new task) with its predicted accuracy and a ``level``
     conformal interval (clipped to [0, 1]), from a fit on every record of ``records``; the
-    half-width from ``records``' held-out errors (``by``: leaving whole datasets out by default,
-    as a user's own images are a new dataset)."""
-    errors = (records["accuracy"] - held_out_predictions(records, by, seed=seed)).abs()
-    width = half_width(errors.to_numpy(), level)
+    half-width from ``records``' held-out errors, leaving whole datasets out (a user's own images
+    are a new dataset), or folds of tasks where the records hold one dataset (too few tasks for
+    ``level``: the interval is all of [0, 1]).  ``attrs["calibration"]`` says which."""
+    by = "source_dataset" if records["source_dataset"].nunique() > 1 else "task"
+    folds = min(TASK_FOLDS, records["task"].nunique())
+    if folds > 1:
+        errors = (records["accuracy"] - held_out_predictions(records, by, folds, seed)).abs()
+        width = half_width(errors.to_numpy(), level)
+    else:
+        width = math.inf
     combined = pd.concat([records, task_records], ignore_index=True)
     x = design(combined)
     predicted = _fit(x.iloc[:len(records)], records["accuracy"].reset_index(drop=True), seed).predict(
         x.iloc[len(records):][COLUMNS])
-    return pd.DataFrame({"model": task_records["model"].to_numpy(), "accuracy_predicted": predicted,
-                         "low": np.clip(predicted - width, 0, 1), "high": np.clip(predicted + width, 0, 1)})
+    table = pd.DataFrame({"model": task_records["model"].to_numpy(), "accuracy_predicted": predicted,
+                          "low": np.clip(predicted - width, 0, 1), "high": np.clip(predicted + width, 0, 1)})
+    table.attrs["calibration"] = "leaving whole datasets out" if by == "source_dataset" else \
+        "leaving tasks out (the records hold one dataset)"
+    return table
 
 
 def outside_the_bank(records: pd.DataFrame, task_records: pd.DataFrame) -> list[str]:
