@@ -21,7 +21,7 @@ import pandas as pd
 
 from ...core.errors import DataError
 from .matrix import SCORES
-from .recommenders import MODEL_FEATURES, TASK_FEATURES, design
+from .recommenders import MODEL_FEATURES, TASK_FEATURES, boosted_trees, design
 
 LEVEL = 0.9
 TASK_FOLDS = 10  # folds of whole tasks for the held-out errors
@@ -29,9 +29,7 @@ COLUMNS = [*MODEL_FEATURES, *TASK_FEATURES, *SCORES, *(f"{s}_in_task" for s in S
 
 
 def _fit(x: pd.DataFrame, y: pd.Series, seed: int = 0):
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    model = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, max_leaf_nodes=15, random_state=seed)
-    return model.fit(x[COLUMNS], y)
+    return boosted_trees(seed).fit(x[COLUMNS], y)
 
 
 def _folds(records: pd.DataFrame, by: str, folds: int, seed: int) -> pd.Series:

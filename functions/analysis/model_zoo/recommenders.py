@@ -57,12 +57,17 @@ def _linear(train: pd.DataFrame, x: pd.DataFrame, test: pd.DataFrame, y: pd.Seri
     return model.predict(x.loc[test.index, columns])
 
 
-def _boosting(train: pd.DataFrame, x: pd.DataFrame, test: pd.DataFrame, y: pd.Series, seed: int = 0) -> np.ndarray:
+def boosted_trees(seed: int = 0):
+    """The gradient-boosted trees every learned prediction of the zoo fits (ranking and accuracy)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
+    return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, max_leaf_nodes=15, random_state=seed)
+
+
+def _boosting(train: pd.DataFrame, x: pd.DataFrame, test: pd.DataFrame, y: pd.Series, seed: int = 0) -> np.ndarray:
     columns = [*MODEL_FEATURES, *TASK_FEATURES, *(f"{s}_in_task" for s in SCORES)]
     seen = y.loc[train.index]
     relative = seen - seen.groupby(train["task"]).transform("mean")
-    model = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, max_leaf_nodes=15, random_state=seed)
+    model = boosted_trees(seed)
     model.fit(x.loc[train.index, columns], relative)
     return model.predict(x.loc[test.index, columns])
 
