@@ -93,6 +93,12 @@ range: pretrained
 # repeats.  Each spec: folder, setup, repeats, the LoRA rank whose rate is tuned (on MNIST the one
 # of the four whose validation accuracy the strategies notebook prints as best), more LoRA ranks
 STRATEGY_MODES := progressive discriminative lora_r4 ia3 bitfit
+# Then, on the folders whose strategies notebooks show them, plain fine-tuning (F) and its three
+# regularisers (L2-SP, DELTA, BSS; each run choosing its weight on validation): every cut and the
+# repeats at the chosen cut for the regularisers (F's every cut is the quick study's), then all four
+# tuned at their chosen cuts, where the regularisers are tested against F in a family of three
+REGULARISER_MODES := l2sp delta bss
+REGULARISED := "MNIST regular 9" "FashionMNIST regular 8"
 strategies: pretrained
 	for spec in "MNIST regular 9 lora_r1 lora_r1 lora_r2 lora_r8" "FashionMNIST regular 8 lora_r4" \
 	            "MNIST_to_FashionMNIST cross 8 lora_r4" "FashionMNIST_to_MNIST cross 8 lora_r4"; do \
@@ -108,6 +114,14 @@ strategies: pretrained
 	  done; \
 	  $(PY) -m functions run $$folder --setup $$setup --mode FR --percentages 0.01 --repeats $$repeats \
 	    --at-chosen-cut --no-progress || exit 1; done
+	for spec in $(REGULARISED); do set -- $$spec; folder=$$1; setup=$$2; repeats=$$3; \
+	  for mode in $(REGULARISER_MODES); do \
+	    $(PY) -m functions run $$folder --setup $$setup --mode $$mode --percentages 0.01 --no-progress || exit 1; \
+	    $(PY) -m functions run $$folder --setup $$setup --mode $$mode --percentages 0.01 --repeats $$repeats \
+	      --at-chosen-cut --no-baselines --no-progress || exit 1; done; \
+	  for mode in F $(REGULARISER_MODES); do \
+	    $(PY) -m functions run $$folder --setup $$setup --mode $$mode-tuned --percentages 0.01 --repeats $$repeats \
+	      --at-chosen-cut --no-baselines --no-progress || exit 1; done; done
 
 # domain adaptation (source only, AdaBN, DANN, CORAL: unlabelled target images) and distillation
 # from a 64-channel teacher, as modes of the quick study of each cross-dataset folder (what the
@@ -118,8 +132,10 @@ strategies: pretrained
 # paired test of teacher against none; each repeat fine-tunes a teacher of its own); the MNIST <->
 # FashionMNIST pairs, whose classes mean different things, run DANN and CORAL at the papers'
 # weight (their folder settings in functions/config.py, which every command applies to them).
-# Last, the digits folder's DANN and CORAL choose their learning rate with their weight, without
-# target labels, at the last block with 1% and 5% of the target images (8 repeats)
+# Last, on the digits folder, whose classes are the target's own, MCC and CDAN (which lean on the
+# source classifier's predictions) the same way, and its DANN, CORAL, MCC and CDAN choose their
+# learning rate with their weight, without target labels, at the last block with 1% and 5% of the
+# target images (8 repeats)
 ADAPTATION_MODES := source_only adabn dann coral distill
 adaptation: pretrained
 	for folder in MNIST_to_digits MNIST_to_FashionMNIST FashionMNIST_to_MNIST; do \
@@ -130,7 +146,9 @@ adaptation: pretrained
 	  for mode in distill FR; do \
 	    $(PY) -m functions run $$folder --mode $$mode --percentages 0.01 --repeats 8 --at-chosen-cut --no-baselines \
 	      --no-progress || exit 1; done; done
-	for mode in dann coral; do \
+	for mode in mcc cdan; do $(PY) -m functions run MNIST_to_digits --mode $$mode --no-progress || exit 1; \
+	  $(PY) -m functions run MNIST_to_digits --mode $$mode --cuts 6 --repeats 8 --no-progress || exit 1; done
+	for mode in dann coral mcc cdan; do \
 	  $(PY) -m functions run MNIST_to_digits --mode $$mode-tuned --cuts 6 --percentages 0.01 0.05 --repeats 8 \
 	    --no-baselines --no-progress || exit 1; done
 

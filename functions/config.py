@@ -51,20 +51,31 @@ STRATEGIES = {
              "flags": WHOLE},
     "coral": {"keys": ("coral_weight", "coral_weights"), "prefix_cached": False, "flags": WHOLE},
     "adabn": {"keys": (), "prefix_cached": False, "flags": WHOLE},
+    "mcc": {"keys": ("mcc_weight", "mcc_weights"), "prefix_cached": False, "flags": WHOLE},
+    "cdan": {"keys": ("cdan_weight", "cdan_weights"), "prefix_cached": False, "flags": WHOLE},
     "distill": {"keys": ("kd_temperature", "kd_alpha", "teacher_channels", "kd_temperatures", "kd_alphas"), "prefix_cached": False,
                 "flags": MODES["FR"]},
+    # regularisers of fine-tuning (functions.train.regularisers): F with a penalty in the loss
+    **{name: {"keys": ("regularisation_weight", "regularisation_weights"), "prefix_cached": True,
+              "flags": MODES["F"]} for name in ("l2sp", "delta", "bss")},
 }
+# the regularisers, and the weights each run chooses between on validation: the paper's value first
+# (L2-SP's and DELTA's alpha 0.01, BSS's eta 0.001), then ten times it, toward where a few hundred
+# images would need the pretrained point held more firmly
+REGULARISER_WEIGHTS = {"l2sp": (0.01, 0.1), "delta": (0.01, 0.1), "bss": (0.001, 0.01)}
+REGULARISERS = tuple(REGULARISER_WEIGHTS)
 # the strategies that fine-tune on labelled target images (the others adapt to unlabelled ones or distil)
-FINE_TUNING = ("progressive", "discriminative", "lora", "ia3", "bitfit")
+FINE_TUNING = ("progressive", "discriminative", "lora", "ia3", "bitfit", *REGULARISERS)
 # the modes that train on unlabelled target images; they use the BatchNorm variant of the network
-ADAPTATION_MODES = ("source_only", "dann", "coral", "adabn")
+ADAPTATION_MODES = ("source_only", "dann", "coral", "adabn", "mcc", "cdan")
 # an adaptation epoch is a pass over the unlabelled target images, and 1% of a target makes it a
 # step or two: it makes at least this many.  Adaptation trains a fixed schedule (epochs of these
 # steps, no early stopping), so the fine-tuning modes' step floor, which lets a run converge before
 # early stopping ends it, is not its concern (a --set min_steps_per_epoch after the mode changes it)
 ADAPTATION_MIN_STEPS = 50
-# the adaptation modes that align features at the cut, which therefore lies after a block (1..depth)
-ALIGNING_MODES = ("dann", "coral")
+# the adaptation modes that train with a term of their own (DANN, CORAL and CDAN align the features
+# at the cut, which therefore lies after a block (1..depth); MCC's term is on the output)
+ALIGNING_MODES = ("dann", "coral", "mcc", "cdan")
 # What each run of these modes chooses between (with_mode sets them; a --set after the mode
 # changes them): DANN's and CORAL's weight by the target risk estimate, which needs no target
 # label, the distillation's temperature and share of the soft-label term by validation accuracy.  The papers'
@@ -75,7 +86,10 @@ ALIGNING_MODES = ("dann", "coral")
 # and a softer temperature than the usual 4 (2: less weight on the teacher's small probabilities,
 # which a teacher fine-tuned on a few hundred images has not learned well).
 TUNED_SETTINGS = {"dann": {"dann_weights": (0.3, 1.0)}, "coral": {"coral_weights": (1.0, 10.0)},
-                  "distill": {"kd_temperatures": (2.0, 4.0), "kd_alphas": (0.5, 0.9)}}
+                  "mcc": {"mcc_weights": (0.3, 1.0)}, "cdan": {"cdan_weights": (0.3, 1.0)},
+                  "distill": {"kd_temperatures": (2.0, 4.0), "kd_alphas": (0.5, 0.9)},
+                  **{name: {"regularisation_weight": weights[0], "regularisation_weights": weights}
+                     for name, weights in REGULARISER_WEIGHTS.items()}}
 # A learning rate chosen per run: mode ``<mode>-tuned`` (F, FR, FT or a fine-tuning strategy) trains
 # each run at every rate here and keeps the one with the best validation accuracy; the default rate
 # and one half a decade either side of it, the range over which Adam's best rate for a small
@@ -96,8 +110,12 @@ LR_CHOSEN_KEY = {"chosen_lr": ("lr_fine_tune", "lr_fine_tunes")}
 CHOSEN_KEYS = {"dann": {"chosen_weight": ("dann_weight", "dann_weights"),
                         "chosen_schedule": ("dann_schedule", "dann_schedules")},
                "coral": {"chosen_weight": ("coral_weight", "coral_weights")},
+               "mcc": {"chosen_weight": ("mcc_weight", "mcc_weights")},
+               "cdan": {"chosen_weight": ("cdan_weight", "cdan_weights")},
                "distill": {"chosen_temperature": ("kd_temperature", "kd_temperatures"),
-                           "chosen_alpha": ("kd_alpha", "kd_alphas")}}
+                           "chosen_alpha": ("kd_alpha", "kd_alphas")},
+               **{name: {"chosen_weight": ("regularisation_weight", "regularisation_weights")}
+                  for name in REGULARISERS}}
 CUT = "cut"  # the strategy of modes F, FR and FT
 PRECISIONS = ("fp32", "bf16")
 # the parameters that only the modes above have (each in its own files)
@@ -227,10 +245,14 @@ class Config:
     lora_alpha: float = 8.0
     dann_weight: float = 1.0  # the gradient reversal's weight at the end of training (ramped up from 0)
     coral_weight: float = 1.0
+    mcc_weight: float = 1.0  # MCC's class-confusion term beside the source cross-entropy
+    cdan_weight: float = 1.0  # CDAN's reversal weight at the end of training (ramped as DANN's)
     # several weights: each run trains at each and keeps the one its target risk estimate, which
     # needs no target label, ranks best (functions.train.adaptation.dev_risk); empty: the weight above
     dann_weights: tuple = ()
     coral_weights: tuple = ()
+    mcc_weights: tuple = ()
+    cdan_weights: tuple = ()
     # how the reversal weight reaches dann_weight (see DANN_SCHEDULES); several: chosen like the weights
     dann_schedule: str = "ramp"
     dann_schedules: tuple = ()
@@ -244,6 +266,10 @@ class Config:
     # several learning rates: each run trains at each and keeps the one with the best validation
     # accuracy (modes <mode>-tuned); empty: lr_fine_tune alone
     lr_fine_tunes: tuple = ()
+    # the regularisers' weight (alpha of L2-SP and DELTA, eta of BSS); several: each run trains at
+    # each and keeps the one with the best validation accuracy
+    regularisation_weight: float = 0.01
+    regularisation_weights: tuple = ()
 
     # Each field's type and range (see functions.core.constraints): checked here, and read by the
     # command line's --set.  Dataset names and class lists are checked against the catalogue below.
@@ -266,11 +292,12 @@ class Config:
         "lr_decay": Interval(float, 0, 1, low_open=True, note="each block down from the head trains at lr_decay "
                                                              "times the learning rate of the block above it"),
         "lora_alpha": Interval(float, 0, low_open=True, note="e.g. 8"),
-        **dict.fromkeys(("dann_weights", "coral_weights"),
+        **dict.fromkeys(("dann_weights", "coral_weights", "mcc_weights", "cdan_weights"),
                         Many(Interval(float, 0, low_open=True), noun="a list of weights, e.g. 0.1,0.3,1")),
-        **dict.fromkeys(("dann_weight", "coral_weight", "kd_temperature"),
-                        Interval(float, 0, low_open=True, note="defaults: dann_weight 1, coral_weight 1, "
-                                                               "kd_temperature 4")),
+        **dict.fromkeys(("dann_weight", "coral_weight", "mcc_weight", "cdan_weight", "kd_temperature"),
+                        Interval(float, 0, low_open=True, note="defaults: the weights 1, kd_temperature 4")),
+        "regularisation_weight": Interval(float, 0, low_open=True, note="e.g. 0.01 (L2-SP, DELTA), 0.001 (BSS)"),
+        "regularisation_weights": Many(Interval(float, 0, low_open=True), noun="a list of weights, e.g. 0.01,0.1"),
         "lr_fine_tunes": Many(Interval(float, 0, low_open=True), noun="a list of learning rates, e.g. 0.0003,0.001"),
         "dann_schedule": Options(DANN_SCHEDULES, note="ramp: from 0 as Ganin & Lempitsky; constant: from the start"),
         "dann_schedules": Many(Options(DANN_SCHEDULES), noun=f"a list of schedules, e.g. {','.join(DANN_SCHEDULES)}"),
@@ -349,16 +376,25 @@ class Config:
         return self.lr_fine_tunes or (self.lr_fine_tune,)
 
     @property
+    def regularisation_candidates(self) -> tuple:
+        """The regulariser weights a run chooses between (none for the other modes)."""
+        if self.strategy not in REGULARISERS:
+            return ()
+        return self.regularisation_weights or (self.regularisation_weight,)
+
+    @property
     def reversal_schedules(self) -> tuple:
-        """The DANN reversal schedules a run chooses between (one: no choice)."""
+        """The DANN reversal schedules a run chooses between (one: no choice); CDAN ramps its
+        weight as the paper does."""
+        if self.strategy != "dann":
+            return DANN_SCHEDULES[:1]
         return self.dann_schedules or (self.dann_schedule,)
 
     @property
     def alignment_weights(self) -> tuple:
-        """The DANN or CORAL weights a run chooses between (one: no choice)."""
-        single, several = (self.coral_weight, self.coral_weights) if self.strategy == "coral" else \
-            (self.dann_weight, self.dann_weights)
-        return several or (single,)
+        """The weights of DANN, CORAL, MCC or CDAN a run chooses between (one: no choice)."""
+        method = self.strategy if self.strategy in ALIGNING_MODES else "dann"
+        return getattr(self, f"{method}_weights") or (getattr(self, f"{method}_weight"),)
 
     @property
     def prefix_cached(self) -> bool:

@@ -25,10 +25,26 @@ from .stats import GAIN_COLUMNS, TEST_COLUMNS, chosen_cuts, holm_family, paired_
 CANDIDATE_KEY = re.compile(r"val_acc_t([0-9.e+-]+)_a([0-9.e+-]+)")
 # the unsupervised methods in the order tables show them; ``<method>-tuned``: its learning rate
 # (DANN's reversal schedule too) chosen with its weight by the target risk estimate (where a folder ran it)
-UNSUPERVISED = ("source_only", "adabn", "dann", "coral", "dann-tuned", "coral-tuned")
-LABELS = {"source_only": "source only", "adabn": "AdaBN", "dann": "DANN", "coral": "CORAL",
-          "dann-tuned": "DANN, rate and schedule chosen", "coral-tuned": "CORAL, rate chosen",
+UNSUPERVISED = ("source_only", "adabn", "dann", "coral", "mcc", "cdan", "dann-tuned", "coral-tuned", "mcc-tuned",
+                "cdan-tuned")
+LABELS = {"source_only": "source only", "adabn": "AdaBN", "dann": "DANN", "coral": "CORAL", "mcc": "MCC",
+          "cdan": "CDAN", "dann-tuned": "DANN, rate and schedule chosen", "coral-tuned": "CORAL, rate chosen",
+          "mcc-tuned": "MCC, rate chosen", "cdan-tuned": "CDAN, rate chosen",
           "baseline": "baseline (labelled, from scratch)"}
+# each method's colour in tab20, whose pairs of shades give a method and its -tuned form one hue
+# (the blues are the labelled curve's)
+HUES = {"source_only": 14, "adabn": 2, "coral": 4, "dann": 6, "mcc": 8, "cdan": 10}
+
+
+# the two families of tests against source only: the methods at the study's one learning rate
+# (weights chosen by the target risk estimate where several are given), and those whose rate was
+# chosen too
+FAMILIES = {False: "one learning rate", True: "learning rate chosen"}
+
+
+def method_colour(mode: str):
+    base = mode.removesuffix("-tuned")
+    return colormaps["tab20"](HUES[base] + (mode != base))
 
 
 def labelled_label(mode: str) -> str:
@@ -121,25 +137,34 @@ def against_source_only(records_by_mode: dict, headline_cut: int, alpha: float =
     """Does adapting help?  Per fraction, each method at its headline cut against the source
     network tested as it is, runs paired by repeat (each repeat adapts to its own subset of target
     images): the mean difference with a 95% bootstrap interval, the exact Wilcoxon p Holm-corrected
-    over the methods of the fraction, the method's standard deviation over repeats (a gain below
-    it is one that another seed can undo) and the repeats a power calculation asks for."""
+    over the methods of its family (:data:`FAMILIES`: those at one learning rate, and those whose
+    rate was chosen by the target risk estimate; two questions, each corrected for its own tests), the method's
+    standard deviation over repeats (a gain below it is one that another seed can undo) and the
+    repeats a power calculation asks for."""
     rng = np.random.default_rng(seed)
     methods = [m for m in UNSUPERVISED[1:] if records_by_mode.get(m)]
     source = _headline(records_by_mode["source_only"], "source_only", headline_cut)
     rows = []
     for percentage, reference in source.groupby("sampled_percentage"):
         reference = reference.set_index("repeat")["test_acc"]
-        family = []
+        measured = {}
         for mode in methods:
             runs = _headline(records_by_mode[mode], mode, headline_cut)
             runs = runs[runs.sampled_percentage == percentage].set_index("repeat")
-            test = paired_comparison(runs["test_acc"], reference, rng, len(methods), alpha)
-            if test is not None:
-                family.append({"target fraction (unlabelled)": percentage, "method": LABELS[mode],
-                               "cut": int(runs.sampled_cut_point.iloc[0]), **test,
-                               "std": runs["test_acc"][runs.index.isin(reference.index)].std()})
-        rows += holm_family(family, alpha)
-    table = pd.DataFrame(rows, columns=["target fraction (unlabelled)", "method", "cut", *GAIN_COLUMNS, "std",
+            if runs["test_acc"].index.isin(reference.index).any():
+                measured[mode] = runs
+        for tuned in (False, True):
+            members = [mode for mode in measured if mode.endswith("-tuned") == tuned]
+            family = []
+            for mode in members:
+                runs = measured[mode]
+                test = paired_comparison(runs["test_acc"], reference, rng, len(members), alpha)
+                if test is not None:
+                    family.append({"target fraction (unlabelled)": percentage, "family": FAMILIES[tuned],
+                                   "method": LABELS[mode], "cut": int(runs.sampled_cut_point.iloc[0]), **test,
+                                   "std": runs["test_acc"][runs.index.isin(reference.index)].std()})
+            rows += holm_family(family, alpha)
+    table = pd.DataFrame(rows, columns=["target fraction (unlabelled)", "family", "method", "cut", *GAIN_COLUMNS, "std",
                                         "repeats_for_power", "p_holm", *TEST_COLUMNS[2:]])
     table["spread exceeds gain"] = table["std"] > table["gain"].abs()
     return table
@@ -150,7 +175,7 @@ def adaptation_verdict(table: pd.DataFrame, alpha: float = 0.05) -> str:
     repeats can conclude: significant or not after Holm's correction, or why the design cannot
     tell; a gain smaller than the method's spread over seeds is called that, not a gain."""
     lines = []
-    for percentage, family in table.groupby("target fraction (unlabelled)"):
+    for (percentage, name), family in table.groupby(["target fraction (unlabelled)", "family"], sort=False):
         parts = []
         for _, row in family.iterrows():
             text = (f"{row['method']} {row['gain']:+.3f} (95% CI {row['ci95_low']:+.3f} to {row['ci95_high']:+.3f}, "
@@ -163,8 +188,8 @@ def adaptation_verdict(table: pd.DataFrame, alpha: float = 0.05) -> str:
                 text += ", within its own spread over seeds"
             parts.append(text)
         n = int(family["n"].min())
-        line = f"{percentage * 100:g}% of the target images, unlabelled, n = {n} paired repeats, against source only: " + \
-            "; ".join(parts) + "."
+        line = f"{percentage * 100:g}% of the target images, unlabelled, n = {n} paired repeats, against source " \
+            f"only ({name}): " + "; ".join(parts) + "."
         if not family["detectable"].any():
             line += (f" With {n} repeats no method can differ significantly (an exact Wilcoxon test's smallest p "
                      f"is {2 / 2 ** n:.3g}, {family['smallest_p_holm'].min():.3g} after Holm's correction over "
@@ -187,8 +212,8 @@ def comparison_figure(records_by_mode: dict, fr_records, baseline_records, headl
     series = {"baseline": (_frame(baseline_records), "k", "-o"),
               labelled: (pd.concat([fr[(fr.sampled_percentage == p) & (fr.sampled_cut_point == c)] for p, c in chosen.items()]),
                      "C0", "-o")}
-    for k, mode in enumerate(m for m in UNSUPERVISED if records_by_mode.get(m)):
-        series[mode] = _headline(records_by_mode[mode], mode, headline_cut), f"C{k + 1}", "--s"
+    for mode in (m for m in UNSUPERVISED if records_by_mode.get(m)):
+        series[mode] = _headline(records_by_mode[mode], mode, headline_cut), method_colour(mode), "--s"
     for name, (frame, colour, style) in series.items():
         spread = frame.groupby("sampled_percentage").test_acc.agg(["mean", "std", "count"])
         label = labelled_label(name) if name == labelled else LABELS[name] if name == "baseline" else \

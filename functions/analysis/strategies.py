@@ -9,12 +9,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ..config import LORA_MODE
+from ..config import LORA_MODE, REGULARISERS, TUNED_SUFFIX
 from ..core.errors import DataError
 from .plots import fraction_title, panels
 from .stats import GAIN_COLUMNS, TEST_COLUMNS, as_frame, chosen_cuts, holm_family, paired_comparison, repeats_to_detect
 
 REFERENCE = "FR"
+PLAIN = "F"  # plain fine-tuning: the mode the regularisers add their penalty to
 
 
 def strategy_frame(records_by_mode: dict, trainable_by_mode: dict, reference: str = REFERENCE) -> pd.DataFrame:
@@ -76,6 +77,18 @@ def against_reference(frame: pd.DataFrame, best: pd.DataFrame, alpha: float = 0.
         rows += holm_family(family, alpha)
     return pd.DataFrame(rows, columns=["sampled_percentage", "mode", "cut", "reference_cut", *GAIN_COLUMNS,
                                        *TEST_COLUMNS[1:], "repeats_for_power"])
+
+
+def is_regularised(mode: str) -> bool:
+    """Whether ``mode`` (tuned or not) is a regulariser of plain fine-tuning (L2-SP, DELTA, BSS)."""
+    return mode.removesuffix(TUNED_SUFFIX) in REGULARISERS
+
+
+def regularised_modes(best: pd.DataFrame) -> list[str]:
+    """F and its regularisers among the modes of ``best``, in its order: one question of their own
+    (does the penalty beat F itself?), tuned and tested apart from the strategies against FR."""
+    return [mode for mode in dict.fromkeys(best.index.get_level_values("mode"))
+            if mode == PLAIN or is_regularised(mode)]
 
 
 def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_params",
@@ -169,16 +182,22 @@ def verdict(frame: pd.DataFrame, best: pd.DataFrame, tests: pd.DataFrame, alpha:
     return "\n".join(lines)
 
 
-def chosen_rates(records_by_mode: dict) -> pd.DataFrame:
-    """How often each mode's runs chose each learning rate on validation (modes ``<mode>-tuned``:
-    rows modes, columns the rates, cells counts of runs)."""
-    rows = [{"mode": mode, "learning rate": record["chosen_lr"]}
-            for mode, records in records_by_mode.items() for record in records if "chosen_lr" in record]
+SETTING_NAMES = {"lr": "learning rate", "weight": "regulariser weight"}
+
+
+def chosen_rates(records_by_mode: dict, setting: str = "lr") -> pd.DataFrame:
+    """How often each mode's runs chose each value of ``setting`` on validation (``lr``: modes
+    ``<mode>-tuned``; ``weight``: the regularisers): rows modes, columns the values, cells counts
+    of runs."""
+    name = SETTING_NAMES[setting]
+    rows = [{"mode": mode, name: record[f"chosen_{setting}"]}
+            for mode, records in records_by_mode.items() for record in records if f"chosen_{setting}" in record]
     if not rows:
-        raise DataError("no run chose a learning rate: give the records of modes <mode>-tuned")
-    table = pd.crosstab(pd.DataFrame(rows)["mode"], pd.DataFrame(rows)["learning rate"])
-    candidates = sorted({float(key.removeprefix("val_acc_lr")) for records in records_by_mode.values()
-                         for record in records for key in record if key.startswith("val_acc_lr")})
+        raise DataError(f"no run chose a {name}: give the records of modes that choose one")
+    table = pd.crosstab(pd.DataFrame(rows)["mode"], pd.DataFrame(rows)[name])
+    prefix = f"val_acc_{setting}"
+    candidates = sorted({float(key.removeprefix(prefix)) for records in records_by_mode.values()
+                         for record in records for key in record if key.startswith(prefix)})
     table = table.reindex(index=[m for m in records_by_mode if m in table.index], columns=candidates, fill_value=0)
     return table.rename(columns="{:g}".format)
 
@@ -197,9 +216,10 @@ def chosen_lora_modes(best: pd.DataFrame) -> dict:
 
 def modes_to_tune(best: pd.DataFrame) -> list[str]:
     """The modes of ``best`` in its order, LoRA only at the rank validation picks (at some
-    percentage) where it holds several: the modes whose learning rate is then chosen."""
+    percentage) where it holds several: the modes whose learning rate is then chosen and compared
+    with FR's (F and its regularisers are tuned as a question of their own: :func:`regularised_modes`)."""
     chosen = set(chosen_lora_modes(best).values())
-    modes = list(dict.fromkeys(best.index.get_level_values("mode")))
+    modes = [mode for mode in dict.fromkeys(best.index.get_level_values("mode")) if mode not in regularised_modes(best)]
     return [mode for mode in modes if not chosen or not LORA_MODE.fullmatch(mode) or mode in chosen]
 
 

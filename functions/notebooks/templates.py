@@ -18,7 +18,8 @@ from pathlib import Path
 
 import nbformat
 
-from ..config import ADAPTATION_MODES, ALIGNING_MODES, FOLDERS, default_setup, folder_settings, setup_names
+from ..config import (ADAPTATION_MODES, ALIGNING_MODES, FOLDERS, PAPER_WEIGHT_FOLDERS, REGULARISERS, default_setup,
+                      folder_settings, setup_names)
 from ..core.paths import REPO_ROOT
 from ..runs.backbone_adaptation import ADAPTATION_CUTS, ADAPTATION_REPEATS
 from ..runs.papermill_grid import execute as execute_notebook
@@ -37,10 +38,15 @@ SCORED_RANGE_FRACTIONS = (0.001, 0.01)
 # the cross-dataset folders, where the domain adaptation and distillation modes run (`make adaptation`)
 ADAPTATION_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST", "MNIST_to_digits")
 # the modes an adaptation notebook shows, in its order: config's ADAPTATION_MODES with the unadapted
-# reference first and AdaBN (BatchNorm statistics only) next, then distillation
+# reference first and AdaBN (BatchNorm statistics only) next, then distillation; the methods that
+# condition on the source classifier's predictions only where the two domains' classes are the same
 _NOTEBOOK_FIRST_MODES = ("source_only", "adabn")
-ADAPTATION_NOTEBOOK_MODES = [*_NOTEBOOK_FIRST_MODES,
-                             *(mode for mode in ADAPTATION_MODES if mode not in _NOTEBOOK_FIRST_MODES), "distill"]
+CLASS_CONDITIONED = ("mcc", "cdan")
+
+
+def adaptation_notebook_modes(folder: str) -> list[str]:
+    skipped = (*_NOTEBOOK_FIRST_MODES, *(CLASS_CONDITIONED if folder in PAPER_WEIGHT_FOLDERS else ()))
+    return [*_NOTEBOOK_FIRST_MODES, *(mode for mode in ADAPTATION_MODES if mode not in skipped), "distill"]
 # the folders whose DANN and CORAL also choose their learning rate (mode <mode>-tuned, `make
 # adaptation`), at the headline cut with this many repeats at these fractions: those where the
 # classes of source and target mean the same, so that an alignment can help and its settings matter
@@ -140,14 +146,21 @@ STRATEGY_FRACTIONS = (0.01,)
 TUNED_REPEATS = {"MNIST": 9, "FashionMNIST": 8, "MNIST_to_FashionMNIST": 8, "FashionMNIST_to_MNIST": 8}
 
 
+# the folders whose strategies notebooks also show plain fine-tuning (F) and its regularisers
+# (`make strategies` runs them there)
+REGULARISED_FOLDERS = ("MNIST", "FashionMNIST")
+
+
 def strategy_modes(folder: str) -> list[str]:
-    """FR and the strategies; the LoRA rank sweep on MNIST (rank 4 elsewhere)."""
+    """FR, the strategies (the LoRA rank sweep on MNIST, rank 4 elsewhere), and F with its
+    regularisers where they ran."""
     ranks = (1, 2, 4, 8) if folder == "MNIST" else (4,)
-    return ["FR", "progressive", "discriminative", *(f"lora_r{r}" for r in ranks), "ia3", "bitfit"]
+    regularised = ["F", *REGULARISERS] if folder in REGULARISED_FOLDERS else []
+    return ["FR", "progressive", "discriminative", *(f"lora_r{r}" for r in ranks), "ia3", "bitfit", *regularised]
 
 
 def _adaptation_parameters(folder: str) -> str:
-    return _parameters(folder, modes=ADAPTATION_NOTEBOOK_MODES + ["FR"], settings=folder_settings(folder),
+    return _parameters(folder, modes=adaptation_notebook_modes(folder) + ["FR"], settings=folder_settings(folder),
                        tuned_modes=list(TUNED_ALIGNMENT.get(folder, ())),
                        tuned_percentages=list(TUNED_ALIGNMENT_FRACTIONS), tuned_repeats=TUNED_ALIGNMENT_REPEATS,
                        comments={"settings": "overrides of every mode's parameters ({}: the profile's and each "
@@ -300,7 +313,8 @@ def cells(folder: str, kind: str) -> list:
         return _fe_vs_ft_cells(folder)
     parts = [kind, "sweep"] if kind in ("empirical", "truncation") else [kind]
     if kind == "strategies":  # the learning rates chosen on validation where their runs are committed
-        parts = [kind, *(["strategies_tuned"] if folder in TUNED_REPEATS else []), "strategies_recheck"]
+        parts = [kind, *(["strategies_tuned"] if folder in TUNED_REPEATS else []),
+                 *(["strategies_regularised"] if folder in REGULARISED_FOLDERS else []), "strategies_recheck"]
     return [cell for part in parts for cell in _template(part, **values)]
 def build(folder: str, kind: str) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..config import ADAPTATION_MODES, SCHEMA_KEY, SCHEMA_VERSION, TUNED_SETTINGS
+from ..config import ADAPTATION_MODES, ALIGNING_MODES, SCHEMA_KEY, SCHEMA_VERSION, TUNED_SETTINGS
 from ..core.constraints import Interval, declared
 from ..core.device import configure_threads
 from ..core.errors import DataError
@@ -44,7 +44,7 @@ from .units import Progress, run_units
 # EfficientNet (the clipart study's validation picks block6 at every size), at 8 repeats, where an
 # exact Wilcoxon test of three methods against source only stays below 0.05 after Holm (3 * 2 / 2**8)
 ADAPTATION_CUTS, ADAPTATION_REPEATS = (5, 7), 8
-ALIGNMENT_WEIGHTS = {"dann": TUNED_SETTINGS["dann"]["dann_weights"], "coral": TUNED_SETTINGS["coral"]["coral_weights"]}
+ALIGNMENT_WEIGHTS = {method: TUNED_SETTINGS[method][f"{method}_weights"] for method in ALIGNING_MODES}
 
 
 @declared

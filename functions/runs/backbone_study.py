@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from ..config import (FINE_TUNING, INPUT_SIZE, LORA_MODE, SCHEMA_KEY, SCHEMA_VERSION, TUNED_LEARNING_RATES,
+from ..config import (FINE_TUNING, INPUT_SIZE, LORA_MODE, REGULARISER_WEIGHTS, SCHEMA_KEY, SCHEMA_VERSION, TUNED_LEARNING_RATES,
                       TUNED_SUFFIX, Config)
 from ..core.constraints import Interval, Many, Text, check_fields, declared
 from ..core.device import configure_threads
@@ -250,7 +250,9 @@ class CutStudy:
         settings = CutStudySettings(**own) if self.strategy is None else StrategySettings(**dataclasses.asdict(settings))
         self.settings, self.log = settings, log
         strategy = {"strategy": self.strategy, **{k: v for k, v in dataclasses.asdict(settings).items() if k not in own},
-                    **({"lora_rank": self.lora_rank} if self.lora_rank else {})} if self.strategy else {}
+                    **({"lora_rank": self.lora_rank} if self.lora_rank else {}),
+                    **({"regularisation_weights": list(REGULARISER_WEIGHTS[self.strategy])}
+                       if self.strategy in REGULARISER_WEIGHTS else {})} if self.strategy else {}
         self.dataset = load_dataset(data)
         self.folder = folder or output_folder(self.dataset.name)
         self.backbone = create_backbone(settings.backbone, weights, settings.input_size)
@@ -368,13 +370,15 @@ class CutStudy:
         seed = run_seed(s.seed, fraction, cell.cut_point, repeat)
         subset = train.subset(self.subset(cell.size, repeat))
         if self.strategy is not None and cell.kind == "results":
-            tuner = strategy_finetuner(self.backbone, self.strategy, cut_point, self.task.num_classes, seed, lr=s.lr,
-                                       lr_decay=s.lr_decay, lora_rank=self.lora_rank, lora_alpha=s.lora_alpha,
-                                       weight_decay=s.weight_decay)
+            def build() -> Finetuner:
+                return strategy_finetuner(self.backbone, self.strategy, cut_point, self.task.num_classes, seed,
+                                          lr=s.lr, lr_decay=s.lr_decay, lora_rank=self.lora_rank,
+                                          lora_alpha=s.lora_alpha, weight_decay=s.weight_decay)
             start = self.input_stage(cell.cut_point)
-            result = fit_strategy(tuner, self.strategy, cut_point, subset, val, test, start, seed, epochs=s.max_epochs,
-                                  stage_epochs=s.stage_epochs, patience=s.patience, batch_size=s.batch_size,
-                                  min_steps_per_epoch=s.min_steps_per_epoch)
+            tuner, result = fit_strategy(build, self.strategy, cut_point, subset, val, test, start, seed,
+                                         epochs=s.max_epochs, stage_epochs=s.stage_epochs, patience=s.patience,
+                                         batch_size=s.batch_size, min_steps_per_epoch=s.min_steps_per_epoch,
+                                         weights=REGULARISER_WEIGHTS.get(self.strategy, ()))
         else:
             network = random_backbone(self.backbone, seed) if cell.kind == "baselines" else \
                 cut_backbone(self.backbone, cut_point, self.cut_mode, seed)

@@ -12,6 +12,16 @@ by :class:`~functions.models.stage_view.StageView`, so the same code adapts them
   or holds ``dann_weight`` from the first step (schedule ``constant``).
 * CORAL (Sun & Saenko 2016, the deep form): the squared Frobenius distance between the source and
   target feature covariances at the cut, over ``4 d^2``, added to the source cross-entropy.
+* CDAN (Long et al. 2018, with entropy conditioning): DANN's critic and reversal schedule, but the
+  critic sees the features at the cut multiplied with the classifier's predictions (their outer
+  product, or its randomised form of :data:`CDAN_RANDOM_WIDTH` dimensions when that would be wider
+  than :data:`CDAN_MAX_WIDTH`), each image weighted by ``1 + exp(-entropy)`` of its prediction, so
+  that the classes, not only the domains, are aligned and confident images count more.
+* MCC (Jin et al. 2020, Minimum Class Confusion): no critic; the loss is the target batch's class
+  confusion: predictions ``softmax(z / T)`` (``T`` = :data:`MCC_TEMPERATURE`), images weighted by
+  ``1 + exp(-entropy)`` (normalised to the batch size), the confusion matrix ``Y^T W Y`` with each
+  column divided by its sum, and its off-diagonal sum over the number of classes.  It acts on the
+  network's output, so in the study CNN, where every block trains, its cut only seeds the run.
 * AdaBN (Li et al. 2016): no training; the BatchNorm statistics of blocks 0..k-1 are estimated
   again on target images, the weights stay as they are.
 
@@ -41,7 +51,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from ..config import DANN_SCHEDULES
+from ..config import ALIGNING_MODES, DANN_SCHEDULES
 from ..core.device import forward_chunk
 from ..core.errors import DataError
 from ..data.tasks import Split
@@ -52,6 +62,11 @@ from .trainer import PairedBatches, RunResult, accuracy, as_dtype, fit
 ALIGNED_SIZE = 4  # features at the cut are pooled to at most this many positions per side
 DOMAIN_HIDDEN = 100  # the domain classifier's hidden width
 RAMP_GAMMA = 10.0  # Ganin & Lempitsky's ramp of the reversal weight
+TRAINING = ALIGNING_MODES  # the methods that train: each with a weight on its term
+CRITICS = ("dann", "cdan")  # the methods with a domain critic behind a reversed gradient
+CONDITIONED = ("cdan", "mcc")  # the methods that need the target images' predictions
+MCC_TEMPERATURE = 2.5  # the Transfer-Learning-Library's default for MCC
+CDAN_MAX_WIDTH, CDAN_RANDOM_WIDTH = 4096, 1024  # the paper's limit of the outer product, and its random map
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -92,6 +107,56 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise DataError("CORAL needs at least two images per domain in a batch to estimate a covariance")
     width = source.shape[1]
     return (torch.cov(source.T) - torch.cov(target.T)).square().sum() / (4 * width * width)
+
+
+def entropy_weights(probabilities: torch.Tensor) -> torch.Tensor:
+    """``1 + exp(-H(p))`` per image, normalised to mean 1 over the batch (no gradient: a weighting)."""
+    entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(1)
+    weights = (1 + torch.exp(-entropy)).detach()
+    return weights * len(weights) / weights.sum()
+
+
+def mcc_loss(logits: torch.Tensor, temperature: float = MCC_TEMPERATURE) -> torch.Tensor:
+    """Minimum Class Confusion of a target batch's ``(n, classes)`` logits."""
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise DataError(f"MCC takes (images, classes) logits of two classes or more; got {tuple(logits.shape)}")
+    probabilities = torch.softmax(logits / temperature, 1)
+    confusion = (probabilities * entropy_weights(probabilities).unsqueeze(1)).T @ probabilities
+    confusion = confusion / confusion.sum(0, keepdim=True)
+    return (confusion.sum() - confusion.trace()) / logits.shape[1]
+
+
+class ConditionedFeatures(nn.Module):
+    """CDAN's input to the critic: ``features (x) predictions`` flattened, or, when that is wider
+    than :data:`CDAN_MAX_WIDTH`, the randomised map ``(R_f f) * (R_g g) / sqrt(width)`` with fixed
+    Gaussian ``R_f``, ``R_g`` drawn from ``seed``."""
+
+    def __init__(self, features: int, classes: int, seed: int):
+        super().__init__()
+        self.randomised = features * classes > CDAN_MAX_WIDTH
+        self.width = CDAN_RANDOM_WIDTH if self.randomised else features * classes
+        if self.randomised:
+            generator = torch.Generator().manual_seed(seed)
+            self.register_buffer("features_map", torch.randn(features, self.width, generator=generator))
+            self.register_buffer("classes_map", torch.randn(classes, self.width, generator=generator))
+
+    def forward(self, features: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+        if self.randomised:
+            return (features @ self.features_map) * (probabilities @ self.classes_map) / math.sqrt(self.width)
+        return torch.bmm(features.unsqueeze(2), probabilities.unsqueeze(1)).flatten(1)
+
+
+def cdan_loss(critic: nn.Module, conditioned: ConditionedFeatures, features: torch.Tensor, logits: torch.Tensor,
+              reversal: float) -> torch.Tensor:
+    """CDAN+E's critic loss on a batch whose first half is source and second half target images:
+    the critic's cross-entropy on the conditioned features through a gradient reversed with weight
+    ``reversal`` (the predictions enter without gradient), each image weighted by its entropy."""
+    half = len(features) // 2
+    probabilities = torch.softmax(logits, 1)
+    inputs = conditioned(reverse_gradient(features, reversal), probabilities.detach())
+    domains = torch.cat([torch.zeros(half), torch.ones(len(features) - half)]).unsqueeze(1).to(features.dtype)
+    losses = F.binary_cross_entropy_with_logits(critic(inputs), domains, reduction="none").squeeze(1)
+    return (losses * entropy_weights(probabilities)).mean()
 
 
 def aligned_features(h: torch.Tensor) -> torch.Tensor:
@@ -138,22 +203,26 @@ def adapt_batch_norm(model: StudyCNN, images: torch.Tensor, blocks: int, batch_s
 
 
 class Aligned(nn.Module):
-    """The study CNN trained to align the domains at ``cut_point`` (DANN with its domain ``critic``,
-    or CORAL without one), as one module for the trainer.
+    """The study CNN trained to align the domains at ``cut_point`` by ``method`` (DANN or CDAN with
+    a domain ``critic``, CORAL or MCC without one), as one module for the trainer.
 
     Its input is a source batch followed by a target batch of the same size
     (:class:`~functions.train.trainer.PairedBatches`): both run through blocks ``0..cut_point-1``
-    together, the source half on to the classifier, whose logits it returns; the aligned features
-    of both halves are kept for :meth:`alignment_loss`, the trainer's extra loss.  In training mode
-    its BatchNorm layers keep the source's statistics: AdaBN is the method that changes them."""
+    together, the source half on to the classifier (both halves, for the methods that need the
+    target's predictions), and it returns the source half's logits; the aligned features (and
+    logits) of both halves are kept for :meth:`alignment_loss`, the trainer's extra loss.  In
+    training mode its BatchNorm layers keep the source's statistics: AdaBN is the method that
+    changes them."""
 
     def __init__(self, model: StudyCNN, cut_point: int, critic: nn.Module | None, weight: float, steps: int,
-                 schedule: str = "ramp"):
+                 schedule: str = "ramp", method: str | None = None, conditioned: ConditionedFeatures | None = None):
         super().__init__()
         self.model, self.critic = model, critic  # in this order: the optimiser's order of parameters
         self.cut_point, self.weight, self.steps, self.step = cut_point, weight, steps, 0
-        self.schedule = schedule
+        self.schedule, self.conditioned = schedule, conditioned
+        self.method = method or ("dann" if critic is not None else "coral")
         self.features: torch.Tensor | None = None
+        self.logits: torch.Tensor | None = None
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -163,42 +232,57 @@ class Aligned(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.model.features(x, 0, self.cut_point)
-        logits = self.model.forward_from(h[:len(h) // 2], self.cut_point)
+        half = len(h) // 2
+        if self.method in CONDITIONED:
+            self.logits = self.model.forward_from(h, self.cut_point)
+            logits = self.logits[:half]
+        else:
+            logits = self.model.forward_from(h[:half], self.cut_point)
         self.features = aligned_features(h)
         return logits
 
     def alignment_loss(self, model, rows, inputs, logits, labels) -> torch.Tensor:
         """DANN's domain classification through the reversed gradient (its weight following the
-        schedule over the training progress), or CORAL's covariance distance times ``weight``, on
-        the last batch."""
+        schedule over the training progress), CDAN's on the features conditioned on the
+        predictions, or ``weight`` times CORAL's covariance distance or MCC's class confusion of the
+        target half, on the last batch."""
         half = len(self.features) // 2
         progress, self.step = self.step / self.steps, self.step + 1
-        if self.critic is None:
+        if self.method == "coral":
             return self.weight * coral_loss(self.features[:half], self.features[half:])
+        if self.method == "mcc":
+            return self.weight * mcc_loss(self.logits[half:])
+        reversal = reversal_weight(progress, self.weight, self.schedule)
+        if self.method == "cdan":
+            return cdan_loss(self.critic, self.conditioned, self.features, self.logits, reversal)
         domains = torch.cat([torch.zeros(half), torch.ones(half)]).unsqueeze(1).to(self.features.dtype)
-        reversed_ = reverse_gradient(self.features, reversal_weight(progress, self.weight, self.schedule))
+        reversed_ = reverse_gradient(self.features, reversal)
         return F.binary_cross_entropy_with_logits(self.critic(reversed_), domains)
 
 
 def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, target: torch.Tensor, *, weight: float,
                   lr: float, epochs: int, batch_size: int, min_steps_per_epoch: int, seed: int, schedule: str = "ramp",
                   trajectory: Trajectory | None = None) -> str:
-    """DANN or CORAL in place through the trainer: each step pairs a source batch with a batch of
-    the target images (:class:`Aligned`).  An epoch is a pass over the target images (at least
-    ``min_steps_per_epoch`` steps; DANN's reversal weight follows ``schedule``, see
-    :func:`reversal_weight`); no label of the target is seen, so there is no validation: the
-    run lasts ``epochs`` and keeps its last weights.  With ``trajectory``, the run is in its dtype
-    (``model``, ``source`` and ``target`` come in it), each step is recorded, and training stops
-    where the trajectory ends.  Returns the status: ``ok`` or ``diverged``."""
-    if method not in ("dann", "coral"):
-        raise DataError(f"unknown alignment {method!r}; choose 'dann' or 'coral'")
+    """One of the :data:`TRAINING` methods in place through the trainer: each step pairs a source
+    batch with a batch of the target images (:class:`Aligned`).  An epoch is a pass over the target
+    images (at least ``min_steps_per_epoch`` steps; the reversal weight of DANN and CDAN follows
+    ``schedule``, see :func:`reversal_weight`); no label of the target is seen, so there is no
+    validation: the run lasts ``epochs`` and keeps its last weights.  With ``trajectory``, the run
+    is in its dtype (``model``, ``source`` and ``target`` come in it), each step is recorded, and
+    training stops where the trajectory ends.  Returns the status: ``ok`` or ``diverged``."""
+    if method not in TRAINING:
+        raise DataError(f"unknown alignment {method!r}; choose one of {list(TRAINING)}")
     if len(target) < 2:
         raise DataError(f"{method} needs unlabelled target images to align with (at least 2); got {len(target)}")
     batches = PairedBatches(target, len(source), batch_size, min_steps_per_epoch)
     with torch.no_grad():
-        width = aligned_features(model.eval().features(target[:1], 0, cut_point)).shape[1]
-    critic = domain_classifier(width, seed).to(target.dtype) if method == "dann" else None
-    aligned = Aligned(model, cut_point, critic, weight, epochs * batches.steps_per_epoch, schedule)
+        h = model.eval().features(target[:1], 0, cut_point)
+        width, classes = aligned_features(h).shape[1], model.forward_from(h, cut_point).shape[1]
+    conditioned = ConditionedFeatures(width, classes, seed).to(target.dtype) if method == "cdan" else None
+    critic = domain_classifier(width if conditioned is None else conditioned.width, seed).to(target.dtype) \
+        if method in CRITICS else None
+    aligned = Aligned(model, cut_point, critic, weight, epochs * batches.steps_per_epoch, schedule, method,
+                      conditioned)
     params = [p for p in aligned.parameters() if p.requires_grad]
     record = None if trajectory is None else (lambda loss: trajectory.record(loss, params))
     result = fit(aligned, source, None, None, lr=lr, max_epochs=epochs, patience=epochs,
@@ -259,29 +343,31 @@ def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, so
           test: Split, *, weights: tuple = (1.0,), lrs: tuple = (1e-3,), schedules: tuple = ("ramp",),
           epochs: int = 10, batch_size: int = 64, min_steps_per_epoch: int = 1, seed: int = 0,
           trajectory: Trajectory | None = None) -> tuple[StudyCNN, RunResult]:
-    """One adaptation run from a copy of ``source_model``: ``source_only``, ``adabn``, ``dann`` or
-    ``coral`` at ``cut_point``, with ``target``'s images (its labels are only scored, never used).
+    """One adaptation run from a copy of ``source_model``: ``source_only``, ``adabn`` or one of the
+    :data:`TRAINING` methods at ``cut_point``, with ``target``'s images (its labels are only scored,
+    never used).
 
-    DANN and CORAL train at alignment weight ``weights[0]`` and learning rate ``lrs[0]`` (DANN's
-    reversal weight on schedule ``schedules[0]``); given several of any, one run per combination
+    The training methods run at weight ``weights[0]`` and learning rate ``lrs[0]`` (the reversal
+    weight of DANN and CDAN on schedule ``schedules[0]``); given several of any, one run per combination
     from the same seed, and the one with the lowest :func:`dev_risk` is kept: what it chose and
     every candidate's risk go into the result's
     details, and its seconds are all the candidates' (what a run that chooses costs).  The result's
     ``test_acc`` is on the target's test split, ``train_acc`` on the target images adapted to,
     ``val_acc`` on the source's validation split (the only labels a method may see).  With
-    ``trajectory`` (DANN and CORAL only) the run is the trajectory's first steps in its dtype, and
+    ``trajectory`` (the training methods only) the run is the trajectory's first steps in its dtype, and
     nothing is scored (the accuracies are NaN): the steps are what it is for.
     """
     began = time.perf_counter()
-    aligning = method in ("dann", "coral")
+    aligning = method in TRAINING
     candidates = list(itertools.product(weights, lrs, schedules))
     if trajectory is not None and not aligning:
-        raise DataError(f"{method!r} does not train: only dann and coral have a trajectory to record")
-    if len(schedules) > 1 and method != "dann":
-        raise DataError(f"schedules {list(schedules)} are DANN's reversal weight's; {method!r} has none to choose")
+        raise DataError(f"{method!r} does not train: only {list(TRAINING)} have a trajectory to record")
+    if len(schedules) > 1 and method not in CRITICS:
+        raise DataError(f"schedules {list(schedules)} are the reversal weight's of {list(CRITICS)}; {method!r} has none "
+                        f"to choose")
     if len(candidates) > 1 and (not aligning or trajectory is not None):
         raise DataError(f"several weights {list(weights)} or learning rates {list(lrs)} are chosen between for one "
-                        f"dann or coral run; {method!r} takes none" if not aligning else
+                        f"run of {list(TRAINING)}; {method!r} takes none" if not aligning else
                         "a trajectory records one weight's, rate's and schedule's run")
     dtype = trajectory.dtype if trajectory is not None else torch.float32
     source, target = as_dtype(source, dtype), as_dtype(target, dtype)
@@ -310,7 +396,7 @@ def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, so
     elif method == "source_only":
         model = copy.deepcopy(source_model)
     else:
-        raise DataError(f"unknown adaptation method {method!r}; choose source_only, adabn, dann or coral")
+        raise DataError(f"unknown adaptation method {method!r}; choose source_only, adabn or one of {list(TRAINING)}")
     model.eval()
     score = (lambda split: float("nan")) if trajectory is not None else (lambda split: accuracy(model, split))
     return model, RunResult(train_acc=score(target), val_acc=score(source_val), test_acc=score(test),

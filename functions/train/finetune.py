@@ -374,14 +374,16 @@ class Finetuner:
         return Split(staged(self.net.backbone, split.x, frozen), split.y), frozen
 
     def fit(self, train: Split, val: Split, *, epochs: int = 30, batch_size: int = 32, callbacks=(), seed: int = 0,
-            inputs_at: int | None = None, min_steps_per_epoch: int = 1) -> RunResult:
+            inputs_at: int | None = None, min_steps_per_epoch: int = 1, regulariser=None) -> RunResult:
         """Train on ``train``; the network ends holding its best validation weights.
 
         ``inputs_at`` None: the splits are images in [0, 1]; k: they are the output of the first
         k stages (all frozen), computed once by the caller for many runs.  ``EarlyStopping`` in
         ``callbacks`` stops on a validation plateau; every callback's ``on_epoch_end(finetuner,
         epoch, val_acc)`` sees each epoch; an epoch makes at least ``min_steps_per_epoch`` optimiser
-        steps (see :func:`~functions.train.trainer.fit`).  Returns the accuracies, epochs and seconds.
+        steps (see :func:`~functions.train.trainer.fit`); a ``regulariser``
+        (:class:`~functions.train.regularisers.Regulariser`) adds its penalty to every step's loss.
+        Returns the accuracies, epochs and seconds.
         """
         for name, value in (("epochs", epochs), ("batch_size", batch_size), ("min_steps_per_epoch", min_steps_per_epoch)):
             Interval(int, 1).check(name, value)
@@ -394,14 +396,17 @@ class Finetuner:
             for callback in callbacks:
                 callback.on_epoch_end(self, epoch, val_acc)
 
-        forward = lambda h: net.from_stage(h, start)  # adapters sit inside the network's own layers
+        # adapters sit inside the network's own layers; a regulariser keeps the last map it sees
+        forward = (lambda h: net.from_stage(h, start)) if regulariser is None else regulariser.logits
         # a batch of one image cannot train a BatchNorm layer: a pass's last batch of one joins the one before
         min_batch = 2 if net.trains_batch_norm() else 1
         result = fit(net, train, val, None, lr=self.lr, max_epochs=epochs,
                      batches=ShuffledBatches(batch_size, min_steps_per_epoch, min_batch),
                      patience=min(stops) if stops else epochs, batch_size=batch_size, seed=seed, forward=forward,
                      optimizer=self.optimizer, momentum=self.momentum, param_groups=self.param_groups(),
-                     after_epoch=after_epoch)
+                     after_epoch=after_epoch, extra_loss=None if regulariser is None else regulariser.loss)
+        if regulariser is not None:
+            regulariser.release()
         for callback in callbacks:
             if callback.on_fit_end(self):  # other weights than the trainer ended on: score them
                 result.train_acc = accuracy(net, train, forward=forward)

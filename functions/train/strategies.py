@@ -6,7 +6,9 @@ At cut point k, blocks 0..k-1 keep their pretrained weights and are frozen (``pr
 output layer is new.  ``progressive`` trains the head first and unfreezes one block per stage from
 the top down to block k (each stage stops early on a validation plateau; the best weights over
 all stages are kept); ``discriminative`` gives block i the learning rate
-``lr * lr_decay ** (depth - i)``, the head ``lr``.
+``lr * lr_decay ** (depth - i)``, the head ``lr``.  The regularisers ``l2sp``, ``delta`` and
+``bss`` train as F does, with their penalty (:mod:`functions.train.regularisers`) in the loss;
+given several weights, a run trains at each from the same seeds and keeps the best on validation.
 
 The frozen prefix of progressive and discriminative runs never changes, so their inputs are the
 engine's cached prefix outputs at the cut; the adapter strategies change every block and run
@@ -15,6 +17,7 @@ from the images.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -25,7 +28,8 @@ from ..models.backbones import Backbone
 from ..models.registry import STUDY, create_backbone
 from ..models.study_cnn import StudyCNN
 from .finetune import HEAD, EarlyStopping, Finetuner, ModelCheckpoint
-from .trainer import RunResult
+from .regularisers import REGULARISERS, Regulariser
+from .trainer import RunResult, best_on_validation
 
 
 def finetuner_for(cfg: Config, pretrained: StudyCNN, cut_point: int, num_classes: int, seed: int) -> Finetuner:
@@ -69,10 +73,11 @@ def train_strategy(cfg: Config, pretrained: StudyCNN, cut_point: int, num_classe
     """One run of ``cfg.strategy`` at ``cut_point`` on the study CNN; the splits enter at block
     ``start`` (:func:`input_stage`)."""
     began = time.perf_counter()
-    tuner = finetuner_for(cfg, pretrained, cut_point, num_classes, seed)
-    result = fit_strategy(tuner, cfg.strategy, cut_point, train, val, test, start, seed, epochs=cfg.num_train,
-                          stage_epochs=cfg.stage_epochs, patience=cfg.early_stop_patience, batch_size=cfg.batch_size,
-                          min_steps_per_epoch=cfg.min_steps_per_epoch)
+    tuner, result = fit_strategy(lambda: finetuner_for(cfg, pretrained, cut_point, num_classes, seed), cfg.strategy,
+                                 cut_point, train, val, test, start, seed, epochs=cfg.num_train,
+                                 stage_epochs=cfg.stage_epochs, patience=cfg.early_stop_patience,
+                                 batch_size=cfg.batch_size, min_steps_per_epoch=cfg.min_steps_per_epoch,
+                                 weights=cfg.regularisation_candidates)
     # in float32, as the stored runs were scored: a run trained again records the same number
     result.test_acc = float(np.float32(result.test_acc))
     result.seconds = time.perf_counter() - began
@@ -85,12 +90,33 @@ def input_stage(strategy: str, cut_point: int) -> int:
     return cut_point if STRATEGIES[strategy]["prefix_cached"] else 0
 
 
-def fit_strategy(tuner: Finetuner, strategy: str, cut_point: int, train: Split, val: Split, test: Split, start: int,
-                 seed: int, *, epochs: int, stage_epochs: int, patience: int, batch_size: int,
-                 min_steps_per_epoch: int) -> RunResult:
-    """Train ``tuner`` (made by :func:`strategy_finetuner`) the strategy's way and score it on
-    ``test``.  Adapters are merged into the weights before the test (the merged network computes
-    what the adapted one did)."""
+def fit_strategy(build: Callable[[], Finetuner], strategy: str, cut_point: int, train: Split, val: Split,
+                 test: Split, start: int, seed: int, *, epochs: int, stage_epochs: int, patience: int,
+                 batch_size: int, min_steps_per_epoch: int, weights: tuple = ()) -> tuple[Finetuner, RunResult]:
+    """A network made by ``build`` (:func:`strategy_finetuner`) trained the strategy's way and
+    scored on ``test``.  A regulariser trains at each of its ``weights`` from the same seeds (a new
+    network each) and keeps the one best on validation.  Adapters are merged into the weights
+    before the test (the merged network computes what the adapted one did)."""
+    fit = dict(epochs=epochs, stage_epochs=stage_epochs, patience=patience, batch_size=batch_size,
+               min_steps_per_epoch=min_steps_per_epoch)
+    if strategy not in REGULARISERS:
+        tuner = build()
+        return tuner, _fit_once(tuner, strategy, cut_point, train, val, test, start, seed, **fit)
+    if not weights:
+        raise DataError(f"{strategy} needs its weight; give at least one")
+    candidates = []
+    for weight in weights:
+        tuner = build()
+        regulariser = Regulariser(strategy, tuner.net, weight, start, train)
+        candidates.append((tuner, _fit_once(tuner, strategy, cut_point, train, val, test, start, seed,
+                                            regulariser=regulariser, **fit)))
+    tuner, result = best_on_validation("weight", weights, candidates) if len(weights) > 1 else candidates[0]
+    return tuner, result
+
+
+def _fit_once(tuner: Finetuner, strategy: str, cut_point: int, train: Split, val: Split, test: Split, start: int,
+              seed: int, *, epochs: int, stage_epochs: int, patience: int, batch_size: int,
+              min_steps_per_epoch: int, regulariser: Regulariser | None = None) -> RunResult:
     trainable = tuner.trainable_parameters()
     names = tuner.layer_names
     fit = dict(batch_size=batch_size, inputs_at=start, min_steps_per_epoch=min_steps_per_epoch)
@@ -108,7 +134,8 @@ def fit_strategy(tuner: Finetuner, strategy: str, cut_point: int, train: Split, 
         result.epochs = total
         trainable = tuner.trainable_parameters()
     else:
-        result = tuner.fit(train, val, epochs=epochs, callbacks=[EarlyStopping(patience)], seed=seed, **fit)
+        result = tuner.fit(train, val, epochs=epochs, callbacks=[EarlyStopping(patience)], seed=seed,
+                           regulariser=regulariser, **fit)
     tuner.merge()
     result.test_acc = tuner.evaluate(test, inputs_at=start)["test_acc"]
     result.n_train, result.trainable_params = len(train), trainable

@@ -48,18 +48,24 @@ class RunResult:
         return {**fields, **(self.details or {})}
 
 
-def best_learning_rate(learning_rates, candidates: list[tuple]) -> tuple:
-    """Of one run's ``candidates`` (``(model, RunResult)``, one per rate of ``learning_rates``, each
-    from the same seeds), the one with the best validation accuracy (the first of equal ones): its
-    result notes the rate it chose and each rate's validation accuracy, and its seconds become all
-    the rates' (what a run that chooses costs; its own in ``seconds_chosen_lr``)."""
+def best_on_validation(name: str, values, candidates: list[tuple]) -> tuple:
+    """Of one run's ``candidates`` (``(model, RunResult)``, one per setting of ``values`` of
+    ``name``, each from the same seeds), the one with the best validation accuracy (the first of
+    equal ones): its result notes the value it chose (``chosen_<name>``) and each value's validation
+    accuracy, and its seconds become all the candidates' (what a run that chooses costs; its own in
+    ``seconds_chosen_<name>``)."""
     best = max(range(len(candidates)), key=lambda i: candidates[i][1].val_acc)
     model, result = candidates[best]
-    result.details = {**(result.details or {}), "chosen_lr": learning_rates[best],
-                      **{f"val_acc_lr{lr:g}": run.val_acc for lr, (_, run) in zip(learning_rates, candidates)},
-                      "seconds_chosen_lr": result.seconds}
+    result.details = {**(result.details or {}), f"chosen_{name}": values[best],
+                      **{f"val_acc_{name}{value:g}": run.val_acc for value, (_, run) in zip(values, candidates)},
+                      f"seconds_chosen_{name}": result.seconds}
     result.seconds = sum(run.seconds for _, run in candidates)
     return model, result
+
+
+def best_learning_rate(learning_rates, candidates: list[tuple]) -> tuple:
+    """:func:`best_on_validation` of the learning rates."""
+    return best_on_validation("lr", learning_rates, candidates)
 
 
 def study_forward(model: StudyCNN, start: int) -> Forward:

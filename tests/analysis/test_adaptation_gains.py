@@ -77,3 +77,17 @@ def test_the_settings_chosen_without_labels_are_counted_with_every_candidate_tri
     assert (row["weight"], row["rate"], row["schedule"]) == ("0.3 x2, 1 x0", "0.0003 x1, 0.001 x1", "ramp x0, constant x2")
     assert table.loc[("DANN, rate and schedule chosen", 0.05), "weight"] == "0.3 x0, 1 x1"
     assert tuple(table.loc[("CORAL", 0.01)]) == ("1 x0, 10 x1", "", "")  # it chose its weight alone
+
+
+def test_methods_at_one_rate_and_those_that_chose_theirs_are_two_families_each_holm_corrected_alone():
+    steady = [0.70 + 0.001 * r for r in range(8)]
+    methods = {"source_only": runs({0.01: [0.5] * 8}, 0),
+               **{m: runs({0.01: steady}, 6) for m in ("adabn", "dann", "coral", "mcc", "cdan")},
+               **{f"{m}-tuned": runs({0.01: steady}, 6) for m in ("dann", "coral", "mcc", "cdan")}}
+    table = adaptation.against_source_only(methods, headline_cut=6).set_index("method")
+    assert (table["family"] == "one learning rate").sum() == 5 and (table["family"] == "learning rate chosen").sum() == 4
+    assert table.loc["MCC", "p_holm"] == pytest.approx(5 * 2 / 2 ** 8)  # over the 5, not the 9
+    assert table.loc["CDAN, rate chosen", "p_holm"] == pytest.approx(4 * 2 / 2 ** 8)
+    assert table["significant"].all()
+    lines = adaptation.adaptation_verdict(table.reset_index()).splitlines()
+    assert len(lines) == 2 and "(one learning rate)" in lines[0] and "(learning rate chosen)" in lines[1]

@@ -56,3 +56,26 @@ def test_lora_rank_is_the_one_with_the_best_validation_accuracy_not_the_best_tes
     assert line.startswith("1% of the data: LoRA's rank chosen on validation is 4") and "other ranks 1: 0.9000" in line
     one_rank = best.drop(index=(0.01, "lora_r1"))  # nothing to choose: every mode is tuned, nothing said
     assert strategies.chosen_lora_rank(one_rank) == "" and strategies.modes_to_tune(one_rank) == ["FR", "lora_r4", "ia3"]
+
+
+def test_f_and_its_regularisers_are_tuned_apart_from_the_strategies_compared_with_fr():
+    modes = {m: [0.8] * 2 for m in ("FR", "F", "progressive", "ia3", "l2sp", "delta", "bss")}
+    frame = strategies.strategy_frame(_records(modes), {}, reference="FR")
+    best = strategies.best_cuts(frame, BASELINES)
+    assert strategies.regularised_modes(best) == ["F", "l2sp", "delta", "bss"]
+    assert strategies.modes_to_tune(best) == ["FR", "progressive", "ia3"]
+    rng = np.random.default_rng(1)
+    base = 0.8 + rng.normal(0, 0.01, 8)
+    tuned = {"F-tuned": base, "l2sp-tuned": base + 0.02, "delta-tuned": base + 0.01, "bss-tuned": base}
+    tuned_frame = strategies.strategy_frame(_records(tuned), {}, reference="F-tuned")
+    tests = strategies.against_reference(tuned_frame, strategies.best_cuts(tuned_frame, BASELINES),
+                                         reference="F-tuned").set_index("mode")
+    assert tests.loc["l2sp-tuned", "gain"] == pytest.approx(0.02) and len(tests) == 3
+    assert tests["smallest_p_holm"].iloc[0] == pytest.approx(3 * 2 / 2 ** 8)  # Holm over the three regularisers
+
+
+def test_chosen_weights_are_counted_like_chosen_rates():
+    records = {"l2sp-tuned": [{"chosen_weight": w, "val_acc_weight0.01": 0.5, "val_acc_weight0.1": 0.6}
+                              for w in (0.1, 0.1, 0.01)]}
+    table = strategies.chosen_rates(records, "weight")
+    assert list(table.columns) == ["0.01", "0.1"] and table.loc["l2sp-tuned"].tolist() == [1, 2]

@@ -32,7 +32,7 @@ def test_each_method_starts_from_the_cut_studys_source_run_and_the_sweep_resumes
     assert study.folder == "Paints_to_Tints"
     paths = study.run(cut_points=(7,), repeats=1, progress=False)
     records = {method: load_results(path)[1] for method, path in paths.items()}
-    assert set(records) == {"source_only", "adabn", "dann", "coral"}
+    assert set(records) == {"source_only", "adabn", "dann", "coral", "mcc", "cdan"}
     assert all(len(r) == 1 for r in records.values())
     (source_only,), (adabn,) = records["source_only"], records["adabn"]
     assert source_only["sampled_cut_point"] == 7 and source_only["stage"] == "block6"
@@ -60,8 +60,8 @@ def test_other_classes_a_cut_without_stages_before_it_and_unknown_methods_are_re
     others = _tints(paints.parent, ("red", "green", "grey"))
     with pytest.raises(Exception, match="are not paints's"):
         AdaptationStudy(paints, others, settings=SETTINGS, log=lambda *_: None)
-    with pytest.raises(Exception, match=r"adaptation method\(s\) \['mcc'\]"):
-        AdaptationStudy(paints, paints, ("mcc",), SETTINGS, log=lambda *_: None)
+    with pytest.raises(Exception, match=r"adaptation method\(s\) \['jan'\]"):
+        AdaptationStudy(paints, paints, ("jan",), SETTINGS, log=lambda *_: None)
     study = AdaptationStudy(paints, paints, ("adabn",), SETTINGS, folder=str(paints.parent / "out" / "x"),
                             log=lambda *_: None)
     for cut in (0, 9):

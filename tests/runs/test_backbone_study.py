@@ -3,6 +3,7 @@ frozen prefix, resuming, and the command line."""
 import pytest
 
 from functions.__main__ import main
+from functions.config import REGULARISER_WEIGHTS
 from functions.train import finetune
 from functions.runs.backbone_study import CutStudy, CutStudySettings, Size, StrategySettings, grid
 from functions.runs.store import load_results
@@ -72,7 +73,8 @@ def test_the_command_line_runs_the_study_on_a_folder_and_refuses_what_it_does_no
     for argv, message in [
         (["--mode", "dann"], "--mode dann is an adaptation method: give --source PATH"),
         (["--mode", "distill"], "mode 'distill' is not a mode of the study on a backbone; choose one of ['F', 'FR', 'FT', "
-                              "'progressive', 'discriminative', 'lora_r4', 'ia3', 'bitfit', 'F-tuned', "),
+                              "'progressive', 'discriminative', 'lora_r4', 'ia3', 'bitfit', 'l2sp', 'delta', "
+                              "'bss', 'F-tuned', "),
         (["--mode", "lora", "--set", "lr_decay=2"], "lr_decay"),
         (["--profile", "range"], "--profile range is not an option of the study on your own images"),
         (["--source", str(paints), "--executor", "ray"], "--executor ray is not an option of adaptation (--source)"),
@@ -113,6 +115,24 @@ def test_each_fine_tuning_strategy_runs_on_the_backbone_from_the_stage_it_leaves
         assert record["trainable_params"] > f_trainable
     again = study.recheck(5, Size(per_class=2))
     assert again["reproduced"] and again["test_acc"] == record["test_acc"]
+
+
+@pytest.mark.parametrize("mode", ["l2sp", "delta", "bss"])
+def test_each_regulariser_trains_the_stages_after_the_cut_as_f_does_choosing_its_weight(paints, mode, monkeypatch):
+    staged_at = []
+    real_staged = finetune.staged
+    monkeypatch.setattr(finetune, "staged", lambda b, x, k: staged_at.append(k) or real_staged(b, x, k))
+    study = CutStudy(paints, mode, STRATEGY_SETTINGS, log=lambda *_: None)
+    paths = study.run(grid(per_class=(2,), cut_points=(5,), repeats=1), baselines=False, progress=False)
+    params, (record,) = load_results(paths["results"])
+    assert params["strategy"] == mode and params["regularisation_weights"] == list(REGULARISER_WEIGHTS[mode])
+    assert staged_at == [5] * 3  # the stages before the cut stay frozen: their output is computed once
+    assert record["chosen_weight"] in REGULARISER_WEIGHTS[mode] and 0 <= record["test_acc"] <= 1
+    assert {f"val_acc_weight{w:g}" for w in REGULARISER_WEIGHTS[mode]} <= set(record)
+    f_trainable = CutStudy(paints, "F", SETTINGS, log=lambda *_: None).fine_tuned(5, Size(per_class=2))[1][
+        "trainable_params"]
+    assert record["trainable_params"] == f_trainable
+    assert study.recheck(5, Size(per_class=2))["test_acc"] == record["test_acc"]
 
 
 def test_a_cut_modes_files_keep_only_the_cut_studys_settings_and_every_mode_shares_the_baselines(paints):

@@ -346,7 +346,7 @@ def test_dann_chooses_its_reversal_schedule_by_the_target_risk_estimate_and_only
     _, alone = adapt("dann", model, 1, source, val, Split(target, test.y), test, weights=(4.0,),
                      schedules=(result.details["chosen_schedule"],), **common)
     assert alone.test_acc == result.test_acc and alone.val_acc == result.val_acc
-    with pytest.raises(DataError, match="DANN's reversal weight's; 'coral' has none"):
+    with pytest.raises(DataError, match="reversal weight's of \\['dann', 'cdan'\\]; 'coral' has none"):
         adapt("coral", model, 1, source, val, Split(target, test.y), test, schedules=("ramp", "constant"))
 
 
@@ -432,3 +432,79 @@ def test_a_tuned_run_trained_again_at_its_chosen_setting_alone_comes_back_exactl
     if mode == "dann-tuned":  # and so is the schedule
         risks = {s: record[f"dev_risk_1_{s}"] for s in ("ramp", "constant")}
         assert record["chosen_schedule"] == min(risks, key=risks.get)
+
+
+def test_mcc_is_the_column_normalised_off_diagonal_confusion_of_entropy_weighted_predictions():
+    from functions.train.adaptation import mcc_loss
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.4, 0.1], [-1.0, 3.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    y = torch.softmax(logits / 2.5, 1).numpy()
+    entropy = -(y * np.log(y)).sum(1)
+    w = 1 + np.exp(-entropy)
+    w = len(w) * w / w.sum()
+    confusion = y.T @ np.diag(w) @ y
+    confusion = confusion / confusion.sum(0, keepdims=True)  # each column over its sum (Jin et al., eq. 4)
+    expected = (confusion.sum() - np.trace(confusion)) / 3
+    assert mcc_loss(logits).item() == pytest.approx(expected, rel=1e-12)
+    confident = torch.tensor([[50.0, 0.0], [0.0, 50.0]], dtype=torch.float64)
+    assert mcc_loss(confident, 1.0).item() == pytest.approx(0.0, abs=1e-12)  # no confusion between classes
+    with pytest.raises(DataError, match="two classes or more"):
+        mcc_loss(torch.zeros(4))
+
+
+def test_cdan_conditions_the_critic_on_the_outer_product_and_weights_images_by_entropy():
+    from functions.train.adaptation import ConditionedFeatures, cdan_loss
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(6, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    logits = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    conditioned = ConditionedFeatures(4, 3, seed=0)
+    assert not conditioned.randomised and conditioned.width == 12
+    p = torch.softmax(logits, 1)
+    outer = conditioned(features, p)
+    assert torch.allclose(outer[2].reshape(4, 3), torch.outer(features[2], p[2]))
+    critic = torch.nn.Linear(12, 1).double()
+    loss = cdan_loss(critic, conditioned, features, logits, reversal=0.5)
+    entropy = -(p * p.log()).sum(1)
+    w = 1 + torch.exp(-entropy)
+    w = 6 * w / w.sum()
+    domains = torch.tensor([0.0, 0, 0, 1, 1, 1], dtype=torch.float64)
+    direct = (F.binary_cross_entropy_with_logits(critic(outer).squeeze(1), domains, reduction="none") * w).mean()
+    assert loss.item() == pytest.approx(direct.item(), rel=1e-12)
+    loss.backward()  # the features' gradient is the critic's, reversed and scaled
+    grad_features = features.grad.clone()
+    features.grad = None
+    critic.zero_grad()
+    direct = (F.binary_cross_entropy_with_logits(critic(conditioned(features, p)).squeeze(1), domains,
+                                                 reduction="none") * w).mean()
+    direct.backward()
+    assert torch.allclose(grad_features, -0.5 * features.grad)
+    wide = ConditionedFeatures(2000, 10, seed=3)
+    assert wide.randomised and wide(torch.ones(2, 2000), torch.ones(2, 10) / 10).shape == (2, 1024)
+
+
+@pytest.mark.parametrize("method", ["mcc", "cdan"])
+def test_mcc_and_cdan_train_through_the_trainer_and_choose_their_weight_without_target_labels(method):
+    model, source, val, target, test = shifted_domains()
+    statistics = {name: value.clone() for name, value in model.named_buffers()}
+    common = dict(epochs=1, batch_size=8, min_steps_per_epoch=2)
+    adapted, result = adapt(method, model, 1, source, val, Split(target, test.y), test, weights=(0.3, 1.0), **common)
+    risks = {w: result.details[f"dev_risk_{w:g}"] for w in (0.3, 1.0)}
+    assert result.details["chosen_weight"] == min(risks, key=risks.get) and all(np.isfinite(list(risks.values())))
+    assert result.status == "ok" and 0 <= result.test_acc <= 1
+    moved = [not torch.equal(a, b) for a, b in zip(adapted.parameters(), model.parameters())]
+    assert any(moved)  # it trained
+    assert all(torch.equal(value, statistics[name]) for name, value in adapted.named_buffers())  # source statistics
+    _, alone = adapt(method, model, 1, source, val, Split(target, test.y), test,
+                     weights=(result.details["chosen_weight"],), **common)
+    assert alone.test_acc == result.test_acc and alone.val_acc == result.val_acc
+    with pytest.raises(DataError, match="reversal weight's"):
+        adapt("mcc", model, 1, source, val, Split(target, test.y), test, schedules=("ramp", "constant"))
+
+
+def test_mcc_and_cdan_are_modes_with_typed_weights_and_cdan_ramps_its_reversal():
+    cfg = Config().with_mode("cdan")
+    assert cfg.alignment_weights == (0.3, 1.0) and cfg.reversal_schedules == ("ramp",) and cfg.batch_norm
+    assert Config().with_mode("mcc-tuned").mode == "mcc-tuned"
+    assert Config().with_mode("mcc").params()["mcc_weights"] == [0.3, 1.0]
+    assert "mcc_weights" not in Config().with_mode("dann").params()
+    with pytest.raises(DataError, match="mcc_weight"):
+        Config().with_mode("mcc").replace(mcc_weight=0.0)

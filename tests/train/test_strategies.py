@@ -265,7 +265,7 @@ def test_every_strategy_is_a_mode_of_the_command_line(capsys):
     assert main(["run", "MNIST", "--mode", "lora_rx"]) == 2
     assert "unknown mode 'lora_rx'" in capsys.readouterr().err
     assert set(STRATEGIES) == {"progressive", "discriminative", "lora", "ia3", "bitfit", "source_only", "adabn",
-                               "dann", "coral", "distill"}
+                               "dann", "coral", "distill", "l2sp", "delta", "bss", "mcc", "cdan"}
 
 
 def test_weight_space_lora_equals_peft_lora_in_outputs_and_gradients():
