@@ -222,25 +222,12 @@ def _run_cut_study(args):
 def _backbone_chosen_cuts(args, study, sweep) -> list:
     """``--at-chosen-cut`` on a backbone: one grid per size, at the cut point the validation
     accuracy of the mode's saved runs picks (a -tuned mode: the runs of the mode without -tuned)."""
-    from ..analysis.stats import chosen_cuts
-    from ..analysis.summary import records_frame
+    from ..notebooks.backbone import chosen_cut
     from ..runs import backbone_study as cut_study
-    from ..runs.store import results_path
     if args.cuts:
         raise DataError("--at-chosen-cut picks the cut point from the saved runs: drop --cuts")
-    picking = results_path(study.folder, "results", study.settings.backbone, study.cut_mode, cut_study.PROFILE)
-    frame = records_frame(picking) if picking.is_file() else None
-    grids = []
-    for size, repeats in zip(sweep.sizes, sweep.repeats):
-        runs = None if frame is None else frame[(frame.sampled_cut_point >= 0)
-                                                & (frame.sampled_percentage == study.fraction(size))]
-        if runs is None or runs.empty:
-            raise DataError(f"--at-chosen-cut: {picking} has no runs at {size.describe()} to pick a cut point from; "
-                            f"run the cut points there first (the same command with --mode {study.cut_mode} and "
-                            f"without --at-chosen-cut)")
-        cut_point = int(chosen_cuts(runs).iloc[0])
-        grids.append(cut_study.CutGrid((size,), (cut_point,), (repeats,), sweep.profile))
-    return grids
+    return [cut_study.CutGrid((size,), (chosen_cut(study, size),), (repeats,), sweep.profile)
+            for size, repeats in zip(sweep.sizes, sweep.repeats)]
 
 
 def _backbone_settings(args, settings_class):

@@ -9,12 +9,14 @@ from __future__ import annotations
 import pandas as pd
 
 from ..analysis import stats
-from ..analysis.summary import summary_table
+from ..analysis.summary import records_frame, summary_table
+from ..config import TUNED_SUFFIX
 from ..core.errors import DataError
-from ..runs.backbone_study import PROFILE, CutStudy, CutStudySettings, Size, real_grid
+from ..runs.backbone_study import PROFILE, CutGrid, CutStudy, CutStudySettings, Size, real_grid
 from ..runs.store import BASELINE_CUT, load_results, results_path
 
-__all__ = ["studies", "grids", "describe", "sizes_table", "frames", "size_labels", "size_names", "strategy_runs", "summary", "gains",
+__all__ = ["studies", "grids", "describe", "sizes_table", "frames", "size_labels", "size_names", "strategy_runs",
+           "chosen_cut", "tuned_runs", "summary", "gains",
            "ranking", "chosen_cuts", "panel_titles",
            "recheck_table", "backbone_headlines", "clustering", "clustering_table"]
 
@@ -89,6 +91,35 @@ def strategy_runs(cut_studies: dict, cut_grids: dict) -> tuple[dict, list]:
         found, baselines = frames(study, cut_grids[mode])
         records[mode] = found.to_dict("records")
     return records, baselines.to_dict("records")
+
+
+def chosen_cut(study: CutStudy, size: Size) -> int:
+    """The cut point the validation accuracy of the saved runs of ``study``'s mode without
+    ``-tuned`` picks at ``size`` (where ``--at-chosen-cut`` trains a tuned mode)."""
+    picking = results_path(study.folder, "results", study.settings.backbone, study.cut_mode, PROFILE)
+    frame = records_frame(picking) if picking.is_file() else None
+    runs = None if frame is None else frame[(frame.sampled_cut_point >= 0)
+                                            & (frame.sampled_percentage == study.fraction(size))]
+    if runs is None or runs.empty:
+        raise DataError(f"--at-chosen-cut: {picking} has no runs at {size.describe()} to pick a cut point from; "
+                        f"run the cut points there first (the same command with --mode {study.cut_mode} and "
+                        f"without --at-chosen-cut)")
+    return int(stats.chosen_cuts(runs).iloc[0])
+
+
+def tuned_runs(data, backbone: str, modes, folder: str, per_class, repeats: int) -> tuple[dict, list]:
+    """(records per mode, baseline records) of each of ``modes`` as ``<mode>-tuned``, each size's
+    runs at the cut its untuned runs pick there (what ``run --mode <mode>-tuned --at-chosen-cut``
+    trains), resumed first."""
+    records, baselines = {}, {}
+    for mode, study in studies(data, backbone, [f"{m}{TUNED_SUFFIX}" for m in modes], folder).items():
+        for size in (Size(per_class=int(n)) for n in per_class):
+            grid = CutGrid((size,), (chosen_cut(study, size),), (repeats,))
+            study.run(grid, baselines=False, progress=False)
+            found, found_baselines = frames(study, grid)
+            records.setdefault(mode, []).extend(found.to_dict("records"))
+            baselines.update({(r["sampled_percentage"], r["repeat"]): r for r in found_baselines.to_dict("records")})
+    return records, list(baselines.values())
 
 
 def _relabelled(table: pd.DataFrame, study: CutStudy, grid, axis: str) -> pd.DataFrame:

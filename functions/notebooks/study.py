@@ -29,7 +29,7 @@ from ..runs.sweep import run_inputs, run_sweep, subset_index, train_run
 __all__ = ["available_modes", "reproduction", "collected_records", "fe_vs_ft", "fine_tuned_model", "load_pretrained", "plan",
            "parameter_table", "pretrained_info", "recheck_run", "recheck_table", "records_frame", "run_sweep", "save_transferability_records",
            "strategy_records", "summary_table", "sweep_records", "training_subset", "transferability_verdict", "tuned_plans",
-           "tuned_records", "use_output_root", "validate_scores"]
+           "tuned_records", "tuned_sweeps", "use_output_root", "validate_scores"]
 
 
 def plan(folder: str, setup: str | None = None, profile_name: str = "quick", mode: str = "FR",
@@ -269,6 +269,16 @@ def tuned_plans(plans: dict, best, repeats: int) -> dict:
                                  repeats={p: repeats}))
             for p in grid.percentages]
     return tuned
+
+
+def tuned_sweeps(setup: Setup, plans: dict, best, repeats: int, device=None) -> tuple[dict, dict]:
+    """The modes of ``plans`` as ``<mode>-tuned`` at their chosen cuts (:func:`tuned_plans`), their
+    sweeps resumed (what `make strategies` ran) and their records read back (:func:`tuned_records`)."""
+    tuned = tuned_plans(plans, best, repeats)
+    for per_percentage in tuned.values():
+        for plan_ in per_percentage:
+            run_sweep(*plan_, progress=False, device=device)
+    return tuned_records(setup, tuned)
 
 
 def tuned_records(setup: Setup, tuned: dict) -> tuple[dict, dict]:

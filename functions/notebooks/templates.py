@@ -69,6 +69,7 @@ class ImageFolderStudy:
     fractions: tuple | None = None
     source: str | None = None
     strategy_per_class: tuple = ()
+    tuned_strategies: bool = False  # the strategies' and the regularisers' -tuned runs are committed
     fe_vs_ft_per_class: tuple = ()  # a feature extraction or fine-tuning notebook at these sizes
 
 
@@ -79,7 +80,8 @@ BACKBONE_STRATEGY_MODES = ("F", "progressive", "discriminative", "lora_r4", "ia3
 BACKBONE_STRATEGY_CUTS, BACKBONE_STRATEGY_REPEATS = (3, 5, 7), 8
 # each folder's empirical notebook covers F, FR and FT; the stamps have 11 images in their smallest
 # classes, so their sizes stop at 5 per class
-IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,), fe_vs_ft_per_class=(1, 5, 10)),
+IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,), fe_vs_ft_per_class=(1, 5, 10),
+                                             tuned_strategies=True),
                  "Clipart_to_Stamps": ImageFolderStudy("stamps", per_class=(1, 2, 5), fractions=(1.0,),
                                                        source="clipart", strategy_per_class=(5,),
                                                        fe_vs_ft_per_class=(1, 2, 5))}
@@ -148,7 +150,7 @@ TUNED_REPEATS = {"MNIST": 9, "FashionMNIST": 8, "MNIST_to_FashionMNIST": 8, "Fas
 
 # the folders whose strategies notebooks also show plain fine-tuning (F) and its regularisers
 # (`make strategies` runs them there)
-REGULARISED_FOLDERS = ("MNIST", "FashionMNIST")
+REGULARISED_FOLDERS = ("MNIST",)
 
 
 def strategy_modes(folder: str) -> list[str]:
@@ -283,14 +285,17 @@ def cells(folder: str, kind: str) -> list:
         if kind == "fe_vs_ft":
             return _fe_vs_ft_cells(folder)
         if kind == "strategies":
-            return _template("backbone_strategies", folder=folder, data=study.data, parameters=_image_folder_parameters(
+            tuned = [f"regularisers = {list(REGULARISERS)!r}  # tested against F, each run choosing its weight"] \
+                if study.tuned_strategies else []
+            cells = _template("backbone_strategies", folder=folder, data=study.data, parameters=_image_folder_parameters(
                 folder, f"data = {study.data!r}  # a prepared image folder's name, or the path of your folder or CSV",
                 f"backbone = {study.backbone!r}  # any registered pretrained network",
                 f"modes = {list(BACKBONE_STRATEGY_MODES)!r}  # the first is the reference",
                 f"per_class = {list(study.strategy_per_class)!r}  # images per class",
                 "fractions = []  # fractions of the training pool (1.0: all of it)",
                 f"cut_points = {list(BACKBONE_STRATEGY_CUTS)!r}",
-                f"repeats = {BACKBONE_STRATEGY_REPEATS}"))
+                f"repeats = {BACKBONE_STRATEGY_REPEATS}", *tuned))
+            return cells + (_template("backbone_strategies_tuned") if study.tuned_strategies else [])
         if kind == "clustering":
             return _template("backbone_clustering", folder=folder, data=study.data,
                              parameters=_image_folder_parameters(

@@ -9,12 +9,8 @@
 # Every regulariser run trains at the two weights of `regularisation_weights` in its parameters (the paper's value and ten times it) and keeps the one with the better validation accuracy. Each adds a penalty to F's loss, so its question is whether the penalty beats F itself, not FR. Each runs again at the cut its runs above picked, as the strategies did, every run choosing its learning rate (0.0003, 0.001, 0.003) and its weight (the two of `regularisation_weights`) on validation, and is tested against F tuned the same way at F's chosen cut, paired by repeat, in a family of its own (Holm over the three regularisers). The counts show which rate and which weight the runs chose.
 
 # %%
-regularised = study.tuned_plans({mode: plans[mode] for mode in strategies.regularised_modes(best)}, best,
-                                tuned_repeats)
-for mode_plans in regularised.values():
-    for tuned_plan in mode_plans:
-        study.run_sweep(*tuned_plan, progress=False, device=device)
-regularised_runs, regularised_trainable = study.tuned_records(chosen, regularised)
+regularised_runs, regularised_trainable = study.tuned_sweeps(
+    chosen, {mode: plans[mode] for mode in strategies.regularised_modes(best)}, best, tuned_repeats, device=device)
 regularised_frame = strategies.strategy_frame(regularised_runs, regularised_trainable, reference='F-tuned')
 regularised_best = strategies.best_cuts(regularised_frame, baselines)
 display(regularised_best.drop(columns=['seconds', 'val_acc']).round(3))

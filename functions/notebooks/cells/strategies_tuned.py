@@ -4,11 +4,8 @@
 
 # %%
 print(strategies.chosen_lora_rank(best))
-tuned = study.tuned_plans({mode: plans[mode] for mode in strategies.modes_to_tune(best)}, best, tuned_repeats)
-for mode_plans in tuned.values():
-    for tuned_plan in mode_plans:
-        study.run_sweep(*tuned_plan, progress=False, device=device)
-tuned_runs, tuned_trainable = study.tuned_records(chosen, tuned)
+tuned_runs, tuned_trainable = study.tuned_sweeps(chosen, {mode: plans[mode] for mode in strategies.modes_to_tune(best)},
+                                                 best, tuned_repeats, device=device)
 tuned_frame = strategies.strategy_frame(tuned_runs, tuned_trainable, reference='FR-tuned')
 tuned_best = strategies.best_cuts(tuned_frame, baselines)
 display(tuned_best.drop(columns=['seconds', 'val_acc']).round(3))
