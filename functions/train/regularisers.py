@@ -38,6 +38,11 @@ HEAD_WEIGHT = 0.01  # beta of L2-SP and DELTA: the plain L2 on the new head
 BSS_COMPONENTS = 1  # k of BSS: how many of the smallest singular values shrink
 
 
+def head_penalty(head: list[torch.Tensor], beta: float = HEAD_WEIGHT) -> torch.Tensor:
+    """``beta / 2 * sum ||h||^2``: plain L2 on the new head's weights, which have no pretrained value."""
+    return beta / 2 * sum((h.square().sum() for h in head), torch.zeros(()))
+
+
 def l2sp_penalty(weights: list[torch.Tensor], anchors: list[torch.Tensor], head: list[torch.Tensor], alpha: float,
                  beta: float = HEAD_WEIGHT) -> torch.Tensor:
     """``alpha / 2 * sum ||w - w0||^2 + beta / 2 * sum ||h||^2``."""
@@ -45,7 +50,7 @@ def l2sp_penalty(weights: list[torch.Tensor], anchors: list[torch.Tensor], head:
         raise DataError(f"L2-SP pairs each reused weight with its pretrained value; got {len(weights)} weights "
                         f"and {len(anchors)} pretrained values")
     total = sum(((w - w0).square().sum() for w, w0 in zip(weights, anchors)), torch.zeros(()))
-    return alpha / 2 * total + beta / 2 * sum((h.square().sum() for h in head), torch.zeros(()))
+    return alpha / 2 * total + head_penalty(head, beta)
 
 
 def delta_penalty(maps: torch.Tensor, reference: torch.Tensor, channel_weights: torch.Tensor) -> torch.Tensor:
@@ -130,10 +135,10 @@ class Regulariser:
         """The penalty on the last batch (the trainer's ``extra_loss``)."""
         if self.method == "bss":
             return self.weight * bss_penalty(pool(self.map, self.net.pooling), min(BSS_COMPONENTS, len(inputs)))
-        head = l2sp_penalty([], [], self.head, 0.0)
         if self.method == "l2sp":
-            return l2sp_penalty(self.reused, self.anchors, [], self.weight) + head
-        return self.weight * delta_penalty(self.map, self._reference_maps(inputs), self.channel_weights) + head
+            return l2sp_penalty(self.reused, self.anchors, self.head, self.weight)
+        return self.weight * delta_penalty(self.map, self._reference_maps(inputs), self.channel_weights) + \
+            head_penalty(self.head)
 
     def release(self) -> None:
         """Drop the last batch's map once training ends."""
