@@ -69,7 +69,7 @@ class ImageFolderStudy:
     fractions: tuple | None = None
     source: str | None = None
     strategy_per_class: tuple = ()
-    tuned_strategies: bool = False  # the strategies' and the regularisers' -tuned runs are committed
+    tuned_strategies: bool = False  # the strategies' -tuned runs are committed
     fe_vs_ft_per_class: tuple = ()  # a feature extraction or fine-tuning notebook at these sizes
 
 
@@ -285,8 +285,6 @@ def cells(folder: str, kind: str) -> list:
         if kind == "fe_vs_ft":
             return _fe_vs_ft_cells(folder)
         if kind == "strategies":
-            tuned = [f"regularisers = {list(REGULARISERS)!r}  # tested against F, each run choosing its weight"] \
-                if study.tuned_strategies else []
             cells = _template("backbone_strategies", folder=folder, data=study.data, parameters=_image_folder_parameters(
                 folder, f"data = {study.data!r}  # a prepared image folder's name, or the path of your folder or CSV",
                 f"backbone = {study.backbone!r}  # any registered pretrained network",
@@ -294,7 +292,7 @@ def cells(folder: str, kind: str) -> list:
                 f"per_class = {list(study.strategy_per_class)!r}  # images per class",
                 "fractions = []  # fractions of the training pool (1.0: all of it)",
                 f"cut_points = {list(BACKBONE_STRATEGY_CUTS)!r}",
-                f"repeats = {BACKBONE_STRATEGY_REPEATS}", *tuned))
+                f"repeats = {BACKBONE_STRATEGY_REPEATS}"))
             return cells + (_template("backbone_strategies_tuned") if study.tuned_strategies else [])
         if kind == "clustering":
             return _template("backbone_clustering", folder=folder, data=study.data,
