@@ -222,9 +222,15 @@ def train_vs_test(records, baseline_records=None, sizes: dict | None = None, cut
     return fig
 
 
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "H", "8")
 LINESTYLES = ("-", "--", "-.", ":")
 DODGE = 0.06  # cut points between neighbouring modes' lines, so that equal results stay visible
+
+
+def mode_colours(modes) -> dict:
+    """A colour per mode: tab10's, then Dark2's darker hues, so that up to 18 modes differ."""
+    palette = [*sns.color_palette("tab10"), *sns.color_palette("Dark2")]
+    return {mode: palette[i % len(palette)] for i, mode in enumerate(modes)}
 
 
 def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "test_acc",
@@ -243,7 +249,7 @@ def compare_modes(records_by_mode: dict, baseline_records=None, metric: str = "t
     baseline = as_frame(baseline_records, metric=metric) if baseline_records is not None else None
     summary = _quartile_summary(frame, ["mode", "sampled_percentage", "sampled_cut_point"], metric)
     modes = list(records_by_mode)
-    colors = dict(zip(modes, sns.color_palette("tab10", len(modes))))
+    colors = mode_colours(modes)
     shift = {mode: (i - (len(modes) - 1) / 2) * DODGE for i, mode in enumerate(modes)}
     percentages = sorted(frame["sampled_percentage"].unique())
     # wider than the panels alone: the legend sits at the right

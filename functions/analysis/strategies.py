@@ -11,7 +11,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..config import LORA_MODE, REGULARISERS, TUNED_SUFFIX
 from ..core.errors import DataError
-from .plots import fraction_title, panels
+from .plots import fraction_title, mode_colours, panels
 from .stats import GAIN_COLUMNS, TEST_COLUMNS, as_frame, chosen_cuts, holm_family, paired_comparison, repeats_to_detect
 
 REFERENCE = "FR"
@@ -103,11 +103,13 @@ def accuracy_against(frame: pd.DataFrame, baseline_records, x: str = "trainable_
     base = as_frame(baseline_records).groupby("sampled_percentage")["test_acc"].mean()
     percentages = sorted(means["sampled_percentage"].unique())
     fig, axes = panels(len(percentages), size=(5.5 * len(percentages), 4.2))
-    markers = dict(zip(frame["mode"].unique(), "osD^vP*Xph"))
+    modes = list(frame["mode"].unique())
+    shapes = "osD^vP*Xph<>dH8"
+    markers, colours = {mode: shapes[i % len(shapes)] for i, mode in enumerate(modes)}, mode_colours(modes)
     for ax, percentage in zip(axes, percentages):
         for mode, marker in markers.items():
             points = means[(means["sampled_percentage"] == percentage) & (means["mode"] == mode)]
-            ax.scatter(points[x], points["test_acc"], marker=marker, label=mode, alpha=0.8)
+            ax.scatter(points[x], points["test_acc"], marker=marker, color=colours[mode], label=mode, alpha=0.8)
         if percentage in base.index:
             ax.axhline(base[percentage], color="0.4", linestyle="--", label="baseline")
         shown = means[means["sampled_percentage"] == percentage][x]
