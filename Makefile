@@ -155,10 +155,12 @@ adaptation: pretrained
 # the cut-point study of ImageNet EfficientNet-Lite0 on the clipart images (Clipart/), real profile:
 # the baselines with FR, then F and FT on the same subsets, and the fine-tuning strategies at 5 images
 # per class (paired with F's runs there), then F and each strategy again at the cut those runs'
-# validation accuracy picks, every run choosing its learning rate on validation; the same on the
+# validation accuracy picks, every run choosing its learning rate on validation (then the regularisers
+# of F that the strategies notebook shows, each run also choosing its weight); the same on the
 # stamps images at 1, 2 and 5 per class and all of them (the strategies at 5 per class), and its
 # adaptation from clipart
 # to the unlabelled stamps (Clipart_to_Stamps/); resumable like every sweep
+CLIPART_REGULARISERS := l2sp
 STRATEGIES_AT_5 := --per-class 5 --cuts 3 5 7 --repeats 8 --no-baselines --no-progress
 STAMPS_FOLDER := --data stamps --output Clipart_to_Stamps
 STAMPS := $(STAMPS_FOLDER) --per-class 1 2 5 --percentages 1.0 --no-progress
@@ -170,6 +172,9 @@ real: data
 	  || exit 1; done
 	for mode in F $(STRATEGY_MODES); do $(PY) -m functions run --data clipart --mode $$mode-tuned --per-class 5 \
 	  --at-chosen-cut --repeats 8 --no-baselines --no-progress || exit 1; done
+	for mode in $(CLIPART_REGULARISERS); do $(PY) -m functions run --data clipart --mode $$mode $(STRATEGIES_AT_5) \
+	  || exit 1; $(PY) -m functions run --data clipart --mode $$mode-tuned --per-class 5 --at-chosen-cut --repeats 8 \
+	  --no-baselines --no-progress || exit 1; done
 	$(PY) -m functions run $(STAMPS) --mode F
 	$(PY) -m functions run $(STAMPS) --mode FR --no-baselines
 	$(PY) -m functions run $(STAMPS) --mode FT --no-baselines

@@ -70,6 +70,7 @@ class ImageFolderStudy:
     source: str | None = None
     strategy_per_class: tuple = ()
     tuned_strategies: bool = False  # the strategies' -tuned runs are committed
+    regularisers: tuple = ()  # the regularisers of F whose runs are committed (every cut above, and -tuned)
     fe_vs_ft_per_class: tuple = ()  # a feature extraction or fine-tuning notebook at these sizes
 
 
@@ -81,7 +82,7 @@ BACKBONE_STRATEGY_CUTS, BACKBONE_STRATEGY_REPEATS = (3, 5, 7), 8
 # each folder's empirical notebook covers F, FR and FT; the stamps have 11 images in their smallest
 # classes, so their sizes stop at 5 per class
 IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,), fe_vs_ft_per_class=(1, 5, 10),
-                                             tuned_strategies=True),
+                                             tuned_strategies=True, regularisers=("l2sp",)),
                  "Clipart_to_Stamps": ImageFolderStudy("stamps", per_class=(1, 2, 5), fractions=(1.0,),
                                                        source="clipart", strategy_per_class=(5,),
                                                        fe_vs_ft_per_class=(1, 2, 5))}
@@ -285,6 +286,8 @@ def cells(folder: str, kind: str) -> list:
         if kind == "fe_vs_ft":
             return _fe_vs_ft_cells(folder)
         if kind == "strategies":
+            tuned = [f"regularisers = {list(study.regularisers)!r}  # tested against F, each run choosing its weight"] \
+                if study.regularisers else []
             cells = _template("backbone_strategies", folder=folder, data=study.data, parameters=_image_folder_parameters(
                 folder, f"data = {study.data!r}  # a prepared image folder's name, or the path of your folder or CSV",
                 f"backbone = {study.backbone!r}  # any registered pretrained network",
@@ -292,8 +295,9 @@ def cells(folder: str, kind: str) -> list:
                 f"per_class = {list(study.strategy_per_class)!r}  # images per class",
                 "fractions = []  # fractions of the training pool (1.0: all of it)",
                 f"cut_points = {list(BACKBONE_STRATEGY_CUTS)!r}",
-                f"repeats = {BACKBONE_STRATEGY_REPEATS}"))
-            return cells + (_template("backbone_strategies_tuned") if study.tuned_strategies else [])
+                f"repeats = {BACKBONE_STRATEGY_REPEATS}", *tuned))
+            return cells + (_template("backbone_strategies_tuned") if study.tuned_strategies else []) + \
+                (_template("backbone_strategies_regularised") if study.regularisers else [])
         if kind == "clustering":
             return _template("backbone_clustering", folder=folder, data=study.data,
                              parameters=_image_folder_parameters(
