@@ -92,8 +92,9 @@ def test_the_command_line_runs_the_study_on_a_folder_and_refuses_what_it_does_no
 STRATEGY_SETTINGS = StrategySettings(**SETTINGS.__dict__, stage_epochs=1)
 
 
-@pytest.mark.parametrize("mode", ["progressive", "discriminative", "lora_r2", "ia3", "bitfit"])
-def test_each_fine_tuning_strategy_runs_on_the_backbone_from_the_stage_it_leaves_frozen(paints, mode, monkeypatch):
+def _one_run_at_cut_5(paints, mode: str, monkeypatch) -> tuple:
+    """(study, its results' parameters, its one record, the stages the splits were staged at) of one
+    run of ``mode`` at cut 5."""
     staged_at = []
     real_staged = finetune.staged
     monkeypatch.setattr(finetune, "staged", lambda b, x, k: staged_at.append(k) or real_staged(b, x, k))
@@ -101,6 +102,12 @@ def test_each_fine_tuning_strategy_runs_on_the_backbone_from_the_stage_it_leaves
     paths = study.run(grid(per_class=(2,), cut_points=(5,), repeats=1), baselines=False, progress=False)
     params, (record,) = load_results(paths["results"])
     assert paths["results"].name == f"results_efficientnet_lite0_{mode}.json"
+    return study, params, record, staged_at
+
+
+@pytest.mark.parametrize("mode", ["progressive", "discriminative", "lora_r2", "ia3", "bitfit"])
+def test_each_fine_tuning_strategy_runs_on_the_backbone_from_the_stage_it_leaves_frozen(paints, mode, monkeypatch):
+    study, params, record, staged_at = _one_run_at_cut_5(paints, mode, monkeypatch)
     assert params["mode"] == mode and params["strategy"] == mode.split("_")[0] and params["lr_decay"] == 0.5
     assert params.get("lora_rank") == (2 if mode == "lora_r2" else None)
     assert record["sampled_cut_point"] == 5 and record["stage"] == "block4" and 0 <= record["test_acc"] <= 1
@@ -119,12 +126,7 @@ def test_each_fine_tuning_strategy_runs_on_the_backbone_from_the_stage_it_leaves
 
 @pytest.mark.parametrize("mode", ["l2sp", "delta", "bss"])
 def test_each_regulariser_trains_the_stages_after_the_cut_as_f_does_choosing_its_weight(paints, mode, monkeypatch):
-    staged_at = []
-    real_staged = finetune.staged
-    monkeypatch.setattr(finetune, "staged", lambda b, x, k: staged_at.append(k) or real_staged(b, x, k))
-    study = CutStudy(paints, mode, STRATEGY_SETTINGS, log=lambda *_: None)
-    paths = study.run(grid(per_class=(2,), cut_points=(5,), repeats=1), baselines=False, progress=False)
-    params, (record,) = load_results(paths["results"])
+    study, params, record, staged_at = _one_run_at_cut_5(paints, mode, monkeypatch)
     assert params["strategy"] == mode and params["regularisation_weights"] == list(REGULARISER_WEIGHTS[mode])
     assert staged_at == [5] * 3  # the stages before the cut stay frozen: their output is computed once
     assert record["chosen_weight"] in REGULARISER_WEIGHTS[mode] and 0 <= record["test_acc"] <= 1
