@@ -160,7 +160,7 @@ adaptation: pretrained
 # stamps images at 1, 2 and 5 per class and all of them (the strategies at 5 per class), and its
 # adaptation from clipart
 # to the unlabelled stamps (Clipart_to_Stamps/); resumable like every sweep
-CLIPART_REGULARISERS := l2sp
+CLIPART_REGULARISERS := l2sp bss
 STRATEGIES_AT_5 := --per-class 5 --cuts 3 5 7 --repeats 8 --no-baselines --no-progress
 STAMPS_FOLDER := --data stamps --output Clipart_to_Stamps
 STAMPS := $(STAMPS_FOLDER) --per-class 1 2 5 --percentages 1.0 --no-progress

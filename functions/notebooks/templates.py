@@ -82,7 +82,7 @@ BACKBONE_STRATEGY_CUTS, BACKBONE_STRATEGY_REPEATS = (3, 5, 7), 8
 # each folder's empirical notebook covers F, FR and FT; the stamps have 11 images in their smallest
 # classes, so their sizes stop at 5 per class
 IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,), fe_vs_ft_per_class=(1, 5, 10),
-                                             tuned_strategies=True, regularisers=("l2sp",)),
+                                             tuned_strategies=True, regularisers=("l2sp", "bss")),
                  "Clipart_to_Stamps": ImageFolderStudy("stamps", per_class=(1, 2, 5), fractions=(1.0,),
                                                        source="clipart", strategy_per_class=(5,),
                                                        fe_vs_ft_per_class=(1, 2, 5))}
