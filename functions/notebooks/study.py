@@ -28,8 +28,8 @@ from ..runs.sweep import run_inputs, run_sweep, subset_index, train_run
 # what a notebook needs from the layers below, under one name
 __all__ = ["available_modes", "reproduction", "collected_records", "fe_vs_ft", "fine_tuned_model", "load_pretrained", "plan",
            "parameter_table", "pretrained_info", "recheck_run", "recheck_table", "records_frame", "run_sweep", "save_transferability_records",
-           "strategy_records", "summary_table", "sweep_records", "training_subset", "transferability_verdict", "tuned_plans",
-           "tuned_records", "tuned_sweeps", "use_output_root", "validate_scores"]
+           "strategy_records", "summary_table", "sweep_records", "training_subset", "transferability_verdict",
+           "tuned_sweeps", "use_output_root", "validate_scores"]
 
 
 def plan(folder: str, setup: str | None = None, profile_name: str = "quick", mode: str = "FR",

@@ -214,13 +214,12 @@ class Aligned(nn.Module):
     training mode its BatchNorm layers keep the source's statistics: AdaBN is the method that
     changes them."""
 
-    def __init__(self, model: StudyCNN, cut_point: int, critic: nn.Module | None, weight: float, steps: int,
-                 schedule: str = "ramp", method: str | None = None, conditioned: ConditionedFeatures | None = None):
+    def __init__(self, model: StudyCNN, method: str, cut_point: int, critic: nn.Module | None, weight: float,
+                 steps: int, schedule: str = "ramp", conditioned: ConditionedFeatures | None = None):
         super().__init__()
         self.model, self.critic = model, critic  # in this order: the optimiser's order of parameters
-        self.cut_point, self.weight, self.steps, self.step = cut_point, weight, steps, 0
+        self.method, self.cut_point, self.weight, self.steps, self.step = method, cut_point, weight, steps, 0
         self.schedule, self.conditioned = schedule, conditioned
-        self.method = method or ("dann" if critic is not None else "coral")
         self.features: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
 
@@ -281,7 +280,7 @@ def train_aligned(model: StudyCNN, method: str, cut_point: int, source: Split, t
     conditioned = ConditionedFeatures(width, classes, seed).to(target.dtype) if method == "cdan" else None
     critic = domain_classifier(width if conditioned is None else conditioned.width, seed).to(target.dtype) \
         if method in CRITICS else None
-    aligned = Aligned(model, cut_point, critic, weight, epochs * batches.steps_per_epoch, schedule, method,
+    aligned = Aligned(model, method, cut_point, critic, weight, epochs * batches.steps_per_epoch, schedule,
                       conditioned)
     params = [p for p in aligned.parameters() if p.requires_grad]
     record = None if trajectory is None else (lambda loss: trajectory.record(loss, params))

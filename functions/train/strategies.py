@@ -110,8 +110,7 @@ def fit_strategy(build: Callable[[], Finetuner], strategy: str, cut_point: int, 
         regulariser = Regulariser(strategy, tuner.net, weight, start, train)
         candidates.append((tuner, _fit_once(tuner, strategy, cut_point, train, val, test, start, seed,
                                             regulariser=regulariser, **fit)))
-    tuner, result = best_on_validation("weight", weights, candidates) if len(weights) > 1 else candidates[0]
-    return tuner, result
+    return best_on_validation("weight", weights, candidates) if len(weights) > 1 else candidates[0]
 
 
 def _fit_once(tuner: Finetuner, strategy: str, cut_point: int, train: Split, val: Split, test: Split, start: int,
