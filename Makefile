@@ -194,10 +194,12 @@ fe-vs-ft: pretrained
 	  --samples-per-class 1 2 5 --no-progress
 
 # the model zoo: its study CNNs (the quick profile's pretraining), then the model x task matrix over
-# the task bank, the recommenders' evaluation and the zoo's files under zoo/results/
+# the task bank, the recommenders' evaluation and the zoo's files under zoo/results/, then the same
+# over tasks drawn from the clipart and stamps classes (a bank of their own)
 zoo: data
 	$(PY) -m functions zoo pretrain
 	$(PY) -m functions zoo build
+	$(PY) -m functions zoo build --data clipart stamps
 
 # the study folders' notebooks, then the top-level ones over all folders
 notebooks: results fe-vs-ft strategies adaptation range real zoo

@@ -44,6 +44,10 @@ def recommend(args):
                 "evaluate the recommenders, or evaluate them again on the stored matrix",
          arg("action", choices=["pretrain", "build", "evaluate"]),
          arg("--models", nargs="+", action=Distinct, metavar="NAME", help="only these zoo models (default: all)"),
+         arg("--data", nargs="+", action=Distinct, metavar="PATH",
+             help="build or evaluate: tasks drawn from these images' classes instead of the built-in bank (" +
+                  DATA_HELP + "), a bank of their own, evaluated also with the recommenders trained on the built-in "
+                              "bank and the intervals it gives"),
          declared_arg("--seeds", Interval(int, 1, 100, what="seeds"),
                       help="build: training draws per task whose linear-probe accuracies are averaged (default 3)"),
          EXECUTOR_ARGS)
@@ -54,6 +58,7 @@ def zoo(args):
         ignored = [option_name(name) for name in given(args, ("seeds", *RayOptions.constraints))]
         ignored += ["--executor"] if args.executor != "in-process" else []
         ignored += ["--models"] if args.action == "evaluate" and args.models else []
+        ignored += ["--data"] if args.action == "pretrain" and args.data else []
         if ignored:
             raise DataError(f"{', '.join(ignored)}: options of zoo build, which zoo {args.action} would ignore; "
                             f"drop them")
@@ -62,15 +67,20 @@ def zoo(args):
             print(f"{name}: ready")
         return
     if args.action == "evaluate":
-        _, table = models.evaluate_files()
+        _, table = models.evaluate_files(models.bank_name(args.data))
     else:
         executor = executor_for(args)
         try:
-            _, table = models.build(args.models, executor=executor, **given(args, ("seeds",)))
+            _, table = models.build(args.models, executor=executor, data=args.data, **given(args, ("seeds",)))
         finally:
             executor.close()
     with pd.option_context("display.width", 200):
         print(table.round(3).to_string())
+        if "coverage" in table.attrs:
+            from ..analysis.model_zoo.intervals import coverage_verdict
+            coverage = table.attrs["coverage"]
+            print(f"\nthe intervals the built-in bank gives, on these tasks:\n{coverage.round(3).to_string()}")
+            print(coverage_verdict(coverage))
 
 
 @command("recommend-model", "rank the zoo's models for a target task before any fine-tuning",

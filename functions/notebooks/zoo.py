@@ -13,12 +13,13 @@ from ..core.atomic import locked, write_json_atomic
 from ..core.device import describe_machine
 from ..core.errors import DataError
 from ..data.image_dataset import load_dataset
-from ..data.task_bank import DatasetPool, bank, check_task, dataset_task, parse_task
+from ..data.task_bank import DatasetPool, bank, check_task, dataset_task, dataset_tasks, parse_task
 from ..runs import zoo_matrix
 from ..models.zoo_catalog import ZOO, ZOO_FOLDER, zoo_model
 from ..runs.zoo import study_network
 
-__all__ = ["build", "choose_within", "evaluation", "pretrain", "recommend_model"]
+__all__ = ["bank_name", "build", "choose_within", "evaluation", "family_verdict", "family_wins", "pretrain",
+           "recommend_model"]
 
 
 def pretrain(names=None, log=print) -> list[str]:
@@ -31,56 +32,114 @@ def pretrain(names=None, log=print) -> list[str]:
     return done
 
 
-def build(names=None, seeds: int = zoo_matrix.SEEDS, log=print, executor=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Measure the matrix over the task bank (one unit per model, on ``executor``: default this
-    process), merge it into the zoo's files, and write the matrix figure, the timing and the
-    recommenders' evaluation; returns the records of every model the files hold and the evaluation."""
+def _pools(data) -> dict:
+    """Users' datasets (prepared names, folders or CSVs) as the bank's pools, by name."""
+    pools = {}
+    for source in data:
+        dataset = DatasetPool(load_dataset(source))
+        if dataset.dataset in pools:
+            raise DataError(f"two datasets are named {dataset.dataset!r} ({source}); rename one folder so that the "
+                            f"tasks of each keep their own name")
+        pools[dataset.dataset] = dataset
+    return pools
+
+
+def bank_name(data=None) -> str:
+    """The name of the records of tasks drawn from ``data``'s datasets (their names joined), or of
+    the built-in bank's without ``data``."""
+    return _named(_pools(data) if data else None)
+
+
+def _named(pools: dict | None) -> str:
+    return "_".join(pools) if pools else files.BUILT_IN
+
+
+def _suffix(bank_of: str) -> str:
+    return "" if bank_of == files.BUILT_IN else f"_{bank_of}"
+
+
+def build(names=None, seeds: int = zoo_matrix.SEEDS, log=print, executor=None,
+          data=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Measure the matrix over the task bank, or with ``data`` (prepared names, folders or CSVs)
+    over tasks drawn from those datasets' classes as the bank draws its own (a bank of their own,
+    :func:`bank_name`), one unit per model on ``executor`` (default this process); merge it into
+    the zoo's files and write the matrix figure, the timing and the recommenders' evaluation
+    (:func:`evaluate_files`); returns the records of every model the files hold and the evaluation."""
     models = [zoo_model(n) for n in names] if names else list(ZOO)
     machine = describe_machine()
-    records, timing = zoo_matrix.build(models, bank(), matrix.scores, seeds, log, executor)
-    paths = files.save(records)
-    records, table = evaluate_files(paths["records"])
-    write_json_atomic(files.zoo_dir() / "timing.json", {"machine": machine, "models": len(models),
-                                                        "tasks": records["task"].nunique(), "seeds": seeds,
-                                                        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
-                                                        **timing.as_dict()})
+    pools = _pools(data) if data else None
+    tasks = [t for pool in pools.values() for t in dataset_tasks(pool, log)] if pools else bank()
+    name = _named(pools)
+    records, timing = zoo_matrix.build(models, tasks, matrix.scores, seeds, log, executor, pools=pools)
+    paths = files.save(records, name)
+    records, table = evaluate_files(name)
+    write_json_atomic(files.zoo_dir() / f"timing{_suffix(name)}.json", {
+        "machine": machine, "models": len(models), "tasks": records["task"].nunique(), "seeds": seeds,
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()], **timing.as_dict()})
     for path in paths.values():
         log(f"wrote {path}")
     return records, table
 
 
-def evaluate_files(path=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The zoo's matrix figure and recommenders' evaluation (``recommenders.json``) written again
-    from its records file; returns the records and the evaluation.  Evaluated as stored (six
+def evaluate_files(bank_of: str = files.BUILT_IN) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A bank's matrix figure and recommenders' evaluation (``recommenders.json``, or
+    ``recommenders_<bank>.json``) written again from its records file; returns the records and the
+    evaluation.  A bank of other images is evaluated also with the recommenders trained on the
+    built-in bank alone, and the intervals that bank gives are checked on its tasks
+    (``coverage_<bank>.json``, and the table's ``attrs["coverage"]``).  Evaluated as stored (six
     significant digits, as the notebook reads them): the same numbers on every machine, and scores
     equal to rounding count as ties; read under the file's lock, so the figure and evaluation
     written last cover the rows of builds side by side."""
-    path = path or files.records_path()
+    path, suffix = files.records_path(bank_of), _suffix(bank_of)
     with locked(path):
         records = files.load_records(path)
-        save_figure(files.matrix_figure(records), ZOO_FOLDER, "transferability_matrix")
-        table = recommenders.evaluate(records)
-        write_json_atomic(files.zoo_dir() / "recommenders.json", json.loads(table.round(4).to_json(orient="index")))
+        built_in = None if bank_of == files.BUILT_IN else files.load_records()
+        save_figure(files.matrix_figure(records), ZOO_FOLDER, f"transferability_matrix{suffix}")
+        table = evaluation(records, built_in)
+        write_json_atomic(files.zoo_dir() / f"recommenders{suffix}.json",
+                          json.loads(table.round(4).to_json(orient="index")))
+        if built_in is not None:
+            table.attrs["coverage"] = intervals.coverage_on(built_in, records)
+            write_json_atomic(files.zoo_dir() / f"coverage{suffix}.json",
+                              json.loads(table.attrs["coverage"].reset_index().round(4).to_json(orient="records")))
     return records, table
 
 
-def evaluation(records: pd.DataFrame | None = None) -> pd.DataFrame:
-    return recommenders.evaluate(files.load_records() if records is None else records)
+def evaluation(records: pd.DataFrame | None = None, built_in: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The recommenders' evaluation of ``records`` (default: the built-in bank's), and with
+    ``built_in`` (for tasks of other images) also trained on those records alone."""
+    return recommenders.evaluate(files.load_records() if records is None else records, bank=built_in)
+
+
+def family_wins(records: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and model family: the mean linear-probe accuracy over the family's models and
+    tasks, the mean over tasks of the family's best model, and the share of tasks whose best model
+    is of the family (a tie counts for each family that reaches the best)."""
+    keys = ["source_dataset", "family"]
+    best = records.groupby("task")["accuracy"].transform("max")
+    won = records[records["accuracy"] == best].groupby(keys)["task"].nunique()
+    table = records.groupby(keys).agg(mean_accuracy=("accuracy", "mean"))
+    table["best_model_accuracy"] = records.groupby([*keys, "task"])["accuracy"].max().groupby(keys).mean()
+    tasks = records.groupby("source_dataset")["task"].nunique()
+    table["tasks_won"] = won.reindex(table.index, fill_value=0) / tasks.loc[table.index.get_level_values(0)].to_numpy()
+    return table
 
 
 def recommend_model(task: str | None = None, recommender: str = "gradient boosting", log=print,
                     data=None, measure: bool = False, level: float = intervals.LEVEL) -> pd.DataFrame:
     """The zoo ranked for ``task`` (``<dataset>:<classes>:<n>``) by ``recommender`` trained on every
-    other task of the bank; the measured accuracy is shown when the bank holds the task.  ``data``
-    (a folder, CSV or prepared name) instead: the user's whole task (:func:`dataset_task`), scored
-    on its images at each model's input size; its accuracies are unknown (NaN) unless ``measure``:
+    other task of every bank (:func:`~functions.analysis.model_zoo.files.load_every_bank`); the
+    measured accuracy is shown when the bank holds the task.  ``data`` (a folder, CSV or prepared
+    name) instead: the user's whole task (:func:`dataset_task`), scored on its images at each model's
+    input size, learned from the banks without any task of a dataset of that name (a new dataset, as
+    the user's images are); its accuracies are unknown (NaN) unless ``measure``:
     then each model's linear probe is trained on the task as the zoo matrix trains it (mean of its
     seeds), to set beside the prediction.  The table's ``attrs`` name the task, and for ``data``
     the dataset's version (fingerprint and classes).  Beside the ranking, each model's predicted
     accuracy with its ``level`` conformal interval (calibrated leaving whole datasets out where the
-    records hold several, fitted without the task) and its cost per image, in GFLOPs and in the milliseconds its features took
-    on the machine that extracted them; ``pareto`` marks the models that no
-    cheaper model is predicted to beat (:func:`choose_within` picks among them); ``attrs["outside"]``
+    records hold several, fitted without the task) and its cost per image, in GFLOPs and in the
+    milliseconds its features took on the machine that extracted them; ``pareto`` marks the models
+    that no cheaper model is predicted to beat (:func:`choose_within` picks among them); ``attrs["outside"]``
     says where the task lies beyond the bank's tasks (there the intervals extrapolate)."""
     recommenders.check_recommender(recommender)
     if (task is None) == (data is None):
@@ -91,12 +150,15 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
         spec = dataset_task(source, log)
     else:
         spec = check_task(parse_task(task)) if isinstance(task, str) else check_task(task)
-    records = files.load_records()
+    records = files.load_every_bank()
+    if source is not None:  # a user's dataset is a new one: tasks of it in a bank would say too much
+        records = records[records["source_dataset"] != spec.dataset]
     known = records[records["task"] == spec.name]
     if known.empty:
         models = [zoo_model(n) for n in records["model"].unique()]
         task_records = pd.DataFrame([r for m in models for r in zoo_matrix.model_records(
-            m, [spec], matrix.scores, seeds=zoo_matrix.SEEDS if measure else 0, log=log, data=source)])
+            m, [spec], matrix.scores, seeds=zoo_matrix.SEEDS if measure else 0, log=log,
+            pools={spec.dataset: source} if source else None)])
     else:
         task_records = known
     task_records = task_records.reset_index(drop=True)
@@ -139,3 +201,19 @@ def verdict(table: pd.DataFrame, protocol: str = "leave one dataset out", ours: 
     return (f"{protocol}: {ours} reaches a mean weighted tau of {tau[ours]:.2f} (95% CI "
             f"{table.loc[ours, (protocol, 'tau_ci95_low')]:.2f} to {table.loc[ours, (protocol, 'tau_ci95_high')]:.2f}), "
             + "; ".join(parts) + f". The best single score is {best_score} ({tau[best_score]:.2f}).")
+
+
+def family_verdict(table: pd.DataFrame) -> str:
+    """One sentence per dataset of :func:`family_wins`: which family's models win its tasks, and
+    by how much their best model's accuracy leads on average."""
+    lines = []
+    for dataset, families in table.groupby(level="source_dataset"):
+        families = families.droplevel("source_dataset").sort_values("best_model_accuracy", ascending=False)
+        first, second = families.index[0], families.index[1] if len(families) > 1 else None
+        line = (f"{dataset}: the {first} models' best wins {families.loc[first, 'tasks_won']:.0%} of the tasks, at "
+                f"{families.loc[first, 'best_model_accuracy']:.3f} on average")
+        if second is not None:
+            line += (f", against {families.loc[second, 'best_model_accuracy']:.3f} for the best {second} "
+                     f"({families.loc[second, 'tasks_won']:.0%} of the tasks)")
+        lines.append(line + ".")
+    return "\n".join(lines)

@@ -67,18 +67,19 @@ class Timing:
 
 
 def model_records(model: ZooModel, tasks: list[TaskSpec], score: Callable, seeds: int = SEEDS,
-                  timing: Timing | None = None, log=print, data=None) -> list[dict]:
+                  timing: Timing | None = None, log=print, pools: dict | None = None) -> list[dict]:
     """One record per task for ``model``: its metadata, the task's, ``score(features, source
     probabilities, labels)`` (a dict of scores) and the measured accuracy (mean and std over
-    ``seeds`` draws; ``seeds=0``: scores only, accuracy NaN).  ``data``: the tasks' pool when they
-    are drawn from a user's dataset (a :class:`~functions.data.task_bank.DatasetPool`)."""
+    ``seeds`` draws; ``seeds=0``: scores only, accuracy NaN).  ``pools``: by dataset name, the pools
+    of tasks drawn from users' datasets (:class:`~functions.data.task_bank.DatasetPool`); the bank's
+    own datasets need none."""
     timing = timing if timing is not None else Timing()
     net = network(model, log=log)
     row = metadata(model, net)
     records = []
     for dataset in dict.fromkeys(t.dataset for t in tasks):
         began = time.perf_counter()
-        source = data or pool(dataset)
+        source = (pools or {}).get(dataset) or pool(dataset)
         feats = pool_features(net, source)
         timing.extraction_s[model.name] = timing.extraction_s.get(model.name, 0.0) + time.perf_counter() - began
         labels = source.train_y
@@ -100,17 +101,19 @@ def model_records(model: ZooModel, tasks: list[TaskSpec], score: Callable, seeds
     return records
 
 
-def _model_unit(name: str, tasks: list[TaskSpec], score: Callable, seeds: int) -> tuple[list[dict], Timing]:
+def _model_unit(name: str, tasks: list[TaskSpec], score: Callable, seeds: int,
+                pools: dict | None) -> tuple[list[dict], Timing]:
     """One model's records and timing: the unit an executor runs (in this process or as a Ray task)."""
     timing = Timing()
-    return model_records(zoo_model(name), tasks, score, seeds, timing, log=lambda *_: None), timing
+    return model_records(zoo_model(name), tasks, score, seeds, timing, log=lambda *_: None, pools=pools), timing
 
 
 def build(models: list[ZooModel], tasks: list[TaskSpec], score: Callable, seeds: int = SEEDS, log=print,
-          executor=None) -> tuple[pd.DataFrame, Timing]:
+          executor=None, pools: dict | None = None) -> tuple[pd.DataFrame, Timing]:
     """The records of every model on every task (in the zoo's order, whatever order the models
     finish in), and where the time went.  ``executor`` (default: this process) runs one unit per
-    model; the task bank goes to a Ray cluster's object store once."""
+    model; the task bank goes to a Ray cluster's object store once.  ``pools``: as for
+    :func:`model_records`, for tasks drawn from users' datasets."""
     done, timing = {}, Timing()
 
     def save(name: str, outcome: tuple) -> None:
@@ -120,7 +123,7 @@ def build(models: list[ZooModel], tasks: list[TaskSpec], score: Callable, seeds:
 
     executor = executor or InProcess()
     shared = executor.share(tasks)
-    summary = run_units([m.name for m in models], _model_unit, save, args=(shared, score, seeds), executor=executor)
+    summary = run_units([m.name for m in models], _model_unit, save, args=(shared, score, seeds, pools), executor=executor)
     summary.raise_failures("model(s) failed",
                            "the others are measured, and re-running reuses their cached features")
     return pd.DataFrame([r for model in models for r in done[model.name]]), timing

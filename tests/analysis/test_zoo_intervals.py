@@ -102,3 +102,18 @@ def test_records_of_one_dataset_calibrate_on_folds_of_tasks_and_too_few_give_no_
     assert intervals.predict_with_interval(frame, new).attrs["calibration"] == "leaving whole datasets out"
     lonely = intervals.predict_with_interval(digits[digits["task"] == "digits:0"], new)
     assert (lonely["low"] == 0).all() and (lonely["high"] == 1).all()  # one task: nothing to calibrate on
+
+
+def test_intervals_of_the_bank_are_checked_on_other_tasks_as_a_user_meets_them():
+    bank = records()
+    near = records(tasks_per_dataset=4, seed=3).assign(source_dataset="clipart")
+    near["task"] = "clipart-" + near["task"]
+    table = intervals.coverage_on(bank, near, levels=(0.9,))
+    (protocol, level), row = next(table.iterrows())
+    predicted = intervals.predict_with_interval(bank, near, 0.9)
+    inside = ((predicted["low"] <= near["accuracy"]) & (near["accuracy"] <= predicted["high"])).mean()
+    assert level == 0.9 and "leaving whole datasets out" in protocol and row["groups"] == 1
+    assert row["coverage"] == pytest.approx(inside) and row["half_width"] == predicted.attrs["half_width"]
+    assert row["coverage"] > 0.75  # tasks like the bank's: about the nominal share
+    harder = near.assign(accuracy=near["accuracy"] - 0.3)  # another domain, every accuracy lower
+    assert intervals.coverage_on(bank, harder, levels=(0.9,))["coverage"].iloc[0] < 0.2

@@ -1,9 +1,11 @@
-"""Your own images through the other commands: recommend-model ranks the zoo on a generated
-folder, sample-efficiency streams its images and refuses another version of it, classify labels
-each of its images, and the task bank draws tasks from its classes."""
+"""Your own images through the other commands: zoo build measures a bank of a generated folder's
+tasks, recommend-model ranks the zoo on the folder, sample-efficiency streams its images and refuses
+another version of it, classify labels each of its images, and the task bank draws tasks from its
+classes."""
 import json
 import shutil
 
+import pandas as pd
 import pytest
 
 from colour_images import CLASSES, colour_folder, output_root  # noqa: F401 (a fixture)
@@ -26,6 +28,40 @@ def test_the_task_bank_draws_tasks_from_a_folders_classes_up_to_its_smallest_cla
     assert len(lines) == 1 and str(smallest) in lines[0] and "red" not in lines[0], lines
     whole = dataset_task(data, log=lambda *_: None)
     assert whole.classes == (0, 1, 2) and whole.n_train == 3 * smallest
+
+
+@pytest.mark.slow
+def test_zoo_build_measures_a_bank_of_a_folders_tasks_and_checks_the_built_in_banks_intervals_on_it(
+        tmp_path, output_root, capsys):
+    from functions.analysis.model_zoo import files, matrix
+    from functions.data import task_bank
+    from functions.models import zoo_catalog
+    from functions.runs import zoo_matrix
+    names = ["mnist_0-4_d6_w16", "fashion_all_d6_w16"]
+    tasks = [t for t in task_bank.bank() if t.dataset == "digits" and t.n_train <= 40][:6]
+    built_in, _ = zoo_matrix.build([zoo_catalog.zoo_model(n) for n in names], tasks, matrix.scores, seeds=1,
+                                   log=lambda *_: None)
+    files.save(built_in)
+    folder = colour_folder(tmp_path / "paints")
+    assert main(["zoo", "build", "--data", str(folder), "--models", *names, "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "trained on the built-in bank" in out and "the intervals the built-in bank gives, on these tasks" in out
+    records = pd.read_csv(files.records_path("paints"))
+    assert set(records["model"]) == set(names) and records["task"].nunique() == 4  # 3 pairs and all three classes
+    assert records["accuracy"].between(0, 1).all() and (records["source_dataset"] == "paints").all()
+    assert len(pd.read_csv(files.records_path())) == len(built_in)  # the built-in bank's records untouched
+    written = json.loads((files.zoo_dir() / "recommenders_paints.json").read_text())
+    assert "('trained on the built-in bank', 'weighted_tau')" in written["logme"]
+    coverage = json.loads((files.zoo_dir() / "coverage_paints.json").read_text())
+    assert [row["nominal"] for row in coverage] == [0.8, 0.9] and all(0 <= row["coverage"] <= 1 for row in coverage)
+    assert (files.zoo_dir() / "figures" / "transferability_matrix_paints.png").exists()
+    assert main(["zoo", "evaluate", "--data", str(folder)]) == 0
+    assert "trained on the built-in bank" in capsys.readouterr().out
+    assert main(["zoo", "pretrain", "--data", str(folder)]) == 2
+    assert "--data: options of zoo build, which zoo pretrain would ignore" in capsys.readouterr().err
+    twin = colour_folder(tmp_path / "other" / "paints")
+    assert main(["zoo", "build", "--data", str(folder), str(twin), "--models", *names]) == 2
+    assert "two datasets are named 'paints'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

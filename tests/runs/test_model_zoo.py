@@ -229,3 +229,48 @@ def test_recommend_model_ranks_the_zoo_for_a_bank_task_and_a_new_one(small_recor
         zoo_steps.recommend_model(known, "oracle")
     assert main(["recommend-model", "--task", "MNIST:0,10:20"]) == 2
     assert "MNIST has no class(es) [10]" in capsys.readouterr().err
+
+
+def test_trained_on_the_bank_the_fits_see_only_the_bank_and_predict_every_other_task(monkeypatch):
+    seen = []
+
+    def spy(train, x, test, y):
+        seen.append((set(train["source_dataset"]), len(test)))
+        return np.zeros(len(test))
+
+    bank = _synthetic()
+    images = _synthetic(seed=1).assign(source_dataset=lambda f: f.source_dataset.map(
+        {"MNIST": "clipart", "FashionMNIST": "stamps", "digits": "stamps"}), task=lambda f: "img-" + f.task)
+    monkeypatch.setattr(recommenders, "LEARNED", {"spy": spy})
+    predicted = recommenders.predictions(images, recommenders.FROM_BANK, bank)
+    assert seen == [({"MNIST", "FashionMNIST", "digits"}, len(images))] and (predicted["spy"] == 0).all()
+    with pytest.raises(DataError, match="give the records to train on"):
+        recommenders.predictions(images, recommenders.FROM_BANK)
+    with pytest.raises(DataError, match="give the records to train on"):
+        recommenders.predictions(images, "leave one task out", bank)
+
+
+def test_a_bank_of_other_images_is_evaluated_also_trained_on_the_built_in_bank():
+    bank, images = _synthetic(), _synthetic(seed=1)
+    images = images.assign(source_dataset="clipart", task="clipart-" + images["task"])
+    table = recommenders.evaluate(images, bank=bank)  # one dataset: nothing to leave out but tasks
+    assert list(table.columns.levels[0]) == sorted(["leave one task out", recommenders.FROM_BANK])
+    assert table.loc["logme", (recommenders.FROM_BANK, "weighted_tau")] == pytest.approx(1.0)
+    assert table.loc["gradient boosting", (recommenders.FROM_BANK, "weighted_tau")] > 0.5  # the bank's lesson holds
+    assert recommenders.tau_difference(table, "logme", "leep", recommenders.FROM_BANK)["difference"] > 1
+
+
+def test_family_wins_counts_each_tasks_best_family_and_says_so():
+    from functions.notebooks.zoo import family_verdict, family_wins
+    rows = [("a", "t1", "ImageNet", 0.9), ("a", "t1", "CNN", 0.5), ("a", "t1", "CNN", 0.7),
+            ("a", "t2", "ImageNet", 0.6), ("a", "t2", "CNN", 0.6), ("b", "t3", "CNN", 0.4), ("b", "t3", "ImageNet", 0.2)]
+    table = family_wins(pd.DataFrame(rows, columns=["source_dataset", "task", "family", "accuracy"]))
+    assert table.loc[("a", "ImageNet"), "tasks_won"] == 1.0 and table.loc[("a", "CNN"), "tasks_won"] == 0.5  # t2 a tie
+    assert table.loc[("a", "CNN"), "best_model_accuracy"] == pytest.approx((0.7 + 0.6) / 2)
+    assert table.loc[("a", "CNN"), "mean_accuracy"] == pytest.approx(0.6)
+    assert table.loc[("b", "ImageNet"), "tasks_won"] == 0.0 and table.loc[("b", "CNN"), "tasks_won"] == 1.0
+    assert family_verdict(table).splitlines() == [
+        "a: the ImageNet models' best wins 100% of the tasks, at 0.750 on average, against 0.650 for the best CNN "
+        "(50% of the tasks).",
+        "b: the CNN models' best wins 100% of the tasks, at 0.400 on average, against 0.200 for the best ImageNet "
+        "(0% of the tasks)."]

@@ -27,6 +27,7 @@ MODEL_COLUMNS = ("model", "family", "architecture", "depth", "width", "input_siz
                  "pretrain_accuracy_source")
 TASK_COLUMNS = ("task", "source_dataset", "domain", "num_classes", "classes", "class_names", "n_train", "n_test")
 RECORD_KEY = ["model", "task"]
+BUILT_IN = "default"  # the built-in task bank's records (record_default.csv); other banks are named by their datasets
 MEASURED_WITH = ["zoo_version", "seeds"]  # a row measured otherwise is measured again, not kept
 
 
@@ -34,7 +35,7 @@ def zoo_dir() -> Path:
     return results_dir(ZOO_FOLDER)
 
 
-def records_path(bank: str = "default") -> Path:
+def records_path(bank: str = BUILT_IN) -> Path:
     return zoo_dir() / f"record_{bank}.csv"
 
 
@@ -44,17 +45,20 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def save(records: pd.DataFrame, bank: str = "default") -> dict[str, Path]:
-    """The four CSV files of the bank's records on disk merged with ``records``, written under the
+def save(records: pd.DataFrame, bank: str = BUILT_IN) -> dict[str, Path]:
+    """The bank's records on disk merged with ``records`` (and for the built-in bank the three files
+    of the upstream layout beside them: model and task metadata, the LogME matrix), written under the
     records file's lock so that another build's rows, written meanwhile, are kept; returns their paths."""
     folder, path = zoo_dir(), records_path(bank)
     with locked(path):
         records = _merged(records, path)
-        logme = score_matrix(records, "logme").reset_index()
-        return {"models": _write_csv(records.drop_duplicates("model")[list(MODEL_COLUMNS)], folder / MODEL_META),
-                "tasks": _write_csv(records.drop_duplicates("task")[list(TASK_COLUMNS)], folder / TASK_META),
-                "records": _write_csv(records, path),
-                "logme": _write_csv(logme, folder / "LogME.csv")}
+        written = {"records": _write_csv(records, path)}
+        if bank == BUILT_IN:
+            models, tasks = records.drop_duplicates("model"), records.drop_duplicates("task")
+            written |= {"models": _write_csv(models[list(MODEL_COLUMNS)], folder / MODEL_META),
+                        "tasks": _write_csv(tasks[list(TASK_COLUMNS)], folder / TASK_META),
+                        "logme": _write_csv(score_matrix(records, "logme").reset_index(), folder / "LogME.csv")}
+        return written
 
 
 def _merged(records: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -90,6 +94,13 @@ def load_records(path: Path | None = None) -> pd.DataFrame:
     return records
 
 
+def load_every_bank() -> pd.DataFrame:
+    """The records of every bank under ``zoo/results/`` together, the built-in bank's first: what a
+    recommendation for a new task learns from (each bank's file checked as :func:`load_records`)."""
+    others = sorted(p for p in zoo_dir().glob("record_*.csv") if p != records_path())
+    return pd.concat([load_records(), *(load_records(p) for p in others)], ignore_index=True)
+
+
 def matrix_figure(records: pd.DataFrame, value: str = "accuracy") -> Figure:
     """Models x tasks: how far each model's ``value`` falls below the task's best model (0: the
     winner, marked with a dot, as is every model of a tie), so a column shows which model wins rather than how easy the
@@ -107,7 +118,7 @@ def matrix_figure(records: pd.DataFrame, value: str = "accuracy") -> Figure:
     ax.set_yticks(np.arange(len(matrix)), matrix.index, fontsize="small")
     tasks = records.drop_duplicates("task").set_index("task").loc[matrix.columns]
     ax.set_xticks(np.arange(len(tasks)), [f"{k}c {n}" for k, n in zip(tasks.num_classes, tasks.n_train)],
-                  rotation=90, fontsize=4.5)
+                  rotation=90, fontsize=min(8.0, max(4.5, 300 / len(tasks))))
     datasets = tasks.source_dataset
     starts = [i for i in range(len(datasets)) if i == 0 or datasets.iloc[i] != datasets.iloc[i - 1]]
     for start in starts[1:]:
@@ -118,6 +129,6 @@ def matrix_figure(records: pd.DataFrame, value: str = "accuracy") -> Figure:
     ax.set_xlabel(f"target tasks ({len(datasets)}): classes (c) and training images, grouped by dataset")
     label = "linear-probe test accuracy" if value == "accuracy" else value
     fig.colorbar(image, ax=ax, label=f"{label} below the task's best model")
-    fig.suptitle(f"Which model wins each task: {len(matrix)} models x {len(datasets)} tasks "
+    fig.suptitle(f"Which model wins each task: {len(matrix)} models x {len(datasets)} tasks\n"
                  f"(dot: the task's best model, every one of a tie)")
     return fig

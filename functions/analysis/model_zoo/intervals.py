@@ -110,7 +110,26 @@ def predict_with_interval(records: pd.DataFrame, task_records: pd.DataFrame, lev
                           "low": np.clip(predicted - width, 0, 1), "high": np.clip(predicted + width, 0, 1)})
     table.attrs["calibration"] = "leaving whole datasets out" if by == "source_dataset" else \
         "leaving tasks out (the records hold one dataset)"
+    table.attrs["half_width"] = width
     return table
+
+
+def coverage_on(bank: pd.DataFrame, records: pd.DataFrame, levels=(0.8, 0.9), seed: int = 0) -> pd.DataFrame:
+    """The intervals a user meets, checked: fitted on every record of ``bank`` and calibrated on its
+    held-out errors (:func:`predict_with_interval`), then checked on ``records``' measured accuracies
+    (tasks of other images, which neither the fit nor the calibration saw).  Rows as
+    :func:`coverage`'s, the groups being ``records``' datasets."""
+    rows = []
+    for level in levels:
+        table = predict_with_interval(bank, records, level, seed)
+        accuracy = records["accuracy"].to_numpy()
+        hit = pd.Series((table["low"].to_numpy() <= accuracy) & (accuracy <= table["high"].to_numpy()))
+        per_group = hit.groupby(records["source_dataset"].to_numpy()).mean()
+        rows.append({"protocol": f"calibrated on the built-in bank ({table.attrs['calibration']})", "nominal": level,
+                     "coverage": float(hit.mean()), "lowest group": float(per_group.min()),
+                     "highest group": float(per_group.max()), "half_width": table.attrs["half_width"],
+                     "groups": len(per_group)})
+    return pd.DataFrame(rows).set_index(["protocol", "nominal"])
 
 
 def outside_the_bank(records: pd.DataFrame, task_records: pd.DataFrame) -> list[str]:

@@ -1,5 +1,6 @@
 """Recommenders that rank the zoo's models for a target task, and their evaluation on held-out
-tasks (leave one task out) and held-out datasets (leave one dataset out).
+tasks (leave one task out), held-out datasets (leave one dataset out) and, for tasks drawn from
+other images, trained on the built-in bank alone (the case of a user's own images).
 
 * ``linear regression``: the model-recommendation baseline, a least-squares fit of the measured
   accuracy on model metadata, task metadata and the raw scores;
@@ -25,6 +26,7 @@ MODEL_FEATURES = ("log_params", "log_flops", "depth", "width", "input_size", "fe
                   "pretrain_accuracy", "imagenet")
 TASK_FEATURES = ("num_classes", "log_n_train")
 PROTOCOLS = {"leave one task out": "task", "leave one dataset out": "source_dataset"}
+FROM_BANK = "trained on the built-in bank"  # every task held out, the learned recommenders fit on another bank
 BASELINE_SCORES = ("pretrain_accuracy", "params")
 RESAMPLES = 10_000  # bootstrap resamples of the tasks
 
@@ -83,15 +85,25 @@ def check_recommender(name: str) -> str:
     return name
 
 
-def predictions(records: pd.DataFrame, protocol: str = "leave one dataset out") -> pd.DataFrame:
+def predictions(records: pd.DataFrame, protocol: str = "leave one dataset out",
+                bank: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every recommender's prediction for every record, each made without the held-out group's
-    records (the task, or its whole dataset); scores and pretraining accuracy need no fit."""
-    if protocol not in PROTOCOLS:
-        raise DataError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
-    x, y = design(records), records["accuracy"]
+    records (the task, or its whole dataset; with :data:`FROM_BANK`, every record, the fits trained
+    on ``bank``'s records alone); scores and pretraining accuracy need no fit."""
+    if protocol not in (*PROTOCOLS, FROM_BANK):
+        raise DataError(f"unknown protocol {protocol!r}; choose one of {[*PROTOCOLS, FROM_BANK]}")
+    if (protocol == FROM_BANK) != (bank is not None):
+        raise DataError(f"give the records to train on (bank=) with protocol {FROM_BANK!r}, and only with it")
     out = records[["model", "task", "source_dataset", "accuracy"]].copy()
     for name in (*SCORES, *BASELINE_SCORES):
         out[name] = records[name]
+    if bank is not None:
+        combined = pd.concat([bank, records], ignore_index=True)
+        for name, fit in LEARNED.items():
+            out[name] = fit(combined.iloc[:len(bank)], design(combined), combined.iloc[len(bank):],
+                            combined["accuracy"])
+        return out
+    x, y = design(records), records["accuracy"]
     key = PROTOCOLS[protocol]
     for name, fit in LEARNED.items():
         out[name] = np.nan
@@ -104,14 +116,16 @@ def predictions(records: pd.DataFrame, protocol: str = "leave one dataset out") 
     return out
 
 
-def evaluate(records: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+def evaluate(records: pd.DataFrame, seed: int = 0, bank: pd.DataFrame | None = None) -> pd.DataFrame:
     """Mean weighted Kendall tau with its 95% bootstrap interval over tasks, top-1 hit rate and
-    regret per recommender (rows) under each protocol (column groups).  The table's
-    ``attrs["tau"]`` holds each protocol's tau per task and recommender, for paired comparisons
-    (:func:`tau_difference`)."""
+    regret per recommender (rows) under each protocol (column groups): leave one task out, leave
+    one dataset out where the records hold several, and with ``bank`` (the built-in bank's records,
+    for tasks of other images) :data:`FROM_BANK`.  The table's ``attrs["tau"]`` holds each
+    protocol's tau per task and recommender, for paired comparisons (:func:`tau_difference`)."""
+    protocols = [p for p in PROTOCOLS if PROTOCOLS[p] == "task" or records[PROTOCOLS[p]].nunique() > 1]
     tables, taus = {}, {}
-    for protocol in PROTOCOLS:
-        predicted = predictions(records, protocol)
+    for protocol in protocols + ([FROM_BANK] if bank is not None else []):
+        predicted = predictions(records, protocol, bank if protocol == FROM_BANK else None)
         scored = {name: _scored(predicted, name).set_index("task") for name in RECOMMENDERS}
         taus[protocol] = pd.DataFrame({name: table["weighted_tau"] for name, table in scored.items()})
         rows = {}
