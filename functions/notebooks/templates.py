@@ -38,15 +38,22 @@ SCORED_RANGE_FRACTIONS = (0.001, 0.01)
 # the cross-dataset folders, where the domain adaptation and distillation modes run (`make adaptation`)
 ADAPTATION_FOLDERS = ("MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST", "MNIST_to_digits")
 # the modes an adaptation notebook shows, in its order: config's ADAPTATION_MODES with the unadapted
-# reference first and AdaBN (BatchNorm statistics only) next, then distillation; the methods that
-# condition on the source classifier's predictions only where the two domains' classes are the same
+# reference first and AdaBN (BatchNorm statistics only) next, then (on the study CNN) distillation; the
+# methods that condition on the source classifier's predictions only where the two domains' classes
+# are the same (on a backbone between image folders they always are)
 _NOTEBOOK_FIRST_MODES = ("source_only", "adabn")
 CLASS_CONDITIONED = ("mcc", "cdan")
 
 
+def _unadapted_first(skipped: tuple = ()) -> list[str]:
+    return [*_NOTEBOOK_FIRST_MODES, *(mode for mode in ADAPTATION_MODES if mode not in (*_NOTEBOOK_FIRST_MODES,
+                                                                                        *skipped))]
+
+
 def adaptation_notebook_modes(folder: str) -> list[str]:
-    skipped = (*_NOTEBOOK_FIRST_MODES, *(CLASS_CONDITIONED if folder in PAPER_WEIGHT_FOLDERS else ()))
-    return [*_NOTEBOOK_FIRST_MODES, *(mode for mode in ADAPTATION_MODES if mode not in skipped), "distill"]
+    return [*_unadapted_first(CLASS_CONDITIONED if folder in PAPER_WEIGHT_FOLDERS else ()), "distill"]
+
+
 # the folders whose DANN and CORAL also choose their learning rate (mode <mode>-tuned, `make
 # adaptation`), at the headline cut with this many repeats at these fractions: those where the
 # classes of source and target mean the same, so that an alignment can help and its settings matter
