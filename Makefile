@@ -157,10 +157,10 @@ adaptation: pretrained
 # per class (paired with F's runs there), then F and each strategy again at the cut those runs'
 # validation accuracy picks, every run choosing its learning rate on validation (then the regularisers
 # of F that the strategies notebook shows, each run also choosing its weight); the same on the
-# stamps images at 1, 2 and 5 per class and all of them (the strategies at 5 per class), and its
-# adaptation from clipart
-# to the unlabelled stamps (Clipart_to_Stamps/); resumable like every sweep
-CLIPART_REGULARISERS := l2sp bss
+# stamps images at 1, 2 and 5 per class and all of them (the strategies and the regularisers at 5 per
+# class), and its adaptation from clipart to the unlabelled stamps (source only, AdaBN, DANN, CORAL,
+# MCC, CDAN; Clipart_to_Stamps/); resumable like every sweep
+BACKBONE_REGULARISERS := l2sp delta bss
 STRATEGIES_AT_5 := --per-class 5 --cuts 3 5 7 --repeats 8 --no-baselines --no-progress
 STAMPS_FOLDER := --data stamps --output Clipart_to_Stamps
 STAMPS := $(STAMPS_FOLDER) --per-class 1 2 5 --percentages 1.0 --no-progress
@@ -172,7 +172,7 @@ real: data
 	  || exit 1; done
 	for mode in F $(STRATEGY_MODES); do $(PY) -m functions run --data clipart --mode $$mode-tuned --per-class 5 \
 	  --at-chosen-cut --repeats 8 --no-baselines --no-progress || exit 1; done
-	for mode in $(CLIPART_REGULARISERS); do $(PY) -m functions run --data clipart --mode $$mode $(STRATEGIES_AT_5) \
+	for mode in $(BACKBONE_REGULARISERS); do $(PY) -m functions run --data clipart --mode $$mode $(STRATEGIES_AT_5) \
 	  || exit 1; $(PY) -m functions run --data clipart --mode $$mode-tuned --per-class 5 --at-chosen-cut --repeats 8 \
 	  --no-baselines --no-progress || exit 1; done
 	$(PY) -m functions run $(STAMPS) --mode F
@@ -180,6 +180,11 @@ real: data
 	$(PY) -m functions run $(STAMPS) --mode FT --no-baselines
 	for mode in $(STRATEGY_MODES); do $(PY) -m functions run $(STAMPS_FOLDER) --mode $$mode $(STRATEGIES_AT_5) \
 	  || exit 1; done
+	$(PY) -m functions run $(STAMPS_FOLDER) --mode F-tuned --per-class 5 --at-chosen-cut --repeats 8 --no-baselines \
+	  --no-progress
+	for mode in $(BACKBONE_REGULARISERS); do $(PY) -m functions run $(STAMPS_FOLDER) --mode $$mode $(STRATEGIES_AT_5) \
+	  || exit 1; $(PY) -m functions run $(STAMPS_FOLDER) --mode $$mode-tuned --per-class 5 --at-chosen-cut \
+	  --repeats 8 --no-baselines --no-progress || exit 1; done
 	$(PY) -m functions run --data stamps --source clipart --no-progress
 
 # feature extraction against fine-tuning: the default few-shot grid of each offline folder, for

@@ -89,10 +89,10 @@ BACKBONE_STRATEGY_CUTS, BACKBONE_STRATEGY_REPEATS = (3, 5, 7), 8
 # each folder's empirical notebook covers F, FR and FT; the stamps have 11 images in their smallest
 # classes, so their sizes stop at 5 per class
 IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,), fe_vs_ft_per_class=(1, 5, 10),
-                                             tuned_strategies=True, regularisers=("l2sp", "bss")),
+                                             tuned_strategies=True, regularisers=REGULARISERS),
                  "Clipart_to_Stamps": ImageFolderStudy("stamps", per_class=(1, 2, 5), fractions=(1.0,),
                                                        source="clipart", strategy_per_class=(5,),
-                                                       fe_vs_ft_per_class=(1, 2, 5))}
+                                                       regularisers=REGULARISERS, fe_vs_ft_per_class=(1, 2, 5))}
 
 
 def _percent_cells(text: str) -> list:
@@ -228,7 +228,7 @@ def _backbone_adaptation_parameters(folder: str) -> str:
         folder, f"source = {study.source!r}  # the labelled images (a prepared name, or a folder or CSV)",
         f"data = {study.data!r}  # the unlabelled images of the same classes, tested on",
         f"backbone_name = {study.backbone!r}  # any registered pretrained network",
-        'methods = ["source_only", "adabn", "dann", "coral"]',
+        f"methods = {_unadapted_first()!r}",
         f"cut_points = {list(ADAPTATION_CUTS)!r}  # where the source model's frozen stages end",
         f"repeats = {ADAPTATION_REPEATS}",
         'labelled_mode = "F"  # the labelled comparison: the cut-point study on the same images', *_sizes(study),
