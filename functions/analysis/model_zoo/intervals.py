@@ -119,10 +119,9 @@ def coverage_on(bank: pd.DataFrame, records: pd.DataFrame, levels=(0.8, 0.9), se
     held-out errors (:func:`predict_with_interval`), then checked on ``records``' measured accuracies
     (tasks of other images, which neither the fit nor the calibration saw).  Rows as
     :func:`coverage`'s, the groups being ``records``' datasets."""
-    rows = []
+    rows, accuracy = [], records["accuracy"].to_numpy()
     for level in levels:
         table = predict_with_interval(bank, records, level, seed)
-        accuracy = records["accuracy"].to_numpy()
         hit = pd.Series((table["low"].to_numpy() <= accuracy) & (accuracy <= table["high"].to_numpy()))
         per_group = hit.groupby(records["source_dataset"].to_numpy()).mean()
         rows.append({"protocol": f"calibrated on the built-in bank ({table.attrs['calibration']})", "nominal": level,
