@@ -98,7 +98,7 @@ STRATEGY_MODES := progressive discriminative lora_r4 ia3 bitfit
 # repeats at the chosen cut for the regularisers (F's every cut is the quick study's), then all four
 # tuned at their chosen cuts, where the regularisers are tested against F in a family of three
 REGULARISER_MODES := l2sp delta bss
-REGULARISED := "MNIST regular 9" "FashionMNIST regular 8" "MNIST_to_FashionMNIST cross 8"
+REGULARISED := "MNIST regular 9" "FashionMNIST regular 8" "MNIST_to_FashionMNIST cross 8" "FashionMNIST_to_MNIST cross 8"
 strategies: pretrained
 	for spec in "MNIST regular 9 lora_r1 lora_r1 lora_r2 lora_r8" "FashionMNIST regular 8 lora_r4" \
 	            "MNIST_to_FashionMNIST cross 8 lora_r4" "FashionMNIST_to_MNIST cross 8 lora_r4"; do \

@@ -158,7 +158,7 @@ TUNED_REPEATS = {"MNIST": 9, "FashionMNIST": 8, "MNIST_to_FashionMNIST": 8, "Fas
 
 # the folders whose strategies notebooks also show plain fine-tuning (F) and its regularisers
 # (`make strategies` runs them there)
-REGULARISED_FOLDERS = ("MNIST", "FashionMNIST", "MNIST_to_FashionMNIST")
+REGULARISED_FOLDERS = ("MNIST", "FashionMNIST", "MNIST_to_FashionMNIST", "FashionMNIST_to_MNIST")
 
 
 def strategy_modes(folder: str) -> list[str]:
