@@ -200,11 +200,14 @@ fe-vs-ft: pretrained
 
 # the model zoo: its study CNNs (the quick profile's pretraining), then the model x task matrix over
 # the task bank, the recommenders' evaluation and the zoo's files under zoo/results/, then the same
-# over tasks drawn from the clipart and stamps classes (a bank of their own)
+# over tasks drawn from the clipart and stamps classes (a bank of their own); then each model by
+# feature extraction and by fine-tuning on a sample of both banks' tasks, with what each costs
 zoo: data
 	$(PY) -m functions zoo pretrain
 	$(PY) -m functions zoo build
 	$(PY) -m functions zoo build --data clipart stamps
+	$(PY) -m functions zoo ways
+	$(PY) -m functions zoo ways --data clipart stamps
 
 # the study folders' notebooks, then the top-level ones over all folders
 notebooks: results fe-vs-ft strategies adaptation range real zoo

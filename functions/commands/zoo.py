@@ -41,11 +41,12 @@ def recommend(args):
 
 
 @command("zoo", "the model zoo: pretrain its study CNNs, measure the model x task matrix over the task bank and "
-                "evaluate the recommenders, or evaluate them again on the stored matrix",
-         arg("action", choices=["pretrain", "build", "evaluate"]),
+                "evaluate the recommenders, or evaluate them again on the stored matrix; ways: each model by "
+                "feature extraction and by fine-tuning on a sample of the tasks, with what each costs",
+         arg("action", choices=["pretrain", "build", "evaluate", "ways"]),
          arg("--models", nargs="+", action=Distinct, metavar="NAME", help="only these zoo models (default: all)"),
          arg("--data", nargs="+", action=Distinct, metavar="PATH",
-             help="build or evaluate: tasks drawn from these images' classes instead of the built-in bank (" +
+             help="build, evaluate or ways: tasks drawn from these images' classes instead of the built-in bank (" +
                   DATA_HELP + "), a bank of their own, evaluated also with the recommenders trained on the built-in "
                               "bank and the intervals it gives"),
          declared_arg("--seeds", Interval(int, 1, 100, what="seeds"),
@@ -56,7 +57,7 @@ def zoo(args):
     from ..notebooks import zoo as models
     if args.action != "build":
         ignored = [option_name(name) for name in given(args, ("seeds", *RayOptions.constraints))]
-        ignored += ["--executor"] if args.executor != "in-process" else []
+        ignored += ["--executor"] if args.executor != "in-process" else []  # ways: one cost meter, one process
         ignored += ["--models"] if args.action == "evaluate" and args.models else []
         ignored += ["--data"] if args.action == "pretrain" and args.data else []
         if ignored:
@@ -65,6 +66,13 @@ def zoo(args):
     if args.action == "pretrain":
         for name in models.pretrain(args.models):
             print(f"{name}: ready")
+        return
+    if args.action == "ways":
+        from ..analysis.model_zoo.ways import gains
+        measured = models.measure_ways(args.models, args.data)
+        with pd.option_context("display.width", 200):
+            print("fine-tuning against feature extraction, paired by model and task:")
+            print(gains(measured).round(4).to_string())
         return
     if args.action == "evaluate":
         _, table = models.evaluate_files(models.bank_name(args.data))
@@ -96,7 +104,8 @@ def zoo(args):
          declared_arg("--level", Interval(float, 0, 1, low_open=True, high_open=True, what="the interval's level"),
                       default=0.9, help="coverage the accuracy intervals aim at (default 0.9)"),
          declared_arg("--budget-gflops", Interval(float, 0, low_open=True, what="the budget"),
-                      help="also say which model to take at most this many GFLOPs per image"))
+                      help="also say which model and way to take at most this many GFLOPs per training image "
+                           "to adapt"))
 def recommend_model(args):
     import pandas as pd
     from ..notebooks import zoo
@@ -120,24 +129,29 @@ def recommend_model(args):
 
 
 def _print_choice(table, level: float, budget_gflops: float | None) -> None:
-    """The Pareto set of predicted accuracy against cost, and the choice under a budget."""
-    from ..notebooks.zoo import choose_within
-    front = table[table["pareto"]].sort_values("gflops")
-    print(f"\nlinear-probe accuracy predicted with {level:.0%} conformal intervals (calibrated "
-          f"{table.attrs['calibration']}); the Pareto set, cheapest first (no cheaper model is predicted more "
-          f"accurate):")
+    """The Pareto set of predicted accuracy against cost over model x way, and the choice under a budget."""
+    from ..analysis.model_zoo.ways import WAY_NAMES, choose_within
+    candidates = table.attrs["candidates"]
+    front = candidates[candidates["pareto"]].sort_values("adapt_gflops_per_image")
+    print(f"\neach model by {' and by '.join(n for w, n in WAY_NAMES.items() if w in set(candidates['way']))}: test accuracy "
+          f"predicted with {level:.0%} conformal intervals (calibrated {table.attrs['calibration']}), and what adapting "
+          f"costs per training image as measured on the zoo's tasks; the Pareto set, cheapest first (no cheaper "
+          f"choice is predicted more accurate):")
     if table.attrs.get("outside"):
         print(f"  the task has {' and '.join(table.attrs['outside'])}: the predictions extrapolate, and the intervals' "
               f"coverage was not measured on tasks like it")
     for _, row in front.iterrows():
-        print(f"  {row['model']:<24} {row['gflops']:8.3f} GFLOPs/image  accuracy {row['accuracy_predicted']:.3f} "
-              f"[{row['low']:.3f}, {row['high']:.3f}]")
+        print(f"  {row['model']:<24} {row['way']}  {row['adapt_gflops_per_image']:9.3f} GFLOPs "
+              f"{row['adapt_seconds_per_image'] * 1000:8.1f} ms {row['adapt_mwh_per_image']:7.3f} mWh per image  "
+              f"accuracy {row['accuracy_predicted']:.3f} [{row['low']:.3f}, {row['high']:.3f}]")
     if budget_gflops is not None:
-        chosen = choose_within(table, budget_gflops)
-        print(f"within {budget_gflops:g} GFLOPs per image: " + (
-            f"{chosen['model']} (accuracy {chosen['accuracy_predicted']:.3f} [{chosen['low']:.3f}, "
-            f"{chosen['high']:.3f}], {chosen['gflops']:.3f} GFLOPs)" if chosen is not None else
-            f"no model; the cheapest costs {table['gflops'].min():.3f} GFLOPs per image"))
+        chosen = choose_within(candidates, budget_gflops)
+        print(f"within {budget_gflops:g} GFLOPs per training image: " + (
+            f"{chosen['model']} by {WAY_NAMES[chosen['way']]} (accuracy {chosen['accuracy_predicted']:.3f} "
+            f"[{chosen['low']:.3f}, {chosen['high']:.3f}], {chosen['adapt_gflops_per_image']:.3f} GFLOPs)"
+            if chosen is not None else
+            f"nothing; the cheapest choice costs {candidates['adapt_gflops_per_image'].min():.3f} GFLOPs per "
+            f"training image"))
 
 
 @command("classify", "top ImageNet labels of images: check that a pretrained backbone loaded",

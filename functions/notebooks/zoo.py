@@ -6,9 +6,8 @@ import os
 
 import pandas as pd
 
-from ..analysis.model_zoo import files, intervals, matrix, recommenders
+from ..analysis.model_zoo import files, intervals, matrix, recommenders, ways
 from ..analysis.plots import save_figure
-from ..analysis.tradeoff import pareto_front
 from ..core.atomic import locked, write_json_atomic
 from ..core.device import describe_machine
 from ..core.errors import DataError
@@ -18,7 +17,7 @@ from ..runs import zoo_matrix
 from ..models.zoo_catalog import ZOO, ZOO_FOLDER, zoo_model
 from ..runs.zoo import study_network
 
-__all__ = ["bank_name", "build", "choose_within", "evaluation", "family_verdict", "family_wins", "pretrain",
+__all__ = ["bank_name", "build", "evaluation", "measure_ways", "family_verdict", "family_wins", "pretrain",
            "recommend_model"]
 
 
@@ -81,6 +80,36 @@ def build(names=None, seeds: int = zoo_matrix.SEEDS, log=print, executor=None,
     return records, table
 
 
+def measure_ways(names=None, data=None, log=print, progress: bool = True) -> pd.DataFrame:
+    """Each model (default: the zoo) transferred both ways, feature extraction and fine-tuning, on
+    a sample of the built-in bank's tasks or of tasks drawn from ``data``'s datasets
+    (:func:`~functions.runs.zoo_ways.ways_tasks`), saved to the bank's ways file as each model ends;
+    a model whose rows the file holds is not measured again, so a stopped run resumes.  Returns the
+    file's rows."""
+    from ..runs.cost import CostMeter
+    from ..runs.units import Progress, run_units
+    from ..runs.zoo_ways import WAYS, model_ways, ways_tasks
+    models = [zoo_model(n) for n in names] if names else list(ZOO)
+    pools = _pools(data) if data else None
+    tasks = ways_tasks([t for pool in pools.values() for t in dataset_tasks(pool, log)] if pools else bank(), pools)
+    if not tasks:
+        raise DataError(f"no task of {', '.join(pools)} leaves a training image of every class outside its draw to "
+                        f"stop fine-tuning on: their smallest classes are too small to fine-tune on")
+    log(f"{len(tasks)} tasks: " + ", ".join(t.name for t in tasks))
+    name, path = _named(pools), files.ways_path(_named(pools))
+    stored = files.load_records(path, "ways") if path.exists() else pd.DataFrame(columns=files.WAYS_KEY)
+    have = set(zip(stored["model"], stored["task"], stored["way"]))
+    pending = [m.name for m in models if any((m.name, t.name, way) not in have for t in tasks for way in WAYS)]
+    with CostMeter() as meter:
+        summary = run_units(pending, lambda model: model_ways(zoo_model(model), tasks, meter, pools, log=lambda *_: None),
+                            lambda model, records: files.save_ways(pd.DataFrame(records), name),
+                            progress=Progress(f"zoo ways ({len(tasks)} tasks)", len(pending), unit="model",
+                                              show=progress))
+    summary.raise_failures("model(s) failed and are not saved", "re-running the same command measures them")
+    log(f"wrote {path}")
+    return files.load_records(path, "ways")
+
+
 def evaluate_files(bank_of: str = files.BUILT_IN) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A bank's matrix figure and recommenders' evaluation (``recommenders.json``, or
     ``recommenders_<bank>.json``) written again from its records file; returns the records and the
@@ -138,9 +167,11 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
     the dataset's version (fingerprint and classes).  Beside the ranking, each model's predicted
     accuracy with its ``level`` conformal interval (calibrated leaving whole datasets out where the
     records hold several, fitted without the task) and its cost per image, in GFLOPs and in the
-    milliseconds its features took on the machine that extracted them; ``pareto`` marks the models
-    that no cheaper model is predicted to beat (:func:`choose_within` picks among them); ``attrs["outside"]``
-    says where the task lies beyond the bank's tasks (there the intervals extrapolate)."""
+    milliseconds its features took on the machine that extracted them; ``attrs["candidates"]``
+    weighs each model both ways, feature extraction and fine-tuning, with their intervals, measured
+    costs and Pareto set (:func:`~functions.analysis.model_zoo.ways.choose_within` picks among
+    them); ``attrs["outside"]`` says where the task lies beyond the bank's tasks (there the
+    intervals extrapolate)."""
     recommenders.check_recommender(recommender)
     if (task is None) == (data is None):
         raise DataError("recommend-model needs a target: give a bank task (--task <dataset>:<classes>:<n>) or your "
@@ -163,25 +194,42 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
         task_records = known
     task_records = task_records.reset_index(drop=True)
     table = recommenders.recommend(records, task_records, recommender)
-    predicted = intervals.predict_with_interval(records[records["task"] != spec.name], task_records, level)
+    others = records[records["task"] != spec.name]
+    predicted = intervals.predict_with_interval(others, task_records, level)
     predicted["gflops"] = task_records["flops"].to_numpy() / 1e9
     predicted["ms_per_image"] = task_records["extraction_ms_per_image"].to_numpy()
     table = table.merge(predicted, on="model", how="left").rename_axis("rank")
-    front = pareto_front(table, "gflops", "accuracy_predicted")
-    table["pareto"] = table.index.isin(front.index)
     table.attrs["task"], table.attrs["level"] = spec.name, level
     table.attrs["calibration"] = predicted.attrs["calibration"]
     table.attrs["outside"] = intervals.outside_the_bank(records, task_records)
+    table.attrs["candidates"] = _candidates(others, task_records, predicted[["model", *intervals.PREDICTION]],
+                                            level, spec.dataset if source is not None else None)
     if source is not None:
         table.attrs["data"] = source.data.version
     return table
 
 
-def choose_within(table: pd.DataFrame, budget_gflops: float) -> pd.Series | None:
-    """The model of :func:`recommend_model`'s table with the highest predicted accuracy at most
-    ``budget_gflops`` per image (None when every model costs more)."""
-    affordable = table[table["gflops"] <= budget_gflops]
-    return None if affordable.empty else affordable.loc[affordable["accuracy_predicted"].idxmax()]
+def _candidates(records: pd.DataFrame, task_records: pd.DataFrame, probe: pd.DataFrame, level: float,
+                user_dataset: str | None) -> pd.DataFrame:
+    """Model x way for the task (:func:`~functions.analysis.model_zoo.ways.candidates`): the probe's
+    predictions, and fine-tuning's, learned from every bank's fine-tuned tasks (none of the user's
+    dataset, nor the task itself), with their measured costs; ``measured_accuracy`` where the
+    task was measured that way."""
+    measured = files.load_every_ways()
+    task = task_records["task"].iloc[0]
+    if measured.empty:
+        cost = pd.DataFrame(columns=["model", "way", *ways.COSTS]).set_index(["model", "way"])
+        table, known = ways.candidates(probe, None, cost, task_records), measured
+    else:
+        if user_dataset is not None:
+            measured = measured[measured["source_dataset"] != user_dataset]
+        tuned = ways.fine_tuned(records, measured)
+        fine_tuning = intervals.predict_with_interval(tuned, task_records, level) if tuned["task"].nunique() > 1 \
+            else None
+        table = ways.candidates(probe, fine_tuning, ways.costs(measured), task_records)
+        known = measured[(measured["task"] == task) & (measured["way"] == "FT")]
+    known = pd.concat([task_records.assign(way="FE"), known])[["model", "way", "accuracy"]]
+    return table.merge(known.rename(columns={"accuracy": "measured_accuracy"}), on=["model", "way"], how="left")
 
 
 def verdict(table: pd.DataFrame, protocol: str = "leave one dataset out", ours: str = "gradient boosting") -> str:

@@ -36,6 +36,29 @@ def count_flops(fn, *args, **kwargs) -> int:
     return int(counter.get_total_flops())
 
 
+def fine_tuning_passes(backbone, net) -> tuple[int, int, int]:
+    """FLOPs per image of a fine-tuning network's three passes: through its frozen prefix, forward
+    through the trainable stages and head, and a forward and backward step of them."""
+    x = backbone.adapt(torch.zeros(1, backbone.channels, 8, 8))
+    with torch.no_grad():
+        prefix = count_flops(backbone.run, x, 0, net.frozen)
+        h = backbone.run(x, 0, net.frozen)
+        forward = count_flops(net.from_stage, h, net.frozen)
+    step = count_flops(lambda v: net.from_stage(v, net.frozen).sum().backward(), h)
+    net.zero_grad(set_to_none=True)
+    return prefix, forward, step
+
+
+def fine_tuning_flops(passes: tuple[int, int, int], n_train: int, n_val: int, epochs: int,
+                      passes_per_epoch: int = 1) -> int:
+    """What fine-tuning costs, from :func:`fine_tuning_passes`: the frozen prefix once per training
+    and validation image; a forward and backward step per training image, pass over them and
+    epoch; a forward pass per validation image and epoch and per training image at the end."""
+    prefix, forward, step = passes
+    return (prefix * (n_train + n_val) + step * n_train * passes_per_epoch * epochs +
+            forward * (n_val * epochs + n_train))
+
+
 def _describe_hardware(hardware: list) -> tuple[str, bool]:
     """A sentence saying where codecarbon's energy numbers come from, and whether the CPU's
     share is an estimate rather than a reading (codecarbon tells this only through its hardware

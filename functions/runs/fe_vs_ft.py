@@ -32,7 +32,7 @@ from ..models.registry import STUDY, create_backbone
 from ..train.classifiers import EMBEDDINGS, HEADS, FeatureClassifier
 from ..train.evaluation import crop_scores, scores
 from ..train.finetune import OPTIMIZERS, EarlyStopping, Finetuner, FineTuneNet, LearningCurve, evaluate, staged
-from .cost import CostMeter, count_flops
+from .cost import CostMeter, count_flops, fine_tuning_flops, fine_tuning_passes
 from .executors import InProcess
 from .features import FeatureStore
 from .pretrained import source_backbone
@@ -374,22 +374,10 @@ class Experiment:
         return self._flops[key]
 
     def _fine_tuning_flops(self, net: FineTuneNet, n_train: int, epochs: int) -> int:
-        """Frozen prefix once per training and validation image; a forward and backward pass of
-        the trainable stages per training image and epoch; a forward pass of them per validation
-        image and epoch and per training image at the end."""
         key = ("tune", net.frozen)
         if key not in self._flops:
-            x = self.backbone.adapt(torch.zeros(1, self.backbone.channels, 8, 8))
-            with torch.no_grad():
-                prefix = count_flops(self.backbone.run, x, 0, net.frozen)
-                h = self.backbone.run(x, 0, net.frozen)
-                forward = count_flops(net.from_stage, h, net.frozen)
-            step = count_flops(lambda v: net.from_stage(v, net.frozen).sum().backward(), h)
-            net.zero_grad(set_to_none=True)
-            self._flops[key] = (prefix, forward, step)
-        prefix, forward, step = self._flops[key]
-        n_val = len(self.target.val)
-        return prefix * (n_train + n_val) + step * n_train * epochs + forward * (n_val * epochs + n_train)
+            self._flops[key] = fine_tuning_passes(self.backbone, net)
+        return fine_tuning_flops(self._flops[key], n_train, len(self.target.val), epochs)
 
     @staticmethod
     def _head_parameters(head: FeatureClassifier) -> int:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from functions.core.errors import DataError
-from functions.runs.cost import CostMeter, count_flops
+from functions.runs.cost import CostMeter, count_flops, fine_tuning_flops, fine_tuning_passes
 
 RECORD_KEYS = {"seconds", "peak_memory_mb", "energy_kwh", "emissions_kg", "flops"}
 
@@ -48,6 +48,21 @@ def test_flops_of_convolutions_match_the_hand_count():
     assert count_flops(conv, images) == 2 * 2 * 8 * (16 * 16) * 3 * (3 * 3)
     grouped, images = nn.Conv2d(4, 8, 3, stride=2, groups=2, bias=False), torch.randn(1, 4, 9, 9)
     assert count_flops(grouped, images) == 2 * 1 * 8 * (4 * 4) * (4 // 2) * (3 * 3)
+
+
+def test_fine_tuning_is_charged_each_pass_as_counted_on_one_image():
+    from functions.config import get_setup
+    from functions.runs.pretrained import source_backbone
+    from functions.train.finetune import FineTuneNet
+    backbone = source_backbone(get_setup("MNIST", "regular"), log=lambda *_: None)
+    net = FineTuneNet(backbone, 3, frozen=4, pooling="flatten")
+    prefix, forward, step = fine_tuning_passes(backbone, net)
+    assert prefix > 0 and step > forward > 0  # a step adds the backward pass to the forward one
+    assert fine_tuning_flops((prefix, forward, step), 20, 10, 3) == \
+        prefix * 30 + step * 20 * 3 + forward * (10 * 3 + 20)
+    # passes repeated within an epoch (a step floor) are charged as training steps
+    assert fine_tuning_flops((prefix, forward, step), 20, 10, 3, passes_per_epoch=4) - \
+        fine_tuning_flops((prefix, forward, step), 20, 10, 3) == step * 20 * 3 * 3
 
 
 def test_a_phase_records_time_memory_energy_and_flops(meter):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from functions.__main__ import main
-from functions.analysis.model_zoo import files, matrix, recommenders
+from functions.analysis.model_zoo import files, matrix, recommenders, ways
 from functions.analysis.transferability.recommender import forward_flops
 from functions.core.errors import DataError
 from functions.data import task_bank
@@ -211,19 +211,19 @@ def test_recommend_model_ranks_the_zoo_for_a_bank_task_and_a_new_one(small_recor
     assert main(["recommend-model", "--task", known, "--budget-gflops", "1e-9"]) == 0
     out = capsys.readouterr().out
     assert f"models for {known}" in out and all(name in out for name in STUDY_MODELS)
-    assert "90% conformal intervals" in out and "within 1e-09 GFLOPs per image: no model; the cheapest costs" in out
+    assert "90% conformal intervals" in out and "within 1e-09 GFLOPs per training image: nothing; the cheapest" in out
     assert main(["recommend-model", "--task", known, "--level", "1"]) == 2
     assert "--level" in capsys.readouterr().err
     from functions.notebooks import zoo as zoo_steps
     fresh = zoo_steps.recommend_model("MNIST:1,7:60", "logme", log=lambda *_: None)
     assert list(fresh["predicted"]) == sorted(fresh["predicted"], reverse=True) and fresh["measured_accuracy"].isna().all()
     assert ((fresh["low"] <= fresh["accuracy_predicted"]) & (fresh["accuracy_predicted"] <= fresh["high"])).all()
-    front = fresh[fresh["pareto"]].sort_values("gflops")  # cheapest first, each more accurate than the last
-    assert front["accuracy_predicted"].is_monotonic_increasing and fresh["pareto"].any()
-    cheapest = fresh.loc[fresh["gflops"].idxmin()]
-    assert zoo_steps.choose_within(fresh, cheapest["gflops"])["model"] == cheapest["model"] or \
-        (fresh["gflops"] == cheapest["gflops"]).sum() > 1
-    best = zoo_steps.choose_within(fresh, fresh["gflops"].max())
+    candidates = fresh.attrs["candidates"]  # no ways file: each model by feature extraction, at its forward pass
+    assert set(candidates["way"]) == {"FE"} and len(candidates) == len(fresh)
+    assert candidates.set_index("model")["adapt_gflops_per_image"].to_dict() == fresh.set_index("model")["gflops"].to_dict()
+    front = candidates[candidates["pareto"]].sort_values("adapt_gflops_per_image")  # each more accurate than the last
+    assert front["accuracy_predicted"].is_monotonic_increasing and candidates["pareto"].any()
+    best = ways.choose_within(candidates, candidates["adapt_gflops_per_image"].max())
     assert best["accuracy_predicted"] == fresh["accuracy_predicted"].max()
     with pytest.raises(DataError, match="unknown recommender"):
         zoo_steps.recommend_model(known, "oracle")

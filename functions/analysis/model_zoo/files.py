@@ -27,6 +27,7 @@ MODEL_COLUMNS = ("model", "family", "architecture", "depth", "width", "input_siz
                  "pretrain_accuracy_source")
 TASK_COLUMNS = ("task", "source_dataset", "domain", "num_classes", "classes", "class_names", "n_train", "n_test")
 RECORD_KEY = ["model", "task"]
+WAYS_KEY = ["model", "task", "way"]
 BUILT_IN = "default"  # the built-in task bank's records (record_default.csv); other banks are named by their datasets
 MEASURED_WITH = ["zoo_version", "seeds"]  # a row measured otherwise is measured again, not kept
 
@@ -37,6 +38,11 @@ def zoo_dir() -> Path:
 
 def records_path(bank: str = BUILT_IN) -> Path:
     return zoo_dir() / f"record_{bank}.csv"
+
+
+def ways_path(bank: str = BUILT_IN) -> Path:
+    """The bank's accuracies and costs of each model both ways (feature extraction, fine-tuning)."""
+    return zoo_dir() / f"ways_{bank}.csv"
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -61,16 +67,23 @@ def save(records: pd.DataFrame, bank: str = BUILT_IN) -> dict[str, Path]:
         return written
 
 
-def _merged(records: pd.DataFrame, path: Path) -> pd.DataFrame:
+def save_ways(records: pd.DataFrame, bank: str = BUILT_IN) -> Path:
+    """The bank's ways file merged with ``records`` under its lock (as :func:`save` merges)."""
+    path = ways_path(bank)
+    with locked(path):
+        return _write_csv(_merged(records, path, WAYS_KEY), path)
+
+
+def _merged(records: pd.DataFrame, path: Path, key: list[str] = RECORD_KEY) -> pd.DataFrame:
     """The rows of ``path`` measured as ``records`` were (zoo version, seeds), then the rows of
-    ``records`` whose (model, task) they lack: as in a results file, a row on disk stays."""
+    ``records`` whose ``key`` (model and task) they lack: as in a results file, a row on disk stays."""
     stored = pd.read_csv(path) if path.exists() else pd.DataFrame()
     if not set(MEASURED_WITH) <= set(stored):  # no file, or rows that do not say how they were measured
         return records
     if not set(records) <= set(stored):  # rows of older code, without a score or record that this code keeps
         return records
     stored = stored[_keys(stored, MEASURED_WITH).isin(_keys(records, MEASURED_WITH))]
-    fresh = records[~_keys(records, RECORD_KEY).isin(_keys(stored, RECORD_KEY))]
+    fresh = records[~_keys(records, key).isin(_keys(stored, key))]
     # an empty part would turn every column's type to object (and floats lose their format)
     return pd.concat([part for part in (stored, fresh) if len(part)] or [records], ignore_index=True)
 
@@ -79,18 +92,20 @@ def _keys(frame: pd.DataFrame, columns: list[str]) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(frame[columns])
 
 
-def load_records(path: Path | None = None) -> pd.DataFrame:
-    """A records file, refused when it was measured with another zoo version."""
+def load_records(path: Path | None = None, made_by: str = "build") -> pd.DataFrame:
+    """A records file (or a ways file, which ``zoo ways`` makes), refused when it was measured with
+    another zoo version."""
     path = Path(path or records_path())
     if not path.exists():
-        raise DataError(f"no zoo records at {path}; run `python -m functions zoo build` (or `make zoo`) first")
+        raise DataError(f"no zoo records at {path}; run `python -m functions zoo {made_by}` (or `make zoo`) first")
     records = pd.read_csv(path)
     versions = sorted(int(v) for v in records["zoo_version"].unique()) if "zoo_version" in records else []
     if versions != [ZOO_VERSION]:
         theirs, ours = set(records.get("model", [])), {m.name for m in ZOO}
         raise DataError(f"{path} was measured with zoo version(s) {versions or 'none'}, this code's zoo is version "
                         f"{ZOO_VERSION} (models only in the file: {sorted(theirs - ours) or 'none'}; only in this "
-                        f"zoo: {sorted(ours - theirs) or 'none'}); run `python -m functions zoo build` to measure again")
+                        f"zoo: {sorted(ours - theirs) or 'none'}); run `python -m functions zoo {made_by}` to measure "
+                        f"again")
     return records
 
 
@@ -99,6 +114,12 @@ def load_every_bank() -> pd.DataFrame:
     recommendation for a new task learns from (each bank's file checked as :func:`load_records`)."""
     others = sorted(p for p in zoo_dir().glob("record_*.csv") if p != records_path())
     return pd.concat([load_records(), *(load_records(p) for p in others)], ignore_index=True)
+
+
+def load_every_ways() -> pd.DataFrame:
+    """Every bank's ways file together (each checked as :func:`load_records`); empty when there is none."""
+    paths = sorted(zoo_dir().glob("ways_*.csv"))
+    return pd.concat([load_records(p, "ways") for p in paths], ignore_index=True) if paths else pd.DataFrame()
 
 
 def matrix_figure(records: pd.DataFrame, value: str = "accuracy") -> Figure:

@@ -25,6 +25,7 @@ from .recommenders import MODEL_FEATURES, TASK_FEATURES, boosted_trees, design
 
 LEVEL = 0.9
 TASK_FOLDS = 10  # folds of whole tasks for the held-out errors
+PREDICTION = ("accuracy_predicted", "low", "high")  # the columns of a prediction with its interval
 COLUMNS = [*MODEL_FEATURES, *TASK_FEATURES, *SCORES, *(f"{s}_in_task" for s in SCORES)]
 
 
