@@ -180,8 +180,8 @@ real: data
 	$(PY) -m functions run $(STAMPS) --mode FT --no-baselines
 	for mode in $(STRATEGY_MODES); do $(PY) -m functions run $(STAMPS_FOLDER) --mode $$mode $(STRATEGIES_AT_5) \
 	  || exit 1; done
-	$(PY) -m functions run $(STAMPS_FOLDER) --mode F-tuned --per-class 5 --at-chosen-cut --repeats 8 --no-baselines \
-	  --no-progress
+	for mode in F $(STRATEGY_MODES); do $(PY) -m functions run $(STAMPS_FOLDER) --mode $$mode-tuned --per-class 5 \
+	  --at-chosen-cut --repeats 8 --no-baselines --no-progress || exit 1; done
 	for mode in $(BACKBONE_REGULARISERS); do $(PY) -m functions run $(STAMPS_FOLDER) --mode $$mode $(STRATEGIES_AT_5) \
 	  || exit 1; $(PY) -m functions run $(STAMPS_FOLDER) --mode $$mode-tuned --per-class 5 --at-chosen-cut \
 	  --repeats 8 --no-baselines --no-progress || exit 1; done

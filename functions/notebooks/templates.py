@@ -92,7 +92,8 @@ IMAGE_FOLDERS = {"Clipart": ImageFolderStudy("clipart", strategy_per_class=(5,),
                                              tuned_strategies=True, regularisers=REGULARISERS),
                  "Clipart_to_Stamps": ImageFolderStudy("stamps", per_class=(1, 2, 5), fractions=(1.0,),
                                                        source="clipart", strategy_per_class=(5,),
-                                                       regularisers=REGULARISERS, fe_vs_ft_per_class=(1, 2, 5))}
+                                                       tuned_strategies=True, regularisers=REGULARISERS,
+                                                       fe_vs_ft_per_class=(1, 2, 5))}
 
 
 def _percent_cells(text: str) -> list:
