@@ -42,7 +42,8 @@ def recommend(args):
 
 @command("zoo", "the model zoo: pretrain its study CNNs, measure the model x task matrix over the task bank and "
                 "evaluate the recommenders, or evaluate them again on the stored matrix; ways: each model by "
-                "feature extraction and by fine-tuning on a sample of the tasks, with what each costs",
+                "feature extraction (at its last stage, and at the stage chosen on validation) and by fine-tuning on a "
+                "sample of the tasks, with what each costs",
          arg("action", choices=["pretrain", "build", "evaluate", "ways"]),
          arg("--models", nargs="+", action=Distinct, metavar="NAME", help="only these zoo models (default: all)"),
          arg("--data", nargs="+", action=Distinct, metavar="PATH",
@@ -68,11 +69,12 @@ def zoo(args):
             print(f"{name}: ready")
         return
     if args.action == "ways":
-        from ..analysis.model_zoo.ways import gains
+        from ..analysis.model_zoo.ways import WAY_NAMES, gains
         measured = models.measure_ways(args.models, args.data)
         with pd.option_context("display.width", 200):
-            print("fine-tuning against feature extraction, paired by model and task:")
-            print(gains(measured).round(4).to_string())
+            for way in ("FE-layer", "FT"):
+                print(f"{WAY_NAMES[way]} against {WAY_NAMES['FE']}, paired by model and task:")
+                print(gains(measured, way=way).round(4).to_string())
         return
     if args.action == "evaluate":
         _, table = models.evaluate_files(models.bank_name(args.data))
@@ -133,7 +135,8 @@ def _print_choice(table, level: float, budget_gflops: float | None) -> None:
     from ..analysis.model_zoo.ways import WAY_NAMES, choose_within
     candidates = table.attrs["candidates"]
     front = candidates[candidates["pareto"]].sort_values("adapt_gflops_per_image")
-    print(f"\neach model by {' and by '.join(n for w, n in WAY_NAMES.items() if w in set(candidates['way']))}: test accuracy "
+    names = "; ".join(name for way, name in WAY_NAMES.items() if way in set(candidates["way"]))
+    print(f"\nevery model each way ({names}): test accuracy "
           f"predicted with {level:.0%} conformal intervals (calibrated {table.attrs['calibration']}), and what adapting "
           f"costs per training image as measured on the zoo's tasks; the Pareto set, cheapest first (no cheaper "
           f"choice is predicted more accurate):")
@@ -141,7 +144,7 @@ def _print_choice(table, level: float, budget_gflops: float | None) -> None:
         print(f"  the task has {' and '.join(table.attrs['outside'])}: the predictions extrapolate, and the intervals' "
               f"coverage was not measured on tasks like it")
     for _, row in front.iterrows():
-        print(f"  {row['model']:<24} {row['way']}  {row['adapt_gflops_per_image']:9.3f} GFLOPs "
+        print(f"  {row['model']:<24} {row['way']:<9} {row['adapt_gflops_per_image']:9.3f} GFLOPs "
               f"{row['adapt_seconds_per_image'] * 1000:8.1f} ms {row['adapt_mwh_per_image']:7.3f} mWh per image  "
               f"accuracy {row['accuracy_predicted']:.3f} [{row['low']:.3f}, {row['high']:.3f}]")
     if budget_gflops is not None:

@@ -81,10 +81,10 @@ def build(names=None, seeds: int = zoo_matrix.SEEDS, log=print, executor=None,
 
 
 def measure_ways(names=None, data=None, log=print, progress: bool = True) -> pd.DataFrame:
-    """Each model (default: the zoo) transferred both ways, feature extraction and fine-tuning, on
+    """Each model (default: the zoo) transferred each way (:data:`~functions.runs.zoo_ways.WAYS`) on
     a sample of the built-in bank's tasks or of tasks drawn from ``data``'s datasets
     (:func:`~functions.runs.zoo_ways.ways_tasks`), saved to the bank's ways file as each model ends;
-    a model whose rows the file holds is not measured again, so a stopped run resumes.  Returns the
+    a way whose rows the file holds is not measured again, so a stopped run resumes.  Returns the
     file's rows."""
     from ..runs.cost import CostMeter
     from ..runs.units import Progress, run_units
@@ -99,10 +99,13 @@ def measure_ways(names=None, data=None, log=print, progress: bool = True) -> pd.
     name, path = _named(pools), files.ways_path(_named(pools))
     stored = files.load_records(path, "ways") if path.exists() else pd.DataFrame(columns=files.WAYS_KEY)
     have = set(zip(stored["model"], stored["task"], stored["way"]))
-    pending = [m.name for m in models if any((m.name, t.name, way) not in have for t in tasks for way in WAYS)]
+    missing = {m.name: tuple(w for w in WAYS if any((m.name, t.name, w) not in have for t in tasks)) for m in models}
+    pending = [(model, missing_ways) for model, missing_ways in missing.items() if missing_ways]
     with CostMeter() as meter:
-        summary = run_units(pending, lambda model: model_ways(zoo_model(model), tasks, meter, pools, log=lambda *_: None),
-                            lambda model, records: files.save_ways(pd.DataFrame(records), name),
+        summary = run_units(pending, lambda unit: model_ways(zoo_model(unit[0]), tasks, meter, pools,
+                                                             log=lambda *_: None, ways=unit[1]),
+                            lambda unit, records: files.save_ways(pd.DataFrame(records), name),
+                            describe=lambda unit: f"{unit[0]} ({', '.join(unit[1])})",
                             progress=Progress(f"zoo ways ({len(tasks)} tasks)", len(pending), unit="model",
                                               show=progress))
     summary.raise_failures("model(s) failed and are not saved", "re-running the same command measures them")
@@ -168,9 +171,9 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
     accuracy with its ``level`` conformal interval (calibrated leaving whole datasets out where the
     records hold several, fitted without the task) and its cost per image, in GFLOPs and in the
     milliseconds its features took on the machine that extracted them; ``attrs["candidates"]``
-    weighs each model both ways, feature extraction and fine-tuning, with their intervals, measured
-    costs and Pareto set (:func:`~functions.analysis.model_zoo.ways.choose_within` picks among
-    them); ``attrs["outside"]`` says where the task lies beyond the bank's tasks (there the
+    weighs each model each way (feature extraction at two stages, fine-tuning) with their
+    intervals, measured costs and Pareto set (:func:`~functions.analysis.model_zoo.ways.choose_within`
+    picks among them); ``attrs["outside"]`` says where the task lies beyond the bank's tasks (there the
     intervals extrapolate)."""
     recommenders.check_recommender(recommender)
     if (task is None) == (data is None):
@@ -212,22 +215,24 @@ def recommend_model(task: str | None = None, recommender: str = "gradient boosti
 def _candidates(records: pd.DataFrame, task_records: pd.DataFrame, probe: pd.DataFrame, level: float,
                 user_dataset: str | None) -> pd.DataFrame:
     """Model x way for the task (:func:`~functions.analysis.model_zoo.ways.candidates`): the probe's
-    predictions, and fine-tuning's, learned from every bank's fine-tuned tasks (none of the user's
-    dataset, nor the task itself), with their measured costs; ``measured_accuracy`` where the
-    task was measured that way."""
+    predictions, and each other way's, learned from every bank's tasks measured that way (none of
+    the user's dataset, nor the task itself), with their measured costs; ``measured_accuracy``
+    where the task was measured that way."""
     measured = files.load_every_ways()
     task = task_records["task"].iloc[0]
     if measured.empty:
         cost = pd.DataFrame(columns=["model", "way", *ways.COSTS]).set_index(["model", "way"])
-        table, known = ways.candidates(probe, None, cost, task_records), measured
+        table, known = ways.candidates(probe, {}, cost, task_records), measured
     else:
         if user_dataset is not None:
             measured = measured[measured["source_dataset"] != user_dataset]
-        tuned = ways.fine_tuned(records, measured)
-        fine_tuning = intervals.predict_with_interval(tuned, task_records, level) if tuned["task"].nunique() > 1 \
-            else None
-        table = ways.candidates(probe, fine_tuning, ways.costs(measured), task_records)
-        known = measured[(measured["task"] == task) & (measured["way"] == "FT")]
+        predicted = {}
+        for way in (w for w in measured["way"].unique() if w != "FE"):
+            learned = ways.measured_way(records, measured, way)
+            if learned["task"].nunique() > 1:
+                predicted[way] = intervals.predict_with_interval(learned, task_records, level)
+        table = ways.candidates(probe, predicted, ways.costs(measured), task_records)
+        known = measured[(measured["task"] == task) & (measured["way"] != "FE")]
     known = pd.concat([task_records.assign(way="FE"), known])[["model", "way", "accuracy"]]
     return table.merge(known.rename(columns={"accuracy": "measured_accuracy"}), on=["model", "way"], how="left")
 

@@ -1,6 +1,7 @@
-"""Each zoo model by feature extraction and by fine-tuning on a sample of the bank's tasks: which
-tasks, the validation images fine-tuning stops on, the records (real committed study models on
-real pools), and the candidates a recommendation weighs with their costs."""
+"""Each zoo model by feature extraction (at its last stage, and at the stage chosen on validation)
+and by fine-tuning on a sample of the bank's tasks: which tasks, the validation images the choices
+are made on, the records (real committed study models on real pools), and the candidates a
+recommendation weighs with their costs."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,6 +15,7 @@ from functions.data import task_bank
 from functions.models import zoo_catalog
 from functions.runs import zoo, zoo_matrix, zoo_ways
 from functions.runs.cost import CostMeter
+from functions.train.classifiers import FeatureClassifier
 
 MODELS = ["mnist_0-4_d6_w16", "fashion_all_d6_w16"]
 
@@ -60,9 +62,9 @@ def measured():
     return pd.DataFrame(rows), tasks
 
 
-def test_both_ways_see_the_same_draw_and_are_charged_what_adapting_costs(measured):
+def test_every_way_sees_the_same_draw_and_is_charged_what_adapting_costs(measured):
     frame, tasks = measured
-    assert len(frame) == len(MODELS) * len(tasks) * 2 and set(frame["way"]) == {"FE", "FT"}
+    assert len(frame) == len(MODELS) * len(tasks) * 3 and set(frame["way"]) == set(zoo_ways.WAYS)
     assert frame["accuracy"].between(0, 1).all() and (frame["adapt_seconds_per_image"] > 0).all()
     # the probe's accuracy is the matrix's own on draw 0
     net = zoo.network(zoo_catalog.zoo_model(MODELS[0]))
@@ -81,6 +83,27 @@ def test_both_ways_see_the_same_draw_and_are_charged_what_adapting_costs(measure
     assert frame.loc[frame["way"] == "FE", "protocol"].str.contains("linear probe").all()
 
 
+def test_the_stage_is_chosen_on_validation_images_alone(measured):
+    frame, tasks = measured
+    net = zoo.network(zoo_catalog.zoo_model(MODELS[0]))
+    layered = frame[(frame["model"] == MODELS[0]) & (frame["way"] == "FE-layer")].set_index("task")
+    assert layered["layer"].isin(net.backbone.layer_names).all() and layered["val_accuracy"].between(0, 1).all()
+    task = tasks[0]
+    data = task_bank.pool(task.dataset)
+    train, _ = task_bank.task_rows(task, zoo_ways.DRAW, data)
+    val = zoo_ways.validation_rows(task, train, data)
+    y_train, y_val = (task_bank.task_labels(task, data.train_y.numpy()[rows], data) for rows in (train, val))
+    by_hand = []  # each stage's probe scored on the validation images, the test split never seen
+    for features_train, features_val in zip(zoo_ways.stage_features(net, data.train_x[train]),
+                                            zoo_ways.stage_features(net, data.train_x[val])):
+        probe = FeatureClassifier(zoo_matrix.PROBE, seed=0).fit(features_train, y_train)
+        by_hand.append((probe.predict(features_val) == y_val).mean())
+    best = max(i for i, score in enumerate(by_hand) if score == max(by_hand))  # the deepest of a tie
+    assert layered.loc[task.name, "layer"] == net.backbone.layer_names[best]
+    assert layered.loc[task.name, "val_accuracy"] == pytest.approx(max(by_hand))
+    assert layered["protocol"].str.contains("stage whose probe scores best on 5 validation images").all()
+
+
 def test_gains_pair_fine_tuning_with_feature_extraction_by_model_and_task():
     rows = []
     for model, family, fe, ft in (("a", "x", [0.5, 0.6, 0.7], [0.6, 0.8, 0.6]), ("b", "y", [0.9, 0.9], [0.8, 0.7])):
@@ -88,12 +111,13 @@ def test_gains_pair_fine_tuning_with_feature_extraction_by_model_and_task():
             for way, accuracy, gflops, seconds in (("FE", e, 1.0, 0.1), ("FT", t, 4.0, 0.5)):
                 rows.append({"model": model, "family": family, "task": f"t{i}", "way": way, "accuracy": accuracy,
                              "adapt_gflops_per_image": gflops, "adapt_seconds_per_image": seconds})
+    rows.append({**rows[-1], "way": "FE-layer", "task": "t9"})  # another way, and a task not measured both ways
     table = ways.gains(pd.DataFrame(rows))
-    assert table.loc["x", "gain"] == pytest.approx(np.mean([0.1, 0.2, -0.1]))
-    assert table.loc["x", "FT_wins"] == pytest.approx(2 / 3) and table.loc["y", "FT_wins"] == 0
+    assert table.loc["x", "gain"] == pytest.approx(np.mean([0.1, 0.2, -0.1])) and table.loc["y", "pairs"] == 2
+    assert table.loc["x", "wins"] == pytest.approx(2 / 3) and table.loc["y", "wins"] == 0
     assert table.loc["y", "gflops_ratio"] == 4 and table.loc["y", "seconds_ratio"] == pytest.approx(5)
     assert table.loc["y", "ci95_high"] < 0
-    assert "y: fine-tuning loses to feature extraction" in ways.verdict(table)
+    assert "y: fine-tuning (last two stages) loses to feature extraction (linear probe)" in ways.verdict(table)
 
 
 def test_candidates_weigh_each_model_both_ways_and_the_budget_picks_the_best_affordable():
@@ -104,7 +128,7 @@ def test_candidates_weigh_each_model_both_ways_and_the_budget_picks_the_best_aff
                          "adapt_seconds_per_image": [0.001, 0.01, 0.5], "adapt_gflops_per_image": [0.01, 0.05, 8.0],
                          "adapt_mwh_per_image": [1e-3, 1e-2, 1.0]}).set_index(["model", "way"])
     task = pd.DataFrame({"model": ["small", "big"], "flops": [1e7, 2e9], "extraction_ms_per_image": [0.1, 40.0]})
-    table = ways.candidates(probe, tuned, cost, task).set_index(["model", "way"])
+    table = ways.candidates(probe, {"FT": tuned}, cost, task).set_index(["model", "way"])
     assert len(table) == 4
     assert table.loc[("big", "FE"), "adapt_gflops_per_image"] == 2.0  # no measured cost: its forward pass
     assert table.loc[("big", "FE"), "adapt_seconds_per_image"] == pytest.approx(0.04)
@@ -115,7 +139,7 @@ def test_candidates_weigh_each_model_both_ways_and_the_budget_picks_the_best_aff
     assert ways.choose_within(flat, 0.05)[["model", "way"]].tolist() == ["small", "FT"]
     assert ways.choose_within(flat, 10)[["model", "way"]].tolist() == ["big", "FT"]
     assert ways.choose_within(flat, 0.001) is None
-    assert len(ways.candidates(probe, None, cost.iloc[:0], task)) == 2  # nothing fine-tuned: FE alone
+    assert len(ways.candidates(probe, {}, cost.iloc[:0], task)) == 2  # nothing measured another way: FE alone
 
 
 def test_ways_files_merge_and_the_recommendation_weighs_fine_tuning(measured, output_root, capsys):
@@ -125,14 +149,16 @@ def test_ways_files_merge_and_the_recommendation_weighs_fine_tuning(measured, ou
                                   matrix.scores,
                                   seeds=1, log=lambda *_: None)
     files.save(records)
-    files.save_ways(frame.iloc[:2])
-    path = files.save_ways(frame)  # a second save adds the missing rows and keeps the stored ones
+    others = frame["way"] != "FE-layer"
+    files.save_ways(frame[others].drop(columns="layer").iloc[:2])
+    path = files.save_ways(frame[others].drop(columns="layer"))  # a second save adds the missing rows
+    files.save_ways(frame[~others])  # a way with a column of its own keeps the others' rows
     assert len(pd.read_csv(path)) == len(frame) and files.load_every_ways().shape[0] == len(frame)
     from functions.notebooks import zoo as zoo_steps
     known = tasks[0].name
     table = zoo_steps.recommend_model(known, log=lambda *_: None)
     candidates = table.attrs["candidates"]
-    assert set(candidates["way"]) == {"FE", "FT"} and len(candidates) == 2 * len(MODELS)
+    assert set(candidates["way"]) == set(zoo_ways.WAYS) and len(candidates) == 3 * len(MODELS)
     tuned = candidates[candidates["way"] == "FT"].set_index("model")
     measured_here = frame[(frame["task"] == known) & (frame["way"] == "FT")].set_index("model")["accuracy"]
     assert tuned["measured_accuracy"].to_dict() == measured_here.to_dict()
@@ -140,5 +166,6 @@ def test_ways_files_merge_and_the_recommendation_weighs_fine_tuning(measured, ou
             (candidates["accuracy_predicted"] <= candidates["high"])).all()
     assert main(["recommend-model", "--task", known, "--budget-gflops", "1e-9"]) == 0
     out = capsys.readouterr().out
-    assert "by feature extraction (linear probe) and by fine-tuning (last two stages)" in out
+    assert ("every model each way (feature extraction (linear probe); feature extraction at the stage chosen on "
+            "validation; fine-tuning (last two stages))") in out
     assert "within 1e-09 GFLOPs per training image: nothing; the cheapest choice costs" in out

@@ -41,7 +41,7 @@ def records_path(bank: str = BUILT_IN) -> Path:
 
 
 def ways_path(bank: str = BUILT_IN) -> Path:
-    """The bank's accuracies and costs of each model both ways (feature extraction, fine-tuning)."""
+    """The bank's accuracies and costs of each model each way (feature extraction, fine-tuning)."""
     return zoo_dir() / f"ways_{bank}.csv"
 
 
@@ -68,19 +68,21 @@ def save(records: pd.DataFrame, bank: str = BUILT_IN) -> dict[str, Path]:
 
 
 def save_ways(records: pd.DataFrame, bank: str = BUILT_IN) -> Path:
-    """The bank's ways file merged with ``records`` under its lock (as :func:`save` merges)."""
+    """The bank's ways file merged with ``records`` under its lock (as :func:`save` merges; each
+    way keeps columns of its own, so rows of another way stay whatever columns they lack)."""
     path = ways_path(bank)
     with locked(path):
-        return _write_csv(_merged(records, path, WAYS_KEY), path)
+        return _write_csv(_merged(records, path, WAYS_KEY, same_columns=False), path)
 
 
-def _merged(records: pd.DataFrame, path: Path, key: list[str] = RECORD_KEY) -> pd.DataFrame:
+def _merged(records: pd.DataFrame, path: Path, key: list[str] = RECORD_KEY, same_columns: bool = True) -> pd.DataFrame:
     """The rows of ``path`` measured as ``records`` were (zoo version, seeds), then the rows of
-    ``records`` whose ``key`` (model and task) they lack: as in a results file, a row on disk stays."""
+    ``records`` whose ``key`` (model and task) they lack: as in a results file, a row on disk stays.
+    With ``same_columns``, stored rows lacking a column of ``records`` are older code's, dropped."""
     stored = pd.read_csv(path) if path.exists() else pd.DataFrame()
     if not set(MEASURED_WITH) <= set(stored):  # no file, or rows that do not say how they were measured
         return records
-    if not set(records) <= set(stored):  # rows of older code, without a score or record that this code keeps
+    if same_columns and not set(records) <= set(stored):  # older code's rows, without a score this code keeps
         return records
     stored = stored[_keys(stored, MEASURED_WITH).isin(_keys(records, MEASURED_WITH))]
     fresh = records[~_keys(records, key).isin(_keys(stored, key))]

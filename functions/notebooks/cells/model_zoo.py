@@ -87,30 +87,34 @@ print(intervals.coverage_verdict(every_coverage))
 
 # %% [markdown]
 # ## Feature extraction or fine-tuning, and what each costs
-# On a sample of each bank's tasks (per dataset, four of its tasks at its fewest training images per class, spread over their class counts), every model is transferred both ways on the same training draw: feature extraction (the linear probe above) and fine-tuning (its last two stages and a new head, stopped early on pool training images outside the draw), each charged by the same cost meter for everything adapting it to the task takes. `python -m functions zoo ways` (and `--data clipart stamps`) measures them.
+# On a sample of each bank's tasks (per dataset, four of its tasks at its fewest training images per class, spread over their class counts), every model is transferred three ways on the same training draw: feature extraction at its last stage (the linear probe above), feature extraction at the stage whose probe scores best on validation images (pool training images outside the draw), and fine-tuning (its last two stages and a new head, stopped early on the same validation images), each charged by the same cost meter for everything adapting it to the task takes. `python -m functions zoo ways` (and `--data clipart stamps`) measures them.
 
 # %%
 from functions.analysis.model_zoo import ways
 measured = files.load_every_ways()
-print(f"{measured['model'].nunique()} models x {measured['task'].nunique()} tasks, both ways: "
+print(f"{measured['model'].nunique()} models x {measured['task'].nunique()} tasks, each way: "
       + ", ".join(f"{n} tasks of {d}" for d, n in measured.groupby('source_dataset')['task'].nunique().items()))
-by_family = ways.gains(measured)
-display(by_family.round(3))
-print(ways.verdict(by_family))
+for way in ('FE-layer', 'FT'):
+    by_family = ways.gains(measured, way=way)
+    display(by_family.round(3))
+    print(ways.verdict(by_family))
 display(ways.gains(measured, by='source_dataset').round(3))
+layers = measured[measured['way'] == 'FE-layer']
+display(layers.groupby(['family', 'layer']).size().unstack(fill_value=0))
 
 # %% [markdown]
-# Fine-tuned accuracy is predicted as the probe's is, from the same metadata and scores, by gradient-boosted trees fitted on the fine-tuned tasks, with conformal intervals from their held-out errors. Their coverage, measured on tasks and datasets the fit never saw:
+# The other ways' accuracies are predicted as the probe's is, from the same metadata and scores, by gradient-boosted trees fitted on the tasks measured that way, with conformal intervals from their held-out errors. Their coverage, measured on tasks and datasets the fit never saw:
 
 # %%
-tuned = ways.fine_tuned(every_bank, measured)
-tuned_coverage = intervals.coverage(tuned)
-display(tuned_coverage.round(3))
-print(intervals.coverage_verdict(tuned_coverage))
+for way in ('FE-layer', 'FT'):
+    way_coverage = intervals.coverage(ways.measured_way(every_bank, measured, way))
+    print(ways.WAY_NAMES[way])
+    display(way_coverage.round(3))
+    print(intervals.coverage_verdict(way_coverage))
 
 # %% [markdown]
 # ## A recommendation
-# The zoo ranked for one task by the recommender trained on every other task of the banks, with the measured accuracy where the bank holds the task; beside it each model's predicted accuracy with its 90% interval (calibrated leaving whole datasets out, as a user's own images are a new dataset) and its cost in GFLOPs per image. Then every model both ways: predicted accuracy with its interval, what adapting costs per training image, and whether it is on the Pareto set (no cheaper choice is predicted more accurate). `python -m functions recommend-model --data PATH --budget-gflops <GFLOPs>` prints the same for your images and the choice under a budget.
+# The zoo ranked for one task by the recommender trained on every other task of the banks, with the measured accuracy where the bank holds the task; beside it each model's predicted accuracy with its 90% interval (calibrated leaving whole datasets out, as a user's own images are a new dataset) and its cost in GFLOPs per image. Then every model each way: predicted accuracy with its interval, what adapting costs per training image, and whether it is on the Pareto set (no cheaper choice is predicted more accurate). `python -m functions recommend-model --data PATH --budget-gflops <GFLOPs>` prints the same for your images and the choice under a budget.
 
 # %%
 recommendation = zoo.recommend_model(example_task, recommender)
