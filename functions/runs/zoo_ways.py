@@ -77,11 +77,11 @@ def head_input(net) -> str:
 
 
 @torch.inference_mode()
-def stage_features(net, images: torch.Tensor) -> list[np.ndarray]:
-    """Every stage's output for ``images``, each read as the probe reads the last one (averaged
-    over space, or a study CNN's grid), in chunks."""
+def stage_features(net, images: torch.Tensor, stop: int | None = None) -> list[np.ndarray]:
+    """Each stage's output for ``images`` (the first ``stop`` stages; default all), each read as the
+    probe reads the last one (averaged over space, or a study CNN's grid), in chunks."""
     backbone = net.backbone.eval()
-    parts, chunk = [[] for _ in backbone.layer_names], forward_chunk(images.device)
+    parts, chunk = [[] for _ in backbone.layer_names[:stop]], forward_chunk(images.device)
     for i in range(0, len(images), chunk):
         h = backbone.adapt(images[i:i + chunk])
         for stage, part in enumerate(parts):
@@ -152,7 +152,7 @@ def model_ways(model: ZooModel, tasks: list[TaskSpec], meter: CostMeter, pools: 
                 with meter.phase("adapting") as layered:  # every stage's features of the training and validation images
                     stage, val_accuracy, probe = chosen_stage(net, split)
                     layered.flops = forward_flops * (n_train + len(val_rows))
-                accuracy = float((probe.predict(stage_features(net, split["test"].x)[stage]) ==
+                accuracy = float((probe.predict(stage_features(net, split["test"].x, stage + 1)[stage]) ==
                                   split["test"].y.numpy()).mean())
                 measured["FE-layer"] = accuracy, layered, {"layer": backbone.layer_names[stage],
                                                            "val_accuracy": val_accuracy}

@@ -5,8 +5,9 @@ cost per training image.
 
 The accuracies of the other ways are predicted as the probe's are (:mod:`.intervals`):
 gradient-boosted trees on the same model and task metadata and scores, fitted on the tasks that
-were measured that way, with conformal intervals from their held-out errors.  Costs are measured, not predicted: the median
-over the tasks a model was measured on, per training image, on the machine that measured them.
+were measured that way, with conformal intervals from their held-out errors.  Costs are measured,
+not predicted: the median over the tasks a model was measured on, per training image, on the
+machine that measured them.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import pandas as pd
 from ..stats import paired_gain
 from ..tradeoff import pareto_front
 
-WAY_NAMES = {"FE": "feature extraction (linear probe)", "FE-layer": "feature extraction at the stage chosen on "
-                                                                   "validation", "FT": "fine-tuning (last two stages)"}
+WAY_NAMES = {"FE": "feature extraction (linear probe)",
+             "FE-layer": "feature extraction at the stage chosen on validation",
+             "FT": "fine-tuning (last two stages)"}
 COSTS = ("adapt_seconds_per_image", "adapt_gflops_per_image", "adapt_mwh_per_image")
 
 
