@@ -159,7 +159,8 @@ adaptation: pretrained
 # of F that the strategies notebook shows, each run also choosing its weight); the same on the
 # stamps images at 1, 2 and 5 per class and all of them (the strategies and the regularisers at 5 per
 # class), and its adaptation from clipart to the unlabelled stamps (source only, AdaBN, DANN, CORAL,
-# MCC, CDAN; Clipart_to_Stamps/); resumable like every sweep
+# MCC, CDAN; Clipart_to_Stamps/), then DANN, CORAL, MCC and CDAN choosing their learning rate too,
+# at the cut the source models' validation accuracy picks; resumable like every sweep
 BACKBONE_REGULARISERS := l2sp delta bss
 STRATEGIES_AT_5 := --per-class 5 --cuts 3 5 7 --repeats 8 --no-baselines --no-progress
 STAMPS_FOLDER := --data stamps --output Clipart_to_Stamps
@@ -186,6 +187,8 @@ real: data
 	  || exit 1; $(PY) -m functions run $(STAMPS_FOLDER) --mode $$mode-tuned --per-class 5 --at-chosen-cut \
 	  --repeats 8 --no-baselines --no-progress || exit 1; done
 	$(PY) -m functions run --data stamps --source clipart --no-progress
+	for mode in dann coral mcc cdan; do $(PY) -m functions run --data stamps --source clipart --mode $$mode-tuned \
+	  --at-chosen-cut --no-progress || exit 1; done
 
 # feature extraction against fine-tuning: the default few-shot grid of each offline folder, for
 # EfficientNet-Lite0 and the folder's source CNN, and for EfficientNet-Lite0 on the clipart and the

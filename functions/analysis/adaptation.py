@@ -19,7 +19,8 @@ from matplotlib.lines import Line2D
 
 from ..config import DANN_SCHEDULES
 from .plots import panels, readable_log_ticks, repeats_label
-from .stats import GAIN_COLUMNS, TEST_COLUMNS, chosen_cuts, holm_family, paired_comparison, repeats_to_detect
+from .stats import (GAIN_COLUMNS, TEST_COLUMNS, chosen_cuts, holm_family, paired_comparison, paired_gain,
+                    repeats_to_detect)
 
 # a distillation record's validation accuracy at one (temperature, share) candidate
 CANDIDATE_KEY = re.compile(r"val_acc_t([0-9.e+-]+)_a([0-9.e+-]+)")
@@ -326,8 +327,11 @@ def chosen_distillation_settings(distill_records) -> pd.DataFrame:
 
 # what an aligning run chose by the target risk estimate, and the key of each candidate's risk
 ALIGNMENT_CHOICES = {"chosen_weight": "weight", "chosen_lr": "rate", "chosen_schedule": "schedule"}
-RISK_KEY = re.compile(rf"dev_risk_(?P<weight>[0-9.e+-]+?)(?:_lr(?P<rate>[0-9.e+-]+?))?"
-                      rf"(?:_(?P<schedule>{'|'.join(DANN_SCHEDULES)}))?")
+CANDIDATE_SUFFIX = (rf"_(?P<weight>[0-9.e+-]+?)(?:_lr(?P<rate>[0-9.e+-]+?))?"
+                    rf"(?:_(?P<schedule>{'|'.join(DANN_SCHEDULES)}))?")
+RISK_KEY = re.compile("dev_risk" + CANDIDATE_SUFFIX)
+# each candidate's accuracy on the target's test images, scored after the choice (never for it)
+CANDIDATE_TEST_KEY = re.compile("test_acc" + CANDIDATE_SUFFIX)
 
 
 def chosen_alignment_settings(records_by_mode: dict) -> pd.DataFrame:
@@ -349,6 +353,63 @@ def chosen_alignment_settings(records_by_mode: dict) -> pd.DataFrame:
                                       for v in values)
             rows.append(row)
     return pd.DataFrame(rows).set_index(["method", "fraction"]).fillna("") if rows else pd.DataFrame()
+
+
+# the ways a run's candidate could be chosen with no target label: the score each candidate got,
+# and its sign (the highest signed score wins; the runs chose by the first)
+SELECTORS = {"dev_risk": ("deep embedded validation", -1.0), "source_val_acc": ("source validation accuracy", 1.0)}
+
+
+def _picked(accuracy: np.ndarray, merit: np.ndarray) -> np.ndarray:
+    """Per run, the test accuracy of the candidate of highest ``merit`` (the mean over tied ones: a
+    tie broken at random)."""
+    winning = np.isclose(merit, np.nanmax(merit, axis=1)[:, None], rtol=0, atol=1e-12)
+    return np.nanmean(np.where(winning, accuracy, np.nan), axis=1)
+
+
+def selection_quality(records_by_mode: dict, seed: int = 0) -> pd.DataFrame:
+    """How well each label-free way of choosing would have chosen, judged afterwards on the target's
+    test labels, for the methods whose runs scored every candidate: per method and selector (the
+    target risk estimate the runs chose by, and the source's validation accuracy), the picked
+    candidate's mean test accuracy, a candidate's at random (the mean over candidates) and the best
+    one's in hindsight, the pick minus the random one (paired by run, 95% bootstrap interval, exact
+    Wilcoxon p), how often the pick was the best, and the mean Spearman correlation between the
+    selector's ranking and the test accuracy over a run's candidates (1: it ranks as the labels do)."""
+    rng, rows = np.random.default_rng(seed), []
+    for mode, records in records_by_mode.items():
+        frame = _frame(records) if records else pd.DataFrame()
+        suffixes = [key.removeprefix("test_acc") for key in frame.columns if CANDIDATE_TEST_KEY.fullmatch(key)]
+        if len(suffixes) < 2:
+            continue
+        accuracy = frame[[f"test_acc{s}" for s in suffixes]].to_numpy(float)
+        random_pick, best = np.nanmean(accuracy, axis=1), np.nanmax(accuracy, axis=1)
+        for selector, (name, sign) in SELECTORS.items():
+            merit = sign * frame[[f"{selector}{s}" for s in suffixes]].to_numpy(float)
+            picked = _picked(accuracy, merit)
+            # a run whose candidates all score alike (or all test alike) has no ranking to compare
+            correlation = [pd.Series(m).corr(pd.Series(a), method="spearman") for m, a in zip(merit, accuracy)
+                           if np.unique(m).size > 1 and np.unique(a).size > 1]
+            rows.append({"method": LABELS.get(mode, mode), "selector": name, "candidates": len(suffixes),
+                         "picked": picked.mean(), "at random": random_pick.mean(), "best in hindsight": best.mean(),
+                         **paired_gain(picked, random_pick, rng), "picked the best": float(np.mean(picked >= best)),
+                         "spearman": float(np.nanmean(correlation)) if correlation else np.nan})
+    return pd.DataFrame(rows).set_index(["method", "selector"]) if rows else pd.DataFrame()
+
+
+def selection_verdict(quality: pd.DataFrame) -> str:
+    """One sentence per method and selector of :func:`selection_quality`, written from its numbers."""
+    if quality.empty:
+        return ("No run here scored the candidates it chose between on the test labels, so no choice can be "
+                "judged.")
+    lines = []
+    for (method, selector), row in quality.iterrows():
+        judged = ("better than" if row.ci95_low > 0 else "worse than" if row.ci95_high < 0 else
+                  "no better than") + " a candidate picked at random"
+        lines.append(f"{method}, by {selector}: {row.picked:.3f}, {row.gain:+.3f} against a random candidate (95% "
+                     f"CI {row.ci95_low:+.3f} to {row.ci95_high:+.3f}, n = {int(row.n)}): {judged}; the best of "
+                     f"{int(row.candidates)} in hindsight {row['best in hindsight']:.3f}; it ranks the candidates as "
+                     f"the test labels do at a mean Spearman correlation of {row.spearman:+.2f}.")
+    return "\n".join(lines)
 
 
 def embedding(features: dict, labels: dict, seed: int = 0) -> pd.DataFrame:

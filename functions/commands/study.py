@@ -120,7 +120,7 @@ def pretrain(args):
          arg("--at-chosen-cut", action="store_true",
              help="run only at the cut point that the saved runs' validation accuracy picks for each percentage "
                   "(with --repeats: more repeats where a comparison is made; a -tuned mode: the runs of the mode "
-                  "without -tuned)"),
+                  "without -tuned; with --source: the source's validation accuracy in the source-only runs)"),
          arg("--no-progress", action="store_true"),
          arg("--plot", action="store_true", help="also save the box plot of test accuracy per cut"),
          arg("--data", metavar="PATH", help="the study on your own images with a pretrained backbone instead of a "
@@ -242,21 +242,24 @@ def _run_adaptation(args):
     (:mod:`functions.runs.backbone_adaptation`), one results file per method, and its table."""
     from ..analysis.summary import records_frame, summary_table
     from ..config import ADAPTATION_MODES
+    from ..notebooks.backbone_adaptation import chosen_cut
     from ..runs import backbone_adaptation as adaptation
     refused = [name for name, given_ in (("--per-class", args.per_class), ("--percentages", args.percentages),
                                           ("--no-baselines", args.no_baselines)) if given_]
     if refused:
         raise DataError(f"{refused[0]} is not an option of adaptation (--source), which uses every training image of "
                         f"the target, unlabelled: drop it")
-    if args.mode is not None and args.mode not in ADAPTATION_MODES:
-        raise DataError(f"--mode {args.mode} is not an adaptation method; choose one of {list(ADAPTATION_MODES)}, "
-                        f"or drop --mode for all of them")
+    if args.mode is not None and args.mode not in adaptation.METHODS:
+        raise DataError(f"--mode {args.mode} is not an adaptation method; choose one of {list(adaptation.METHODS)}, "
+                        f"or drop --mode for {list(ADAPTATION_MODES)}")
+    if args.at_chosen_cut and args.cuts:
+        raise DataError("--at-chosen-cut picks the cut point from the saved source-only runs: drop --cuts")
     study = adaptation.AdaptationStudy(args.source, args.data, (args.mode,) if args.mode else ADAPTATION_MODES,
                                        _backbone_settings(args, adaptation.AdaptationSettings), folder=args.output,
                                        weights=args.weights)
+    cuts = (chosen_cut(study),) if args.at_chosen_cut else tuple(args.cuts or adaptation.ADAPTATION_CUTS)
     began = time.perf_counter()
-    paths = study.run(tuple(args.cuts) if args.cuts else adaptation.ADAPTATION_CUTS,
-                      args.repeats or adaptation.ADAPTATION_REPEATS, progress=not args.no_progress)
+    paths = study.run(cuts, args.repeats or adaptation.ADAPTATION_REPEATS, progress=not args.no_progress)
     seconds = time.perf_counter() - began
     import pandas as pd
     frame = pd.concat([records_frame(path).assign(method=method) for method, path in paths.items()])

@@ -10,19 +10,46 @@ from __future__ import annotations
 import pandas as pd
 
 from ..analysis import adaptation
-from ..analysis.summary import summary_table
+from ..analysis.stats import chosen_cuts
+from ..analysis.summary import records_frame, summary_table
 from ..core.errors import DataError
 from ..models.cuts import stage_at
 from ..runs.backbone_adaptation import ADAPTATION_CUTS, ADAPTATION_REPEATS, AdaptationSettings, AdaptationStudy
 from .backbone import frames
 
-__all__ = ["adaptation_study", "records", "summary", "against_source_only", "verdict", "worth", "worth_figure",
-           "recheck_table"]
+__all__ = ["adaptation_study", "chosen_cut", "tuned_cut_line", "records", "summary", "against_source_only", "verdict",
+           "worth", "worth_figure", "recheck_table"]
 
 
 def adaptation_study(source, data, backbone: str, methods, folder: str | None = None) -> AdaptationStudy:
     """``backbone`` adapted from ``source`` (labelled) to ``data`` (unlabelled) by each of ``methods``."""
     return AdaptationStudy(source, data, tuple(methods), AdaptationSettings(backbone=backbone), folder)
+
+
+def _source_only(study: AdaptationStudy) -> pd.DataFrame:
+    path = study.path("source_only")
+    frame = records_frame(path) if path.is_file() else None
+    if frame is None or frame.empty:
+        raise DataError(f"{path} holds no source-only runs to pick a cut point from: run python -m functions run "
+                        f"--data {study.target_name} --source {study.source_name} --mode source_only first")
+    return frame
+
+
+def chosen_cut(study: AdaptationStudy) -> int:
+    """The cut point whose source models score best on the source's validation images (the source's
+    labels only; no target label), over the stored source-only runs: where the ``-tuned`` methods run."""
+    return int(chosen_cuts(_source_only(study)).iloc[0])
+
+
+def tuned_cut_line(study: AdaptationStudy, cut_point: int) -> str:
+    """Where the ``-tuned`` methods ran and why, from the source models' validation accuracy per cut."""
+    frame = _source_only(study)
+    means = frame.groupby("sampled_cut_point")["val_acc"].agg(["mean", "size"])
+    others = "".join(f", against {row['mean']:.3f} at {_cut_name(study, c)}" for c, row in means.iterrows()
+                     if c != cut_point)
+    return (f"The -tuned methods run at {_cut_name(study, cut_point)}: its source models score "
+            f"{means.loc[cut_point, 'mean']:.3f} on the {study.source_name} validation images{others} (means over "
+            f"the source-only repeats, {int(means.loc[cut_point, 'size'])} at the chosen cut).")
 
 
 def records(study: AdaptationStudy, cut_points=ADAPTATION_CUTS, repeats: int = ADAPTATION_REPEATS) -> dict:
@@ -43,9 +70,10 @@ def _cut_name(study: AdaptationStudy, cut_point: int) -> str:
 
 
 def summary(study: AdaptationStudy, by_method: dict) -> pd.DataFrame:
-    """Mean ± std target test accuracy per cut point (rows, named by the stage kept last) and method."""
+    """Mean ± std target test accuracy per cut point (rows, named by the stage kept last) and method
+    (blank where a method did not run at that cut)."""
     frame = pd.concat([pd.DataFrame(runs).assign(method=adaptation.LABELS[m]) for m, runs in by_method.items()])
-    table = summary_table(frame, columns="method")
+    table = summary_table(frame, columns="method").fillna("")
     return table.rename(index={f"cut {c}": _cut_name(study, c) for c in frame.sampled_cut_point.unique()})
 
 

@@ -21,7 +21,7 @@ import nbformat
 from ..config import (ADAPTATION_MODES, ALIGNING_MODES, FOLDERS, PAPER_WEIGHT_FOLDERS, REGULARISERS, default_setup,
                       folder_settings, setup_names)
 from ..core.paths import REPO_ROOT
-from ..runs.backbone_adaptation import ADAPTATION_CUTS, ADAPTATION_REPEATS
+from ..runs.backbone_adaptation import ADAPTATION_CUTS, ADAPTATION_REPEATS, TUNED_METHODS
 from ..runs.papermill_grid import execute as execute_notebook
 
 TEMPLATES = Path(__file__).with_name("cells")
@@ -232,6 +232,7 @@ def _backbone_adaptation_parameters(folder: str) -> str:
         f"methods = {_unadapted_first()!r}",
         f"cut_points = {list(ADAPTATION_CUTS)!r}  # where the source model's frozen stages end",
         f"repeats = {ADAPTATION_REPEATS}",
+        f"tuned_methods = {list(TUNED_METHODS)!r}  # their rate chosen too, at the cut the source's validation picks",
         'labelled_mode = "F"  # the labelled comparison: the cut-point study on the same images', *_sizes(study),
         "labelled_repeats = None  # None: the real profile's repeats")
 

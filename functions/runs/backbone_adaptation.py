@@ -10,10 +10,12 @@ starts from it (:func:`functions.train.adaptation.adapt`, on the network's train
 BatchNorm statistics of the trained stages estimated again on the target images; ``dann`` and
 ``coral`` trained on, aligning the pooled features the classifier reads, each at two weights of
 which the one with the lower target risk estimate is kept (no target label is used for training
-or for choosing).  Accuracy is measured on the target's test images, and the source model's on
-the source's test images beside it.  Files: ``<Source>_to_<Target>/results/real/
-results_<backbone>_<method>.json``, in the study's contract (``sampled_percentage`` is 1.0: every
-training image of the target, unlabelled).
+or for choosing).  ``<method>-tuned`` (DANN, CORAL, MCC, CDAN) chooses the learning rate too, and
+DANN its reversal schedule, by the same estimate; it runs where the source's validation accuracy
+picks the cut (:func:`functions.notebooks.backbone_adaptation.chosen_cut`).  Accuracy is measured
+on the target's test images, and the source model's on the source's test images beside it.
+Files: ``<Source>_to_<Target>/results/real/results_<backbone>_<method>.json``, in the study's
+contract (``sampled_percentage`` is 1.0: every training image of the target, unlabelled).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..config import ADAPTATION_MODES, ALIGNING_MODES, SCHEMA_KEY, SCHEMA_VERSION, TUNED_SETTINGS
+from ..config import (ADAPTATION_MODES, ALIGNING_MODES, DANN_SCHEDULES, SCHEMA_KEY, SCHEMA_VERSION,
+                      TUNED_LEARNING_RATES, TUNED_SETTINGS, TUNED_SUFFIX)
 from ..core.constraints import Interval, declared
 from ..core.device import configure_threads
 from ..core.errors import DataError
@@ -45,6 +48,18 @@ from .units import Progress, run_units
 # exact Wilcoxon test of three methods against source only stays below 0.05 after Holm (3 * 2 / 2**8)
 ADAPTATION_CUTS, ADAPTATION_REPEATS = (5, 7), 8
 ALIGNMENT_WEIGHTS = {method: TUNED_SETTINGS[method][f"{method}_weights"] for method in ALIGNING_MODES}
+# the methods whose learning rate (and DANN's reversal schedule) each run chooses too
+TUNED_METHODS = tuple(f"{method}{TUNED_SUFFIX}" for method in ALIGNING_MODES)
+METHODS = (*ADAPTATION_MODES, *TUNED_METHODS)
+
+
+def candidates(method: str, lr: float) -> dict:
+    """What one run of ``method`` chooses between by the target risk estimate: its weights, and for
+    a ``-tuned`` method the learning rates of the study CNN's ``-tuned`` modes (DANN's schedules too)."""
+    base = method.removesuffix(TUNED_SUFFIX)
+    tuned = base != method
+    return {"weights": ALIGNMENT_WEIGHTS.get(base, (1.0,)), "lrs": TUNED_LEARNING_RATES if tuned else (lr,),
+            "schedules": DANN_SCHEDULES if tuned and base == "dann" else ("ramp",)}
 
 
 @declared
@@ -65,7 +80,8 @@ class AdaptationSettings(CutStudySettings):
     def __post_init__(self):
         super().__post_init__()
         if self.lrs:
-            raise DataError(f"lrs={list(self.lrs)}: adaptation trains at one learning rate (lr); drop lrs")
+            raise DataError(f"lrs={list(self.lrs)}: an adaptation method trains at lr, or chooses its rate as "
+                            f"<method>{TUNED_SUFFIX} (e.g. dann{TUNED_SUFFIX}); drop lrs")
 
 
 @dataclass(frozen=True)
@@ -87,9 +103,9 @@ class AdaptationStudy:
     def __init__(self, source, target, methods=ADAPTATION_MODES, settings: AdaptationSettings = AdaptationSettings(),
                  folder: str | None = None, weights=None, profile: str = PROFILE, log=print):
         configure_threads()
-        unknown = [m for m in methods if m not in ADAPTATION_MODES]
+        unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
-            raise DataError(f"adaptation method(s) {unknown or '(none)'}: choose from {list(ADAPTATION_MODES)}")
+            raise DataError(f"adaptation method(s) {unknown or '(none)'}: choose from {list(METHODS)}")
         self.methods, self.settings, self.log = tuple(methods), settings, log
         source_data, target_data = load_dataset(source), load_dataset(target)
         self.source_name, self.target_name = source_data.name, target_data.name
@@ -106,10 +122,22 @@ class AdaptationStudy:
         params = {**settings.params(), "weights_sha256": self.backbone.identity()["weights_sha256"],
                   "stages": self.backbone.layer_names, "source_data": source_data.version,
                   "data": target_data.version, "classes": self.classes, SCHEMA_KEY: SCHEMA_VERSION}
-        self.files = {m: ResultsFile(results_path(self.folder, "results", settings.backbone, m, profile),
-                                     {**params, "mode": m, "alignment_weights": list(ALIGNMENT_WEIGHTS.get(m, ()))})
+        self.profile = profile
+        self.files = {m: ResultsFile(self.path(m), {**params, "mode": m, **self._chosen_between(m)})
                       for m in self.methods}
         self._staged: tuple | None = None  # (cut point, the five splits through its frozen stages)
+
+    def path(self, method: str) -> Path:
+        """The results file of ``method`` (one of this study's or not)."""
+        return results_path(self.folder, "results", self.settings.backbone, method, self.profile)
+
+    def _chosen_between(self, method: str) -> dict:
+        """The results file's record of what each run of ``method`` chooses between."""
+        options = candidates(method, self.settings.lr)
+        base = method.removesuffix(TUNED_SUFFIX)
+        return {"alignment_weights": list(ALIGNMENT_WEIGHTS.get(base, ())),
+                **({"lrs": list(options["lrs"])} if base != method else {}),
+                **({"dann_schedules": list(options["schedules"])} if len(options["schedules"]) > 1 else {})}
 
     def cells(self, cut_points=ADAPTATION_CUTS, repeats: int = ADAPTATION_REPEATS) -> list[Cell]:
         depth = len(self.backbone.layer_names)
@@ -154,13 +182,14 @@ class AdaptationStudy:
         view = StageView.of(tuner.net, k)
         records = []
         for method in cell.methods:
-            _, result = adapt(method, view, len(view.blocks), splits["source_train"], splits["source_val"],
-                              splits["target_train"], splits["target_test"],
-                              weights=ALIGNMENT_WEIGHTS.get(method, (1.0,)), lrs=(s.lr,), epochs=s.adapt_epochs,
-                              batch_size=s.batch_size, min_steps_per_epoch=s.adapt_min_steps, seed=seed)
+            _, result = adapt(method.removesuffix(TUNED_SUFFIX), view, len(view.blocks), splits["source_train"],
+                              splits["source_val"], splits["target_train"], splits["target_test"],
+                              **candidates(method, s.lr), epochs=s.adapt_epochs, batch_size=s.batch_size,
+                              min_steps_per_epoch=s.adapt_min_steps, seed=seed)
+            record = result.record()
             records.append((method, {
-                "lr": s.lr, "sampled_percentage": 1.0, "samples_per_class": None, "sampled_cut_point": k,
-                "stage": stage_at(self.backbone, k), "repeat": cell.repeat, **result.record(),
+                "lr": record.get("chosen_lr", s.lr), "sampled_percentage": 1.0, "samples_per_class": None,
+                "sampled_cut_point": k, "stage": stage_at(self.backbone, k), "repeat": cell.repeat, **record,
                 "source_test_acc": source_test_acc, "source_val_acc": source_result.val_acc,
                 "source_epochs": source_result.epochs, "source_seconds": source_seconds}))
         return records

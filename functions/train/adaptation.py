@@ -332,10 +332,11 @@ def dev_risk(model: StudyCNN, source: Split, source_val: Split, target: torch.Te
     return float(weighted.mean() + eta * (weights.mean() - 1.0))
 
 
-def _risk_key(weight: float, lr: float | None, schedule: str | None) -> str:
-    """The record's key of one candidate's :func:`dev_risk` (its rate and schedule named only where
-    they were chosen between (else None), so that files written before that keep their keys)."""
-    return f"dev_risk_{weight:g}" + (f"_lr{lr:g}" if lr is not None else "") + (f"_{schedule}" if schedule else "")
+def _candidate_key(what: str, weight: float, lr: float | None, schedule: str | None) -> str:
+    """The record's key of one candidate's ``what`` (``dev_risk``, ``test_acc``; its rate and schedule
+    named only where they were chosen between (else None), so that files written before that keep
+    their keys)."""
+    return f"{what}_{weight:g}" + (f"_lr{lr:g}" if lr is not None else "") + (f"_{schedule}" if schedule else "")
 
 
 def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, source_val: Split, target: Split,
@@ -387,10 +388,16 @@ def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, so
                      for key, (m, status) in runs.items()}
             chosen = min(risks, key=risks.get)
             several = [len(choices) > 1 for choices in (weights, lrs, schedules)]
-            details = {**{name: value for name, value, chose in zip(("chosen_weight", "chosen_lr", "chosen_schedule"),
-                                                                    chosen, several) if chose},
-                       **{_risk_key(w, lr if several[1] else None, schedule if several[2] else None): risk
-                          for (w, lr, schedule), risk in risks.items()}}
+            details = {name: value for name, value, chose in zip(("chosen_weight", "chosen_lr", "chosen_schedule"),
+                                                                 chosen, several) if chose}
+            for (w, lr, schedule), (m, status) in runs.items():
+                named = w, lr if several[1] else None, schedule if several[2] else None
+                details[_candidate_key("dev_risk", *named)] = risks[w, lr, schedule]
+                # every candidate scored after the choice, never for it: on the target's test labels (how
+                # far the label-free choice falls from the best in hindsight) and on the source's
+                # validation images (what choosing by source accuracy instead would have picked)
+                for what, split in (("test_acc", test), ("source_val_acc", source_val)):
+                    details[_candidate_key(what, *named)] = accuracy(m, split) if status == "ok" else float("nan")
         model, status = runs[chosen]
     elif method == "source_only":
         model = copy.deepcopy(source_model)

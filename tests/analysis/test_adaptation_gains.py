@@ -1,3 +1,5 @@
+import numpy as np
+import pandas as pd
 import pytest
 
 from functions.analysis import adaptation
@@ -91,3 +93,42 @@ def test_methods_at_one_rate_and_those_that_chose_theirs_are_two_families_each_h
     assert table["significant"].all()
     lines = adaptation.adaptation_verdict(table.reset_index()).splitlines()
     assert len(lines) == 2 and "(one learning rate)" in lines[0] and "(learning rate chosen)" in lines[1]
+
+
+def test_each_label_free_way_of_choosing_is_judged_afterwards_against_a_random_and_the_best_candidate():
+    def run(accuracies, risks, source_val, repeat):
+        """One run of two weights: its candidates' test accuracies, risks and source validation
+        accuracies; it chose the lower risk."""
+        chosen = min(range(2), key=lambda i: risks[i])
+        return {"sampled_percentage": 1.0, "repeat": repeat, "status": "ok", "test_acc": accuracies[chosen],
+                **{f"{what}_{w:g}": v for what, values in (("test_acc", accuracies), ("dev_risk", risks),
+                                                           ("source_val_acc", source_val))
+                   for w, v in zip((1.0, 10.0), values)}}
+    # the risk ranks the candidates as the test labels do in every run; the source accuracy ties
+    good = [run((0.6 + 0.01 * r, 0.5), (0.1, 0.9), (0.7, 0.7), r) for r in range(8)]
+    # the risk ranks them the wrong way round; the source accuracy the right way
+    bad = [run((0.6, 0.5 + 0.01 * r), (0.9, 0.1), (0.8, 0.7), r) for r in range(8)]
+    quality = adaptation.selection_quality({"coral-tuned": good, "mcc-tuned": bad, "cdan-tuned": [],
+                                            "source_only": [{"status": "ok", "test_acc": 0.5}]})
+    dev, by_source = "deep embedded validation", "source validation accuracy"
+    assert list(quality.index) == [("CORAL, rate chosen", dev), ("CORAL, rate chosen", by_source),
+                                   ("MCC, rate chosen", dev), ("MCC, rate chosen", by_source)]
+    coral = quality.loc[("CORAL, rate chosen", dev)]
+    assert coral["picked"] == pytest.approx(0.635) and coral["at random"] == pytest.approx(0.5675)
+    assert coral["gain"] == pytest.approx(0.0675) and coral["ci95_low"] > 0 and coral["p"] == pytest.approx(2 / 2 ** 8)
+    assert coral["best in hindsight"] == coral["picked"] and coral["picked the best"] == 1.0
+    assert coral["spearman"] == pytest.approx(1.0) and coral["candidates"] == 2 and coral["n"] == 8
+    tied = quality.loc[("CORAL, rate chosen", by_source)]  # a tie is a random pick: no gain, never the best
+    assert tied["picked"] == pytest.approx(tied["at random"]) and tied["gain"] == pytest.approx(0.0)
+    assert tied["picked the best"] == 0.0 and np.isnan(tied["spearman"])  # no ranking to compare
+    mcc, mcc_by_source = quality.loc[("MCC, rate chosen", dev)], quality.loc[("MCC, rate chosen", by_source)]
+    assert mcc["picked the best"] == 0.0 and mcc["spearman"] == pytest.approx(-1.0) and mcc["ci95_high"] < 0
+    assert mcc["picked"] == pytest.approx(float(np.mean([r["test_acc"] for r in bad])))  # what the runs chose
+    assert mcc_by_source["picked"] == pytest.approx(0.6) and mcc_by_source["picked the best"] == 1.0
+    lines = adaptation.selection_verdict(quality).splitlines()
+    assert lines[0].startswith("CORAL, rate chosen, by deep embedded validation: 0.635, +0.06")
+    assert "better than a candidate picked at random" in lines[0] and "+1.00" in lines[0]
+    assert "no better than a candidate picked at random" in lines[1]
+    assert "worse than a candidate picked at random" in lines[2]
+    assert adaptation.selection_quality({"coral": [{"status": "ok", "test_acc": 0.5, "dev_risk_1": 0.1}]}).empty
+    assert "no choice can be judged" in adaptation.selection_verdict(pd.DataFrame())

@@ -6,7 +6,9 @@ import pytest
 from PIL import Image
 
 from functions.__main__ import main
-from functions.runs.backbone_adaptation import ALIGNMENT_WEIGHTS, AdaptationSettings, AdaptationStudy
+from functions.config import DANN_SCHEDULES, TUNED_LEARNING_RATES
+from functions.notebooks.backbone_adaptation import chosen_cut
+from functions.runs.backbone_adaptation import ALIGNMENT_WEIGHTS, AdaptationSettings, AdaptationStudy, candidates
 from functions.runs.backbone_study import CutStudy, CutStudySettings, grid
 from functions.runs.store import load_results
 
@@ -86,3 +88,39 @@ def test_the_command_line_adapts_between_folders_and_refuses_what_it_does_not_ta
         assert message in capsys.readouterr().err
     assert main(["run", "MNIST", "--source", str(paints)]) == 2
     assert "--source is an option of the study on your own images" in capsys.readouterr().err
+
+
+def test_a_tuned_method_chooses_its_rate_too_where_the_source_validation_picks_the_cut(paints, capsys):
+    tints = _tints(paints.parent)
+    options = [f"--set={key}={value}" for key, value in {**COMMON, "adapt_epochs": 1, "adapt_min_steps": 2}.items()]
+    tuned = ["run", "--data", str(tints), "--source", str(paints), "--mode", "coral-tuned", "--at-chosen-cut",
+             "--repeats", "1", "--no-progress", *options]
+    assert main(tuned) == 2  # nothing to pick the cut from yet
+    assert "holds no source-only runs to pick a cut point from" in capsys.readouterr().err
+    assert main(["run", "--data", str(tints), "--source", str(paints), "--mode", "source_only", "--cuts", "5", "8",
+                 "--repeats", "1", "--no-progress", *options]) == 0
+    assert main(tuned) == 0
+    capsys.readouterr()
+    study = AdaptationStudy(paints, tints, ("source_only", "coral-tuned"), SETTINGS, log=lambda *_: None)
+    _, source_only = load_results(study.path("source_only"))
+    best = max(source_only, key=lambda r: r["val_acc"])["sampled_cut_point"]  # one repeat: the best validation
+    assert chosen_cut(study) == best
+    params, (record,) = load_results(study.path("coral-tuned"))
+    assert record["sampled_cut_point"] == best and params["lrs"] == list(TUNED_LEARNING_RATES)
+    assert record["lr"] == record["chosen_lr"] in TUNED_LEARNING_RATES
+    tried = [(w, lr) for w in ALIGNMENT_WEIGHTS["coral"] for lr in TUNED_LEARNING_RATES]
+    assert {f"{what}_{w:g}_lr{lr:g}" for what in ("dev_risk", "test_acc") for w, lr in tried} <= set(record)
+    assert record[f"test_acc_{record['chosen_weight']:g}_lr{record['chosen_lr']:g}"] == record["test_acc"]
+    # the same source model as the untuned methods of that cut and repeat
+    same_cut = next(r for r in source_only if r["sampled_cut_point"] == best)
+    assert record["source_test_acc"] == same_cut["source_test_acc"]
+    assert main([*tuned, "--cuts", "5"]) == 2
+    assert "--at-chosen-cut picks the cut point from the saved source-only runs: drop --cuts" in capsys.readouterr().err
+
+
+def test_only_dann_chooses_a_schedule_and_only_the_tuned_forms_a_rate():
+    assert candidates("dann-tuned", 1e-3) == {"weights": ALIGNMENT_WEIGHTS["dann"], "lrs": TUNED_LEARNING_RATES,
+                                              "schedules": DANN_SCHEDULES}
+    assert candidates("cdan-tuned", 1e-3)["schedules"] == ("ramp",)
+    assert candidates("coral", 2e-3) == {"weights": ALIGNMENT_WEIGHTS["coral"], "lrs": (2e-3,), "schedules": ("ramp",)}
+    assert candidates("adabn", 1e-3)["weights"] == (1.0,)

@@ -329,6 +329,14 @@ def test_several_rates_and_weights_are_chosen_together_by_the_target_risk_estima
     _, alone = adapt("dann", model, 1, source, val, Split(target, test.y), test, weights=(chosen[0],),
                      lrs=(chosen[1],), **common)
     assert alone.test_acc == result.test_acc and alone.val_acc == result.val_acc and alone.details is None
+    # every candidate is scored on the test labels after the choice: the chosen one's score is the run's
+    assert result.details[f"test_acc_{chosen[0]:g}_lr{chosen[1]:g}"] == result.test_acc
+    assert result.details[f"source_val_acc_{chosen[0]:g}_lr{chosen[1]:g}"] == result.val_acc
+    other = next(key for key in risks if key != chosen)
+    _, other_alone = adapt("dann", model, 1, source, val, Split(target, test.y), test, weights=(other[0],),
+                           lrs=(other[1],), **common)
+    assert result.details[f"test_acc_{other[0]:g}_lr{other[1]:g}"] == other_alone.test_acc
+    assert result.details[f"source_val_acc_{other[0]:g}_lr{other[1]:g}"] == other_alone.val_acc
     # one weight, several rates: the rate alone is recorded as chosen
     _, by_rate = adapt("coral", model, 1, source, val, Split(target, test.y), test, lrs=(1e-4, 1e-2), **common)
     assert "chosen_weight" not in by_rate.details and by_rate.details["chosen_lr"] in (1e-4, 1e-2)
@@ -341,7 +349,7 @@ def test_dann_chooses_its_reversal_schedule_by_the_target_risk_estimate_and_only
                       schedules=("ramp", "constant"), **common)
     risks = {s: result.details[f"dev_risk_4_{s}"] for s in ("ramp", "constant")}
     assert result.details["chosen_schedule"] == min(risks, key=risks.get) and set(result.details) == {
-        "chosen_schedule", *(f"dev_risk_4_{s}" for s in risks)}
+        "chosen_schedule", *(f"{what}_4_{s}" for what in ("dev_risk", "test_acc", "source_val_acc") for s in risks)}
     assert risks["ramp"] != risks["constant"]  # the schedule changes what was trained
     _, alone = adapt("dann", model, 1, source, val, Split(target, test.y), test, weights=(4.0,),
                      schedules=(result.details["chosen_schedule"],), **common)

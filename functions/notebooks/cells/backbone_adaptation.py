@@ -9,14 +9,14 @@
 # - **MCC**: training on with the classifier's confusion between classes on the `{{data}}` images added to the loss (Minimum Class Confusion, Jin et al. 2020), no domain classifier;
 # - **CDAN**: DANN's domain classifier reading the features multiplied by the class predictions, each image weighted by the certainty of its prediction (CDAN+E, Long et al. 2018).
 #
-# No `{{data}}` label trains a method or picks its settings: DANN, CORAL, MCC and CDAN train a fixed schedule at each of two weights and keep the one with the lower target risk estimated by deep embedded validation (You et al. 2019). The same network fine-tuned on a few labelled `{{data}}` images per class (the cut-point study on `{{data}}`, in this folder) says what the unlabelled images are worth in labelled ones.
+# No `{{data}}` label trains a method or picks its settings: DANN, CORAL, MCC and CDAN train a fixed schedule at each of two weights and keep the one with the lower target risk estimated by deep embedded validation (You et al. 2019: the source's validation loss, each image weighted by how target-like a domain classifier finds its features). Their `-tuned` forms (`tuned_methods`) choose the learning rate the same way among 0.0003, 0.001 and 0.003 (DANN also its reversal weight ramped up or constant from the first step), at the cut point whose source models score best on the `{{source}}` validation images. The same network fine-tuned on a few labelled `{{data}}` images per class (the cut-point study on `{{data}}`, in this folder) says what the unlabelled images are worth in labelled ones.
 
 # %%
 {{parameters}}
 
 # %%
 from IPython.display import display
-from functions.analysis import plots, stats
+from functions.analysis import adaptation, plots, stats
 from functions.notebooks import backbone, backbone_adaptation as study
 from functions.notebooks.study import use_output_root
 use_output_root(output_root)
@@ -34,24 +34,38 @@ print(f"{source}: {len(adapted.source.train)} training, {len(adapted.source.val)
 # %%
 # NBVAL_IGNORE_OUTPUT: progress bars show rates and times
 adapted.run(cut_points, repeats, progress=False)
+tuned = study.adaptation_study(source, data, backbone_name, tuned_methods, folder)
+tuned_cut = study.chosen_cut(adapted)
+tuned.run([tuned_cut], repeats, progress=False)
 labelled.run(labelled_grid, progress=False)
-runs = study.records(adapted, cut_points, repeats)
+runs = {**study.records(adapted, cut_points, repeats), **study.records(tuned, [tuned_cut], repeats)}
 
 # %% [markdown]
 # ## Every method at each cut point
-# Mean ± standard deviation of test accuracy on the `{{data}}` test images over repeats; each repeat trains its own source model, which every method of that repeat starts from.
+# Mean ± standard deviation of test accuracy on the `{{data}}` test images over repeats; each repeat trains its own source model, which every method of that repeat starts from. The `-tuned` methods run at one cut point only (the line below says which and why).
 
 # %%
+print(study.tuned_cut_line(adapted, tuned_cut))
 display(study.summary(adapted, runs))
 
 # %% [markdown]
 # ## Does adapting help, beyond what a seed can undo?
-# Each method against source only at the same cut point, paired by repeat: the mean difference in test accuracy with a 95% bootstrap interval, the exact Wilcoxon p Holm-corrected over the methods of a cut point, each method's standard deviation over repeats and the repeats a power calculation from the measured spread asks for. The sentences are written from the numbers.
+# Each method against source only at the same cut point, paired by repeat: the mean difference in test accuracy with a 95% bootstrap interval, the exact Wilcoxon p Holm-corrected over the methods of its family (those at one learning rate, and those whose rate was chosen: two questions, each corrected for its own tests) at a cut point, each method's standard deviation over repeats (a gain below it is one that another seed can undo, and the sentences call it that) and the repeats a power calculation from the measured spread asks for. The sentences are written from the numbers. Then what the `-tuned` runs chose by the target risk estimate: each candidate with the number of runs that chose it.
 
 # %%
 gains = study.against_source_only(runs)
 print(study.verdict(adapted, gains))
 display(stats.shown_tests(gains).round(3))
+display(adaptation.chosen_alignment_settings({m: runs[m] for m in tuned_methods}))
+
+# %% [markdown]
+# ## Does the label-free choice choose well?
+# Deep embedded validation picks each `-tuned` run's setting without a `{{data}}` label. After the choice, every candidate of the run was also scored on the `{{data}}` test images (never used to choose) and on the `{{source}}` validation images, so the choice can be judged, beside the other label-free way of choosing that the literature uses, the source's validation accuracy (ties broken at random): each way's pick against a candidate picked at random (the mean over the run's candidates; paired by run, 95% bootstrap interval, exact Wilcoxon p), the best candidate in hindsight, how often the pick was the best, and how closely each ranks the candidates as the test labels do (mean Spearman correlation over runs). The runs' results above are deep embedded validation's picks; this section judges the selectors, it does not re-choose. The sentences are written from the numbers.
+
+# %%
+quality = adaptation.selection_quality({m: runs[m] for m in tuned_methods})
+print(adaptation.selection_verdict(quality))
+display(quality.round(3))
 
 # %% [markdown]
 # ## What the unlabelled images are worth in labelled ones
