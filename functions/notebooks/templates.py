@@ -291,7 +291,8 @@ def cells(folder: str, kind: str) -> list:
         study = IMAGE_FOLDERS[folder]
         if kind == "adaptation":
             return _template("backbone_adaptation", folder=folder, data=study.data, source=study.source,
-                             labelled_mode="F", parameters=_backbone_adaptation_parameters(folder))
+                             labelled_mode="F", parameters=_backbone_adaptation_parameters(folder)) + \
+                _template("adaptation_selection", tuned_records="{m: runs[m] for m in tuned_methods}")
         if kind == "fe_vs_ft":
             return _fe_vs_ft_cells(folder)
         if kind == "strategies":
@@ -328,6 +329,9 @@ def cells(folder: str, kind: str) -> list:
     if kind == "fe_vs_ft":
         return _fe_vs_ft_cells(folder)
     parts = [kind, "sweep"] if kind in ("empirical", "truncation") else [kind]
+    if kind == "adaptation" and folder in TUNED_ALIGNMENT:  # the label-free choices of the -tuned runs, judged
+        parts.append("adaptation_selection")
+        values["tuned_records"] = "{f'{mode}-tuned': records[f'{mode}-tuned'] for mode in tuned_modes}"
     if kind == "strategies":  # the learning rates chosen on validation where their runs are committed
         parts = [kind, *(["strategies_tuned"] if folder in TUNED_REPEATS else []),
                  *(["strategies_regularised"] if folder in REGULARISED_FOLDERS else []), "strategies_recheck"]

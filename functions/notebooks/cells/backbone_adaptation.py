@@ -59,15 +59,6 @@ display(stats.shown_tests(gains).round(3))
 display(adaptation.chosen_alignment_settings({m: runs[m] for m in tuned_methods}))
 
 # %% [markdown]
-# ## Does the label-free choice choose well?
-# Deep embedded validation picks each `-tuned` run's setting without a `{{data}}` label. After the choice, every candidate of the run was also scored on the `{{data}}` test images (never used to choose) and on the `{{source}}` validation images, so the choice can be judged, beside the other label-free way of choosing that the literature uses, the source's validation accuracy (ties broken at random): each way's pick against a candidate picked at random (the mean over the run's candidates; paired by run, 95% bootstrap interval, exact Wilcoxon p), the best candidate in hindsight, how often the pick was the best, and how closely each ranks the candidates as the test labels do (mean Spearman correlation over runs). The runs' results above are deep embedded validation's picks; this section judges the selectors, it does not re-choose. The sentences are written from the numbers.
-
-# %%
-quality = adaptation.selection_quality({m: runs[m] for m in tuned_methods})
-print(adaptation.selection_verdict(quality))
-display(quality.round(3))
-
-# %% [markdown]
 # ## What the unlabelled images are worth in labelled ones
 # The labelled curves: the network fine-tuned in mode {{labelled_mode}} on 1, 2 and 5 labelled `{{data}}` images per class and on all of them (at the cut its validation accuracy picks at each size), and the baseline trained from its random initialisation on the same images. *Worth* is the labelled share of the training images (and number of images) at which the {{labelled_mode}} curve reaches a method's accuracy, log-linear between measured sizes; `<` means below the smallest size measured, `>` above the largest.
 
