@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..config import (ADAPTATION_MODES, ALIGNING_MODES, DANN_SCHEDULES, SCHEMA_KEY, SCHEMA_VERSION,
-                      TUNED_LEARNING_RATES, TUNED_SETTINGS, TUNED_SUFFIX)
+from ..config import (ADAPTATION_MODES, ALIGNING_MODES, SCHEMA_KEY, SCHEMA_VERSION, TUNED_LEARNING_RATES,
+                      TUNED_SETTINGS, TUNED_SUFFIX, TUNED_WITH_RATE)
 from ..core.constraints import Interval, declared
 from ..core.device import configure_threads
 from ..core.errors import DataError
@@ -59,7 +59,7 @@ def candidates(method: str, lr: float) -> dict:
     base = method.removesuffix(TUNED_SUFFIX)
     tuned = base != method
     return {"weights": ALIGNMENT_WEIGHTS.get(base, (1.0,)), "lrs": TUNED_LEARNING_RATES if tuned else (lr,),
-            "schedules": DANN_SCHEDULES if tuned and base == "dann" else ("ramp",)}
+            "schedules": TUNED_WITH_RATE.get(base, {}).get(f"{base}_schedules", ("ramp",)) if tuned else ("ramp",)}
 
 
 @declared
@@ -136,7 +136,7 @@ class AdaptationStudy:
         options = candidates(method, self.settings.lr)
         base = method.removesuffix(TUNED_SUFFIX)
         return {"alignment_weights": list(ALIGNMENT_WEIGHTS.get(base, ())),
-                **({"lrs": list(options["lrs"])} if base != method else {}),
+                **({"lrs": list(options["lrs"])} if len(options["lrs"]) > 1 else {}),
                 **({"dann_schedules": list(options["schedules"])} if len(options["schedules"]) > 1 else {})}
 
     def cells(self, cut_points=ADAPTATION_CUTS, repeats: int = ADAPTATION_REPEATS) -> list[Cell]:

@@ -333,9 +333,9 @@ def dev_risk(model: StudyCNN, source: Split, source_val: Split, target: torch.Te
 
 
 def _candidate_key(what: str, weight: float, lr: float | None, schedule: str | None) -> str:
-    """The record's key of one candidate's ``what`` (``dev_risk``, ``test_acc``; its rate and schedule
-    named only where they were chosen between (else None), so that files written before that keep
-    their keys)."""
+    """The record's key of one candidate's ``what`` (``dev_risk``, ``test_acc``, ``source_val_acc``;
+    its rate and schedule named only where they were chosen between (else None), so that files
+    written before that keep their keys)."""
     return f"{what}_{weight:g}" + (f"_lr{lr:g}" if lr is not None else "") + (f"_{schedule}" if schedule else "")
 
 
@@ -350,8 +350,9 @@ def adapt(method: str, source_model: StudyCNN, cut_point: int, source: Split, so
     The training methods run at weight ``weights[0]`` and learning rate ``lrs[0]`` (the reversal
     weight of DANN and CDAN on schedule ``schedules[0]``); given several of any, one run per combination
     from the same seed, and the one with the lowest :func:`dev_risk` is kept: what it chose and
-    every candidate's risk go into the result's
-    details, and its seconds are all the candidates' (what a run that chooses costs).  The result's
+    every candidate's risk go into the result's details, with each candidate's accuracy on ``test``
+    and ``source_val`` scored after the choice (to judge it, never to make it), and its seconds
+    are all the candidates' (what a run that chooses costs).  The result's
     ``test_acc`` is on the target's test split, ``train_acc`` on the target images adapted to,
     ``val_acc`` on the source's validation split (the only labels a method may see).  With
     ``trajectory`` (the training methods only) the run is the trajectory's first steps in its dtype, and
